@@ -1,0 +1,200 @@
+"""Streaming time-mean covariance of RNN hidden states (reference section 2).
+
+``Sigma_hat = 1/(nT) sum_i sum_t h_t(X^i) h_t(X^i)^T`` is a sum of outer products, so one pass over
+the data keeps only the float64 sum (m x m) and the number of states: memory is
+O(batch x T x m + m^2), independent of the number of sequences. Sums from several shards or
+processes add up (``CovarianceStats.merge``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["CovarianceStats", "time_mean_covariance", "iter_input_batches", "model_device"]
+
+
+@dataclass
+class CovarianceStats:
+    """Sufficient statistics of the time-mean covariance: ``sum_states h h^T`` and the number of states.
+
+    Attributes
+    ----------
+    outer_sum : torch.Tensor
+        float64 tensor (m, m), the sum of ``h_t h_t^T`` over all sequences and time steps.
+    count : int
+        Number of hidden states summed (sequences x time steps).
+    """
+
+    outer_sum: torch.Tensor
+    count: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.outer_sum, torch.Tensor):
+            self.outer_sum = torch.as_tensor(np.asarray(self.outer_sum), dtype=torch.float64)
+        if self.outer_sum.ndim != 2 or self.outer_sum.shape[0] != self.outer_sum.shape[1]:
+            raise ValueError(f"outer_sum: expected a square (m, m) tensor, got shape {tuple(self.outer_sum.shape)}")
+        if self.outer_sum.dtype != torch.float64:
+            raise TypeError(f"outer_sum: expected float64, got {self.outer_sum.dtype}")
+        if int(self.count) < 0:
+            raise ValueError(f"count: expected a non-negative number of states, got {self.count}")
+        self.count = int(self.count)
+
+    @property
+    def width(self) -> int:
+        """Number of hidden units m."""
+        return int(self.outer_sum.shape[0])
+
+    def mean(self) -> np.ndarray:
+        """``Sigma_hat`` as a float64 NumPy array (m, m)."""
+        if self.count == 0:
+            raise ValueError("CovarianceStats: no states were accumulated, the mean is undefined")
+        s = (self.outer_sum / self.count).cpu().numpy()
+        return 0.5 * (s + s.T)
+
+    def merge(self, other: "CovarianceStats") -> "CovarianceStats":
+        """Statistics of the union of two disjoint sets of states (sums and counts add)."""
+        if not isinstance(other, CovarianceStats):
+            raise TypeError(f"other: expected CovarianceStats, got {type(other).__name__}")
+        if other.width != self.width:
+            raise ValueError(f"other: width {other.width} differs from {self.width}")
+        return CovarianceStats(self.outer_sum + other.outer_sum.to(self.outer_sum.device), self.count + other.count)
+
+    @classmethod
+    def zeros(cls, m: int, device=None) -> "CovarianceStats":
+        """Empty statistics for m units."""
+        return cls(torch.zeros(m, m, dtype=torch.float64, device=device), 0)
+
+
+def model_device(module: nn.Module) -> torch.device:
+    """Device of a module's first parameter (CPU for a module without parameters)."""
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _as_tensor(x: Any, what: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    raise TypeError(f"{what}: expected a torch.Tensor or numpy array of inputs, got {type(x).__name__}")
+
+
+def iter_input_batches(data: Any, batch_size: int = 256, *, batch_first: bool = True) -> Iterator[torch.Tensor]:
+    """Yield input tensors from the accepted data forms.
+
+    ``data`` may be one tensor/array holding all sequences (split into chunks of ``batch_size``
+    along the batch dimension, which is 0 if ``batch_first`` else 1), or any iterable of batches
+    (a list, a generator, a ``DataLoader``) whose items are tensors or tuples/lists whose first
+    element is the input tensor.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        x = _as_tensor(data, "data")
+        if x.ndim == 3:
+            dim = 0 if batch_first else 1
+            yield from torch.split(x, batch_size, dim=dim)
+        else:
+            yield x
+        return
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise TypeError(f"data: expected a tensor or an iterable of batches, got {type(data).__name__}")
+    for i, item in enumerate(data):
+        if isinstance(item, (tuple, list)):
+            if len(item) == 0:
+                raise ValueError(f"data: batch {i} is an empty tuple")
+            item = item[0]
+        yield _as_tensor(item, f"data: batch {i}")
+
+
+def time_mean_covariance(
+    rnn: nn.Module,
+    batches: Any,
+    *,
+    device=None,
+    batch_size: int = 256,
+    input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    progress: bool = False,
+) -> CovarianceStats:
+    """Accumulate the time-mean covariance of an RNN's hidden states in one streaming pass (section 2).
+
+    Parameters
+    ----------
+    rnn : torch.nn.RNN (single layer, unidirectional; also nn.LSTM/nn.GRU, whose output is h_t)
+        The trained, uncompressed network. Any floating dtype; statistics are float64.
+    batches : tensor, array or iterable of batches
+        Input sequences, shaped ``(batch, T, d_x)`` if ``rnn.batch_first`` else ``(T, batch, d_x)``;
+        a single unbatched sequence ``(T, d_x)`` is also accepted. See :func:`iter_input_batches`.
+    device : torch.device or str, optional
+        Where to run the pass; defaults to the device of ``rnn``. The module is copied, not moved.
+    batch_size : int
+        Chunk size when ``batches`` is a single tensor.
+    input_transform : callable, optional
+        Applied to each input batch before the RNN (e.g. an embedding lookup for token ids).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    CovarianceStats
+        ``outer_sum`` (float64, on ``device``) and ``count`` = number of hidden states.
+
+    Raises
+    ------
+    ValueError
+        On empty data, a batch with the wrong feature size, non-finite inputs, or non-finite hidden
+        states (the message names the batch).
+    """
+    if not isinstance(rnn, nn.RNNBase):
+        raise TypeError(f"rnn: expected a torch.nn.RNN/LSTM/GRU, got {type(rnn).__name__}")
+    if rnn.num_layers != 1 or rnn.bidirectional:
+        raise ValueError("rnn: expected a single-layer unidirectional module (num_layers=1, bidirectional=False)")
+    m = rnn.hidden_size
+    here = model_device(rnn)
+    device = torch.device(device) if device is not None else here
+    if device != here:
+        import copy
+
+        rnn = copy.deepcopy(rnn).to(device)
+    dtype = next(rnn.parameters()).dtype
+    stats = CovarianceStats.zeros(m, device=device)
+    it = iter_input_batches(batches, batch_size, batch_first=rnn.batch_first)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="covariance", unit="batch", leave=False)
+    with torch.no_grad():
+        for i, x in enumerate(it):
+            if input_transform is not None:
+                x = input_transform(x.to(device))
+            if x.ndim not in (2, 3):
+                raise ValueError(
+                    f"batches: batch {i} has shape {tuple(x.shape)}; expected "
+                    f"{'(batch, T, d_x)' if rnn.batch_first else '(T, batch, d_x)'} or (T, d_x)"
+                )
+            if x.shape[-1] != rnn.input_size:
+                raise ValueError(
+                    f"batches: batch {i} has {x.shape[-1]} input features, the RNN expects input_size={rnn.input_size}"
+                )
+            if x.numel() == 0:
+                continue
+            x = x.to(device=device, dtype=dtype)
+            if not torch.isfinite(x).all():
+                raise ValueError(f"batches: batch {i} contains NaN or inf inputs")
+            out, _ = rnn(x)
+            H = out.reshape(-1, m).to(torch.float64)
+            if not torch.isfinite(H).all():
+                raise ValueError(
+                    f"batches: the hidden states of batch {i} contain NaN or inf (the network diverges on it)"
+                )
+            stats.outer_sum.addmm_(H.T, H)
+            stats.count += H.shape[0]
+    if stats.count == 0:
+        raise ValueError("batches: no data; expected at least one non-empty batch of sequences")
+    return stats

@@ -1,0 +1,166 @@
+"""Information losses and the reconstruction matrix (reference section 3, S1-S3).
+
+For a kept unit set J with regularisation tau (one value per kept unit):
+
+* ``R(J) = Sigma - Sigma_{F,J} (Sigma_{J,J} + diag tau)^{-1} Sigma_{J,F}`` (residual covariance),
+* S1: input information loss ``L_A(J) = Tr R(J)``,
+* S2: output information loss ``L_B(J; Z) = Tr Z R(J) Z^T``,
+* S3: selection objective ``L_theta(J) = L_A(J) + theta L_B(J; Z) = Tr M R(J)``, ``M = I + theta Z^T Z``,
+* reconstruction matrix ``A_J = Sigma_{F,J} (Sigma_{J,J} + diag tau)^{-1}`` (m x k), the minimiser of both.
+
+Everything is float64 and uses Cholesky solves (never an explicit inverse).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+import scipy.linalg
+
+from theory._arrays import as_covariance_matrix, as_float64_array
+
+__all__ = [
+    "information_loss",
+    "reconstruction_matrix",
+    "residual_covariance",
+    "selection_objective",
+    "as_units",
+    "as_tau",
+]
+
+
+def as_units(J: Sequence[int], m: int, name: str = "J", *, allow_empty: bool = True) -> np.ndarray:
+    """Validate a unit set: distinct integers in ``0..m-1``; returned in the given order."""
+    arr = np.asarray(J.detach().cpu() if hasattr(J, "detach") else J)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D sequence of unit indices, got shape {arr.shape}")
+    if arr.size == 0:
+        if not allow_empty:
+            raise ValueError(f"{name}: expected at least one unit, got an empty set")
+        return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(f"{name}: expected integer unit indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.min() < 0 or arr.max() >= m:
+        raise ValueError(f"{name}: unit indices must lie in 0..{m - 1}, got min {arr.min()}, max {arr.max()}")
+    if np.unique(arr).size != arr.size:
+        raise ValueError(f"{name}: unit indices must be distinct")
+    return arr
+
+
+def as_tau(lam, k: int, name: str = "lam") -> np.ndarray:
+    """Regularisation as a vector over the k kept units: a scalar ``lambda`` or a vector ``tau``, all > 0."""
+    if np.ndim(lam) == 0:
+        try:
+            v = float(lam)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name}: expected a positive number or a vector of k positive numbers, got {lam!r}") from exc
+        tau = np.full(k, v)
+    else:
+        tau = np.asarray(lam.detach().cpu() if hasattr(lam, "detach") else lam, dtype=np.float64).ravel()
+        if tau.size != k:
+            raise ValueError(f"{name}: expected a scalar or a vector of length |J| = {k}, got length {tau.size}")
+    if not np.all(np.isfinite(tau)) or np.any(tau <= 0):
+        raise ValueError(f"{name}: regularisation must be finite and > 0, got {lam!r}")
+    return tau
+
+
+def _gram_solve(sigma: np.ndarray, J: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """``(Sigma_JJ + diag tau)^{-1} Sigma_{J,F}`` by Cholesky (k x m)."""
+    G = sigma[np.ix_(J, J)] + np.diag(tau)
+    rhs = sigma[J, :]
+    try:
+        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(G, lower=True, check_finite=False), rhs,
+                                      check_finite=False)
+    except np.linalg.LinAlgError:
+        # Mathematically positive definite (tau > 0); Cholesky fails only when tau is far below the
+        # round-off of Sigma_JJ. A symmetric LDL^T solve still gives the answer to working precision.
+        warnings.warn("lam is below the round-off level of Sigma_JJ; using a symmetric indefinite solve",
+                      RuntimeWarning, stacklevel=3)
+        return scipy.linalg.solve(G, rhs, assume_a="sym", check_finite=False)
+
+
+def _prepare(sigma, J, lam):
+    s = as_covariance_matrix(sigma, "sigma")
+    units = as_units(J, s.shape[0])
+    tau = as_tau(lam, units.size)
+    return s, units, tau
+
+
+def residual_covariance(sigma, J, lam) -> np.ndarray:
+    """``R(J) = Sigma - Sigma_{F,J} (Sigma_{J,J} + diag tau)^{-1} Sigma_{J,F}`` (m x m, S1/S3).
+
+    ``R(J)`` is the regularised covariance of the reconstruction residual ``h - A_J h_J``; it is PSD.
+    """
+    s, units, tau = _prepare(sigma, J, lam)
+    return _residual(s, units, tau)
+
+
+def _residual(s: np.ndarray, units: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """``R(J)`` for already validated inputs."""
+    if units.size == 0:
+        return s.copy()
+    R = s - s[:, units] @ _gram_solve(s, units, tau)
+    return 0.5 * (R + R.T)
+
+
+def _as_downstream(Z, m: int) -> np.ndarray:
+    z = as_float64_array(Z, "Z")
+    if z.ndim != 2 or z.shape[1] != m:
+        raise ValueError(f"Z: expected a downstream weight of shape (r, m) with m = {m}, got shape {z.shape}")
+    return z
+
+
+def information_loss(sigma, J, lam, Z=None) -> float:
+    """Input (S1) or output (S2) information loss of keeping the units ``J``.
+
+    Parameters
+    ----------
+    sigma : array-like (m, m) or CovarianceStats
+        Time-mean covariance of the hidden states (section 2).
+    J : sequence of int
+        Kept units (0-based, distinct).
+    lam : float or array-like of shape (|J|,)
+        ``lambda > 0`` (``tau_j = lambda`` for every kept unit) or the vector ``tau``.
+    Z : array-like (r, m), optional
+        Downstream weight. ``None`` gives S1, ``L_A(J) = Tr R(J)``; otherwise S2,
+        ``L_B(J; Z) = Tr Z R(J) Z^T``.
+
+    Returns
+    -------
+    float
+        The regularised least-squares loss: the minimum over A of the reconstruction error plus
+        ``sum_j tau_j ||A_{:,j}||^2`` (S1/S2 closed forms).
+    """
+    R = residual_covariance(sigma, J, lam)
+    if Z is None:
+        return float(np.trace(R))
+    z = _as_downstream(Z, R.shape[0])
+    return float(np.einsum("ij,jk,ik->", z, R, z))
+
+
+def selection_objective(sigma, J, lam, *, theta: float = 0.0, Z=None) -> float:
+    """S3 objective ``L_theta(J) = L_A(J) + theta L_B(J; Z)``; ``theta = 0`` or ``Z = None`` gives ``L_A``."""
+    R = residual_covariance(sigma, J, lam)
+    value = float(np.trace(R))
+    if theta and Z is not None:
+        z = _as_downstream(Z, R.shape[0])
+        value += float(theta) * float(np.einsum("ij,jk,ik->", z, R, z))
+    return value
+
+
+def reconstruction_matrix(sigma, J, lam) -> np.ndarray:
+    """Reconstruction matrix ``A_J = Sigma_{F,J} (Sigma_{J,J} + diag tau)^{-1}`` (S1), shape (m, k).
+
+    It minimises both S1 and S2 (``B = Z A_J``). With ``J = F`` and ``tau -> 0`` it tends to the
+    identity (S6).
+    """
+    s, units, tau = _prepare(sigma, J, lam)
+    if units.size == 0:
+        raise ValueError("J: expected at least one kept unit")
+    return _gram_solve(s, units, tau).T

@@ -1,0 +1,264 @@
+"""Choosing which hidden units to keep (reference sections 3 and 5: S3, S4, S8) and the baselines.
+
+``select_units`` is the single entry point. Spectral methods minimise the S3 objective
+``L_theta(J) = Tr[(I + theta Z^T Z) R(J)]``:
+
+* ``"greedy"``: forward selection with the rank-one updates of S4, O(m^3 + m^2 k) time;
+* ``"greedy_naive"``: the same greedy rule, re-solving the regularised problem for every
+  candidate (the reference implementation S4 is tested against);
+* ``"exhaustive"``: the exact minimiser over all C(m, k) subsets (tiny problems only);
+* ``"leverage"``: ridge-leverage sampling (S8).
+
+Baselines: ``"random"``, ``"magnitude"`` (largest L2 norm of each unit's outgoing weights) and
+``"energy"`` (largest ``Sigma_jj``, i.e. mean squared activation).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pruning.losses import _as_downstream, _residual, as_tau
+from theory._arrays import as_covariance_matrix, as_float64_array, check_positive_scalar
+from theory.spectrum import leverage_scores
+
+__all__ = ["select_units", "leverage_sample", "LeverageSample", "METHODS", "EXHAUSTIVE_LIMIT"]
+
+METHODS = ("greedy", "greedy_naive", "exhaustive", "leverage", "random", "magnitude", "energy")
+#: ``"exhaustive"`` refuses problems with more subsets than this.
+EXHAUSTIVE_LIMIT = 200_000
+
+
+def _check_k(k, m: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k: expected an integer number of kept units, got {k!r}")
+    k = int(k)
+    if not 1 <= k <= m:
+        raise ValueError(f"k: expected 1 <= k <= m = {m}, got {k}")
+    return k
+
+
+def _check_theta(theta) -> float:
+    t = float(theta)
+    if not math.isfinite(t) or t < 0:
+        raise ValueError(f"theta: expected a finite number >= 0, got {theta!r}")
+    return t
+
+
+def _weight_matrix(sigma: np.ndarray, theta: float, Z) -> np.ndarray | None:
+    """``M - I = theta Z^T Z`` or None when the output term is off."""
+    if Z is None or theta == 0.0:
+        return None
+    z = _as_downstream(Z, sigma.shape[0])
+    return theta * (z.T @ z)
+
+
+def _greedy(sigma: np.ndarray, k: int, tau: float, theta: float, Z) -> list[int]:
+    """S4: greedy forward selection with rank-one updates of R and P = R M R."""
+    m = sigma.shape[0]
+    R = sigma.copy()
+    extra = _weight_matrix(sigma, theta, Z)
+    P = R @ R if extra is None else R @ R + R @ extra @ R
+    selected: list[int] = []
+    available = np.ones(m, dtype=bool)
+    for _ in range(k):
+        # decrease of L_theta when adding j: r_j^T M r_j / (R_jj + tau) = P_jj / (R_jj + tau)
+        gain = np.where(available, np.diag(P) / (np.diag(R) + tau), -np.inf)
+        j = int(np.argmax(gain))
+        selected.append(j)
+        available[j] = False
+        r = R[:, j].copy()
+        p = P[:, j].copy()
+        s = R[j, j] + tau
+        # P <- P - (p r^T + r p^T)/s + p_j r r^T / s^2  ;  R <- R - r r^T / s
+        P -= (np.outer(p, r) + np.outer(r, p)) / s
+        P += (p[j] / (s * s)) * np.outer(r, r)
+        R -= np.outer(r, r) / s
+    return selected
+
+
+def _objective(sigma: np.ndarray, J: list[int], tau: float, extra: np.ndarray | None) -> float:
+    """S3 ``Tr[M R(J)]`` with ``M = I + extra``, from a fresh regularised solve."""
+    R = _residual(sigma, np.asarray(J, dtype=np.int64), np.full(len(J), tau))
+    value = float(np.trace(R))
+    if extra is not None:
+        value += float(np.sum(extra * R))
+    return value
+
+
+def _greedy_naive(sigma: np.ndarray, k: int, tau: float, theta: float, Z) -> list[int]:
+    """The greedy rule by brute force: the S3 objective re-solved for every candidate."""
+    m = sigma.shape[0]
+    extra = _weight_matrix(sigma, theta, Z)
+    selected: list[int] = []
+    for _ in range(k):
+        best, best_val = -1, math.inf
+        for j in range(m):
+            if j in selected:
+                continue
+            val = _objective(sigma, selected + [j], tau, extra)
+            if val < best_val:
+                best, best_val = j, val
+        selected.append(best)
+    return selected
+
+
+def _exhaustive(sigma: np.ndarray, k: int, tau: float, theta: float, Z) -> list[int]:
+    m = sigma.shape[0]
+    n_subsets = math.comb(m, k)
+    if n_subsets > EXHAUSTIVE_LIMIT:
+        raise ValueError(
+            f"method='exhaustive': C(m={m}, k={k}) = {n_subsets} subsets exceeds the limit "
+            f"{EXHAUSTIVE_LIMIT}; use method='greedy' for problems of this size"
+        )
+    extra = _weight_matrix(sigma, theta, Z)
+    best, best_val = None, math.inf
+    for J in itertools.combinations(range(m), k):
+        val = _objective(sigma, list(J), tau, extra)
+        if val < best_val:
+            best, best_val = list(J), val
+    return best
+
+
+@dataclass(frozen=True)
+class LeverageSample:
+    """Result of ridge-leverage sampling (S8).
+
+    Attributes
+    ----------
+    units : list[int]
+        Distinct sampled units, in order of first draw.
+    counts : numpy.ndarray
+        ``c_j``: how often each unit in ``units`` was drawn.
+    draws : int
+        Number of draws.
+    tau : numpy.ndarray
+        Per-unit regularisation ``tau_j = draws * lambda * q_j / c_j`` (S8).
+    scores : numpy.ndarray
+        The leverage scores ``q`` over all m units.
+    """
+
+    units: list
+    counts: np.ndarray
+    draws: int
+    tau: np.ndarray
+    scores: np.ndarray
+
+
+def leverage_sample(sigma, k: int, lam: float, *, seed=None, distinct: bool = False) -> LeverageSample:
+    """Ridge-leverage sampling of units (S8).
+
+    Parameters
+    ----------
+    sigma : array-like (m, m)
+        Time-mean covariance.
+    k : int
+        Number of draws (``distinct=False``) or of distinct units (``distinct=True``).
+    lam : float
+        ``lambda > 0`` of the leverage scores.
+    seed : int or numpy.random.Generator, optional
+    distinct : bool
+        ``False`` is S8 exactly: k i.i.d. draws with probabilities q, so at most k distinct units.
+        ``True`` draws k distinct units without replacement, each with probability proportional
+        to q among those not yet drawn (for comparing methods at a fixed width k); every count is
+        then 1 and ``tau_j = k lambda q_j``. S8's guarantee is stated for the i.i.d. scheme only.
+    """
+    s = as_covariance_matrix(sigma, "sigma")
+    m = s.shape[0]
+    k = _check_k(k, m) if distinct else int(k)
+    if not distinct and k < 1:
+        raise ValueError(f"k: expected at least one draw, got {k}")
+    lam = check_positive_scalar(lam, "lam")
+    q = leverage_scores(s, lam)
+    rng = np.random.default_rng(seed)
+    if distinct:
+        support = int(np.count_nonzero(q > 0))
+        if k > support:
+            raise ValueError(f"k: only {support} units have non-zero leverage; cannot draw k = {k} distinct units")
+        units = [int(j) for j in rng.choice(m, size=k, replace=False, p=q)]
+        counts = np.ones(k, dtype=np.int64)
+    else:
+        draws = rng.choice(m, size=k, replace=True, p=q)
+        units, first = np.unique(draws, return_index=True)
+        order = np.argsort(first)
+        units = [int(u) for u in units[order]]
+        counts = np.array([int(np.sum(draws == u)) for u in units], dtype=np.int64)
+    tau = k * lam * q[units] / counts
+    return LeverageSample(units=units, counts=counts, draws=k, tau=tau, scores=q)
+
+
+def select_units(
+    sigma,
+    k: int,
+    lam: float,
+    *,
+    theta: float = 0.0,
+    Z=None,
+    method: str = "greedy",
+    seed=None,
+    outgoing=None,
+) -> list[int]:
+    """Select ``k`` hidden units to keep.
+
+    Parameters
+    ----------
+    sigma : array-like (m, m) or CovarianceStats
+        Time-mean covariance of the hidden states (section 2).
+    k : int
+        Number of units to keep, ``1 <= k <= m``.
+    lam : float
+        Regularisation ``lambda > 0`` (``tau_j = lambda``), also the leverage-score lambda.
+    theta : float
+        Weight of the output information loss in the S3 objective (``theta >= 0``).
+    Z : array-like (r, m), optional
+        Downstream weight of the output loss (S2), e.g. the recurrent weight W, the read-out V,
+        or both stacked. Required when ``theta > 0``.
+    method : str
+        One of ``"greedy"`` (S4, default), ``"greedy_naive"``, ``"exhaustive"``, ``"leverage"``
+        (S8, k distinct units), ``"random"``, ``"magnitude"``, ``"energy"``.
+    seed : int or numpy.random.Generator, optional
+        Randomness of ``"leverage"`` and ``"random"``.
+    outgoing : array-like (r, m), optional
+        Outgoing weights per unit (columns) for ``"magnitude"``; defaults to ``Z``.
+
+    Returns
+    -------
+    list[int]
+        Kept units in the order selected (greedy order; ascending for ``"exhaustive"``; decreasing
+        score for ``"magnitude"``/``"energy"``; draw order for the random methods).
+    """
+    s = as_covariance_matrix(sigma, "sigma")
+    m = s.shape[0]
+    k = _check_k(k, m)
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    theta = _check_theta(theta)
+    if theta > 0 and Z is None and method in ("greedy", "greedy_naive", "exhaustive"):
+        raise ValueError("Z: theta > 0 needs the downstream weight Z of the output information loss (S2)")
+    if method in ("greedy", "greedy_naive", "exhaustive", "leverage"):
+        tau = float(as_tau(lam, 1)[0])
+    if method == "greedy":
+        return _greedy(s, k, tau, theta, Z)
+    if method == "greedy_naive":
+        return _greedy_naive(s, k, tau, theta, Z)
+    if method == "exhaustive":
+        return _exhaustive(s, k, tau, theta, Z)
+    if method == "leverage":
+        return leverage_sample(s, k, tau, seed=seed, distinct=True).units
+    if method == "random":
+        rng = np.random.default_rng(seed)
+        return [int(j) for j in rng.choice(m, size=k, replace=False)]
+    if method == "energy":
+        # stable sort: ties keep the lower index first
+        return [int(j) for j in np.argsort(-np.diag(s), kind="stable")[:k]]
+    # magnitude
+    w = outgoing if outgoing is not None else Z
+    if w is None:
+        raise ValueError("outgoing: method='magnitude' needs the outgoing weights (r, m) of the units")
+    w = as_float64_array(w, "outgoing")
+    if w.ndim != 2 or w.shape[1] != m:
+        raise ValueError(f"outgoing: expected shape (r, m) with m = {m}, got {w.shape}")
+    return [int(j) for j in np.argsort(-np.linalg.norm(w, axis=0), kind="stable")[:k]]
