@@ -1,0 +1,66 @@
+"""Data sets of the benchmark runs. Nothing is downloaded: the embedded default is scikit-learn's bundled 8x8 digits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["SequenceData", "pixel_digits"]
+
+
+@dataclass(frozen=True)
+class SequenceData:
+    """A sequence-classification data set with a fixed train/test split.
+
+    ``x_*`` are float32 tensors (n, T, d_x); ``y_*`` int64 class labels (n,).
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.x_train.shape[2])
+
+
+def pixel_digits(*, permuted: bool = False, test_fraction: float = 0.3, split_seed: int = 0,
+                 permutation_seed: int = 1) -> SequenceData:
+    """Pixel-by-pixel digits: scikit-learn's 1,797 8x8 digits read one pixel per step (T = 64, d_x = 1).
+
+    The CPU-sized analogue of Pixel-MNIST. Pixels are scaled to [0, 1]. The split is fixed by
+    ``split_seed`` (stratified by class); ``permuted=True`` applies one fixed pixel permutation
+    (``permutation_seed``) to every image, the permuted-pixel variant.
+    """
+    from sklearn.datasets import load_digits
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction: expected a value in (0, 1), got {test_fraction}")
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)  # (1797, 64)
+    y = digits.target.astype(np.int64)
+    if permuted:
+        x = x[:, np.random.default_rng(permutation_seed).permutation(x.shape[1])]
+    rng = np.random.default_rng(split_seed)
+    test_idx = []
+    for c in np.unique(y):  # stratified: the same test fraction of every class
+        idx = np.flatnonzero(y == c)
+        test_idx.extend(rng.choice(idx, size=int(round(test_fraction * idx.size)), replace=False))
+    test_mask = np.zeros(y.size, dtype=bool)
+    test_mask[test_idx] = True
+    to_x = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, :, None]))
+    return SequenceData(
+        name="pixel-digits-permuted" if permuted else "pixel-digits",
+        x_train=to_x(x[~test_mask]), y_train=torch.from_numpy(y[~test_mask]),
+        x_test=to_x(x[test_mask]), y_test=torch.from_numpy(y[test_mask]),
+        n_classes=10,
+    )

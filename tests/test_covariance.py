@@ -1,0 +1,92 @@
+"""Section 2: the streaming time-mean covariance against an all-at-once NumPy computation."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pruning import CovarianceStats, time_mean_covariance
+from reference_impl import make_rnn, numpy_rnn_states, rnn_weights
+
+
+def _all_at_once(rnn, x_batch_first):
+    W, U, b = rnn_weights(rnn)
+    H = numpy_rnn_states(W, U, b, x_batch_first.double().numpy(), rnn.nonlinearity).reshape(-1, W.shape[0])
+    return H.T @ H / H.shape[0], H.shape[0]
+
+
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 40), T=st.integers(1, 12), m=st.integers(1, 16),
+       batch_size=st.integers(1, 50), nonlinearity=st.sampled_from(["relu", "tanh"]))
+def test_streaming_equals_all_at_once_for_any_batch_split(seed, n, T, m, batch_size, nonlinearity):
+    rnn, _ = make_rnn(m, d_x=3, nonlinearity=nonlinearity, seed=seed)
+    x = torch.randn(n, T, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    expect, count = _all_at_once(rnn, x)
+    stats = time_mean_covariance(rnn, x, batch_size=batch_size)
+    assert stats.count == count == n * T
+    np.testing.assert_allclose(stats.mean(), expect, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(expect).max()))
+
+
+def test_merge_of_shards_equals_one_pass():
+    rnn, _ = make_rnn(10, d_x=2, seed=1)
+    x = torch.randn(90, 7, 2, dtype=torch.float64)
+    whole = time_mean_covariance(rnn, x)
+    parts = [time_mean_covariance(rnn, x[i:i + 30]) for i in range(0, 90, 30)]
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    assert merged.count == whole.count
+    # float64 sums in a different order: equal to round-off
+    np.testing.assert_allclose(merged.outer_sum.numpy(), whole.outer_sum.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_time_major_and_float32_models():
+    rnn64, _ = make_rnn(8, d_x=2, seed=2)
+    x = torch.randn(20, 5, 2, dtype=torch.float64)
+    expect, _ = _all_at_once(rnn64, x)
+    rnn_tm, _ = make_rnn(8, d_x=2, seed=2, batch_first=False)
+    got = time_mean_covariance(rnn_tm, x.transpose(0, 1).contiguous(), batch_size=7).mean()
+    np.testing.assert_allclose(got, expect, rtol=1e-10)
+    rnn32 = copy.deepcopy(rnn64).float()
+    stats = time_mean_covariance(rnn32, x.float())
+    assert stats.outer_sum.dtype == torch.float64
+    np.testing.assert_allclose(stats.mean(), expect, rtol=1e-4, atol=1e-5)
+
+
+def test_accepts_loaders_tuples_and_arrays():
+    rnn, _ = make_rnn(6, d_x=1, seed=3)
+    x = torch.randn(25, 4, 1, dtype=torch.float64)
+    y = torch.zeros(25)
+    expect = time_mean_covariance(rnn, x).mean()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    np.testing.assert_allclose(time_mean_covariance(rnn, loader).mean(), expect, rtol=1e-12)
+    np.testing.assert_allclose(time_mean_covariance(rnn, [(x[:10], y[:10]), x[10:]]).mean(), expect, rtol=1e-12)
+    np.testing.assert_allclose(time_mean_covariance(rnn, x.numpy()).mean(), expect, rtol=1e-12)
+    gen = (x[i:i + 5] for i in range(0, 25, 5))
+    np.testing.assert_allclose(time_mean_covariance(rnn, gen).mean(), expect, rtol=1e-12)
+
+
+def test_errors_name_the_problem():
+    rnn, _ = make_rnn(4, d_x=2, seed=0)
+    with pytest.raises(ValueError, match="no data"):
+        time_mean_covariance(rnn, [])
+    with pytest.raises(ValueError, match="input_size"):
+        time_mean_covariance(rnn, torch.randn(3, 5, 7, dtype=torch.float64))
+    bad = torch.randn(6, 5, 2, dtype=torch.float64)
+    bad[4, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match="batch 2 contains NaN"):
+        time_mean_covariance(rnn, bad, batch_size=2)
+    big, _ = make_rnn(4, d_x=2, seed=0)
+    with torch.no_grad():
+        big.weight_hh_l0.fill_(1e200)
+        big.weight_ih_l0.fill_(1e200)
+    with pytest.raises(ValueError, match="hidden states of batch 0"):
+        time_mean_covariance(big, torch.ones(2, 6, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="rnn"):
+        time_mean_covariance(torch.nn.Linear(2, 2), torch.ones(1, 1, 2))
+    with pytest.raises(ValueError, match="single-layer"):
+        time_mean_covariance(torch.nn.RNN(2, 3, num_layers=2), torch.ones(1, 1, 2))
+    with pytest.raises(ValueError, match="batch_size"):
+        time_mean_covariance(rnn, torch.ones(1, 1, 2, dtype=torch.float64), batch_size=0)
+    with pytest.raises(ValueError, match="no states"):
+        CovarianceStats.zeros(3).mean()

@@ -1,0 +1,112 @@
+"""S1-S3: the closed forms against direct regularised least squares on hidden states."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pruning import information_loss, reconstruction_matrix, residual_covariance, selection_objective
+from reference_impl import ridge_objective_minimum
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+def _states(rng, n, m, rank):
+    """States with a controlled rank (rank < m mimics dead or redundant units)."""
+    H = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, m))
+    return np.maximum(H, 0.0) if rng.random() < 0.5 else H
+
+
+def _setup(seed, m, k, vector_tau, log_lam):
+    rng = np.random.default_rng(seed)
+    H = _states(rng, 3 * m + 5, m, rank=int(rng.integers(1, m + 1)))
+    sigma = H.T @ H / H.shape[0]
+    J = list(rng.choice(m, size=k, replace=False))
+    scale = np.trace(sigma) / m + 1e-300
+    tau = 10.0 ** log_lam * scale * (rng.uniform(0.5, 2.0, size=k) if vector_tau else np.ones(k))
+    lam = tau if vector_tau else float(tau[0])
+    return rng, H, sigma, J, tau, lam
+
+
+@given(seed=seeds, m=st.integers(1, 24), data=st.data(), vector_tau=st.booleans(), log_lam=st.floats(-6, 2))
+def test_s1_closed_form_equals_direct_minimisation(seed, m, data, vector_tau, log_lam):
+    k = data.draw(st.integers(1, m))
+    _, H, sigma, J, tau, lam = _setup(seed, m, k, vector_tau, log_lam)
+    direct, A_direct = ridge_objective_minimum(H, H, J, tau)
+    got = information_loss(sigma, J, lam)
+    assert got == pytest.approx(direct, rel=1e-7, abs=1e-9 * np.trace(sigma))
+    A = reconstruction_matrix(sigma, J, lam)
+    assert A.shape == (m, k)
+    np.testing.assert_allclose(A, A_direct, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(A_direct).max()))
+
+
+@given(seed=seeds, m=st.integers(1, 24), r=st.integers(1, 6), data=st.data(), vector_tau=st.booleans(),
+       log_lam=st.floats(-6, 2))
+def test_s2_closed_form_equals_direct_minimisation(seed, m, r, data, vector_tau, log_lam):
+    k = data.draw(st.integers(1, m))
+    rng, H, sigma, J, tau, lam = _setup(seed, m, k, vector_tau, log_lam)
+    Z = rng.standard_normal((r, m))
+    direct, B = ridge_objective_minimum(H, H @ Z.T, J, tau)
+    got = information_loss(sigma, J, lam, Z=Z)
+    assert got == pytest.approx(direct, rel=1e-7, abs=1e-9 * np.trace(Z @ sigma @ Z.T))
+    # S2: one matrix serves both losses, B = Z A_J
+    A = reconstruction_matrix(sigma, J, lam)
+    np.testing.assert_allclose(Z @ A, B, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(B).max()))
+
+
+@given(seed=seeds, m=st.integers(2, 16), data=st.data(), log_lam=st.floats(-4, 1))
+def test_reconstruction_matrix_is_the_minimiser(seed, m, data, log_lam):
+    k = data.draw(st.integers(1, m))
+    rng, H, sigma, J, tau, lam = _setup(seed, m, k, False, log_lam)
+    A = reconstruction_matrix(sigma, J, lam)
+
+    def objective(Amat):  # computed on the states, not from the closed form
+        return np.mean(np.sum((H - H[:, J] @ Amat.T) ** 2, axis=1)) + np.sum(tau * np.sum(Amat**2, axis=0))
+
+    base = objective(A)
+    for _ in range(5):
+        D = rng.standard_normal(A.shape)
+        for eps in (1e-1, 1e-3):
+            # the objective is a strictly convex quadratic in A: any perturbation increases it
+            assert objective(A + eps * D) >= base - 1e-12 * max(1.0, base)
+    assert base == pytest.approx(information_loss(sigma, J, lam), rel=1e-8, abs=1e-10)
+
+
+def test_s3_objective_is_input_plus_theta_output():
+    rng = np.random.default_rng(3)
+    H = rng.standard_normal((50, 8))
+    sigma = H.T @ H / 50
+    Z = rng.standard_normal((4, 8))
+    J = [1, 4, 6]
+    expect = information_loss(sigma, J, 0.01) + 2.5 * information_loss(sigma, J, 0.01, Z=Z)
+    assert selection_objective(sigma, J, 0.01, theta=2.5, Z=Z) == pytest.approx(expect, rel=1e-12)
+
+
+def test_empty_set_loses_everything_and_full_set_nothing():
+    rng = np.random.default_rng(0)
+    H = rng.standard_normal((100, 6))
+    sigma = H.T @ H / 100
+    assert information_loss(sigma, [], 1.0) == pytest.approx(np.trace(sigma))
+    assert information_loss(sigma, range(6), 1e-12) == pytest.approx(0.0, abs=1e-9)
+    R = residual_covariance(sigma, [0, 2], 0.1)
+    assert np.linalg.eigvalsh(R).min() > -1e-12  # PSD
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        (dict(sigma=np.ones((3, 4)), J=[0], lam=1.0), ValueError, "sigma"),
+        (dict(sigma=np.eye(3), J=[3], lam=1.0), ValueError, "J"),
+        (dict(sigma=np.eye(3), J=[0, 0], lam=1.0), ValueError, "distinct"),
+        (dict(sigma=np.eye(3), J=[0], lam=0.0), ValueError, "lam"),
+        (dict(sigma=np.eye(3), J=[0], lam=-1.0), ValueError, "lam"),
+        (dict(sigma=np.eye(3), J=[0], lam=float("nan")), ValueError, "lam"),
+        (dict(sigma=np.eye(3), J=[0, 1], lam=[1.0]), ValueError, "lam"),
+        (dict(sigma=np.full((2, 2), np.nan), J=[0], lam=1.0), ValueError, "sigma"),
+        (dict(sigma=np.array([[1.0, 2.0], [0.0, 1.0]]), J=[0], lam=1.0), ValueError, "symmetric"),
+        (dict(sigma=np.eye(3), J=[0], lam=1.0, Z=np.ones((2, 4))), ValueError, "Z"),
+    ],
+)
+def test_bad_input_names_the_argument(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        information_loss(**kwargs)

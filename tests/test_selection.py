@@ -1,0 +1,163 @@
+"""S4 (greedy = naive greedy, monotone objective), exhaustive optimality, S5, S8 sampling, baselines."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pruning import information_loss, leverage_sample, select_units, selection_objective
+from reference_impl import random_psd
+from theory import leverage_scores
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+def _problem(seed, m, with_z, low_rank):
+    rng = np.random.default_rng(seed)
+    sigma = random_psd(rng, m, rank=max(1, m // 2) if low_rank else None)
+    Z = rng.standard_normal((int(rng.integers(1, m + 1)), m)) if with_z else None
+    return rng, sigma, Z
+
+
+@given(seed=seeds, m=st.integers(1, 40), data=st.data(), with_z=st.booleans(), low_rank=st.booleans(),
+       log_rel_lam=st.floats(-6, 1), theta=st.sampled_from([0.0, 0.1, 1.0, 10.0]))
+def test_s4_greedy_selects_exactly_what_naive_greedy_selects(seed, m, data, with_z, low_rank, log_rel_lam, theta):
+    k = data.draw(st.integers(1, min(m, 20)))
+    _, sigma, Z = _problem(seed, m, with_z, low_rank)
+    lam = 10.0**log_rel_lam * np.trace(sigma) / m
+    theta = theta if with_z else 0.0
+    fast = select_units(sigma, k, lam, theta=theta, Z=Z, method="greedy")
+    naive = select_units(sigma, k, lam, theta=theta, Z=Z, method="greedy_naive")
+    if fast != naive:
+        # Only an exact tie may be broken differently by round-off: both prefixes must then
+        # reach the same objective at every step.
+        for i in range(1, k + 1):
+            a = selection_objective(sigma, fast[:i], lam, theta=theta, Z=Z)
+            b = selection_objective(sigma, naive[:i], lam, theta=theta, Z=Z)
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-12 * np.trace(sigma))
+    assert len(set(fast)) == k
+
+
+@given(seed=seeds, m=st.integers(2, 30), with_z=st.booleans(), log_rel_lam=st.floats(-6, 1))
+def test_s4_objective_is_non_increasing_along_the_selection(seed, m, with_z, log_rel_lam):
+    _, sigma, Z = _problem(seed, m, with_z, False)
+    lam = 10.0**log_rel_lam * np.trace(sigma) / m
+    theta = 1.0 if with_z else 0.0
+    order = select_units(sigma, m, lam, theta=theta, Z=Z)
+    values = [selection_objective(sigma, order[:i], lam, theta=theta, Z=Z) for i in range(m + 1)]
+    assert all(b <= a + 1e-12 * max(1.0, a) for a, b in zip(values, values[1:]))
+
+
+@given(seed=seeds, m=st.integers(1, 9), data=st.data(), with_z=st.booleans(), log_rel_lam=st.floats(-4, 1))
+def test_exhaustive_is_never_worse_than_greedy(seed, m, data, with_z, log_rel_lam):
+    k = data.draw(st.integers(1, m))
+    _, sigma, Z = _problem(seed, m, with_z, False)
+    lam = 10.0**log_rel_lam * np.trace(sigma) / m
+    theta = 1.0 if with_z else 0.0
+    best = select_units(sigma, k, lam, theta=theta, Z=Z, method="exhaustive")
+    greedy = select_units(sigma, k, lam, theta=theta, Z=Z, method="greedy")
+    f = lambda J: selection_objective(sigma, J, lam, theta=theta, Z=Z)
+    assert f(best) <= f(greedy) * (1 + 1e-10) + 1e-14
+    assert best == sorted(best)
+
+
+def test_exhaustive_refuses_large_problems():
+    with pytest.raises(ValueError, match="exhaustive.*greedy"):
+        select_units(np.eye(60), 30, 1.0, method="exhaustive")
+
+
+@given(seed=seeds, m=st.integers(1, 30), data=st.data(), log_rel_lam=st.floats(-10, 2), decay=st.floats(0.0, 3.0))
+def test_s5_loss_is_at_least_the_spectral_tail(seed, m, data, log_rel_lam, decay):
+    # Regularisation only adds to the minimum, so S5's lambda -> 0 bound holds for every lambda > 0.
+    k = data.draw(st.integers(1, m))
+    rng = np.random.default_rng(seed)
+    sigma = random_psd(rng, m, decay=decay)
+    lam = 10.0**log_rel_lam * np.trace(sigma) / m
+    mu = np.sort(np.linalg.eigvalsh(sigma))[::-1]
+    tail = float(np.sum(mu[k:]))
+    for J in (select_units(sigma, k, lam), list(rng.choice(m, size=k, replace=False))):
+        assert information_loss(sigma, J, lam) >= tail - 1e-10 * np.trace(sigma)
+
+
+def test_s5_is_tight_for_a_diagonal_covariance():
+    mu = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    J = select_units(np.diag(mu), 2, 1e-12)
+    assert sorted(J) == [0, 1]
+    assert information_loss(np.diag(mu), J, 1e-12) == pytest.approx(mu[2:].sum(), rel=1e-9)
+
+
+class TestLeverage:
+    def test_scores_are_ridge_leverages(self):
+        rng = np.random.default_rng(0)
+        sigma = random_psd(rng, 12, decay=1.0)
+        lam = 0.05
+        S = sigma @ np.linalg.solve(sigma + lam * np.eye(12), np.eye(12))  # test-only explicit reference
+        q = leverage_scores(sigma, lam)
+        np.testing.assert_allclose(q, np.diag(S) / np.trace(S), rtol=1e-10)
+        assert q.sum() == pytest.approx(1.0)
+
+    def test_iid_sampling_and_s8_regularisation(self):
+        rng = np.random.default_rng(1)
+        sigma = random_psd(rng, 20)
+        lam = 0.1
+        s = leverage_sample(sigma, 15, lam, seed=7)
+        assert s.draws == 15 and s.counts.sum() == 15
+        assert len(s.units) == len(set(s.units)) <= 15
+        np.testing.assert_allclose(s.tau, 15 * lam * s.scores[s.units] / s.counts)
+        again = leverage_sample(sigma, 15, lam, seed=7)
+        assert again.units == s.units  # seeded
+
+    def test_draw_frequencies_follow_the_scores(self):
+        # 20000 draws: each frequency within 5 standard errors of q_j (fails with prob < 1e-5 per unit)
+        rng = np.random.default_rng(2)
+        sigma = random_psd(rng, 6, decay=2.0)
+        s = leverage_sample(sigma, 20000, 0.01, seed=3)
+        freq = np.zeros(6)
+        freq[s.units] = s.counts / 20000
+        se = np.sqrt(s.scores * (1 - s.scores) / 20000)
+        assert np.all(np.abs(freq - s.scores) <= 5 * se + 1e-12)
+
+    def test_distinct_variant_returns_k_units(self):
+        sigma = random_psd(np.random.default_rng(4), 30)
+        J = select_units(sigma, 30, 0.1, method="leverage", seed=0)
+        assert sorted(J) == list(range(30))
+        J = select_units(sigma, 10, 0.1, method="leverage", seed=0)
+        assert len(set(J)) == 10
+
+
+class TestBaselines:
+    def test_energy_keeps_largest_diagonal(self):
+        sigma = np.diag([1.0, 9.0, 3.0, 7.0])
+        assert select_units(sigma, 2, 1.0, method="energy") == [1, 3]
+
+    def test_magnitude_keeps_largest_outgoing_norms(self):
+        out = np.array([[0.0, 3.0, 1.0, 0.0], [0.0, 4.0, 1.0, 2.5]])  # column norms 0, 5, 1.41, 2.5
+        assert select_units(np.eye(4), 2, 1.0, method="magnitude", outgoing=out) == [1, 3]
+
+    def test_random_is_seeded_and_distinct(self):
+        a = select_units(np.eye(50), 20, 1.0, method="random", seed=5)
+        assert a == select_units(np.eye(50), 20, 1.0, method="random", seed=5)
+        assert len(set(a)) == 20
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        (dict(k=0), ValueError, "k: expected 1 <= k"),
+        (dict(k=6), ValueError, "k: expected 1 <= k"),
+        (dict(k=2.5), TypeError, "k"),
+        (dict(lam=0.0), ValueError, "lam"),
+        (dict(lam=float("inf")), ValueError, "lam"),
+        (dict(method="best"), ValueError, "method"),
+        (dict(theta=-1.0), ValueError, "theta"),
+        (dict(theta=1.0), ValueError, "Z"),
+        (dict(method="magnitude"), ValueError, "outgoing"),
+    ],
+)
+def test_bad_input_names_the_argument(kwargs, exc, words):
+    args = dict(sigma=np.eye(5), k=2, lam=0.1)
+    args.update(kwargs)
+    with pytest.raises(exc, match=words):
+        select_units(**args)
