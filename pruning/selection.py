@@ -164,7 +164,9 @@ def leverage_sample(sigma, k: int, lam: float, *, seed=None, distinct: bool = Fa
         ``False`` is S8 exactly: k i.i.d. draws with probabilities q, so at most k distinct units.
         ``True`` draws k distinct units without replacement, each with probability proportional
         to q among those not yet drawn (for comparing methods at a fixed width k); every count is
-        then 1 and ``tau_j = k lambda q_j``. S8's guarantee is stated for the i.i.d. scheme only.
+        then 1 and ``tau_j = k lambda q_j``. If fewer than k units have non-zero leverage (dead
+        units), the rest of J is drawn uniformly among the zero-leverage units, with ``tau_j = lambda``.
+        S8's guarantee is stated for the i.i.d. scheme only.
     """
     s = as_covariance_matrix(sigma, "sigma")
     m = s.shape[0]
@@ -175,10 +177,14 @@ def leverage_sample(sigma, k: int, lam: float, *, seed=None, distinct: bool = Fa
     q = leverage_scores(s, lam)
     rng = np.random.default_rng(seed)
     if distinct:
-        support = int(np.count_nonzero(q > 0))
-        if k > support:
-            raise ValueError(f"k: only {support} units have non-zero leverage; cannot draw k = {k} distinct units")
-        units = [int(j) for j in rng.choice(m, size=k, replace=False, p=q)]
+        support = np.flatnonzero(q > 0)
+        n_lev = min(k, support.size)
+        units = [int(j) for j in rng.choice(m, size=n_lev, replace=False, p=q)]
+        if n_lev < k:
+            # Units with zero leverage never fire on the data (dead units): any of them completes J
+            # without changing the losses; their column of A_J is zero.
+            rest = np.setdiff1d(np.arange(m), support)
+            units += [int(j) for j in rng.choice(rest, size=k - n_lev, replace=False)]
         counts = np.ones(k, dtype=np.int64)
     else:
         draws = rng.choice(m, size=k, replace=True, p=q)
@@ -187,6 +193,7 @@ def leverage_sample(sigma, k: int, lam: float, *, seed=None, distinct: bool = Fa
         units = [int(u) for u in units[order]]
         counts = np.array([int(np.sum(draws == u)) for u in units], dtype=np.int64)
     tau = k * lam * q[units] / counts
+    tau[tau <= 0] = lam  # zero-leverage fill-in units (distinct=True only); their tau does not matter
     return LeverageSample(units=units, counts=counts, draws=k, tau=tau, scores=q)
 
 

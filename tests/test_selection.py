@@ -126,6 +126,13 @@ class TestLeverage:
         J = select_units(sigma, 10, 0.1, method="leverage", seed=0)
         assert len(set(J)) == 10
 
+    def test_distinct_variant_fills_with_dead_units_last(self):
+        sigma = np.zeros((8, 8))
+        sigma[:3, :3] = random_psd(np.random.default_rng(5), 3)  # units 3..7 never fire
+        s = leverage_sample(sigma, 6, 0.1, seed=1, distinct=True)
+        assert sorted(s.units[:3]) == [0, 1, 2] and set(s.units[3:]) <= {3, 4, 5, 6, 7}
+        assert len(set(s.units)) == 6 and np.all(s.tau > 0)
+
 
 class TestBaselines:
     def test_energy_keeps_largest_diagonal(self):
