@@ -28,6 +28,7 @@ test-all: install
 	$(BIN)/python -m pytest -q
 
 bench: install
+	@mkdir -p .benchmarks
 	$(BIN)/python -m pytest benchmarks -q -p no:cacheprovider -o python_files="bench_*.py" --benchmark-only \
 		--benchmark-columns=min,median,max,rounds --benchmark-json=.benchmarks/latest.json
 

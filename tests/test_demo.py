@@ -1,0 +1,48 @@
+"""The embedded default task and the demo pipeline (tiny settings)."""
+
+import csv
+
+import numpy as np
+import torch
+
+from benchmarks.data import pixel_digits
+from benchmarks.demo import METHOD_TABLE, DemoConfig, format_table, run_demo
+from benchmarks.runio import config_key
+from benchmarks.training import TrainConfig
+
+
+def test_pixel_digits_split_is_fixed_stratified_and_complete():
+    a, b = pixel_digits(), pixel_digits()
+    assert a.x_train.shape[1:] == (64, 1) and a.n_classes == 10
+    assert a.x_train.shape[0] + a.x_test.shape[0] == 1797
+    assert torch.equal(a.x_test, b.x_test) and torch.equal(a.y_train, b.y_train)
+    assert float(a.x_train.min()) >= 0.0 and float(a.x_train.max()) <= 1.0
+    counts = np.bincount(a.y_test.numpy(), minlength=10) / np.bincount(
+        np.concatenate([a.y_train.numpy(), a.y_test.numpy()]), minlength=10)
+    assert np.all(np.abs(counts - 0.3) < 0.02)
+
+
+def test_permuted_variant_permutes_pixels_consistently():
+    a, p = pixel_digits(), pixel_digits(permuted=True)
+    xa, xp = a.x_train[:, :, 0].numpy(), p.x_train[:, :, 0].numpy()
+    perm = np.random.default_rng(1).permutation(64)
+    np.testing.assert_array_equal(xp, xa[:, perm])
+
+
+def test_config_key_is_stable_and_sensitive():
+    assert config_key(DemoConfig()) == config_key(DemoConfig())
+    assert config_key(DemoConfig(seed=1)) != config_key(DemoConfig())
+
+
+def test_demo_runs_end_to_end_and_caches_the_model(tmp_path):
+    cfg = DemoConfig(hidden=12, ks=(3, 6), train=TrainConfig(epochs=1, batch_size=256))
+    first = run_demo(cfg, out=tmp_path, progress=False)
+    assert len(first["rows"]) == 2 * len(METHOD_TABLE)
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in first["rows"])
+    with open(tmp_path / "results.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == len(first["rows"])
+    second = run_demo(cfg, out=tmp_path, progress=False)
+    assert second["cached_model"] and not first["cached_model"]
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
+    assert strip(second["rows"]) == strip(first["rows"])  # seeded: identical results (timings aside)
+    assert "| spectral |" in format_table(second)
