@@ -189,11 +189,13 @@ def time_mean_covariance(
                 raise ValueError(f"batches: batch {i} contains NaN or inf inputs")
             out, _ = rnn(x)
             H = out.reshape(-1, m).to(torch.float64)
-            if not torch.isfinite(H).all():
+            stats.outer_sum.addmm_(H.T, H)
+            # A NaN/inf state (or one whose square overflows) makes its column's sum of squares
+            # non-finite: checking m diagonal entries is much cheaper than scanning every state.
+            if not torch.isfinite(stats.outer_sum.diagonal()).all():
                 raise ValueError(
                     f"batches: the hidden states of batch {i} contain NaN or inf (the network diverges on it)"
                 )
-            stats.outer_sum.addmm_(H.T, H)
             stats.count += H.shape[0]
     if stats.count == 0:
         raise ValueError("batches: no data; expected at least one non-empty batch of sequences")
