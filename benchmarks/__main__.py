@@ -34,14 +34,14 @@ def main(argv=None) -> int:
     demo.add_argument("--theta", type=float, default=d.theta)
     demo.add_argument("--Z", choices=("recurrent", "readout", "both"), default=d.Z)
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="checkpoints and results.csv")
+    demo.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = DemoConfig(hidden=args.hidden, ks=args.ks, seed=args.seed, train=TrainConfig(epochs=args.epochs),
                      rel_lam=args.rel_lam, theta=args.theta, Z=args.Z)
-    result = run_demo(cfg, out=args.out, progress=not args.no_progress)
+    result = run_demo(cfg, out=args.out, progress=not args.no_progress, device=args.device)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     print(format_table(result))
     print(f"\ntrain accuracy {result['train_accuracy']:.3f}; model {'loaded from cache' if result['cached_model'] else 'trained'}"
           f" ({result['train_s']:.1f} s); total {result['total_s']:.1f} s on {platform.processor() or platform.machine()}"
-          f", torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f", device {result['device']}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"results: {args.out / 'results.csv'}")
     return 0
 

@@ -3,11 +3,8 @@
 import time
 
 import pytest
-import torch
 
 RATIOS = []
-
-torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
 def timed(fn, repeat: int = 3) -> float:

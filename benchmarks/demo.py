@@ -63,13 +63,19 @@ class _ModelKey:
     train: TrainConfig
 
 
-def _trained_model(cfg: DemoConfig, data, out: Optional[Path], progress: bool) -> Tuple[RNNClassifier, bool]:
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _trained_model(cfg: DemoConfig, data, out: Optional[Path], progress: bool,
+                   device: torch.device) -> Tuple[RNNClassifier, bool]:
     torch.manual_seed(cfg.seed)
     model = RNNClassifier(data.input_size, cfg.hidden, data.n_classes, nonlinearity=cfg.nonlinearity,
-                          input_std=cfg.input_std)
+                          input_std=cfg.input_std).to(device)
     path = out / "checkpoints" / f"irnn-{cfg.model_key()}.pt" if out is not None else None
     if path is not None and path.exists():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
         model.eval()
         return model, True
     train_classifier(model, data.x_train, data.y_train, cfg.train, seed=cfg.seed, progress=progress)
@@ -79,10 +85,11 @@ def _trained_model(cfg: DemoConfig, data, out: Optional[Path], progress: bool) -
 
 
 def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Optional[Path] = None, progress: bool = True,
-             methods: Sequence[Tuple[str, str, bool]] = METHOD_TABLE) -> Dict:
+             methods: Sequence[Tuple[str, str, bool]] = METHOD_TABLE, device=None) -> Dict:
     """Train (or load), prune to every k with every method, and measure test accuracy.
 
-    Returns a dict with ``rows`` (one per method and k), ``full_accuracy``, ``config`` and timings;
+    Runs on ``device`` (default: CUDA when available, else CPU). Returns a dict with ``rows`` (one
+    per method and k), ``full_accuracy``, ``config`` and timings;
     with ``out`` it also writes ``out/results.csv`` atomically.
     """
     from tqdm.auto import tqdm
@@ -91,7 +98,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Optional[Path] = None, prog
     data = pixel_digits()
     if any(not 1 <= k <= cfg.hidden for k in cfg.ks):
         raise ValueError(f"ks: every k must lie in 1..hidden={cfg.hidden}, got {cfg.ks}")
-    model, cached = _trained_model(cfg, data, out, progress)
+    device = torch.device(device) if device is not None else default_device()
+    model, cached = _trained_model(cfg, data, out, progress, device)
     t_train = time.perf_counter() - t_start
     full_acc = accuracy(model, data.x_test, data.y_test)
     stats = time_mean_covariance(model.rnn, data.x_train)
@@ -104,7 +112,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Optional[Path] = None, prog
                          loss_input=res.losses["input"], dof=res.dof, selection_s=res.timings["selection"]))
     result = dict(config=asdict(cfg), model_key=cfg.model_key(), cached_model=cached, full_accuracy=full_acc,
                   train_accuracy=accuracy(model, data.x_train, data.y_train), rows=rows,
-                  train_s=t_train, total_s=time.perf_counter() - t_start)
+                  train_s=t_train, total_s=time.perf_counter() - t_start, device=str(device))
     if out is not None:
         write_csv_atomic(Path(out) / "results.csv",
                          [dict(r, hidden=cfg.hidden, seed=cfg.seed, model_key=cfg.model_key()) for r in rows])
