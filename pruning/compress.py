@@ -11,7 +11,7 @@ bias and ``batch_first`` settings of the originals. Products are formed in float
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch

@@ -1,6 +1,5 @@
 """S4 (greedy = naive greedy, monotone objective), exhaustive optimality, S5, S8 sampling, baselines."""
 
-import math
 
 import numpy as np
 import pytest
