@@ -39,11 +39,14 @@ def eigenvalues(sigma) -> np.ndarray:
     Returns
     -------
     numpy.ndarray of shape (m,)
-        ``mu_1 >= ... >= mu_m >= 0`` (tiny negative round-off values are clipped to zero).
+        ``mu_1 >= ... >= mu_m >= 0``. Eigenvalues below the usual numerical-rank tolerance
+        ``m * eps * mu_1`` are round-off of zero eigenvalues and are returned as exactly 0, so
+        that N(lambda) stays below the numerical rank (S7) even for tiny lambda.
     """
     s = as_covariance_matrix(sigma, "sigma")
     mu = scipy.linalg.eigvalsh(s)[::-1]
-    return np.clip(mu, 0.0, None)
+    tol = mu.size * np.finfo(np.float64).eps * max(float(mu[0]), 0.0)
+    return np.where(mu > tol, mu, 0.0)
 
 
 def _spectrum(sigma_or_eigenvalues) -> np.ndarray:
@@ -103,9 +106,7 @@ def lambda_for_dof(sigma_or_eigenvalues, target: float, *, rtol: float = 1e-10) 
         If ``target`` is not in ``(0, rank(Sigma))``.
     """
     mu = _spectrum(sigma_or_eigenvalues)
-    top = float(mu[0]) if mu.size else 0.0
-    # numerical rank, with the usual eigensolver tolerance
-    rank = int(np.sum(mu > top * mu.size * np.finfo(np.float64).eps)) if top > 0 else 0
+    rank = int(np.count_nonzero(mu))  # numerical rank: eigenvalues() zeroes round-off
     target = float(target)
     if not math.isfinite(target) or not 0.0 < target < rank:
         raise ValueError(f"target: degrees of freedom must lie in (0, rank(Sigma)) = (0, {rank}); got {target}")
