@@ -1,0 +1,77 @@
+"""S9 and S10 [derived]: deterministic bounds, never exceeded, on random ReLU/tanh RNNs."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pruning import reconstruction_matrix, time_mean_covariance
+from reference_impl import make_rnn
+from theory.approximation import measured_time_mean_error, s10_bound, s10_last_step_bound, s9_trace, s_rho
+
+case = dict(
+    seed=st.integers(0, 10**6),
+    m=st.integers(2, 64),
+    T=st.integers(1, 64),
+    frac=st.floats(0.0, 1.0),
+    log_rel_lam=st.floats(-8, 0),  # lambda over 8 decades relative to Tr(Sigma)/m
+    rho=st.sampled_from([0.5, 0.9, 1.0, 1.1, 1.5]),  # ||W||_op below, at and above 1
+    nonlinearity=st.sampled_from(["relu", "tanh"]),
+)
+
+
+def _setup(seed, m, T, frac, log_rel_lam, rho, nonlinearity, n=6):
+    rnn, head = make_rnn(m, d_x=2, d_y=3, nonlinearity=nonlinearity, rho=rho, seed=seed)
+    x = torch.randn(n, T, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+    sigma = time_mean_covariance(rnn, x).mean()
+    k = max(1, min(m, int(round(frac * m))))
+    J = list(np.random.default_rng(seed).choice(m, size=k, replace=False))
+    scale = np.trace(sigma) / m
+    lam = 10.0**log_rel_lam * (scale if scale > 0 else 1.0)
+    return rnn, head, x, sigma, J, lam
+
+
+@given(reconstruct=st.booleans(), **case)
+def test_s9_is_never_exceeded_on_any_sequence_and_step(reconstruct, **kw):
+    rnn, head, x, sigma, J, lam = _setup(**kw)
+    A = reconstruction_matrix(sigma, J, lam) if reconstruct else np.eye(kw["m"])[:, J]
+    tr = s9_trace(rnn, head, J, A, x)
+    tol = 1e-9 * (1.0 + max(tr.state_bound.max(), tr.output_bound.max(), tr.output_error.max()))
+    assert np.all(tr.state_error <= tr.state_bound + tol)
+    assert np.all(tr.output_error <= tr.output_bound + tol)
+    assert np.all(tr.state_error[:, 0] <= tol)  # e_1 = 0
+
+
+@given(**case)
+def test_s10_time_mean_bound_holds_on_the_covariance_data(**kw):
+    rnn, head, x, sigma, J, lam = _setup(**kw)
+    A = reconstruction_matrix(sigma, J, lam)
+    measured = measured_time_mean_error(rnn, head, J, A, x)
+    bound = s10_bound(sigma, J, lam, rnn, head, kw["T"])
+    assert measured <= bound * (1 + 1e-8) + 1e-10
+
+
+@given(**case)
+def test_s10_many_to_one_bound_holds(**kw):
+    rnn, head, x, sigma, J, lam = _setup(**kw)
+    A = reconstruction_matrix(sigma, J, lam)
+    measured, bound = s10_last_step_bound(rnn, head, J, A, x)
+    assert measured <= bound * (1 + 1e-8) + 1e-10
+
+
+def test_s9_is_tight_for_a_linear_one_step_case():
+    # T = 1: e_1 = 0 and f_1 - f#_1 = V r_1 exactly, so the output bound is attained.
+    rnn, head = make_rnn(5, d_x=2, d_y=3, nonlinearity="tanh", seed=3)
+    x = torch.randn(4, 1, 2, dtype=torch.float64)
+    A = np.random.default_rng(0).standard_normal((5, 2))
+    tr = s9_trace(rnn, head, [0, 3], A, x)
+    np.testing.assert_allclose(tr.output_error, tr.output_bound, rtol=1e-12)
+
+
+def test_s_rho_values():
+    assert s_rho(0.5, 1) == 0.0
+    assert s_rho(1.0, 10) == 9.0
+    assert s_rho(2.0, 4) == 7.0
+    with pytest.raises(ValueError, match="T"):
+        s_rho(1.0, 0)

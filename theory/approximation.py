@@ -1,0 +1,189 @@
+"""Approximation error of the compressed RNN accumulated over time: S9 and S10 [derived].
+
+Notation of the reference, section 6: ``r_t = h_t - A h_{t,J}`` is the reconstruction residual of the
+full network's state, ``e_t = h_{t,J} - h#_t`` the state error of the compressed network,
+``rho = ||W_sharp||_op`` with ``W_sharp = W_{J,:} A``, ``V_sharp = V A`` and
+``S_rho(T) = sum_{j=0}^{T-2} rho^j``.
+
+* S9 (every sequence and step): ``||e_t|| <= sum_{s<t} rho^{t-1-s} ||W_J r_s||`` and
+  ``||f_t - f#_t|| <= ||V r_t|| + ||V_sharp||_op ||e_t||`` (the bound uses the bound on ``||e_t||``).
+* S10 (time mean on the covariance's data, ``A = A_J``):
+  ``E_hat 1/T sum_t ||f_t - f#_t||^2 <= 2 L_B(J; V) + 2 ||V_sharp||^2 S_rho(T)^2 L_B(J; W)``,
+  and the many-to-one form for ``f_T`` only.
+
+Everything is computed in float64. The proofs are in ``docs/theory.md`` (S9, S10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from theory._arrays import as_float64_array
+
+__all__ = [
+    "ApproximationTrace",
+    "s_rho",
+    "s9_trace",
+    "s10_bound",
+    "s10_last_step_bound",
+    "measured_time_mean_error",
+]
+
+
+def s_rho(rho: float, T: int) -> float:
+    """``S_rho(T) = sum_{j=0}^{T-2} rho^j`` (0 for T = 1)."""
+    if T < 1:
+        raise ValueError(f"T: expected a sequence length >= 1, got {T}")
+    if rho < 0:
+        raise ValueError(f"rho: expected an operator norm >= 0, got {rho}")
+    return float(sum(rho**j for j in range(T - 1)))
+
+
+def _params(rnn: nn.RNN, readout: nn.Linear):
+    from pruning.modules import check_readout, check_rnn
+
+    check_rnn(rnn)
+    check_readout(readout, rnn.hidden_size)
+    f = lambda t: t.detach().to("cpu", torch.float64)
+    b = f(rnn.bias_ih_l0) + f(rnn.bias_hh_l0) if rnn.bias else torch.zeros(rnn.hidden_size, dtype=torch.float64)
+    c = f(readout.bias) if readout.bias is not None else torch.zeros(readout.out_features, dtype=torch.float64)
+    return f(rnn.weight_hh_l0), f(rnn.weight_ih_l0), b, f(readout.weight), c
+
+
+def _states(W, U, b, x, act) -> torch.Tensor:
+    """All states (n, T, width) of ``h_t = act(W h_{t-1} + U x_t + b)``, float64."""
+    n, T, _ = x.shape
+    h = torch.zeros(n, W.shape[0], dtype=torch.float64)
+    drive = x @ U.T + b  # input part of every step at once
+    out = torch.empty(n, T, W.shape[0], dtype=torch.float64)
+    for t in range(T):
+        h = act(h @ W.T + drive[:, t])
+        out[:, t] = h
+    return out
+
+
+def _inputs(x, rnn: nn.RNN) -> torch.Tensor:
+    xt = torch.as_tensor(as_float64_array(x, "x"))
+    if xt.ndim != 3 or xt.shape[-1] != rnn.input_size:
+        raise ValueError(f"x: expected sequences of shape (n, T, {rnn.input_size}) (batch first), got {tuple(xt.shape)}")
+    if xt.shape[0] == 0 or xt.shape[1] == 0:
+        raise ValueError("x: expected at least one sequence of length >= 1")
+    return xt
+
+
+@dataclass(frozen=True)
+class ApproximationTrace:
+    """Measured deviations of a compressed RNN and their S9 bounds, per sequence and step (n, T)."""
+
+    state_error: np.ndarray
+    state_bound: np.ndarray
+    output_error: np.ndarray
+    output_bound: np.ndarray
+    rho: float
+    readout_norm: float
+
+    @property
+    def worst_margin(self) -> float:
+        """``min(bound - measured)`` over states and outputs; S9 says it is >= 0."""
+        return float(min((self.state_bound - self.state_error).min(), (self.output_bound - self.output_error).min()))
+
+
+def _compressed(W, V, J, A) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    m = W.shape[0]
+    units = torch.as_tensor(np.asarray(J, dtype=np.int64))
+    a = torch.as_tensor(as_float64_array(A, "A"))
+    if a.shape != (m, units.numel()):
+        raise ValueError(f"A: expected shape (m, k) = ({m}, {units.numel()}), got {tuple(a.shape)}")
+    return units, W[units] @ a, V @ a
+
+
+def s9_trace(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> ApproximationTrace:
+    """S9: measured ``||e_t||``, ``||f_t - f#_t||`` and their bounds on every sequence and step.
+
+    Parameters
+    ----------
+    rnn, readout : the full network (single-layer Elman RNN, batch-first inputs)
+    J : sequence of int
+        Kept units.
+    A : array-like (m, k)
+        Any reconstruction matrix (``A_J``, or ``I_{F,J}`` for "without reconstruction").
+    x : array-like (n, T, d_x)
+        Input sequences.
+    """
+    W, U, b, V, c = _params(rnn, readout)
+    act = torch.relu if rnn.nonlinearity == "relu" else torch.tanh
+    units, W_s, V_s = _compressed(W, V, J, A)
+    a = torch.as_tensor(as_float64_array(A, "A"))
+    xt = _inputs(x, rnn)
+    h = _states(W, U, b, xt, act)
+    h_s = _states(W_s, U[units], b[units], xt, act)
+    r = h - h[..., units] @ a.T                    # r_t = h_t - A h_{t,J}
+    drive = torch.linalg.vector_norm(r @ W[units].T, dim=-1)  # ||W_J r_t||
+    rho = float(torch.linalg.matrix_norm(W_s, ord=2)) if W_s.numel() else 0.0
+    v_norm = float(torch.linalg.matrix_norm(V_s, ord=2)) if V_s.numel() else 0.0
+    n, T = drive.shape
+    state_bound = torch.zeros(n, T, dtype=torch.float64)
+    for t in range(1, T):  # B_t = rho B_{t-1} + ||W_J r_{t-1}||, B_1 = 0
+        state_bound[:, t] = rho * state_bound[:, t - 1] + drive[:, t - 1]
+    out_err = torch.linalg.vector_norm(h @ V.T - h_s @ V_s.T, dim=-1)  # the biases c cancel
+    out_bound = torch.linalg.vector_norm(r @ V.T, dim=-1) + v_norm * state_bound
+    return ApproximationTrace(
+        state_error=torch.linalg.vector_norm(h[..., units] - h_s, dim=-1).numpy(),
+        state_bound=state_bound.numpy(),
+        output_error=out_err.numpy(),
+        output_bound=out_bound.numpy(),
+        rho=rho,
+        readout_norm=v_norm,
+    )
+
+
+def measured_time_mean_error(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> float:
+    """Left-hand side of S10: ``E_hat 1/T sum_t ||f_t - f#_t||^2`` on the sequences ``x``."""
+    return float(np.mean(s9_trace(rnn, readout, J, A, x).output_error ** 2))
+
+
+def s10_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, T: int) -> float:
+    """S10: ``2 L_B(J; V) + 2 ||V_sharp||_op^2 S_rho(T)^2 L_B(J; W)`` with ``A = A_J`` from ``sigma``.
+
+    Valid for the time-mean error on the same data as ``sigma`` (the losses bound the residual
+    energies ``E_hat ||Z r||^2`` there).
+    """
+    from pruning.losses import information_loss, reconstruction_matrix
+
+    W, _, _, V, _ = _params(rnn, readout)
+    A = reconstruction_matrix(sigma, J, lam)
+    units, W_s, V_s = _compressed(W, V, J, A)
+    rho = float(torch.linalg.matrix_norm(W_s, ord=2))
+    v_norm = float(torch.linalg.matrix_norm(V_s, ord=2))
+    lb_v = information_loss(sigma, J, lam, V.numpy())
+    lb_w = information_loss(sigma, J, lam, W.numpy())
+    return 2.0 * lb_v + 2.0 * v_norm**2 * s_rho(rho, T) ** 2 * lb_w
+
+
+def s10_last_step_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> Tuple[float, float]:
+    """Many-to-one form of S10 on the sequences ``x``: returns ``(measured, bound)`` for ``f_T``.
+
+    ``E_hat ||f_T - f#_T||^2 <= 2 E_hat ||V r_T||^2
+    + 2 ||V_sharp||^2 (sum_{j=0}^{T-2} rho^{2j}) E_hat sum_{s<T} ||W_J r_s||^2``.
+    """
+    W, U, b, V, c = _params(rnn, readout)
+    act = torch.relu if rnn.nonlinearity == "relu" else torch.tanh
+    units, W_s, V_s = _compressed(W, V, J, A)
+    a = torch.as_tensor(as_float64_array(A, "A"))
+    xt = _inputs(x, rnn)
+    h = _states(W, U, b, xt, act)
+    h_s = _states(W_s, U[units], b[units], xt, act)
+    r = h - h[..., units] @ a.T
+    T = xt.shape[1]
+    rho = float(torch.linalg.matrix_norm(W_s, ord=2))
+    v_norm = float(torch.linalg.matrix_norm(V_s, ord=2))
+    measured = float(torch.mean(torch.sum((h[:, -1] @ V.T - h_s[:, -1] @ V_s.T) ** 2, dim=-1)))
+    geo = float(sum(rho ** (2 * j) for j in range(T - 1)))
+    tail = float(torch.mean(torch.sum((r[:, :-1] @ W[units].T) ** 2, dim=(-1, -2))))
+    bound = 2.0 * float(torch.mean(torch.sum((r[:, -1] @ V.T) ** 2, dim=-1))) + 2.0 * v_norm**2 * geo * tail
+    return measured, bound
