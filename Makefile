@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch from the local wheel; a torch that is already importable (e.g. a CUDA build) is kept.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench checks clean
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ bench: install
 	@mkdir -p .benchmarks
 	$(BIN)/python -m pytest benchmarks -q -p no:cacheprovider -o python_files="bench_*.py" --benchmark-only \
 		--benchmark-columns=min,median,max,rounds --benchmark-json=.benchmarks/latest.json
+
+checks: install
+	$(BIN)/python -m checks --full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks *.egg-info

@@ -1,0 +1,80 @@
+"""The registry of checks: one per statement (S-number), each run over a grid of configurations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+__all__ = ["CheckConfig", "CheckResult", "Check", "REGISTRY", "register", "run_check"]
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """One random instance: a random Elman RNN and data, and the pruning settings."""
+
+    m: int = 16
+    T: int = 10
+    k: int = 8
+    rel_lam: float = 1e-4
+    rho: float = 1.0  # spectral norm of the recurrent weight: below, at or above 1
+    nonlinearity: str = "relu"
+    theta: float = 0.0
+    Z: str = "recurrent"
+    n: int = 16  # sequences
+    seed: int = 0
+
+    def key(self) -> str:
+        """Stable hash of the configuration."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of one check on one configuration.
+
+    ``margin`` is signed so that ``margin >= 0`` means the statement holds (e.g. bound - measured).
+    ``vacuous`` says whether a bound exceeded the trivial level of the quantity (None if not applicable).
+    """
+
+    check_id: str
+    config: CheckConfig
+    measured: float
+    expected: float
+    holds: bool
+    margin: float
+    details: Dict = field(default_factory=dict)
+    vacuous: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """A statement to verify: its id (S-number), the claim in one sentence, and how to test one instance."""
+
+    id: str
+    claim: str
+    kind: str  # "deterministic" or "statistical"
+    run: Callable[[CheckConfig, np.random.Generator], CheckResult]
+    grid: Callable[[str], List[CheckConfig]]
+
+
+REGISTRY: Dict[str, Check] = {}
+
+
+def register(check: Check) -> Check:
+    if check.id in REGISTRY:
+        raise ValueError(f"check id {check.id!r} is registered twice")
+    REGISTRY[check.id] = check
+    return check
+
+
+def run_check(check: Check, tier: str = "quick") -> List[CheckResult]:
+    """Run a check on every configuration of its grid, each with its own seeded generator."""
+    results = []
+    for cfg in check.grid(tier):
+        rng = np.random.default_rng(int(cfg.key(), 16))
+        results.append(check.run(cfg, rng))
+    return results
