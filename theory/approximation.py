@@ -102,6 +102,18 @@ def _compressed(W, V, J, A) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return units, W[units] @ a, V @ a
 
 
+def _trajectories(rnn: nn.RNN, readout: nn.Linear, J, A, x):
+    """Full and compressed states on ``x`` and the residuals ``r_t = h_t - A h_{t,J}`` (float64)."""
+    W, U, b, V, _ = _params(rnn, readout)
+    act = torch.relu if rnn.nonlinearity == "relu" else torch.tanh
+    units, W_s, V_s = _compressed(W, V, J, A)
+    a = torch.as_tensor(as_float64_array(A, "A"))
+    xt = _inputs(x, rnn)
+    h = _states(W, U, b, xt, act)
+    h_s = _states(W_s, U[units], b[units], xt, act)
+    return W, V, units, W_s, V_s, h, h_s, h - h[..., units] @ a.T
+
+
 def s9_trace(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> ApproximationTrace:
     """S9: measured ``||e_t||``, ``||f_t - f#_t||`` and their bounds on every sequence and step.
 
@@ -115,14 +127,7 @@ def s9_trace(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> ApproximationTrace:
     x : array-like (n, T, d_x)
         Input sequences.
     """
-    W, U, b, V, c = _params(rnn, readout)
-    act = torch.relu if rnn.nonlinearity == "relu" else torch.tanh
-    units, W_s, V_s = _compressed(W, V, J, A)
-    a = torch.as_tensor(as_float64_array(A, "A"))
-    xt = _inputs(x, rnn)
-    h = _states(W, U, b, xt, act)
-    h_s = _states(W_s, U[units], b[units], xt, act)
-    r = h - h[..., units] @ a.T                    # r_t = h_t - A h_{t,J}
+    W, V, units, W_s, V_s, h, h_s, r = _trajectories(rnn, readout, J, A, x)
     drive = torch.linalg.vector_norm(r @ W[units].T, dim=-1)  # ||W_J r_t||
     rho = float(torch.linalg.matrix_norm(W_s, ord=2)) if W_s.numel() else 0.0
     v_norm = float(torch.linalg.matrix_norm(V_s, ord=2)) if V_s.numel() else 0.0
@@ -171,15 +176,8 @@ def s10_last_step_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> Tuple[float
     ``E_hat ||f_T - f#_T||^2 <= 2 E_hat ||V r_T||^2
     + 2 ||V_sharp||^2 (sum_{j=0}^{T-2} rho^{2j}) E_hat sum_{s<T} ||W_J r_s||^2``.
     """
-    W, U, b, V, c = _params(rnn, readout)
-    act = torch.relu if rnn.nonlinearity == "relu" else torch.tanh
-    units, W_s, V_s = _compressed(W, V, J, A)
-    a = torch.as_tensor(as_float64_array(A, "A"))
-    xt = _inputs(x, rnn)
-    h = _states(W, U, b, xt, act)
-    h_s = _states(W_s, U[units], b[units], xt, act)
-    r = h - h[..., units] @ a.T
-    T = xt.shape[1]
+    W, V, units, W_s, V_s, h, h_s, r = _trajectories(rnn, readout, J, A, x)
+    T = h.shape[1]
     rho = float(torch.linalg.matrix_norm(W_s, ord=2))
     v_norm = float(torch.linalg.matrix_norm(V_s, ord=2))
     measured = float(torch.mean(torch.sum((h[:, -1] @ V.T - h_s[:, -1] @ V_s.T) ** 2, dim=-1)))
