@@ -127,9 +127,9 @@ def format_table(result: Dict) -> str:
     m = result["config"]["hidden"]
     head = "| method | " + " | ".join(f"k={k}" for k in ks) + " |"
     lines = [head, "|" + "---|" * (len(ks) + 1)]
+    best = {k: max(acc[(x, k)] for x in methods) for k in ks}
     for meth in methods:
         cells = []
-        best = {k: max(acc[(x, k)] for x in methods) for k in ks}
         for k in ks:
             v = acc[(meth, k)]
             cells.append(f"**{v:.3f}**" if v == best[k] else f"{v:.3f}")

@@ -93,21 +93,26 @@ class ApproximationTrace:
         return float(min((self.state_bound - self.state_error).min(), (self.output_bound - self.output_error).min()))
 
 
-def _compressed(W, V, J, A) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _compressed(W, V, J, A):
+    """``(units, A, W_sharp, V_sharp)`` with A validated as (m, k) float64."""
     m = W.shape[0]
     units = torch.as_tensor(np.asarray(J, dtype=np.int64))
     a = torch.as_tensor(as_float64_array(A, "A"))
     if a.shape != (m, units.numel()):
         raise ValueError(f"A: expected shape (m, k) = ({m}, {units.numel()}), got {tuple(a.shape)}")
-    return units, W[units] @ a, V @ a
+    return units, a, W[units] @ a, V @ a
+
+
+def _op_norm(M: torch.Tensor) -> float:
+    """Spectral norm (largest singular value)."""
+    return float(torch.linalg.matrix_norm(M, ord=2))
 
 
 def _trajectories(rnn: nn.RNN, readout: nn.Linear, J, A, x):
     """Full and compressed states on ``x`` and the residuals ``r_t = h_t - A h_{t,J}`` (float64)."""
     W, U, b, V, _ = _params(rnn, readout)
     act = torch.relu if rnn.nonlinearity == "relu" else torch.tanh
-    units, W_s, V_s = _compressed(W, V, J, A)
-    a = torch.as_tensor(as_float64_array(A, "A"))
+    units, a, W_s, V_s = _compressed(W, V, J, A)
     xt = _inputs(x, rnn)
     h = _states(W, U, b, xt, act)
     h_s = _states(W_s, U[units], b[units], xt, act)
@@ -129,8 +134,7 @@ def s9_trace(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> ApproximationTrace:
     """
     W, V, units, W_s, V_s, h, h_s, r = _trajectories(rnn, readout, J, A, x)
     drive = torch.linalg.vector_norm(r @ W[units].T, dim=-1)  # ||W_J r_t||
-    rho = float(torch.linalg.matrix_norm(W_s, ord=2)) if W_s.numel() else 0.0
-    v_norm = float(torch.linalg.matrix_norm(V_s, ord=2)) if V_s.numel() else 0.0
+    rho, v_norm = _op_norm(W_s), _op_norm(V_s)
     n, T = drive.shape
     state_bound = torch.zeros(n, T, dtype=torch.float64)
     for t in range(1, T):  # B_t = rho B_{t-1} + ||W_J r_{t-1}||, B_1 = 0
@@ -162,9 +166,8 @@ def s10_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, T: int) -> float:
 
     W, _, _, V, _ = _params(rnn, readout)
     A = reconstruction_matrix(sigma, J, lam)
-    units, W_s, V_s = _compressed(W, V, J, A)
-    rho = float(torch.linalg.matrix_norm(W_s, ord=2))
-    v_norm = float(torch.linalg.matrix_norm(V_s, ord=2))
+    _, _, W_s, V_s = _compressed(W, V, J, A)
+    rho, v_norm = _op_norm(W_s), _op_norm(V_s)
     lb_v = information_loss(sigma, J, lam, V.numpy())
     lb_w = information_loss(sigma, J, lam, W.numpy())
     return 2.0 * lb_v + 2.0 * v_norm**2 * s_rho(rho, T) ** 2 * lb_w
@@ -178,8 +181,7 @@ def s10_last_step_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> Tuple[float
     """
     W, V, units, W_s, V_s, h, h_s, r = _trajectories(rnn, readout, J, A, x)
     T = h.shape[1]
-    rho = float(torch.linalg.matrix_norm(W_s, ord=2))
-    v_norm = float(torch.linalg.matrix_norm(V_s, ord=2))
+    rho, v_norm = _op_norm(W_s), _op_norm(V_s)
     measured = float(torch.mean(torch.sum((h[:, -1] @ V.T - h_s[:, -1] @ V_s.T) ** 2, dim=-1)))
     geo = float(sum(rho ** (2 * j) for j in range(T - 1)))
     tail = float(torch.mean(torch.sum((r[:, :-1] @ W[units].T) ** 2, dim=(-1, -2))))
