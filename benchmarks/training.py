@@ -8,7 +8,7 @@ from typing import List
 import torch
 from torch import nn
 
-__all__ = ["TrainConfig", "train_classifier", "accuracy"]
+__all__ = ["TrainConfig", "train_model", "train_classifier", "accuracy"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,14 @@ class TrainHistory:
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig = TrainConfig(),
                      *, seed: int = 0, progress: bool = True) -> TrainHistory:
     """Train ``model`` in place with cross-entropy on (x, y); returns the per-epoch mean loss."""
+    return train_model(model, x, y, config, loss="cross_entropy", seed=seed, progress=progress)
+
+
+def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig = TrainConfig(),
+                *, loss: str = "cross_entropy", seed: int = 0, progress: bool = True) -> TrainHistory:
+    """Train ``model`` in place on (x, y) with ``loss`` ("cross_entropy" on class labels, or "squared"
+    on real targets: the sum over output coordinates, averaged over sequences); returns the
+    per-epoch mean loss."""
     from tqdm.auto import tqdm
 
     if config.optimizer == "adam":
@@ -40,7 +48,12 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config:
         raise ValueError(f"config.optimizer: expected 'adam' or 'rmsprop', got {config.optimizer!r}")
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    loss_fn = nn.CrossEntropyLoss()
+    if loss == "cross_entropy":
+        loss_fn = nn.CrossEntropyLoss()
+    elif loss == "squared":
+        loss_fn = lambda out, target: ((out - target) ** 2).sum(dim=-1).mean()
+    else:
+        raise ValueError(f"loss: expected 'cross_entropy' or 'squared', got {loss!r}")
     history = TrainHistory()
     model.train()
     bar = tqdm(range(config.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
@@ -51,11 +64,11 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config:
             idx = perm[i:i + config.batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
+            value = loss_fn(model(xb), yb)
+            value.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             opt.step()
-            total += float(loss.detach()) * idx.numel()
+            total += float(value.detach()) * idx.numel()
             count += idx.numel()
         history.loss.append(total / count)
         bar.set_postfix(loss=f"{history.loss[-1]:.3f}")

@@ -11,10 +11,12 @@ from pathlib import Path
 
 
 def _markdown(rows) -> str:
-    lines = ["| statement | kind | configurations | violations | worst margin | claim |", "|---|---|---|---|---|---|"]
+    lines = ["| statement | kind | configurations | violations | worst margin | vacuous | reported | claim |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['statement']} | {r['kind']} | {r['configurations']} | {r['violations']} | "
-                     f"{r['worst_margin']:.3g} | {r['claim']} |")
+        violations = "report" if r["violations"] is None else r["violations"]
+        lines.append(f"| {r['statement']} | {r['kind']} | {r['configurations']} | {violations} | "
+                     f"{r['worst_margin']:.3g} | {r['vacuous']} | {r['reported']} | {r['claim']} |")
     return "\n".join(lines)
 
 

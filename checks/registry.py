@@ -24,8 +24,14 @@ class CheckConfig:
     nonlinearity: str = "relu"
     theta: float = 0.0
     Z: str = "recurrent"
-    n: int = 16  # sequences
+    n: int = 16  # sequences (training sequences on the teacher task)
     seed: int = 0
+    # statistical checks (S8, S11-S13)
+    task: str = "classification"  # teacher task
+    repeats: int = 1  # independent draws (S8: leverage samples; S11/S12: training sets)
+    delta: float = 0.05  # failure probability of the statement
+    epochs: int = 0  # student training epochs
+    dof: float = 0.0  # S8: target N(lambda)
 
     def key(self) -> str:
         """Stable hash of the configuration."""
@@ -56,7 +62,7 @@ class Check:
 
     id: str
     claim: str
-    kind: str  # "deterministic" or "statistical"
+    kind: str  # "deterministic", "statistical" (a binomial test at ALPHA) or "qualitative" (a trend claim)
     run: Callable[[CheckConfig, np.random.Generator], CheckResult]
     grid: Callable[[str], List[CheckConfig]]
 

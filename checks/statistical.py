@@ -1,0 +1,288 @@
+"""Checks of the probabilistic statements S8, S11, S12 and the S13 report, on random and teacher-student instances.
+
+Statistical checks are binomial tests at significance ``ALPHA``: a statement "event E has probability
+at most p" is declared violated when the observed count of E over independent repetitions is so large
+that ``P(Binomial(repeats, p) >= count) < ALPHA``.
+
+* S8: over many leverage draws (k from the S8 condition), the fraction with ``lambda_max(R) > 4 lambda``
+  is compatible with at most delta; the measured ``lambda_max(R)/lambda`` is reported.
+* S11 / S12: students trained on independent training sets of the teacher task; a violation is a held-out
+  risk whose lower Hoeffding limit (confidence ``1 - DELTA_TEST``) exceeds the bound, which has
+  probability at most ``delta + DELTA_TEST``. Whether the bound was vacuous is reported.
+* S13: a report (no pass/fail): the lambda that minimises the S12 bound against the lambda with the best
+  held-out risk, and Kendall's tau between the bound and the measured risk across a sweep of (m, k, n, T).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import List
+
+import numpy as np
+import torch
+from scipy import stats
+
+from benchmarks.models import RNNClassifier
+from benchmarks.teacher import Teacher, TeacherConfig
+from benchmarks.training import TrainConfig, train_model
+from checks.references import random_psd
+from checks.registry import Check, CheckConfig, CheckResult, register
+from pruning import spectral_prune, time_mean_covariance
+from pruning.losses import residual_covariance
+from pruning.selection import leverage_sample
+from theory.empirical import risk_estimate
+from theory.estimation import network_outputs, s11_bound, s12_bound
+from theory.losses import margin_ramp_loss, squared_loss
+from theory.spectrum import degrees_of_freedom, dof_sample_size, lambda_for_dof
+
+ALPHA = 0.01  # significance of the binomial tests
+DELTA_TEST = 0.01  # failure probability of each held-out confidence interval
+N_TEST = 20_000  # fresh held-out sequences per student
+D_X, D_Y, TEACHER_WIDTH = 3, 3, 16
+
+
+def binomial_p_value(count: int, trials: int, p: float) -> float:
+    """``P(Binomial(trials, p) >= count)``."""
+    return float(stats.binom.sf(count - 1, trials, p))
+
+
+# ----------------------------------------------------------------------------------------------
+# S8
+
+
+def _s8_grid(tier: str) -> List[CheckConfig]:
+    if tier == "quick":
+        cases, repeats = [(64, 1.0), (128, 2.0)], 100
+    elif tier == "full":
+        cases, repeats = [(64, 1.0), (64, 2.0), (128, 1.5), (128, 3.0), (256, 2.0), (256, 4.0)], 500
+    else:
+        raise ValueError(f"tier: expected 'quick' or 'full', got {tier!r}")
+    return [CheckConfig(m=m, dof=dof, repeats=repeats, delta=delta, seed=seed)
+            for m, dof in cases for delta in (0.2, 0.05) for seed in (0, 1)]
+
+
+def _s8(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
+    sigma = random_psd(rng, cfg.m, decay=1.0 + cfg.seed)  # eigen-decay j^-1 or j^-2
+    lam = lambda_for_dof(sigma, cfg.dof)
+    N = degrees_of_freedom(sigma, lam)
+    draws = int(math.ceil(dof_sample_size(N, cfg.delta)))
+    ratios = np.empty(cfg.repeats)
+    distinct = np.empty(cfg.repeats)
+    for i in range(cfg.repeats):
+        sample = leverage_sample(sigma, draws, lam, seed=rng)
+        R = residual_covariance(sigma, sample.units, sample.tau)
+        ratios[i] = np.linalg.eigvalsh(R)[-1] / lam
+        distinct[i] = len(sample.units)
+    failures = int(np.sum(ratios > 4.0))
+    p = binomial_p_value(failures, cfg.repeats, cfg.delta)
+    return CheckResult("S8", cfg, failures / cfg.repeats, cfg.delta, p >= ALPHA, p - ALPHA,
+                       dict(p_value=p, draws=draws, dof=N, median_ratio=float(np.median(ratios)),
+                            max_ratio=float(ratios.max()), mean_distinct_units=float(distinct.mean())))
+
+
+# ----------------------------------------------------------------------------------------------
+# The teacher-student task
+
+
+def _teacher_config(cfg: CheckConfig) -> TeacherConfig:
+    return TeacherConfig(width=TEACHER_WIDTH, input_dim=D_X, T=cfg.T, rho=cfg.rho, nonlinearity=cfg.nonlinearity,
+                         task=cfg.task, output_dim=D_Y, seed=cfg.seed)
+
+
+def _teacher(cfg: CheckConfig) -> Teacher:
+    return Teacher(_teacher_config(cfg))
+
+
+def _loss_name(task: str) -> str:
+    return "margin" if task == "classification" else "squared"
+
+
+def _student(cfg: CheckConfig, m: int, n: int, rep: int):
+    """A student of width m trained on the rep-th training set of n sequences: (model, x, y)."""
+    return _trained_student(_teacher_config(cfg), m, n, rep, cfg.epochs)
+
+
+@lru_cache(maxsize=64)  # S11, S12 and S13 share students
+def _trained_student(tcfg: TeacherConfig, m: int, n: int, rep: int, epochs: int):
+    x, y = Teacher(tcfg).sample(n, seed=1000 + rep)
+    with torch.random.fork_rng():
+        torch.manual_seed(rep)
+        model = RNNClassifier(D_X, m, D_Y, nonlinearity=tcfg.nonlinearity, irnn=False)
+    train_model(model, x, y, TrainConfig(epochs=epochs, lr=3e-3, batch_size=max(32, n // 32)),
+                loss="cross_entropy" if tcfg.task == "classification" else "squared", seed=rep, progress=False)
+    return model, x, y
+
+
+def _held_out(cfg: CheckConfig, rep: int):
+    return _teacher(cfg).sample(N_TEST, seed=10**6 + rep)
+
+
+def _test_losses(rnn, readout, x, y, task: str, gamma) -> np.ndarray:
+    f = network_outputs(rnn, readout, x)
+    return margin_ramp_loss(f, y, gamma) if task == "classification" else squared_loss(f, y)
+
+
+def _bound_kwargs(cfg: CheckConfig, teacher: Teacher) -> dict:
+    kw = dict(loss=_loss_name(cfg.task), input_bound=teacher.input_bound, delta=cfg.delta)
+    if cfg.task == "regression":
+        kw["target_bound"] = teacher.target_bound
+    return kw
+
+
+def _teacher_grid(tier: str) -> List[CheckConfig]:
+    if tier == "quick":
+        base = [dict(m=8, k=2, n=2000, T=6), dict(m=16, k=4, n=20000, T=4)]
+        rhos, tasks, acts, repeats, epochs = (0.9,), ("classification",), ("tanh",), 3, 10
+    elif tier == "full":
+        base = [dict(m=8, k=2, n=500, T=6), dict(m=16, k=4, n=2000, T=10), dict(m=16, k=8, n=20000, T=6),
+                dict(m=32, k=8, n=20000, T=4)]
+        rhos, tasks, acts, repeats, epochs = (0.5, 1.0, 1.5), ("classification", "regression"), ("tanh", "relu"), \
+            20, 20
+    else:
+        raise ValueError(f"tier: expected 'quick' or 'full', got {tier!r}")
+    out = []
+    for b in base:
+        for rho in rhos:
+            for task in tasks:
+                for act in acts:
+                    out.append(CheckConfig(rho=rho, task=task, nonlinearity=act, repeats=repeats, epochs=epochs,
+                                           delta=0.05, seed=0, **b))
+    if tier == "full":  # every level of every dimension, at a cost of minutes
+        keep = np.random.default_rng(11).choice(len(out), size=min(len(out), 12), replace=False)
+        out = [out[i] for i in sorted(keep)]
+    return out
+
+
+def _estimation_result(check_id: str, cfg: CheckConfig, rows: List[dict]) -> CheckResult:
+    violations = sum(r["violation"] for r in rows)
+    p = binomial_p_value(violations, len(rows), cfg.delta + DELTA_TEST)
+    bound = np.array([r["bound"] for r in rows])
+    test = np.array([r["test_risk"] for r in rows])
+    upper = rows[0]["upper"]
+    details = dict(p_value=p, violations=violations, mean_bound=float(bound.mean()),
+                   mean_test_risk=float(test.mean()), mean_test_upper=float(np.mean([r["test_upper"] for r in rows])),
+                   mean_train_risk=float(np.mean([r["train_risk"] for r in rows])), trivial_level=upper,
+                   vacuous_fraction=float(np.mean(bound >= upper)),
+                   mean_ratio_to_trivial=float(np.mean(bound / upper)),
+                   min_bound_minus_test_upper=float(np.min(bound - [r["test_upper"] for r in rows])))
+    for key in ("full_bound", "bias", "pruned_train_risk"):
+        if key in rows[0]:
+            details[f"mean_{key}"] = float(np.mean([r[key] for r in rows]))
+    return CheckResult(check_id, cfg, float(test.mean()), float(bound.mean()), p >= ALPHA, p - ALPHA, details,
+                       vacuous=bool(np.all(bound >= upper)))
+
+
+def _test_risk(losses: np.ndarray, upper: float) -> dict:
+    est = risk_estimate(losses, upper, DELTA_TEST)
+    return dict(test_risk=est.mean, test_lower=est.lower, test_upper=est.upper)
+
+
+def _s11(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
+    teacher = _teacher(cfg)
+    rows = []
+    for rep in range(cfg.repeats):
+        model, x, y = _student(cfg, cfg.m, cfg.n, rep)
+        b = s11_bound(model.rnn, model.readout, x, y, **_bound_kwargs(cfg, teacher))
+        xt, yt = _held_out(cfg, rep)
+        row = dict(bound=b.bound, upper=b.upper, train_risk=b.train_risk,
+                   **_test_risk(_test_losses(model.rnn, model.readout, xt, yt, cfg.task, b.gamma), b.upper))
+        row["violation"] = row["test_lower"] > b.bound
+        rows.append(row)
+    return _estimation_result("S11", cfg, rows)
+
+
+def _s12(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
+    teacher = _teacher(cfg)
+    rows = []
+    for rep in range(cfg.repeats):
+        model, x, y = _student(cfg, cfg.m, cfg.n, rep)
+        pruned = spectral_prune(model, x, k=cfg.k, rel_lam=cfg.rel_lam)
+        b = s12_bound(model.rnn, model.readout, pruned.units, pruned.A, x, y, **_bound_kwargs(cfg, teacher))
+        xt, yt = _held_out(cfg, rep)
+        row = dict(bound=b.bound, upper=b.upper, train_risk=b.full_train_risk, bias=b.bias,
+                   pruned_train_risk=b.pruned_train_risk, full_bound=b.full.bound,
+                   **_test_risk(_test_losses(pruned.rnn, pruned.readout, xt, yt, cfg.task, b.gamma), b.upper))
+        row["violation"] = row["test_lower"] > b.bound
+        rows.append(row)
+    return _estimation_result("S12", cfg, rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# S13: a report
+
+
+def _s13_grid(tier: str) -> List[CheckConfig]:
+    if tier not in ("quick", "full"):
+        raise ValueError(f"tier: expected 'quick' or 'full', got {tier!r}")
+    return [CheckConfig(m=16, n=2000 if tier == "quick" else 20000, T=6, rho=0.9, nonlinearity="tanh",
+                        task="classification", epochs=10 if tier == "quick" else 20, delta=0.05, seed=0,
+                        repeats=1 if tier == "quick" else 2)]
+
+
+def _sweep_sizes(tier_is_full: bool):
+    if tier_is_full:
+        return (8, 16, 32), (500, 2000, 20000), (4, 10), (0.25, 0.5, 1.0)
+    return (8, 16), (500, 4000), (6,), (0.25, 1.0)
+
+
+def s13_lambda_sweep(cfg: CheckConfig, rel_lams=tuple(10.0 ** np.arange(-6, 2)), rep: int = 0) -> List[dict]:
+    """S12 bound and held-out risk of the pruned student for each lambda, with ``k = ceil(N(lambda))``."""
+    teacher = _teacher(cfg)
+    model, x, y = _student(cfg, cfg.m, cfg.n, rep)
+    xt, yt = _held_out(cfg, rep)
+    cov = time_mean_covariance(model.rnn, x)
+    sigma = cov.mean()
+    scale = float(np.trace(sigma)) / cfg.m
+    rows = []
+    for rel in rel_lams:
+        lam = rel * scale
+        N = degrees_of_freedom(sigma, lam)
+        k = max(1, int(math.ceil(N - 1e-9)))
+        pruned = spectral_prune(model, k=k, lam=lam, covariance=cov)
+        b = s12_bound(model.rnn, model.readout, pruned.units, pruned.A, x, y, with_full=False,
+                      **_bound_kwargs(cfg, teacher))
+        test = _test_losses(pruned.rnn, pruned.readout, xt, yt, cfg.task, b.gamma).mean()
+        rows.append(dict(rel_lam=float(rel), dof=N, k=k, bound=b.bound, bias=b.bias,
+                         estimation=b.estimation.value, test_risk=float(test)))
+    return rows
+
+
+def _s13(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
+    lam_rows = s13_lambda_sweep(cfg)
+    best_bound = min(lam_rows, key=lambda r: r["bound"])
+    best_test = min(lam_rows, key=lambda r: r["test_risk"])
+    sweep = []
+    ms, ns, Ts, fracs = _sweep_sizes(cfg.repeats > 1)
+    for m in ms:
+        for n in ns:
+            for T in Ts:
+                sub = CheckConfig(m=m, n=n, T=T, rho=cfg.rho, nonlinearity=cfg.nonlinearity, task=cfg.task,
+                                  epochs=cfg.epochs, delta=cfg.delta, seed=cfg.seed)
+                teacher = _teacher(sub)
+                model, x, y = _student(sub, m, n, 0)
+                xt, yt = _held_out(sub, 0)
+                cov = time_mean_covariance(model.rnn, x)
+                for frac in fracs:
+                    k = max(1, int(round(frac * m)))
+                    pruned = spectral_prune(model, k=k, covariance=cov)
+                    b = s12_bound(model.rnn, model.readout, pruned.units, pruned.A, x, y, with_full=False,
+                                  **_bound_kwargs(sub, teacher))
+                    test = _test_losses(pruned.rnn, pruned.readout, xt, yt, sub.task, b.gamma).mean()
+                    sweep.append(dict(m=m, n=n, T=T, k=k, bound=b.bound, gap=float(test) - b.full_train_risk,
+                                      bound_gap=b.bound - b.full_train_risk))
+    tau = stats.kendalltau([r["bound_gap"] for r in sweep], [r["gap"] for r in sweep]).statistic
+    details = dict(lambda_bound_argmin=best_bound["rel_lam"], lambda_test_argmin=best_test["rel_lam"],
+                   kendall_tau=float(tau), sweep_size=len(sweep), lambda_sweep=lam_rows, sweep=sweep)
+    return CheckResult("S13", cfg, best_bound["rel_lam"], best_test["rel_lam"], True, float("nan"), details,
+                       vacuous=bool(best_bound["bound"] >= 1.0))
+
+
+register(Check("S8", "With k >= 5 N log(16 N / delta) leverage draws, lambda_max(R) <= 4 lambda with "
+               "probability >= 1 - delta.", "statistical", _s8, _s8_grid))
+register(Check("S11", "The held-out risk of a trained student exceeds its S11 bound with probability <= delta.",
+               "statistical", _s11, _teacher_grid))
+register(Check("S12", "The held-out risk of a pruned student exceeds its S12 bound with probability <= delta.",
+               "statistical", _s12, _teacher_grid))
+register(Check("S13", "Report: the lambda minimising the S12 bound vs the best held-out lambda, and Kendall's "
+               "tau between bound and measured gap over (m, k, n, T).", "report", _s13, _s13_grid))

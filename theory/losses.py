@@ -1,0 +1,83 @@
+"""The losses of reference section 7, per sequence, in float64 [derived: constants].
+
+Every function takes the network's outputs ``f`` of shape ``(n, d_y)`` (many-to-one: the last step)
+or ``(n, T, d_y)`` (many-to-many) and the matching targets, and returns one value per sequence
+(the time average for ``(n, T, d_y)``), shape ``(n,)``.
+
+* ``margin_ramp_loss``: ``min(1, max(0, 1 - margin/gamma))`` with ``margin = f_y - max_{i != y} f_i``;
+  in ``[0, 1]``, ``sqrt(2)/gamma``-Lipschitz in ``f``, and at least the 0-1 loss.
+* ``cross_entropy_loss``: ``logsumexp(f) - f_y``; ``sqrt(2)``-Lipschitz.
+* ``squared_loss``: ``||y - f||^2``.
+* ``zero_one_loss``: ``1[argmax f != y]`` (what the margin bound bounds).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+from scipy.special import logsumexp
+
+from theory._arrays import as_float64_array, check_positive_scalar
+
+__all__ = ["margin_ramp_loss", "cross_entropy_loss", "squared_loss", "zero_one_loss", "LOSS_NAMES"]
+
+LOSS_NAMES = ("margin", "cross_entropy", "squared")
+
+
+def _logits_and_labels(outputs, labels) -> Tuple[np.ndarray, np.ndarray]:
+    f = as_float64_array(outputs, "outputs")
+    if f.ndim not in (2, 3) or f.shape[0] == 0:
+        raise ValueError(f"outputs: expected shape (n, d_y) or (n, T, d_y) with n >= 1, got {f.shape}")
+    if f.shape[-1] < 2:
+        raise ValueError(f"outputs: classification needs d_y >= 2 classes, got {f.shape[-1]}")
+    y = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels)
+    if y.shape != f.shape[:-1]:
+        raise ValueError(f"labels: expected shape {f.shape[:-1]} to match outputs {f.shape}, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"labels: expected integer class labels, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= f.shape[-1]):
+        raise ValueError(f"labels: expected classes in [0, {f.shape[-1]}), got [{y.min()}, {y.max()}]")
+    return f, y.astype(np.int64)
+
+
+def _per_sequence(values: np.ndarray) -> np.ndarray:
+    return values.mean(axis=1) if values.ndim == 2 else values
+
+
+def _margins(f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    true = np.take_along_axis(f, y[..., None], axis=-1)[..., 0]
+    others = f.copy()
+    np.put_along_axis(others, y[..., None], -np.inf, axis=-1)
+    return true - others.max(axis=-1)
+
+
+def margin_ramp_loss(outputs, labels, gamma: float) -> np.ndarray:
+    """Ramp loss of the margin at scale ``gamma`` (> 0), per sequence."""
+    gamma = check_positive_scalar(gamma, "gamma")
+    f, y = _logits_and_labels(outputs, labels)
+    return _per_sequence(np.clip(1.0 - _margins(f, y) / gamma, 0.0, 1.0))
+
+
+def zero_one_loss(outputs, labels) -> np.ndarray:
+    """Misclassification indicator (ties count as errors, as a margin <= 0 does), per sequence."""
+    f, y = _logits_and_labels(outputs, labels)
+    return _per_sequence((_margins(f, y) <= 0).astype(np.float64))
+
+
+def cross_entropy_loss(outputs, labels) -> np.ndarray:
+    """Cross-entropy of softmax(outputs) against the labels, per sequence."""
+    f, y = _logits_and_labels(outputs, labels)
+    true = np.take_along_axis(f, y[..., None], axis=-1)[..., 0]
+    return _per_sequence(logsumexp(f, axis=-1) - true)
+
+
+def squared_loss(outputs, targets) -> np.ndarray:
+    """Squared Euclidean error ``||y - f||^2``, per sequence."""
+    f = as_float64_array(outputs, "outputs")
+    y = as_float64_array(targets, "targets")
+    if f.ndim not in (2, 3) or f.shape[0] == 0:
+        raise ValueError(f"outputs: expected shape (n, d_y) or (n, T, d_y) with n >= 1, got {f.shape}")
+    if y.shape != f.shape:
+        raise ValueError(f"targets: expected shape {f.shape} to match outputs, got {y.shape}")
+    return _per_sequence(np.sum((y - f) ** 2, axis=-1))
