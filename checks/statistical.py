@@ -53,7 +53,7 @@ def binomial_p_value(count: int, trials: int, p: float) -> float:
 
 def _s8_grid(tier: str) -> List[CheckConfig]:
     if tier == "quick":
-        cases, repeats = [(64, 1.0), (128, 2.0)], 100
+        cases, repeats = [(64, 1.0), (128, 2.0)], 50
     elif tier == "full":
         cases, repeats = [(64, 1.0), (64, 2.0), (128, 1.5), (128, 3.0), (256, 2.0), (256, 4.0)], 500
     else:

@@ -56,8 +56,11 @@ def _losses(values, upper: float, name: str) -> np.ndarray:
 
 def risk_estimate(losses, upper: float, delta: float = 0.05) -> RiskEstimate:
     """Estimate the risk from per-sequence losses in ``[0, upper]`` with a Hoeffding interval."""
-    upper = check_positive_scalar(upper, "upper")
-    v = _losses(losses, upper, "losses")
+    return _estimate(losses, check_positive_scalar(upper, "upper"), delta, "losses")
+
+
+def _estimate(losses, upper: float, delta: float, name: str) -> RiskEstimate:
+    v = _losses(losses, upper, name)
     mean = float(v.mean())
     h = hoeffding_halfwidth(v.size, upper, delta)
     return RiskEstimate(mean, max(0.0, mean - h), min(upper, mean + h), int(v.size), float(delta))
@@ -82,5 +85,5 @@ def generalization_gap(train_losses, test_losses, upper: float, delta: float = 0
     """
     upper = check_positive_scalar(upper, "upper")
     train = float(_losses(train_losses, upper, "train_losses").mean())
-    test = risk_estimate(test_losses, upper, delta)
+    test = _estimate(test_losses, upper, delta, "test_losses")
     return GapEstimate(train, test, test.mean - train, test.lower - train, test.upper - train)
