@@ -16,10 +16,10 @@ from checks import statistical as _statistical  # noqa: F401
 __all__ = ["REGISTRY", "Check", "CheckConfig", "CheckResult", "run_check", "summarise", "run_all"]
 
 
-def run_all(tier: str = "quick", ids=None):
+def run_all(tier: str = "quick", ids=None, *, progress: bool = False):
     """Run the selected checks (all by default); returns {check_id: [CheckResult, ...]}."""
     chosen = REGISTRY if ids is None else {i: REGISTRY[i] for i in ids}
-    return {cid: run_check(check, tier) for cid, check in chosen.items()}
+    return {cid: run_check(check, tier, progress=progress) for cid, check in chosen.items()}
 
 
 def summarise(results) -> list:

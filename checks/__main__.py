@@ -31,11 +31,12 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(REGISTRY), help="run only these statements")
     parser.add_argument("--json", type=Path, help="write every result as JSON")
     parser.add_argument("--markdown", type=Path, help="write the summary table as Markdown")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     args = parser.parse_args(argv)
     tier_name = args.tier or "quick"
 
     t0 = time.perf_counter()
-    results = run_all(tier_name, args.only)
+    results = run_all(tier_name, args.only, progress=not args.no_progress)
     rows = summarise(results)
     table = _markdown(rows)
     print(f"checks ({tier_name} tier, {time.perf_counter() - t0:.1f} s)\n")

@@ -77,10 +77,12 @@ def register(check: Check) -> Check:
     return check
 
 
-def run_check(check: Check, tier: str = "quick") -> List[CheckResult]:
+def run_check(check: Check, tier: str = "quick", *, progress: bool = False) -> List[CheckResult]:
     """Run a check on every configuration of its grid, each with its own seeded generator."""
+    from tqdm.auto import tqdm
+
     results = []
-    for cfg in check.grid(tier):
+    for cfg in tqdm(check.grid(tier), desc=check.id, unit="config", disable=not progress, leave=False):
         rng = np.random.default_rng(int(cfg.key(), 16))
         results.append(check.run(cfg, rng))
     return results

@@ -23,6 +23,7 @@ from pruning import (
     time_mean_covariance,
 )
 from pruning.compress import compress
+from pruning.prune import Z_CHOICES
 from theory.approximation import measured_time_mean_error, s9_trace, s10_bound, s10_last_step_bound
 from theory.spectrum import degrees_of_freedom, eigenvalues
 
@@ -41,11 +42,12 @@ def _grid(tier: str, *, max_m: int = 64) -> List[CheckConfig]:
     else:
         raise ValueError(f"tier: expected 'quick' or 'full', got {tier!r}")
     out = []
-    for m, T, frac, lam, rho, act, seed in itertools.product(ms, Ts, fracs, lams, rhos, ("relu", "tanh"), seeds):
+    product = itertools.product(ms, Ts, fracs, lams, rhos, ("relu", "tanh"), seeds)
+    for i, (m, T, frac, lam, rho, act, seed) in enumerate(product):
         if m > max_m:
             continue
         out.append(CheckConfig(m=m, T=T, k=max(1, int(round(frac * m))), rel_lam=lam, rho=rho, nonlinearity=act,
-                               theta=1.0 if seed % 2 else 0.0, seed=seed))
+                               theta=(0.0, 1.0, 10.0)[i % 3], Z=Z_CHOICES[(i // 3) % 3], seed=seed))
     if tier == "full" and len(out) > FULL_SAMPLE:
         # a fixed, seeded sample of the product keeps the full tier to minutes while every level of
         # every dimension still appears
@@ -76,6 +78,12 @@ def _identity_result(check_id, cfg, got, ref, scale, **details) -> CheckResult:
     return CheckResult(check_id, cfg, got, ref, err <= tol, tol - err, dict(details, abs_error=err))
 
 
+def _downstream(cfg: CheckConfig, rnn, head) -> np.ndarray:
+    """The Z of the output loss (S2): W, V or both stacked."""
+    W, V = rnn.weight_hh_l0.detach().numpy(), head.weight.detach().numpy()
+    return {"recurrent": W, "readout": V, "both": np.vstack([W, V])}[cfg.Z]
+
+
 def _s1(cfg, rng):
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
     H = _states(rnn, x)
@@ -86,14 +94,14 @@ def _s1(cfg, rng):
 def _s2(cfg, rng):
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
     H = _states(rnn, x)
-    Z = rnn.weight_hh_l0.detach().numpy() if cfg.Z == "recurrent" else head.weight.detach().numpy()
+    Z = _downstream(cfg, rnn, head)
     ref, _ = ridge_objective_minimum(H, H @ Z.T, J, np.full(len(J), lam))
     return _identity_result("S2", cfg, information_loss(sigma, J, lam, Z), ref, np.trace(Z @ sigma @ Z.T))
 
 
 def _s4(cfg, rng):
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
-    Z = rnn.weight_hh_l0.detach().numpy()
+    Z = _downstream(cfg, rnn, head)
     fast = select_units(sigma, cfg.k, lam, theta=cfg.theta, Z=Z)
     naive = select_units(sigma, cfg.k, lam, theta=cfg.theta, Z=Z, method="greedy_naive")
     f = lambda S: selection_objective(sigma, S, lam, theta=cfg.theta, Z=Z)

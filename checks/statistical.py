@@ -100,10 +100,12 @@ def _loss_name(task: str) -> str:
 
 def _student(cfg: CheckConfig, m: int, n: int, rep: int):
     """A student of width m trained on the rep-th training set of n sequences: (model, x, y)."""
-    return _trained_student(_teacher_config(cfg), m, n, rep, cfg.epochs)
+    tcfg = _teacher_config(cfg)
+    x, y = Teacher(tcfg).sample(n, seed=1000 + rep)  # cheap to redraw; only the model is cached
+    return _trained_student(tcfg, m, n, rep, cfg.epochs), x, y
 
 
-@lru_cache(maxsize=64)  # S11, S12 and S13 share students
+@lru_cache(maxsize=1024)  # S11, S12 and S13 share students
 def _trained_student(tcfg: TeacherConfig, m: int, n: int, rep: int, epochs: int):
     x, y = Teacher(tcfg).sample(n, seed=1000 + rep)
     with torch.random.fork_rng():
@@ -111,7 +113,7 @@ def _trained_student(tcfg: TeacherConfig, m: int, n: int, rep: int, epochs: int)
         model = RNNClassifier(D_X, m, D_Y, nonlinearity=tcfg.nonlinearity, irnn=False)
     train_model(model, x, y, TrainConfig(epochs=epochs, lr=3e-3, batch_size=max(32, n // 32)),
                 loss="cross_entropy" if tcfg.task == "classification" else "squared", seed=rep, progress=False)
-    return model, x, y
+    return model
 
 
 def _held_out(cfg: CheckConfig, rep: int):
@@ -138,7 +140,7 @@ def _teacher_grid(tier: str) -> List[CheckConfig]:
         base = [dict(m=8, k=2, n=500, T=6), dict(m=16, k=4, n=2000, T=10), dict(m=16, k=8, n=20000, T=6),
                 dict(m=32, k=8, n=20000, T=4)]
         rhos, tasks, acts, repeats, epochs = (0.5, 1.0, 1.5), ("classification", "regression"), ("tanh", "relu"), \
-            20, 20
+            10, 15
     else:
         raise ValueError(f"tier: expected 'quick' or 'full', got {tier!r}")
     out = []

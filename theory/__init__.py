@@ -2,8 +2,10 @@
 
 ``theory.spectrum``: eigenvalues, degrees of freedom N(lambda) (S7), leverage scores and the S8
 sample-size condition. ``theory.approximation``: the approximation bounds S9 (per sequence and step)
-and S10 (time mean, many-to-one), with the measured errors they bound. Proofs: ``docs/theory.md``.
-The generalization bounds (S11, S12) are still to come.
+and S10 (time mean, many-to-one), with the measured errors they bound. ``theory.estimation``: the
+generalization bounds S11 (the class F_k(R)) and S12 (a pruned network). ``theory.losses`` and
+``theory.empirical``: the losses of section 7 and the empirical risks, gaps and Hoeffding intervals
+of section 8. Proofs: ``docs/theory.md``.
 """
 
 from theory.approximation import (
@@ -14,6 +16,19 @@ from theory.approximation import (
     s10_last_step_bound,
     s_rho,
 )
+from theory.empirical import GapEstimate, RiskEstimate, generalization_gap, hoeffding_halfwidth, risk_estimate
+from theory.estimation import (
+    ClassRadii,
+    CompressionBound,
+    EstimationBound,
+    EstimationTerm,
+    estimation_term,
+    network_outputs,
+    network_radii,
+    s11_bound,
+    s12_bound,
+)
+from theory.losses import cross_entropy_loss, margin_ramp_loss, squared_loss, zero_one_loss
 from theory.spectrum import (
     degrees_of_freedom,
     dof_sample_size,
@@ -34,4 +49,22 @@ __all__ = [
     "s10_bound",
     "s10_last_step_bound",
     "measured_time_mean_error",
+    "ClassRadii",
+    "EstimationTerm",
+    "EstimationBound",
+    "CompressionBound",
+    "estimation_term",
+    "network_outputs",
+    "network_radii",
+    "s11_bound",
+    "s12_bound",
+    "margin_ramp_loss",
+    "cross_entropy_loss",
+    "squared_loss",
+    "zero_one_loss",
+    "RiskEstimate",
+    "GapEstimate",
+    "hoeffding_halfwidth",
+    "risk_estimate",
+    "generalization_gap",
 ]
