@@ -199,6 +199,16 @@ def test_s12_first_step_pruned_training_risk_is_within_the_bias(seed, m, T, rho,
                         rel_tol=1e-7, abs_tol=1e-14)
 
 
+def test_vacuity_is_judged_against_the_trivial_level_of_each_loss():
+    rnn, head, x, labels = _trained_like(1, 5, 4, "tanh", 0.9)
+    ce = s11_bound(rnn, head, x, labels, loss="cross_entropy", input_bound=1.0)
+    assert math.isclose(ce.trivial, math.log(3)) and ce.vacuous == (ce.bound >= math.log(3))
+    y = np.zeros((len(labels), 3))
+    sq = s11_bound(rnn, head, x, y, loss="squared", input_bound=1.0, target_bound=2.0)
+    assert sq.trivial == 4.0 and sq.upper > sq.trivial  # Hoeffding's M is far above what predicting 0 risks
+    assert sq.vacuous == (sq.bound >= 4.0) and math.isclose(sq.ratio_to_trivial, sq.bound / 4.0)
+
+
 def test_s12_with_every_unit_and_tiny_lambda_has_no_bias_and_reports_the_full_bound():
     rnn, head, x, labels = _trained_like(3, 6, 5, "tanh", 0.9)
     sigma = time_mean_covariance(rnn, x).mean()

@@ -42,6 +42,7 @@ __all__ = [
     "hidden_state_bound",
     "log_output_lipschitz",
     "loss_constants",
+    "trivial_level",
     "EstimationTerm",
     "estimation_term",
     "EstimationBound",
@@ -173,6 +174,20 @@ def loss_constants(loss: str, radii: ClassRadii, input_bound: float, T: int, d_y
     raise ValueError(f"loss: expected one of {LOSS_NAMES}, got {loss!r}")
 
 
+def trivial_level(loss: str, d_y: int, target_bound: Optional[float] = None) -> float:
+    """The risk a bound must beat to say anything: 1 for the ramp (error rate 1), ``log d_y`` for
+    cross-entropy (the uniform prediction), ``R_y^2`` for the squared loss (predicting 0)."""
+    if loss == "margin":
+        return 1.0
+    if loss == "cross_entropy":
+        return math.log(d_y)
+    if loss == "squared":
+        if target_bound is None:
+            raise ValueError("target_bound: the squared loss needs an almost-sure bound R_y on ||y||")
+        return float(target_bound) ** 2
+    raise ValueError(f"loss: expected one of {LOSS_NAMES}, got {loss!r}")
+
+
 @dataclass(frozen=True)
 class EstimationTerm:
     """``2 rho_psi L_T eps + M sqrt((P log(1 + 2B/eps) + log(G/delta)) / (2n))`` at the chosen eps."""
@@ -263,7 +278,8 @@ def _gammas(loss: str, gamma: Optional[float]):
 class EstimationBound:
     """S11 for one network: ``bound = train_risk + estimation.value`` on the risk of ``loss``.
 
-    ``upper`` is the trivial level M of the loss on the class; ``vacuous`` says ``bound >= upper``.
+    ``upper`` is the loss's upper value M on the class (what Hoeffding uses); ``trivial`` is the risk
+    any bound must beat (:func:`trivial_level`); ``vacuous`` says ``bound >= trivial``.
     """
 
     bound: float
@@ -277,14 +293,15 @@ class EstimationBound:
     n: int
     T: int
     delta: float
+    trivial: float
 
     @property
     def vacuous(self) -> bool:
-        return not self.bound < self.upper
+        return not self.bound < self.trivial
 
     @property
     def ratio_to_trivial(self) -> float:
-        return self.bound / self.upper
+        return self.bound / self.trivial
 
 
 def _check_common(loss: str, input_bound, delta) -> float:
@@ -357,7 +374,8 @@ def _best_over_gamma(loss, gamma, eps, radii, width, d_x, d_y, n, T, R_x, delta,
         candidate = (risk + bias + term.value, g, risk, bias, term, M)
         if best is None or candidate[0] < best[0]:
             best = candidate
-    return EstimationBound(best[0], best[2], best[4], loss, best[1], best[5], radii, width, n, T, delta), best[3]
+    return EstimationBound(best[0], best[2], best[4], loss, best[1], best[5], radii, width, n, T, delta,
+                           trivial_level(loss, d_y, target_bound)), best[3]
 
 
 @dataclass(frozen=True)
@@ -383,15 +401,16 @@ class CompressionBound:
     n: int
     T: int
     delta: float
+    trivial: float
     full: Optional[EstimationBound] = None
 
     @property
     def vacuous(self) -> bool:
-        return not self.bound < self.upper
+        return not self.bound < self.trivial
 
     @property
     def ratio_to_trivial(self) -> float:
-        return self.bound / self.upper
+        return self.bound / self.trivial
 
 
 def s12_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x, y, *, loss: str = "margin", input_bound: float,
@@ -437,4 +456,4 @@ def s12_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x, y, *, loss: str = "margi
         full = s11_bound(rnn, readout, x, y, loss=loss, input_bound=R_x, delta=delta,
                                   target_bound=target_bound, mode=mode, gamma=gamma, eps=eps)
     return CompressionBound(est.bound, est.train_risk, pruned_risk, bias, msd, est.estimation, loss, est.gamma,
-                            est.upper, radii, k, est.n, est.T, est.delta, full)
+                            est.upper, radii, k, est.n, est.T, est.delta, est.trivial, full)
