@@ -274,8 +274,23 @@ def _gammas(loss: str, gamma: Optional[float]):
     return [float(g) for g in GAMMA_GRID], math.log(GAMMA_GRID.size)
 
 
+class _Vacuity:
+    """``vacuous``: the bound is no better than the loss's trivial level; and the ratio to it."""
+
+    bound: float
+    trivial: float
+
+    @property
+    def vacuous(self) -> bool:
+        return not self.bound < self.trivial
+
+    @property
+    def ratio_to_trivial(self) -> float:
+        return self.bound / self.trivial
+
+
 @dataclass(frozen=True)
-class EstimationBound:
+class EstimationBound(_Vacuity):
     """S11 for one network: ``bound = train_risk + estimation.value`` on the risk of ``loss``.
 
     ``upper`` is the loss's upper value M on the class (what Hoeffding uses); ``trivial`` is the risk
@@ -294,14 +309,6 @@ class EstimationBound:
     T: int
     delta: float
     trivial: float
-
-    @property
-    def vacuous(self) -> bool:
-        return not self.bound < self.trivial
-
-    @property
-    def ratio_to_trivial(self) -> float:
-        return self.bound / self.trivial
 
 
 def _check_common(loss: str, input_bound, delta) -> float:
@@ -379,7 +386,7 @@ def _best_over_gamma(loss, gamma, eps, radii, width, d_x, d_y, n, T, R_x, delta,
 
 
 @dataclass(frozen=True)
-class CompressionBound:
+class CompressionBound(_Vacuity):
     """S12 for a pruned network: ``bound = full_train_risk + bias + estimation.value``.
 
     ``bias = rho_psi sqrt(E_hat ||f - f#||^2)`` is measured on the training data;
@@ -403,14 +410,6 @@ class CompressionBound:
     delta: float
     trivial: float
     full: Optional[EstimationBound] = None
-
-    @property
-    def vacuous(self) -> bool:
-        return not self.bound < self.trivial
-
-    @property
-    def ratio_to_trivial(self) -> float:
-        return self.bound / self.trivial
 
 
 def s12_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x, y, *, loss: str = "margin", input_bound: float,
