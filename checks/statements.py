@@ -1,4 +1,4 @@
-"""Checks of the deterministic statements implemented so far: S1, S2, S4, S5, S6, S7, S9, S10.
+"""Checks of the deterministic statements: S1, S2, S4, S5, S6, S7, S9, S10 (S8, S11-S13: ``checks.statistical``).
 
 Each check draws a random Elman RNN (recurrent spectral norm ``rho`` below, at or above 1; ReLU or
 tanh), random input sequences, the time-mean covariance of its states, and compares the library's
