@@ -37,7 +37,18 @@ def main(argv=None) -> int:
     demo.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--json", action="store_true", help="print the full result as JSON")
+    rep = sub.add_parser("reproduce", help="run a preset (resumable) and write DIR/report.md with figures")
+    rep.add_argument("--preset", choices=("quick", "full", "paper"), default="quick")
+    rep.add_argument("--out", type=Path, default=None, help="output directory (default runs/<preset>)")
+    rep.add_argument("--mnist-dir", type=Path, default=None, help="directory with the MNIST IDX files")
+    rep.add_argument("--ptb-dir", type=Path, default=None, help="directory with ptb.{train,valid,test}.txt")
+    rep.add_argument("--seeds", type=_int_tuple, default=None, help="override the preset's seeds")
+    rep.add_argument("--epochs", type=int, default=None, help="override the preset's training epochs")
+    rep.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    rep.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "reproduce":
+        return _reproduce(args)
 
     cfg = DemoConfig(hidden=args.hidden, ks=args.ks, seed=args.seed, train=TrainConfig(epochs=args.epochs),
                      rel_lam=args.rel_lam, theta=args.theta, Z=args.Z)
@@ -53,6 +64,24 @@ def main(argv=None) -> int:
           f" ({result['train_s']:.1f} s); total {result['total_s']:.1f} s on {platform.processor() or platform.machine()}"
           f", device {result['device']}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"results: {args.out / 'results.csv'}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    import dataclasses
+
+    from benchmarks.reproduce import PRESETS, reproduce_and_report, with_overrides
+
+    preset = PRESETS[args.preset]
+    if args.ptb_dir is not None:
+        print("--ptb-dir: the language-modelling protocol is not part of the report yet; the loaders are in "
+              "benchmarks.language", file=sys.stderr)
+    train = dataclasses.replace(preset.train, epochs=args.epochs) if args.epochs is not None else None
+    preset = with_overrides(preset, seeds=args.seeds, train=train)
+    out = args.out or Path("runs") / preset.name
+    path = reproduce_and_report(preset, out, mnist_dir=args.mnist_dir, device=args.device,
+                                progress=not args.no_progress)
+    print(f"report: {path}")
     return 0
 
 

@@ -250,12 +250,10 @@ def s13_lambda_sweep(cfg: CheckConfig, rel_lams=tuple(10.0 ** np.arange(-6, 2)),
     return rows
 
 
-def _s13(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
-    lam_rows = s13_lambda_sweep(cfg)
-    best_bound = min(lam_rows, key=lambda r: r["bound"])
-    best_test = min(lam_rows, key=lambda r: r["test_risk"])
+def s13_rank_sweep(cfg: CheckConfig, sizes=None) -> List[dict]:
+    """S12 bound and measured gap of pruned students over a sweep of (m, n, T) and k/m (k = round(frac m))."""
+    ms, ns, Ts, fracs = sizes if sizes is not None else _sweep_sizes(cfg.repeats > 1)
     sweep = []
-    ms, ns, Ts, fracs = _sweep_sizes(cfg.repeats > 1)
     for m in ms:
         for n in ns:
             for T in Ts:
@@ -273,6 +271,14 @@ def _s13(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
                     test = _test_losses(pruned.rnn, pruned.readout, xt, yt, sub.task, b.gamma).mean()
                     sweep.append(dict(m=m, n=n, T=T, k=k, bound=b.bound, gap=float(test) - b.full_train_risk,
                                       bound_gap=b.bound - b.full_train_risk))
+    return sweep
+
+
+def _s13(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
+    lam_rows = s13_lambda_sweep(cfg)
+    best_bound = min(lam_rows, key=lambda r: r["bound"])
+    best_test = min(lam_rows, key=lambda r: r["test_risk"])
+    sweep = s13_rank_sweep(cfg)
     tau = stats.kendalltau([r["bound_gap"] for r in sweep], [r["gap"] for r in sweep]).statistic
     details = dict(lambda_bound_argmin=best_bound["rel_lam"], lambda_test_argmin=best_test["rel_lam"],
                    kendall_tau=float(tau), sweep_size=len(sweep), lambda_sweep=lam_rows, sweep=sweep)

@@ -1,0 +1,133 @@
+"""The report's figures: data from the run, drawn with seaborn, written atomically as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from benchmarks.report import _savefig
+from pruning import reconstruction_matrix, select_units, time_mean_covariance
+from pruning.losses import information_loss
+from theory.approximation import measured_time_mean_error, s10_bound
+from theory.spectrum import degrees_of_freedom, eigenvalues
+
+__all__ = ["spectrum_data", "approximation_vs_T", "draw_all"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    return plt, sns
+
+
+def spectrum_data(model, x, rel_lam: float, ks: Sequence[int]) -> Dict:
+    """Eigenvalues, N(lambda) on a grid, and L_A(J_k) of greedy selection with the S5 lower bound."""
+    sigma = time_mean_covariance(model.rnn, x).mean()
+    mu = eigenvalues(sigma)
+    m = sigma.shape[0]
+    scale = float(np.trace(sigma)) / m
+    lam = rel_lam * scale
+    lams = scale * np.logspace(-8, 1, 40)
+    order = select_units(sigma, max(ks), lam)  # greedy is nested: J_k is its first k units
+    return dict(eigenvalues=mu, lams=lams / scale, dof=[degrees_of_freedom(mu, v) for v in lams], ks=list(ks),
+                loss=[information_loss(sigma, order[:k], lam) for k in ks],
+                lower=[float(np.sum(mu[k:])) for k in ks], m=m, rel_lam=rel_lam)
+
+
+def approximation_vs_T(model, x, k: int, rel_lam: float, Ts: Sequence[int]) -> List[Dict]:
+    """Measured time-mean output deviation (LHS of S10) and the S10 bound on prefixes of length T."""
+    out = []
+    for T in Ts:
+        xs = x[:, :T].to(torch.float64)
+        rnn = model.rnn.to(torch.float64)
+        head = model.readout.to(torch.float64)
+        sigma = time_mean_covariance(rnn, xs).mean()
+        lam = rel_lam * float(np.trace(sigma)) / sigma.shape[0]
+        J = select_units(sigma, k, lam)
+        A = reconstruction_matrix(sigma, J, lam)
+        out.append(dict(T=T, measured=measured_time_mean_error(rnn, head, J, A, xs),
+                        bound=s10_bound(sigma, J, lam, rnn, head, T)))
+        model.float()
+    return out
+
+
+def draw_all(out: Path, rows: Sequence[Dict], spectrum: Dict, approx: List[Dict], rank_sweep: List[Dict],
+             lambda_sweep: List[Dict], tau: float) -> Dict[str, str]:
+    """Draw the five figures into ``out/figures``; returns {name: caption}."""
+    plt, sns = _plt()
+    figs = Path(out) / "figures"
+    captions = {}
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    mu = spectrum["eigenvalues"]
+    axes[0].semilogy(np.arange(1, mu.size + 1), np.maximum(mu, 1e-300), marker=".")
+    axes[0].set(xlabel="j", ylabel="eigenvalue mu_j", title="Spectrum of the time-mean covariance")
+    axes[1].semilogx(spectrum["lams"], spectrum["dof"])
+    axes[1].set(xlabel="lambda / (Tr Sigma / m)", ylabel="N(lambda)", title="Degrees of freedom (S7)")
+    axes[2].semilogy(spectrum["ks"], spectrum["loss"], marker="o", label="L_A(J_k), greedy (S1)")
+    axes[2].semilogy(spectrum["ks"], np.maximum(spectrum["lower"], 1e-300), ls="--",
+                     label="sum of the m-k smallest eigenvalues (S5)")
+    axes[2].set(xlabel="k", ylabel="input information loss", title="Loss vs k")
+    axes[2].legend()
+    _savefig(fig, figs / "spectrum.png")
+    plt.close(fig)
+    captions["spectrum"] = (f"Figure 1. Spectrum, N(lambda) and the information loss of greedy selection against its "
+                            f"S5 lower bound (m = {spectrum['m']}, seed 0, rel_lam = {spectrum['rel_lam']:g}).")
+
+    import pandas as pd
+
+    df = pd.DataFrame([r for r in rows if r["method"] != "full network"])
+    widths = sorted(df["hidden"].unique())
+    fig, axes = plt.subplots(1, len(widths), figsize=(5.5 * len(widths), 4), squeeze=False)
+    for ax, m in zip(axes[0], widths):
+        sns.lineplot(data=df[df["hidden"] == m], x="k", y="test_accuracy", hue="method", estimator="median",
+                     errorbar=("pi", 100), marker="o", ax=ax)
+        ax.set(title=f"m = {m}", ylabel="test accuracy (median, min-max band)")
+        ax.legend(fontsize=7)
+    _savefig(fig, figs / "accuracy_vs_k.png")
+    plt.close(fig)
+    captions["accuracy_vs_k"] = "Figure 2. Test accuracy vs k per method, median over seeds with the min-max band."
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    sdf = pd.DataFrame(rank_sweep)
+    sns.scatterplot(data=sdf, x="gap", y="bound_gap", hue="m", style="n", size="k", ax=ax)
+    ax.set(xlabel="measured gap: held-out risk of f# - training risk of f", ylabel="S12 bound - training risk",
+           title=f"Kendall tau = {tau:.2f}")
+    _savefig(fig, figs / "bound_vs_gap.png")
+    plt.close(fig)
+    captions["bound_vs_gap"] = (f"Figure 3. S12 bound vs measured gap on the teacher-student task (margin ramp "
+                                f"loss), over (m, k, n, T); Kendall tau {tau:.2f} over {len(rank_sweep)} points.")
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    adf = pd.DataFrame(approx)
+    ax.loglog(adf["T"], adf["measured"], marker="o", label="measured E 1/T sum ||f_t - f#_t||^2")
+    ax.loglog(adf["T"], adf["bound"], marker="s", ls="--", label="S10 bound")
+    ax.set(xlabel="T", ylabel="time-mean squared output deviation", title="Approximation error vs T")
+    ax.legend(fontsize=7)
+    _savefig(fig, figs / "approximation_vs_T.png")
+    plt.close(fig)
+    captions["approximation_vs_T"] = ("Figure 4. Measured time-mean deviation of the pruned network and the S10 bound "
+                                      "on prefixes of length T (seed-0 network of the run).")
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ldf = pd.DataFrame(lambda_sweep)
+    ax.semilogx(ldf["rel_lam"], ldf["bias"], marker="o", label="bias (rho_psi * RMS deviation)")
+    ax.semilogx(ldf["rel_lam"], ldf["estimation"], marker="s", label="estimation term (k = ceil N(lambda))")
+    ax.semilogx(ldf["rel_lam"], ldf["bound"], marker="^", label="S12 bound")
+    ax.semilogx(ldf["rel_lam"], ldf["test_risk"], marker="x", ls=":", label="measured held-out ramp risk")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set(xlabel="lambda / (Tr Sigma / m)", ylabel="risk", title="Bias-variance in lambda (S13)")
+    ax.legend(fontsize=7)
+    _savefig(fig, figs / "bias_variance.png")
+    plt.close(fig)
+    captions["bias_variance"] = ("Figure 5. The S12 bound's bias and estimation terms vs lambda on the teacher task, "
+                                 "with the measured held-out risk; the grey line is the trivial level.")
+    return captions

@@ -1,0 +1,150 @@
+"""The report of a reproduce run: DIR/report.md and DIR/figures/*.png, every number taken from the run.
+
+Tables: test accuracy per method and k (median, min-max over seeds) for each width, parameters and MACs,
+and the acceptance criterion of the report issue. Figures (seaborn):
+1. eigenvalue decay of the time-mean covariance with N(lambda), and the information loss vs k (S1, S5);
+2. accuracy vs k per method, one panel per width;
+3. the S12 bound vs the measured gap on the teacher task, with Kendall's tau (S13);
+4. the measured time-mean approximation error vs T beside the S10 bound;
+5. bias, estimation term and total S12 bound vs lambda, with the measured held-out risk (S13).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from benchmarks.runio import atomic_write_text
+
+__all__ = ["accuracy_summary", "acceptance", "write_report"]
+
+BASELINES = ("spectral (no recon.)", "leverage", "random + recon.", "random", "magnitude + recon.", "magnitude",
+             "energy + recon.", "energy", "dense from scratch")
+
+
+def accuracy_summary(rows: Sequence[Dict]) -> Dict:
+    """``{(hidden, method, k): dict(median, mean, std, min, max, n)}`` over seeds."""
+    groups: Dict = {}
+    for r in rows:
+        groups.setdefault((int(r["hidden"]), r["method"], int(r["k"])), []).append(float(r["test_accuracy"]))
+    return {key: dict(median=float(np.median(v)), mean=float(np.mean(v)), std=float(np.std(v)),
+                      min=float(np.min(v)), max=float(np.max(v)), n=len(v)) for key, v in groups.items()}
+
+
+def acceptance(rows: Sequence[Dict], hidden: int = 128, ks: Sequence[int] = (32, 48, 64, 96),
+               k_head: int = 64) -> Dict:
+    """The report issue's criterion on pixel-digits.
+
+    (a) the mean over ``ks`` of the median accuracy of spectral pruning with reconstruction is at least
+    that of every baseline; (b) at ``k_head`` its median beats the medians of random and magnitude
+    selection (with and without reconstruction) by more than the spread across seeds, taken as the larger
+    of the two methods' standard deviations.
+    """
+    summary = accuracy_summary(rows)
+    methods = sorted({m for (h, m, k) in summary if h == hidden and m != "full network"})
+    mean_of_medians = {m: float(np.mean([summary[(hidden, m, k)]["median"] for k in ks]))
+                       for m in methods if all((hidden, m, k) in summary for k in ks)}
+    spectral = mean_of_medians.get("spectral")
+    a = spectral is not None and all(spectral >= v for m, v in mean_of_medians.items() if m != "spectral")
+    head = {}
+    s = summary.get((hidden, "spectral", k_head))
+    for m in ("random", "random + recon.", "magnitude", "magnitude + recon."):
+        b = summary.get((hidden, m, k_head))
+        if s and b:
+            margin = s["median"] - b["median"]
+            head[m] = dict(margin=margin, spread=max(s["std"], b["std"]), met=margin > max(s["std"], b["std"]))
+    return dict(mean_of_medians=mean_of_medians, criterion_a=a, head=head,
+                criterion_b=bool(head) and all(v["met"] for v in head.values()))
+
+
+def _accuracy_table(summary: Dict, hidden: int) -> str:
+    ks = sorted({k for (h, m, k) in summary if h == hidden and m != "full network"})
+    methods = [m for m in ("spectral",) + BASELINES if any((hidden, m, k) in summary for k in ks)]
+    lines = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 1)]
+    best = {k: max(summary[(hidden, m, k)]["median"] for m in methods if (hidden, m, k) in summary) for k in ks}
+    for m in methods:
+        cells = []
+        for k in ks:
+            c = summary.get((hidden, m, k))
+            if c is None:
+                cells.append("")
+                continue
+            med = f"**{c['median']:.3f}**" if c["median"] == best[k] else f"{c['median']:.3f}"
+            cells.append(f"{med} ({c['min']:.3f}-{c['max']:.3f})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    full = summary.get((hidden, "full network", hidden))
+    if full:
+        lines.append(f"| full network (m={hidden}) | " + " | ".join(
+            f"{full['median']:.3f} ({full['min']:.3f}-{full['max']:.3f})" for _ in ks) + " |")
+    return "\n".join(lines)
+
+
+def _size_table(rows: Sequence[Dict]) -> str:
+    seen = {}
+    for r in rows:
+        if r["method"] in ("spectral", "full network"):
+            seen[(int(r["hidden"]), int(r["k"]))] = (int(r["params"]), int(r["macs"]))
+    lines = ["| width m | k | parameters | MACs per sequence | MACs vs full |", "|---|---|---|---|---|"]
+    for (m, k), (p, macs) in sorted(seen.items()):
+        full = seen.get((m, m), (p, macs))[1]
+        lines.append(f"| {m} | {k} | {p:,} | {macs:,} | {macs / full:.3f} |")
+    return "\n".join(lines)
+
+
+def _savefig(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: float, seeds: Sequence[int],
+                 figures: Optional[Dict[str, object]] = None, extra_sections: Sequence[str] = ()) -> Path:
+    """Write ``out/report.md`` from the rows and the figure data; figures are drawn by :mod:`benchmarks.figures`."""
+    summary = accuracy_summary(rows)
+    widths = sorted({int(r["hidden"]) for r in rows})
+    task = rows[0]["task"] if rows else "?"
+    device = "CUDA: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    parts = [f"# Spectral pruning report: preset `{preset_name}`", "",
+             f"Task: **{task}**. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {device}, Python "
+             f"{platform.python_version()}, torch {torch.__version__}. Seeds: {', '.join(map(str, seeds))}. "
+             f"Wall time of this run: {wall_s:.0f} s (rows reused from an earlier run cost nothing).", "",
+             "Test accuracy after pruning without fine-tuning: median over seeds, (min-max) in brackets; the best "
+             "median per column in bold.", ""]
+    for m in widths:
+        parts += [f"## Width m = {m}", "", _accuracy_table(summary, m), ""]
+    parts += ["## Size after pruning", "", _size_table(rows), ""]
+    if 128 in widths:
+        acc = acceptance(rows, 128, ks=sorted({int(r['k']) for r in rows if int(r['hidden']) == 128
+                                                and r['method'] == 'spectral'}))
+        lines = ["## Acceptance criterion (m = 128)", "",
+                 "Mean over k of the median accuracy: " + ", ".join(
+                     f"{m} {v:.3f}" for m, v in sorted(acc["mean_of_medians"].items(), key=lambda t: -t[1])) + ".",
+                 "", f"(a) spectral with reconstruction >= every baseline: **{'met' if acc['criterion_a'] else 'NOT met'}**."]
+        if acc["head"]:
+            lines.append(f"(b) at k = 64, spectral beats random and magnitude by more than the spread across seeds "
+                         f"(the larger standard deviation): **{'met' if acc['criterion_b'] else 'NOT met'}** (" +
+                         "; ".join(f"{m}: margin {v['margin']:+.3f}, spread {v['spread']:.3f}"
+                                   for m, v in acc["head"].items()) + ").")
+        parts += lines + [""]
+    for name, caption in (figures or {}).items():
+        parts += [f"![{caption}](figures/{name}.png)", "", f"*{caption}*", ""]
+    parts += list(extra_sections)
+    path = Path(out) / "report.md"
+    atomic_write_text(path, "\n".join(parts) + "\n")
+    return path
+
+
+def rows_for(rows: Sequence[Dict], **match) -> List[Dict]:
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]

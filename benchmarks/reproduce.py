@@ -1,0 +1,260 @@
+"""``python -m benchmarks reproduce``: the paper's pixel-sequence experiment at CPU scale, resumable.
+
+For every width m and seed, an IRNN is trained (or loaded from its checkpoint, keyed by the hash of its
+configuration), then pruned to every k with every method of ``METHOD_TABLE``. A dense RNN of width k
+trained from scratch with the same budget is the extra baseline. Every row of the tidy table
+``DIR/results.csv`` carries the hash of its full configuration (``row_key``). A re-run skips the rows
+already there, and the table is rewritten atomically after each trained network, so an interrupted run
+loses at most one network's rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from benchmarks.data import SequenceData, pixel_digits
+from benchmarks.demo import METHOD_TABLE, default_device
+from benchmarks.models import RNNClassifier
+from benchmarks.runio import config_key, save_state_atomic, write_csv_atomic
+from benchmarks.training import TrainConfig, accuracy, train_classifier
+from pruning import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, spectral_prune, time_mean_covariance
+from pruning.compress import count_parameters
+
+__all__ = ["Preset", "PRESETS", "ModelConfig", "run_reproduce", "read_results", "macs_per_sequence"]
+
+DENSE = "dense from scratch"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A protocol: data, widths, compression levels, seeds and training budget."""
+
+    name: str
+    task: str = "pixel-digits"
+    hidden_sizes: Tuple[int, ...] = (128,)
+    ks: Tuple[int, ...] = (32, 48, 64, 96)
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dense_baseline: bool = True
+    rel_lam: float = DEFAULT_REL_LAM
+    theta: float = DEFAULT_THETA
+    Z: str = DEFAULT_Z
+    input_std: float = 1.0
+    mnist_downsample: int = 1
+
+
+PRESETS: Dict[str, Preset] = {
+    # what `make demo` runs: the acceptance protocol of the report issue, on 2 CPU cores
+    "quick": Preset("quick"),
+    # over-parameterized regime: several widths compressed to the same k
+    "full": Preset("full", hidden_sizes=(64, 128, 256), ks=(16, 32, 48, 64), seeds=(0, 1, 2, 3, 4)),
+    # the paper's setting, sized for a GPU: Pixel-MNIST (T = 784)
+    "paper": Preset("paper", task="pixel-mnist", hidden_sizes=(128, 256), ks=(32, 64, 96, 128), seeds=(0, 1, 2),
+                    train=TrainConfig(epochs=100, lr=1e-4, batch_size=64, optimizer="rmsprop")),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that determines one trained network."""
+
+    task: str
+    hidden: int
+    seed: int
+    train: TrainConfig
+    nonlinearity: str = "relu"
+    input_std: float = 1.0
+    irnn: bool = True
+
+
+@dataclass(frozen=True)
+class RowConfig:
+    """The full configuration of one row of the results table (its hash is the row's key)."""
+
+    model: ModelConfig
+    method: str
+    k: int
+    rel_lam: float
+    theta: float
+    Z: str
+    compared_width: int = 0  # dense baseline: the width m it stands beside
+
+
+def macs_per_sequence(m: int, d_x: int, d_y: int, T: int) -> int:
+    """Multiply-accumulates of one many-to-one forward pass: ``T (m d_x + m^2) + d_y m``."""
+    return T * (m * d_x + m * m) + d_y * m
+
+
+def load_task(preset: Preset, mnist_dir: Optional[Path] = None) -> SequenceData:
+    if preset.task == "pixel-digits":
+        return pixel_digits()
+    if preset.task == "pixel-mnist":
+        if mnist_dir is None:
+            raise ValueError("mnist_dir: the pixel-mnist task reads MNIST IDX files; pass --mnist-dir")
+        from benchmarks.mnist import pixel_mnist
+
+        return pixel_mnist(mnist_dir, downsample=preset.mnist_downsample)
+    raise ValueError(f"task: expected 'pixel-digits' or 'pixel-mnist', got {preset.task!r}")
+
+
+def _train_or_load(mc: ModelConfig, data: SequenceData, out: Path, device, progress: bool) -> RNNClassifier:
+    torch.manual_seed(mc.seed)
+    model = RNNClassifier(data.input_size, mc.hidden, data.n_classes, nonlinearity=mc.nonlinearity, irnn=mc.irnn,
+                          input_std=mc.input_std).to(device)
+    path = out / "checkpoints" / f"rnn-{config_key(mc)}.pt"
+    if path.exists():
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    else:
+        train_classifier(model, data.x_train, data.y_train, mc.train, seed=mc.seed, progress=progress)
+        save_state_atomic(path, model.state_dict())
+    model.eval()
+    return model
+
+
+def read_results(path: Path) -> List[Dict]:
+    """The rows of a results table (numbers parsed back), or [] if there is none yet."""
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for key, value in r.items():
+            try:
+                r[key] = int(value)
+            except ValueError:
+                try:
+                    r[key] = float(value)
+                except ValueError:
+                    pass
+    return rows
+
+
+def _row(data: SequenceData, base: Dict, method: str, k: int, model, seconds: float, **extra) -> Dict:
+    n_params = count_parameters(model.rnn, model.readout)
+    return dict(base, method=method, k=k, test_accuracy=accuracy(model, data.x_test, data.y_test),
+                params=n_params, macs=macs_per_sequence(k, data.input_size, data.n_classes, data.seq_len),
+                seconds=seconds, **extra)
+
+
+def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None, device=None,
+                  progress: bool = True, log: Callable[[str], None] = print) -> List[Dict]:
+    """Run (or resume) a preset; returns every row of ``out/results.csv``."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    device = torch.device(device) if device is not None else default_device()
+    data = load_task(preset, mnist_dir)
+    for k in preset.ks:
+        if not all(1 <= k <= m for m in preset.hidden_sizes):
+            raise ValueError(f"ks: every k must lie in 1..min(hidden_sizes)={min(preset.hidden_sizes)}, got {k}")
+    path = out / "results.csv"
+    rows = read_results(path)
+    done = {r["row_key"] for r in rows}
+    settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
+    for m in preset.hidden_sizes:
+        for seed in preset.seeds:
+            mc = ModelConfig(preset.task, m, seed, preset.train, input_std=preset.input_std)
+            keys = {(label, k): config_key(RowConfig(mc, label, k, **settings))
+                    for k in preset.ks for label, _, _ in METHOD_TABLE}
+            if all(v in done for v in keys.values()):
+                continue
+            t0 = time.perf_counter()
+            model = _train_or_load(mc, data, out, device, progress)
+            base = dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc), **settings)
+            new = [dict(_row(data, base, "full network", m, model, time.perf_counter() - t0),
+                        row_key=config_key(RowConfig(mc, "full network", m, **settings)))]
+            stats = time_mean_covariance(model.rnn, data.x_train)
+            jobs = [(k, entry) for k in preset.ks for entry in METHOD_TABLE if keys[(entry[0], k)] not in done]
+            for k, (label, method, recon) in tqdm(jobs, desc=f"prune m={m} seed={seed}", disable=not progress,
+                                                  leave=False):
+                t1 = time.perf_counter()
+                res = spectral_prune(model, None, k, covariance=stats, method=method, reconstruct=recon, seed=seed,
+                                     **settings)
+                new.append(_row(data, base, label, k, res.model, time.perf_counter() - t1,
+                                row_key=keys[(label, k)], dof=res.dof, loss_input=res.losses["input"]))
+            rows = [r for r in rows if r["row_key"] not in {n["row_key"] for n in new}] + new
+            write_csv_atomic(path, rows)
+            done |= {n["row_key"] for n in new}
+            log(f"m={m} seed={seed}: full accuracy {new[0]['test_accuracy']:.3f}, {len(new) - 1} pruned rows")
+    if preset.dense_baseline:
+        for k in preset.ks:
+            for seed in preset.seeds:
+                mc = ModelConfig(preset.task, k, seed, preset.train, input_std=preset.input_std)
+                row_keys = {m: config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings))
+                            for m in preset.hidden_sizes}
+                if all(v in done for v in row_keys.values()):
+                    continue
+                t0 = time.perf_counter()
+                model = _train_or_load(mc, data, out, device, progress)
+                for m in preset.hidden_sizes:  # the same small network is the baseline of every width
+                    rows.append(_row(data, dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc),
+                                                **settings), DENSE, k, model, time.perf_counter() - t0,
+                                     row_key=row_keys[m]))
+                write_csv_atomic(path, rows)
+                done |= set(row_keys.values())
+                log(f"dense k={k} seed={seed}: accuracy {rows[-1]['test_accuracy']:.3f}")
+    return read_results(path)
+
+
+def with_overrides(preset: Preset, **overrides) -> Preset:
+    """The preset with some fields replaced (None values ignored)."""
+    return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None, device=None,
+                         progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) ``preset``, compute the figures' data and write ``out/report.md``; returns its path."""
+    from scipy import stats
+
+    from benchmarks.figures import approximation_vs_T, draw_all, spectrum_data
+    from benchmarks.report import write_report
+    from checks.registry import CheckConfig
+    from checks.statistical import s13_lambda_sweep, s13_rank_sweep
+
+    t0 = time.perf_counter()
+    rows = run_reproduce(preset, out, mnist_dir=mnist_dir, device=device, progress=progress, log=log)
+    log("figures: spectrum and approximation error of the seed-0 network")
+    data = load_task(preset, mnist_dir)
+    m0 = 128 if 128 in preset.hidden_sizes else preset.hidden_sizes[0]
+    model = _train_or_load(ModelConfig(preset.task, m0, preset.seeds[0], preset.train, input_std=preset.input_std),
+                           data, Path(out), torch.device("cpu"), progress).cpu()
+    x_cal = data.x_train[:400]
+    spectrum = spectrum_data(model, data.x_train, preset.rel_lam, sorted(set(range(1, m0 + 1, max(1, m0 // 16)))
+                                                                        | set(preset.ks)))
+    Ts = [T for T in (4, 8, 16, 32, 64, 128, 256, 784) if T <= data.seq_len]
+    approx = approximation_vs_T(model, x_cal, min(preset.ks), preset.rel_lam, Ts)
+    log("figures: teacher-student bounds (S12 vs gap, lambda sweep)")
+    full = preset.name != "quick"
+    teacher_cfg = CheckConfig(m=16, n=20000 if full else 4000, T=6, rho=0.9, nonlinearity="tanh",
+                              task="classification", epochs=20 if full else 10, delta=0.05, seed=0)
+    lam_rows = s13_lambda_sweep(teacher_cfg)
+    sizes = ((8, 16, 32), (500, 2000, 20000), (4, 10), (0.25, 0.5, 1.0)) if full else \
+        ((8, 16), (500, 4000), (6,), (0.25, 0.5, 1.0))
+    sweep = s13_rank_sweep(teacher_cfg, sizes)
+    tau = float(stats.kendalltau([r["bound_gap"] for r in sweep], [r["gap"] for r in sweep]).statistic)
+    captions = draw_all(out, rows, spectrum, approx, sweep, lam_rows, tau)
+    best_bound = min(lam_rows, key=lambda r: r["bound"])
+    best_test = min(lam_rows, key=lambda r: r["test_risk"])
+    extra = ["## Bounds on the teacher-student task", "",
+             f"Teacher: tanh RNN of width 16, ||W||_op = 0.9, T = 6, 3 classes, 10% label noise; student m = 16 trained "
+             f"on n = {teacher_cfg.n}. Margin-ramp S12 bounds at delta = 0.05.", "",
+             "| rel_lam | N(lambda) | k | bias | estimation | S12 bound | held-out ramp risk |",
+             "|---|---|---|---|---|---|---|"]
+    extra += [f"| {r['rel_lam']:g} | {r['dof']:.2f} | {r['k']} | {r['bias']:.3f} | {r['estimation']:.3f} | "
+              f"{r['bound']:.3f}{' (vacuous)' if r['bound'] >= r['trivial'] else ''} | {r['test_risk']:.3f} |"
+              for r in lam_rows]
+    extra += ["", f"The bound is smallest at rel_lam = {best_bound['rel_lam']:g}, the held-out risk at "
+              f"rel_lam = {best_test['rel_lam']:g}. Kendall's tau between the bound and the measured gap over "
+              f"{len(sweep)} (m, k, n, T) configurations: {tau:.2f}.", "",
+              "| T | measured E 1/T sum ||f - f#||^2 | S10 bound |", "|---|---|---|"]
+    extra += [f"| {a['T']} | {a['measured']:.4g} | {a['bound']:.4g} |" for a in approx]
+    extra += ["", f"(S10 on the pixel task: seed-0 network, m = {m0}, k = {min(preset.ks)}, the first 400 training "
+              "sequences cut to length T.)"]
+    return write_report(out, rows, preset_name=preset.name, wall_s=time.perf_counter() - t0, seeds=preset.seeds,
+                        figures=captions, extra_sections=extra)

@@ -1,0 +1,93 @@
+"""The reproduce run: a resumable tidy table keyed by configuration hashes, and the report built from it."""
+
+import numpy as np
+import pytest
+
+from benchmarks.figures import approximation_vs_T, draw_all, spectrum_data
+from benchmarks.report import acceptance, accuracy_summary, write_report
+from benchmarks.reproduce import Preset, read_results, run_reproduce
+from benchmarks.runio import write_csv_atomic
+from benchmarks.training import TrainConfig
+
+TINY = Preset("tiny", hidden_sizes=(12,), ks=(3, 6), seeds=(0, 1), train=TrainConfig(epochs=1, batch_size=256))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    rows = run_reproduce(TINY, out, progress=False, log=lambda s: None)
+    return out, rows
+
+
+def test_one_row_per_configuration_with_unique_keys(tiny_run):
+    out, rows = tiny_run
+    keys = [r["row_key"] for r in rows]
+    assert len(keys) == len(set(keys))
+    # per seed: the full network, 9 methods x 2 ks; plus the dense baseline at each k and seed
+    assert len(rows) == 2 * (1 + 9 * 2) + 2 * 2
+    full = [r for r in rows if r["method"] == "full network"]
+    spectral = [r for r in rows if r["method"] == "spectral" and r["k"] == 3]
+    assert all(r["params"] < full[0]["params"] for r in spectral)
+    assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
+
+
+def test_a_rerun_skips_finished_rows_and_an_interrupted_run_resumes(tiny_run, tmp_path):
+    out, rows = tiny_run
+    messages = []
+    again = run_reproduce(TINY, out, progress=False, log=messages.append)
+    assert messages == [] and sorted(r["row_key"] for r in again) == sorted(r["row_key"] for r in rows)
+    # simulate a run killed after seed 0: drop seed 1's pruned rows; only they are recomputed
+    kept = [r for r in rows if not (r["seed"] == 1 and r["method"] not in ("full network", "dense from scratch"))]
+    write_csv_atomic(out / "results.csv", kept)
+    resumed = run_reproduce(TINY, out, progress=False, log=messages.append)
+    assert len(messages) == 1 and "seed=1" in messages[0]
+    before = {r["row_key"]: r["test_accuracy"] for r in rows}
+    after = {r["row_key"]: r["test_accuracy"] for r in resumed}
+    assert before.keys() == after.keys()
+    assert all(abs(before[k] - after[k]) < 1e-12 for k in before)  # the checkpoint is reused, pruning is seeded
+
+
+def test_acceptance_against_a_direct_computation():
+    rows = []
+    acc = {"spectral": [0.8, 0.7, 0.9], "random": [0.5, 0.6, 0.55], "magnitude": [0.85, 0.6, 0.7]}
+    for method, values in acc.items():
+        for seed, v in enumerate(values):
+            for k in (32, 64):
+                rows.append(dict(hidden=128, method=method, k=k, seed=seed, test_accuracy=v - (0.1 if k == 32 else 0)))
+    res = acceptance(rows, 128, ks=(32, 64), k_head=64)
+    assert res["mean_of_medians"]["spectral"] == pytest.approx(np.median(acc["spectral"]) - 0.05)
+    assert res["criterion_a"]
+    # random: margin 0.8 - 0.55 = 0.25 > spread; magnitude: margin 0.8 - 0.7 = 0.1 < std of [0.85, 0.6, 0.7]?
+    assert res["head"]["random"]["met"]
+    assert res["head"]["magnitude"]["margin"] == pytest.approx(0.1)
+    assert res["head"]["magnitude"]["spread"] == pytest.approx(max(np.std(acc["spectral"]), np.std(acc["magnitude"])))
+    assert res["criterion_b"] == (0.1 > res["head"]["magnitude"]["spread"])
+    s = accuracy_summary(rows)[(128, "magnitude", 64)]
+    assert (s["min"], s["max"], s["n"]) == (0.6, 0.85, 3)
+
+
+def test_report_and_figures_are_written_from_the_run(tiny_run):
+    import torch
+
+    from benchmarks.data import pixel_digits
+    from benchmarks.models import RNNClassifier
+
+    out, rows = tiny_run
+    torch.manual_seed(0)
+    model = RNNClassifier(1, 12, 10)
+    x = pixel_digits().x_train[:50]
+    spectrum = spectrum_data(model, x, 1e-4, [1, 3, 6, 12])
+    assert spectrum["loss"][-1] <= spectrum["loss"][0]
+    assert all(l >= lo - 1e-9 for l, lo in zip(spectrum["loss"], spectrum["lower"]))  # S5
+    approx = approximation_vs_T(model, x, 3, 1e-4, [4, 8])
+    assert all(a["measured"] <= a["bound"] * (1 + 1e-8) + 1e-12 for a in approx)  # S10
+    lam = [dict(rel_lam=r, bias=0.1 * r, estimation=1 / (1 + r), bound=0.5, test_risk=0.2) for r in (0.01, 0.1, 1)]
+    sweep = [dict(m=8, n=100, k=k, gap=0.1 * k, bound_gap=k) for k in (1, 2, 4)]
+    captions = draw_all(out, rows, spectrum, approx, sweep, lam, 1.0)
+    for name in captions:
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    path = write_report(out, read_results(out / "results.csv"), preset_name="tiny", wall_s=1.0, seeds=(0, 1),
+                        figures=captions, extra_sections=["## extra"])
+    text = path.read_text()
+    assert "## Width m = 12" in text and "dense from scratch" in text and "figures/spectrum.png" in text
+    assert "Seeds: 0, 1" in text and "## extra" in text
