@@ -68,12 +68,15 @@ def draw_all(out: Path, rows: Sequence[Dict], spectrum: Dict, approx: List[Dict]
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     mu = spectrum["eigenvalues"]
-    axes[0].semilogy(np.arange(1, mu.size + 1), np.maximum(mu, 1e-300), marker=".")
-    axes[0].set(xlabel="j", ylabel="eigenvalue mu_j", title="Spectrum of the time-mean covariance")
+    positive = mu[mu > 0]  # zero eigenvalues (dead units) cannot be drawn on a log axis; they are counted
+    axes[0].semilogy(np.arange(1, positive.size + 1), positive, marker=".")
+    axes[0].set(xlabel="j", ylabel="eigenvalue mu_j",
+                title=f"Spectrum ({mu.size - positive.size} of {mu.size} eigenvalues are 0)")
     axes[1].semilogx(spectrum["lams"], spectrum["dof"])
     axes[1].set(xlabel="lambda / (Tr Sigma / m)", ylabel="N(lambda)", title="Degrees of freedom (S7)")
     axes[2].semilogy(spectrum["ks"], spectrum["loss"], marker="o", label="L_A(J_k), greedy (S1)")
-    axes[2].semilogy(spectrum["ks"], np.maximum(spectrum["lower"], 1e-300), ls="--",
+    lower = np.asarray(spectrum["lower"], dtype=float)
+    axes[2].semilogy(spectrum["ks"], np.where(lower > 0, lower, np.nan), ls="--",
                      label="sum of the m-k smallest eigenvalues (S5)")
     axes[2].set(xlabel="k", ylabel="input information loss", title="Loss vs k")
     axes[2].legend()

@@ -119,7 +119,9 @@ def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: f
     parts = [f"# Spectral pruning report: preset `{preset_name}`", "",
              f"Task: **{task}**. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {device}, Python "
              f"{platform.python_version()}, torch {torch.__version__}. Seeds: {', '.join(map(str, seeds))}. "
-             f"Wall time of this run: {wall_s:.0f} s (rows reused from an earlier run cost nothing).", "",
+             f"Wall time of this invocation: {wall_s:.0f} s; compute time recorded in the results table (training "
+             f"and pruning, summed over rows, including rows from earlier invocations of a resumed run): "
+             f"{sum(float(r.get('seconds') or 0) for r in rows):.0f} s.", "",
              "Test accuracy after pruning without fine-tuning: median over seeds, (min-max) in brackets; the best "
              "median per column in bold.", ""]
     for m in widths:
