@@ -59,6 +59,19 @@ def approximation_vs_T(model, x, k: int, rel_lam: float, Ts: Sequence[int]) -> L
     return out
 
 
+def _curves(plot, df, x: str, curves) -> None:
+    """One line per (column, label, style) against column ``x``, with ``plot`` (e.g. ``ax.loglog``)."""
+    for column, label, style in curves:
+        plot(df[x], df[column], label=label, **style)
+
+
+def _finish(plt, fig, ax, path: Path, **labels) -> None:
+    ax.set(**labels)
+    ax.legend(fontsize=7)
+    _savefig(fig, path)
+    plt.close(fig)
+
+
 def draw_all(out: Path, rows: Sequence[Dict], spectrum: Dict, approx: List[Dict], rank_sweep: List[Dict],
              lambda_sweep: List[Dict], tau: float) -> Dict[str, str]:
     """Draw the five figures into ``out/figures``; returns {name: caption}."""
@@ -111,26 +124,22 @@ def draw_all(out: Path, rows: Sequence[Dict], spectrum: Dict, approx: List[Dict]
 
     fig, ax = plt.subplots(figsize=(5, 4))
     adf = pd.DataFrame(approx)
-    ax.loglog(adf["T"], adf["measured"], marker="o", label="measured E 1/T sum ||f_t - f#_t||^2")
-    ax.loglog(adf["T"], adf["bound"], marker="s", ls="--", label="S10 bound")
-    ax.set(xlabel="T", ylabel="time-mean squared output deviation", title="Approximation error vs T")
-    ax.legend(fontsize=7)
-    _savefig(fig, figs / "approximation_vs_T.png")
-    plt.close(fig)
+    _curves(ax.loglog, adf, "T", [("measured", "measured E 1/T sum ||f_t - f#_t||^2", dict(marker="o")),
+                                   ("bound", "S10 bound", dict(marker="s", ls="--"))])
+    _finish(plt, fig, ax, figs / "approximation_vs_T.png", xlabel="T", ylabel="time-mean squared output deviation",
+            title="Approximation error vs T")
     captions["approximation_vs_T"] = ("Figure 4. Measured time-mean deviation of the pruned network and the S10 bound "
                                       "on prefixes of length T (seed-0 network of the run).")
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ldf = pd.DataFrame(lambda_sweep)
-    ax.semilogx(ldf["rel_lam"], ldf["bias"], marker="o", label="bias (rho_psi * RMS deviation)")
-    ax.semilogx(ldf["rel_lam"], ldf["estimation"], marker="s", label="estimation term (k = ceil N(lambda))")
-    ax.semilogx(ldf["rel_lam"], ldf["bound"], marker="^", label="S12 bound")
-    ax.semilogx(ldf["rel_lam"], ldf["test_risk"], marker="x", ls=":", label="measured held-out ramp risk")
+    _curves(ax.semilogx, ldf, "rel_lam", [("bias", "bias (rho_psi * RMS deviation)", dict(marker="o")),
+                                          ("estimation", "estimation term (k = ceil N(lambda))", dict(marker="s")),
+                                          ("bound", "S12 bound", dict(marker="^")),
+                                          ("test_risk", "measured held-out ramp risk", dict(marker="x", ls=":"))])
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set(xlabel="lambda / (Tr Sigma / m)", ylabel="risk", title="Bias-variance in lambda (S13)")
-    ax.legend(fontsize=7)
-    _savefig(fig, figs / "bias_variance.png")
-    plt.close(fig)
+    _finish(plt, fig, ax, figs / "bias_variance.png", xlabel="lambda / (Tr Sigma / m)", ylabel="risk",
+            title="Bias-variance in lambda (S13)")
     captions["bias_variance"] = ("Figure 5. The S12 bound's bias and estimation terms vs lambda on the teacher task, "
                                  "with the measured held-out risk; the grey line is the trivial level.")
     return captions
