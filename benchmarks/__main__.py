@@ -73,13 +73,10 @@ def _reproduce(args) -> int:
     from benchmarks.reproduce import PRESETS, reproduce_and_report, with_overrides
 
     preset = PRESETS[args.preset]
-    if args.ptb_dir is not None:
-        print("--ptb-dir: the language-modelling protocol is not part of the report yet; the loaders are in "
-              "benchmarks.language", file=sys.stderr)
     train = dataclasses.replace(preset.train, epochs=args.epochs) if args.epochs is not None else None
     preset = with_overrides(preset, seeds=args.seeds, train=train)
     out = args.out or Path("runs") / preset.name
-    path = reproduce_and_report(preset, out, mnist_dir=args.mnist_dir, device=args.device,
+    path = reproduce_and_report(preset, out, mnist_dir=args.mnist_dir, ptb_dir=args.ptb_dir, device=args.device,
                                 progress=not args.no_progress)
     print(f"report: {path}")
     return 0

@@ -28,11 +28,17 @@ BASELINES = ("spectral (no recon.)", "leverage", "random + recon.", "random", "m
              "energy + recon.", "energy", "dense from scratch")
 
 
-def accuracy_summary(rows: Sequence[Dict]) -> Dict:
-    """``{(hidden, method, k): dict(median, mean, std, min, max, n)}`` over seeds."""
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def accuracy_summary(rows: Sequence[Dict], metric: str = "test_accuracy") -> Dict:
+    """``{(hidden, method, k): dict(median, mean, std, min, max, n)}`` of ``metric`` over seeds (rows without it
+    are skipped: a language model's rows carry ``test_perplexity`` instead)."""
     groups: Dict = {}
     for r in rows:
-        groups.setdefault((int(r["hidden"]), r["method"], int(r["k"])), []).append(float(r["test_accuracy"]))
+        if _is_number(r.get(metric)):
+            groups.setdefault((int(r["hidden"]), r["method"], int(r["k"])), []).append(float(r[metric]))
     return {key: dict(median=float(np.median(v)), mean=float(np.mean(v)), std=float(np.std(v)),
                       min=float(np.min(v)), max=float(np.max(v)), n=len(v)) for key, v in groups.items()}
 
@@ -63,11 +69,12 @@ def acceptance(rows: Sequence[Dict], hidden: int = 128, ks: Sequence[int] = (32,
                 criterion_b=bool(head) and all(v["met"] for v in head.values()))
 
 
-def _accuracy_table(summary: Dict, hidden: int) -> str:
+def _accuracy_table(summary: Dict, hidden: int, lower_is_better: bool = False, digits: int = 3) -> str:
     ks = sorted({k for (h, m, k) in summary if h == hidden and m != "full network"})
     methods = [m for m in ("spectral",) + BASELINES if any((hidden, m, k) in summary for k in ks)]
     lines = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 1)]
-    best = {k: max(summary[(hidden, m, k)]["median"] for m in methods if (hidden, m, k) in summary) for k in ks}
+    pick = min if lower_is_better else max
+    best = {k: pick(summary[(hidden, m, k)]["median"] for m in methods if (hidden, m, k) in summary) for k in ks}
     for m in methods:
         cells = []
         for k in ks:
@@ -75,20 +82,21 @@ def _accuracy_table(summary: Dict, hidden: int) -> str:
             if c is None:
                 cells.append("")
                 continue
-            med = f"**{c['median']:.3f}**" if c["median"] == best[k] else f"{c['median']:.3f}"
-            cells.append(f"{med} ({c['min']:.3f}-{c['max']:.3f})")
+            med = f"{c['median']:.{digits}f}"
+            cells.append(f"{'**' + med + '**' if c['median'] == best[k] else med} "
+                         f"({c['min']:.{digits}f}-{c['max']:.{digits}f})")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     full = summary.get((hidden, "full network", hidden))
     if full:
         lines.append(f"| full network (m={hidden}) | " + " | ".join(
-            f"{full['median']:.3f} ({full['min']:.3f}-{full['max']:.3f})" for _ in ks) + " |")
+            f"{full['median']:.{digits}f} ({full['min']:.{digits}f}-{full['max']:.{digits}f})" for _ in ks) + " |")
     return "\n".join(lines)
 
 
 def _size_table(rows: Sequence[Dict]) -> str:
     seen = {}
     for r in rows:
-        if r["method"] in ("spectral", "full network"):
+        if r["method"] in ("spectral", "full network") and _is_number(r.get("test_accuracy")):
             seen[(int(r["hidden"]), int(r["k"]))] = (int(r["params"]), int(r["macs"]))
     lines = ["| width m | k | parameters | MACs per sequence | MACs vs full |", "|---|---|---|---|---|"]
     for (m, k), (p, macs) in sorted(seen.items()):
@@ -113,8 +121,8 @@ def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: f
                  figures: Optional[Dict[str, object]] = None, extra_sections: Sequence[str] = ()) -> Path:
     """Write ``out/report.md`` from the rows and the figure data; figures are drawn by :mod:`benchmarks.figures`."""
     summary = accuracy_summary(rows)
-    widths = sorted({int(r["hidden"]) for r in rows})
-    task = rows[0]["task"] if rows else "?"
+    widths = sorted({h for (h, _, _) in summary})
+    task = next((r["task"] for r in rows if _is_number(r.get("test_accuracy"))), "?")
     device = "CUDA: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     parts = [f"# Spectral pruning report: preset `{preset_name}`", "",
              f"Task: **{task}**. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {device}, Python "
@@ -127,6 +135,14 @@ def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: f
     for m in widths:
         parts += [f"## Width m = {m}", "", _accuracy_table(summary, m), ""]
     parts += ["## Size after pruning", "", _size_table(rows), ""]
+    lm = [r for r in rows if _is_number(r.get("test_perplexity"))]
+    if lm:
+        lm_summary = accuracy_summary(lm, "test_perplexity")
+        for m in sorted({h for (h, _, _) in lm_summary}):
+            parts += [f"## Word-level language modelling: {lm[0]['task']}, m = {m}", "",
+                      "Test perplexity (lower is better) after pruning without fine-tuning: median over seeds, "
+                      "(min-max). A corpus named synthetic was generated by this project in the PTB format, not PTB.",
+                      "", _accuracy_table(lm_summary, m, lower_is_better=True, digits=1), ""]
     if 128 in widths:
         acc = acceptance(rows, 128, ks=sorted({int(r['k']) for r in rows if int(r['hidden']) == 128
                                                 and r['method'] == 'spectral'}))

@@ -47,6 +47,12 @@ class Preset:
     Z: str = DEFAULT_Z
     input_std: float = 1.0
     mnist_downsample: int = 1
+    # word-level language modelling (PTB from --ptb-dir, else the synthetic PTB-format corpus)
+    lm_hidden: int = 128
+    lm_ks: Tuple[int, ...] = (32, 64)
+    lm_embed: int = 32
+    lm_epochs: int = 3
+    lm_bptt: int = 35
 
 
 PRESETS: Dict[str, Preset] = {
@@ -84,6 +90,20 @@ class RowConfig:
     theta: float
     Z: str
     compared_width: int = 0  # dense baseline: the width m it stands beside
+    corpus: str = ""  # language modelling: the corpus the model was trained on
+
+
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    """Everything that determines one trained language model."""
+
+    corpus: str
+    vocab_size: int
+    embed: int
+    hidden: int
+    seed: int
+    epochs: int
+    bptt: int
 
 
 def macs_per_sequence(m: int, d_x: int, d_y: int, T: int) -> int:
@@ -202,14 +222,75 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
     return read_results(path)
 
 
+def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, device=None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> List[Dict]:
+    """Train (or load) RNN language models, prune them with every method, and add test-perplexity rows to
+    ``out/results.csv``. Without ``ptb_dir`` the corpus is the synthetic PTB-format one (named so)."""
+    from benchmarks.language import (RNNLanguageModel, bptt_batches, perplexity, ptb_corpus, train_language_model,
+                                     write_synthetic_corpus)
+
+    out = Path(out)
+    device = torch.device(device) if device is not None else default_device()
+    if ptb_dir is not None:
+        corpus = ptb_corpus(ptb_dir, name="ptb")
+    else:
+        corpus = ptb_corpus(write_synthetic_corpus(out / "data" / "synthetic-ptb"), name="synthetic-ptb-format")
+    path = out / "results.csv"
+    rows = read_results(path)
+    done = {r["row_key"] for r in rows}
+    settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
+    calib = torch.stack([x for x, _ in bptt_batches(corpus.train, 32, preset.lm_bptt)][:-1]).reshape(-1, preset.lm_bptt)
+    for seed in preset.seeds:
+        lc = LanguageModelConfig(corpus.name, corpus.vocab_size, preset.lm_embed, preset.lm_hidden, seed,
+                                 preset.lm_epochs, preset.lm_bptt)
+        keys = {(label, k): config_key(RowConfig(ModelConfig(corpus.name, lc.hidden, seed, preset.train), label, k,
+                                                 corpus=config_key(lc), **settings))
+                for k in preset.lm_ks for label, _, _ in METHOD_TABLE}
+        if all(v in done for v in keys.values()):
+            continue
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        model = RNNLanguageModel(corpus.vocab_size, lc.embed, lc.hidden).to(device)
+        ckpt = out / "checkpoints" / f"lm-{config_key(lc)}.pt"
+        if ckpt.exists():
+            model.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
+        else:
+            train_language_model(model, corpus.train, epochs=lc.epochs, bptt=lc.bptt, seed=seed, progress=progress)
+            save_state_atomic(ckpt, model.state_dict())
+        model.eval()
+        base = dict(task=corpus.name, hidden=lc.hidden, seed=seed, model_key=config_key(lc), **settings)
+
+        def row(label, k, net, seconds, key):
+            return dict(base, method=label, k=k, test_perplexity=perplexity(net, corpus.test, bptt=lc.bptt),
+                        params=count_parameters(net.rnn, net.readout), seconds=seconds, row_key=key)
+
+        new = [row("full network", lc.hidden, model, time.perf_counter() - t0,
+                   config_key(RowConfig(ModelConfig(corpus.name, lc.hidden, seed, preset.train), "full network",
+                                        lc.hidden, corpus=config_key(lc), **settings)))]
+        stats = time_mean_covariance(model.rnn, calib, device=device, input_transform=model.rnn_inputs)
+        for k in preset.lm_ks:
+            for label, method, recon in METHOD_TABLE:
+                t1 = time.perf_counter()
+                res = spectral_prune(model, None, k, covariance=stats, method=method, reconstruct=recon, seed=seed,
+                                     **settings)
+                new.append(row(label, k, res.model, time.perf_counter() - t1, keys[(label, k)]))
+        rows = [r for r in rows if r["row_key"] not in {n["row_key"] for n in new}] + new
+        write_csv_atomic(path, rows)
+        done |= {n["row_key"] for n in new}
+        log(f"{corpus.name} m={lc.hidden} seed={seed}: full perplexity {new[0]['test_perplexity']:.1f}")
+    return read_results(path)
+
+
 def with_overrides(preset: Preset, **overrides) -> Preset:
     """The preset with some fields replaced (None values ignored)."""
     return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None, device=None,
+def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None,
+                         ptb_dir: Optional[Path] = None, device=None,
                          progress: bool = True, log: Callable[[str], None] = print) -> Path:
-    """Run (or resume) ``preset``, compute the figures' data and write ``out/report.md``; returns its path."""
+    """Run (or resume) ``preset`` (pixel task and language modelling), compute the figures' data and write
+    ``out/report.md``; returns its path."""
     from scipy import stats
 
     from benchmarks.figures import approximation_vs_T, draw_all, spectrum_data
@@ -218,7 +299,8 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
     from checks.statistical import s13_lambda_sweep, s13_rank_sweep
 
     t0 = time.perf_counter()
-    rows = run_reproduce(preset, out, mnist_dir=mnist_dir, device=device, progress=progress, log=log)
+    run_reproduce(preset, out, mnist_dir=mnist_dir, device=device, progress=progress, log=log)
+    rows = run_language(preset, out, ptb_dir=ptb_dir, device=device, progress=progress, log=log)
     log("figures: spectrum and approximation error of the seed-0 network")
     data = load_task(preset, mnist_dir)
     m0 = 128 if 128 in preset.hidden_sizes else preset.hidden_sizes[0]

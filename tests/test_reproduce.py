@@ -91,3 +91,18 @@ def test_report_and_figures_are_written_from_the_run(tiny_run):
     text = path.read_text()
     assert "## Width m = 12" in text and "dense from scratch" in text and "figures/spectrum.png" in text
     assert "Seeds: 0, 1" in text and "## extra" in text
+
+
+def test_language_rows_join_the_table_and_the_report(tmp_path):
+    from benchmarks.language import write_synthetic_corpus
+    from benchmarks.reproduce import run_language
+
+    corpus = write_synthetic_corpus(tmp_path / "ptb", vocab_size=60, train_tokens=3000, valid_tokens=500,
+                                    test_tokens=500)
+    preset = Preset("tiny-lm", seeds=(0,), lm_hidden=10, lm_ks=(4,), lm_embed=6, lm_epochs=1, lm_bptt=20)
+    rows = run_language(preset, tmp_path / "out", ptb_dir=corpus, progress=False, log=lambda s: None)
+    assert len(rows) == 1 + 9 and all(r["test_perplexity"] > 1 for r in rows)
+    assert {r["task"] for r in rows} == {"ptb"}
+    assert run_language(preset, tmp_path / "out", ptb_dir=corpus, progress=False, log=lambda s: 1 / 0) == rows
+    text = write_report(tmp_path / "out", rows, preset_name="tiny-lm", wall_s=1.0, seeds=(0,)).read_text()
+    assert "## Word-level language modelling: ptb, m = 10" in text and "| spectral |" in text
