@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     rep.add_argument("--preset", choices=("quick", "full", "paper"), default="quick")
     rep.add_argument("--out", type=Path, default=None, help="output directory (default runs/<preset>)")
     rep.add_argument("--mnist-dir", type=Path, default=None, help="directory with the MNIST IDX files")
+    rep.add_argument("--mnist-downsample", type=int, default=None, choices=(1, 2, 4, 7, 14),
+                     help="average-pool MNIST images first (T = 784 / d^2), for CPU runs")
     rep.add_argument("--ptb-dir", type=Path, default=None, help="directory with ptb.{train,valid,test}.txt")
     rep.add_argument("--seeds", type=_int_tuple, default=None, help="override the preset's seeds")
     rep.add_argument("--epochs", type=int, default=None, help="override the preset's training epochs")
@@ -74,7 +76,7 @@ def _reproduce(args) -> int:
 
     preset = PRESETS[args.preset]
     train = dataclasses.replace(preset.train, epochs=args.epochs) if args.epochs is not None else None
-    preset = with_overrides(preset, seeds=args.seeds, train=train)
+    preset = with_overrides(preset, seeds=args.seeds, train=train, mnist_downsample=args.mnist_downsample)
     out = args.out or Path("runs") / preset.name
     path = reproduce_and_report(preset, out, mnist_dir=args.mnist_dir, ptb_dir=args.ptb_dir, device=args.device,
                                 progress=not args.no_progress)
