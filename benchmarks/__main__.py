@@ -46,6 +46,10 @@ def main(argv=None) -> int:
     rep.add_argument("--ptb-dir", type=Path, default=None, help="directory with ptb.{train,valid,test}.txt")
     rep.add_argument("--seeds", type=_int_tuple, default=None, help="override the preset's seeds")
     rep.add_argument("--epochs", type=int, default=None, help="override the preset's training epochs")
+    rep.add_argument("--nonlinearity", choices=("relu", "tanh"), default=None,
+                     help="relu: IRNN (identity init, the default); tanh: a tanh RNN")
+    rep.add_argument("--finetune-epochs", type=int, default=None,
+                     help="also fine-tune each pruned network this many epochs (default 0: no fine-tuning)")
     rep.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     rep.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -76,7 +80,8 @@ def _reproduce(args) -> int:
 
     preset = PRESETS[args.preset]
     train = dataclasses.replace(preset.train, epochs=args.epochs) if args.epochs is not None else None
-    preset = with_overrides(preset, seeds=args.seeds, train=train, mnist_downsample=args.mnist_downsample)
+    preset = with_overrides(preset, seeds=args.seeds, train=train, mnist_downsample=args.mnist_downsample,
+                            nonlinearity=args.nonlinearity, finetune_epochs=args.finetune_epochs)
     out = args.out or Path("runs") / preset.name
     path = reproduce_and_report(preset, out, mnist_dir=args.mnist_dir, ptb_dir=args.ptb_dir, device=args.device,
                                 progress=not args.no_progress)

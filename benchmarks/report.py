@@ -93,6 +93,16 @@ def _accuracy_table(summary: Dict, hidden: int, lower_is_better: bool = False, d
     return "\n".join(lines)
 
 
+def _mean_table(summary: Dict, hidden: int) -> str:
+    ks = sorted({k for (h, m, k) in summary if h == hidden and m != "full network"})
+    methods = [m for m in ("spectral",) + BASELINES if any((hidden, m, k) in summary for k in ks)]
+    lines = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 1)]
+    for m in methods:
+        cells = [f"{c['mean']:.3f} +- {c['std']:.3f}" if (c := summary.get((hidden, m, k))) else "" for k in ks]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _size_table(rows: Sequence[Dict]) -> str:
     seen = {}
     for r in rows:
@@ -132,8 +142,12 @@ def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: f
              f"{sum(float(r.get('seconds') or 0) for r in rows):.0f} s.", "",
              "Test accuracy after pruning without fine-tuning: median over seeds, (min-max) in brackets; the best "
              "median per column in bold.", ""]
+    tuned = accuracy_summary(rows, "finetuned_accuracy")
     for m in widths:
-        parts += [f"## Width m = {m}", "", _accuracy_table(summary, m), ""]
+        parts += [f"## Width m = {m}", "", _accuracy_table(summary, m), "", "Mean +- standard deviation over seeds:", "",
+                  _mean_table(summary, m), ""]
+        if any(h == m for (h, _, _) in tuned):
+            parts += ["After fine-tuning each pruned network (median, min-max):", "", _accuracy_table(tuned, m), ""]
     parts += ["## Size after pruning", "", _size_table(rows), ""]
     lm = [r for r in rows if _is_number(r.get("test_perplexity"))]
     if lm:

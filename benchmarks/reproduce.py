@@ -29,6 +29,7 @@ from pruning.compress import count_parameters
 __all__ = ["Preset", "PRESETS", "ModelConfig", "run_reproduce", "read_results", "macs_per_sequence"]
 
 DENSE = "dense from scratch"
+TEXT_COLUMNS = frozenset({"row_key", "model_key", "task", "method", "Z"})
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Preset:
     theta: float = DEFAULT_THETA
     Z: str = DEFAULT_Z
     input_std: float = 1.0
+    nonlinearity: str = "relu"  # "relu" trains IRNNs (identity init); "tanh" a tanh RNN with PyTorch's init
+    finetune_epochs: int = 0  # > 0: also fine-tune each pruned network this many epochs (column finetuned_accuracy)
     mnist_downsample: int = 1
     # word-level language modelling (PTB from --ptb-dir, else the synthetic PTB-format corpus)
     lm_hidden: int = 128
@@ -91,6 +94,7 @@ class RowConfig:
     Z: str
     compared_width: int = 0  # dense baseline: the width m it stands beside
     corpus: str = ""  # language modelling: the corpus the model was trained on
+    finetune_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,21 @@ class LanguageModelConfig:
     seed: int
     epochs: int
     bptt: int
+
+
+def _model_config(preset: Preset, width: int, seed: int) -> ModelConfig:
+    return ModelConfig(preset.task, width, seed, preset.train, nonlinearity=preset.nonlinearity,
+                       input_std=preset.input_std, irnn=preset.nonlinearity == "relu")
+
+
+def _finetuned_accuracy(model, data: SequenceData, preset: Preset, seed: int, progress: bool) -> float:
+    """Test accuracy after ``preset.finetune_epochs`` more epochs of training on a copy of the pruned model."""
+    import copy
+
+    tuned = copy.deepcopy(model)
+    config = replace(preset.train, epochs=preset.finetune_epochs)
+    train_classifier(tuned, data.x_train, data.y_train, config, seed=seed, progress=progress)
+    return accuracy(tuned, data.x_test, data.y_test)
 
 
 def macs_per_sequence(m: int, d_x: int, d_y: int, T: int) -> int:
@@ -145,6 +164,8 @@ def read_results(path: Path) -> List[Dict]:
         rows = list(csv.DictReader(fh))
     for r in rows:
         for key, value in r.items():
+            if key in TEXT_COLUMNS:  # a hash such as "12e45678..." would otherwise parse as a number
+                continue
             try:
                 r[key] = int(value)
             except ValueError:
@@ -179,8 +200,9 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
     settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
     for m in preset.hidden_sizes:
         for seed in preset.seeds:
-            mc = ModelConfig(preset.task, m, seed, preset.train, input_std=preset.input_std)
-            keys = {(label, k): config_key(RowConfig(mc, label, k, **settings))
+            mc = _model_config(preset, m, seed)
+            keys = {(label, k): config_key(RowConfig(mc, label, k, finetune_epochs=preset.finetune_epochs,
+                                                     **settings))
                     for k in preset.ks for label, _, _ in METHOD_TABLE}
             if all(v in done for v in keys.values()):
                 continue
@@ -196,8 +218,11 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
                 t1 = time.perf_counter()
                 res = spectral_prune(model, None, k, covariance=stats, method=method, reconstruct=recon, seed=seed,
                                      **settings)
+                extra = {}
+                if preset.finetune_epochs > 0:
+                    extra["finetuned_accuracy"] = _finetuned_accuracy(res.model, data, preset, seed, progress)
                 new.append(_row(data, base, label, k, res.model, time.perf_counter() - t1,
-                                row_key=keys[(label, k)], dof=res.dof, loss_input=res.losses["input"]))
+                                row_key=keys[(label, k)], dof=res.dof, loss_input=res.losses["input"], **extra))
             rows = [r for r in rows if r["row_key"] not in {n["row_key"] for n in new}] + new
             write_csv_atomic(path, rows)
             done |= {n["row_key"] for n in new}
@@ -205,7 +230,7 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
     if preset.dense_baseline:
         for k in preset.ks:
             for seed in preset.seeds:
-                mc = ModelConfig(preset.task, k, seed, preset.train, input_std=preset.input_std)
+                mc = _model_config(preset, k, seed)
                 row_keys = {m: config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings))
                             for m in preset.hidden_sizes}
                 if all(v in done for v in row_keys.values()):
@@ -304,8 +329,7 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
     log("figures: spectrum and approximation error of the seed-0 network")
     data = load_task(preset, mnist_dir)
     m0 = 128 if 128 in preset.hidden_sizes else preset.hidden_sizes[0]
-    model = _train_or_load(ModelConfig(preset.task, m0, preset.seeds[0], preset.train, input_std=preset.input_std),
-                           data, Path(out), torch.device("cpu"), progress).cpu()
+    model = _train_or_load(_model_config(preset, m0, preset.seeds[0]), data, Path(out), torch.device("cpu"), progress).cpu()
     x_cal = data.x_train[:400]
     spectrum = spectrum_data(model, data.x_train, preset.rel_lam, sorted(set(range(1, m0 + 1, max(1, m0 // 16)))
                                                                         | set(preset.ks)))

@@ -47,6 +47,12 @@ def test_a_rerun_skips_finished_rows_and_an_interrupted_run_resumes(tiny_run, tm
     assert all(abs(before[k] - after[k]) < 1e-12 for k in before)  # the checkpoint is reused, pruning is seeded
 
 
+def test_keys_that_look_like_numbers_stay_text(tmp_path):
+    write_csv_atomic(tmp_path / "r.csv", [dict(row_key="12e45678abcd", model_key="000123", k=3, test_accuracy=0.5)])
+    (row,) = read_results(tmp_path / "r.csv")
+    assert row == dict(row_key="12e45678abcd", model_key="000123", k=3, test_accuracy=0.5)
+
+
 def test_acceptance_against_a_direct_computation():
     rows = []
     acc = {"spectral": [0.8, 0.7, 0.9], "random": [0.5, 0.6, 0.55], "magnitude": [0.85, 0.6, 0.7]}
@@ -106,3 +112,18 @@ def test_language_rows_join_the_table_and_the_report(tmp_path):
     assert run_language(preset, tmp_path / "out", ptb_dir=corpus, progress=False, log=lambda s: 1 / 0) == rows
     text = write_report(tmp_path / "out", rows, preset_name="tiny-lm", wall_s=1.0, seeds=(0,)).read_text()
     assert "## Word-level language modelling: ptb, m = 10" in text and "| spectral |" in text
+
+
+def test_tanh_networks_with_fine_tuning(tmp_path):
+    import dataclasses
+
+    preset = dataclasses.replace(TINY, hidden_sizes=(8,), ks=(4,), seeds=(0,), dense_baseline=False,
+                                 nonlinearity="tanh", finetune_epochs=1)
+    rows = run_reproduce(preset, tmp_path, progress=False, log=lambda s: None)
+    pruned = [r for r in rows if r["method"] != "full network"]
+    assert len(pruned) == 9 and all(0 <= r["finetuned_accuracy"] <= 1 for r in pruned)
+    ckpt = next((tmp_path / "checkpoints").glob("rnn-*.pt"))
+    state = __import__("torch").load(ckpt, weights_only=True)
+    assert not __import__("torch").equal(state["rnn.weight_hh_l0"], __import__("torch").eye(8))  # no IRNN init
+    text = write_report(tmp_path, rows, preset_name="t", wall_s=1.0, seeds=(0,)).read_text()
+    assert "After fine-tuning" in text and " +- " in text
