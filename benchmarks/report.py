@@ -53,7 +53,7 @@ def acceptance(rows: Sequence[Dict], hidden: int = 128, ks: Sequence[int] = (32,
     of the two methods' standard deviations.
     """
     summary = accuracy_summary(rows)
-    methods = sorted({m for (h, m, k) in summary if h == hidden and m != "full network"})
+    methods = sorted({m for (h, m, k) in summary if h == hidden and m in ("spectral",) + BASELINES})
     mean_of_medians = {m: float(np.mean([summary[(hidden, m, k)]["median"] for k in ks]))
                        for m in methods if all((hidden, m, k) in summary for k in ks)}
     spectral = mean_of_medians.get("spectral")
@@ -69,9 +69,10 @@ def acceptance(rows: Sequence[Dict], hidden: int = 128, ks: Sequence[int] = (32,
                 criterion_b=bool(head) and all(v["met"] for v in head.values()))
 
 
-def _accuracy_table(summary: Dict, hidden: int, lower_is_better: bool = False, digits: int = 3) -> str:
+def _accuracy_table(summary: Dict, hidden: int, lower_is_better: bool = False, digits: int = 3,
+                    methods: Sequence[str] = BASELINES) -> str:
     ks = sorted({k for (h, m, k) in summary if h == hidden and m != "full network"})
-    methods = [m for m in ("spectral",) + BASELINES if any((hidden, m, k) in summary for k in ks)]
+    methods = [m for m in ("spectral",) + tuple(methods) if any((hidden, m, k) in summary for k in ks)]
     lines = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 1)]
     pick = min if lower_is_better else max
     best = {k: pick(summary[(hidden, m, k)]["median"] for m in methods if (hidden, m, k) in summary) for k in ks}
@@ -148,6 +149,14 @@ def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: f
                   _mean_table(summary, m), ""]
         if any(h == m for (h, _, _) in tuned):
             parts += ["After fine-tuning each pruned network (median, min-max):", "", _accuracy_table(tuned, m), ""]
+    sweep = [r for r in rows if str(r["method"]).startswith("spectral [")]
+    if sweep:
+        sweep_summary = accuracy_summary([r for r in rows if r["method"] == "spectral" or r in sweep])
+        for m in widths:
+            parts += [f"## Spectral pruning settings, m = {m}", "",
+                      "The default row `spectral` uses the run's defaults; the others vary lambda (relative to "
+                      "Tr(Sigma)/m), theta and Z. Median (min-max) over seeds.", "",
+                      _accuracy_table(sweep_summary, m, methods=sorted({r['method'] for r in sweep})), ""]
     parts += ["## Size after pruning", "", _size_table(rows), ""]
     lm = [r for r in rows if _is_number(r.get("test_perplexity"))]
     if lm:

@@ -47,6 +47,8 @@ class Preset:
     theta: float = DEFAULT_THETA
     Z: str = DEFAULT_Z
     input_std: float = 1.0
+    # extra spectral-pruning settings (rel_lam, theta, Z) tried at every k, beside the defaults above
+    spectral_sweep: Tuple[Tuple[float, float, str], ...] = ()
     nonlinearity: str = "relu"  # "relu" trains IRNNs (identity init); "tanh" a tanh RNN with PyTorch's init
     finetune_epochs: int = 0  # > 0: also fine-tune each pruned network this many epochs (column finetuned_accuracy)
     mnist_downsample: int = 1
@@ -60,9 +62,12 @@ class Preset:
 
 PRESETS: Dict[str, Preset] = {
     # what `make demo` runs: the acceptance protocol of the report issue, on 2 CPU cores
-    "quick": Preset("quick"),
+    "quick": Preset("quick", spectral_sweep=((1e-6, 1.0, "recurrent"), (1e-2, 1.0, "recurrent"),
+                                             (1e-4, 0.0, "recurrent"), (1e-4, 1.0, "both"))),
     # over-parameterized regime: several widths compressed to the same k
-    "full": Preset("full", hidden_sizes=(64, 128, 256), ks=(16, 32, 48, 64), seeds=(0, 1, 2, 3, 4)),
+    "full": Preset("full", hidden_sizes=(64, 128, 256), ks=(16, 32, 48, 64), seeds=(0, 1, 2, 3, 4),
+                   spectral_sweep=tuple((lam, theta, Z) for lam in (1e-6, 1e-3, 1e-2) for theta in (0.0, 1.0)
+                                        for Z in ("recurrent", "readout", "both"))),
     # the paper's setting, sized for a GPU: Pixel-MNIST (T = 784)
     "paper": Preset("paper", task="pixel-mnist", hidden_sizes=(128, 256), ks=(32, 64, 96, 128), seeds=(0, 1, 2),
                     train=TrainConfig(epochs=100, lr=1e-4, batch_size=64, optimizer="rmsprop")),
@@ -108,6 +113,20 @@ class LanguageModelConfig:
     seed: int
     epochs: int
     bptt: int
+
+
+def sweep_label(rel_lam: float, theta: float, Z: str) -> str:
+    """Method label of a spectral-pruning row with non-default settings."""
+    return f"spectral [rel_lam={rel_lam:g}, theta={theta:g}, Z={Z}]"
+
+
+def _entries(preset: Preset):
+    """(label, selection method, reconstruct, settings) of every pruning row per k."""
+    default = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
+    out = [(label, method, recon, default) for label, method, recon in METHOD_TABLE]
+    out += [(sweep_label(*cfg), "greedy", True, dict(rel_lam=cfg[0], theta=cfg[1], Z=cfg[2]))
+            for cfg in preset.spectral_sweep]
+    return out
 
 
 def _model_config(preset: Preset, width: int, seed: int) -> ModelConfig:
@@ -201,9 +220,9 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
     for m in preset.hidden_sizes:
         for seed in preset.seeds:
             mc = _model_config(preset, m, seed)
-            keys = {(label, k): config_key(RowConfig(mc, label, k, finetune_epochs=preset.finetune_epochs,
-                                                     **settings))
-                    for k in preset.ks for label, _, _ in METHOD_TABLE}
+            entries = _entries(preset)
+            keys = {(e[0], k): config_key(RowConfig(mc, e[0], k, finetune_epochs=preset.finetune_epochs, **e[3]))
+                    for k in preset.ks for e in entries}
             if all(v in done for v in keys.values()):
                 continue
             t0 = time.perf_counter()
@@ -212,13 +231,13 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
             new = [dict(_row(data, base, "full network", m, model, time.perf_counter() - t0),
                         row_key=config_key(RowConfig(mc, "full network", m, **settings)))]
             stats = time_mean_covariance(model.rnn, data.x_train)
-            jobs = [(k, entry) for k in preset.ks for entry in METHOD_TABLE if keys[(entry[0], k)] not in done]
-            for k, (label, method, recon) in tqdm(jobs, desc=f"prune m={m} seed={seed}", disable=not progress,
-                                                  leave=False):
+            jobs = [(k, entry) for k in preset.ks for entry in entries if keys[(entry[0], k)] not in done]
+            for k, (label, method, recon, setting) in tqdm(jobs, desc=f"prune m={m} seed={seed}",
+                                                           disable=not progress, leave=False):
                 t1 = time.perf_counter()
                 res = spectral_prune(model, None, k, covariance=stats, method=method, reconstruct=recon, seed=seed,
-                                     **settings)
-                extra = {}
+                                     **setting)
+                extra = dict(setting)
                 if preset.finetune_epochs > 0:
                     extra["finetuned_accuracy"] = _finetuned_accuracy(res.model, data, preset, seed, progress)
                 new.append(_row(data, base, label, k, res.model, time.perf_counter() - t1,

@@ -47,6 +47,21 @@ def test_a_rerun_skips_finished_rows_and_an_interrupted_run_resumes(tiny_run, tm
     assert all(abs(before[k] - after[k]) < 1e-12 for k in before)  # the checkpoint is reused, pruning is seeded
 
 
+def test_spectral_settings_sweep_gets_its_own_rows_and_table(tmp_path):
+    import dataclasses
+
+    preset = dataclasses.replace(TINY, hidden_sizes=(8,), ks=(4,), seeds=(0,), dense_baseline=False,
+                                 spectral_sweep=((1e-2, 0.0, "readout"),))
+    rows = run_reproduce(preset, tmp_path, progress=False, log=lambda s: None)
+    (swept,) = [r for r in rows if r["method"].startswith("spectral [")]
+    assert (swept["rel_lam"], swept["theta"], swept["Z"]) == (1e-2, 0.0, "readout")
+    (default,) = [r for r in rows if r["method"] == "spectral"]
+    assert default["rel_lam"] == preset.rel_lam and default["row_key"] != swept["row_key"]
+    text = write_report(tmp_path, rows, preset_name="t", wall_s=1.0, seeds=(0,)).read_text()
+    assert "## Spectral pruning settings, m = 8" in text and "rel_lam=0.01, theta=0, Z=readout" in text
+    assert "spectral [" not in acceptance(rows, 8, ks=(4,))["mean_of_medians"]
+
+
 def test_keys_that_look_like_numbers_stay_text(tmp_path):
     write_csv_atomic(tmp_path / "r.csv", [dict(row_key="12e45678abcd", model_key="000123", k=3, test_accuracy=0.5)])
     (row,) = read_results(tmp_path / "r.csv")
