@@ -44,18 +44,19 @@ def spectrum_data(model, x, rel_lam: float, ks: Sequence[int]) -> Dict:
 
 def approximation_vs_T(model, x, k: int, rel_lam: float, Ts: Sequence[int]) -> List[Dict]:
     """Measured time-mean output deviation (LHS of S10) and the S10 bound on prefixes of length T."""
+    import copy
+
+    rnn = copy.deepcopy(model.rnn).double()  # float64 states for Sigma, as the bounds use; the model is untouched
+    head = copy.deepcopy(model.readout).double()
     out = []
     for T in Ts:
         xs = x[:, :T].to(torch.float64)
-        rnn = model.rnn.to(torch.float64)
-        head = model.readout.to(torch.float64)
         sigma = time_mean_covariance(rnn, xs).mean()
         lam = rel_lam * float(np.trace(sigma)) / sigma.shape[0]
         J = select_units(sigma, k, lam)
         A = reconstruction_matrix(sigma, J, lam)
         out.append(dict(T=T, measured=measured_time_mean_error(rnn, head, J, A, xs),
                         bound=s10_bound(sigma, J, lam, rnn, head, T)))
-        model.float()
     return out
 
 

@@ -195,6 +195,14 @@ def read_results(path: Path) -> List[Dict]:
     return rows
 
 
+def _merge_rows(path: Path, rows: List[Dict], new: List[Dict]) -> List[Dict]:
+    """Replace the rows whose keys reappear in ``new``, append the rest, and rewrite the table atomically."""
+    fresh = {n["row_key"] for n in new}
+    rows = [r for r in rows if r["row_key"] not in fresh] + list(new)
+    write_csv_atomic(path, rows)
+    return rows
+
+
 def _row(data: SequenceData, base: Dict, method: str, k: int, model, seconds: float, **extra) -> Dict:
     n_params = count_parameters(model.rnn, model.readout)
     return dict(base, method=method, k=k, test_accuracy=accuracy(model, data.x_test, data.y_test),
@@ -202,14 +210,18 @@ def _row(data: SequenceData, base: Dict, method: str, k: int, model, seconds: fl
                 seconds=seconds, **extra)
 
 
-def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None, device=None,
+def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None,
+                  data: Optional[SequenceData] = None, device=None,
                   progress: bool = True, log: Callable[[str], None] = print) -> List[Dict]:
-    """Run (or resume) a preset; returns every row of ``out/results.csv``."""
+    """Run (or resume) a preset; returns every row of ``out/results.csv``.
+
+    ``data``: the preset's task if already loaded (else it is loaded from ``mnist_dir`` or the embedded data).
+    """
     from tqdm.auto import tqdm
 
     out = Path(out)
     device = torch.device(device) if device is not None else default_device()
-    data = load_task(preset, mnist_dir)
+    data = load_task(preset, mnist_dir) if data is None else data
     for k in preset.ks:
         if not all(1 <= k <= m for m in preset.hidden_sizes):
             raise ValueError(f"ks: every k must lie in 1..min(hidden_sizes)={min(preset.hidden_sizes)}, got {k}")
@@ -242,8 +254,7 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
                     extra["finetuned_accuracy"] = _finetuned_accuracy(res.model, data, preset, seed, progress)
                 new.append(_row(data, base, label, k, res.model, time.perf_counter() - t1,
                                 row_key=keys[(label, k)], dof=res.dof, loss_input=res.losses["input"], **extra))
-            rows = [r for r in rows if r["row_key"] not in {n["row_key"] for n in new}] + new
-            write_csv_atomic(path, rows)
+            rows = _merge_rows(path, rows, new)
             done |= {n["row_key"] for n in new}
             log(f"m={m} seed={seed}: full accuracy {new[0]['test_accuracy']:.3f}, {len(new) - 1} pruned rows")
     if preset.dense_baseline:
@@ -256,13 +267,13 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
                     continue
                 t0 = time.perf_counter()
                 model = _train_or_load(mc, data, out, device, progress)
-                for m in preset.hidden_sizes:  # the same small network is the baseline of every width
-                    rows.append(_row(data, dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc),
-                                                **settings), DENSE, k, model, time.perf_counter() - t0,
-                                     row_key=row_keys[m]))
-                write_csv_atomic(path, rows)
+                # the same small network is the baseline of every width
+                new = [_row(data, dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc), **settings),
+                            DENSE, k, model, time.perf_counter() - t0, row_key=row_keys[m])
+                       for m in preset.hidden_sizes]
+                rows = _merge_rows(path, rows, new)
                 done |= set(row_keys.values())
-                log(f"dense k={k} seed={seed}: accuracy {rows[-1]['test_accuracy']:.3f}")
+                log(f"dense k={k} seed={seed}: accuracy {new[-1]['test_accuracy']:.3f}")
     return read_results(path)
 
 
@@ -270,15 +281,18 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
                  log: Callable[[str], None] = print) -> List[Dict]:
     """Train (or load) RNN language models, prune them with every method, and add test-perplexity rows to
     ``out/results.csv``. Without ``ptb_dir`` the corpus is the synthetic PTB-format one (named so)."""
-    from benchmarks.language import (RNNLanguageModel, bptt_batches, perplexity, ptb_corpus, train_language_model,
-                                     write_synthetic_corpus)
+    from benchmarks.language import (SPLITS, RNNLanguageModel, bptt_batches, perplexity, ptb_corpus,
+                                     train_language_model, write_synthetic_corpus)
 
     out = Path(out)
     device = torch.device(device) if device is not None else default_device()
     if ptb_dir is not None:
         corpus = ptb_corpus(ptb_dir, name="ptb")
     else:
-        corpus = ptb_corpus(write_synthetic_corpus(out / "data" / "synthetic-ptb"), name="synthetic-ptb-format")
+        synthetic = out / "data" / "synthetic-ptb"
+        if not all((synthetic / f"ptb.{split}.txt").is_file() for split in SPLITS):  # deterministic: write once
+            write_synthetic_corpus(synthetic)
+        corpus = ptb_corpus(synthetic, name="synthetic-ptb-format")
     path = out / "results.csv"
     rows = read_results(path)
     done = {r["row_key"] for r in rows}
@@ -287,8 +301,8 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
     for seed in preset.seeds:
         lc = LanguageModelConfig(corpus.name, corpus.vocab_size, preset.lm_embed, preset.lm_hidden, seed,
                                  preset.lm_epochs, preset.lm_bptt)
-        keys = {(label, k): config_key(RowConfig(ModelConfig(corpus.name, lc.hidden, seed, preset.train), label, k,
-                                                 corpus=config_key(lc), **settings))
+        mc = ModelConfig(corpus.name, lc.hidden, seed, preset.train)
+        keys = {(label, k): config_key(RowConfig(mc, label, k, corpus=config_key(lc), **settings))
                 for k in preset.lm_ks for label, _, _ in METHOD_TABLE}
         if all(v in done for v in keys.values()):
             continue
@@ -309,8 +323,7 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
                         params=count_parameters(net.rnn, net.readout), seconds=seconds, row_key=key)
 
         new = [row("full network", lc.hidden, model, time.perf_counter() - t0,
-                   config_key(RowConfig(ModelConfig(corpus.name, lc.hidden, seed, preset.train), "full network",
-                                        lc.hidden, corpus=config_key(lc), **settings)))]
+                   config_key(RowConfig(mc, "full network", lc.hidden, corpus=config_key(lc), **settings)))]
         stats = time_mean_covariance(model.rnn, calib, device=device, input_transform=model.rnn_inputs)
         for k in preset.lm_ks:
             for label, method, recon in METHOD_TABLE:
@@ -318,8 +331,7 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
                 res = spectral_prune(model, None, k, covariance=stats, method=method, reconstruct=recon, seed=seed,
                                      **settings)
                 new.append(row(label, k, res.model, time.perf_counter() - t1, keys[(label, k)]))
-        rows = [r for r in rows if r["row_key"] not in {n["row_key"] for n in new}] + new
-        write_csv_atomic(path, rows)
+        rows = _merge_rows(path, rows, new)
         done |= {n["row_key"] for n in new}
         log(f"{corpus.name} m={lc.hidden} seed={seed}: full perplexity {new[0]['test_perplexity']:.1f}")
     return read_results(path)
@@ -343,10 +355,10 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
     from checks.statistical import s13_lambda_sweep, s13_rank_sweep
 
     t0 = time.perf_counter()
-    run_reproduce(preset, out, mnist_dir=mnist_dir, device=device, progress=progress, log=log)
+    data = load_task(preset, mnist_dir)
+    run_reproduce(preset, out, data=data, device=device, progress=progress, log=log)
     rows = run_language(preset, out, ptb_dir=ptb_dir, device=device, progress=progress, log=log)
     log("figures: spectrum and approximation error of the seed-0 network")
-    data = load_task(preset, mnist_dir)
     m0 = 128 if 128 in preset.hidden_sizes else preset.hidden_sizes[0]
     model = _train_or_load(_model_config(preset, m0, preset.seeds[0]), data, Path(out), torch.device("cpu"), progress).cpu()
     x_cal = data.x_train[:400]

@@ -55,6 +55,11 @@ def _params(rnn: nn.RNN, readout: nn.Linear):
     return f(rnn.weight_hh_l0), f(rnn.weight_ih_l0), b, f(readout.weight), c
 
 
+def _activation(nonlinearity: str):
+    """The elementwise activation of an Elman RNN by its ``nn.RNN`` name."""
+    return torch.relu if nonlinearity == "relu" else torch.tanh
+
+
 def _states(W, U, b, x, act) -> torch.Tensor:
     """All states (n, T, width) of ``h_t = act(W h_{t-1} + U x_t + b)``, float64."""
     n, T, _ = x.shape
@@ -111,7 +116,7 @@ def _op_norm(M: torch.Tensor) -> float:
 def _trajectories(rnn: nn.RNN, readout: nn.Linear, J, A, x):
     """Full and compressed states on ``x`` and the residuals ``r_t = h_t - A h_{t,J}`` (float64)."""
     W, U, b, V, _ = _params(rnn, readout)
-    act = torch.relu if rnn.nonlinearity == "relu" else torch.tanh
+    act = _activation(rnn.nonlinearity)
     units, a, W_s, V_s = _compressed(W, V, J, A)
     xt = _inputs(x, rnn)
     h = _states(W, U, b, xt, act)

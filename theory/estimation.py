@@ -236,10 +236,11 @@ def estimation_term(n: int, n_params: int, B: float, log_lipschitz: float, rho_p
 # Bounds on a given network
 
 
-def _inputs(x, input_size: int, input_bound: float) -> torch.Tensor:
-    xt = torch.as_tensor(as_float64_array(x, "x"))
-    if xt.ndim != 3 or xt.shape[-1] != input_size or xt.shape[0] == 0 or xt.shape[1] == 0:
-        raise ValueError(f"x: expected sequences of shape (n >= 1, T >= 1, {input_size}), got {tuple(xt.shape)}")
+def _bounded_inputs(x, rnn: nn.RNN, input_bound: float) -> torch.Tensor:
+    """The inputs as a float64 tensor (validated as for S9/S10), checked against S11's ``R_x``."""
+    from theory.approximation import _inputs
+
+    xt = _inputs(x, rnn)
     biggest = float(torch.linalg.vector_norm(xt, dim=-1).max())
     if biggest > input_bound * (1 + 1e-9):
         raise ValueError(f"input_bound: the inputs have ||x_t|| up to {biggest:.4g} > input_bound = {input_bound:.4g};"
@@ -319,10 +320,9 @@ def _check_common(loss: str, input_bound, delta) -> float:
 
 
 def _outputs(W, U, b, V, c, xt, nonlinearity: str) -> torch.Tensor:
-    from theory.approximation import _states
+    from theory.approximation import _activation, _states
 
-    act = torch.relu if nonlinearity == "relu" else torch.tanh
-    return _states(W, U, b, xt, act) @ V.T + c
+    return _states(W, U, b, xt, _activation(nonlinearity)) @ V.T + c
 
 
 def network_outputs(rnn: nn.RNN, readout: nn.Linear, x, *, mode: str = "last") -> np.ndarray:
@@ -357,12 +357,19 @@ def s11_bound(rnn: nn.RNN, readout: nn.Linear, x, y, *, loss: str = "margin", in
     """
     R_x = _check_common(loss, input_bound, delta)
     W, U, b, V, c = _weights(rnn, readout)
-    xt = _inputs(x, U.shape[1], R_x)
+    xt = _bounded_inputs(x, rnn, R_x)
     f = _mode_outputs(_outputs(W, U, b, V, c, xt, rnn.nonlinearity), mode).numpy()
+    return _s11_from_outputs((W, U, b, V, c), f, y, xt.shape, loss=loss, R_x=R_x, delta=delta,
+                             target_bound=target_bound, gamma=gamma, eps=eps)
+
+
+def _s11_from_outputs(weights, f: np.ndarray, y, x_shape, *, loss, R_x, delta, target_bound, gamma,
+                      eps) -> EstimationBound:
+    """S11 from a network's float64 weights and its outputs on the training inputs (shape ``x_shape``)."""
+    W, U, b, V, c = weights
     radii = _radii_of(W, U, b, V, c).rounded_up()
-    return _best_over_gamma(loss, gamma, eps, radii, W.shape[0], U.shape[1], V.shape[0], xt.shape[0],
-                            xt.shape[1], R_x, delta, target_bound,
-                            lambda g: float(_loss_values(loss, f, y, g).mean()), None)[0]
+    return _best_over_gamma(loss, gamma, eps, radii, W.shape[0], U.shape[1], V.shape[0], x_shape[0], x_shape[1],
+                            R_x, delta, target_bound, lambda g: float(_loss_values(loss, f, y, g).mean()), None)[0]
 
 
 def _best_over_gamma(loss, gamma, eps, radii, width, d_x, d_y, n, T, R_x, delta, target_bound, train_risk_at,
@@ -431,7 +438,7 @@ def s12_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x, y, *, loss: str = "margi
     R_x = _check_common(loss, input_bound, delta)
     W, U, b, V, c = _weights(rnn, readout)
     units, a, W_s, V_s = _compressed(W, V, J, A)
-    xt = _inputs(x, U.shape[1], R_x)
+    xt = _bounded_inputs(x, rnn, R_x)
     f = _mode_outputs(_outputs(W, U, b, V, c, xt, rnn.nonlinearity), mode).numpy()
     f_s = _mode_outputs(_outputs(W_s, U[units], b[units], V_s, c, xt, rnn.nonlinearity), mode).numpy()
     sq_dev = np.sum((f - f_s) ** 2, axis=-1)  # (n,) or (n, T)
@@ -451,8 +458,8 @@ def s12_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x, y, *, loss: str = "margi
                                  lambda g: float(_loss_values(loss, f, y, g).mean()), bias_at)
     pruned_risk = float(_loss_values(loss, f_s, y, est.gamma).mean())
     full = None
-    if with_full:
-        full = s11_bound(rnn, readout, x, y, loss=loss, input_bound=R_x, delta=delta,
-                                  target_bound=target_bound, mode=mode, gamma=gamma, eps=eps)
+    if with_full:  # the full network's outputs f are already at hand
+        full = _s11_from_outputs((W, U, b, V, c), f, y, xt.shape, loss=loss, R_x=R_x, delta=delta,
+                                 target_bound=target_bound, gamma=gamma, eps=eps)
     return CompressionBound(est.bound, est.train_risk, pruned_risk, bias, msd, est.estimation, loss, est.gamma,
                             est.upper, radii, k, est.n, est.T, est.delta, est.trivial, full)
