@@ -20,6 +20,7 @@ def _int_tuple(text: str):
 
 def main(argv=None) -> int:
     from benchmarks.demo import DemoConfig, format_table, run_demo
+    from benchmarks.reproduce import TASKS
     from benchmarks.training import TrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
@@ -40,6 +41,12 @@ def main(argv=None) -> int:
     rep = sub.add_parser("reproduce", help="run a preset (resumable) and write DIR/report.md with figures")
     rep.add_argument("--preset", choices=("quick", "full", "paper"), default="quick")
     rep.add_argument("--out", type=Path, default=None, help="output directory (default runs/<preset>)")
+    rep.add_argument("--task", choices=TASKS, default=None,
+                     help="override the preset's sequence-classification task (teacher: the teacher-student task)")
+    rep.add_argument("--seq-lens", type=_int_tuple, default=None,
+                     help="sequence lengths T of the length sweep (divisors of the task's T; empty: none)")
+    rep.add_argument("--train-sizes", type=_int_tuple, default=None,
+                     help="training-set sizes n of the sample-size sweep (empty: none)")
     rep.add_argument("--mnist-dir", type=Path, default=None, help="directory with the MNIST IDX files")
     rep.add_argument("--mnist-downsample", type=int, default=None, choices=(1, 2, 4, 7, 14),
                      help="average-pool MNIST images first (T = 784 / d^2), for CPU runs")
@@ -81,6 +88,7 @@ def _reproduce(args) -> int:
     preset = PRESETS[args.preset]
     train = dataclasses.replace(preset.train, epochs=args.epochs) if args.epochs is not None else None
     preset = with_overrides(preset, seeds=args.seeds, train=train, mnist_downsample=args.mnist_downsample,
+                            task=args.task, seq_lens=args.seq_lens, train_sizes=args.train_sizes,
                             nonlinearity=args.nonlinearity, finetune_epochs=args.finetune_epochs)
     out = args.out or Path("runs") / preset.name
     path = reproduce_and_report(preset, out, mnist_dir=args.mnist_dir, ptb_dir=args.ptb_dir, device=args.device,

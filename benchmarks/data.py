@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-__all__ = ["SequenceData", "pixel_digits"]
+__all__ = ["SequenceData", "pixel_digits", "regroup_steps", "subsample_train"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,29 @@ def pixel_digits(*, permuted: bool = False, test_fraction: float = 0.3, split_se
         x_test=to_x(x[test_mask]), y_test=torch.from_numpy(y[test_mask]),
         n_classes=10,
     )
+
+
+def regroup_steps(data: SequenceData, T: int) -> SequenceData:
+    """The same sequences read ``T0 / T`` consecutive steps at a time: (n, T0, d_x) -> (n, T, d_x T0 / T).
+
+    Pixel-by-pixel digits (T0 = 64) become T = 32 with two pixels per step, T = 8 with one image row per
+    step, and so on: the sequence-length axis of a sweep without changing the information in the input.
+    """
+    T0 = data.seq_len
+    if int(T) != T or T < 1 or T0 % T:
+        raise ValueError(f"T: expected a divisor of the sequence length {T0}, got {T!r}")
+    if T == T0:
+        return data
+    group = lambda x: x.reshape(x.shape[0], int(T), -1)
+    return replace(data, name=f"{data.name} (T={T})", x_train=group(data.x_train), x_test=group(data.x_test))
+
+
+def subsample_train(data: SequenceData, n: int, seed: int = 0) -> SequenceData:
+    """Keep ``n`` training sequences, drawn without replacement with ``seed`` (the test set is unchanged)."""
+    n_all = data.x_train.shape[0]
+    if int(n) != n or not 1 <= n <= n_all:
+        raise ValueError(f"n: expected a number of training sequences in 1..{n_all}, got {n!r}")
+    if n == n_all:
+        return data
+    idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n_all, size=int(n), replace=False)))
+    return replace(data, name=f"{data.name} (n={n})", x_train=data.x_train[idx], y_train=data.y_train[idx])

@@ -22,7 +22,7 @@ import torch
 
 from benchmarks.runio import atomic_write_text
 
-__all__ = ["accuracy_summary", "acceptance", "write_report"]
+__all__ = ["accuracy_summary", "acceptance", "write_report", "is_base", "variant_table"]
 
 BASELINES = ("spectral (no recon.)", "leverage", "random + recon.", "random", "magnitude + recon.", "magnitude",
              "energy + recon.", "energy", "dense from scratch")
@@ -30,6 +30,33 @@ BASELINES = ("spectral (no recon.)", "leverage", "random + recon.", "random", "m
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_base(row: Dict) -> bool:
+    """Whether a row is of the task as it is (not of a sequence-length or sample-size sweep)."""
+    return row.get("variant") in (None, "", "base")
+
+
+SWEEP_METHODS = ("spectral", "spectral (no recon.)", "magnitude + recon.", "random + recon.", "full network")
+
+
+def variant_table(rows: Sequence[Dict], hidden: int, methods: Sequence[str] = SWEEP_METHODS) -> str:
+    """Median test accuracy over seeds per (T, n) variant and method, one column per k, at width ``hidden``."""
+    rows = [r for r in rows if int(r["hidden"]) == hidden and _is_number(r.get("test_accuracy"))
+            and r["method"] in methods and r["method"] != "dense from scratch"]
+    ks = sorted({int(r["k"]) for r in rows if r["method"] != "full network"})
+    variants = sorted({(int(r["seq_len"]), int(r["n_train"])) for r in rows}, key=lambda v: (-v[1], -v[0]))
+    lines = ["| T | n | method | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 3)]
+    for T, n in variants:
+        group = [r for r in rows if (int(r["seq_len"]), int(r["n_train"])) == (T, n)]
+        for m in methods:
+            cells = []
+            for k in ks:
+                vals = [r["test_accuracy"] for r in group if r["method"] == m and (m == "full network" or r["k"] == k)]
+                cells.append(f"{np.median(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})" if vals else "")
+            if any(cells):
+                lines.append(f"| {T} | {n} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def accuracy_summary(rows: Sequence[Dict], metric: str = "test_accuracy") -> Dict:
@@ -129,8 +156,14 @@ def _savefig(fig, path: Path) -> None:
 
 
 def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: float, seeds: Sequence[int],
-                 figures: Optional[Dict[str, object]] = None, extra_sections: Sequence[str] = ()) -> Path:
-    """Write ``out/report.md`` from the rows and the figure data; figures are drawn by :mod:`benchmarks.figures`."""
+                 figures: Optional[Dict[str, object]] = None, extra_sections: Sequence[str] = (),
+                 other_rows: int = 0) -> Path:
+    """Write ``out/report.md`` from the rows and the figure data; figures are drawn by :mod:`benchmarks.figures`.
+
+    Rows of the T and n sweeps (``variant`` other than ``base``) get their own table; every other table is of
+    the task as it is. ``other_rows``: rows of the results table that belong to other configurations.
+    """
+    all_rows, rows = list(rows), [r for r in rows if is_base(r)]
     summary = accuracy_summary(rows)
     widths = sorted({h for (h, _, _) in summary})
     task = next((r["task"] for r in rows if _is_number(r.get("test_accuracy"))), "?")
@@ -140,7 +173,9 @@ def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: f
              f"{platform.python_version()}, torch {torch.__version__}. Seeds: {', '.join(map(str, seeds))}. "
              f"Wall time of this invocation: {wall_s:.0f} s; compute time recorded in the results table (training "
              f"and pruning, summed over rows, including rows from earlier invocations of a resumed run): "
-             f"{sum(float(r.get('seconds') or 0) for r in rows):.0f} s.", "",
+             f"{sum(float(r.get('seconds') or 0) for r in all_rows):.0f} s."
+             + (f" The results table also holds {other_rows} rows of other configurations (other presets, seeds or "
+                f"an older table layout); they are not used here." if other_rows else ""), "",
              "Test accuracy after pruning without fine-tuning: median over seeds, (min-max) in brackets; the best "
              "median per column in bold.", ""]
     tuned = accuracy_summary(rows, "finetuned_accuracy")
@@ -157,6 +192,14 @@ def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: f
                       "The default row `spectral` uses the run's defaults; the others vary lambda (relative to "
                       "Tr(Sigma)/m), theta and Z. Median (min-max) over seeds.", "",
                       _accuracy_table(sweep_summary, m, methods=sorted({r['method'] for r in sweep})), ""]
+    swept = [r for r in all_rows if not is_base(r)]
+    if swept:
+        m0 = int(swept[0]["hidden"])
+        parts += [f"## Sequence length and sample size, m = {m0}", "",
+                  "The same task re-read with consecutive input steps grouped into one (length T, T0 / T inputs "
+                  "per step), or trained on n sequences drawn per seed; the first rows are the task as it is. Median test "
+                  "accuracy (min-max) over seeds; the full network's value is repeated in every column.", "",
+                  variant_table([r for r in all_rows if int(r["hidden"]) == m0], m0), ""]
     parts += ["## Size after pruning", "", _size_table(rows), ""]
     lm = [r for r in rows if _is_number(r.get("test_perplexity"))]
     if lm:

@@ -29,7 +29,7 @@ from pruning.compress import count_parameters
 __all__ = ["Preset", "PRESETS", "ModelConfig", "run_reproduce", "read_results", "macs_per_sequence"]
 
 DENSE = "dense from scratch"
-TEXT_COLUMNS = frozenset({"row_key", "model_key", "task", "method", "Z"})
+TEXT_COLUMNS = frozenset({"row_key", "model_key", "task", "method", "Z", "variant"})
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,10 @@ class Preset:
     nonlinearity: str = "relu"  # "relu" trains IRNNs (identity init); "tanh" a tanh RNN with PyTorch's init
     finetune_epochs: int = 0  # > 0: also fine-tune each pruned network this many epochs (column finetuned_accuracy)
     mnist_downsample: int = 1
+    # sequence-length and sample-size sweeps at the first width: the task re-read T steps at a time
+    # (:func:`benchmarks.data.regroup_steps`), and n training sequences drawn per seed
+    seq_lens: Tuple[int, ...] = ()
+    train_sizes: Tuple[int, ...] = ()
     # word-level language modelling (PTB from --ptb-dir, else the synthetic PTB-format corpus)
     lm_hidden: int = 128
     lm_ks: Tuple[int, ...] = (32, 64)
@@ -63,11 +67,13 @@ class Preset:
 PRESETS: Dict[str, Preset] = {
     # what `make demo` runs: the acceptance protocol of the report issue, on 2 CPU cores
     "quick": Preset("quick", spectral_sweep=((1e-6, 1.0, "recurrent"), (1e-2, 1.0, "recurrent"),
-                                             (1e-4, 0.0, "recurrent"), (1e-4, 1.0, "both"))),
+                                             (1e-4, 0.0, "recurrent"), (1e-4, 1.0, "both")),
+                    seq_lens=(16,), train_sizes=(400,)),
     # over-parameterized regime: several widths compressed to the same k
     "full": Preset("full", hidden_sizes=(64, 128, 256), ks=(16, 32, 48, 64), seeds=(0, 1, 2, 3, 4),
                    spectral_sweep=tuple((lam, theta, Z) for lam in (1e-6, 1e-3, 1e-2) for theta in (0.0, 1.0)
-                                        for Z in ("recurrent", "readout", "both"))),
+                                        for Z in ("recurrent", "readout", "both")),
+                   seq_lens=(8, 16, 32), train_sizes=(200, 400, 800)),
     # the paper's setting, sized for a GPU: Pixel-MNIST (T = 784)
     "paper": Preset("paper", task="pixel-mnist", hidden_sizes=(128, 256), ks=(32, 64, 96, 128), seeds=(0, 1, 2),
                     train=TrainConfig(epochs=100, lr=1e-4, batch_size=64, optimizer="rmsprop")),
@@ -85,6 +91,8 @@ class ModelConfig:
     nonlinearity: str = "relu"
     input_std: float = 1.0
     irnn: bool = True
+    seq_len: int = 0  # 0: the task's own length; else the task re-read T steps at a time
+    n_train: int = 0  # 0: the whole training set; else n sequences drawn with the model's seed
 
 
 @dataclass(frozen=True)
@@ -129,9 +137,30 @@ def _entries(preset: Preset):
     return out
 
 
-def _model_config(preset: Preset, width: int, seed: int) -> ModelConfig:
+def _model_config(preset: Preset, width: int, seed: int, seq_len: int = 0, n_train: int = 0) -> ModelConfig:
     return ModelConfig(preset.task, width, seed, preset.train, nonlinearity=preset.nonlinearity,
-                       input_std=preset.input_std, irnn=preset.nonlinearity == "relu")
+                       input_std=preset.input_std, irnn=preset.nonlinearity == "relu", seq_len=seq_len,
+                       n_train=n_train)
+
+
+def _variants(preset: Preset) -> List[Tuple[int, int, int]]:
+    """(width, seq_len, n_train) of every trained network family: each width at the task's own length and
+    size, then the T and n sweeps at the first width (0 means the task's own value)."""
+    m0 = preset.hidden_sizes[0]
+    return ([(m, 0, 0) for m in preset.hidden_sizes] + [(m0, T, 0) for T in preset.seq_lens]
+            + [(m0, 0, n) for n in preset.train_sizes])
+
+
+def _variant_data(data: SequenceData, mc: ModelConfig) -> SequenceData:
+    from benchmarks.data import regroup_steps, subsample_train
+
+    out = regroup_steps(data, mc.seq_len) if mc.seq_len else data
+    return subsample_train(out, mc.n_train, seed=mc.seed) if mc.n_train else out
+
+
+def variant_label(seq_len: int, n_train: int) -> str:
+    """``base`` for the task as it is, else the swept value (``T=16``, ``n=400``)."""
+    return f"T={seq_len}" if seq_len else f"n={n_train}" if n_train else "base"
 
 
 def _finetuned_accuracy(model, data: SequenceData, preset: Preset, seed: int, progress: bool) -> float:
@@ -149,16 +178,24 @@ def macs_per_sequence(m: int, d_x: int, d_y: int, T: int) -> int:
     return T * (m * d_x + m * m) + d_y * m
 
 
+TASKS = ("pixel-digits", "pixel-digits-permuted", "pixel-mnist", "pixel-mnist-permuted", "teacher")
+
+
 def load_task(preset: Preset, mnist_dir: Optional[Path] = None) -> SequenceData:
-    if preset.task == "pixel-digits":
-        return pixel_digits()
-    if preset.task == "pixel-mnist":
+    """The preset's sequence-classification task (one of ``TASKS``)."""
+    if preset.task in ("pixel-digits", "pixel-digits-permuted"):
+        return pixel_digits(permuted=preset.task.endswith("permuted"))
+    if preset.task in ("pixel-mnist", "pixel-mnist-permuted"):
         if mnist_dir is None:
-            raise ValueError("mnist_dir: the pixel-mnist task reads MNIST IDX files; pass --mnist-dir")
+            raise ValueError(f"mnist_dir: the {preset.task} task reads MNIST IDX files; pass --mnist-dir")
         from benchmarks.mnist import pixel_mnist
 
-        return pixel_mnist(mnist_dir, downsample=preset.mnist_downsample)
-    raise ValueError(f"task: expected 'pixel-digits' or 'pixel-mnist', got {preset.task!r}")
+        return pixel_mnist(mnist_dir, downsample=preset.mnist_downsample, permuted=preset.task.endswith("permuted"))
+    if preset.task == "teacher":
+        from benchmarks.teacher import teacher_task
+
+        return teacher_task()
+    raise ValueError(f"task: expected one of {TASKS}, got {preset.task!r}")
 
 
 def _train_or_load(mc: ModelConfig, data: SequenceData, out: Path, device, progress: bool) -> RNNClassifier:
@@ -213,9 +250,11 @@ def _row(data: SequenceData, base: Dict, method: str, k: int, model, seconds: fl
 def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None,
                   data: Optional[SequenceData] = None, device=None,
                   progress: bool = True, log: Callable[[str], None] = print) -> List[Dict]:
-    """Run (or resume) a preset; returns every row of ``out/results.csv``.
+    """Run (or resume) a preset; returns the rows of ``out/results.csv`` that belong to it.
 
     ``data``: the preset's task if already loaded (else it is loaded from ``mnist_dir`` or the embedded data).
+    Rows of other configurations (another preset, other seeds, or keys of an older table layout) stay in the
+    table but are not returned, so a report never mixes them in.
     """
     from tqdm.auto import tqdm
 
@@ -228,21 +267,25 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
     path = out / "results.csv"
     rows = read_results(path)
     done = {r["row_key"] for r in rows}
+    planned = set()
     settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
-    for m in preset.hidden_sizes:
+    entries = _entries(preset)
+    for m, seq_len, n_train in _variants(preset):
         for seed in preset.seeds:
-            mc = _model_config(preset, m, seed)
-            entries = _entries(preset)
+            mc = _model_config(preset, m, seed, seq_len, n_train)
             keys = {(e[0], k): config_key(RowConfig(mc, e[0], k, finetune_epochs=preset.finetune_epochs, **e[3]))
                     for k in preset.ks for e in entries}
-            if all(v in done for v in keys.values()):
+            full_key = config_key(RowConfig(mc, "full network", m, **settings))
+            planned |= set(keys.values()) | {full_key}
+            if all(v in done for v in keys.values()) and full_key in done:
                 continue
             t0 = time.perf_counter()
-            model = _train_or_load(mc, data, out, device, progress)
-            base = dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc), **settings)
-            new = [dict(_row(data, base, "full network", m, model, time.perf_counter() - t0),
-                        row_key=config_key(RowConfig(mc, "full network", m, **settings)))]
-            stats = time_mean_covariance(model.rnn, data.x_train)
+            task = _variant_data(data, mc)
+            model = _train_or_load(mc, task, out, device, progress)
+            base = dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc), seq_len=task.seq_len,
+                        n_train=int(task.x_train.shape[0]), variant=variant_label(seq_len, n_train), **settings)
+            new = [dict(_row(task, base, "full network", m, model, time.perf_counter() - t0), row_key=full_key)]
+            stats = time_mean_covariance(model.rnn, task.x_train)
             jobs = [(k, entry) for k in preset.ks for entry in entries if keys[(entry[0], k)] not in done]
             for k, (label, method, recon, setting) in tqdm(jobs, desc=f"prune m={m} seed={seed}",
                                                            disable=not progress, leave=False):
@@ -251,30 +294,34 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
                                      **setting)
                 extra = dict(setting)
                 if preset.finetune_epochs > 0:
-                    extra["finetuned_accuracy"] = _finetuned_accuracy(res.model, data, preset, seed, progress)
-                new.append(_row(data, base, label, k, res.model, time.perf_counter() - t1,
+                    extra["finetuned_accuracy"] = _finetuned_accuracy(res.model, task, preset, seed, progress)
+                new.append(_row(task, base, label, k, res.model, time.perf_counter() - t1,
                                 row_key=keys[(label, k)], dof=res.dof, loss_input=res.losses["input"], **extra))
             rows = _merge_rows(path, rows, new)
             done |= {n["row_key"] for n in new}
-            log(f"m={m} seed={seed}: full accuracy {new[0]['test_accuracy']:.3f}, {len(new) - 1} pruned rows")
+            log(f"m={m} seed={seed} {variant_label(seq_len, n_train)}: full accuracy {new[0]['test_accuracy']:.3f}, "
+                f"{len(new) - 1} pruned rows")
     if preset.dense_baseline:
         for k in preset.ks:
             for seed in preset.seeds:
                 mc = _model_config(preset, k, seed)
                 row_keys = {m: config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings))
                             for m in preset.hidden_sizes}
+                planned |= set(row_keys.values())
                 if all(v in done for v in row_keys.values()):
                     continue
                 t0 = time.perf_counter()
                 model = _train_or_load(mc, data, out, device, progress)
                 # the same small network is the baseline of every width
-                new = [_row(data, dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc), **settings),
+                new = [_row(data, dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc),
+                                       seq_len=data.seq_len, n_train=int(data.x_train.shape[0]), variant="base",
+                                       **settings),
                             DENSE, k, model, time.perf_counter() - t0, row_key=row_keys[m])
                        for m in preset.hidden_sizes]
                 rows = _merge_rows(path, rows, new)
                 done |= set(row_keys.values())
                 log(f"dense k={k} seed={seed}: accuracy {new[-1]['test_accuracy']:.3f}")
-    return read_results(path)
+    return [r for r in read_results(path) if r["row_key"] in planned]
 
 
 def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, device=None, progress: bool = True,
@@ -296,6 +343,7 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
     path = out / "results.csv"
     rows = read_results(path)
     done = {r["row_key"] for r in rows}
+    planned = set()
     settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
     calib = torch.stack([x for x, _ in bptt_batches(corpus.train, 32, preset.lm_bptt)][:-1]).reshape(-1, preset.lm_bptt)
     for seed in preset.seeds:
@@ -304,7 +352,9 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
         mc = ModelConfig(corpus.name, lc.hidden, seed, preset.train)
         keys = {(label, k): config_key(RowConfig(mc, label, k, corpus=config_key(lc), **settings))
                 for k in preset.lm_ks for label, _, _ in METHOD_TABLE}
-        if all(v in done for v in keys.values()):
+        full_key = config_key(RowConfig(mc, "full network", lc.hidden, corpus=config_key(lc), **settings))
+        planned |= set(keys.values()) | {full_key}
+        if all(v in done for v in keys.values()) and full_key in done:
             continue
         t0 = time.perf_counter()
         torch.manual_seed(seed)
@@ -322,8 +372,7 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
             return dict(base, method=label, k=k, test_perplexity=perplexity(net, corpus.test, bptt=lc.bptt),
                         params=count_parameters(net.rnn, net.readout), seconds=seconds, row_key=key)
 
-        new = [row("full network", lc.hidden, model, time.perf_counter() - t0,
-                   config_key(RowConfig(mc, "full network", lc.hidden, corpus=config_key(lc), **settings)))]
+        new = [row("full network", lc.hidden, model, time.perf_counter() - t0, full_key)]
         stats = time_mean_covariance(model.rnn, calib, device=device, input_transform=model.rnn_inputs)
         for k in preset.lm_ks:
             for label, method, recon in METHOD_TABLE:
@@ -334,7 +383,7 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
         rows = _merge_rows(path, rows, new)
         done |= {n["row_key"] for n in new}
         log(f"{corpus.name} m={lc.hidden} seed={seed}: full perplexity {new[0]['test_perplexity']:.1f}")
-    return read_results(path)
+    return [r for r in read_results(path) if r["row_key"] in planned]
 
 
 def with_overrides(preset: Preset, **overrides) -> Preset:
@@ -350,14 +399,15 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
     from scipy import stats
 
     from benchmarks.figures import approximation_vs_T, draw_all, spectrum_data
-    from benchmarks.report import write_report
+    from benchmarks.report import is_base, write_report
     from checks.registry import CheckConfig
     from checks.statistical import s13_lambda_sweep, s13_rank_sweep
 
     t0 = time.perf_counter()
     data = load_task(preset, mnist_dir)
-    run_reproduce(preset, out, data=data, device=device, progress=progress, log=log)
-    rows = run_language(preset, out, ptb_dir=ptb_dir, device=device, progress=progress, log=log)
+    rows = run_reproduce(preset, out, data=data, device=device, progress=progress, log=log)
+    rows += run_language(preset, out, ptb_dir=ptb_dir, device=device, progress=progress, log=log)
+    n_other = len(read_results(Path(out) / "results.csv")) - len(rows)
     log("figures: spectrum and approximation error of the seed-0 network")
     m0 = 128 if 128 in preset.hidden_sizes else preset.hidden_sizes[0]
     model = _train_or_load(_model_config(preset, m0, preset.seeds[0]), data, Path(out), torch.device("cpu"), progress).cpu()
@@ -375,7 +425,7 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
         ((8, 16), (500, 4000), (6,), (0.25, 0.5, 1.0))
     sweep = s13_rank_sweep(teacher_cfg, sizes)
     tau = float(stats.kendalltau([r["bound_gap"] for r in sweep], [r["gap"] for r in sweep]).statistic)
-    captions = draw_all(out, rows, spectrum, approx, sweep, lam_rows, tau)
+    captions = draw_all(out, [r for r in rows if is_base(r)], spectrum, approx, sweep, lam_rows, tau)
     best_bound = min(lam_rows, key=lambda r: r["bound"])
     best_test = min(lam_rows, key=lambda r: r["test_risk"])
     extra = ["## Bounds on the teacher-student task", "",
@@ -394,4 +444,4 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
     extra += ["", f"(S10 on the pixel task: seed-0 network, m = {m0}, k = {min(preset.ks)}, the first 400 training "
               "sequences cut to length T.)"]
     return write_report(out, rows, preset_name=preset.name, wall_s=time.perf_counter() - t0, seeds=preset.seeds,
-                        figures=captions, extra_sections=extra)
+                        figures=captions, extra_sections=extra, other_rows=n_other)

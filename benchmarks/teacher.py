@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.runio import config_key
 
-__all__ = ["TeacherConfig", "Teacher"]
+__all__ = ["TeacherConfig", "Teacher", "teacher_task"]
 
 TASKS = ("classification", "regression")
 
@@ -128,3 +128,21 @@ class Teacher:
         if self.config.task != "classification":
             raise ValueError("bayes_error: defined for classification tasks only")
         return self.config.label_noise * (1 - 1 / self.config.output_dim)
+
+
+def teacher_task(config: TeacherConfig = TeacherConfig(T=16), n_train: int = 2000, n_test: int = 5000):
+    """The teacher's classification task as a :class:`~benchmarks.data.SequenceData` (training seed 0, test
+    seed 1), so the reproduce runs can train, prune and tabulate students on it like on pixel-digits.
+
+    The default teacher has width 16, rank 4, ``||W||_op = 0.9``, T = 16, 3 classes and 10% label noise,
+    so the Bayes accuracy is ``1 - bayes_error() = 0.933``.
+    """
+    from benchmarks.data import SequenceData
+
+    if config.task != "classification":
+        raise ValueError(f"config: teacher_task needs a classification teacher, got task={config.task!r}")
+    teacher = Teacher(config)
+    x_train, y_train = teacher.sample(n_train, seed=0)
+    x_test, y_test = teacher.sample(n_test, seed=1)
+    return SequenceData(f"teacher (width {config.width}, rho {config.rho:g}, T={config.T})",
+                        x_train, y_train, x_test, y_test, n_classes=config.output_dim)

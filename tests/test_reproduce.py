@@ -142,3 +142,68 @@ def test_tanh_networks_with_fine_tuning(tmp_path):
     assert not __import__("torch").equal(state["rnn.weight_hh_l0"], __import__("torch").eye(8))  # no IRNN init
     text = write_report(tmp_path, rows, preset_name="t", wall_s=1.0, seeds=(0,)).read_text()
     assert "After fine-tuning" in text and " +- " in text
+
+
+def test_sequence_length_and_sample_size_sweeps_get_their_own_rows_and_table(tmp_path):
+    import dataclasses
+
+    preset = dataclasses.replace(TINY, hidden_sizes=(8,), ks=(4,), seeds=(0,), dense_baseline=False,
+                                 seq_lens=(16,), train_sizes=(100,))
+    rows = run_reproduce(preset, tmp_path, progress=False, log=lambda s: None)
+    by_variant = {}
+    for r in rows:
+        by_variant.setdefault(r["variant"], []).append(r)
+    assert set(by_variant) == {"base", "T=16", "n=100"}
+    assert {(r["seq_len"], r["n_train"]) for r in by_variant["T=16"]} == {(16, 1258)}
+    assert {(r["seq_len"], r["n_train"]) for r in by_variant["n=100"]} == {(64, 100)}
+    # T = 16 reads 4 pixels per step: a quarter of the recurrent MACs of the spectral row at the same k
+    (s64,) = [r for r in by_variant["base"] if r["method"] == "spectral"]
+    (s16,) = [r for r in by_variant["T=16"] if r["method"] == "spectral"]
+    assert s16["macs"] == 16 * (4 * 4 + 4 * 4) + 10 * 4 and s64["macs"] == 64 * (4 * 1 + 4 * 4) + 10 * 4
+    text = write_report(tmp_path, rows, preset_name="t", wall_s=1.0, seeds=(0,)).read_text()
+    assert "## Sequence length and sample size, m = 8" in text
+    assert "| 16 | 1258 | spectral |" in text and "| 64 | 100 | spectral |" in text
+    # the main table is of the task as it is: one spectral row at k = 4, from the base variant
+    assert acceptance(rows, 8, ks=(4,))["mean_of_medians"]["spectral"] == s64["test_accuracy"]
+
+
+def test_rows_of_other_configurations_stay_in_the_table_but_not_in_the_run(tmp_path):
+    import dataclasses
+
+    small = dataclasses.replace(TINY, hidden_sizes=(8,), ks=(4,), seeds=(0,), dense_baseline=False)
+    first = run_reproduce(small, tmp_path, progress=False, log=lambda s: None)
+    other = run_reproduce(dataclasses.replace(small, seeds=(1,)), tmp_path, progress=False, log=lambda s: None)
+    assert {r["seed"] for r in first} == {0} and {r["seed"] for r in other} == {1}
+    assert len(read_results(tmp_path / "results.csv")) == len(first) + len(other)
+
+
+def test_regroup_steps_and_subsample_train_keep_the_data():
+    import torch
+
+    from benchmarks.data import pixel_digits, regroup_steps, subsample_train
+
+    data = pixel_digits()
+    grouped = regroup_steps(data, 8)
+    assert grouped.x_train.shape == (data.x_train.shape[0], 8, 8)
+    assert torch.equal(grouped.x_train.reshape(-1), data.x_train.reshape(-1))  # one image row per step
+    sub = subsample_train(data, 50, seed=3)
+    assert sub.x_train.shape[0] == 50 and torch.equal(sub.x_test, data.x_test)
+    rows = {tuple(x.reshape(-1).tolist()) for x in data.x_train}
+    assert all(tuple(x.reshape(-1).tolist()) in rows for x in sub.x_train)
+    with pytest.raises(ValueError, match="T: expected a divisor"):
+        regroup_steps(data, 5)
+    with pytest.raises(ValueError, match="n: expected"):
+        subsample_train(data, 0)
+
+
+def test_teacher_task_loads_as_sequence_data():
+    from benchmarks.reproduce import load_task
+    from benchmarks.teacher import Teacher, TeacherConfig
+
+    data = load_task(Preset("t", task="teacher"))
+    assert data.x_train.shape == (2000, 16, 3) and data.n_classes == 3
+    # labels agree with the teacher's argmax except for the label flips (10%, two-thirds of them visible)
+    agree = (Teacher(TeacherConfig(T=16)).outputs(data.x_test).argmax(-1) == data.y_test).double().mean()
+    assert 0.9 < float(agree) < 0.96
+    with pytest.raises(ValueError, match="task: expected one of"):
+        load_task(Preset("t", task="nope"))
