@@ -5,14 +5,17 @@ Public surface (statements refer to ``../shared/reference/method.md``):
 * :func:`time_mean_covariance`, :class:`CovarianceStats`: streaming float64 statistics (section 2);
 * :func:`information_loss` (S1, S2), :func:`reconstruction_matrix` (S1), :func:`residual_covariance`;
 * :func:`select_units`: greedy (S4), naive greedy, exhaustive, leverage sampling (S8) and baselines;
-* :func:`compress`: the physically smaller ``nn.RNN`` and read-out (section 4, S6);
+* :func:`compress`, :func:`compress_stack`: the physically smaller module and read-out (section 4, S6),
+  for ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU``, stacked and bidirectional (:mod:`pruning.stack`);
+* :func:`layer_covariances`: per layer and direction statistics of stacked modules; :func:`count_macs`;
 * :func:`spectral_prune`: all of the above in one call, returning a :class:`PruneResult`.
 """
 
-from pruning.compress import compress, count_parameters
+from pruning.compress import compress, compress_stack, count_parameters
 from pruning.covariance import CovarianceStats, time_mean_covariance
 from pruning.losses import information_loss, reconstruction_matrix, residual_covariance, selection_objective
-from pruning.prune import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, PruneResult, spectral_prune
+from pruning.prune import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, LayerPrune, PruneResult, spectral_prune
+from pruning.stack import RecurrentStack, count_macs, layer_covariances
 from pruning.selection import METHODS, LeverageSample, leverage_sample, select_units
 
 __all__ = [
@@ -27,7 +30,12 @@ __all__ = [
     "LeverageSample",
     "METHODS",
     "compress",
+    "compress_stack",
     "count_parameters",
+    "count_macs",
+    "RecurrentStack",
+    "layer_covariances",
+    "LayerPrune",
     "spectral_prune",
     "PruneResult",
     "DEFAULT_REL_LAM",

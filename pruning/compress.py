@@ -1,4 +1,4 @@
-"""Building the physically smaller RNN (reference section 4, S6).
+"""Building the physically smaller recurrent module (reference section 4, S6).
 
 Keeping units J with reconstruction matrix A = A_J (m x k):
 
@@ -14,14 +14,13 @@ from __future__ import annotations
 from typing import Tuple
 
 import numpy as np
-import torch
 from torch import nn
 
 from pruning.losses import as_units
-from pruning.modules import check_readout, check_rnn
+from pruning.modules import check_readout
 from theory._arrays import as_float64_array
 
-__all__ = ["compress", "count_parameters"]
+__all__ = ["compress", "compress_stack", "count_parameters", "state_map"]
 
 
 def _as_reconstruction(A, m: int, k: int) -> np.ndarray:
@@ -31,13 +30,60 @@ def _as_reconstruction(A, m: int, k: int) -> np.ndarray:
     return a
 
 
-def compress(rnn: nn.RNN, readout: nn.Linear, J, A=None) -> Tuple[nn.RNN, nn.Linear]:
-    """Physically smaller RNN and read-out keeping the units ``J`` (section 4).
+def state_map(m: int, units: np.ndarray, A=None) -> np.ndarray:
+    """The map ``M`` (m x k) with ``h ~ M h_J``: ``A`` (checked) or, without reconstruction, ``I_{F,J}``."""
+    if A is None:
+        M = np.zeros((m, units.size))
+        M[units, np.arange(units.size)] = 1.0
+        return M
+    return _as_reconstruction(A, m, units.size)
+
+
+def compress_stack(rnn: nn.Module, readout: nn.Linear, units, A=None) -> Tuple[nn.Module, nn.Linear]:
+    """Physically smaller recurrent module and read-out keeping ``units[l][d]`` of every layer l and
+    direction d (section 4; see :mod:`pruning.stack` for the formulas).
 
     Parameters
     ----------
-    rnn : torch.nn.RNN
-        Single-layer Elman RNN (ReLU or tanh) of width m.
+    rnn : nn.RNN, nn.LSTM, nn.GRU or RecurrentStack
+        Any number of layers, uni- or bidirectional.
+    readout : nn.Linear
+        Read-out of the last layer's output (``in_features`` = directions x width).
+    units : nested sequence [layer][direction] of index sequences
+        Kept units; both directions of a layer keep the same number.
+    A : nested sequence [layer][direction] of arrays (m_l, k_l), optional
+        Reconstruction matrices; ``None`` (or a ``None`` entry) compresses without reconstruction.
+
+    Returns
+    -------
+    (module, nn.Linear)
+        The native module type when every layer keeps the same width, else a ``RecurrentStack``.
+    """
+    from pruning.stack import as_layers, assemble, check_recurrent, compress_layer, compress_readout
+
+    check_recurrent(rnn)
+    layers = as_layers(rnn)
+    D = 2 if layers[0].bidirectional else 1
+    check_readout(readout, D * layers[-1].hidden_size)
+    if len(units) != len(layers) or any(len(u) != D for u in units):
+        raise ValueError(f"units: expected one index set per layer ({len(layers)}) and direction ({D})")
+    new, below = [], None
+    for l, layer in enumerate(layers):
+        m = layer.hidden_size
+        kept = [as_units(units[l][d], m, f"units[{l}][{d}]", allow_empty=False) for d in range(D)]
+        maps = [state_map(m, kept[d], None if A is None or A[l] is None else A[l][d]) for d in range(D)]
+        new.append(compress_layer(layer, kept, maps, below))
+        below = maps
+    return assemble(new), compress_readout(readout, below)
+
+
+def compress(rnn: nn.Module, readout: nn.Linear, J, A=None) -> Tuple[nn.Module, nn.Linear]:
+    """Physically smaller single-layer RNN, LSTM or GRU and read-out keeping the units ``J`` (section 4).
+
+    Parameters
+    ----------
+    rnn : torch.nn.RNN, nn.LSTM or nn.GRU
+        Single-layer, unidirectional module of width m (see :func:`compress_stack` for stacks).
     readout : torch.nn.Linear
         Read-out with ``in_features = m``.
     J : sequence of int
@@ -48,46 +94,18 @@ def compress(rnn: nn.RNN, readout: nn.Linear, J, A=None) -> Tuple[nn.RNN, nn.Lin
 
     Returns
     -------
-    (torch.nn.RNN, torch.nn.Linear)
-        New modules of width k; the inputs are not modified.
+    (module, torch.nn.Linear)
+        New modules of width k, with the dtype, device and settings of the originals; the inputs are
+        not modified.
     """
-    check_rnn(rnn)
-    check_readout(readout, rnn.hidden_size)
-    m = rnn.hidden_size
-    units = as_units(J, m, "J", allow_empty=False)
-    k = units.size
-    p = next(rnn.parameters())
-    dtype, device = p.dtype, p.device
+    from pruning.stack import check_recurrent
 
-    def f64(t: torch.Tensor) -> np.ndarray:
-        return t.detach().to("cpu", torch.float64).numpy()
-
-    W, U = f64(rnn.weight_hh_l0), f64(rnn.weight_ih_l0)
-    V = f64(readout.weight)
-    if A is None:
-        W_new, V_new = W[np.ix_(units, units)], V[:, units]
-    else:
-        a = _as_reconstruction(A, m, k)
-        W_new, V_new = W[units, :] @ a, V @ a
-
-    small = nn.RNN(
-        rnn.input_size, k, num_layers=1, nonlinearity=rnn.nonlinearity, bias=rnn.bias,
-        batch_first=rnn.batch_first, device=device, dtype=dtype,
-    )
-    head = nn.Linear(k, readout.out_features, bias=readout.bias is not None, device=device, dtype=dtype)
-    idx = torch.as_tensor(units, device=device)
-    with torch.no_grad():
-        small.weight_hh_l0.copy_(torch.from_numpy(W_new))
-        small.weight_ih_l0.copy_(torch.from_numpy(U[units, :]))
-        if rnn.bias:
-            small.bias_ih_l0.copy_(rnn.bias_ih_l0.index_select(0, idx))
-            small.bias_hh_l0.copy_(rnn.bias_hh_l0.index_select(0, idx))
-        head.weight.copy_(torch.from_numpy(V_new))
-        if readout.bias is not None:
-            head.bias.copy_(readout.bias)
-    small.train(rnn.training)
-    head.train(readout.training)
-    return small, head
+    check_recurrent(rnn)
+    if getattr(rnn, "num_layers", 1) != 1 or rnn.bidirectional:
+        raise ValueError("rnn: compress takes a single-layer unidirectional module; use compress_stack (or "
+                         "spectral_prune) for stacked or bidirectional ones")
+    units = as_units(J, rnn.hidden_size, "J", allow_empty=False)
+    return compress_stack(rnn, readout, [[units]], None if A is None else [[A]])
 
 
 def count_parameters(*modules: nn.Module) -> int:

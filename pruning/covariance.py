@@ -154,49 +154,9 @@ def time_mean_covariance(
     if not isinstance(rnn, nn.RNNBase):
         raise TypeError(f"rnn: expected a torch.nn.RNN/LSTM/GRU, got {type(rnn).__name__}")
     if rnn.num_layers != 1 or rnn.bidirectional:
-        raise ValueError("rnn: expected a single-layer unidirectional module (num_layers=1, bidirectional=False)")
-    m = rnn.hidden_size
-    here = model_device(rnn)
-    device = torch.device(device) if device is not None else here
-    if device != here:
-        import copy
+        raise ValueError("rnn: expected a single-layer unidirectional module (num_layers=1, bidirectional=False); "
+                         "use pruning.layer_covariances for stacked or bidirectional modules")
+    from pruning.stack import layer_covariances
 
-        rnn = copy.deepcopy(rnn).to(device)
-    dtype = next(rnn.parameters()).dtype
-    stats = CovarianceStats.zeros(m, device=device)
-    it = iter_input_batches(batches, batch_size, batch_first=rnn.batch_first)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc="covariance", unit="batch", leave=False)
-    with torch.no_grad():
-        for i, x in enumerate(it):
-            if input_transform is not None:
-                x = input_transform(x.to(device))
-            if x.ndim not in (2, 3):
-                raise ValueError(
-                    f"batches: batch {i} has shape {tuple(x.shape)}; expected "
-                    f"{'(batch, T, d_x)' if rnn.batch_first else '(T, batch, d_x)'} or (T, d_x)"
-                )
-            if x.shape[-1] != rnn.input_size:
-                raise ValueError(
-                    f"batches: batch {i} has {x.shape[-1]} input features, the RNN expects input_size={rnn.input_size}"
-                )
-            if x.numel() == 0:
-                continue
-            x = x.to(device=device, dtype=dtype)
-            if not torch.isfinite(x).all():
-                raise ValueError(f"batches: batch {i} contains NaN or inf inputs")
-            out, _ = rnn(x)
-            H = out.reshape(-1, m).to(torch.float64)
-            stats.outer_sum.addmm_(H.T, H)
-            # A NaN/inf state (or one whose square overflows) makes its column's sum of squares
-            # non-finite: checking m diagonal entries is much cheaper than scanning every state.
-            if not torch.isfinite(stats.outer_sum.diagonal()).all():
-                raise ValueError(
-                    f"batches: the hidden states of batch {i} contain NaN or inf (the network diverges on it)"
-                )
-            stats.count += H.shape[0]
-    if stats.count == 0:
-        raise ValueError("batches: no data; expected at least one non-empty batch of sequences")
-    return stats
+    return layer_covariances([rnn], batches, device=device, batch_size=batch_size,
+                             input_transform=input_transform, progress=progress)[0][0]

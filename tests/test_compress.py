@@ -80,9 +80,9 @@ def test_keeps_dtype():
 @pytest.mark.parametrize(
     "make, exc, words",
     [
-        (lambda r, h: (torch.nn.LSTM(2, 5), h, [0], None), TypeError, "LSTM is not supported"),
-        (lambda r, h: (torch.nn.GRU(2, 5), h, [0], None), TypeError, "GRU is not supported"),
-        (lambda r, h: (torch.nn.RNN(2, 5, num_layers=2), h, [0], None), ValueError, "num_layers"),
+        (lambda r, h: (torch.nn.LSTM(2, 5, proj_size=2), h, [0], None), ValueError, "proj_size"),
+        (lambda r, h: (torch.nn.Conv1d(2, 5, 1), h, [0], None), TypeError, "expected torch.nn.RNN, nn.LSTM"),
+        (lambda r, h: (torch.nn.RNN(2, 5, num_layers=2), h, [0], None), ValueError, "compress_stack"),
         (lambda r, h: (torch.nn.RNN(2, 5, bidirectional=True), h, [0], None), ValueError, "bidirectional"),
         (lambda r, h: (r, torch.nn.Linear(4, 3), [0], None), ValueError, "in_features"),
         (lambda r, h: (r, torch.nn.Conv1d(5, 3, 1), [0], None), TypeError, "readout"),

@@ -120,8 +120,8 @@ def test_bad_models_and_data(setup):
         spectral_prune(torch.nn.Linear(2, 2), x, 2)
     with pytest.raises(ValueError, match="in_features"):
         spectral_prune((rnn, torch.nn.Linear(3, 2)), x, 2)
-    with pytest.raises(TypeError, match="LSTM"):
-        spectral_prune((torch.nn.LSTM(2, 4), torch.nn.Linear(4, 2)), x, 2)
+    with pytest.raises(ValueError, match="proj_size"):
+        spectral_prune((torch.nn.LSTM(2, 4, proj_size=2), torch.nn.Linear(2, 2)), x, 2)
     with pytest.raises(ValueError, match="data"):
         spectral_prune((rnn, head), None, 2)
     with pytest.raises(ValueError, match="no data"):
