@@ -59,9 +59,30 @@ def main(argv=None) -> int:
                      help="also fine-tune each pruned network this many epochs (default 0: no fine-tuning)")
     rep.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     rep.add_argument("--no-progress", action="store_true")
+    lm = sub.add_parser("layer-modes", help="stacked LSTM/GRU: prune upper layers with the sequential or the "
+                                            "original network's covariance, and compare")
+    lm.add_argument("--out", type=Path, default=Path("runs/layer_modes"))
+    lm.add_argument("--cells", default="LSTM,GRU", help="comma-separated cells (RNN, LSTM, GRU)")
+    lm.add_argument("--ks", type=_int_tuple, default=(8, 16, 32), help="kept width of every layer")
+    lm.add_argument("--seeds", type=_int_tuple, default=(0, 1, 2))
+    lm.add_argument("--hidden", type=int, default=64)
+    lm.add_argument("--num-layers", type=int, default=2)
+    lm.add_argument("--bidirectional", action="store_true")
+    lm.add_argument("--seq-len", type=int, default=16, help="pixel-digits regrouped to this length")
+    lm.add_argument("--epochs", type=int, default=25)
+    lm.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         return _reproduce(args)
+    if args.command == "layer-modes":
+        from benchmarks.layer_modes import run_layer_modes
+
+        run_layer_modes(args.out, cells=[c.strip() for c in args.cells.split(",") if c.strip()], ks=args.ks,
+                        seeds=args.seeds, hidden=args.hidden, num_layers=args.num_layers,
+                        bidirectional=args.bidirectional, seq_len=args.seq_len, epochs=args.epochs,
+                        progress=not args.no_progress)
+        print((args.out / "layer_modes.md").read_text())
+        return 0
 
     cfg = DemoConfig(hidden=args.hidden, ks=args.ks, seed=args.seed, train=TrainConfig(epochs=args.epochs),
                      rel_lam=args.rel_lam, theta=args.theta, Z=args.Z)

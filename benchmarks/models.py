@@ -1,4 +1,4 @@
-"""Models of the benchmark runs: an RNN with a linear read-out on the last state (many-to-one)."""
+"""Models of the benchmark runs: a recurrent module with a linear read-out on the last state (many-to-one)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,36 @@ __all__ = ["RNNClassifier"]
 
 
 class RNNClassifier(nn.Module):
-    """``nn.RNN`` + ``nn.Linear`` read-out of the last hidden state: the shape ``spectral_prune`` expects.
+    """Recurrent module + ``nn.Linear`` read-out of the last output: the shape ``spectral_prune`` expects.
 
     Parameters
     ----------
     input_size, hidden_size, n_classes : int
     nonlinearity : {"relu", "tanh"}
+        Of an Elman RNN (``cell="RNN"``).
     irnn : bool
-        IRNN initialisation (Le, Jaitly, Hinton 2015): recurrent weight = identity, zero biases,
-        small Gaussian input weights (std ``input_std``). Otherwise PyTorch's default init.
+        IRNN initialisation (Le, Jaitly, Hinton 2015) of a single-layer Elman RNN: recurrent weight =
+        identity, zero biases, small Gaussian input weights (std ``input_std``). Otherwise PyTorch's
+        default init.
+    cell : {"RNN", "LSTM", "GRU"}
+    num_layers : int
+    bidirectional : bool
+        The read-out sees both directions' outputs at the last step.
     """
 
     def __init__(self, input_size: int, hidden_size: int, n_classes: int, *, nonlinearity: str = "relu",
-                 irnn: bool = True, input_std: float = 1e-3):
+                 irnn: bool = True, input_std: float = 1e-3, cell: str = "RNN", num_layers: int = 1,
+                 bidirectional: bool = False):
         super().__init__()
-        self.rnn = nn.RNN(input_size, hidden_size, nonlinearity=nonlinearity, batch_first=True)
-        self.readout = nn.Linear(hidden_size, n_classes)
-        if irnn:
+        kw = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+        if cell == "RNN":
+            self.rnn = nn.RNN(input_size, hidden_size, nonlinearity=nonlinearity, **kw)
+        elif cell in ("LSTM", "GRU"):
+            self.rnn = getattr(nn, cell)(input_size, hidden_size, **kw)
+        else:
+            raise ValueError(f"cell: expected 'RNN', 'LSTM' or 'GRU', got {cell!r}")
+        self.readout = nn.Linear((2 if bidirectional else 1) * hidden_size, n_classes)
+        if irnn and cell == "RNN" and num_layers == 1 and not bidirectional:
             with torch.no_grad():
                 self.rnn.weight_hh_l0.copy_(torch.eye(hidden_size))
                 self.rnn.weight_ih_l0.normal_(0.0, input_std)

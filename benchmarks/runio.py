@@ -6,12 +6,9 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Iterable, Mapping
 
-import torch
+from pruning.fileio import atomic_write_text, save_atomic
 
 __all__ = ["config_key", "atomic_write_text", "write_csv_atomic", "save_state_atomic"]
 
@@ -22,27 +19,6 @@ def config_key(config) -> str:
         raise TypeError(f"config: expected a dataclass instance, got {type(config).__name__}")
     blob = json.dumps({"type": type(config).__name__, **dataclasses.asdict(config)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # readers see the old file or the complete new one, never a partial one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write a text file atomically."""
-    _atomic(Path(path), lambda fh: fh.write(text.encode()))
 
 
 def write_csv_atomic(path, rows: Iterable[Mapping], fieldnames=None) -> None:
@@ -61,4 +37,4 @@ def write_csv_atomic(path, rows: Iterable[Mapping], fieldnames=None) -> None:
 
 def save_state_atomic(path, state) -> None:
     """``torch.save`` atomically."""
-    _atomic(Path(path), lambda fh: torch.save(state, fh))
+    save_atomic(path, state)

@@ -21,7 +21,7 @@ def _markdown(rows) -> str:
 
 
 def main(argv=None) -> int:
-    from benchmarks.runio import atomic_write_text
+    from pruning.fileio import atomic_write_text
     from checks import REGISTRY, run_all, summarise
 
     parser = argparse.ArgumentParser(prog="python -m checks", description=__doc__)

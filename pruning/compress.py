@@ -4,9 +4,10 @@ Keeping units J with reconstruction matrix A = A_J (m x k):
 
     W# = W[J, :] A,   U# = U[J, :],   b# = b[J],   V# = V A,   c# = c
 
-and without reconstruction (A = I_{F,J}): ``W# = W[J, J]``, ``V# = V[:, J]``. The result is an
-``nn.RNN`` of hidden size k and an ``nn.Linear`` read-out, with the dtype, device, nonlinearity,
-bias and ``batch_first`` settings of the originals. Products are formed in float64 and cast once.
+and without reconstruction (A = I_{F,J}): ``W# = W[J, J]``, ``V# = V[:, J]``. Gated, stacked and bidirectional
+modules follow the same rule gate block by gate block and layer by layer (:mod:`pruning.stack`). The result has
+the type, dtype, device and settings of the original (a :class:`pruning.RecurrentStack` when the layers of a
+stack end up with different widths) and an ``nn.Linear`` read-out. Products are formed in float64 and cast once.
 """
 
 from __future__ import annotations

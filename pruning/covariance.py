@@ -69,6 +69,22 @@ class CovarianceStats:
         """Empty statistics for m units."""
         return cls(torch.zeros(m, m, dtype=torch.float64, device=device), 0)
 
+    @classmethod
+    def from_states(cls, states: Any, name: str = "states") -> "CovarianceStats":
+        """Statistics of hidden states already computed: any array (..., m), every leading index one
+        state (sequences x time steps). Accumulated in float64."""
+        H = _as_tensor(states, name)
+        if H.ndim < 1 or H.shape[-1] < 1:
+            raise ValueError(f"{name}: expected hidden states of shape (..., m) with m >= 1, got {tuple(H.shape)}")
+        if not H.is_floating_point():
+            raise TypeError(f"{name}: expected real floating-point states, got {H.dtype}")
+        H = H.reshape(-1, H.shape[-1]).to(torch.float64)
+        if H.shape[0] == 0:
+            raise ValueError(f"{name}: no states; expected at least one")
+        if not torch.isfinite(H).all():
+            raise ValueError(f"{name}: contains NaN or inf")
+        return cls(H.T @ H, H.shape[0])
+
 
 def model_device(module: nn.Module) -> torch.device:
     """Device of a module's first parameter (CPU for a module without parameters)."""

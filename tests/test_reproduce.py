@@ -207,3 +207,19 @@ def test_teacher_task_loads_as_sequence_data():
     assert 0.9 < float(agree) < 0.96
     with pytest.raises(ValueError, match="task: expected one of"):
         load_task(Preset("t", task="nope"))
+
+
+def test_layer_modes_study_resumes_and_tabulates(tmp_path):
+    from benchmarks.layer_modes import run_layer_modes
+
+    kw = dict(cells=("GRU",), ks=(3,), seeds=(0,), hidden=6, epochs=1, seq_len=8, progress=False, log=lambda s: None)
+    rows = run_layer_modes(tmp_path, **kw)
+    assert [r["mode"] for r in rows] == ["sequential", "original"]
+    for r in rows:
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and r["relative_logit_error"] >= 0.0
+    ckpts = list((tmp_path / "checkpoints").iterdir())
+    mtime = ckpts[0].stat().st_mtime_ns
+    again = run_layer_modes(tmp_path, **kw)  # every row is done: nothing retrained, nothing added
+    assert len(again) == 2 and ckpts[0].stat().st_mtime_ns == mtime
+    table = (tmp_path / "layer_modes.md").read_text()
+    assert "| GRU | 3 |" in table and "of 1 |" in table

@@ -1,0 +1,223 @@
+"""Command line: prune a saved model, ``python -m pruning prune --checkpoint model.pt --data x.pt --k 64``.
+
+The checkpoint is a pickled ``torch.save`` of either a model with ``.rnn`` and ``.readout`` attributes
+(optionally ``rnn_inputs(x)``, e.g. an embedding for token ids) or a pair ``(rnn, readout)``. Loading a
+pickled module runs code from the file, so only prune checkpoints you trust. The calibration data is a
+``torch.save`` of the inputs (a tensor of all sequences, a list of batch tensors, a tuple whose first
+item is the inputs, or a dict with key ``inputs``); or, with ``--states``, hidden states already
+computed (one tensor (..., m) for a single layer-direction, or a list per layer of lists per direction).
+
+The pruned model is written (atomically) in the form it was read, so ``torch.load`` gives it back, and a
+JSON summary beside it: kept units per layer and direction, information losses, N(lambda), lambda,
+parameters and multiply-accumulates before and after, the module's constructor settings (to rebuild it
+for ``load_state_dict``), timings and every setting used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import torch
+
+__all__ = ["main", "prune_checkpoint", "load_calibration"]
+
+
+def _numbers(cast):
+    def parse(text: str):
+        try:
+            values = [cast(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers (one per layer), "
+                                             f"got {text!r}")
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one value")
+        return values[0] if len(values) == 1 else values
+    return parse
+
+
+def load_calibration(path, *, states: bool = False) -> Any:
+    """Calibration inputs (or, with ``states``, hidden states) from a ``torch.save`` file, in a form
+    :func:`pruning.spectral_prune` accepts."""
+    path = Path(path)
+    what = "--states" if states else "--data"
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no such file {str(path)!r}")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        key = "states" if states else "inputs"
+        if key not in obj:
+            raise ValueError(f"{what}: a dict must hold the {key} under the key {key!r}; got keys {sorted(obj)}")
+        obj = obj[key]
+    if states:
+        from pruning.covariance import CovarianceStats
+
+        if isinstance(obj, torch.Tensor):
+            return CovarianceStats.from_states(obj, "states")
+        if isinstance(obj, (list, tuple)) and obj and all(isinstance(r, (list, tuple)) for r in obj):
+            return [[CovarianceStats.from_states(s, f"states[{l}][{d}]") for d, s in enumerate(row)]
+                    for l, row in enumerate(obj)]
+        raise TypeError(f"{what}: expected a tensor of states (..., m) or a list per layer of lists per "
+                        f"direction of them, got {type(obj).__name__}")
+    if isinstance(obj, tuple):  # (inputs, targets) as saved from a TensorDataset
+        if not obj or not isinstance(obj[0], torch.Tensor):
+            raise TypeError(f"{what}: a tuple must start with the input tensor")
+        return obj[0]
+    if isinstance(obj, torch.Tensor) or (isinstance(obj, list) and obj and
+                                         all(isinstance(b, (torch.Tensor, tuple, list)) for b in obj)):
+        return obj
+    raise TypeError(f"{what}: expected a tensor of inputs, a list of batches, a tuple (inputs, ...) or a dict "
+                    f"with key 'inputs', got {type(obj).__name__}")
+
+
+def _load_model(path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--checkpoint: no such file {str(path)!r}")
+    # a pickled module cannot be read with weights_only=True; the module docstring says to trust the file
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, dict) and not isinstance(obj, torch.nn.Module):
+        if "model" in obj:
+            return obj["model"]
+        if "rnn" in obj and "readout" in obj:
+            return (obj["rnn"], obj["readout"])
+        raise TypeError(f"--checkpoint: a state_dict alone cannot be pruned (the module's type and sizes are "
+                        f"missing); save the model itself, a pair (rnn, readout), or a dict with 'model' or "
+                        f"'rnn' and 'readout' (got keys {sorted(map(str, obj))[:8]})")
+    return obj
+
+
+def _sequence_length(data: Any, batch_first: bool) -> Optional[int]:
+    """Length T of the calibration sequences, for the per-sequence MAC count (None when unknown)."""
+    x = data[0] if isinstance(data, list) else data
+    if isinstance(x, (tuple, list)):
+        x = x[0]
+    if not isinstance(x, torch.Tensor):
+        return None
+    if x.ndim == 3 or (x.ndim == 2 and not x.is_floating_point()):  # batches of vectors, or of token ids
+        return int(x.shape[1] if batch_first else x.shape[0])
+    if x.ndim == 2:  # one sequence (T, d_x)
+        return int(x.shape[0])
+    return None
+
+
+def _size(rnn, readout, T: Optional[int]) -> dict:
+    from pruning.compress import count_parameters
+    from pruning.stack import count_macs
+
+    out = dict(parameters=count_parameters(rnn, readout), parameters_rnn=count_parameters(rnn),
+               macs_per_step=count_macs(rnn, 1), readout_macs=readout.in_features * readout.out_features)
+    if T:
+        out["T"] = T
+        out["macs_per_sequence"] = count_macs(rnn, T)
+    return out
+
+
+def _finite(x: float):
+    return x if math.isfinite(x) else str(x)
+
+
+def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, device=None,
+                     progress: bool = True, **settings) -> dict:
+    """Load a checkpoint, prune it with :func:`pruning.spectral_prune` (``settings``), write the pruned
+    model to ``out`` and the JSON summary to ``summary`` (default ``out`` with suffix ``.json``).
+    Returns the summary."""
+    from pruning.fileio import atomic_write_text, save_atomic
+    from pruning.modules import split_model
+    from pruning.prune import spectral_prune
+    from pruning.stack import module_summary
+
+    if (data is None) == (states is None):
+        raise ValueError("--data, --states: give exactly one source of calibration statistics")
+    out = Path(out)
+    summary = Path(summary) if summary is not None else out.with_suffix(".json")
+    if summary.resolve() == out.resolve():
+        raise ValueError(f"--summary: must differ from --out ({str(out)!r})")
+    loaded = _load_model(checkpoint)
+    target = loaded if not isinstance(loaded, list) else tuple(loaded)
+    rnn, readout, model = split_model(target, "checkpoint")
+    calib = load_calibration(data) if data is not None else None
+    cov = load_calibration(states, states=True) if states is not None else None
+    T = _sequence_length(calib, rnn.batch_first) if calib is not None else None
+    t0 = time.perf_counter()
+    result = spectral_prune(target, calib, covariance=cov, device=device, progress=progress, **settings)
+    seconds = time.perf_counter() - t0
+    pruned = result.model if model is not None else (result.rnn, result.readout)
+    save_atomic(out, pruned)
+    report = dict(
+        checkpoint=str(checkpoint), out=str(out), calibration=str(data if data is not None else states),
+        settings={k: v for k, v in settings.items()}, covariance_mode=result.covariance_mode,
+        before=dict(module=module_summary(rnn), **_size(rnn, readout, T)),
+        after=dict(module=module_summary(result.rnn), **_size(result.rnn, result.readout, T)),
+        layers=[dict(layer=lp.layer, direction=lp.direction, m=lp.m, k=lp.k, units=[int(u) for u in lp.units],
+                     lam=lp.lam, dof=lp.dof, losses={k: _finite(v) for k, v in lp.losses.items()})
+                for lp in result.layers],
+        timings=dict(result.timings, total=seconds),
+    )
+    atomic_write_text(summary, json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pruning.prune import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES
+    from pruning.selection import METHODS
+
+    parser = argparse.ArgumentParser(prog="python -m pruning", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prune", help="prune a saved RNN/LSTM/GRU model and write it with a JSON summary")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="torch.save of a model with .rnn/.readout, or of a pair (rnn, readout)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="torch.save of calibration inputs")
+    src.add_argument("--states", type=Path, help="torch.save of hidden states already computed")
+    width = p.add_mutually_exclusive_group(required=True)
+    width.add_argument("--k", type=_numbers(int), help="kept width, or one per layer (comma-separated)")
+    width.add_argument("--ratio", type=_numbers(float), help="fraction of units to keep (or one per layer)")
+    width.add_argument("--target-dof", type=_numbers(float),
+                       help="target degrees of freedom N(lambda); k = ceil(N) (or one per layer)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the pruned model")
+    p.add_argument("--summary", type=Path, default=None, help="JSON summary (default: OUT with suffix .json)")
+    p.add_argument("--method", choices=METHODS, default="greedy")
+    lam = p.add_mutually_exclusive_group()
+    lam.add_argument("--lam", type=float, default=None, help="absolute lambda")
+    lam.add_argument("--rel-lam", type=float, default=None,
+                     help=f"lambda relative to Tr(Sigma)/m (default {DEFAULT_REL_LAM:g})")
+    p.add_argument("--theta", type=float, default=DEFAULT_THETA, help="weight of the output loss (S3)")
+    p.add_argument("--Z", choices=Z_CHOICES, default=DEFAULT_Z, help="downstream weight of the output loss (S2)")
+    p.add_argument("--covariance-mode", choices=("sequential", "original"), default="sequential",
+                   help="stacks: measure each layer after the layers below are pruned (sequential) or all "
+                        "layers on the original network")
+    p.add_argument("--no-reconstruct", action="store_true", help="slice the weights instead of using A_J")
+    p.add_argument("--seed", type=int, default=None, help="randomness of leverage/random selection")
+    p.add_argument("--batch-size", type=int, default=256, help="sequences per batch of the covariance pass")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    settings = dict(k=args.k, ratio=args.ratio, target_dof=args.target_dof, lam=args.lam, rel_lam=args.rel_lam,
+                    theta=args.theta, Z=args.Z, method=args.method, reconstruct=not args.no_reconstruct,
+                    seed=args.seed, covariance_mode=args.covariance_mode, batch_size=args.batch_size)
+    try:
+        report = prune_checkpoint(args.checkpoint, args.out, data=args.data, states=args.states,
+                                  summary=args.summary, device=device, progress=not args.no_progress, **settings)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    b, a = report["before"], report["after"]
+    ks = ", ".join(f"layer {lp['layer']}{' (reverse)' if lp['direction'] else ''}: {lp['m']} -> {lp['k']}"
+                   for lp in report["layers"])
+    print(f"pruned {ks}; parameters {b['parameters']:,} -> {a['parameters']:,}; "
+          f"MACs per step {b['macs_per_step']:,} -> {a['macs_per_step']:,}")
+    print(f"wrote {report['out']} and {args.summary or Path(args.out).with_suffix('.json')}")
+    return 0

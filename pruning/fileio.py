@@ -1,0 +1,39 @@
+"""Atomic file writes: a reader (or a re-run after a crash) sees the old file or the complete new one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import torch
+
+__all__ = ["atomic_write", "atomic_write_text", "save_atomic"]
+
+
+def atomic_write(path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(fh)`` on a temporary file next to ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # rename is atomic within one file system
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def save_atomic(path, obj: Any) -> None:
+    """``torch.save(obj, path)`` atomically."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))

@@ -1,0 +1,133 @@
+"""``python -m pruning prune``: a saved model in, a pruned model that loads back and a truthful summary out."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchmarks.language import RNNLanguageModel
+from pruning import RecurrentStack, count_macs, count_parameters, spectral_prune
+from pruning.cli import main
+from pruning.covariance import CovarianceStats
+
+
+def lstm_pair(seed=0):
+    torch.manual_seed(seed)
+    rnn = torch.nn.LSTM(3, 12, num_layers=2, bidirectional=True, batch_first=True)
+    return rnn, torch.nn.Linear(24, 4)
+
+
+def run_cli(*args):
+    return main([str(a) for a in args] + ["--no-progress"])
+
+
+def test_stacked_lstm_pair_round_trip(tmp_path):
+    rnn, head = lstm_pair()
+    x = torch.randn(40, 9, 3, generator=torch.Generator().manual_seed(1))
+    torch.save((rnn, head), tmp_path / "m.pt")
+    torch.save(x, tmp_path / "x.pt")
+    assert run_cli("prune", "--checkpoint", tmp_path / "m.pt", "--data", tmp_path / "x.pt", "--k", "6,4",
+                   "--out", tmp_path / "p.pt") == 0
+    small, small_head = torch.load(tmp_path / "p.pt", weights_only=False)
+    # an independent in-process run with the same settings gives the same module
+    ref = spectral_prune((rnn, head), x, k=[6, 4], device="cpu")
+    with torch.no_grad():
+        assert torch.equal(small_head(small(x)[0]), ref.readout(ref.rnn(x)[0]))
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert [lp["units"] for lp in summary["layers"]] == [lp.units for lp in ref.layers]
+    assert [lp["k"] for lp in summary["layers"]] == [6, 6, 4, 4]
+    assert summary["before"]["parameters"] == count_parameters(rnn, head)
+    assert summary["after"]["parameters"] == count_parameters(small, small_head)
+    # hand formula: per layer, direction and step 4 (m d_in + m^2)
+    assert summary["after"]["macs_per_step"] == 2 * 4 * (6 * 3 + 36) + 2 * 4 * (4 * 12 + 16)
+    assert summary["after"]["macs_per_sequence"] == 9 * summary["after"]["macs_per_step"]
+    assert summary["before"]["macs_per_step"] == count_macs(rnn)
+    for lp in summary["layers"]:
+        assert 0 < lp["dof"] <= lp["m"] and lp["lam"] > 0 and lp["losses"]["input"] >= 0
+    # the summary's module settings rebuild the module for load_state_dict
+    mod = summary["after"]["module"]
+    assert mod["type"] == "RecurrentStack"
+    rebuilt = RecurrentStack(mod["cell"], mod["input_size"], mod["hidden_sizes"], bias=mod["bias"],
+                             batch_first=mod["batch_first"], bidirectional=mod["bidirectional"])
+    rebuilt.load_state_dict(small.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x)[0], small(x)[0])
+
+
+def test_model_with_embedding_and_token_data(tmp_path):
+    torch.manual_seed(0)
+    model = RNNLanguageModel(30, 5, 16)
+    ids = torch.randint(0, 30, (20, 11))
+    torch.save(model, tmp_path / "lm.pt")
+    torch.save({"inputs": ids, "targets": ids}, tmp_path / "ids.pt")
+    assert run_cli("prune", "--checkpoint", tmp_path / "lm.pt", "--data", tmp_path / "ids.pt", "--ratio", "0.5",
+                   "--out", tmp_path / "small.pt", "--summary", tmp_path / "s.json") == 0
+    small = torch.load(tmp_path / "small.pt", weights_only=False)
+    assert isinstance(small, RNNLanguageModel) and small.rnn.hidden_size == 8
+    ref = spectral_prune(model, ids, ratio=0.5)
+    with torch.no_grad():
+        assert torch.equal(small(ids), ref.model(ids))
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["after"]["T"] == 11 and summary["layers"][0]["units"] == ref.units
+
+
+def test_states_give_the_same_selection_as_inputs(tmp_path):
+    torch.manual_seed(0)
+    gru, head = torch.nn.GRU(2, 10, batch_first=True), torch.nn.Linear(10, 3)
+    x = torch.randn(30, 7, 2)
+    with torch.no_grad():
+        H = gru(x)[0]
+    torch.save((gru, head), tmp_path / "g.pt")
+    torch.save(H, tmp_path / "h.pt")
+    assert run_cli("prune", "--checkpoint", tmp_path / "g.pt", "--states", tmp_path / "h.pt", "--k", "4",
+                   "--out", tmp_path / "p.pt") == 0
+    summary = json.loads((tmp_path / "p.json").read_text())
+    ref = spectral_prune((gru, head), x, k=4)
+    assert summary["layers"][0]["units"] == ref.units
+    stats = CovarianceStats.from_states(H)
+    assert stats.count == 30 * 7
+    torch.testing.assert_close(stats.outer_sum, (H.reshape(-1, 10).double().T @ H.reshape(-1, 10).double()))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("state_dict", "state_dict alone"),
+    ("missing", "--checkpoint: no such file"),
+    ("k_range", "k[1]: expected 1 <= k <= m"),
+    ("nan_data", "NaN"),
+    ("dict_key", "key 'inputs'"),
+])
+def test_bad_input_gives_a_named_error(tmp_path, capsys, case, message):
+    rnn, head = lstm_pair()
+    torch.save((rnn, head), tmp_path / "m.pt")
+    x = torch.randn(5, 4, 3)
+    torch.save(x, tmp_path / "x.pt")
+    ckpt, data, k = tmp_path / "m.pt", tmp_path / "x.pt", "6"
+    if case == "state_dict":
+        torch.save(rnn.state_dict(), tmp_path / "sd.pt")
+        ckpt = tmp_path / "sd.pt"
+    elif case == "missing":
+        ckpt = tmp_path / "nope.pt"
+    elif case == "k_range":
+        k = "6,13"
+    elif case == "nan_data":
+        x[0, 0, 0] = float("nan")
+        torch.save(x, data)
+    elif case == "dict_key":
+        torch.save({"x": x}, data)
+    assert run_cli("prune", "--checkpoint", ckpt, "--data", data, "--k", k, "--out", tmp_path / "p.pt") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p.pt").exists() and not (tmp_path / "p.json").exists()
+
+
+def test_module_entry_point(tmp_path):
+    torch.manual_seed(0)
+    torch.save((torch.nn.RNN(2, 6), torch.nn.Linear(6, 2)), tmp_path / "m.pt")
+    torch.save(torch.randn(5, 8, 2), tmp_path / "x.pt")  # batch_first=False: (T, batch, d_x)
+    proc = subprocess.run([sys.executable, "-m", "pruning", "prune", "--checkpoint", str(tmp_path / "m.pt"),
+                           "--data", str(tmp_path / "x.pt"), "--k", "3", "--out", str(tmp_path / "p.pt"),
+                           "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 -> 3" in proc.stdout
+    assert json.loads((tmp_path / "p.json").read_text())["after"]["T"] == 5
