@@ -209,6 +209,32 @@ def _s12(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
     return _estimation_result("S12", cfg, rows)
 
 
+def _s12n_grid(tier: str) -> List[CheckConfig]:
+    """The non-vacuous compression study (benchmarks/nonvacuous.py): teacher of width 4, students of width m."""
+    if tier == "quick":
+        return [CheckConfig(m=32, n=2000, T=10, epochs=10, repeats=1, delta=0.05, seed=0)]
+    if tier == "full":
+        return [CheckConfig(m=m, n=n, T=10, epochs=10, repeats=1, delta=0.05, seed=0)
+                for m in (32, 128) for n in (2_000, 10_000, 100_000)]
+    raise ValueError(f"tier: expected 'quick' or 'full', got {tier!r}")
+
+
+def _s12n(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
+    from dataclasses import replace as _replace
+
+    from benchmarks.nonvacuous import NonVacuousConfig, evaluate
+
+    base = NonVacuousConfig()
+    row = evaluate(_replace(base, m=cfg.m, n=cfg.n, seed=cfg.seed, delta=cfg.delta,
+                            train=_replace(base.train, epochs=cfg.epochs)))
+    slack = min(row["full_bound"] - row["full_test_ramp_lo"], row["pruned_bound"] - row["pruned_test_ramp_lo"])
+    details = {k: row[k] for k in ("k", "full_bound", "full_train_risk", "full_estimation", "pruned_bound",
+                                   "pruned_train_risk", "pruned_bias", "pruned_estimation", "full_test_error",
+                                   "pruned_test_error", "full_test_ramp", "pruned_test_ramp", "target_met")}
+    return CheckResult("S12n", cfg, row["pruned_test_ramp"], row["pruned_bound"], not row["violation"], slack,
+                       details, vacuous=bool(row["pruned_bound"] >= 1.0))
+
+
 # ----------------------------------------------------------------------------------------------
 # S13: a report
 
@@ -291,5 +317,8 @@ register(Check("S11", "The held-out risk of a trained student exceeds its S11 bo
                "statistical", _s11, _teacher_grid))
 register(Check("S12", "The held-out risk of a pruned student exceeds its S12 bound with probability <= delta.",
                "statistical", _s12, _teacher_grid))
+register(Check("S12n", "Neither the full student's S11 bound nor its pruned copy's S12 bound (k from a fixed set, "
+               "union bound) lies below the lower confidence limit of the measured ramp risk it bounds (any row "
+               "fails; per bound the nominal rate is delta + 1 - confidence).", "statistical", _s12n, _s12n_grid))
 register(Check("S13", "Report: the lambda minimising the S12 bound vs the best held-out lambda, and Kendall's "
                "tau between bound and measured gap over (m, k, n, T).", "report", _s13, _s13_grid))

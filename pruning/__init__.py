@@ -8,7 +8,8 @@ Public surface (statements refer to ``../shared/reference/method.md``):
 * :func:`compress`, :func:`compress_stack`: the physically smaller module and read-out (section 4, S6),
   for ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU``, stacked and bidirectional (:mod:`pruning.stack`);
 * :func:`layer_covariances`: per layer and direction statistics of stacked modules; :func:`count_macs`;
-* :func:`spectral_prune`: all of the above in one call, returning a :class:`PruneResult`.
+* :func:`spectral_prune`: all of the above in one call, returning a :class:`PruneResult`; with ``target=``,
+  the smallest k meeting an error tolerance (:func:`prune_to_target`).
 """
 
 from pruning.compress import compress, compress_stack, count_parameters
@@ -16,6 +17,7 @@ from pruning.covariance import CovarianceStats, time_mean_covariance
 from pruning.losses import information_loss, reconstruction_matrix, residual_covariance, selection_objective
 from pruning.prune import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, LayerPrune, PruneResult, spectral_prune
 from pruning.stack import RecurrentStack, count_macs, layer_covariances
+from pruning.target import prune_to_target, relative_output_error
 from pruning.selection import METHODS, LeverageSample, leverage_sample, select_units
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "layer_covariances",
     "LayerPrune",
     "spectral_prune",
+    "prune_to_target",
+    "relative_output_error",
     "PruneResult",
     "DEFAULT_REL_LAM",
     "DEFAULT_THETA",

@@ -159,6 +159,8 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
                 for lp in result.layers],
         timings=dict(result.timings, total=seconds),
     )
+    if result.search is not None:
+        report["search"] = dict(result.search, evaluated={str(k): v for k, v in result.search["evaluated"].items()})
     atomic_write_text(summary, json.dumps(report, indent=2, default=str) + "\n")
     return report
 
@@ -181,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     width.add_argument("--ratio", type=_numbers(float), help="fraction of units to keep (or one per layer)")
     width.add_argument("--target-dof", type=_numbers(float),
                        help="target degrees of freedom N(lambda); k = ceil(N) (or one per layer)")
+    width.add_argument("--target", type=float,
+                       help="relative error tolerance: the smallest k whose error criterion is below it")
+    p.add_argument("--criterion", choices=("measured", "s10"), default="measured",
+                   help="with --target: error measured on held-out sequences, or the S10 bound (Elman RNNs)")
+    p.add_argument("--holdout", type=float, default=0.25,
+                   help="with --target: fraction of the calibration sequences held out to measure the error")
+    p.add_argument("--search", choices=("bisect", "scan"), default="bisect",
+                   help="with --target: bisection over the greedy order, or every k (the exact minimum)")
     p.add_argument("--out", type=Path, required=True, help="where to write the pruned model")
     p.add_argument("--summary", type=Path, default=None, help="JSON summary (default: OUT with suffix .json)")
     p.add_argument("--method", choices=METHODS, default="greedy")
@@ -208,6 +218,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = dict(k=args.k, ratio=args.ratio, target_dof=args.target_dof, lam=args.lam, rel_lam=args.rel_lam,
                     theta=args.theta, Z=args.Z, method=args.method, reconstruct=not args.no_reconstruct,
                     seed=args.seed, covariance_mode=args.covariance_mode, batch_size=args.batch_size)
+    if args.target is not None:
+        settings.update(target=args.target, criterion=args.criterion, holdout=args.holdout, search=args.search)
+        settings.pop("covariance_mode")
     try:
         report = prune_checkpoint(args.checkpoint, args.out, data=args.data, states=args.states,
                                   summary=args.summary, device=device, progress=not args.no_progress, **settings)
@@ -219,5 +232,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    for lp in report["layers"])
     print(f"pruned {ks}; parameters {b['parameters']:,} -> {a['parameters']:,}; "
           f"MACs per step {b['macs_per_step']:,} -> {a['macs_per_step']:,}")
+    if report.get("search"):
+        sr = report["search"]
+        print(f"target {sr['target']:g} ({sr['criterion']}): k = {sr['k']}, error {sr['error']:.4g}, "
+              f"{len(sr['evaluated'])} k evaluated in {sr['seconds']:.2f} s")
     print(f"wrote {report['out']} and {args.summary or Path(args.out).with_suffix('.json')}")
     return 0

@@ -94,6 +94,9 @@ class PruneResult:
         The statistics of the pass: one CovarianceStats for a single layer-direction, else a list per
         layer of one per direction (None when plain matrices were given). Pass them back through
         ``covariance=`` to prune again without another pass (``covariance_mode="original"``).
+    search : dict or None
+        With ``target=``: the tolerance, criterion, the k found, its error, every evaluated
+        ``{k: error}`` and the seconds the search took.
     """
 
     rnn: nn.Module
@@ -107,6 +110,7 @@ class PruneResult:
     covariance_mode: str = "sequential"
     timings: Dict[str, float] = field(default_factory=dict)
     covariance: Any = None
+    search: Optional[dict] = None
 
     def __getattr__(self, name: str):
         # only reached for attributes that are not fields: the single layer-direction shortcuts
@@ -221,6 +225,11 @@ def spectral_prune(
     batch_size: int = 256,
     device=None,
     progress: bool = False,
+    target: Optional[float] = None,
+    criterion: str = "measured",
+    holdout: float = 0.25,
+    holdout_data: Any = None,
+    search: str = "bisect",
 ) -> PruneResult:
     """Prune the hidden units of a trained recurrent network by spectral pruning (Furuya et al., 2022).
 
@@ -232,7 +241,7 @@ def spectral_prune(
         define ``rnn_inputs(x)`` to map its raw inputs (e.g. token ids) to the RNN's inputs.
     data : tensor or iterable of batches
         Calibration inputs for the time-mean covariances (section 2); not needed with ``covariance``.
-    k, ratio, target_dof : exactly one, each a number or one value per layer
+    k, ratio, target_dof : exactly one (or ``target``), each a number or one value per layer
         Kept width ``k``; or ``ratio`` of m (rounded); or a target degrees of freedom N, for which
         lambda solves N(lambda) = N (S7) and ``k = ceil(N)`` (then ``lam``/``rel_lam`` must be unset).
         Both directions of a layer keep the same number of units, each its own set.
@@ -260,6 +269,13 @@ def spectral_prune(
         one pass. The README has the measurement behind the default.
     batch_size, device, progress
         Passed to the covariance pass (:func:`pruning.layer_covariances`).
+    target : float, optional
+        Instead of a width: the smallest k (the same in every layer, capped at its width) whose relative
+        approximation error is at most ``target`` (:func:`pruning.prune_to_target`; greedy method,
+        original-network covariances). ``criterion`` is ``"measured"`` (S10's left-hand side on
+        held-out sequences: ``holdout_data``, or a ``holdout`` fraction of ``data``) or ``"s10"`` (the S10
+        bound on the calibration data; single-layer Elman RNNs). ``search`` is ``"bisect"`` (over one
+        greedy order) or ``"scan"`` (every k: the exact minimum when the error is not monotone in k).
 
     Returns
     -------
@@ -268,6 +284,13 @@ def spectral_prune(
     from pruning.compress import state_map
     from pruning.stack import as_layers, assemble, compress_layer, compress_readout, layer_covariances
 
+    if target is not None:
+        from pruning.target import prune_to_target
+
+        return prune_to_target(model_or_rnn, data, target, criterion=criterion, holdout=holdout,
+                               holdout_data=holdout_data, search=search, k=k, ratio=ratio, target_dof=target_dof, lam=lam,
+                               rel_lam=rel_lam, theta=theta, Z=Z, method=method, reconstruct=reconstruct, seed=seed,
+                               covariance=covariance, batch_size=batch_size, device=device, progress=progress)
     rnn, readout, model = split_model(model_or_rnn)
     if Z not in Z_CHOICES:
         raise ValueError(f"Z: expected one of {Z_CHOICES}, got {Z!r}")

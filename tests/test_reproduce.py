@@ -223,3 +223,42 @@ def test_layer_modes_study_resumes_and_tabulates(tmp_path):
     assert len(again) == 2 and ckpts[0].stat().st_mtime_ns == mtime
     table = (tmp_path / "layer_modes.md").read_text()
     assert "| GRU | 3 |" in table and "of 1 |" in table
+
+
+def test_clopper_pearson_against_the_binomial_tails():
+    from scipy.stats import binom
+
+    from benchmarks.nonvacuous import clopper_pearson
+
+    for errors, n in ((0, 50), (3, 50), (17, 40), (40, 40)):
+        lo, hi = clopper_pearson(errors, n, 0.95)
+        assert lo <= errors / n <= hi
+        if errors > 0:  # P(Bin(n, lo) >= errors) = 0.025 at the lower limit
+            assert binom.sf(errors - 1, n, lo) == pytest.approx(0.025, rel=1e-6)
+        if errors < n:
+            assert binom.cdf(errors, n, hi) == pytest.approx(0.025, rel=1e-6)
+
+
+def test_nonvacuous_study_rows_resume_and_report(tmp_path):
+    from dataclasses import replace
+
+    from benchmarks.nonvacuous import NonVacuousConfig, run_nonvacuous
+    from benchmarks.reproduce import PRESETS, nonvacuous_section
+    from benchmarks.training import TrainConfig
+
+    base = NonVacuousConfig(train=TrainConfig(epochs=1, lr=3e-3, batch_size=64), n_test=500, ks=(2, 4))
+    rows = run_nonvacuous(tmp_path, widths=(8,), sizes=(300,), base=base, progress=False, log=lambda s: None)
+    (r,) = rows
+    assert r["k"] in (2, 4) and r["m"] == 8 and r["n"] == 300
+    # the decomposition the table prints adds up, and the bounds are what S11/S12 say they are
+    assert r["pruned_bound"] == pytest.approx(r["pruned_train_risk"] + r["pruned_bias"] + r["pruned_estimation"])
+    assert r["full_bound"] == pytest.approx(r["full_train_risk"] + r["full_estimation"])
+    assert r["full_test_error_lo"] <= r["full_test_error"] <= r["full_test_error_hi"]
+    assert r["violation"] == (r["full_bound"] < r["full_test_ramp_lo"] or r["pruned_bound"] < r["pruned_test_ramp_lo"])
+    assert r["pruned_params"] < r["full_params"]
+    again = run_nonvacuous(tmp_path, widths=(8,), sizes=(300,), base=base, progress=False, log=lambda s: None)
+    assert len(again) == 1 and again[0]["key"] == r["key"]  # read back, not recomputed
+    assert (tmp_path / "figures" / "nonvacuous.png").stat().st_size > 0
+    section = "\n".join(nonvacuous_section(replace(PRESETS["quick"]), tmp_path, log=lambda s: None))
+    assert "| 8 | 300 |" in section and "Figure 6" in section
+    assert nonvacuous_section(PRESETS["quick"], tmp_path / "empty", log=lambda s: None) == []

@@ -1,0 +1,140 @@
+"""Pruning to an error target: the returned k is minimal for the criterion, checked by brute force."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pruning import spectral_prune
+from pruning.cli import main
+from pruning.target import split_holdout
+from theory.approximation import measured_time_mean_error, s10_bound
+
+
+def make(cell, m, layers=1, bidirectional=False, seed=0, d_x=3, d_y=4):
+    torch.manual_seed(seed)
+    kw = dict(num_layers=layers, bidirectional=bidirectional, batch_first=True, dtype=torch.float64)
+    if cell in ("relu", "tanh"):
+        rnn = torch.nn.RNN(d_x, m, nonlinearity=cell, **kw)
+    else:
+        rnn = getattr(torch.nn, cell)(d_x, m, **kw)
+    return rnn, torch.nn.Linear((2 if bidirectional else 1) * m, d_y, dtype=torch.float64)
+
+
+def naive_relative_error(full, small, x):
+    """Sequence by sequence, step by step: sum ||V h_t - V# h#_t||^2 / sum ||V h_t||^2."""
+    (rnn, head), (rnn_s, head_s) = full, small
+    num = den = 0.0
+    with torch.no_grad():
+        for seq in x:
+            out, out_s = rnn(seq[None])[0][0], rnn_s(seq[None])[0][0]
+            for t in range(seq.shape[0]):
+                f, g = head.weight @ out[t], head_s.weight @ out_s[t]
+                num += float(((f - g) ** 2).sum())
+                den += float((f ** 2).sum())
+    return num / den
+
+
+def brute_force_errors(pair, calib, held, widths, **kw):
+    """Every k pruned from scratch (its own greedy run, original-network covariances) and measured naively."""
+    errors = {}
+    for k in range(1, max(widths) + 1):
+        res = spectral_prune(pair, calib, k=[min(k, m) for m in widths], covariance_mode="original", **kw)
+        errors[k] = naive_relative_error(pair, (res.rnn, res.readout), held)
+    return errors
+
+
+@settings(max_examples=12, deadline=None)
+@given(cell=st.sampled_from(["relu", "tanh", "LSTM", "GRU"]), m=st.integers(3, 9), layers=st.integers(1, 2),
+       bidirectional=st.booleans(), tol=st.sampled_from([0.3, 0.1, 0.03, 0.01]), seed=st.integers(0, 50))
+def test_returned_k_is_minimal_for_the_measured_error(cell, m, layers, bidirectional, tol, seed):
+    pair = make(cell, m, layers, bidirectional, seed)
+    x = torch.randn(24, 6, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    calib, held = split_holdout(x, 0.25, batch_first=True, seed=0)
+    errors = brute_force_errors(pair, calib, held, [m] * layers)
+    if errors[m] > tol:
+        with pytest.raises(ValueError, match="target: no k"):
+            spectral_prune(pair, x, target=tol)
+        return
+    res = spectral_prune(pair, x, target=tol)
+    k = res.search["k"]
+    for kk, err in res.search["evaluated"].items():  # what the search saw is the independent measurement
+        assert err == pytest.approx(errors[kk], rel=1e-9, abs=1e-14)
+    assert errors[k] <= tol and (k == 1 or errors[k - 1] > tol)
+    assert res.ks == [k] * layers
+    monotone = all(errors[i + 1] <= errors[i] for i in range(1, m))
+    if monotone:
+        assert k == min(kk for kk, e in errors.items() if e <= tol)
+    scan = spectral_prune(pair, x, target=tol, search="scan")
+    assert scan.search["k"] == min(kk for kk, e in errors.items() if e <= tol)
+    assert len(res.search["evaluated"]) <= int(np.ceil(np.log2(m))) + 2
+
+
+@pytest.mark.parametrize("cell, rho", [("tanh", 0.5), ("relu", 1.0), ("tanh", 1.5)])
+def test_s10_criterion(cell, rho):
+    rnn, head = make(cell, 10, d_y=2)
+    with torch.no_grad():
+        W = rnn.weight_hh_l0
+        W.mul_(rho / torch.linalg.matrix_norm(W, ord=2))
+    x = torch.randn(40, 5, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    tol = 0.5
+    sigma = spectral_prune((rnn, head), x, k=10).covariance.mean()
+    V = head.weight.detach().numpy()
+    res0 = spectral_prune((rnn, head), x, k=10)
+    lam = res0.lam
+
+    def rel_bound(k):
+        J = spectral_prune((rnn, head), x, k=k).units
+        return s10_bound(sigma, J, lam, rnn, head, 5) / np.trace(V @ sigma @ V.T)
+
+    bounds = {k: rel_bound(k) for k in range(1, 11)}
+    if bounds[10] > tol:
+        with pytest.raises(ValueError, match="s10 relative error"):
+            spectral_prune((rnn, head), x, target=tol, criterion="s10")
+        return
+    res = spectral_prune((rnn, head), x, target=tol, criterion="s10", search="scan")
+    k = res.search["k"]
+    assert k == min(kk for kk, b in bounds.items() if b <= tol)
+    assert res.search["error"] == pytest.approx(bounds[k], rel=1e-9)
+    # the bound holds: the measured time-mean error on the calibration data is below it
+    measured = measured_time_mean_error(rnn, head, res.units, res.A, x)
+    assert measured <= bounds[k] * np.trace(V @ sigma @ V.T) * (1 + 1e-9)
+
+
+def test_bad_targets_are_refused():
+    pair = make("GRU", 6)
+    x = torch.randn(20, 5, 3, dtype=torch.float64)
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="target: expected a positive"):
+            spectral_prune(pair, x, target=bad)
+    with pytest.raises(ValueError, match="target, k: give either"):
+        spectral_prune(pair, x, k=3, target=0.1)
+    with pytest.raises(ValueError, match="method: an error target"):
+        spectral_prune(pair, x, target=0.1, method="leverage")
+    with pytest.raises(TypeError, match="Elman"):
+        spectral_prune(pair, x, target=0.1, criterion="s10")
+    with pytest.raises(TypeError, match="holdout: only a tensor"):
+        spectral_prune(pair, [x[:10], x[10:]], target=0.1)
+    with pytest.raises(ValueError, match="holdout: expected a fraction"):
+        spectral_prune(pair, x, target=0.1, holdout=1.5)
+    with pytest.raises(ValueError, match="target: no k"):
+        spectral_prune(pair, x, target=1e-12, rel_lam=1.0)
+    res = spectral_prune(pair, [x[:10], x[10:]], target=0.5, holdout_data=x[:5])
+    assert res.search["k"] >= 1 and res.search["error"] <= 0.5
+
+
+def test_cli_target(tmp_path, capsys):
+    rnn, head = make("LSTM", 8)
+    torch.save((rnn, head), tmp_path / "m.pt")
+    torch.save(torch.randn(30, 6, 3, dtype=torch.float64), tmp_path / "x.pt")
+    assert main(["prune", "--checkpoint", str(tmp_path / "m.pt"), "--data", str(tmp_path / "x.pt"), "--target",
+                 "0.05", "--out", str(tmp_path / "p.pt"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "p.json").read_text())
+    search = summary["search"]
+    assert search["error"] <= 0.05 and summary["layers"][0]["k"] == search["k"]
+    k = search["k"]
+    assert k == 1 or search["evaluated"][str(k - 1)] > 0.05
+    assert "target 0.05 (measured): k =" in capsys.readouterr().out
