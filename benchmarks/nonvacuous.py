@@ -229,7 +229,7 @@ def draw_nonvacuous(rows: Sequence[Dict], path: Path) -> None:
     from benchmarks.report import _savefig
 
     plt, sns = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     widths = sorted({int(r["m"]) for r in rows})
     palette = sns.color_palette(n_colors=max(2, len(widths)))
     for color, m in zip(palette, widths):
@@ -248,7 +248,8 @@ def draw_nonvacuous(rows: Sequence[Dict], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set(xlabel="training sequences n", ylabel="bound / error rate")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
     _savefig(fig, path)
     plt.close(fig)
 
