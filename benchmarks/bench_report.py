@@ -51,9 +51,13 @@ def _peak_rss_kib(n_batches: int) -> int:
 
 
 def test_covariance_pass_peak_memory_does_not_grow_with_sequences(benchmark, report_ratio):
-    """Peak resident memory of a covariance pass over 64 vs 8 x 64 batches (fresh processes). Target ratio <= 1.1."""
+    """Peak resident memory of a covariance pass over 8 vs 80 batches of 64 sequences (fresh processes).
+
+    The pass keeps one batch of states and the m x m sums: O(batch x T x m + m^2), flat in the number of
+    sequences. Target ratio <= 1.1.
+    """
     small = _peak_rss_kib(8)
-    large = benchmark.pedantic(lambda: _peak_rss_kib(64), rounds=1, iterations=1)
+    large = benchmark.pedantic(lambda: _peak_rss_kib(80), rounds=1, iterations=1)
     ratio = large / small
-    report_ratio("covariance pass peak memory, 8x more sequences", ratio, "<= 1.1", ratio <= 1.1,
+    report_ratio("covariance pass peak memory, 10x more sequences", ratio, "<= 1.1", ratio <= 1.1,
                  peak_small_mib=small / 1024, peak_large_mib=large / 1024)

@@ -22,6 +22,7 @@ from benchmarks.data import SequenceData, pixel_digits
 from benchmarks.demo import METHOD_TABLE, default_device
 from benchmarks.models import RNNClassifier
 from benchmarks.runio import config_key, save_state_atomic, write_csv_atomic
+from pruning.fileio import remove_stale_temporaries
 from benchmarks.training import TrainConfig, accuracy, train_classifier
 from pruning import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, spectral_prune, time_mean_covariance
 from pruning.compress import count_parameters
@@ -270,6 +271,8 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
         if not all(1 <= k <= m for m in preset.hidden_sizes):
             raise ValueError(f"ks: every k must lie in 1..min(hidden_sizes)={min(preset.hidden_sizes)}, got {k}")
     path = out / "results.csv"
+    for d in (out, out / "checkpoints"):  # a killed run may have left temporaries of atomic writes
+        remove_stale_temporaries(d)
     rows = read_results(path)
     done = {r["row_key"] for r in rows}
     planned = set()

@@ -2,7 +2,8 @@
 
 Public surface (statements refer to ``../shared/reference/method.md``):
 
-* :func:`time_mean_covariance`, :class:`CovarianceStats`: streaming float64 statistics (section 2);
+* :func:`time_mean_covariance`, :class:`CovarianceStats`: streaming float64 statistics (section 2), summed
+  across processes by :func:`all_reduce_stats` (``torch.distributed``);
 * :func:`information_loss` (S1, S2), :func:`reconstruction_matrix` (S1), :func:`residual_covariance`;
 * :func:`select_units`: greedy (S4), naive greedy, exhaustive, leverage sampling (S8) and baselines;
 * :func:`compress`, :func:`compress_stack`: the physically smaller module and read-out (section 4, S6),
@@ -14,6 +15,7 @@ Public surface (statements refer to ``../shared/reference/method.md``):
 
 from pruning.compress import compress, compress_stack, count_parameters
 from pruning.covariance import CovarianceStats, time_mean_covariance
+from pruning.distributed import all_reduce_stats, shard
 from pruning.losses import information_loss, reconstruction_matrix, residual_covariance, selection_objective
 from pruning.prune import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, LayerPrune, PruneResult, spectral_prune
 from pruning.stack import RecurrentStack, count_macs, layer_covariances
@@ -23,6 +25,8 @@ from pruning.selection import METHODS, LeverageSample, leverage_sample, select_u
 __all__ = [
     "CovarianceStats",
     "time_mean_covariance",
+    "all_reduce_stats",
+    "shard",
     "information_loss",
     "reconstruction_matrix",
     "residual_covariance",

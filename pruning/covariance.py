@@ -94,10 +94,12 @@ def model_device(module: nn.Module) -> torch.device:
 
 
 def _as_tensor(x: Any, what: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
+        x = torch.from_numpy(x)
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"{what}: expected real inputs, got {x.dtype}")
+        return x
     raise TypeError(f"{what}: expected a torch.Tensor or numpy array of inputs, got {type(x).__name__}")
 
 

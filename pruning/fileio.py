@@ -9,7 +9,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-__all__ = ["atomic_write", "atomic_write_text", "save_atomic"]
+__all__ = ["atomic_write", "atomic_write_text", "save_atomic", "remove_stale_temporaries"]
 
 
 def atomic_write(path, write: Callable[[BinaryIO], Any]) -> None:
@@ -37,3 +37,17 @@ def atomic_write_text(path, text: str) -> None:
 def save_atomic(path, obj: Any) -> None:
     """``torch.save(obj, path)`` atomically."""
     atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def remove_stale_temporaries(directory) -> int:
+    """Delete the temporary files :func:`atomic_write` leaves in ``directory`` when its process is killed
+    mid-write (``.NAME.*.tmp``); returns how many. Call it when a single-writer run starts."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for path in directory.glob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

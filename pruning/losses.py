@@ -41,7 +41,7 @@ def as_units(J: Sequence[int], m: int, name: str = "J", *, allow_empty: bool = T
             raise ValueError(f"{name}: expected at least one unit, got an empty set")
         return arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
         else:
             raise TypeError(f"{name}: expected integer unit indices, got dtype {arr.dtype}")
@@ -60,6 +60,8 @@ def as_tau(lam, k: int, name: str = "lam") -> np.ndarray:
             v = float(lam)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name}: expected a positive number or a vector of k positive numbers, got {lam!r}") from exc
+        if not (np.isfinite(v) and v > 0):  # checked even when no unit is kept (k = 0)
+            raise ValueError(f"{name}: regularisation must be finite and > 0, got {lam!r}")
         tau = np.full(k, v)
     else:
         tau = np.asarray(lam.detach().cpu() if hasattr(lam, "detach") else lam, dtype=np.float64).ravel()

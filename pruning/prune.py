@@ -15,8 +15,8 @@ from torch import nn
 from pruning.covariance import CovarianceStats
 from pruning.losses import information_loss, reconstruction_matrix
 from pruning.modules import split_model
-from pruning.selection import METHODS, leverage_sample, select_units
-from theory._arrays import as_covariance_matrix, check_positive_scalar
+from pruning.selection import METHODS, _check_theta, leverage_sample, select_units
+from theory._arrays import as_covariance_matrix, as_real_scalar, check_positive_scalar
 from theory.spectrum import degrees_of_freedom, lambda_for_dof
 
 __all__ = ["spectral_prune", "PruneResult", "LayerPrune", "DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "resolve_lambda"]
@@ -159,7 +159,7 @@ def _resolve_k(m: int, k, ratio, target_dof, name: str = "k") -> Optional[int]:
             raise ValueError(f"{name}: expected 1 <= k <= m = {m}, got {k}")
         return int(k)
     if ratio is not None:
-        r = float(ratio)
+        r = as_real_scalar(ratio, "ratio")
         if not math.isfinite(r) or not 0.0 < r <= 1.0:
             raise ValueError(f"ratio: expected a fraction of units to keep in (0, 1], got {ratio!r}")
         return max(1, min(m, int(round(r * m))))
@@ -294,6 +294,7 @@ def spectral_prune(
     rnn, readout, model = split_model(model_or_rnn)
     if Z not in Z_CHOICES:
         raise ValueError(f"Z: expected one of {Z_CHOICES}, got {Z!r}")
+    theta = _check_theta(theta)
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if covariance_mode not in ("sequential", "original"):
@@ -343,7 +344,7 @@ def spectral_prune(
         for d in range(D):
             sigma, stats = grid[l][d]
             if dofs[l] is not None:
-                lam_abs = lambda_for_dof(sigma, dofs[l])
+                lam_abs = lambda_for_dof(sigma, dofs[l], name="target_dof" if L == 1 else f"target_dof[{l}]")
                 ks[l] = max(1, min(m, math.ceil(float(dofs[l]))))
             else:
                 lam_abs = resolve_lambda(sigma, lam, rel_lam, f" of layer {l}, direction {d}" if L * D > 1 else "")

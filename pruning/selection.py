@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pruning.losses import _as_downstream, _residual, as_tau
-from theory._arrays import as_covariance_matrix, as_float64_array, check_positive_scalar
+from theory._arrays import as_covariance_matrix, as_float64_array, as_real_scalar, check_positive_scalar
 from theory.spectrum import leverage_scores
 
 __all__ = ["select_units", "leverage_sample", "LeverageSample", "METHODS", "EXHAUSTIVE_LIMIT"]
@@ -42,7 +42,7 @@ def _check_k(k, m: int) -> int:
 
 
 def _check_theta(theta) -> float:
-    t = float(theta)
+    t = as_real_scalar(theta, "theta")
     if not math.isfinite(t) or t < 0:
         raise ValueError(f"theta: expected a finite number >= 0, got {theta!r}")
     return t
@@ -148,6 +148,15 @@ class LeverageSample:
     scores: np.ndarray
 
 
+def _rng(seed) -> np.random.Generator:
+    """A generator from ``seed`` (None, an int >= 0 or a Generator), refusing anything else by name."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return np.random.default_rng(seed)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed: expected None, a non-negative int or a numpy Generator, got {seed!r}")
+    return np.random.default_rng(int(seed))
+
+
 def leverage_sample(sigma, k: int, lam: float, *, seed=None, distinct: bool = False) -> LeverageSample:
     """Ridge-leverage sampling of units (S8).
 
@@ -175,7 +184,7 @@ def leverage_sample(sigma, k: int, lam: float, *, seed=None, distinct: bool = Fa
         raise ValueError(f"k: expected at least one draw, got {k}")
     lam = check_positive_scalar(lam, "lam")
     q = leverage_scores(s, lam)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     if distinct:
         support = np.flatnonzero(q > 0)
         n_lev = min(k, support.size)
@@ -245,8 +254,7 @@ def select_units(
     theta = _check_theta(theta)
     if theta > 0 and Z is None and method in ("greedy", "greedy_naive", "exhaustive"):
         raise ValueError("Z: theta > 0 needs the downstream weight Z of the output information loss (S2)")
-    if method in ("greedy", "greedy_naive", "exhaustive", "leverage"):
-        tau = float(as_tau(lam, 1)[0])
+    tau = float(as_tau(lam, 1)[0])  # validated for every method, though the baselines do not use it
     if method == "greedy":
         return _greedy(s, k, tau, theta, Z)
     if method == "greedy_naive":
@@ -256,7 +264,7 @@ def select_units(
     if method == "leverage":
         return leverage_sample(s, k, tau, seed=seed, distinct=True).units
     if method == "random":
-        rng = np.random.default_rng(seed)
+        rng = _rng(seed)
         return [int(j) for j in rng.choice(m, size=k, replace=False)]
     if method == "energy":
         # stable sort: ties keep the lower index first

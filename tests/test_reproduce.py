@@ -262,3 +262,51 @@ def test_nonvacuous_study_rows_resume_and_report(tmp_path):
     section = "\n".join(nonvacuous_section(replace(PRESETS["quick"]), tmp_path, log=lambda s: None))
     assert "| 8 | 300 |" in section and "Figure 6" in section
     assert nonvacuous_section(PRESETS["quick"], tmp_path / "empty", log=lambda s: None) == []
+
+
+KILLABLE = Preset("killable", hidden_sizes=(12,), ks=(3, 6), seeds=(0, 1, 2, 3, 4, 5), dense_baseline=False,
+                  train=TrainConfig(epochs=1, batch_size=128))
+_RUN = (
+    "import sys\n"
+    "from tests.test_reproduce import KILLABLE\n"
+    "from benchmarks.reproduce import run_reproduce\n"
+    "run_reproduce(KILLABLE, sys.argv[1], progress=False, log=lambda s: None)\n"
+)
+
+
+def test_a_sweep_killed_at_any_moment_leaves_a_whole_table_and_resumes(tmp_path):
+    """SIGKILL at three moments: the table always parses with whole rows and unique keys, and the
+    finishing run computes only what is missing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    root = Path(__file__).resolve().parents[1]
+    seen = {}
+    for delay in (0.0, 0.4, 1.5):  # after the first row lands, plus a delay: mid-training or mid-write
+        proc = subprocess.Popen([sys.executable, "-c", _RUN, str(out)], cwd=root,
+                                env={**os.environ, "PYTHONPATH": str(root)})
+        deadline = time.time() + 120
+        start = len(read_results(out / "results.csv"))
+        while time.time() < deadline and proc.poll() is None and len(read_results(out / "results.csv")) <= start:
+            time.sleep(0.02)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        rows = read_results(out / "results.csv")
+        keys = [r["row_key"] for r in rows]
+        assert len(keys) == len(set(keys))
+        assert all(r["method"] and r["test_accuracy"] != "" for r in rows)
+        for r in rows:  # rows written earlier are never rewritten with other values
+            assert seen.setdefault(r["row_key"], r["test_accuracy"]) == r["test_accuracy"]
+    before = {r["row_key"]: r["seconds"] for r in read_results(out / "results.csv")}
+    assert 0 < len(before) < 6 * (1 + 9 * 2)  # killed part-way
+    final = run_reproduce(KILLABLE, out, progress=False, log=lambda s: None)
+    assert len(final) == 6 * (1 + 9 * 2) and len({r["row_key"] for r in final}) == len(final)
+    assert all(r["seconds"] == before[r["row_key"]] for r in final if r["row_key"] in before)  # not recomputed
+    assert not list(out.glob(".*.tmp")) and not list((out / "checkpoints").glob(".*.tmp"))

@@ -44,12 +44,20 @@ def as_covariance_matrix(sigma: Any, name: str = "sigma") -> np.ndarray:
     return 0.5 * (s + s.T)
 
 
+def as_real_scalar(value: Any, name: str) -> float:
+    """``float(value)`` for a real number (bools, strings and None refused with a TypeError naming the
+    argument); finiteness is left to the caller."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or value is None:
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: expected a real number, got {value!r}") from exc
+
+
 def check_positive_scalar(value: Any, name: str) -> float:
     """A finite float > 0, or a ValueError naming the argument."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name}: expected a positive number, got {value!r}") from exc
+    v = as_real_scalar(value, name)
     if not math.isfinite(v) or v <= 0.0:
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
     return v

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import scipy.linalg
 
-from theory._arrays import as_covariance_matrix, check_positive_scalar
+from theory._arrays import as_covariance_matrix, as_real_scalar, check_positive_scalar
 
 __all__ = [
     "eigenvalues",
@@ -85,7 +85,7 @@ def degrees_of_freedom(sigma_or_eigenvalues, lam: float) -> float:
     return float(np.sum(mu / (mu + lam)))
 
 
-def lambda_for_dof(sigma_or_eigenvalues, target: float, *, rtol: float = 1e-10) -> float:
+def lambda_for_dof(sigma_or_eigenvalues, target: float, *, rtol: float = 1e-10, name: str = "target") -> float:
     """The ``lambda`` with ``N(lambda) = target``, by bisection on ``log lambda`` (S7).
 
     S7: N is continuous and strictly decreasing from ``rank(Sigma)`` (lambda -> 0) to 0
@@ -107,9 +107,9 @@ def lambda_for_dof(sigma_or_eigenvalues, target: float, *, rtol: float = 1e-10) 
     """
     mu = _spectrum(sigma_or_eigenvalues)
     rank = int(np.count_nonzero(mu))  # numerical rank: eigenvalues() zeroes round-off
-    target = float(target)
+    target = as_real_scalar(target, name)
     if not math.isfinite(target) or not 0.0 < target < rank:
-        raise ValueError(f"target: degrees of freedom must lie in (0, rank(Sigma)) = (0, {rank}); got {target}")
+        raise ValueError(f"{name}: degrees of freedom must lie in (0, rank(Sigma)) = (0, {rank}); got {target}")
     pos = mu[mu > 0]
 
     def n_of(log_lam: float) -> float:

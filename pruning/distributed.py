@@ -1,0 +1,84 @@
+"""Covariance statistics across processes with ``torch.distributed``.
+
+The time-mean covariance is a sum of outer products divided by a count, so shards add exactly: each rank
+runs :func:`pruning.time_mean_covariance` (or :func:`pruning.layer_covariances`) on its own sequences, and one
+all-reduce of the float64 sums and counts gives every rank the statistics of the union, equal to the
+single-process result up to the order of summation::
+
+    torch.distributed.init_process_group("gloo")            # or "nccl", launched by torchrun
+    mine = shard(x, rank=dist.get_rank(), world_size=dist.get_world_size())
+    stats = all_reduce_stats(time_mean_covariance(rnn, mine))
+    res = spectral_prune((rnn, readout), covariance=stats, k=64)   # the same on every rank
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import torch
+
+from pruning.covariance import CovarianceStats
+
+__all__ = ["all_reduce_stats", "shard"]
+
+
+def _leaves(stats: Any) -> List[CovarianceStats]:
+    if isinstance(stats, CovarianceStats):
+        return [stats]
+    if isinstance(stats, (list, tuple)) and stats:
+        return [leaf for item in stats for leaf in _leaves(item)]
+    raise TypeError(f"stats: expected CovarianceStats or a (nested) list of them, got {type(stats).__name__}")
+
+
+def all_reduce_stats(stats: Any, group=None) -> Any:
+    """Sum ``stats`` (one :class:`CovarianceStats` or a nested list, e.g. ``[layer][direction]``) over the
+    processes of ``group`` in one all-reduce; returns the same structure with the global sums and counts.
+
+    Every rank must pass statistics of the same structure and widths. The reduction runs on the device of
+    the sums (CPU for gloo, CUDA for nccl); counts travel as float64, exact below 2^53 states.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError("all_reduce_stats: torch.distributed is not initialised; call "
+                           "torch.distributed.init_process_group first (or skip the reduction in one process)")
+    leaves = _leaves(stats)
+    device = leaves[0].outer_sum.device
+    flat = torch.cat([leaf.outer_sum.reshape(-1).to(device) for leaf in leaves]
+                     + [torch.tensor([float(leaf.count) for leaf in leaves], dtype=torch.float64, device=device)])
+    # a mismatch in sizes between ranks would make the collective hang or mix entries; compare lengths first
+    size = torch.tensor([flat.numel()], dtype=torch.float64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(sizes, size, group=group)
+    if any(int(s.item()) != flat.numel() for s in sizes):
+        raise ValueError(f"stats: the ranks hold statistics of different sizes ({[int(s.item()) for s in sizes]} "
+                         f"numbers); every rank must measure the same module")
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    out, offset = [], 0
+    for leaf in leaves:
+        n = leaf.outer_sum.numel()
+        out.append(CovarianceStats(flat[offset:offset + n].reshape(leaf.outer_sum.shape).clone(), 0))
+        offset += n
+    for leaf, count in zip(out, flat[offset:].tolist()):
+        leaf.count = int(round(count))
+    it = iter(out)
+
+    def rebuild(node):
+        if isinstance(node, CovarianceStats):
+            return next(it)
+        return type(node)(rebuild(item) for item in node)
+
+    return rebuild(stats)
+
+
+def shard(data: Any, rank: int, world_size: int, *, batch_first: bool = True) -> Any:
+    """This rank's sequences: every ``world_size``-th sequence starting at ``rank`` (a tensor of all sequences),
+    or every ``world_size``-th batch (any other iterable of batches)."""
+    if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
+        raise ValueError(f"rank, world_size: expected 0 <= rank < world_size, got rank={rank!r}, "
+                         f"world_size={world_size!r}")
+    if isinstance(data, torch.Tensor):
+        dim = 0 if batch_first or data.ndim < 3 else 1
+        idx = torch.arange(rank, data.shape[dim], world_size, device=data.device)
+        return data.index_select(dim, idx)
+    return (batch for i, batch in enumerate(data) if i % world_size == rank)
