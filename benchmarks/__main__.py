@@ -58,6 +58,10 @@ def main(argv=None) -> int:
     rep.add_argument("--finetune-epochs", type=int, default=None,
                      help="also fine-tune each pruned network this many epochs (default 0: no fine-tuning)")
     rep.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    rep.add_argument("--workers", type=int, default=1,
+                     help="train and prune the networks in this many local processes (default 1: in this process)")
+    rep.add_argument("--dask", default=None, metavar="ADDRESS",
+                     help="run the networks on the Dask cluster at this scheduler address (tcp://host:port)")
     rep.add_argument("--no-progress", action="store_true")
     lm = sub.add_parser("layer-modes", help="stacked LSTM/GRU: prune upper layers with the sequential or the "
                                             "original network's covariance, and compare")
@@ -127,8 +131,17 @@ def _reproduce(args) -> int:
                             task=args.task, seq_lens=args.seq_lens, train_sizes=args.train_sizes,
                             nonlinearity=args.nonlinearity, finetune_epochs=args.finetune_epochs)
     out = args.out or Path("runs") / preset.name
-    path = reproduce_and_report(preset, out, mnist_dir=args.mnist_dir, ptb_dir=args.ptb_dir, device=args.device,
-                                progress=not args.no_progress)
+    executor, client = None, None
+    if args.dask:
+        from benchmarks.executor import dask_executor
+
+        executor, client = dask_executor(args.dask)
+    try:
+        path = reproduce_and_report(preset, out, mnist_dir=args.mnist_dir, ptb_dir=args.ptb_dir, device=args.device,
+                                    progress=not args.no_progress, workers=args.workers, executor=executor)
+    finally:
+        if client is not None:
+            client.close()
     print(f"report: {path}")
     return 0
 

@@ -14,7 +14,8 @@ import csv
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from concurrent.futures import Executor
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -253,20 +254,98 @@ def _row(data: SequenceData, base: Dict, method: str, k: int, model, seconds: fl
                 seconds=seconds, **extra)
 
 
+_DATA_CACHE: Dict[Tuple, SequenceData] = {}
+
+
+def _task_data(preset: Preset, data: Any) -> SequenceData:
+    """The task's data: given directly (in-process), or loaded once per worker process from ``("load",
+    mnist_dir)`` so that a process pool does not ship the data set with every task."""
+    if isinstance(data, SequenceData):
+        return data
+    key = (preset.task, preset.mnist_downsample, str(data[1]))
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = load_task(preset, data[1])
+    return _DATA_CACHE[key]
+
+
+def _network_rows(preset: Preset, data: Any, out: Path, device, m: int, seq_len: int, n_train: int, seed: int,
+                  skip: frozenset, progress: bool) -> List[Dict]:
+    """One task of the sweep: train (or load) one network and prune it with every method and k whose row is
+    not in ``skip``; returns the rows (the caller writes the table)."""
+    from tqdm.auto import tqdm
+
+    data = _task_data(preset, data)
+    out = Path(out)
+    settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
+    entries = _entries(preset)
+    mc = _model_config(preset, m, seed, seq_len, n_train)
+    keys = _row_keys(preset, mc, entries)
+    t0 = time.perf_counter()
+    task = _variant_data(data, mc)
+    model = _train_or_load(mc, task, out, torch.device(device), progress)
+    base = dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc), seq_len=task.seq_len,
+                n_train=int(task.x_train.shape[0]), variant=variant_label(seq_len, n_train), **settings)
+    new = [dict(_row(task, base, "full network", m, model, time.perf_counter() - t0),
+                row_key=config_key(RowConfig(mc, "full network", m, **settings)))]
+    stats = time_mean_covariance(model.rnn, task.x_train)
+    jobs = [(k, entry) for k in preset.ks for entry in entries if keys[(entry[0], k)] not in skip]
+    for k, (label, method, recon, setting) in tqdm(jobs, desc=f"prune m={m} seed={seed}", disable=not progress,
+                                                   leave=False):
+        t1 = time.perf_counter()
+        res = spectral_prune(model, None, k, covariance=stats, method=method, reconstruct=recon, seed=seed,
+                             **setting)
+        extra = dict(setting)
+        if preset.finetune_epochs > 0:
+            extra["finetuned_accuracy"] = _finetuned_accuracy(res.model, task, preset, seed, progress)
+        new.append(_row(task, base, label, k, res.model, time.perf_counter() - t1,
+                        row_key=keys[(label, k)], dof=res.dof, loss_input=res.losses["input"], **extra))
+    return new
+
+
+def _dense_rows(preset: Preset, data: Any, out: Path, device, k: int, seed: int, progress: bool) -> List[Dict]:
+    """One task of the sweep: a dense network of width k trained from scratch, one row per compared width."""
+    data = _task_data(preset, data)
+    settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
+    mc = _model_config(preset, k, seed)
+    t0 = time.perf_counter()
+    model = _train_or_load(mc, data, Path(out), torch.device(device), progress)
+    # the same small network is the baseline of every width
+    return [_row(data, dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc), seq_len=data.seq_len,
+                            n_train=int(data.x_train.shape[0]), variant="base", **settings),
+                 DENSE, k, model, time.perf_counter() - t0,
+                 row_key=config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings)))
+            for m in preset.hidden_sizes]
+
+
+def _row_keys(preset: Preset, mc: ModelConfig, entries) -> Dict[Tuple[str, int], str]:
+    return {(e[0], k): config_key(RowConfig(mc, e[0], k, finetune_epochs=preset.finetune_epochs, **e[3]))
+            for k in preset.ks for e in entries}
+
+
 def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None,
-                  data: Optional[SequenceData] = None, device=None,
-                  progress: bool = True, log: Callable[[str], None] = print) -> List[Dict]:
+                  data: Optional[SequenceData] = None, device=None, progress: bool = True,
+                  log: Callable[[str], None] = print, workers: int = 1,
+                  executor: Optional[Executor] = None) -> List[Dict]:
     """Run (or resume) a preset; returns the rows of ``out/results.csv`` that belong to it.
 
     ``data``: the preset's task if already loaded (else it is loaded from ``mnist_dir`` or the embedded data).
     Rows of other configurations (another preset, other seeds, or keys of an older table layout) stay in the
     table but are not returned, so a report never mixes them in.
+
+    Each trained network (and each dense baseline) is one task. ``workers=1`` without ``executor`` runs them
+    here, one after the other; ``workers > 1`` runs them in a local process pool, and ``executor`` on any
+    ``concurrent.futures.Executor`` (e.g. a Dask cluster, :func:`benchmarks.executor.dask_executor`). Tasks
+    are retried when a worker dies; this process alone writes the table, a configuration once.
     """
-    from tqdm.auto import tqdm
+    from benchmarks.executor import run_tasks
 
     out = Path(out)
     device = torch.device(device) if device is not None else default_device()
-    data = load_task(preset, mnist_dir) if data is None else data
+    parallel = executor is not None or workers > 1
+    if parallel and device.type == "cuda":
+        raise ValueError("workers, executor: parallel sweeps run on CPU workers; use workers=1 for one GPU")
+    if not parallel or data is not None:
+        data = load_task(preset, mnist_dir) if data is None else data
     for k in preset.ks:
         if not all(1 <= k <= m for m in preset.hidden_sizes):
             raise ValueError(f"ks: every k must lie in 1..min(hidden_sizes)={min(preset.hidden_sizes)}, got {k}")
@@ -278,57 +357,48 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
     planned = set()
     settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
     entries = _entries(preset)
+    data_ref = data if data is not None else ("load", mnist_dir)
+    dev = str(device)
+    tasks: Dict[Any, Tuple[Callable, tuple]] = {}
     for m, seq_len, n_train in _variants(preset):
         for seed in preset.seeds:
             mc = _model_config(preset, m, seed, seq_len, n_train)
-            keys = {(e[0], k): config_key(RowConfig(mc, e[0], k, finetune_epochs=preset.finetune_epochs, **e[3]))
-                    for k in preset.ks for e in entries}
+            keys = _row_keys(preset, mc, entries)
             full_key = config_key(RowConfig(mc, "full network", m, **settings))
             planned |= set(keys.values()) | {full_key}
             if all(v in done for v in keys.values()) and full_key in done:
                 continue
-            t0 = time.perf_counter()
-            task = _variant_data(data, mc)
-            model = _train_or_load(mc, task, out, device, progress)
-            base = dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc), seq_len=task.seq_len,
-                        n_train=int(task.x_train.shape[0]), variant=variant_label(seq_len, n_train), **settings)
-            new = [dict(_row(task, base, "full network", m, model, time.perf_counter() - t0), row_key=full_key)]
-            stats = time_mean_covariance(model.rnn, task.x_train)
-            jobs = [(k, entry) for k in preset.ks for entry in entries if keys[(entry[0], k)] not in done]
-            for k, (label, method, recon, setting) in tqdm(jobs, desc=f"prune m={m} seed={seed}",
-                                                           disable=not progress, leave=False):
-                t1 = time.perf_counter()
-                res = spectral_prune(model, None, k, covariance=stats, method=method, reconstruct=recon, seed=seed,
-                                     **setting)
-                extra = dict(setting)
-                if preset.finetune_epochs > 0:
-                    extra["finetuned_accuracy"] = _finetuned_accuracy(res.model, task, preset, seed, progress)
-                new.append(_row(task, base, label, k, res.model, time.perf_counter() - t1,
-                                row_key=keys[(label, k)], dof=res.dof, loss_input=res.losses["input"], **extra))
-            rows = _merge_rows(path, rows, new)
-            done |= {n["row_key"] for n in new}
-            log(f"m={m} seed={seed} {variant_label(seq_len, n_train)}: full accuracy {new[0]['test_accuracy']:.3f}, "
-                f"{len(new) - 1} pruned rows")
+            tasks[("net", m, seq_len, n_train, seed)] = (
+                _network_rows, (preset, data_ref, out, dev, m, seq_len, n_train, seed, frozenset(done),
+                                progress and not parallel))
     if preset.dense_baseline:
         for k in preset.ks:
             for seed in preset.seeds:
                 mc = _model_config(preset, k, seed)
-                row_keys = {m: config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings))
+                row_keys = {config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings))
                             for m in preset.hidden_sizes}
-                planned |= set(row_keys.values())
-                if all(v in done for v in row_keys.values()):
+                planned |= row_keys
+                if row_keys <= done:
                     continue
-                t0 = time.perf_counter()
-                model = _train_or_load(mc, data, out, device, progress)
-                # the same small network is the baseline of every width
-                new = [_row(data, dict(task=data.name, hidden=m, seed=seed, model_key=config_key(mc),
-                                       seq_len=data.seq_len, n_train=int(data.x_train.shape[0]), variant="base",
-                                       **settings),
-                            DENSE, k, model, time.perf_counter() - t0, row_key=row_keys[m])
-                       for m in preset.hidden_sizes]
-                rows = _merge_rows(path, rows, new)
-                done |= set(row_keys.values())
-                log(f"dense k={k} seed={seed}: accuracy {new[-1]['test_accuracy']:.3f}")
+                tasks[("dense", k, seed)] = (_dense_rows, (preset, data_ref, out, dev, k, seed,
+                                                           progress and not parallel))
+
+    def merge(key, new: List[Dict]) -> None:
+        nonlocal rows
+        rows = _merge_rows(path, rows, new)
+        done.update(n["row_key"] for n in new)
+        if key[0] == "net":
+            _, m, seq_len, n_train, seed = key
+            log(f"m={m} seed={seed} {variant_label(seq_len, n_train)}: full accuracy {new[0]['test_accuracy']:.3f}, "
+                f"{len(new) - 1} pruned rows")
+        else:
+            log(f"dense k={key[1]} seed={key[2]}: accuracy {new[-1]['test_accuracy']:.3f}")
+
+    if parallel:
+        run_tasks(tasks, merge, executor=executor, workers=workers, log=log)
+    else:
+        for key, (fn, args) in tasks.items():
+            merge(key, fn(*args))
     return [r for r in read_results(path) if r["row_key"] in planned]
 
 
@@ -401,7 +471,8 @@ def with_overrides(preset: Preset, **overrides) -> Preset:
 
 def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None,
                          ptb_dir: Optional[Path] = None, device=None,
-                         progress: bool = True, log: Callable[[str], None] = print) -> Path:
+                         progress: bool = True, log: Callable[[str], None] = print, workers: int = 1,
+                         executor: Optional[Executor] = None) -> Path:
     """Run (or resume) ``preset`` (pixel task and language modelling), compute the figures' data and write
     ``out/report.md``; returns its path."""
     from scipy import stats
@@ -413,7 +484,9 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
 
     t0 = time.perf_counter()
     data = load_task(preset, mnist_dir)
-    rows = run_reproduce(preset, out, data=data, device=device, progress=progress, log=log)
+    parallel = executor is not None or workers > 1  # workers load the task themselves, once per process
+    rows = run_reproduce(preset, out, data=None if parallel else data, mnist_dir=mnist_dir, device=device,
+                         progress=progress, log=log, workers=workers, executor=executor)
     rows += run_language(preset, out, ptb_dir=ptb_dir, device=device, progress=progress, log=log)
     n_other = len(read_results(Path(out) / "results.csv")) - len(rows)
     log("figures: spectrum and approximation error of the seed-0 network")
