@@ -234,3 +234,37 @@ def test_float32_models_get_float64_statistics_and_identical_reruns(method):
     for p, q in zip(a.rnn.state_dict().values(), b.rnn.state_dict().values()):
         assert p.dtype == torch.float32 and torch.equal(p, q)
     assert torch.equal(a.readout.weight, b.readout.weight)
+
+
+@settings(max_examples=25, deadline=None)
+@given(flag=st.sampled_from(["--k", "--ratio", "--target-dof", "--target", "--rel-lam", "--lam", "--theta",
+                             "--batch-size", "--holdout"]),
+       value=st.sampled_from(["0", "-1", "99", "nan", "inf", "abc", "1,2,3", "0.5", ""]))
+def test_cli_arguments(tmp_path_factory, flag, value):
+    """The prune CLI exits 0 with a pruned model, or 2 with a message naming the option's argument; never a
+    traceback."""
+    from pruning.cli import main
+
+    tmp = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    torch.save((torch.nn.GRU(2, 6, batch_first=True), torch.nn.Linear(6, 2)), tmp / "m.pt")
+    torch.save(torch.randn(12, 5, 2), tmp / "x.pt")
+    width = [] if flag in ("--k", "--ratio", "--target-dof", "--target") else ["--k", "3"]
+    argv = ["prune", "--checkpoint", str(tmp / "m.pt"), "--data", str(tmp / "x.pt"), "--out", str(tmp / "p.pt"),
+            "--no-progress", *width, flag, value]
+    if flag == "--holdout":
+        argv = [a for a in argv if a not in ("--k", "3")] + ["--target", "0.5"]
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse rejects what it cannot parse, with usage and status 2
+            code = exit_.code
+    assert code in (0, 2)
+    assert (tmp / "p.pt").exists() == (code == 0)
+    if code == 2:
+        message = err.getvalue()
+        assert flag in message or f"{flag[2:].replace('-', '_')}" in message, message
