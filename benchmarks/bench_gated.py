@@ -8,7 +8,7 @@ proportional to arithmetic.
 import pytest
 import torch
 
-from benchmarks.conftest import timed
+from benchmarks.conftest import inference_times
 from pruning import count_macs, count_parameters, spectral_prune
 
 
@@ -22,13 +22,7 @@ def test_pruned_gated_inference_speedup(benchmark, report_ratio, cell):
     x = torch.randn(batch, T, d_x)
     res = spectral_prune((rnn, readout), x, k=k)
 
-    def run(r, head):
-        with torch.no_grad():
-            head(r(x)[0][:, -1])
-
-    t_full = timed(lambda: run(rnn, readout), repeat=3)
-    t_small = timed(lambda: run(res.rnn, res.readout), repeat=5)
-    benchmark.pedantic(lambda: run(res.rnn, res.readout), rounds=5, iterations=1)
+    t_full, t_small = inference_times(benchmark, (rnn, readout), (res.rnn, res.readout), x)
     speedup = t_full / t_small
     macs = (count_macs(rnn, T, readout), count_macs(res.rnn, T, res.readout))
     params = (count_parameters(rnn, readout), count_parameters(res.rnn, res.readout))

@@ -6,7 +6,7 @@ import textwrap
 
 import torch
 
-from benchmarks.conftest import timed
+from benchmarks.conftest import inference_times
 from pruning import spectral_prune
 
 
@@ -20,13 +20,7 @@ def test_compressed_inference_speedup(benchmark, report_ratio):
     x = torch.randn(64, 100, 8)
     res = spectral_prune((rnn, readout), x, k=128)
 
-    def run(r, head):
-        with torch.no_grad():
-            head(r(x)[0][:, -1])
-
-    t_full = timed(lambda: run(rnn, readout), repeat=5)
-    t_small = timed(lambda: run(res.rnn, res.readout), repeat=5)
-    benchmark.pedantic(lambda: run(res.rnn, res.readout), rounds=5, iterations=1)
+    t_full, t_small = inference_times(benchmark, (rnn, readout), (res.rnn, res.readout), x)
     speedup = t_full / t_small
     report_ratio("compressed inference speed-up (m=512 -> k=128, T=100, batch 64)", speedup, ">= 4", speedup >= 4,
                  full_s=t_full, compressed_s=t_small)

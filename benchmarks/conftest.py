@@ -17,6 +17,22 @@ def timed(fn, repeat: int = 3) -> float:
     return best
 
 
+def inference_times(benchmark, full, pruned, x, repeat: int = 5):
+    """Best many-to-one forward times of the ``(rnn, readout)`` pairs ``full`` and ``pruned`` on ``x``; the
+    pruned pair also goes through pytest-benchmark. Returns ``(t_full, t_pruned)``."""
+    import torch
+
+    def run(pair):
+        rnn, head = pair
+        with torch.no_grad():
+            head(rnn(x)[0][:, -1])
+
+    t_full = timed(lambda: run(full), repeat=repeat)
+    t_pruned = timed(lambda: run(pruned), repeat=repeat)
+    benchmark.pedantic(lambda: run(pruned), rounds=5, iterations=1)
+    return t_full, t_pruned
+
+
 @pytest.fixture
 def report_ratio(benchmark):
     def report(name: str, value: float, target: str, met: bool, **details):
