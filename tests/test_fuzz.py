@@ -92,7 +92,9 @@ def test_select_units_and_losses(m, seed, how, k, lam, method):
     if not ok:
         return
     # only well-formed arguments may succeed, and the result is a valid unit set
-    assert how in ("none", "rank0", "rank1", "dead", "half", "int", "noncontiguous", "list")
+    # (a 1 x 1 matrix has no entry above the diagonal to make asymmetric)
+    assert how in ("none", "rank0", "rank1", "dead", "half", "int", "noncontiguous", "list") or \
+        (how == "asymmetric" and m == 1)
     assert 1 <= k <= np.asarray(S, dtype=float).shape[0] and np.isfinite(lam) and lam > 0
     Sf = np.asarray(torch.as_tensor(S).double() if how == "half" else S, dtype=np.float64)
     assert len(units) == k and len(set(units)) == k and all(0 <= u < Sf.shape[0] for u in units)
