@@ -101,6 +101,13 @@ def test_keeping_every_unit_with_tiny_lambda_reproduces_the_outputs(c, mode):
     calib = inputs(rnn, 64, 6, seed=c["seed"] + 1)
     res = spectral_prune((rnn, head), calib, c["m"], lam=1e-12, covariance_mode=mode)
     assert type(res.rnn) is type(rnn) and res.rnn.hidden_size == c["m"]
+    # S6 holds on fresh inputs when every covariance is invertible; a ReLU unit that is dead on the calibration
+    # data gets a zero column of A_J and may wake up on other inputs, so then the claim is on the calibration data
+    dead = any(np.linalg.eigvalsh(c.mean()).min() <= 1e-12 * max(1.0, np.trace(c.mean()))
+               for row in res.covariance for c in row) if isinstance(res.covariance, list) else \
+        np.linalg.eigvalsh(res.covariance.mean()).min() <= 1e-12 * max(1.0, np.trace(res.covariance.mean()))
+    if dead:
+        x = calib
     scale = outputs(rnn, head, x).abs().max().item() + 1
     torch.testing.assert_close(outputs(res.rnn, res.readout, x), outputs(rnn, head, x), rtol=0, atol=1e-6 * scale)
 
