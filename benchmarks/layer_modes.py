@@ -13,7 +13,6 @@ configuration hash, finished rows are skipped, files are written atomically.
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 from benchmarks.data import pixel_digits, regroup_steps
 from benchmarks.models import RNNClassifier
-from benchmarks.runio import atomic_write_text, config_key, save_state_atomic, write_csv_atomic
+from benchmarks.runio import atomic_write_text, config_key, read_csv, save_state_atomic, write_csv_atomic
 from benchmarks.training import TrainConfig, accuracy, train_classifier
 from pruning import spectral_prune
 
@@ -72,10 +71,7 @@ def run_layer_modes(out, *, cells: Sequence[str] = ("LSTM", "GRU"), ks: Sequence
     """Run (or resume) the study; returns its rows (one per cell, seed, k and mode)."""
     out = Path(out)
     table = out / "layer_modes.csv"
-    rows: List[Dict] = []
-    if table.exists():
-        with open(table, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+    rows: List[Dict] = read_csv(table)
     done = {(r["model_key"], int(r["k"]), r["mode"]) for r in rows}
     data = regroup_steps(pixel_digits(), seq_len)
     for cell in cells:

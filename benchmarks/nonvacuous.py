@@ -24,7 +24,6 @@ writes).
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 from benchmarks.models import RNNClassifier
-from benchmarks.runio import atomic_write_text, config_key, save_state_atomic, write_csv_atomic
+from benchmarks.runio import atomic_write_text, config_key, read_csv, save_state_atomic, write_csv_atomic
 from benchmarks.teacher import Teacher, TeacherConfig
 from benchmarks.training import TrainConfig, train_model
 
@@ -149,11 +148,7 @@ def evaluate(config: NonVacuousConfig, *, ckpt_dir: Optional[Path] = None, progr
 
 def read_rows(out) -> List[Dict]:
     """The rows of ``DIR/nonvacuous.csv`` (empty when there is none)."""
-    table = Path(out) / "nonvacuous.csv"
-    if not table.exists():
-        return []
-    with open(table, newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv(Path(out) / "nonvacuous.csv")
 
 
 def run_nonvacuous(out, *, widths: Sequence[int] = (32, 128), sizes: Sequence[int] = (2_000, 10_000, 100_000),

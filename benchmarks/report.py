@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks.runio import atomic_write_text
+from pruning.fileio import atomic_write
 
 __all__ = ["accuracy_summary", "acceptance", "write_report", "is_base", "variant_table"]
 
@@ -144,15 +144,7 @@ def _size_table(rows: Sequence[Dict]) -> str:
 
 
 def _savefig(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120, bbox_inches="tight"))
 
 
 def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: float, seeds: Sequence[int],

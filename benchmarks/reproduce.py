@@ -10,7 +10,6 @@ loses at most one network's rows.
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from benchmarks.data import SequenceData, pixel_digits
 from benchmarks.demo import METHOD_TABLE, default_device
 from benchmarks.models import RNNClassifier
-from benchmarks.runio import config_key, save_state_atomic, write_csv_atomic
+from benchmarks.runio import config_key, read_csv, save_state_atomic, write_csv_atomic
 from pruning.fileio import remove_stale_temporaries
 from benchmarks.training import TrainConfig, accuracy, train_classifier
 from pruning import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, spectral_prune, time_mean_covariance
@@ -221,10 +220,7 @@ def _train_or_load(mc: ModelConfig, data: SequenceData, out: Path, device, progr
 
 def read_results(path: Path) -> List[Dict]:
     """The rows of a results table (numbers parsed back), or [] if there is none yet."""
-    if not Path(path).exists():
-        return []
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(path)
     for r in rows:
         for key, value in r.items():
             if key in TEXT_COLUMNS:  # a hash such as "12e45678..." would otherwise parse as a number

@@ -6,11 +6,12 @@ import csv
 import dataclasses
 import hashlib
 import json
-from typing import Iterable, Mapping
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping
 
 from pruning.fileio import atomic_write_text, save_atomic
 
-__all__ = ["config_key", "atomic_write_text", "write_csv_atomic", "save_state_atomic"]
+__all__ = ["config_key", "atomic_write_text", "write_csv_atomic", "read_csv", "save_state_atomic"]
 
 
 def config_key(config) -> str:
@@ -33,6 +34,14 @@ def write_csv_atomic(path, rows: Iterable[Mapping], fieldnames=None) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path) -> List[Dict[str, str]]:
+    """The rows of a CSV table as dicts of strings, or [] when the file does not exist yet."""
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def save_state_atomic(path, state) -> None:

@@ -151,7 +151,7 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     save_atomic(out, pruned)
     report = dict(
         checkpoint=str(checkpoint), out=str(out), calibration=str(data if data is not None else states),
-        settings={k: v for k, v in settings.items()}, covariance_mode=result.covariance_mode,
+        settings=dict(settings), covariance_mode=result.covariance_mode,
         before=dict(module=module_summary(rnn), **_size(rnn, readout, T)),
         after=dict(module=module_summary(result.rnn), **_size(result.rnn, result.readout, T)),
         layers=[dict(layer=lp.layer, direction=lp.direction, m=lp.m, k=lp.k, units=[int(u) for u in lp.units],

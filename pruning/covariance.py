@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["CovarianceStats", "time_mean_covariance", "iter_input_batches", "model_device"]
+__all__ = ["CovarianceStats", "time_mean_covariance", "iter_input_batches", "model_device", "batch_dim"]
 
 
 @dataclass
@@ -93,6 +93,12 @@ def model_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def batch_dim(ndim: int, batch_first: bool) -> int:
+    """The sequence (batch) dimension of an input array: 1 for time-major (T, batch, d_x) arrays, else 0 (a
+    batch-first array, or a 2-D array of sequences such as token ids)."""
+    return 0 if batch_first or ndim < 3 else 1
+
+
 def _as_tensor(x: Any, what: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
@@ -116,8 +122,7 @@ def iter_input_batches(data: Any, batch_size: int = 256, *, batch_first: bool = 
     if isinstance(data, (torch.Tensor, np.ndarray)):
         x = _as_tensor(data, "data")
         if x.ndim == 3:
-            dim = 0 if batch_first else 1
-            yield from torch.split(x, batch_size, dim=dim)
+            yield from torch.split(x, batch_size, dim=batch_dim(x.ndim, batch_first))
         else:
             yield x
         return

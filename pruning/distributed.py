@@ -17,7 +17,7 @@ from typing import Any, List
 
 import torch
 
-from pruning.covariance import CovarianceStats
+from pruning.covariance import CovarianceStats, batch_dim
 
 __all__ = ["all_reduce_stats", "shard"]
 
@@ -78,7 +78,7 @@ def shard(data: Any, rank: int, world_size: int, *, batch_first: bool = True) ->
         raise ValueError(f"rank, world_size: expected 0 <= rank < world_size, got rank={rank!r}, "
                          f"world_size={world_size!r}")
     if isinstance(data, torch.Tensor):
-        dim = 0 if batch_first or data.ndim < 3 else 1
+        dim = batch_dim(data.ndim, batch_first)
         idx = torch.arange(rank, data.shape[dim], world_size, device=data.device)
         return data.index_select(dim, idx)
     return (batch for i, batch in enumerate(data) if i % world_size == rank)

@@ -32,7 +32,7 @@ CRITERIA = ("measured", "s10")
 
 def split_holdout(data: Any, holdout: float, *, batch_first: bool, seed: int = 0):
     """Split a tensor of sequences into (calibration, held-out) by a seeded permutation."""
-    from pruning.covariance import _as_tensor
+    from pruning.covariance import _as_tensor, batch_dim
 
     if not isinstance(data, (torch.Tensor, np.ndarray)):
         raise TypeError("holdout: only a tensor of all sequences can be split; pass holdout_data= for data given "
@@ -41,7 +41,7 @@ def split_holdout(data: Any, holdout: float, *, batch_first: bool, seed: int = 0
     if not math.isfinite(h) or not 0.0 < h < 1.0:
         raise ValueError(f"holdout: expected a fraction in (0, 1), got {holdout!r}")
     x = _as_tensor(data, "data")
-    dim = 0 if batch_first or x.ndim < 3 else 1
+    dim = batch_dim(x.ndim, batch_first)
     n = x.shape[dim]
     n_out = int(math.ceil(h * n))
     if n < 2 or n_out >= n:
@@ -200,8 +200,10 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
 
 
 def _count(data: Any, batch_first: bool) -> Optional[int]:
+    from pruning.covariance import batch_dim
+
     if isinstance(data, (torch.Tensor, np.ndarray)):
-        return int(data.shape[0] if batch_first or np.ndim(data) < 3 else data.shape[1])
+        return int(data.shape[batch_dim(np.ndim(data), batch_first)])
     return None
 
 
