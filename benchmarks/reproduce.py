@@ -365,8 +365,8 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
             if all(v in done for v in keys.values()) and full_key in done:
                 continue
             tasks[("net", m, seq_len, n_train, seed)] = (
-                _network_rows, (preset, data_ref, out, dev, m, seq_len, n_train, seed, frozenset(done),
-                                progress and not parallel))
+                _network_rows, (preset, data_ref, out, dev, m, seq_len, n_train, seed,
+                                frozenset(v for v in keys.values() if v in done), progress and not parallel))
     if preset.dense_baseline:
         for k in preset.ks:
             for seed in preset.seeds:
