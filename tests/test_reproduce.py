@@ -310,3 +310,32 @@ def test_a_sweep_killed_at_any_moment_leaves_a_whole_table_and_resumes(tmp_path)
     assert len(final) == 10 * (1 + 9 * 2) and len({r["row_key"] for r in final}) == len(final)
     assert all(r["seconds"] == before[r["row_key"]] for r in final if r["row_key"] in before)  # not recomputed
     assert not list(out.glob(".*.tmp")) and not list((out / "checkpoints").glob(".*.tmp"))
+
+
+def test_the_paper_preset_runs_on_idx_files_at_tiny_scale(tmp_path):
+    """The `paper` protocol (Pixel-MNIST from --mnist-dir, RMSprop, several widths compressed to the same k) on
+    a tiny IDX directory: every width gets its full network, every method at every k and the dense baselines."""
+    import dataclasses
+
+    from benchmarks.mnist import write_idx
+    from benchmarks.reproduce import PRESETS, load_task, with_overrides
+
+    rng = np.random.default_rng(0)
+    mnist = tmp_path / "mnist"
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        write_idx(mnist / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)).astype(np.uint8))
+        write_idx(mnist / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8) % 10)
+    paper = PRESETS["paper"]
+    assert paper.task == "pixel-mnist" and paper.train.optimizer == "rmsprop" and len(paper.hidden_sizes) > 1
+    assert all(k <= min(paper.hidden_sizes) for k in paper.ks)
+    with pytest.raises(ValueError, match="mnist_dir"):
+        load_task(paper)
+    preset = with_overrides(paper, hidden_sizes=(8, 16), ks=(4, 8), seeds=(0,), mnist_downsample=7,
+                            train=dataclasses.replace(paper.train, epochs=1))
+    rows = run_reproduce(preset, tmp_path / "out", mnist_dir=mnist, progress=False, log=lambda s: None)
+    assert {r["task"] for r in rows} == {"pixel-mnist-ds7"} and {r["seq_len"] for r in rows} == {16}
+    for m in (8, 16):
+        mine = [r for r in rows if r["hidden"] == m]
+        assert sum(r["method"] == "full network" for r in mine) == 1
+        assert sum(r["method"] == "dense from scratch" for r in mine) == 2
+        assert len(mine) == 1 + 9 * 2 + 2 and all(r["n_train"] == 40 for r in mine)
