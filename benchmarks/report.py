@@ -149,11 +149,12 @@ def _savefig(fig, path: Path) -> None:
 
 def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: float, seeds: Sequence[int],
                  figures: Optional[Dict[str, object]] = None, extra_sections: Sequence[str] = (),
-                 other_rows: int = 0) -> Path:
+                 other_rows: int = 0, protocol: str = "") -> Path:
     """Write ``out/report.md`` from the rows and the figure data; figures are drawn by :mod:`benchmarks.figures`.
 
     Rows of the T and n sweeps (``variant`` other than ``base``) get their own table; every other table is of
     the task as it is. ``other_rows``: rows of the results table that belong to other configurations.
+    ``protocol``: a paragraph on the data, networks and training (:func:`benchmarks.reproduce.protocol_text`).
     """
     all_rows, rows = list(rows), [r for r in rows if is_base(r)]
     summary = accuracy_summary(rows)
@@ -168,6 +169,7 @@ def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: f
              f"{sum(float(r.get('seconds') or 0) for r in all_rows):.0f} s."
              + (f" The results table also holds {other_rows} rows of other configurations (other presets, seeds or "
                 f"an older table layout); they are not used here." if other_rows else ""), "",
+             *([protocol, ""] if protocol else []),
              "Test accuracy after pruning without fine-tuning: median over seeds, (min-max) in brackets; the best "
              "median per column in bold.", ""]
     tuned = accuracy_summary(rows, "finetuned_accuracy")

@@ -460,6 +460,36 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
     return [r for r in read_results(path) if r["row_key"] in planned]
 
 
+def protocol_text(preset: Preset, data: SequenceData, mnist_dir: Optional[Path] = None) -> str:
+    """The report's paragraph on the data, the networks and their training, from the preset and the loaded task."""
+    if preset.task.startswith("pixel-digits"):
+        source = "scikit-learn's bundled 8x8 digits read one pixel per step, a fixed stratified 70/30 split"
+    elif preset.task.startswith("pixel-mnist"):
+        source = f"MNIST IDX files from `{mnist_dir}` read one pixel per step"
+        if preset.mnist_downsample > 1:
+            d = preset.mnist_downsample
+            source += f" after {d}x{d} average pooling"
+    else:
+        source = "sequences labelled by a random tanh teacher RNN (benchmarks/teacher.py)"
+    if preset.task.endswith("permuted"):
+        source += ", pixels in one fixed random order"
+    net = ("IRNNs (ReLU, identity recurrent initialisation)" if preset.nonlinearity == "relu"
+           else "tanh RNNs (PyTorch's initialisation)")
+    t = preset.train
+    sizes = [str(m) for m in preset.hidden_sizes]
+    widths = sizes[0] if len(sizes) == 1 else ", ".join(sizes[:-1]) + " and " + sizes[-1]
+    dense = " The dense baselines of width k get the same training." if preset.dense_baseline else ""
+    tuning = (f"each pruned network is also fine-tuned for {preset.finetune_epochs} epochs"
+              if preset.finetune_epochs else "no fine-tuning")
+    return (f"Protocol. Data: {source}; {data.x_train.shape[0]:,} training and {data.x_test.shape[0]:,} test "
+            f"sequences, T = {data.seq_len}, d_x = {data.input_size}, {data.n_classes} classes. Networks: "
+            f"single-layer {net} of width{'s' if len(widths) > 1 else ''} {widths}, a linear read-out of the last "
+            f"state; {t.optimizer} (lr {t.lr:g}, batch {t.batch_size}, {t.epochs} epochs, gradient-norm clip "
+            f"{t.clip:g}), cross-entropy.{dense} Pruned to k in "
+            f"{{{', '.join(map(str, preset.ks))}}} with rel_lam = {preset.rel_lam:g} (lambda = rel_lam Tr(Sigma)/m), "
+            f"theta = {preset.theta:g}, Z = {preset.Z}; {tuning}.")
+
+
 def with_overrides(preset: Preset, **overrides) -> Preset:
     """The preset with some fields replaced (None values ignored)."""
     return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
@@ -522,7 +552,8 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
               "sequences cut to length T.)"]
     extra += nonvacuous_section(preset, Path(out), progress=progress, log=log)
     return write_report(out, rows, preset_name=preset.name, wall_s=time.perf_counter() - t0, seeds=preset.seeds,
-                        figures=captions, extra_sections=extra, other_rows=n_other)
+                        figures=captions, extra_sections=extra, other_rows=n_other,
+                        protocol=protocol_text(preset, data, mnist_dir))
 
 
 def nonvacuous_section(preset: Preset, out: Path, *, progress: bool = True,

@@ -339,3 +339,17 @@ def test_the_paper_preset_runs_on_idx_files_at_tiny_scale(tmp_path):
         assert sum(r["method"] == "full network" for r in mine) == 1
         assert sum(r["method"] == "dense from scratch" for r in mine) == 2
         assert len(mine) == 1 + 9 * 2 + 2 and all(r["n_train"] == 40 for r in mine)
+
+
+def test_the_report_states_the_protocol_of_the_run():
+    from benchmarks.data import pixel_digits
+    from benchmarks.reproduce import protocol_text
+
+    data = pixel_digits()
+    preset = Preset("p", hidden_sizes=(64, 128), ks=(8, 16), train=TrainConfig(epochs=7, lr=3e-3), finetune_epochs=2,
+                    dense_baseline=False)
+    text = protocol_text(preset, data)
+    for part in (f"{data.x_train.shape[0]:,} training", f"{data.x_test.shape[0]:,} test", "T = 64", "widths 64 and 128",
+                 "lr 0.003", "7 epochs", "k in {8, 16}", "fine-tuned for 2 epochs", "IRNNs"):
+        assert part in text, part
+    assert "dense" not in text
