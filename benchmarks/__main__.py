@@ -52,6 +52,9 @@ def main(argv=None) -> int:
                      help="average-pool MNIST images first (T = 784 / d^2), for CPU runs")
     rep.add_argument("--ptb-dir", type=Path, default=None, help="directory with ptb.{train,valid,test}.txt")
     rep.add_argument("--seeds", type=_int_tuple, default=None, help="override the preset's seeds")
+    rep.add_argument("--hidden-sizes", type=_int_tuple, default=None,
+                     help="override the preset's widths m (comma-separated; several: the over-parameterized sweep)")
+    rep.add_argument("--ks", type=_int_tuple, default=None, help="override the preset's kept widths k")
     rep.add_argument("--epochs", type=int, default=None, help="override the preset's training epochs")
     rep.add_argument("--nonlinearity", choices=("relu", "tanh"), default=None,
                      help="relu: IRNN (identity init, the default); tanh: a tanh RNN")
@@ -137,10 +140,25 @@ def _reproduce(args) -> int:
     from benchmarks.reproduce import PRESETS, reproduce_and_report, with_overrides
 
     preset = PRESETS[args.preset]
+    for name in ("seeds", "hidden_sizes", "ks"):
+        value = getattr(args, name)
+        if value is not None and (not value or min(value) < (0 if name == "seeds" else 1)):
+            flag = "--" + name.replace("_", "-")
+            print(f"error: {flag}: expected comma-separated {'non-negative' if name == 'seeds' else 'positive'} "
+                  f"integers, got {value or 'nothing'}", file=sys.stderr)
+            return 2
     train = dataclasses.replace(preset.train, epochs=args.epochs) if args.epochs is not None else None
-    preset = with_overrides(preset, seeds=args.seeds, train=train, mnist_downsample=args.mnist_downsample,
+    preset = with_overrides(preset, seeds=args.seeds, hidden_sizes=args.hidden_sizes, ks=args.ks, train=train, mnist_downsample=args.mnist_downsample,
                             task=args.task, seq_lens=args.seq_lens, train_sizes=args.train_sizes,
                             nonlinearity=args.nonlinearity, finetune_epochs=args.finetune_epochs)
+    if max(preset.ks) > min(preset.hidden_sizes):
+        print(f"error: --ks: every k must lie in 1..{min(preset.hidden_sizes)} (the smallest width), got "
+              f"{','.join(map(str, preset.ks))}", file=sys.stderr)
+        return 2
+    if preset.task.startswith("pixel-mnist") and args.mnist_dir is None:
+        print(f"error: --mnist-dir: the {preset.task} task reads MNIST IDX files (python -m benchmarks mnist-sample "
+              "writes a real 5,000-image sample)", file=sys.stderr)
+        return 2
     out = args.out or Path("runs") / preset.name
     executor, client = None, None
     if args.dask:

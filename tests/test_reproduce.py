@@ -353,3 +353,15 @@ def test_the_report_states_the_protocol_of_the_run():
                  "lr 0.003", "7 epochs", "k in {8, 16}", "fine-tuned for 2 epochs", "IRNNs"):
         assert part in text, part
     assert "dense" not in text
+
+
+@pytest.mark.parametrize("argv,flag", [(["--ks", "32,200"], "--ks"), (["--ks", ""], "--ks"),
+                                       (["--hidden-sizes", "0"], "--hidden-sizes"), (["--seeds", ""], "--seeds"),
+                                       (["--hidden-sizes", "16", "--ks", "32"], "--ks"),
+                                       (["--task", "pixel-mnist"], "--mnist-dir")])
+def test_reproduce_cli_refuses_bad_overrides_before_running(tmp_path, capsys, argv, flag):
+    from benchmarks.__main__ import main
+
+    assert main(["reproduce", "--out", str(tmp_path / "out"), "--no-progress"] + argv) == 2
+    assert capsys.readouterr().err.startswith(f"error: {flag}:")
+    assert not (tmp_path / "out").exists()
