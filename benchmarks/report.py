@@ -161,7 +161,8 @@ def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: f
     widths = sorted({h for (h, _, _) in summary})
     task = next((r["task"] for r in rows if _is_number(r.get("test_accuracy"))), "?")
     device = "CUDA: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    parts = [f"# Spectral pruning report: preset `{preset_name}`", "",
+    name, _, overrides = preset_name.partition(" (")
+    parts = [f"# Spectral pruning report: preset `{name}`" + (f" ({overrides}" if overrides else ""), "",
              f"Task: **{task}**. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {device}, Python "
              f"{platform.python_version()}, torch {torch.__version__}. Seeds: {', '.join(map(str, seeds))}. "
              f"Wall time of this invocation: {wall_s:.0f} s; compute time recorded in the results table (training "

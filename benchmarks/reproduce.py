@@ -11,7 +11,7 @@ loses at most one network's rows.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from concurrent.futures import Executor
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -490,6 +490,25 @@ def protocol_text(preset: Preset, data: SequenceData, mnist_dir: Optional[Path] 
             f"theta = {preset.theta:g}, Z = {preset.Z}; {tuning}.")
 
 
+def preset_label(preset: Preset) -> str:
+    """The preset's name with the fields that differ from the named preset, e.g. ``quick (task=pixel-mnist)``."""
+    base = PRESETS.get(preset.name)
+    if base is None:
+        return preset.name
+    changed = []
+    for f in fields(Preset):
+        value, default = getattr(preset, f.name), getattr(base, f.name)
+        if value == default:
+            continue
+        if isinstance(value, TrainConfig):
+            changed += [f"{g.name}={getattr(value, g.name)}" for g in fields(TrainConfig)
+                        if getattr(value, g.name) != getattr(default, g.name)]
+        else:
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            changed.append(f"{f.name}={shown if shown != '' else '(none)'}")
+    return preset.name + (f" ({'; '.join(changed)})" if changed else "")
+
+
 def with_overrides(preset: Preset, **overrides) -> Preset:
     """The preset with some fields replaced (None values ignored)."""
     return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
@@ -551,7 +570,7 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
     extra += ["", f"(S10 on the pixel task: seed-0 network, m = {m0}, k = {min(preset.ks)}, the first 400 training "
               "sequences cut to length T.)"]
     extra += nonvacuous_section(preset, Path(out), progress=progress, log=log)
-    return write_report(out, rows, preset_name=preset.name, wall_s=time.perf_counter() - t0, seeds=preset.seeds,
+    return write_report(out, rows, preset_name=preset_label(preset), wall_s=time.perf_counter() - t0, seeds=preset.seeds,
                         figures=captions, extra_sections=extra, other_rows=n_other,
                         protocol=protocol_text(preset, data, mnist_dir))
 

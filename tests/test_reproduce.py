@@ -365,3 +365,16 @@ def test_reproduce_cli_refuses_bad_overrides_before_running(tmp_path, capsys, ar
     assert main(["reproduce", "--out", str(tmp_path / "out"), "--no-progress"] + argv) == 2
     assert capsys.readouterr().err.startswith(f"error: {flag}:")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_report_title_names_the_overridden_fields():
+    import dataclasses
+
+    from benchmarks.reproduce import PRESETS, preset_label, with_overrides
+
+    quick = PRESETS["quick"]
+    assert preset_label(quick) == "quick"
+    changed = with_overrides(quick, task="pixel-mnist", hidden_sizes=(64, 256), seq_lens=(),
+                             train=dataclasses.replace(quick.train, epochs=5))
+    assert preset_label(changed) == "quick (task=pixel-mnist; hidden_sizes=64,256; epochs=5; seq_lens=(none))"
+    assert preset_label(Preset("custom")) == "custom"
