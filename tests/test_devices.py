@@ -1,0 +1,81 @@
+"""The device paths: statistics, pruning and the benchmark sweep on CUDA agree with a CPU computation.
+
+The "cuda" cases skip on machines without a GPU; the "cpu" cases run the same code with an explicit device, so the
+comparisons themselves are exercised everywhere.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pruning import spectral_prune, time_mean_covariance
+from pruning.stack import layer_covariances
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+def _elman(m=24, d_x=3, seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    rnn = nn.RNN(d_x, m, nonlinearity="tanh", batch_first=True).to(dtype)
+    readout = nn.Linear(m, 4).to(dtype)
+    x = torch.randn(40, 12, d_x, dtype=dtype)
+    return rnn, readout, x
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_covariance_on_a_device_equals_the_cpu_float64_sum(device):
+    rnn, _, x = _elman()
+    with torch.no_grad():
+        h, _ = rnn(x)
+    reference = torch.einsum("bti,btj->ij", h, h).numpy()  # independent: all states at once, on CPU
+    stats = time_mean_covariance(copy.deepcopy(rnn).to(device), x.to(device), batch_size=7)
+    assert stats.outer_sum.device.type == device and stats.outer_sum.dtype == torch.float64
+    assert stats.count == 40 * 12
+    np.testing.assert_allclose(stats.outer_sum.cpu().numpy(), reference, rtol=1e-10, atol=1e-10)
+    # module on the CPU, pass on the device: the module is copied there, not moved
+    moved = time_mean_covariance(rnn, x, device=device)
+    assert next(rnn.parameters()).device.type == "cpu"
+    np.testing.assert_allclose(moved.outer_sum.cpu().numpy(), reference, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_pruning_on_a_device_selects_and_compresses_like_the_cpu(device, cell):
+    torch.manual_seed(1)
+    rnn = getattr(nn, cell)(3, 16, num_layers=2, batch_first=True).double()
+    readout = nn.Linear(16, 5).double()
+    x = torch.randn(30, 10, 3, dtype=torch.float64)
+    cpu = spectral_prune((rnn, readout), x, k=6)
+    dev = spectral_prune((copy.deepcopy(rnn).to(device), copy.deepcopy(readout).to(device)), x.to(device), k=6)
+    assert [layer.units for layer in dev.layers] == [layer.units for layer in cpu.layers]
+    assert next(dev.rnn.parameters()).device.type == device and dev.readout.weight.device.type == device
+    with torch.no_grad():
+        out_dev = dev.readout(dev.rnn(x.to(device))[0]).cpu()
+        out_cpu = cpu.readout(cpu.rnn(x)[0])
+    np.testing.assert_allclose(out_dev.numpy(), out_cpu.numpy(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_statistics_on_a_device_stay_float64(device):
+    rnn, _, x = _elman(dtype=torch.float32)
+    grid = layer_covariances([rnn.to(device)], x.to(device))
+    stats = grid[0][0]
+    assert stats.outer_sum.dtype == torch.float64
+    with torch.no_grad():
+        h, _ = rnn.cpu()(x)
+    reference = torch.einsum("bti,btj->ij", h.double(), h.double()).numpy()
+    # the states themselves are float32 (device kernels may round differently); their products are not
+    np.testing.assert_allclose(stats.outer_sum.cpu().numpy(), reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES[1:])  # on the CPU, tests/test_reproduce.py runs the same sweep
+def test_a_tiny_sweep_runs_on_a_device(tmp_path, device):
+    from benchmarks.reproduce import Preset, run_reproduce
+    from benchmarks.training import TrainConfig
+
+    preset = Preset("tiny", hidden_sizes=(8,), ks=(4,), seeds=(0,), train=TrainConfig(epochs=1, batch_size=256))
+    rows = run_reproduce(preset, tmp_path, device=device, progress=False, log=lambda s: None)
+    assert len(rows) == 1 + 9 + 1 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
