@@ -14,7 +14,7 @@ from pruning.losses import information_loss
 from theory.approximation import measured_time_mean_error, s10_bound
 from theory.spectrum import degrees_of_freedom, eigenvalues
 
-__all__ = ["spectrum_data", "approximation_vs_T", "draw_all"]
+__all__ = ["spectrum_data", "approximation_vs_T", "accuracy_frame", "draw_accuracy_vs_k", "draw_all"]
 
 
 def _plt():
@@ -60,6 +60,56 @@ def approximation_vs_T(model, x, k: int, rel_lam: float, Ts: Sequence[int]) -> L
     return out
 
 
+def accuracy_frame(rows: Sequence[Dict]):
+    """The rows Figure 2 draws: pixel-task rows with a numeric accuracy (language-model rows have none), one per
+    method of the comparison (the settings sweep ``spectral [...]`` has its own table), as a numeric frame."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return pd.DataFrame(columns=["hidden", "k", "method", "test_accuracy"])
+    df = df[~df["method"].astype(str).str.startswith("spectral [")].copy()
+    for column in ("hidden", "k", "test_accuracy"):
+        # a CSV round trip or a language-model row can leave text or blanks; an object column would make
+        # seaborn draw a categorical (and inverted) axis
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    df = df.dropna(subset=["hidden", "k", "test_accuracy"])
+    return df.astype({"hidden": int, "k": int, "test_accuracy": float})
+
+
+def draw_accuracy_vs_k(rows: Sequence[Dict], path: Path) -> None:
+    """Figure 2: test accuracy vs k per method (median, min-max band), one panel per width, the full network's
+    median as a dashed line; ``rows`` as in the results table (see :func:`accuracy_frame`)."""
+    plt, sns = _plt()
+    df = accuracy_frame(rows)
+    if df.empty:
+        raise ValueError("rows: no rows with a test accuracy to draw")
+    widths = sorted(df["hidden"].unique())
+    methods = [m for m in dict.fromkeys(df["method"]) if m != "full network"]
+    palette = dict(zip(methods, sns.color_palette("tab10" if len(methods) <= 10 else "husl", len(methods))))
+    fig, axes = plt.subplots(1, len(widths), figsize=(4.6 * len(widths), 3.8), squeeze=False, sharey=True)
+    for ax, m in zip(axes[0], widths):
+        mine = df[(df["hidden"] == m) & (df["method"] != "full network")]
+        sns.lineplot(data=mine, x="k", y="test_accuracy", hue="method", hue_order=methods, palette=palette,
+                     estimator="median", errorbar=("pi", 100), err_kws={"alpha": 0.12}, marker="o", ax=ax,
+                     legend=ax is axes[0][0])
+        full = df[(df["hidden"] == m) & (df["method"] == "full network")]["test_accuracy"]
+        if len(full):
+            ax.axhline(float(full.median()), color="black", ls="--", lw=0.8, label="full network (median)")
+        ax.set(title=f"m = {m}", xlabel="k", ylabel="test accuracy (median, min-max band)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    axes[0][0].get_legend().remove()
+    if not any(line.get_label().startswith("full network") for line in handles):
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="black", ls="--", lw=0.8))
+        labels.append("full network (median)")
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    _savefig(fig, path)
+    plt.close(fig)
+
+
 def _curves(plot, df, x: str, curves) -> None:
     """One line per (column, label, style) against column ``x``, with ``plot`` (e.g. ``ax.loglog``)."""
     for column, label, style in curves:
@@ -101,16 +151,7 @@ def draw_all(out: Path, rows: Sequence[Dict], spectrum: Dict, approx: List[Dict]
 
     import pandas as pd
 
-    df = pd.DataFrame([r for r in rows if r["method"] != "full network"])
-    widths = sorted(df["hidden"].unique())
-    fig, axes = plt.subplots(1, len(widths), figsize=(5.5 * len(widths), 4), squeeze=False)
-    for ax, m in zip(axes[0], widths):
-        sns.lineplot(data=df[df["hidden"] == m], x="k", y="test_accuracy", hue="method", estimator="median",
-                     errorbar=("pi", 100), marker="o", ax=ax)
-        ax.set(title=f"m = {m}", ylabel="test accuracy (median, min-max band)")
-        ax.legend(fontsize=7)
-    _savefig(fig, figs / "accuracy_vs_k.png")
-    plt.close(fig)
+    draw_accuracy_vs_k(rows, figs / "accuracy_vs_k.png")
     captions["accuracy_vs_k"] = "Figure 2. Test accuracy vs k per method, median over seeds with the min-max band."
 
     fig, ax = plt.subplots(figsize=(5, 4))

@@ -483,7 +483,7 @@ def protocol_text(preset: Preset, data: SequenceData, mnist_dir: Optional[Path] 
               if preset.finetune_epochs else "no fine-tuning")
     return (f"Protocol. Data: {source}; {data.x_train.shape[0]:,} training and {data.x_test.shape[0]:,} test "
             f"sequences, T = {data.seq_len}, d_x = {data.input_size}, {data.n_classes} classes. Networks: "
-            f"single-layer {net} of width{'s' if len(widths) > 1 else ''} {widths}, a linear read-out of the last "
+            f"single-layer {net} of width{'s' if len(sizes) > 1 else ''} {widths}, a linear read-out of the last "
             f"state; {t.optimizer} (lr {t.lr:g}, batch {t.batch_size}, {t.epochs} epochs, gradient-norm clip "
             f"{t.clip:g}), cross-entropy.{dense} Pruned to k in "
             f"{{{', '.join(map(str, preset.ks))}}} with rel_lam = {preset.rel_lam:g} (lambda = rel_lam Tr(Sigma)/m), "

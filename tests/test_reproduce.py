@@ -353,6 +353,8 @@ def test_the_report_states_the_protocol_of_the_run():
                  "lr 0.003", "7 epochs", "k in {8, 16}", "fine-tuned for 2 epochs", "IRNNs"):
         assert part in text, part
     assert "dense" not in text
+    one = protocol_text(Preset("p", hidden_sizes=(128,)), data)
+    assert "of width 128," in one and "widths" not in one
 
 
 @pytest.mark.parametrize("argv,flag", [(["--ks", "32,200"], "--ks"), (["--ks", ""], "--ks"),
@@ -378,3 +380,17 @@ def test_the_report_title_names_the_overridden_fields():
                              train=dataclasses.replace(quick.train, epochs=5))
     assert preset_label(changed) == "quick (task=pixel-mnist; hidden_sizes=64,256; epochs=5; seq_lens=(none))"
     assert preset_label(Preset("custom")) == "custom"
+
+
+def test_figure_2_draws_numeric_accuracies_of_the_compared_methods_only():
+    from benchmarks.figures import accuracy_frame
+
+    rows = [dict(hidden=128, k=32, method="spectral", test_accuracy=0.7),
+            dict(hidden="128", k="48", method="spectral", test_accuracy="0.75"),  # as read back from text
+            dict(hidden=128, k=32, method="spectral [rel_lam=0.01, theta=1, Z=recurrent]", test_accuracy=0.5),
+            dict(hidden=128, k=32, method="spectral", test_accuracy="", test_perplexity=196.3),  # language model
+            dict(hidden=128, k=128, method="full network", test_accuracy=0.8)]
+    df = accuracy_frame(rows)
+    assert sorted(zip(df["k"], df["method"])) == [(32, "spectral"), (48, "spectral"), (128, "full network")]
+    assert df["test_accuracy"].dtype == float and df["k"].dtype == int
+    assert accuracy_frame([]).empty
