@@ -110,9 +110,11 @@ def evaluate(config: NonVacuousConfig, *, ckpt_dir: Optional[Path] = None, progr
     x, x_test = x.double(), x_test.double()
     common = dict(loss="margin", input_bound=teacher.input_bound)
     full = s11_bound(model.rnn, model.readout, x, y, delta=c.delta, **common)
-    pruned, chosen = None, None
+    pruned, chosen, stats = None, None, None
     for k in c.ks:  # union bound over the fixed set K
-        res = spectral_prune(model, x, k=k, rel_lam=c.rel_lam)
+        # one covariance pass serves every k (a single layer has no sequential/original distinction)
+        res = spectral_prune(model, None if stats is not None else x, k=k, rel_lam=c.rel_lam, covariance=stats)
+        stats = res.covariance
         b = s12_bound(model.rnn, model.readout, res.units, res.A, x, y, delta=c.delta / len(c.ks),
                       with_full=False, **common)
         if pruned is None or b.bound < pruned.bound:
