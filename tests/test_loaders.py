@@ -148,6 +148,8 @@ def test_export_mnist_sample_refuses_bad_sources_and_splits(tmp_path, monkeypatc
     np.savetxt(tmp_path / "big.csv", np.full((4, 785), 300), fmt="%d", delimiter=",")
     with pytest.raises(ValueError, match="source"):
         export_mnist_sample(tmp_path / "out", source=tmp_path / "big.csv")
+    with pytest.raises(FileNotFoundError, match="source"):
+        export_mnist_sample(tmp_path / "out", source=tmp_path / "missing.csv")
     assert not (tmp_path / "out").exists()  # nothing half-written
     import benchmarks.mnist as mnist
 
