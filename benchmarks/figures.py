@@ -113,7 +113,8 @@ def draw_accuracy_vs_k(rows: Sequence[Dict], path: Path) -> None:
 def _curves(plot, df, x: str, curves) -> None:
     """One line per (column, label, style) against column ``x``, with ``plot`` (e.g. ``ax.loglog``)."""
     for column, label, style in curves:
-        plot(df[x], df[column], label=label, **style)
+        y = df[column].astype(float).replace([np.inf, -np.inf], np.nan)  # an overflowed bound is left undrawn
+        plot(df[x], y, label=label, **style)
 
 
 def _finish(plt, fig, ax, path: Path, **labels) -> None:

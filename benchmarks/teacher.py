@@ -22,6 +22,7 @@ from typing import Optional, Tuple
 import torch
 
 from benchmarks.runio import config_key
+from theory.approximation import s_rho
 
 __all__ = ["TeacherConfig", "Teacher", "teacher_task"]
 
@@ -88,7 +89,7 @@ class Teacher:
         """An almost-sure bound on ``||y||`` (regression): ``||V||_op H + ||c|| + noise sqrt(d_y)``."""
         c = self.config
         op = lambda M: float(torch.linalg.matrix_norm(M, ord=2))
-        growth = sum(c.rho**j for j in range(c.T))
+        growth = s_rho(c.rho, c.T + 1)  # sum_{j<T} rho^j; inf (a vacuous bound), not an error, past float range
         H = (op(self.U) * self.input_bound + float(self.b.norm())) * growth
         if c.nonlinearity == "tanh":
             H = min(H, math.sqrt(c.width))

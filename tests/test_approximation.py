@@ -1,9 +1,12 @@
 """S9 and S10 [derived]: deterministic bounds, never exceeded, on random ReLU/tanh RNNs."""
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pruning import reconstruction_matrix, time_mean_covariance
@@ -75,3 +78,30 @@ def test_s_rho_values():
     assert s_rho(2.0, 4) == 7.0
     with pytest.raises(ValueError, match="T"):
         s_rho(1.0, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rho=st.floats(0.0, 3.0), T=st.integers(1, 300))
+def test_s_rho_matches_an_exact_sum(rho, T):
+    # independent reference: the geometric sum term by term in exact rational arithmetic
+    r = Fraction(rho)
+    exact = float(sum((r**j for j in range(T - 1)), Fraction(0)))
+    assert s_rho(rho, T) == pytest.approx(exact, rel=1e-12, abs=1e-300)
+
+
+def test_s_rho_is_inf_past_the_float_range_and_the_bounds_stay_defined():
+    # An IRNN at T = 784 has rho ~ 1.5: 1.5^783 is about 1e138 (finite), 3^783 (rho^2 in the last-step bound) is not.
+    assert math.isfinite(s_rho(1.5, 784))
+    assert s_rho(3.0, 784) == math.inf
+    assert s_rho(2.0, 1024) == pytest.approx(2.0**1023 - 1.0, rel=1e-12)  # the largest finite case for rho = 2
+    assert s_rho(2.0, 1026) == math.inf
+    assert s_rho(1e-3, 10**9) == pytest.approx(1.0 / (1.0 - 1e-3), rel=1e-12)
+
+
+def test_s10_bound_is_inf_not_an_error_when_S_rho_overflows():
+    # Regression: at T = 784 an IRNN's S10 bound raised OverflowError and stopped a report (rho^T out of range).
+    rnn, head, x, sigma, J, lam = _setup(seed=0, m=8, T=4, frac=0.5, log_rel_lam=-4, rho=3.0, nonlinearity="relu")
+    assert s10_bound(sigma, J, lam, rnn, head, 100_000) == math.inf
+    short = s10_bound(sigma, J, lam, rnn, head, 4)
+    assert math.isfinite(short) and short >= measured_time_mean_error(
+        rnn, head, J, reconstruction_matrix(sigma, J, lam), x) * (1 - 1e-8)

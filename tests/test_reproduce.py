@@ -394,3 +394,27 @@ def test_figure_2_draws_numeric_accuracies_of_the_compared_methods_only():
     assert sorted(zip(df["k"], df["method"])) == [(32, "spectral"), (48, "spectral"), (128, "full network")]
     assert df["test_accuracy"].dtype == float and df["k"].dtype == int
     assert accuracy_frame([]).empty
+
+
+def test_long_sequences_give_an_inf_S10_bound_that_the_figure_leaves_out(tmp_path):
+    # Regression: a T = 784 run stopped with OverflowError in S10 (||W#||_op > 1 and S_rho(T)^2 out of range).
+    import math
+
+    import torch
+
+    from benchmarks.models import RNNClassifier
+
+    torch.manual_seed(0)
+    model = RNNClassifier(1, 12, 10, nonlinearity="tanh", irnn=False)  # tanh keeps the states finite
+    with torch.no_grad():
+        model.rnn.weight_hh_l0.mul_(3.0 / torch.linalg.matrix_norm(model.rnn.weight_hh_l0, ord=2))
+    x = torch.rand(30, 1500, 1)
+    approx = approximation_vs_T(model, x, 3, 1e-4, [4, 1500])
+    assert math.isfinite(approx[0]["bound"]) and approx[0]["measured"] <= approx[0]["bound"] * (1 + 1e-8) + 1e-12
+    assert approx[1]["bound"] == math.inf and math.isfinite(approx[1]["measured"])
+    spectrum = spectrum_data(model, x[:, :8], 1e-4, [1, 3, 12])
+    lam = [dict(rel_lam=r, bias=0.1, estimation=0.2, bound=0.5, test_risk=0.2) for r in (0.01, 0.1)]
+    sweep = [dict(m=8, n=100, k=k, gap=0.1 * k, bound_gap=k) for k in (1, 2, 4)]
+    rows = [dict(hidden=12, k=k, method=m, seed=0, test_accuracy=0.1 * k) for k in (3, 6) for m in ("spectral", "random")]
+    captions = draw_all(tmp_path, rows, spectrum, approx, sweep, lam, 1.0)
+    assert (tmp_path / "figures" / "approximation_vs_T.png").stat().st_size > 1000 and "approximation_vs_T" in captions

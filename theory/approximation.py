@@ -16,6 +16,7 @@ Everything is computed in float64. The proofs are in ``docs/theory.md`` (S9, S10
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -36,12 +37,28 @@ __all__ = [
 
 
 def s_rho(rho: float, T: int) -> float:
-    """``S_rho(T) = sum_{j=0}^{T-2} rho^j`` (0 for T = 1)."""
+    """``S_rho(T) = sum_{j=0}^{T-2} rho^j`` (0 for T = 1).
+
+    For ``rho > 1`` the sum grows like ``rho^(T-2)`` and leaves the float range at long sequences (an IRNN
+    with ``rho = 1.5`` at ``T = 784``); it is then returned as ``inf``, which is what the bound is in
+    floating point, instead of raising ``OverflowError``.
+    """
     if T < 1:
         raise ValueError(f"T: expected a sequence length >= 1, got {T}")
     if rho < 0:
         raise ValueError(f"rho: expected an operator norm >= 0, got {rho}")
-    return float(sum(rho**j for j in range(T - 1)))
+    if rho == 0.0:
+        return float(T > 1)  # only the j = 0 term, 0^0 = 1
+    if rho == 1.0:
+        return float(T - 1)
+    # closed form (rho^(T-1) - 1) / (rho - 1): near rho = 1 through expm1 (the difference would cancel),
+    # elsewhere through pow, which is exact for small integer powers
+    try:
+        if abs(rho - 1.0) < 0.5:
+            return math.expm1((T - 1) * math.log(rho)) / (rho - 1.0)
+        return (math.pow(rho, T - 1) - 1.0) / (rho - 1.0)
+    except OverflowError:
+        return math.inf
 
 
 def _params(rnn: nn.RNN, readout: nn.Linear):
@@ -175,7 +192,10 @@ def s10_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, T: int) -> float:
     rho, v_norm = _op_norm(W_s), _op_norm(V_s)
     lb_v = information_loss(sigma, J, lam, V.numpy())
     lb_w = information_loss(sigma, J, lam, W.numpy())
-    return 2.0 * lb_v + 2.0 * v_norm**2 * s_rho(rho, T) ** 2 * lb_w
+    if lb_w == 0.0:  # the recurrent term is exactly zero whatever S_rho(T) is (and inf * 0 would be nan)
+        return 2.0 * lb_v
+    s = s_rho(rho, T)
+    return 2.0 * lb_v + 2.0 * v_norm * v_norm * s * s * lb_w  # products go to inf where ``**`` raises
 
 
 def s10_last_step_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> Tuple[float, float]:
@@ -188,7 +208,8 @@ def s10_last_step_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> Tuple[float
     T = h.shape[1]
     rho, v_norm = _op_norm(W_s), _op_norm(V_s)
     measured = float(torch.mean(torch.sum((h[:, -1] @ V.T - h_s[:, -1] @ V_s.T) ** 2, dim=-1)))
-    geo = float(sum(rho ** (2 * j) for j in range(T - 1)))
+    geo = s_rho(rho * rho, T)  # sum_{j<=T-2} rho^{2j}; inf where it leaves the float range
     tail = float(torch.mean(torch.sum((r[:, :-1] @ W[units].T) ** 2, dim=(-1, -2))))
-    bound = 2.0 * float(torch.mean(torch.sum((r[:, -1] @ V.T) ** 2, dim=-1))) + 2.0 * v_norm**2 * geo * tail
+    head = 2.0 * float(torch.mean(torch.sum((r[:, -1] @ V.T) ** 2, dim=-1)))
+    bound = head if tail == 0.0 else head + 2.0 * v_norm * v_norm * geo * tail
     return measured, bound
