@@ -571,8 +571,8 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
     extra += ["", f"(S10 on the pixel task: seed-0 network, m = {m0}, k = {min(preset.ks)}, the first 400 training "
               "sequences cut to length T.)"]
     if any(math.isinf(a["bound"]) for a in approx):
-        extra += ["", "An `inf` bound is vacuous: ||W#||_op > 1, and the term with S_rho(T)^2 = (sum_j rho^j)^2 exceeds the float range "
-                  "at that T. Figure 4 leaves those points out."]
+        extra += ["", "An `inf` bound is vacuous: ||W#||_op > 1, and the term with S_rho(T)^2 = (sum_j rho^j)^2 "
+                  "exceeds the float range at that T. Figure 4 leaves those points out."]
     extra += nonvacuous_section(preset, Path(out), progress=progress, log=log)
     return write_report(out, rows, preset_name=preset_label(preset), wall_s=time.perf_counter() - t0, seeds=preset.seeds,
                         figures=captions, extra_sections=extra, other_rows=n_other,

@@ -99,7 +99,7 @@ def test_s_rho_is_inf_past_the_float_range_and_the_bounds_stay_defined():
 
 
 def test_s10_bound_is_inf_not_an_error_when_S_rho_overflows():
-    # Regression: at T = 784 an IRNN's S10 bound raised OverflowError and stopped a report (rho^T out of range).
+    # Regression: at T = 784 an IRNN's S10 bound raised OverflowError and stopped a report (S_rho(T)^2 out of range).
     rnn, head, x, sigma, J, lam = _setup(seed=0, m=8, T=4, frac=0.5, log_rel_lam=-4, rho=3.0, nonlinearity="relu")
     assert s10_bound(sigma, J, lam, rnn, head, 100_000) == math.inf
     short = s10_bound(sigma, J, lam, rnn, head, 4)

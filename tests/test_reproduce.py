@@ -415,6 +415,7 @@ def test_long_sequences_give_an_inf_S10_bound_that_the_figure_leaves_out(tmp_pat
     spectrum = spectrum_data(model, x[:, :8], 1e-4, [1, 3, 12])
     lam = [dict(rel_lam=r, bias=0.1, estimation=0.2, bound=0.5, test_risk=0.2) for r in (0.01, 0.1)]
     sweep = [dict(m=8, n=100, k=k, gap=0.1 * k, bound_gap=k) for k in (1, 2, 4)]
-    rows = [dict(hidden=12, k=k, method=m, seed=0, test_accuracy=0.1 * k) for k in (3, 6) for m in ("spectral", "random")]
+    rows = [dict(hidden=12, k=k, method=m, seed=0, test_accuracy=0.1 * k)
+            for k in (3, 6) for m in ("spectral", "random")]
     captions = draw_all(tmp_path, rows, spectrum, approx, sweep, lam, 1.0)
     assert (tmp_path / "figures" / "approximation_vs_T.png").stat().st_size > 1000 and "approximation_vs_T" in captions

@@ -39,9 +39,10 @@ __all__ = [
 def s_rho(rho: float, T: int) -> float:
     """``S_rho(T) = sum_{j=0}^{T-2} rho^j`` (0 for T = 1).
 
-    For ``rho > 1`` the sum grows like ``rho^(T-2)`` and leaves the float range at long sequences (an IRNN
-    with ``rho = 1.5`` at ``T = 784``); it is then returned as ``inf``, which is what the bound is in
-    floating point, instead of raising ``OverflowError``.
+    For ``rho > 1`` the sum grows like ``rho^(T-2)`` and leaves the float range at long sequences
+    (``rho = 3`` at ``T = 784``); it is then returned as ``inf``, which is what the bound is in floating
+    point, instead of raising ``OverflowError``. Its square in S10 leaves the range sooner (a trained IRNN
+    with ``rho`` of about 1.6 at ``T = 784``): see :func:`_recurrent_term`.
     """
     if T < 1:
         raise ValueError(f"T: expected a sequence length >= 1, got {T}")
@@ -59,6 +60,15 @@ def s_rho(rho: float, T: int) -> float:
         return (math.pow(rho, T - 1) - 1.0) / (rho - 1.0)
     except OverflowError:
         return math.inf
+
+
+def _recurrent_term(coefficient: float, growth: float, loss: float) -> float:
+    """``coefficient * growth * loss``, the recurrent part of the S10 bounds, overflow-safe.
+
+    ``growth`` may be ``inf`` (see :func:`s_rho`); products then give ``inf`` where ``**`` would raise, and an
+    exactly zero ``loss`` gives 0 instead of ``inf * 0 = nan``.
+    """
+    return 0.0 if loss == 0.0 else coefficient * growth * loss
 
 
 def _params(rnn: nn.RNN, readout: nn.Linear):
@@ -192,10 +202,8 @@ def s10_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, T: int) -> float:
     rho, v_norm = _op_norm(W_s), _op_norm(V_s)
     lb_v = information_loss(sigma, J, lam, V.numpy())
     lb_w = information_loss(sigma, J, lam, W.numpy())
-    if lb_w == 0.0:  # the recurrent term is exactly zero whatever S_rho(T) is (and inf * 0 would be nan)
-        return 2.0 * lb_v
     s = s_rho(rho, T)
-    return 2.0 * lb_v + 2.0 * v_norm * v_norm * s * s * lb_w  # products go to inf where ``**`` raises
+    return 2.0 * lb_v + _recurrent_term(2.0 * v_norm * v_norm, s * s, lb_w)
 
 
 def s10_last_step_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> Tuple[float, float]:
@@ -210,6 +218,6 @@ def s10_last_step_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> Tuple[float
     measured = float(torch.mean(torch.sum((h[:, -1] @ V.T - h_s[:, -1] @ V_s.T) ** 2, dim=-1)))
     geo = s_rho(rho * rho, T)  # sum_{j<=T-2} rho^{2j}; inf where it leaves the float range
     tail = float(torch.mean(torch.sum((r[:, :-1] @ W[units].T) ** 2, dim=(-1, -2))))
-    head = 2.0 * float(torch.mean(torch.sum((r[:, -1] @ V.T) ** 2, dim=-1)))
-    bound = head if tail == 0.0 else head + 2.0 * v_norm * v_norm * geo * tail
+    bound = 2.0 * float(torch.mean(torch.sum((r[:, -1] @ V.T) ** 2, dim=-1))) + _recurrent_term(
+        2.0 * v_norm * v_norm, geo, tail)
     return measured, bound
