@@ -37,7 +37,7 @@ __all__ = [
 
 
 def s_rho(rho: float, T: int) -> float:
-    """``S_rho(T) = sum_{j=0}^{T-2} rho^j`` (0 for T = 1).
+    """``S_rho(T) = sum_{j=0}^{T-2} rho^j`` (0 for T = 1), the growth factor of S10.
 
     For ``rho > 1`` the sum grows like ``rho^(T-2)`` and leaves the float range at long sequences
     (``rho = 3`` at ``T = 784``); it is then returned as ``inf``, which is what the bound is in floating
