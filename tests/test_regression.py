@@ -1,0 +1,45 @@
+"""Restructuring must not change results: the cases of ``tests/regression_cases.py`` against the outputs the code
+gave before the restructuring (``tests/data/regression_before_restructure.json``, which names its commit).
+
+Integers, unit sets and method labels must be equal; floats agree to 1e-9 relative (the same operations in the
+same order give the same bits; the tolerance only allows a reordered float64 sum)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from regression_cases import compute_cases
+
+RTOL = 1e-9
+
+
+def _compare(before, after, path="cases"):
+    if isinstance(before, dict):
+        assert isinstance(after, dict) and set(before) == set(after), f"{path}: keys {set(before) ^ set(after)}"
+        for key in before:
+            _compare(before[key], after[key], f"{path}.{key}")
+    elif isinstance(before, list):
+        assert isinstance(after, list) and len(before) == len(after), f"{path}: lengths differ"
+        for i, (b, a) in enumerate(zip(before, after)):
+            _compare(b, a, f"{path}[{i}]")
+    elif isinstance(before, float) and not isinstance(after, str):
+        if math.isinf(before) or math.isnan(before):
+            assert str(before) == str(after), f"{path}: {before} != {after}"
+        else:
+            assert after == pytest.approx(before, rel=RTOL, abs=1e-300), f"{path}: {before} != {after}"
+    else:
+        assert before == after, f"{path}: {before!r} != {after!r}"
+
+
+@pytest.fixture(scope="module")
+def cases():
+    stored = json.loads((Path(__file__).parent / "data" / "regression_before_restructure.json").read_text())
+    return stored["cases"], compute_cases()
+
+
+@pytest.mark.parametrize("part", ["selection", "prune", "bounds", "reproduce"])
+def test_outputs_are_those_of_the_code_before_the_restructuring(cases, part):
+    before, after = cases
+    _compare(before[part], after[part], part)
