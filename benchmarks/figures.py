@@ -10,7 +10,7 @@ import torch
 
 from benchmarks.report import _savefig
 from pruning import reconstruction_matrix, select_units, time_mean_covariance
-from pruning.losses import information_loss
+from theory.information import information_loss
 from theory.approximation import measured_time_mean_error, s10_bound
 from theory.spectrum import degrees_of_freedom, eigenvalues
 

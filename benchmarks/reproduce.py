@@ -26,7 +26,7 @@ from benchmarks.runio import config_key, read_csv, save_state_atomic, write_csv_
 from pruning.fileio import remove_stale_temporaries
 from benchmarks.training import TrainConfig, accuracy, train_classifier
 from pruning import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, spectral_prune, time_mean_covariance
-from pruning.compress import count_parameters
+from pruning.modules import count_macs, count_parameters
 
 __all__ = ["Preset", "PRESETS", "ModelConfig", "run_reproduce", "read_results", "macs_per_sequence"]
 

@@ -23,7 +23,7 @@ from pruning import (
     time_mean_covariance,
 )
 from pruning.compress import compress
-from pruning.prune import Z_CHOICES
+from pruning.steps import Z_CHOICES
 from theory.approximation import measured_time_mean_error, s9_trace, s10_bound, s10_last_step_bound
 from theory.spectrum import degrees_of_freedom, eigenvalues
 

@@ -29,7 +29,7 @@ from benchmarks.training import TrainConfig, train_model
 from checks.references import random_psd
 from checks.registry import Check, CheckConfig, CheckResult, register
 from pruning import spectral_prune, time_mean_covariance
-from pruning.losses import residual_covariance
+from theory.information import residual_covariance
 from pruning.selection import leverage_sample
 from theory.empirical import risk_estimate
 from theory.estimation import network_outputs, s11_bound, s12_bound

@@ -1,30 +1,36 @@
 """Spectral pruning of recurrent neural networks (Furuya et al., AISTATS 2022): the method.
 
-Public surface (statements refer to ``../shared/reference/method.md``):
+Public surface (statements S1-S13 as numbered in ``docs/method.md``):
 
-* :func:`time_mean_covariance`, :class:`CovarianceStats`: streaming float64 statistics (section 2), summed
-  across processes by :func:`all_reduce_stats` (``torch.distributed``);
-* :func:`information_loss` (S1, S2), :func:`reconstruction_matrix` (S1), :func:`residual_covariance`;
+* :func:`time_mean_covariance`, :class:`CovarianceStats`, :func:`layer_covariances`: streaming float64 statistics
+  (section 2), summed across processes by :func:`all_reduce_stats` (``torch.distributed``);
+* :func:`information_loss` (S1, S2), :func:`reconstruction_matrix` (S1), :func:`residual_covariance`,
+  :func:`selection_objective` (S3): the closed forms, defined in :mod:`theory.information`;
 * :func:`select_units`: greedy (S4), naive greedy, exhaustive, leverage sampling (S8) and baselines;
 * :func:`compress`, :func:`compress_stack`: the physically smaller module and read-out (section 4, S6),
-  for ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU``, stacked and bidirectional (:mod:`pruning.stack`);
-* :func:`layer_covariances`: per layer and direction statistics of stacked modules; :func:`count_macs`;
-* :func:`spectral_prune`: all of the above in one call, returning a :class:`PruneResult`; with ``target=``,
-  the smallest k meeting an error tolerance (:func:`prune_to_target`).
+  for ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU``, stacked and bidirectional; :func:`count_macs`, :func:`count_parameters`;
+* :func:`spectral_prune`: the steps of :mod:`pruning.steps` in one call, returning a :class:`PruneResult`; with
+  ``target=``, the smallest k meeting an error tolerance (:func:`prune_to_target`).
+
+Layering: this package imports ``theory`` and never ``benchmarks`` or ``checks``.
 """
 
-from pruning.compress import compress, compress_stack, count_parameters
-from pruning.covariance import CovarianceStats, time_mean_covariance
+from pruning.compress import compress, compress_stack
+from pruning.covariance import CovarianceStats, layer_covariances, time_mean_covariance
 from pruning.distributed import all_reduce_stats, shard
-from pruning.losses import information_loss, reconstruction_matrix, residual_covariance, selection_objective
-from pruning.prune import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, LayerPrune, PruneResult, spectral_prune
-from pruning.stack import RecurrentStack, count_macs, layer_covariances
-from pruning.target import prune_to_target, relative_output_error
+from pruning.modules import count_macs, count_parameters
+from pruning.prune import spectral_prune
+from pruning.recurrent_stack import RecurrentStack
+from pruning.result import LayerPrune, PruneResult
 from pruning.selection import METHODS, LeverageSample, leverage_sample, select_units
+from pruning.steps import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, PruneSettings
+from pruning.target import prune_to_target, relative_output_error
+from theory.information import information_loss, reconstruction_matrix, residual_covariance, selection_objective
 
 __all__ = [
     "CovarianceStats",
     "time_mean_covariance",
+    "layer_covariances",
     "all_reduce_stats",
     "shard",
     "information_loss",
@@ -40,8 +46,8 @@ __all__ = [
     "count_parameters",
     "count_macs",
     "RecurrentStack",
-    "layer_covariances",
     "LayerPrune",
+    "PruneSettings",
     "spectral_prune",
     "prune_to_target",
     "relative_output_error",

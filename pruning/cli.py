@@ -107,8 +107,7 @@ def _sequence_length(data: Any, batch_first: bool) -> Optional[int]:
 
 
 def _size(rnn, readout, T: Optional[int]) -> dict:
-    from pruning.compress import count_parameters
-    from pruning.stack import count_macs
+    from pruning.modules import count_macs, count_parameters
 
     out = dict(parameters=count_parameters(rnn, readout), parameters_rnn=count_parameters(rnn),
                macs_per_step=count_macs(rnn, 1), readout_macs=readout.in_features * readout.out_features)
@@ -128,9 +127,8 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     model to ``out`` and the JSON summary to ``summary`` (default ``out`` with suffix ``.json``).
     Returns the summary."""
     from pruning.fileio import atomic_write_text, save_atomic
-    from pruning.modules import split_model
+    from pruning.modules import module_summary, split_model
     from pruning.prune import spectral_prune
-    from pruning.stack import module_summary
 
     if (data is None) == (states is None):
         raise ValueError("--data, --states: give exactly one source of calibration statistics")
@@ -166,7 +164,7 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pruning.prune import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES
+    from pruning.steps import COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES
     from pruning.selection import METHODS
 
     parser = argparse.ArgumentParser(prog="python -m pruning", description=__doc__,

@@ -1,27 +1,40 @@
-"""Building the physically smaller recurrent module (reference section 4, S6).
+"""Building the physically smaller recurrent module (docs/method.md, section 4; S6).
 
 Keeping units J with reconstruction matrix A = A_J (m x k):
 
     W# = W[J, :] A,   U# = U[J, :],   b# = b[J],   V# = V A,   c# = c
 
 and without reconstruction (A = I_{F,J}): ``W# = W[J, J]``, ``V# = V[:, J]``. Gated, stacked and bidirectional
-modules follow the same rule gate block by gate block and layer by layer (:mod:`pruning.stack`). The result has
+modules follow the same rule gate block by gate block and layer by layer. Keeping units J of a layer-direction of
+width m keeps the rows ``J, m + J, 2m + J, ...`` of its input and recurrent weights and biases (one block per
+gate), and the state it passes on is approximated by ``h ~ M h_J``, ``M = A_J`` or ``I_{F,J}``. So
+
+* the recurrent weight becomes ``W_hh[rows(J)] M`` (the LSTM cell state on J only depends on gates on J,
+  and the GRU's skip term ``z * h`` on J uses the kept state itself, so neither needs more);
+* the next layer's input weight, whose columns are one block of width m per direction of this layer,
+  becomes ``[W_ih[:, block_1] M_1, W_ih[:, block_2] M_2]``;
+* a read-out after the last layer becomes ``[V[:, block_1] M_1, V[:, block_2] M_2]``.
+
+With ``M = I_{F,J}`` every product only selects entries, so the smaller module computes exactly what the
+original computes with the removed units' outgoing weights zeroed (proof: docs/theory.md). The result has
 the type, dtype, device and settings of the original (a :class:`pruning.RecurrentStack` when the layers of a
 stack end up with different widths) and an ``nn.Linear`` read-out. Products are formed in float64 and cast once.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from torch import nn
 
-from pruning.losses import as_units
-from pruning.modules import check_readout
-from theory._arrays import as_float64_array
+from pruning.modules import (as_layers, assemble, check_readout, check_recurrent, directions, gate_blocks,
+                             new_layer, output_width)
+from theory._validation import as_float64_array
+from theory.information import as_units
 
-__all__ = ["compress", "compress_stack", "count_parameters", "state_map"]
+__all__ = ["compress", "compress_stack", "compress_layer", "compress_readout", "state_map"]
 
 
 def _as_reconstruction(A, m: int, k: int) -> np.ndarray:
@@ -40,9 +53,71 @@ def state_map(m: int, units: np.ndarray, A=None) -> np.ndarray:
     return _as_reconstruction(A, m, units.size)
 
 
+def _f64(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def _gate_rows(units: np.ndarray, m: int, gates: int) -> np.ndarray:
+    return np.concatenate([g * m + units for g in range(gates)])
+
+
+def _absorb_columns(weight: np.ndarray, maps: Sequence[np.ndarray]) -> np.ndarray:
+    """``[weight[:, block_d] M_d]_d`` for the column blocks of the directions feeding ``weight``."""
+    sizes = [M.shape[0] for M in maps]
+    if weight.shape[1] != sum(sizes):
+        raise ValueError(f"maps: expected column blocks summing to {weight.shape[1]}, got {sizes}")
+    starts = np.cumsum([0] + sizes)
+    return np.hstack([weight[:, starts[d]:starts[d + 1]] @ M for d, M in enumerate(maps)])
+
+
+def compress_layer(layer: nn.Module, units: Sequence[np.ndarray], maps: Sequence[np.ndarray],
+                   input_maps: Optional[Sequence[np.ndarray]] = None) -> nn.Module:
+    """A single-layer module keeping ``units[d]`` of each direction d, with states approximated by
+    ``maps[d]`` (m x k: ``A_J`` or ``I_{F,J}``); ``input_maps`` are the maps of the layer below, whose
+    states this layer reads (None for the first layer). Products in float64, cast once."""
+    D = directions(layer)
+    m, G = layer.hidden_size, gate_blocks(layer)
+    k = len(units[0])
+    if any(len(u) != k for u in units):
+        raise ValueError(f"units: both directions of a layer keep the same number of units, got "
+                         f"{[len(u) for u in units]}")
+    in_size = layer.input_size if input_maps is None else sum(M.shape[1] for M in input_maps)
+    small = new_layer(layer, in_size, k)
+    with torch.no_grad():
+        for d in range(D):
+            s = "_reverse" if d else ""
+            rows = _gate_rows(np.asarray(units[d]), m, G)
+            W_ih = _f64(getattr(layer, f"weight_ih_l0{s}"))[rows]
+            if input_maps is not None:
+                W_ih = _absorb_columns(W_ih, input_maps)
+            W_hh = _f64(getattr(layer, f"weight_hh_l0{s}"))[rows] @ maps[d]
+            getattr(small, f"weight_ih_l0{s}").copy_(torch.from_numpy(W_ih))
+            getattr(small, f"weight_hh_l0{s}").copy_(torch.from_numpy(W_hh))
+            if layer.bias:
+                idx = torch.as_tensor(rows, device=small.weight_hh_l0.device)
+                for b in ("bias_ih", "bias_hh"):
+                    getattr(small, f"{b}_l0{s}").copy_(getattr(layer, f"{b}_l0{s}").index_select(0, idx))
+    small.train(layer.training)
+    return small
+
+
+def compress_readout(readout: nn.Linear, maps: Sequence[np.ndarray]) -> nn.Linear:
+    """The read-out of the compressed last layer: ``[V[:, block_d] M_d]_d`` (a fresh ``nn.Linear``; a
+    decoder tied to an embedding is untied, since ``V M`` is no longer the embedding)."""
+    p = readout.weight
+    head = nn.Linear(sum(M.shape[1] for M in maps), readout.out_features, bias=readout.bias is not None,
+                     device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(_absorb_columns(_f64(readout.weight), maps)))
+        if readout.bias is not None:
+            head.bias.copy_(readout.bias)
+    head.train(readout.training)
+    return head
+
+
 def compress_stack(rnn: nn.Module, readout: nn.Linear, units, A=None) -> Tuple[nn.Module, nn.Linear]:
     """Physically smaller recurrent module and read-out keeping ``units[l][d]`` of every layer l and
-    direction d (section 4; see :mod:`pruning.stack` for the formulas).
+    direction d (section 4; the formulas are in this module's docstring).
 
     Parameters
     ----------
@@ -60,12 +135,15 @@ def compress_stack(rnn: nn.Module, readout: nn.Linear, units, A=None) -> Tuple[n
     (module, nn.Linear)
         The native module type when every layer keeps the same width, else a ``RecurrentStack``.
     """
-    from pruning.stack import as_layers, assemble, check_recurrent, compress_layer, compress_readout
-
     check_recurrent(rnn)
+    check_readout(readout, output_width(rnn))
+    return _compress_checked(rnn, readout, units, A)
+
+
+def _compress_checked(rnn: nn.Module, readout: nn.Linear, units, A) -> Tuple[nn.Module, nn.Linear]:
+    """:func:`compress_stack` for modules already validated."""
     layers = as_layers(rnn)
-    D = 2 if layers[0].bidirectional else 1
-    check_readout(readout, D * layers[-1].hidden_size)
+    D = directions(rnn)
     if len(units) != len(layers) or any(len(u) != D for u in units):
         raise ValueError(f"units: expected one index set per layer ({len(layers)}) and direction ({D})")
     new, below = [], None
@@ -99,16 +177,10 @@ def compress(rnn: nn.Module, readout: nn.Linear, J, A=None) -> Tuple[nn.Module, 
         New modules of width k, with the dtype, device and settings of the originals; the inputs are
         not modified.
     """
-    from pruning.stack import check_recurrent
-
     check_recurrent(rnn)
     if getattr(rnn, "num_layers", 1) != 1 or rnn.bidirectional:
         raise ValueError("rnn: compress takes a single-layer unidirectional module; use compress_stack (or "
                          "spectral_prune) for stacked or bidirectional ones")
+    check_readout(readout, rnn.hidden_size)
     units = as_units(J, rnn.hidden_size, "J", allow_empty=False)
-    return compress_stack(rnn, readout, [[units]], None if A is None else [[A]])
-
-
-def count_parameters(*modules: nn.Module) -> int:
-    """Total number of parameters of the given modules."""
-    return int(sum(p.numel() for mod in modules for p in mod.parameters()))
+    return _compress_checked(rnn, readout, [[units]], None if A is None else [[A]])

@@ -1,4 +1,4 @@
-"""Streaming time-mean covariance of RNN hidden states (reference section 2).
+"""Streaming time-mean covariance of RNN hidden states (docs/method.md, section 2).
 
 ``Sigma_hat = 1/(nT) sum_i sum_t h_t(X^i) h_t(X^i)^T`` is a sum of outer products, so one pass over
 the data keeps only the float64 sum (m x m) and the number of states: memory is
@@ -8,14 +8,21 @@ processes add up (``CovarianceStats.merge``).
 
 from __future__ import annotations
 
+import copy
+import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["CovarianceStats", "time_mean_covariance", "iter_input_batches", "model_device", "batch_dim"]
+from theory._validation import Integer
+
+__all__ = ["CovarianceStats", "time_mean_covariance", "layer_covariances", "iter_input_batches", "model_device",
+           "batch_dim", "progress_bar"]
+
+BATCH_SIZE = Integer(1, None, what="a positive integer")
 
 
 @dataclass
@@ -64,6 +71,20 @@ class CovarianceStats:
             raise ValueError(f"other: width {other.width} differs from {self.width}")
         return CovarianceStats(self.outer_sum + other.outer_sum.to(self.outer_sum.device), self.count + other.count)
 
+    def update(self, states: torch.Tensor, name: str = "states") -> "CovarianceStats":
+        """Add a batch of states (..., m), in place: ``outer_sum += H^T H`` in float64, ``count += rows``.
+
+        A NaN or inf state makes its column's sum of squares non-finite, so the m diagonal entries of the running
+        sum are checked instead of every state; the error names ``name``."""
+        H = states.reshape(-1, states.shape[-1]).to(device=self.outer_sum.device, dtype=torch.float64)
+        if H.shape[1] != self.width:
+            raise ValueError(f"{name}: expected states of width {self.width}, got {H.shape[1]}")
+        self.outer_sum.addmm_(H.T, H)
+        self.count += H.shape[0]
+        if not torch.isfinite(self.outer_sum.diagonal()).all():
+            raise ValueError(f"{name}: contain NaN or inf")
+        return self
+
     @classmethod
     def zeros(cls, m: int, device=None) -> "CovarianceStats":
         """Empty statistics for m units."""
@@ -78,12 +99,9 @@ class CovarianceStats:
             raise ValueError(f"{name}: expected hidden states of shape (..., m) with m >= 1, got {tuple(H.shape)}")
         if not H.is_floating_point():
             raise TypeError(f"{name}: expected real floating-point states, got {H.dtype}")
-        H = H.reshape(-1, H.shape[-1]).to(torch.float64)
-        if H.shape[0] == 0:
+        if H.numel() == 0:
             raise ValueError(f"{name}: no states; expected at least one")
-        if not torch.isfinite(H).all():
-            raise ValueError(f"{name}: contains NaN or inf")
-        return cls(H.T @ H, H.shape[0])
+        return cls.zeros(H.shape[-1], device=H.device).update(H, name)
 
 
 def model_device(module: nn.Module) -> torch.device:
@@ -109,6 +127,16 @@ def _as_tensor(x: Any, what: str) -> torch.Tensor:
     raise TypeError(f"{what}: expected a torch.Tensor or numpy array of inputs, got {type(x).__name__}")
 
 
+def progress_bar(iterable, enabled: bool, **kwargs):
+    """``iterable`` wrapped in a tqdm bar when ``enabled`` and standard error is a terminal, else unchanged: logs
+    of runs whose output is redirected stay free of bar redraws."""
+    if not enabled or not sys.stderr.isatty():
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, leave=False, **kwargs)
+
+
 def iter_input_batches(data: Any, batch_size: int = 256, *, batch_first: bool = True) -> Iterator[torch.Tensor]:
     """Yield input tensors from the accepted data forms.
 
@@ -117,8 +145,7 @@ def iter_input_batches(data: Any, batch_size: int = 256, *, batch_first: bool = 
     (a list, a generator, a ``DataLoader``) whose items are tensors or tuples/lists whose first
     element is the input tensor.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    batch_size = BATCH_SIZE.check(batch_size, "batch_size")
     if isinstance(data, (torch.Tensor, np.ndarray)):
         x = _as_tensor(data, "data")
         if x.ndim == 3:
@@ -138,7 +165,7 @@ def iter_input_batches(data: Any, batch_size: int = 256, *, batch_first: bool = 
 
 def time_mean_covariance(
     rnn: nn.Module,
-    batches: Any,
+    data: Any,
     *,
     device=None,
     batch_size: int = 256,
@@ -151,13 +178,13 @@ def time_mean_covariance(
     ----------
     rnn : torch.nn.RNN (single layer, unidirectional; also nn.LSTM/nn.GRU, whose output is h_t)
         The trained, uncompressed network. Any floating dtype; statistics are float64.
-    batches : tensor, array or iterable of batches
+    data : tensor, array or iterable of batches
         Input sequences, shaped ``(batch, T, d_x)`` if ``rnn.batch_first`` else ``(T, batch, d_x)``;
         a single unbatched sequence ``(T, d_x)`` is also accepted. See :func:`iter_input_batches`.
     device : torch.device or str, optional
         Where to run the pass; defaults to the device of ``rnn``. The module is copied, not moved.
     batch_size : int
-        Chunk size when ``batches`` is a single tensor.
+        Chunk size when ``data`` is a single tensor.
     input_transform : callable, optional
         Applied to each input batch before the RNN (e.g. an embedding lookup for token ids).
     progress : bool
@@ -179,7 +206,58 @@ def time_mean_covariance(
     if rnn.num_layers != 1 or rnn.bidirectional:
         raise ValueError("rnn: expected a single-layer unidirectional module (num_layers=1, bidirectional=False); "
                          "use pruning.layer_covariances for stacked or bidirectional modules")
-    from pruning.stack import layer_covariances
-
-    return layer_covariances([rnn], batches, device=device, batch_size=batch_size,
+    return layer_covariances([rnn], data, device=device, batch_size=batch_size,
                              input_transform=input_transform, progress=progress)[0][0]
+
+
+def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Optional[Sequence[int]] = None,
+                      device=None, batch_size: int = 256,
+                      input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                      progress: bool = False) -> List[List[CovarianceStats]]:
+    """Time-mean covariances of every layer-direction's output states in one streaming pass (section 2).
+
+    ``layers`` are single-layer modules run one after the other (:func:`pruning.modules.as_layers`). Returns, for
+    each layer index in ``collect`` (default: all), one :class:`CovarianceStats` per direction. The statistics are
+    float64 whatever the modules' dtype; memory is O(batch x T x width + width^2).
+    """
+    layers = list(layers)
+    collect = list(range(len(layers))) if collect is None else list(collect)
+    here = model_device(layers[0])
+    device = torch.device(device) if device is not None else here
+    if device != here:
+        layers = [copy.deepcopy(layer).to(device) for layer in layers]
+    first = layers[0]
+    dtype = next(first.parameters()).dtype
+    D = 2 if first.bidirectional else 1
+    stats = {l: [CovarianceStats.zeros(layers[l].hidden_size, device=device) for _ in range(D)] for l in collect}
+    it = progress_bar(iter_input_batches(data, batch_size, batch_first=first.batch_first), progress,
+                      desc="covariance", unit="batch")
+    last = max(collect)
+    with torch.no_grad():
+        for i, x in enumerate(it):
+            if input_transform is not None:
+                x = input_transform(x.to(device))
+            if x.ndim not in (2, 3):
+                raise ValueError(f"data: batch {i} has shape {tuple(x.shape)}; expected "
+                                 f"{'(batch, T, d_x)' if first.batch_first else '(T, batch, d_x)'} or (T, d_x)")
+            if x.shape[-1] != first.input_size:
+                raise ValueError(f"data: batch {i} has {x.shape[-1]} input features, the RNN expects "
+                                 f"input_size={first.input_size}")
+            if x.numel() == 0:
+                continue
+            x = x.to(device=device, dtype=dtype)
+            if not torch.isfinite(x).all():
+                raise ValueError(f"data: batch {i} contains NaN or inf inputs")
+            for l in range(last + 1):
+                x, _ = layers[l](x)
+                if l not in stats:
+                    continue
+                m = layers[l].hidden_size
+                states = x.reshape(-1, D * m)
+                for d in range(D):
+                    stats[l][d].update(states[:, d * m:(d + 1) * m],
+                                       f"data: the hidden states of batch {i} (layer {l}; the network diverges on "
+                                       f"it)")
+    if not stats[collect[0]][0].count:
+        raise ValueError("data: no data; expected at least one non-empty batch of sequences")
+    return [stats[l] for l in collect]

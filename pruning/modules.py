@@ -1,52 +1,124 @@
-"""Which PyTorch modules the method supports, and how to find them inside a model."""
+"""Which PyTorch modules the method supports, how to find them in a model, and how they split into layers.
+
+A recurrent module here is an ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU`` with any ``num_layers`` and either direction
+setting, or a :class:`~pruning.recurrent_stack.RecurrentStack`. The method handles it as a list of single-layer
+modules of the same type ("layers", :func:`as_layers`), each with one or two directions, and puts the pruned
+layers back together with :func:`assemble`. PyTorch packs the gate blocks of a layer along the rows of its
+weights: LSTM (i, f, g, o), GRU (r, z, n), one block for an Elman RNN (:func:`gate_blocks`).
+"""
 
 from __future__ import annotations
 
-from typing import Tuple
+import copy
+from typing import Any, List, Optional, Sequence, Tuple
 
+import torch
 from torch import nn
 
-__all__ = ["check_rnn", "check_readout", "split_model"]
+from pruning.recurrent_stack import RecurrentStack
+from theory._validation import Integer
+from theory.elman import check_readout, check_rnn
+
+__all__ = ["check_rnn", "check_readout", "check_recurrent", "gate_blocks", "directions", "as_layers", "assemble",
+           "split_model", "module_summary", "count_macs", "count_parameters"]
+
+_GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
 
-def check_rnn(rnn, name: str = "rnn") -> nn.RNN:
-    """Accept a single-layer, unidirectional Elman ``nn.RNN`` (ReLU or tanh), the model of the theory
-    (S9, S10); refuse anything else clearly. Pruning itself accepts more (:func:`check_recurrent`)."""
-    if isinstance(rnn, (nn.LSTM, nn.GRU)):
-        raise TypeError(
-            f"{name}: {type(rnn).__name__} is not supported here; the approximation bounds (S9, S10) are stated "
-            "for single-layer Elman nn.RNN modules (spectral_prune itself handles LSTM and GRU)"
-        )
-    if not isinstance(rnn, nn.RNN):
-        raise TypeError(f"{name}: expected a torch.nn.RNN, got {type(rnn).__name__}")
-    if rnn.num_layers != 1:
-        raise ValueError(f"{name}: expected num_layers=1, got {rnn.num_layers} (the bounds are for one layer)")
-    if rnn.bidirectional:
-        raise ValueError(f"{name}: expected a unidirectional RNN (the bounds are for one direction)")
-    if rnn.nonlinearity not in ("relu", "tanh"):
+def gate_blocks(rnn: nn.Module) -> int:
+    """Number of gate blocks packed along the rows: 4 (LSTM), 3 (GRU), 1 (Elman RNN)."""
+    for cls, g in _GATES.items():
+        if type(rnn) is cls or (isinstance(rnn, RecurrentStack) and rnn.cell is cls):
+            return g
+    raise TypeError(f"rnn: expected nn.RNN, nn.LSTM, nn.GRU or RecurrentStack, got {type(rnn).__name__}")
+
+
+def check_recurrent(rnn: Any, name: str = "rnn") -> nn.Module:
+    """Accept what the pruning supports; refuse anything else with the reason."""
+    if isinstance(rnn, RecurrentStack):
+        return rnn
+    if type(rnn) not in _GATES:
+        raise TypeError(f"{name}: expected torch.nn.RNN, nn.LSTM, nn.GRU (or a RecurrentStack), "
+                        f"got {type(rnn).__name__}")
+    if isinstance(rnn, nn.LSTM) and rnn.proj_size:
+        raise ValueError(f"{name}: LSTMs with proj_size > 0 are not supported (got proj_size={rnn.proj_size})")
+    if isinstance(rnn, nn.RNN) and rnn.nonlinearity not in ("relu", "tanh"):
         raise ValueError(f"{name}: unsupported nonlinearity {rnn.nonlinearity!r}")
     return rnn
 
 
-def check_readout(readout, hidden_size: int, name: str = "readout") -> nn.Linear:
-    """Accept an ``nn.Linear`` whose input dimension is the RNN's width."""
-    if not isinstance(readout, nn.Linear):
-        raise TypeError(f"{name}: expected a torch.nn.Linear read-out, got {type(readout).__name__}")
-    if readout.in_features != hidden_size:
-        raise ValueError(
-            f"{name}: in_features={readout.in_features} does not match the RNN's output width (directions x hidden_size) {hidden_size}"
-        )
-    return readout
+def directions(rnn: nn.Module) -> int:
+    """1 or 2 (bidirectional)."""
+    return 2 if rnn.bidirectional else 1
 
 
-def split_model(model_or_rnn, name: str = "model_or_rnn") -> Tuple[nn.Module, nn.Linear, object]:
-    """Return ``(rnn, readout, model)`` from a ``(rnn, readout)`` pair or a model with ``.rnn``/``.readout``.
+def new_layer(like: nn.Module, input_size: int, hidden: int) -> nn.Module:
+    """A single-layer module of the same type and settings as ``like``, with fresh parameters."""
+    p = next(like.parameters())
+    kw = dict(num_layers=1, bias=like.bias, batch_first=like.batch_first, bidirectional=like.bidirectional,
+              device=p.device, dtype=p.dtype)
+    if isinstance(like, nn.RNN):
+        kw["nonlinearity"] = like.nonlinearity
+    return type(like)(input_size, hidden, **kw)
+
+
+def as_layers(rnn: nn.Module) -> List[nn.Module]:
+    """The module as a list of single-layer modules (copies of the parameters, same type and settings).
+
+    ``rnn`` must already be accepted by :func:`check_recurrent`."""
+    if isinstance(rnn, RecurrentStack):
+        return [copy.deepcopy(layer) for layer in rnn.layers]
+    D = directions(rnn)
+    layers = []
+    for l in range(rnn.num_layers):
+        in_size = rnn.input_size if l == 0 else D * rnn.hidden_size
+        layer = new_layer(rnn, in_size, rnn.hidden_size)
+        with torch.no_grad():
+            for pname, p in layer.named_parameters():
+                p.copy_(getattr(rnn, pname.replace("_l0", f"_l{l}")))
+        layer.train(rnn.training)
+        layers.append(layer)
+    return layers
+
+
+def assemble(layers: Sequence[nn.Module]) -> nn.Module:
+    """One module from single-layer modules: the native type when every layer has the same width, else a
+    :class:`RecurrentStack`."""
+    first = layers[0]
+    widths = [layer.hidden_size for layer in layers]
+    p = next(first.parameters())
+    if len(set(widths)) == 1:
+        kw = dict(num_layers=len(layers), bias=first.bias, batch_first=first.batch_first,
+                  bidirectional=first.bidirectional, device=p.device, dtype=p.dtype)
+        if isinstance(first, nn.RNN):
+            kw["nonlinearity"] = first.nonlinearity
+        out = type(first)(first.input_size, widths[0], **kw)
+        with torch.no_grad():
+            for l, layer in enumerate(layers):
+                for pname, q in layer.named_parameters():
+                    getattr(out, pname.replace("_l0", f"_l{l}")).copy_(q)
+    else:
+        out = RecurrentStack(type(first).__name__, first.input_size, widths, bias=first.bias,
+                             batch_first=first.batch_first, bidirectional=first.bidirectional,
+                             nonlinearity=getattr(first, "nonlinearity", "tanh"), device=p.device, dtype=p.dtype)
+        out.layers = nn.ModuleList(layers)
+    out.train(first.training)
+    return out
+
+
+def output_width(rnn: nn.Module) -> int:
+    """Width of the module's output: directions x the last layer's hidden size."""
+    last = rnn.hidden_sizes[-1] if isinstance(rnn, RecurrentStack) else rnn.hidden_size
+    return directions(rnn) * last
+
+
+def split_model(model_or_rnn: Any, name: str = "model_or_rnn") -> Tuple[nn.Module, nn.Linear, Optional[nn.Module]]:
+    """Return ``(rnn, readout, model)`` from a ``(rnn, readout)`` pair or a model with ``.rnn``/``.readout``,
+    validated (the one check of the modules a public function makes).
 
     ``rnn`` may be an ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` (any number of layers, either direction) or a
-    :class:`pruning.RecurrentStack`; ``model`` is ``None`` for a pair.
+    :class:`RecurrentStack`; ``model`` is ``None`` for a pair.
     """
-    from pruning.stack import check_recurrent
-
     if isinstance(model_or_rnn, (tuple, list)):
         if len(model_or_rnn) != 2:
             raise ValueError(f"{name}: expected a pair (rnn, readout), got {len(model_or_rnn)} items")
@@ -62,7 +134,37 @@ def split_model(model_or_rnn, name: str = "model_or_rnn") -> Tuple[nn.Module, nn
             f"got {type(model_or_rnn).__name__}"
         )
     check_recurrent(rnn, f"{name}.rnn" if model is not None else "rnn")
-    last = rnn.hidden_sizes[-1] if hasattr(rnn, "hidden_sizes") else rnn.hidden_size
-    check_readout(readout, (2 if rnn.bidirectional else 1) * last,
-                  f"{name}.readout" if model is not None else "readout")
+    check_readout(readout, output_width(rnn), f"{name}.readout" if model is not None else "readout")
     return rnn, readout, model
+
+
+def count_macs(rnn: nn.Module, T: int = 1, readout: Optional[nn.Linear] = None, readout_steps: int = 1) -> int:
+    """Multiply-accumulates of a forward pass over a sequence of length ``T``.
+
+    Per layer, direction and step: ``G (m d_in + m^2)`` for G gate blocks (1, 3, 4), the input and
+    recurrent matrix-vector products; elementwise gate arithmetic is O(m) and not counted. A read-out
+    adds ``d_y d_in`` per application (``readout_steps``: 1 for many-to-one, T for many-to-many).
+    """
+    T = Integer(1, None, what="a sequence length >= 1").check(T, "T")
+    layers = as_layers(check_recurrent(rnn))
+    G, D = gate_blocks(layers[0]), directions(layers[0])
+    per_step = sum(D * G * (layer.hidden_size * layer.input_size + layer.hidden_size ** 2) for layer in layers)
+    head = readout.in_features * readout.out_features * int(readout_steps) if readout is not None else 0
+    return T * per_step + head
+
+
+def count_parameters(*modules: nn.Module) -> int:
+    """Total number of parameters of the given modules."""
+    return int(sum(p.numel() for mod in modules for p in mod.parameters()))
+
+
+def module_summary(rnn: nn.Module) -> dict:
+    """Type and constructor settings of a recurrent module (enough to rebuild it for ``load_state_dict``)."""
+    layers = as_layers(check_recurrent(rnn))
+    first = layers[0]
+    out = dict(type=type(rnn).__name__, cell=type(first).__name__, input_size=first.input_size,
+               hidden_sizes=[layer.hidden_size for layer in layers], num_layers=len(layers),
+               bidirectional=first.bidirectional, batch_first=first.batch_first, bias=first.bias)
+    if isinstance(first, nn.RNN):
+        out["nonlinearity"] = first.nonlinearity
+    return out

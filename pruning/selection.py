@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pruning.losses import _as_downstream, _residual, as_tau
-from theory._arrays import as_covariance_matrix, as_float64_array, as_real_scalar, check_positive_scalar
+from theory._validation import Integer, Options, as_covariance_matrix, as_float64_array, check_positive_scalar
+from theory.information import THETA, _as_downstream, _residual, as_tau
 from theory.spectrum import leverage_scores
 
 __all__ = ["select_units", "leverage_sample", "LeverageSample", "METHODS", "EXHAUSTIVE_LIMIT"]
@@ -32,20 +32,12 @@ METHODS = ("greedy", "greedy_naive", "exhaustive", "leverage", "random", "magnit
 EXHAUSTIVE_LIMIT = 200_000
 
 
-def _check_k(k, m: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k: expected an integer number of kept units, got {k!r}")
-    k = int(k)
-    if not 1 <= k <= m:
-        raise ValueError(f"k: expected 1 <= k <= m = {m}, got {k}")
-    return k
+def kept_width(m: int) -> Integer:
+    """The constraint on a kept width k for a layer of m units."""
+    return Integer(1, m, what=f"1 <= k <= m = {m}")
 
 
-def _check_theta(theta) -> float:
-    t = as_real_scalar(theta, "theta")
-    if not math.isfinite(t) or t < 0:
-        raise ValueError(f"theta: expected a finite number >= 0, got {theta!r}")
-    return t
+METHOD = Options(METHODS)
 
 
 def _weight_matrix(sigma: np.ndarray, theta: float, Z) -> np.ndarray | None:
@@ -179,9 +171,7 @@ def leverage_sample(sigma, k: int, lam: float, *, seed=None, distinct: bool = Fa
     """
     s = as_covariance_matrix(sigma, "sigma")
     m = s.shape[0]
-    k = _check_k(k, m) if distinct else int(k)
-    if not distinct and k < 1:
-        raise ValueError(f"k: expected at least one draw, got {k}")
+    k = kept_width(m).check(k, "k") if distinct else Integer(1, None, what="at least one draw").check(k, "k")
     lam = check_positive_scalar(lam, "lam")
     q = leverage_scores(s, lam)
     rng = _rng(seed)
@@ -248,10 +238,9 @@ def select_units(
     """
     s = as_covariance_matrix(sigma, "sigma")
     m = s.shape[0]
-    k = _check_k(k, m)
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    theta = _check_theta(theta)
+    k = kept_width(m).check(k, "k")
+    method = METHOD.check(method, "method")
+    theta = THETA.check(theta, "theta")
     if theta > 0 and Z is None and method in ("greedy", "greedy_naive", "exhaustive"):
         raise ValueError("Z: theta > 0 needs the downstream weight Z of the output information loss (S2)")
     tau = float(as_tau(lam, 1)[0])  # validated for every method, though the baselines do not use it

@@ -18,6 +18,7 @@ of a larger J is not always smaller). What is guaranteed: the returned k meets t
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Any, Dict, Optional
@@ -25,21 +26,30 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from pruning.compress import compress_layer, compress_readout, compress_stack
+from pruning.covariance import _as_tensor, batch_dim, iter_input_batches, model_device
+from pruning.modules import as_layers, assemble, check_rnn, split_model
+from pruning.result import PruneResult
+from pruning.steps import (LayerStatistics, PruneSettings, Timings, consumer_weights, describe_layer, resolve_lambda,
+                           select_layer_units)
+from theory._validation import POSITIVE, Options, Real, check_params
+from theory.approximation import s10_bound
+from theory.information import reconstruction_matrix
+
 __all__ = ["prune_to_target", "relative_output_error", "split_holdout", "CRITERIA"]
 
 CRITERIA = ("measured", "s10")
+_CONSTRAINTS = dict(target=Real(0.0, None, closed="neither", what="a positive relative error tolerance"),
+                    criterion=Options(CRITERIA), search=Options(("bisect", "scan")))
+_HOLDOUT = Real(0.0, 1.0, closed="neither", what="a fraction in (0, 1)")
 
 
 def split_holdout(data: Any, holdout: float, *, batch_first: bool, seed: int = 0):
     """Split a tensor of sequences into (calibration, held-out) by a seeded permutation."""
-    from pruning.covariance import _as_tensor, batch_dim
-
     if not isinstance(data, (torch.Tensor, np.ndarray)):
         raise TypeError("holdout: only a tensor of all sequences can be split; pass holdout_data= for data given "
                         "as batches")
-    h = float(holdout)
-    if not math.isfinite(h) or not 0.0 < h < 1.0:
-        raise ValueError(f"holdout: expected a fraction in (0, 1), got {holdout!r}")
+    h = _HOLDOUT.check(holdout, "holdout")
     x = _as_tensor(data, "data")
     dim = batch_dim(x.ndim, batch_first)
     n = x.shape[dim]
@@ -61,10 +71,6 @@ def relative_output_error(full, pruned, data: Any, *, input_transform=None, batc
     """``sum ||f_t - f#_t||^2 / sum ||V h_t||^2`` over every sequence and step of ``data`` (the read-out bias
     cancels in the numerator and is left out of the denominator). ``full`` and ``pruned`` are
     ``(rnn, readout)`` pairs."""
-    import copy
-
-    from pruning.covariance import iter_input_batches, model_device
-
     (rnn, head), (rnn_s, head_s) = full, pruned
     device = torch.device(device) if device is not None else model_device(rnn)
     mods = [copy.deepcopy(mod).to(device) if model_device(mod) != device else mod for mod in (rnn, head, rnn_s, head_s)]
@@ -86,8 +92,6 @@ def relative_output_error(full, pruned, data: Any, *, input_transform=None, batc
 
 
 def _s10_relative(rnn, readout, sigma, units, lam, T) -> float:
-    from theory.approximation import s10_bound
-
     V = readout.weight.detach().to("cpu", torch.float64).numpy()
     energy = float(np.trace(V @ sigma @ V.T))
     if not energy > 0:
@@ -97,39 +101,27 @@ def _s10_relative(rnn, readout, sigma, units, lam, T) -> float:
 
 def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: str = "measured",
                     holdout: float = 0.25, holdout_data: Any = None, search: str = "bisect", seed=None,
-                    batch_size: int = 256, device=None, progress: bool = False, **settings):
+                    batch_size: int = 256, device=None, progress: bool = False, **settings) -> PruneResult:
     """The smallest k (same for every layer, at most its width) whose error criterion is ``<= target``.
 
-    See the module docstring for the criteria. ``settings`` are passed to :func:`pruning.spectral_prune`
-    (``lam``/``rel_lam``, ``theta``, ``Z``, ``reconstruct``); the method is greedy and stacks use the
-    original network's covariances (one pass). Returns its :class:`PruneResult` with ``search`` filled in:
-    the target, criterion, k found, its error, every evaluated ``{k: error}`` and the seconds taken.
+    See the module docstring for the criteria. ``settings`` are the selection settings of
+    :func:`pruning.spectral_prune` (``lam``/``rel_lam``, ``theta``, ``Z``, ``reconstruct``); the method is greedy and
+    stacks use the original network's covariances (one pass). Returns a :class:`PruneResult` with ``search`` filled
+    in: the target, criterion, k found, its error, every evaluated ``{k: error}`` and the seconds taken.
     """
-    from pruning.compress import compress_stack
-    from pruning.losses import reconstruction_matrix
-    from pruning.modules import check_rnn, split_model
-    from pruning.prune import spectral_prune
-    from pruning.stack import as_layers
-
     t_start = time.perf_counter()
-    tol = float(target) if not isinstance(target, bool) and isinstance(target, (int, float, np.floating)) \
-        else float("nan")
-    if not math.isfinite(tol) or tol <= 0:
-        raise ValueError(f"target: expected a positive relative error tolerance, got {target!r}")
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion: expected one of {CRITERIA}, got {criterion!r}")
-    if search not in ("bisect", "scan"):
-        raise ValueError(f"search: expected 'bisect' or 'scan', got {search!r}")
+    p = check_params(_CONSTRAINTS, target=target, criterion=criterion, search=search)
+    tol, criterion, search = p["target"], p["criterion"], p["search"]
     for name in ("k", "ratio", "target_dof"):
-        if settings.get(name) is not None:
+        if settings.pop(name, None) is not None:
             raise ValueError(f"target, {name}: give either a width or an error target, not both")
-        settings.pop(name, None)
     if settings.pop("method", "greedy") != "greedy":
         raise ValueError("method: an error target needs the nested greedy order; use method='greedy'")
     if settings.pop("covariance", None) is not None:
         raise ValueError("covariance: not supported with target= (the search measures its own statistics)")
     settings.pop("covariance_mode", None)
     rnn, readout, model = split_model(model_or_rnn)
+    chosen = PruneSettings.checked(method="greedy", seed=seed, **settings)
     transform = getattr(model, "rnn_inputs", None) if model is not None else None
     if data is None:
         raise ValueError("data: calibration data is required with target=")
@@ -139,6 +131,8 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
             raise ValueError("criterion: 's10' needs the RNN's inputs as data; this model maps its inputs first")
         if not isinstance(data, (torch.Tensor, np.ndarray)) or np.ndim(data) != 3:
             raise TypeError("data: criterion 's10' needs one tensor of all sequences (to know T)")
+        if not chosen.reconstruct:
+            raise ValueError("reconstruct: the S10 bound is stated for the reconstruction A_J; keep reconstruct=True")
         calib, held = data, None
         T = int(data.shape[1] if rnn.batch_first else data.shape[0])
     elif holdout_data is not None:
@@ -146,62 +140,90 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     else:
         calib, held = split_holdout(data, holdout, batch_first=rnn.batch_first, seed=0 if seed is None else seed)
 
-    reconstruct = settings.pop("reconstruct", True)
-    if criterion == "s10" and not reconstruct:
-        raise ValueError("reconstruct: the S10 bound is stated for the reconstruction A_J; keep reconstruct=True")
-    common = dict(settings, method="greedy", seed=seed, batch_size=batch_size, device=device, progress=progress)
-    widths = [layer.hidden_size for layer in as_layers(rnn)]
-    # one pass and one greedy run to every layer's full width: the order of every layer-direction
-    order = spectral_prune((rnn, readout), calib, k=widths, reconstruct=False, covariance_mode="original", **common)
-    grid = order.covariance if len(order.layers) > 1 else [[order.covariance]]
-    D = 2 if rnn.bidirectional else 1
-    sigmas = [[c.mean() for c in row] for row in grid]
+    layers = as_layers(rnn)
+    widths = [layer.hidden_size for layer in layers]
+    timings = Timings()
+    statistics = LayerStatistics(layers, calib, mode="original", batch_size=batch_size, device=device,
+                                 input_transform=transform, progress=progress, timings=timings)
+    consumers = consumer_weights(layers, readout)
+    D = statistics.D
+    # one greedy run to every layer's full width: the order of every layer-direction (greedy is nested, S4)
+    lams = [[resolve_lambda(sigma, chosen.lam, chosen.rel_lam, f" of layer {l}, direction {d}"
+                            if len(layers) * D > 1 else "") for d, (sigma, _) in enumerate(statistics.layer(l))]
+            for l in range(len(layers))]
+    with timings("selection"):
+        orders = [[select_layer_units(statistics.layer(l)[d][0], widths[l], lams[l][d], chosen, layers[l], d,
+                                      consumers[l])[0] for d in range(D)] for l in range(len(layers))]
     errors: Dict[int, float] = {}
 
+    def prefix(k: int):
+        return [[orders[l][d][:min(k, widths[l])] for d in range(D)] for l in range(len(layers))]
+
     def error(k: int) -> float:
-        if k in errors:
-            return errors[k]
-        units = [[order.layers[l * D + d].units[:min(k, widths[l])] for d in range(D)] for l in range(len(widths))]
-        lams = [[order.layers[l * D + d].lam for d in range(D)] for l in range(len(widths))]
-        if criterion == "s10":
-            value = _s10_relative(rnn, readout, sigmas[0][0], units[0][0], lams[0][0], T)
-        else:
-            A = [[reconstruction_matrix(sigmas[l][d], units[l][d], lams[l][d]) for d in range(D)]
-                 for l in range(len(widths))] if reconstruct else None
-            small = compress_stack(rnn, readout, units, A)
-            value = relative_output_error((rnn, readout), small, held, input_transform=transform,
-                                          batch_size=batch_size, device=device)
-        errors[k] = float(value)
+        if k not in errors:
+            units = prefix(k)
+            if criterion == "s10":
+                errors[k] = _s10_relative(rnn, readout, statistics.layer(0)[0][0], units[0][0], lams[0][0], T)
+            else:
+                A = [[reconstruction_matrix(statistics.layer(l)[d][0], units[l][d], lams[l][d]) for d in range(D)]
+                     for l in range(len(layers))] if chosen.reconstruct else None
+                small = compress_stack(rnn, readout, units, A)
+                errors[k] = float(relative_output_error((rnn, readout), small, held, input_transform=transform,
+                                                        batch_size=batch_size, device=device))
         return errors[k]
 
-    K = max(widths)
-    if search == "scan":
-        passing = [k for k in range(1, K + 1) if error(k) <= tol]
-        if not passing:
-            raise ValueError(_unreachable(tol, criterion, K, errors))
-        k = passing[0]
-    else:
-        if error(K) > tol:
-            raise ValueError(_unreachable(tol, criterion, K, errors))
-        lo, hi = 1, K
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if error(mid) <= tol:
-                hi = mid
-            else:
-                lo = mid + 1
-        k = hi
-    result = spectral_prune(model_or_rnn, calib, k=[min(k, m) for m in widths], covariance=grid,
-                            reconstruct=reconstruct, **dict(common, progress=False))
+    k = _search(error, max(widths), tol, criterion, search, errors)
+    result = _prune_with(rnn, readout, model, layers, statistics, consumers, prefix(k), lams, chosen, timings)
     result.search = dict(target=tol, criterion=criterion, k=k, error=errors[k], evaluated=dict(sorted(errors.items())),
                          search=search, holdout_sequences=None if held is None else _count(held, rnn.batch_first),
                          seconds=time.perf_counter() - t_start)
     return result
 
 
-def _count(data: Any, batch_first: bool) -> Optional[int]:
-    from pruning.covariance import batch_dim
+def _search(error, K: int, tol: float, criterion: str, search: str, errors: Dict[int, float]) -> int:
+    """The k of the search: the first passing k of a scan, or bisection between a failing and a passing k."""
+    if search == "scan":
+        passing = [k for k in range(1, K + 1) if error(k) <= tol]
+        if not passing:
+            raise ValueError(_unreachable(tol, criterion, K, errors))
+        return passing[0]
+    if error(K) > tol:
+        raise ValueError(_unreachable(tol, criterion, K, errors))
+    lo, hi = 1, K
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if error(mid) <= tol:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
 
+
+def _prune_with(rnn, readout, model, layers, statistics, consumers, units, lams, settings, timings) -> PruneResult:
+    """Steps 4 and 5 for given unit sets: the reconstruction, the losses and the compressed modules."""
+    results, new_layers, below = [], [], None
+    for l, layer in enumerate(layers):
+        maps = []
+        for d, (sigma, _) in enumerate(statistics.layer(l)):
+            tau = np.full(len(units[l][d]), lams[l][d])
+            lp, M = describe_layer(sigma, units[l][d], tau, lams[l][d], settings, layer, l, d, consumers[l], timings)
+            results.append(lp)
+            maps.append(M)
+        with timings("compress"):
+            new_layers.append(compress_layer(layer, units[l], maps, below))
+        below = maps
+    with timings("compress"):
+        small, head = assemble(new_layers), compress_readout(readout, below)
+    new_model = None
+    if model is not None:
+        new_model = copy.deepcopy(model)
+        new_model.rnn, new_model.readout = small, head
+    return PruneResult(rnn=small, readout=head, model=new_model, layers=results, theta=settings.theta, Z=settings.Z,
+                       method="greedy", reconstruct=settings.reconstruct, covariance_mode="original",
+                       timings=dict(timings), covariance=statistics.stats())
+
+
+def _count(data: Any, batch_first: bool) -> Optional[int]:
     if isinstance(data, (torch.Tensor, np.ndarray)):
         return int(data.shape[batch_dim(np.ndim(data), batch_first)])
     return None

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pruning import spectral_prune, time_mean_covariance
-from pruning.stack import layer_covariances
+from pruning.covariance import layer_covariances
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 

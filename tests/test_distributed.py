@@ -10,13 +10,13 @@ import torch
 
 from pruning import layer_covariances, spectral_prune, time_mean_covariance
 from pruning.distributed import all_reduce_stats, shard
-from pruning.stack import as_layers
+from pruning.modules import as_layers
 
 WORKER = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     from pruning import layer_covariances, time_mean_covariance
     from pruning.distributed import all_reduce_stats, shard
-    from pruning.stack import as_layers
+    from pruning.modules import as_layers
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pruning import RecurrentStack, count_macs, count_parameters, spectral_prune
-from pruning.stack import as_layers, layer_covariances
+from pruning.covariance import layer_covariances
+from pruning.modules import as_layers
 
 CELLS = ("rnn-tanh", "rnn-relu", "lstm", "gru")
 
@@ -133,7 +134,7 @@ def test_parameter_and_mac_counts_against_hand_derived_formulas(cell, G):
 
 @pytest.mark.parametrize("ks", [[3, 3], [4, 2]])
 def test_saved_pruned_modules_load_back_with_plain_torch(ks):
-    from pruning.stack import module_summary
+    from pruning.modules import module_summary
 
     rnn, head = make("lstm", 2, 5, 2, True, False)
     res = spectral_prune((rnn, head), inputs(rnn, 16, 4), ks)

@@ -107,8 +107,11 @@ def test_s10_criterion(cell, rho):
 def test_bad_targets_are_refused():
     pair = make("GRU", 6)
     x = torch.randn(20, 5, 3, dtype=torch.float64)
-    for bad in (0.0, -1.0, float("nan"), True):
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="target: expected a positive"):
+            spectral_prune(pair, x, target=bad)
+    for bad in (True, "0.1"):  # not a number at all: the wrong kind of value
+        with pytest.raises(TypeError, match="target: expected a real number"):
             spectral_prune(pair, x, target=bad)
     with pytest.raises(ValueError, match="target, k: give either"):
         spectral_prune(pair, x, k=3, target=0.1)

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from theory._arrays import as_float64_array
+from theory.elman import compressed_weights, elman_states, elman_weights, sequence_inputs
+from theory.information import information_loss, reconstruction_matrix
 
 __all__ = [
     "ApproximationTrace",
@@ -71,43 +72,6 @@ def _recurrent_term(coefficient: float, growth: float, loss: float) -> float:
     return 0.0 if loss == 0.0 else coefficient * growth * loss
 
 
-def _params(rnn: nn.RNN, readout: nn.Linear):
-    from pruning.modules import check_readout, check_rnn
-
-    check_rnn(rnn)
-    check_readout(readout, rnn.hidden_size)
-    f = lambda t: t.detach().to("cpu", torch.float64)
-    b = f(rnn.bias_ih_l0) + f(rnn.bias_hh_l0) if rnn.bias else torch.zeros(rnn.hidden_size, dtype=torch.float64)
-    c = f(readout.bias) if readout.bias is not None else torch.zeros(readout.out_features, dtype=torch.float64)
-    return f(rnn.weight_hh_l0), f(rnn.weight_ih_l0), b, f(readout.weight), c
-
-
-def _activation(nonlinearity: str):
-    """The elementwise activation of an Elman RNN by its ``nn.RNN`` name."""
-    return torch.relu if nonlinearity == "relu" else torch.tanh
-
-
-def _states(W, U, b, x, act) -> torch.Tensor:
-    """All states (n, T, width) of ``h_t = act(W h_{t-1} + U x_t + b)``, float64."""
-    n, T, _ = x.shape
-    h = torch.zeros(n, W.shape[0], dtype=torch.float64)
-    drive = x @ U.T + b  # input part of every step at once
-    out = torch.empty(n, T, W.shape[0], dtype=torch.float64)
-    for t in range(T):
-        h = act(h @ W.T + drive[:, t])
-        out[:, t] = h
-    return out
-
-
-def _inputs(x, rnn: nn.RNN) -> torch.Tensor:
-    xt = torch.as_tensor(as_float64_array(x, "x"))
-    if xt.ndim != 3 or xt.shape[-1] != rnn.input_size:
-        raise ValueError(f"x: expected sequences of shape (n, T, {rnn.input_size}) (batch first), got {tuple(xt.shape)}")
-    if xt.shape[0] == 0 or xt.shape[1] == 0:
-        raise ValueError("x: expected at least one sequence of length >= 1")
-    return xt
-
-
 @dataclass(frozen=True)
 class ApproximationTrace:
     """Measured deviations of a compressed RNN and their S9 bounds, per sequence and step (n, T)."""
@@ -125,16 +89,6 @@ class ApproximationTrace:
         return float(min((self.state_bound - self.state_error).min(), (self.output_bound - self.output_error).min()))
 
 
-def _compressed(W, V, J, A):
-    """``(units, A, W_sharp, V_sharp)`` with A validated as (m, k) float64."""
-    m = W.shape[0]
-    units = torch.as_tensor(np.asarray(J, dtype=np.int64))
-    a = torch.as_tensor(as_float64_array(A, "A"))
-    if a.shape != (m, units.numel()):
-        raise ValueError(f"A: expected shape (m, k) = ({m}, {units.numel()}), got {tuple(a.shape)}")
-    return units, a, W[units] @ a, V @ a
-
-
 def _op_norm(M: torch.Tensor) -> float:
     """Spectral norm (largest singular value)."""
     return float(torch.linalg.matrix_norm(M, ord=2))
@@ -142,13 +96,12 @@ def _op_norm(M: torch.Tensor) -> float:
 
 def _trajectories(rnn: nn.RNN, readout: nn.Linear, J, A, x):
     """Full and compressed states on ``x`` and the residuals ``r_t = h_t - A h_{t,J}`` (float64)."""
-    W, U, b, V, _ = _params(rnn, readout)
-    act = _activation(rnn.nonlinearity)
-    units, a, W_s, V_s = _compressed(W, V, J, A)
-    xt = _inputs(x, rnn)
-    h = _states(W, U, b, xt, act)
-    h_s = _states(W_s, U[units], b[units], xt, act)
-    return W, V, units, W_s, V_s, h, h_s, h - h[..., units] @ a.T
+    w = elman_weights(rnn, readout)
+    units, a, small = compressed_weights(w, J, A)
+    xt = sequence_inputs(x, rnn.input_size)
+    h = elman_states(w.W, w.U, w.b, xt, w.nonlinearity)
+    h_s = elman_states(small.W, small.U, small.b, xt, w.nonlinearity)
+    return w.W, w.V, units, small.W, small.V, h, h_s, h - h[..., units] @ a.T
 
 
 def s9_trace(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> ApproximationTrace:
@@ -194,14 +147,12 @@ def s10_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, T: int) -> float:
     Valid for the time-mean error on the same data as ``sigma`` (the losses bound the residual
     energies ``E_hat ||Z r||^2`` there).
     """
-    from pruning.losses import information_loss, reconstruction_matrix
-
-    W, _, _, V, _ = _params(rnn, readout)
+    w = elman_weights(rnn, readout)
     A = reconstruction_matrix(sigma, J, lam)
-    _, _, W_s, V_s = _compressed(W, V, J, A)
-    rho, v_norm = _op_norm(W_s), _op_norm(V_s)
-    lb_v = information_loss(sigma, J, lam, V.numpy())
-    lb_w = information_loss(sigma, J, lam, W.numpy())
+    small = compressed_weights(w, J, A)[2]
+    rho, v_norm = _op_norm(small.W), _op_norm(small.V)
+    lb_v = information_loss(sigma, J, lam, w.V.numpy())
+    lb_w = information_loss(sigma, J, lam, w.W.numpy())
     s = s_rho(rho, T)
     return 2.0 * lb_v + _recurrent_term(2.0 * v_norm * v_norm, s * s, lb_w)
 

@@ -13,24 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory._arrays import as_float64_array, check_positive_scalar
+from theory._validation import POSITIVE, PROBABILITY, Integer, as_float64_array, check_params, check_positive_scalar
 
 __all__ = ["hoeffding_halfwidth", "RiskEstimate", "risk_estimate", "GapEstimate", "generalization_gap"]
 
 
-def _check_delta(delta) -> float:
-    d = check_positive_scalar(delta, "delta")
-    if d >= 1.0:
-        raise ValueError(f"delta: expected a failure probability in (0, 1), got {delta!r}")
-    return d
+_HOEFFDING = dict(n=Integer(1, None, what="a number of samples >= 1"), upper=POSITIVE, delta=PROBABILITY)
 
 
 def hoeffding_halfwidth(n: int, upper: float, delta: float, *, two_sided: bool = True) -> float:
     """Half-width ``M sqrt(log(c/delta) / (2n))`` (c = 2 two-sided, 1 one-sided) for a mean of n values in [0, M]."""
-    if int(n) != n or n < 1:
-        raise ValueError(f"n: expected a number of samples >= 1, got {n!r}")
-    upper = check_positive_scalar(upper, "upper")
-    delta = _check_delta(delta)
+    p = check_params(_HOEFFDING, n=n, upper=upper, delta=delta)
+    n, upper, delta = p["n"], p["upper"], p["delta"]
     return upper * math.sqrt(math.log((2.0 if two_sided else 1.0) / delta) / (2.0 * n))
 
 

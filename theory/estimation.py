@@ -1,6 +1,6 @@
 """Estimation bounds: S11 (uniform over the class F_k(R)) and S12 (the pruned network) [derived].
 
-Reference section 7. The class ``F_k(R)``: width-k Elman RNNs with ``||W||_F <= R_w``, ``||U||_F <= R_u``,
+docs/method.md, section 7. The class ``F_k(R)``: width-k Elman RNNs with ``||W||_F <= R_w``, ``||U||_F <= R_u``,
 ``||b|| <= R_b``, ``||V||_F <= R_v``, ``||c|| <= R_c``, inputs ``||x_t|| <= R_x`` almost surely,
 ``P_k = k^2 + k d_x + k + d_y k + d_y`` parameters and ``B = ||(R_w, R_u, R_b, R_v, R_c)||``.
 
@@ -14,27 +14,30 @@ S12: ``Psi(f#) <= Psi_hat(f) + rho_psi sqrt(E_hat ||f - f#||^2) + [the S11 estim
 Grids are fixed before any data is seen: radii are rounded up to powers of two in
 ``RADIUS_GRID``; ``eps = B 2^-j`` for ``j < EPS_STEPS``; ``gamma`` in ``GAMMA_GRID``. ``L_T``
 can be astronomically large (it grows like ``R_w^T``), so it is carried as a logarithm.
-Proofs: ``docs/theory.md`` (S11, S12), including a correction for the squared loss in S12.
+The losses (their values, constants and trivial levels) are declared once in ``LOSSES``.
+Proofs: ``docs/theory.md`` (S11, S12).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from theory._arrays import as_float64_array, check_positive_scalar
-from theory.empirical import _check_delta
+from theory._validation import (NON_NEGATIVE, POSITIVE, PROBABILITY, Integer, Options, OrNone, as_float64_array,
+                                check_params)
+from theory.elman import ElmanWeights, compressed_weights, elman_weights, sequence_inputs
 from theory.losses import LOSS_NAMES, cross_entropy_loss, margin_ramp_loss, squared_loss
 
 __all__ = [
     "RADIUS_GRID",
     "GAMMA_GRID",
     "EPS_STEPS",
+    "LOSSES",
     "ClassRadii",
     "network_radii",
     "parameter_count",
@@ -56,6 +59,9 @@ RADIUS_GRID = 2.0 ** np.arange(-10, 21)  # 31 radii per parameter group, 2^-10 .
 GAMMA_GRID = 2.0 ** np.arange(-6, 7)  # 13 margin scales, 1/64 .. 64
 EPS_STEPS = 4096  # eps = B 2^-j, j = 0 .. 4095
 _LOG2 = math.log(2.0)
+
+_COUNT = Integer(1, None)
+_MODE = Options(("last", "mean"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,12 +99,6 @@ class ClassRadii:
         return ClassRadii(**out)
 
 
-def _weights(rnn: nn.RNN, readout: nn.Linear):
-    from theory.approximation import _params
-
-    return _params(rnn, readout)  # W, U, b, V, c in float64 (b = b_ih + b_hh)
-
-
 def _radii_of(W, U, b, V, c) -> ClassRadii:
     n = lambda t: float(torch.linalg.vector_norm(t.reshape(-1)))
     return ClassRadii(n(W), n(U), n(b), n(V), n(c))
@@ -106,23 +106,21 @@ def _radii_of(W, U, b, V, c) -> ClassRadii:
 
 def network_radii(rnn: nn.RNN, readout: nn.Linear) -> ClassRadii:
     """The norms of a network's parameters: the smallest radii whose class contains it."""
-    return _radii_of(*_weights(rnn, readout))
+    w = elman_weights(rnn, readout)
+    return _radii_of(w.W, w.U, w.b, w.V, w.c)
 
 
 def parameter_count(k: int, d_x: int, d_y: int) -> int:
     """``P_k = k^2 + k d_x + k + d_y k + d_y``."""
-    for name, v in (("k", k), ("d_x", d_x), ("d_y", d_y)):
-        if int(v) != v or v < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+    p = check_params(dict(k=_COUNT, d_x=_COUNT, d_y=_COUNT), k=k, d_x=d_x, d_y=d_y)
+    k, d_x, d_y = p["k"], p["d_x"], p["d_y"]
     return int(k * k + k * d_x + k + d_y * k + d_y)
 
 
 def log_growth(r_w: float, T: int) -> float:
     """``log G_T`` with ``G_T = sum_{j=0}^{T-1} R_w^j``, stable for any ``R_w >= 0`` and large T."""
-    if int(T) != T or T < 1:
-        raise ValueError(f"T: expected a sequence length >= 1, got {T!r}")
-    if r_w < 0:
-        raise ValueError(f"r_w: expected a radius >= 0, got {r_w!r}")
+    T = _COUNT.check(T, "T")
+    r_w = NON_NEGATIVE.check(r_w, "r_w")
     if r_w == 0 or T == 1:
         return 0.0
     if abs(r_w - 1.0) < 1e-12:
@@ -156,36 +154,78 @@ def log_output_lipschitz(radii: ClassRadii, input_bound: float, T: int) -> float
     return float(np.logaddexp(first, np.logaddexp(log_h, 0.0)))
 
 
+# ----------------------------------------------------------------------------------------------
+# The losses: one declaration each
+
+
+def _output_bound(radii: ClassRadii, input_bound: float, T: int) -> float:
+    """``R_v H_T + R_c`` bounds ``||f_t||`` on the class."""
+    return radii.v * hidden_state_bound(radii, input_bound, T) + radii.c
+
+
+def _need_target_bound(target_bound: Optional[float]) -> float:
+    if target_bound is None:
+        raise ValueError("target_bound: the squared loss needs an almost-sure bound R_y on ||y||")
+    return NON_NEGATIVE.check(target_bound, "target_bound")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss of section 7: its per-sequence values, ``(rho_psi, M)`` on the class, and its trivial level.
+
+    ``values(outputs, targets, gamma)`` returns one loss per sequence; ``constants(radii, R_x, T, d_y, gamma,
+    target_bound)`` the Lipschitz constant in f and the upper value M; ``trivial(d_y, target_bound)`` the risk
+    any bound must beat. ``margin`` says whether the loss has a scale gamma (searched on ``GAMMA_GRID``).
+    """
+
+    name: str
+    values: Callable[[Any, Any, Optional[float]], np.ndarray]
+    constants: Callable[..., Tuple[float, float]]
+    trivial: Callable[[int, Optional[float]], float]
+    margin: bool = False
+
+
+def _squared_constants(radii, input_bound, T, d_y, gamma, target_bound):
+    M = float((_need_target_bound(target_bound) + _output_bound(radii, input_bound, T)) ** 2)
+    return 2.0 * math.sqrt(M), M
+
+
+LOSSES: Dict[str, LossSpec] = {
+    "margin": LossSpec(
+        "margin", lambda f, y, g: margin_ramp_loss(f, y, g),
+        lambda radii, input_bound, T, d_y, gamma, target_bound: (math.sqrt(2.0) / POSITIVE.check(gamma, "gamma"), 1.0),
+        lambda d_y, target_bound: 1.0, margin=True),
+    "cross_entropy": LossSpec(
+        "cross_entropy", lambda f, y, g: cross_entropy_loss(f, y),
+        lambda radii, input_bound, T, d_y, gamma, target_bound: (
+            math.sqrt(2.0), float(math.log(d_y) + 2.0 * _output_bound(radii, input_bound, T))),
+        lambda d_y, target_bound: math.log(d_y)),
+    "squared": LossSpec(
+        "squared", lambda f, y, g: squared_loss(f, y), _squared_constants,
+        lambda d_y, target_bound: _need_target_bound(target_bound) ** 2),
+}
+assert tuple(LOSSES) == LOSS_NAMES
+_LOSS = Options(LOSS_NAMES)
+
+
+def _loss(loss: str) -> LossSpec:
+    return LOSSES[_LOSS.check(loss, "loss")]
+
+
 def loss_constants(loss: str, radii: ClassRadii, input_bound: float, T: int, d_y: int, *,
                    gamma: Optional[float] = None, target_bound: Optional[float] = None):
     """``(rho_psi, M)``: the loss's Lipschitz constant in f and its upper value on the class (section 7)."""
-    if loss == "margin":
-        return math.sqrt(2.0) / check_positive_scalar(gamma, "gamma"), 1.0
-    out = radii.v * hidden_state_bound(radii, input_bound, T) + radii.c  # bounds ||f_t|| on the class
-    if loss == "cross_entropy":
-        return math.sqrt(2.0), float(math.log(d_y) + 2.0 * out)
-    if loss == "squared":
-        if target_bound is None:
-            raise ValueError("target_bound: the squared loss needs an almost-sure bound R_y on ||y||")
-        if not (math.isfinite(target_bound) and target_bound >= 0):
-            raise ValueError(f"target_bound: expected a finite bound >= 0, got {target_bound!r}")
-        M = float((target_bound + out) ** 2)
-        return 2.0 * math.sqrt(M), M
-    raise ValueError(f"loss: expected one of {LOSS_NAMES}, got {loss!r}")
+    return _loss(loss).constants(radii, input_bound, T, d_y, gamma, target_bound)
 
 
 def trivial_level(loss: str, d_y: int, target_bound: Optional[float] = None) -> float:
     """The risk a bound must beat to say anything: 1 for the ramp (error rate 1), ``log d_y`` for
     cross-entropy (the uniform prediction), ``R_y^2`` for the squared loss (predicting 0)."""
-    if loss == "margin":
-        return 1.0
-    if loss == "cross_entropy":
-        return math.log(d_y)
-    if loss == "squared":
-        if target_bound is None:
-            raise ValueError("target_bound: the squared loss needs an almost-sure bound R_y on ||y||")
-        return float(target_bound) ** 2
-    raise ValueError(f"loss: expected one of {LOSS_NAMES}, got {loss!r}")
+    return float(_loss(loss).trivial(d_y, target_bound))
+
+
+# ----------------------------------------------------------------------------------------------
+# The estimation term
 
 
 @dataclass(frozen=True)
@@ -207,17 +247,15 @@ def estimation_term(n: int, n_params: int, B: float, log_lipschitz: float, rho_p
     When ``eps`` is None the minimum over the grid is taken and ``log(EPS_STEPS)`` is added to
     ``log_grid``.
     """
-    if int(n) != n or n < 1:
-        raise ValueError(f"n: expected a number of training sequences >= 1, got {n!r}")
-    delta = _check_delta(delta)
-    B = check_positive_scalar(B, "B")
+    p = check_params(dict(n=Integer(1, None, what="a number of training sequences >= 1"), delta=PROBABILITY,
+                          B=POSITIVE, eps=OrNone(POSITIVE)), n=n, delta=delta, B=B, eps=eps)
+    n, delta, B, eps = p["n"], p["delta"], p["B"], p["eps"]
     if eps is None:
         log_grid = log_grid + math.log(EPS_STEPS)
         j = np.arange(EPS_STEPS, dtype=np.float64)
         log_eps = math.log(B) - j * _LOG2
         log_ratio = np.logaddexp(0.0, (j + 1.0) * _LOG2)  # log(1 + 2B/eps)
     else:
-        eps = check_positive_scalar(eps, "eps")
         if eps > B:
             raise ValueError(f"eps: expected a scale in (0, B] = (0, {B:.4g}], got {eps!r}")
         log_eps = np.array([math.log(eps)])
@@ -234,45 +272,6 @@ def estimation_term(n: int, n_params: int, B: float, log_lipschitz: float, rho_p
 
 # ----------------------------------------------------------------------------------------------
 # Bounds on a given network
-
-
-def _bounded_inputs(x, rnn: nn.RNN, input_bound: float) -> torch.Tensor:
-    """The inputs as a float64 tensor (validated as for S9/S10), checked against S11's ``R_x``."""
-    from theory.approximation import _inputs
-
-    xt = _inputs(x, rnn)
-    biggest = float(torch.linalg.vector_norm(xt, dim=-1).max())
-    if biggest > input_bound * (1 + 1e-9):
-        raise ValueError(f"input_bound: the inputs have ||x_t|| up to {biggest:.4g} > input_bound = {input_bound:.4g};"
-                         " S11 needs an almost-sure bound on the input norm")
-    return xt
-
-
-def _mode_outputs(f: torch.Tensor, mode: str) -> torch.Tensor:
-    if mode == "last":
-        return f[:, -1]
-    if mode == "mean":
-        return f
-    raise ValueError(f"mode: expected 'last' (many-to-one) or 'mean' (time-averaged loss), got {mode!r}")
-
-
-def _loss_values(loss: str, f: np.ndarray, y, gamma: Optional[float]) -> np.ndarray:
-    if loss == "margin":
-        return margin_ramp_loss(f, y, gamma)
-    if loss == "cross_entropy":
-        return cross_entropy_loss(f, y)
-    if loss == "squared":
-        return squared_loss(f, y)
-    raise ValueError(f"loss: expected one of {LOSS_NAMES}, got {loss!r}")
-
-
-def _gammas(loss: str, gamma: Optional[float]):
-    """Margin scales to try and the union-bound penalty paid for trying them."""
-    if loss != "margin":
-        return [None], 0.0
-    if gamma is not None:
-        return [check_positive_scalar(gamma, "gamma")], 0.0
-    return [float(g) for g in GAMMA_GRID], math.log(GAMMA_GRID.size)
 
 
 class _Vacuity:
@@ -312,25 +311,98 @@ class EstimationBound(_Vacuity):
     trivial: float
 
 
-def _check_common(loss: str, input_bound, delta) -> float:
-    if loss not in LOSS_NAMES:
-        raise ValueError(f"loss: expected one of {LOSS_NAMES}, got {loss!r}")
-    _check_delta(delta)
-    return check_positive_scalar(input_bound, "input_bound")
+@dataclass(frozen=True)
+class _BoundInputs:
+    """What S11's estimation term needs besides the training risk: the loss, the class and the sample."""
+
+    loss: LossSpec
+    radii: ClassRadii
+    width: int
+    d_x: int
+    d_y: int
+    n: int
+    T: int
+    input_bound: float
+    delta: float
+    target_bound: Optional[float]
+    gamma: Optional[float]
+    eps: Optional[float]
+
+    def gammas(self):
+        """Margin scales to try and the union-bound penalty paid for trying them."""
+        if not self.loss.margin:
+            return [None], 0.0
+        if self.gamma is not None:
+            return [POSITIVE.check(self.gamma, "gamma")], 0.0
+        return [float(g) for g in GAMMA_GRID], math.log(GAMMA_GRID.size)
+
+    def best(self, train_risk_at: Callable[[Optional[float]], float],
+             bias_at: Callable[[Optional[float], float], float] = lambda g, rho_psi: 0.0) -> "_Best":
+        """Minimise ``train risk + bias + estimation`` over the margin-scale grid (one value for other losses).
+
+        The radii grid pays ``5 log |RADIUS_GRID|`` (one cell per parameter group) in ``log G``."""
+        gammas, log_gamma_grid = self.gammas()
+        log_grid = 5 * math.log(RADIUS_GRID.size) + log_gamma_grid
+        P = parameter_count(self.width, self.d_x, self.d_y)
+        log_L = log_output_lipschitz(self.radii, self.input_bound, self.T)
+        best = None
+        for g in gammas:
+            rho_psi, M = self.loss.constants(self.radii, self.input_bound, self.T, self.d_y, g, self.target_bound)
+            term = estimation_term(self.n, P, self.radii.B, log_L, rho_psi, M, self.delta, log_grid=log_grid,
+                                   eps=self.eps)
+            risk, bias = train_risk_at(g), bias_at(g, rho_psi)
+            total = risk + bias + term.value
+            if best is None or total < best.bound:
+                best = _Best(total, g, risk, bias, term, M)
+        return best
+
+    def estimation_bound(self, best: "_Best") -> EstimationBound:
+        return EstimationBound(bound=best.bound, train_risk=best.train_risk, estimation=best.estimation,
+                               loss=self.loss.name, gamma=best.gamma, upper=best.upper, radii=self.radii,
+                               width=self.width, n=self.n, T=self.T, delta=self.delta,
+                               trivial=self.loss.trivial(self.d_y, self.target_bound))
 
 
-def _outputs(W, U, b, V, c, xt, nonlinearity: str) -> torch.Tensor:
-    from theory.approximation import _activation, _states
+@dataclass(frozen=True)
+class _Best:
+    bound: float
+    gamma: Optional[float]
+    train_risk: float
+    bias: float
+    estimation: EstimationTerm
+    upper: float
 
-    return _states(W, U, b, xt, _activation(nonlinearity)) @ V.T + c
+
+_BOUND_ARGS = dict(loss=Options(LOSS_NAMES), input_bound=POSITIVE, delta=PROBABILITY, mode=_MODE,
+                   target_bound=OrNone(NON_NEGATIVE), gamma=OrNone(POSITIVE), eps=OrNone(POSITIVE))
+
+
+def _bounded_inputs(x, input_size: int, input_bound: float) -> torch.Tensor:
+    """The inputs as a float64 tensor (validated as for S9/S10), checked against S11's ``R_x``."""
+    xt = sequence_inputs(x, input_size)
+    biggest = float(torch.linalg.vector_norm(xt, dim=-1).max())
+    if biggest > input_bound * (1 + 1e-9):
+        raise ValueError(f"input_bound: the inputs have ||x_t|| up to {biggest:.4g} > input_bound = {input_bound:.4g};"
+                         " S11 needs an almost-sure bound on the input norm")
+    return xt
+
+
+def _mode_outputs(f: torch.Tensor, mode: str) -> torch.Tensor:
+    return f[:, -1] if mode == "last" else f
 
 
 def network_outputs(rnn: nn.RNN, readout: nn.Linear, x, *, mode: str = "last") -> np.ndarray:
     """Outputs in float64: ``f_T`` (n, d_y) for ``mode="last"``, every ``f_t`` (n, T, d_y) for "mean"."""
-    from theory.approximation import _inputs as _checked_inputs
+    mode = _MODE.check(mode, "mode")
+    w = elman_weights(rnn, readout)
+    return _mode_outputs(w.outputs(sequence_inputs(x, rnn.input_size)), mode).numpy()
 
-    W, U, b, V, c = _weights(rnn, readout)
-    return _mode_outputs(_outputs(W, U, b, V, c, _checked_inputs(x, rnn), rnn.nonlinearity), mode).numpy()
+
+def _inputs_for(weights: ElmanWeights, xt: torch.Tensor, loss: LossSpec, *, k: int, n: int, T: int, p: dict,
+                radii: ClassRadii) -> _BoundInputs:
+    return _BoundInputs(loss=loss, radii=radii, width=k, d_x=int(weights.U.shape[1]), d_y=int(weights.V.shape[0]),
+                        n=n, T=T, input_bound=p["input_bound"], delta=p["delta"], target_bound=p["target_bound"],
+                        gamma=p["gamma"], eps=p["eps"])
 
 
 def s11_bound(rnn: nn.RNN, readout: nn.Linear, x, y, *, loss: str = "margin", input_bound: float,
@@ -355,41 +427,20 @@ def s11_bound(rnn: nn.RNN, readout: nn.Linear, x, y, *, loss: str = "margin", in
     The radii are the network's norms rounded up to ``RADIUS_GRID``; the union bound pays
     ``5 log |RADIUS_GRID|`` for that choice.
     """
-    R_x = _check_common(loss, input_bound, delta)
-    W, U, b, V, c = _weights(rnn, readout)
-    xt = _bounded_inputs(x, rnn, R_x)
-    f = _mode_outputs(_outputs(W, U, b, V, c, xt, rnn.nonlinearity), mode).numpy()
-    return _s11_from_outputs((W, U, b, V, c), f, y, xt.shape, loss=loss, R_x=R_x, delta=delta,
-                             target_bound=target_bound, gamma=gamma, eps=eps)
+    p = check_params(_BOUND_ARGS, loss=loss, input_bound=input_bound, delta=delta, mode=mode,
+                     target_bound=target_bound, gamma=gamma, eps=eps)
+    w = elman_weights(rnn, readout)
+    xt = _bounded_inputs(x, rnn.input_size, p["input_bound"])
+    f = _mode_outputs(w.outputs(xt), p["mode"]).numpy()
+    return _s11_from_outputs(w, f, y, xt, p)
 
 
-def _s11_from_outputs(weights, f: np.ndarray, y, x_shape, *, loss, R_x, delta, target_bound, gamma,
-                      eps) -> EstimationBound:
-    """S11 from a network's float64 weights and its outputs on the training inputs (shape ``x_shape``)."""
-    W, U, b, V, c = weights
-    radii = _radii_of(W, U, b, V, c).rounded_up()
-    return _best_over_gamma(loss, gamma, eps, radii, W.shape[0], U.shape[1], V.shape[0], x_shape[0], x_shape[1],
-                            R_x, delta, target_bound, lambda g: float(_loss_values(loss, f, y, g).mean()), None)[0]
-
-
-def _best_over_gamma(loss, gamma, eps, radii, width, d_x, d_y, n, T, R_x, delta, target_bound, train_risk_at,
-                     bias_at):
-    """Minimise the bound over the margin-scale grid (one value for the other losses)."""
-    gammas, log_gamma_grid = _gammas(loss, gamma)
-    log_grid = 5 * math.log(RADIUS_GRID.size) + log_gamma_grid
-    P = parameter_count(width, d_x, d_y)
-    log_L = log_output_lipschitz(radii, R_x, T)
-    best = None
-    for g in gammas:
-        rho_psi, M = loss_constants(loss, radii, R_x, T, d_y, gamma=g, target_bound=target_bound)
-        term = estimation_term(n, P, radii.B, log_L, rho_psi, M, delta, log_grid=log_grid, eps=eps)
-        risk = train_risk_at(g)
-        bias = 0.0 if bias_at is None else bias_at(g, rho_psi)
-        candidate = (risk + bias + term.value, g, risk, bias, term, M)
-        if best is None or candidate[0] < best[0]:
-            best = candidate
-    return EstimationBound(best[0], best[2], best[4], loss, best[1], best[5], radii, width, n, T, delta,
-                           trivial_level(loss, d_y, target_bound)), best[3]
+def _s11_from_outputs(w: ElmanWeights, f: np.ndarray, y, xt: torch.Tensor, p: dict) -> EstimationBound:
+    """S11 from a network's float64 weights and its outputs ``f`` on the training inputs ``xt``."""
+    loss = LOSSES[p["loss"]]
+    problem = _inputs_for(w, xt, loss, k=w.width, n=int(xt.shape[0]), T=int(xt.shape[1]), p=p,
+                          radii=_radii_of(w.W, w.U, w.b, w.V, w.c).rounded_up())
+    return problem.estimation_bound(problem.best(lambda g: float(loss.values(f, y, g).mean())))
 
 
 @dataclass(frozen=True)
@@ -426,40 +477,34 @@ def s12_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x, y, *, loss: str = "margi
     """S12 for the network compressed from ``(rnn, readout)`` with kept units J and reconstruction A.
 
     Arguments as in :func:`s11_bound`; ``J`` (k ints) and ``A`` (m, k) define the compressed
-    network of reference section 4 (``W# = W_{J,:} A``, ``V# = V A``), built on the training data.
+    network of section 4 (``W# = W_{J,:} A``, ``V# = V A``), built on the training data.
     With ``with_full`` the full network's own S11 bound (k = m) is computed too, at the same delta.
 
     For the squared loss the bias term uses the Lipschitz constant of ``||y - f||^2`` between the
-    two networks' outputs on the training data, ``max (2||y|| + ||f|| + ||f#||)``, not the class
-    constant of section 7, which does not cover the full network's outputs (``docs/theory.md``, S12).
+    two networks' outputs on the training data, ``max (2||y|| + ||f|| + ||f#||)``, measured
+    (``docs/theory.md``, S12).
     """
-    from theory.approximation import _compressed
-
-    R_x = _check_common(loss, input_bound, delta)
-    W, U, b, V, c = _weights(rnn, readout)
-    units, a, W_s, V_s = _compressed(W, V, J, A)
-    xt = _bounded_inputs(x, rnn, R_x)
-    f = _mode_outputs(_outputs(W, U, b, V, c, xt, rnn.nonlinearity), mode).numpy()
-    f_s = _mode_outputs(_outputs(W_s, U[units], b[units], V_s, c, xt, rnn.nonlinearity), mode).numpy()
-    sq_dev = np.sum((f - f_s) ** 2, axis=-1)  # (n,) or (n, T)
-    msd = float(sq_dev.mean())
-    if loss == "squared":
+    p = check_params(_BOUND_ARGS, loss=loss, input_bound=input_bound, delta=delta, mode=mode,
+                     target_bound=target_bound, gamma=gamma, eps=eps)
+    spec = LOSSES[p["loss"]]
+    w = elman_weights(rnn, readout)
+    units, _, small = compressed_weights(w, J, A)
+    xt = _bounded_inputs(x, rnn.input_size, p["input_bound"])
+    f = _mode_outputs(w.outputs(xt), p["mode"]).numpy()
+    f_s = _mode_outputs(small.outputs(xt), p["mode"]).numpy()
+    msd = float(np.sum((f - f_s) ** 2, axis=-1).mean())  # over sequences (and steps)
+    if spec.name == "squared":
         yy = as_float64_array(y, "y")
         lip = float(np.max(2 * np.linalg.norm(yy, axis=-1) + np.linalg.norm(f, axis=-1)
                            + np.linalg.norm(f_s, axis=-1)))
-    radii = _radii_of(W_s, U[units], b[units], V_s, c).rounded_up()
     k = int(units.numel())
-
-    def bias_at(g, rho_psi):
-        return (lip if loss == "squared" else rho_psi) * math.sqrt(msd)
-
-    est, bias = _best_over_gamma(loss, gamma, eps, radii, k, U.shape[1], V.shape[0], xt.shape[0], xt.shape[1],
-                                 R_x, delta, target_bound,
-                                 lambda g: float(_loss_values(loss, f, y, g).mean()), bias_at)
-    pruned_risk = float(_loss_values(loss, f_s, y, est.gamma).mean())
-    full = None
-    if with_full:  # the full network's outputs f are already at hand
-        full = _s11_from_outputs((W, U, b, V, c), f, y, xt.shape, loss=loss, R_x=R_x, delta=delta,
-                                 target_bound=target_bound, gamma=gamma, eps=eps)
-    return CompressionBound(est.bound, est.train_risk, pruned_risk, bias, msd, est.estimation, loss, est.gamma,
-                            est.upper, radii, k, est.n, est.T, est.delta, est.trivial, full)
+    problem = _inputs_for(small, xt, spec, k=k, n=int(xt.shape[0]), T=int(xt.shape[1]), p=p,
+                          radii=_radii_of(small.W, small.U, small.b, small.V, small.c).rounded_up())
+    best = problem.best(lambda g: float(spec.values(f, y, g).mean()),
+                        lambda g, rho_psi: (lip if spec.name == "squared" else rho_psi) * math.sqrt(msd))
+    pruned_risk = float(spec.values(f_s, y, best.gamma).mean())
+    full = _s11_from_outputs(w, f, y, xt, p) if with_full else None  # the full outputs f are already at hand
+    return CompressionBound(bound=best.bound, full_train_risk=best.train_risk, pruned_train_risk=pruned_risk,
+                            bias=best.bias, mean_squared_deviation=msd, estimation=best.estimation, loss=spec.name,
+                            gamma=best.gamma, upper=best.upper, radii=problem.radii, k=k, n=problem.n, T=problem.T,
+                            delta=problem.delta, trivial=spec.trivial(problem.d_y, problem.target_bound), full=full)

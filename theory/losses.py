@@ -18,7 +18,7 @@ from typing import Tuple
 import numpy as np
 from scipy.special import logsumexp
 
-from theory._arrays import as_float64_array, check_positive_scalar
+from theory._validation import as_float64_array, check_positive_scalar
 
 __all__ = ["margin_ramp_loss", "cross_entropy_loss", "squared_loss", "zero_one_loss", "LOSS_NAMES"]
 

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import scipy.linalg
 
-from theory._arrays import as_covariance_matrix, as_real_scalar, check_positive_scalar
+from theory._validation import PROBABILITY, as_covariance_matrix, as_real_scalar, check_positive_scalar
 
 __all__ = [
     "eigenvalues",
@@ -175,7 +175,5 @@ def dof_sample_size(n_dof: float, delta: float) -> float:
         Failure probability in ``(0, 1)``.
     """
     n_dof = check_positive_scalar(n_dof, "n_dof")
-    delta = float(delta)
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta: expected a probability in (0, 1), got {delta}")
+    delta = PROBABILITY.check(delta, "delta")
     return 5.0 * n_dof * math.log(16.0 * n_dof / delta)

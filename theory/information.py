@@ -1,4 +1,4 @@
-"""Information losses and the reconstruction matrix (reference section 3, S1-S3).
+"""Information losses and the reconstruction matrix (S1-S3; docs/method.md, section 3).
 
 For a kept unit set J with regularisation tau (one value per kept unit):
 
@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import scipy.linalg
 
-from theory._arrays import as_covariance_matrix, as_float64_array
+from theory._validation import Real, as_covariance_matrix, as_float64_array, as_real_scalar
 
 __all__ = [
     "information_loss",
@@ -28,7 +28,11 @@ __all__ = [
     "selection_objective",
     "as_units",
     "as_tau",
+    "THETA",
 ]
+
+#: The weight of the output information loss in the S3 objective.
+THETA = Real(0.0, None)
 
 
 def as_units(J: Sequence[int], m: int, name: str = "J", *, allow_empty: bool = True) -> np.ndarray:
@@ -56,18 +60,14 @@ def as_units(J: Sequence[int], m: int, name: str = "J", *, allow_empty: bool = T
 def as_tau(lam, k: int, name: str = "lam") -> np.ndarray:
     """Regularisation as a vector over the k kept units: a scalar ``lambda`` or a vector ``tau``, all > 0."""
     if np.ndim(lam) == 0:
-        try:
-            v = float(lam)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name}: expected a positive number or a vector of k positive numbers, got {lam!r}") from exc
+        v = as_real_scalar(lam, name)
         if not (np.isfinite(v) and v > 0):  # checked even when no unit is kept (k = 0)
             raise ValueError(f"{name}: regularisation must be finite and > 0, got {lam!r}")
-        tau = np.full(k, v)
-    else:
-        tau = np.asarray(lam.detach().cpu() if hasattr(lam, "detach") else lam, dtype=np.float64).ravel()
-        if tau.size != k:
-            raise ValueError(f"{name}: expected a scalar or a vector of length |J| = {k}, got length {tau.size}")
-    if not np.all(np.isfinite(tau)) or np.any(tau <= 0):
+        return np.full(k, v)
+    tau = as_float64_array(lam, name).ravel()
+    if tau.size != k:
+        raise ValueError(f"{name}: expected a scalar or a vector of length |J| = {k}, got length {tau.size}")
+    if np.any(tau <= 0):
         raise ValueError(f"{name}: regularisation must be finite and > 0, got {lam!r}")
     return tau
 
@@ -148,11 +148,12 @@ def information_loss(sigma, J, lam, Z=None) -> float:
 
 def selection_objective(sigma, J, lam, *, theta: float = 0.0, Z=None) -> float:
     """S3 objective ``L_theta(J) = L_A(J) + theta L_B(J; Z)``; ``theta = 0`` or ``Z = None`` gives ``L_A``."""
+    theta = THETA.check(theta, "theta")
     R = residual_covariance(sigma, J, lam)
     value = float(np.trace(R))
     if theta and Z is not None:
         z = _as_downstream(Z, R.shape[0])
-        value += float(theta) * float(np.einsum("ij,jk,ik->", z, R, z))
+        value += theta * float(np.einsum("ij,jk,ik->", z, R, z))
     return value
 
 

@@ -1,0 +1,140 @@
+"""What spectral pruning returns: one :class:`LayerPrune` per layer and direction inside a :class:`PruneResult`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from torch import nn
+
+__all__ = ["LayerPrune", "PruneResult"]
+
+
+@dataclass
+class LayerPrune:
+    """What was kept in one layer and direction.
+
+    Attributes
+    ----------
+    layer, direction : int
+        Position in the stack (direction 1 is the reverse direction of a bidirectional layer).
+    units : list[int]
+        Kept units J, in selection order.
+    A : numpy.ndarray (m, k) or None
+        Reconstruction matrix A_J (S1; None without reconstruction).
+    m, k : int
+        Width before and after.
+    lam : float
+        The lambda used (absolute); ``tau`` the per-unit regularisation (equal to lam except for
+        leverage sampling, S8).
+    losses : dict
+        ``input`` = L_A(J) (S1), ``recurrent`` = L_B(J; W_hh) and ``readout`` = L_B(J; next) (S2), where
+        ``next`` is the next layer's input weight (its columns of this direction) or the read-out, and
+        ``objective`` = L_A + theta L_B(J; Z) (S3), all on the calibration data.
+    dof : float
+        Degrees of freedom N(lambda) of this layer-direction's covariance (S7).
+    """
+
+    layer: int
+    direction: int
+    units: List[int]
+    A: Optional[np.ndarray]
+    m: int
+    k: int
+    lam: float
+    tau: np.ndarray
+    losses: Dict[str, float]
+    dof: float
+
+
+@dataclass
+class PruneResult:
+    """What :func:`pruning.spectral_prune` returns.
+
+    Attributes
+    ----------
+    rnn, readout : module, torch.nn.Linear
+        The compressed modules: the original type (nn.RNN, nn.LSTM, nn.GRU) when every layer keeps the
+        same width, else a :class:`pruning.RecurrentStack`.
+    model : torch.nn.Module or None
+        A copy of the input model with ``.rnn`` and ``.readout`` replaced (None when a pair was given).
+    layers : list[LayerPrune]
+        One entry per layer and direction, in order. For a single-layer unidirectional module the properties
+        ``units, A, m, k, lam, tau, losses, dof`` read its one entry.
+    theta, Z, method, reconstruct, covariance_mode
+        The selection settings.
+    timings : dict
+        Seconds spent in ``covariance``, ``selection``, ``reconstruction`` and ``compress``.
+    covariance : CovarianceStats, list or None
+        The statistics of the pass: one CovarianceStats for a single layer-direction, else a list per
+        layer of one per direction (None when plain matrices were given). Pass them back through
+        ``covariance=`` to prune again without another pass (``covariance_mode="original"``).
+    search : dict or None
+        With ``target=``: the tolerance, criterion, the k found, its error, every evaluated
+        ``{k: error}`` and the seconds the search took.
+    """
+
+    rnn: nn.Module
+    readout: nn.Linear
+    model: Optional[nn.Module]
+    layers: List[LayerPrune]
+    theta: float
+    Z: str
+    method: str
+    reconstruct: bool
+    covariance_mode: str = "sequential"
+    timings: Dict[str, float] = field(default_factory=dict)
+    covariance: Any = None
+    search: Optional[dict] = None
+
+    def _only(self) -> LayerPrune:
+        if len(self.layers) != 1:
+            raise AttributeError(f"this result prunes {len(self.layers)} layer-directions; read the attribute "
+                                 f"of one of them, result.layers[i]")
+        return self.layers[0]
+
+    @property
+    def units(self) -> List[int]:
+        """Kept units J of a single layer-direction (``layers[i].units`` otherwise)."""
+        return self._only().units
+
+    @property
+    def A(self) -> Optional[np.ndarray]:
+        """Reconstruction matrix A_J of a single layer-direction."""
+        return self._only().A
+
+    @property
+    def m(self) -> int:
+        """Width before pruning, single layer-direction."""
+        return self._only().m
+
+    @property
+    def k(self) -> int:
+        """Kept width, single layer-direction (``ks`` for every layer)."""
+        return self._only().k
+
+    @property
+    def lam(self) -> float:
+        """The absolute lambda used, single layer-direction."""
+        return self._only().lam
+
+    @property
+    def tau(self) -> np.ndarray:
+        """Per-unit regularisation, single layer-direction."""
+        return self._only().tau
+
+    @property
+    def losses(self) -> Dict[str, float]:
+        """Information losses (S1-S3), single layer-direction."""
+        return self._only().losses
+
+    @property
+    def dof(self) -> float:
+        """Degrees of freedom N(lambda) (S7), single layer-direction."""
+        return self._only().dof
+
+    @property
+    def ks(self) -> List[int]:
+        """Kept width of each layer."""
+        return [lp.k for lp in self.layers if lp.direction == 0]

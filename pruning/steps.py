@@ -1,0 +1,308 @@
+"""The steps of spectral pruning, each usable on its own (docs/method.md, sections 2-5).
+
+:func:`pruning.spectral_prune` is these steps in order, layer by layer:
+
+1. statistics: the time-mean covariance of every layer-direction (:class:`LayerStatistics`, section 2);
+2. lambda: absolute, relative to the mean eigenvalue, or solving ``N(lambda) = target`` (:func:`choose_lambda`, S7);
+3. selection: the kept units J (:func:`select_layer_units`, S3/S4/S8 and the baselines);
+4. reconstruction and losses: ``A_J`` and the information losses (:func:`describe_layer`, S1-S3);
+5. compression: the physically smaller layer (:func:`pruning.compress.compress_layer`, section 4).
+
+The error-target search (:mod:`pruning.target`) composes the same steps with another selection rule.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from pruning.compress import compress_layer, state_map
+from pruning.covariance import BATCH_SIZE, CovarianceStats, layer_covariances
+from pruning.modules import directions
+from pruning.result import LayerPrune
+from pruning.selection import METHOD, kept_width, leverage_sample, select_units
+from theory._validation import (POSITIVE, Boolean, Options, OrNone, Real, as_covariance_matrix, check_params)
+from theory.information import THETA, information_loss, reconstruction_matrix
+from theory.spectrum import degrees_of_freedom, lambda_for_dof
+
+__all__ = ["DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES", "COVARIANCE_MODES", "PruneSettings",
+           "Timings", "LayerStatistics", "choose_lambda", "resolve_lambda", "plan_widths", "consumer_weights",
+           "downstream_weight", "select_layer_units", "describe_layer"]
+
+#: Default regularisation relative to the mean eigenvalue: ``lambda = DEFAULT_REL_LAM * Tr(Sigma) / m``.
+#: Chosen by measurement on the pixel-digits IRNN (docs/results.md, "Choice of defaults").
+DEFAULT_REL_LAM = 1e-4
+#: Default weight of the output information loss in the selection objective (S3).
+DEFAULT_THETA = 1.0
+#: Default downstream weight Z of the output information loss (S2): the recurrent weight W.
+DEFAULT_Z = "recurrent"
+Z_CHOICES = ("recurrent", "readout", "both")
+COVARIANCE_MODES = ("sequential", "original")
+
+#: The declared constraints of the selection settings (checked once, by :meth:`PruneSettings.checked`).
+SETTINGS_CONSTRAINTS = dict(theta=THETA, Z=Options(Z_CHOICES), method=METHOD, reconstruct=Boolean(),
+                            lam=OrNone(POSITIVE), rel_lam=OrNone(POSITIVE))
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """How units are chosen and the layer rebuilt: everything but the data and the widths.
+
+    ``lam`` (absolute) and ``rel_lam`` (relative to ``Tr(Sigma)/m``) are exclusive; with neither,
+    ``rel_lam = DEFAULT_REL_LAM``. ``seed`` drives the random methods (leverage, random).
+    """
+
+    theta: float = DEFAULT_THETA
+    Z: str = DEFAULT_Z
+    method: str = "greedy"
+    reconstruct: bool = True
+    lam: Optional[float] = None
+    rel_lam: Optional[float] = None
+    seed: Any = None
+
+    @classmethod
+    def checked(cls, **values) -> "PruneSettings":
+        """Settings from user values, each checked against its declared constraint."""
+        seed = values.pop("seed", None)
+        v = check_params(SETTINGS_CONSTRAINTS, **values)
+        if v.get("lam") is not None and v.get("rel_lam") is not None:
+            raise ValueError("lam, rel_lam: give at most one of them (absolute or relative regularisation)")
+        return cls(seed=seed, **v)
+
+
+class Timings(dict):
+    """Seconds spent per step; ``with timings("selection"): ...`` adds the block's wall time."""
+
+    STEPS = ("covariance", "selection", "reconstruction", "compress")
+
+    def __init__(self):
+        super().__init__({step: 0.0 for step in self.STEPS})
+
+    @contextmanager
+    def __call__(self, step: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[step] += time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. statistics
+
+
+class LayerStatistics:
+    """The covariance of every layer-direction, given or measured on ``data``.
+
+    ``mode="original"`` measures all layers of the uncompressed network in one pass; ``"sequential"`` measures
+    layer l when it is asked for, on the network whose layers below are already compressed (so layer l is pruned
+    for the inputs it will receive). Given statistics (``covariance=``) are of the original network.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], data: Any = None, *, covariance: Any = None,
+                 mode: str = "sequential", batch_size: int = 256, device=None, input_transform=None,
+                 progress: bool = False, timings: Optional[Timings] = None):
+        self.layers = list(layers)
+        self.D = directions(self.layers[0])
+        self.widths = [layer.hidden_size for layer in self.layers]
+        self.data, self.batch_size, self.device = data, batch_size, device
+        self.input_transform, self.progress = input_transform, progress
+        self.timings = timings if timings is not None else Timings()
+        L = len(self.layers)
+        self.grid: List[Optional[List[Tuple[np.ndarray, Optional[CovarianceStats]]]]] = [None] * L
+        if covariance is not None:
+            self.grid = _as_stats_grid(covariance, L, self.D, self.widths)
+            self.mode = "original"
+        else:
+            self.mode = mode
+            if mode == "original" or L == 1:
+                self.grid = self._measure(self.layers, None)
+
+    def _measure(self, run_layers: Sequence[nn.Module], collect):
+        if self.data is None:
+            raise ValueError("data: calibration data is required unless covariance= is given")
+        with self.timings("covariance"):
+            out = layer_covariances(run_layers, self.data, collect=collect, device=self.device,
+                                    batch_size=self.batch_size, input_transform=self.input_transform,
+                                    progress=self.progress)
+        return [[(c.mean(), c) for c in row] for row in out]
+
+    def layer(self, l: int, compressed_below: Sequence[nn.Module] = (), maps_below=None):
+        """``[(Sigma, stats or None)]`` per direction of layer l. In sequential mode layer l is measured here, on
+        ``compressed_below`` (the pruned layers 0..l-1) followed by layer l reading their states through
+        ``maps_below``."""
+        if self.grid[l] is None:
+            layer = self.layers[l]
+            m = self.widths[l]
+            current = layer if maps_below is None else compress_layer(
+                layer, [np.arange(m)] * self.D, [np.eye(m)] * self.D, maps_below)
+            self.grid[l] = self._measure(list(compressed_below) + [current], [l])[0]
+        return self.grid[l]
+
+    def stats(self):
+        """What :attr:`PruneResult.covariance` holds: one CovarianceStats, or a [layer][direction] grid of them;
+        None when plain matrices were given."""
+        cells = [[c for _, c in row] for row in self.grid]
+        if any(c is None for row in cells for c in row):
+            return None
+        return cells[0][0] if len(cells) * self.D == 1 else cells
+
+
+def _as_stats_grid(covariance, L: int, D: int, widths: List[int]):
+    """The ``covariance=`` argument as a [layer][direction] grid of (matrix, stats or None)."""
+    leaf = (CovarianceStats, np.ndarray, torch.Tensor)
+    if L * D == 1:  # one matrix (also as a plain nested list), or the [[stats]] grid of a result
+        nested = isinstance(covariance, (list, tuple)) and len(covariance) == 1 and \
+            isinstance(covariance[0], (list, tuple)) and len(covariance[0]) == 1 and isinstance(covariance[0][0], leaf)
+        grid = covariance if nested else [[covariance]]
+    elif D == 1 and isinstance(covariance, (list, tuple)) and all(isinstance(c, leaf) for c in covariance):
+        grid = [[c] for c in covariance]
+    else:
+        grid = covariance
+    if not isinstance(grid, (list, tuple)) or len(grid) != L or any(
+            not isinstance(g, (list, tuple)) or len(g) != D for g in grid):
+        raise ValueError(f"covariance: expected one covariance per layer ({L}) and direction ({D}), as a nested "
+                         f"list (what PruneResult.covariance holds)")
+    out = []
+    for l, row in enumerate(grid):
+        cells = []
+        for d, c in enumerate(row):
+            sigma = as_covariance_matrix(c, f"covariance[{l}][{d}]")
+            if sigma.shape[0] != widths[l]:
+                raise ValueError(f"covariance: expected shape ({widths[l]}, {widths[l]}) for layer {l} of width "
+                                 f"{widths[l]}, got {sigma.shape}")
+            cells.append((sigma, c if isinstance(c, CovarianceStats) else None))
+        out.append(cells)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. lambda and the widths
+
+
+def resolve_lambda(sigma: np.ndarray, lam: Optional[float], rel_lam: Optional[float], where: str = "") -> float:
+    """Absolute lambda from either ``lam`` or ``rel_lam * Tr(Sigma) / m`` (default ``DEFAULT_REL_LAM``)."""
+    if lam is not None and rel_lam is not None:
+        raise ValueError("lam, rel_lam: give at most one of them (absolute or relative regularisation)")
+    if lam is not None:
+        return POSITIVE.check(lam, "lam")
+    rel = DEFAULT_REL_LAM if rel_lam is None else POSITIVE.check(rel_lam, "rel_lam")
+    scale = float(np.trace(sigma)) / sigma.shape[0]
+    if not scale > 0:
+        raise ValueError(f"data: every hidden state{where} is zero, so the covariance carries no information to "
+                         f"prune with (pass an absolute lam to prune it anyway)")
+    return rel * scale
+
+
+def choose_lambda(sigma: np.ndarray, settings: PruneSettings, target_dof: Optional[float] = None, *,
+                  where: str = "", name: str = "target_dof") -> float:
+    """Step 2: lambda solving ``N(lambda) = target_dof`` (S7) when a target is given, else from ``settings``."""
+    if target_dof is not None:
+        return lambda_for_dof(sigma, target_dof, name=name)
+    return resolve_lambda(sigma, settings.lam, settings.rel_lam, where)
+
+
+def _per_layer(value, L: int, name: str) -> list:
+    if value is None or np.isscalar(value):
+        return [value] * L
+    values = list(value)
+    if len(values) != L:
+        raise ValueError(f"{name}: expected one value or one per layer ({L}), got {len(values)}")
+    return values
+
+
+_RATIO = Real(0.0, 1.0, closed="right", what="a fraction of units to keep in (0, 1]")
+
+
+def plan_widths(widths: Sequence[int], *, k=None, ratio=None, target_dof=None) -> Tuple[List[Optional[int]], list]:
+    """Exactly one of ``k``, ``ratio``, ``target_dof`` (each one value or one per layer) as per-layer kept widths
+    and per-layer degrees-of-freedom targets. A width set by ``target_dof`` is ``ceil(N)`` and is None here."""
+    given = [name for name, v in (("k", k), ("ratio", ratio), ("target_dof", target_dof)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"k, ratio, target_dof: give exactly one way to set the width, got {given or 'none'}")
+    L = len(widths)
+    ks = []
+    for l, (kk, rr) in enumerate(zip(_per_layer(k, L, "k"), _per_layer(ratio, L, "ratio"))):
+        m = widths[l]
+        if kk is not None:
+            ks.append(kept_width(m).check(kk, "k" if L == 1 else f"k[{l}]"))
+        elif rr is not None:
+            ks.append(max(1, min(m, int(round(_RATIO.check(rr, "ratio") * m)))))
+        else:
+            ks.append(None)
+    return ks, _per_layer(target_dof, L, "target_dof")
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. selection
+
+
+def consumer_weights(layers: Sequence[nn.Module], readout: nn.Linear) -> List[np.ndarray]:
+    """For each layer, the float64 weight that reads its states: the next layer's input weight (both directions
+    stacked by rows) or, after the last layer, the read-out."""
+    D = directions(layers[0])
+    out = []
+    for l in range(len(layers)):
+        if l + 1 < len(layers):
+            nxt = layers[l + 1]
+            w = torch.cat([nxt.weight_ih_l0] + ([nxt.weight_ih_l0_reverse] if D == 2 else []))
+        else:
+            w = readout.weight
+        out.append(w.detach().to("cpu", torch.float64).numpy())
+    return out
+
+
+def downstream_weight(layer: nn.Module, d: int, consumer: np.ndarray, Z: str) -> np.ndarray:
+    """Z of layer-direction (l, d) for the output loss (S2): its recurrent weight, the consumer's columns of this
+    direction (next layer's input weight or the read-out), or both stacked."""
+    m = layer.hidden_size
+    W = getattr(layer, f"weight_hh_l0{'_reverse' if d else ''}").detach().to("cpu", torch.float64).numpy()
+    V = consumer[:, d * m:(d + 1) * m]
+    if Z == "recurrent":
+        return W
+    if Z == "readout":
+        return V
+    return np.vstack([W, V])
+
+
+def select_layer_units(sigma: np.ndarray, k: int, lam: float, settings: PruneSettings, layer: nn.Module, d: int,
+                       consumer: np.ndarray) -> Tuple[List[int], np.ndarray]:
+    """Step 3: the kept units J of one layer-direction and their regularisation tau (lambda for every unit, or
+    S8's per-unit values for leverage sampling)."""
+    if settings.method == "leverage":
+        sample = leverage_sample(sigma, k, lam, seed=settings.seed, distinct=True)
+        return sample.units, sample.tau
+    outgoing = downstream_weight(layer, d, consumer, "both") if settings.method == "magnitude" else None
+    units = select_units(sigma, k, lam, theta=settings.theta, Z=downstream_weight(layer, d, consumer, settings.Z),
+                         method=settings.method, seed=settings.seed, outgoing=outgoing)
+    return units, np.full(len(units), lam)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. reconstruction and losses
+
+
+def describe_layer(sigma: np.ndarray, units: Sequence[int], tau: np.ndarray, lam: float, settings: PruneSettings,
+                   layer: nn.Module, l: int, d: int, consumer: np.ndarray,
+                   timings: Optional[Timings] = None) -> Tuple[LayerPrune, np.ndarray]:
+    """Step 4: ``A_J`` (with reconstruction) and the information losses of keeping ``units``; returns the
+    :class:`LayerPrune` and the state map ``M`` (``A_J`` or ``I_{F,J}``) that step 5 builds the layer with."""
+    timings = timings if timings is not None else Timings()
+    m = layer.hidden_size
+    with timings("reconstruction"):
+        A = reconstruction_matrix(sigma, units, tau) if settings.reconstruct else None
+    losses = {"input": information_loss(sigma, units, tau),
+              "recurrent": information_loss(sigma, units, tau, downstream_weight(layer, d, consumer, "recurrent")),
+              "readout": information_loss(sigma, units, tau, consumer[:, d * m:(d + 1) * m])}
+    z_loss = losses["recurrent"] + losses["readout"] if settings.Z == "both" else losses[settings.Z]
+    losses["objective"] = losses["input"] + float(settings.theta) * z_loss
+    lp = LayerPrune(layer=l, direction=d, units=list(units), A=A, m=m, k=len(units), lam=lam,
+                    tau=np.asarray(tau, dtype=np.float64), losses=losses, dof=degrees_of_freedom(sigma, lam))
+    return lp, state_map(m, np.asarray(units), A)
