@@ -1,4 +1,5 @@
-"""Command line of the benchmark runs: ``python -m benchmarks demo``."""
+"""Command line of the benchmark runs: python -m benchmarks COMMAND (reproduce, report, demo, nonvacuous,
+layer-modes, mnist-sample)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ def main(argv=None) -> int:
     from benchmarks.reproduce import TASKS
     from benchmarks.training import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark runs of spectral pruning: train recurrent networks, prune them with every method, and "
+                    "write resumable results tables, reports and figures. Progress bars are drawn only when standard "
+                    "error is a terminal (--no-progress turns them off there too).")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train an IRNN on pixel-by-pixel digits and compare pruning methods")
     d = DemoConfig()
@@ -66,6 +71,8 @@ def main(argv=None) -> int:
     rep.add_argument("--dask", default=None, metavar="ADDRESS",
                      help="run the networks on the Dask cluster at this scheduler address (tcp://host:port)")
     rep.add_argument("--no-progress", action="store_true")
+    rpt = sub.add_parser("report", help="rebuild DIR/report.md and every figure from a run directory alone")
+    rpt.add_argument("dir", type=Path, metavar="DIR", help="a directory written by `reproduce --out DIR`")
     lm = sub.add_parser("layer-modes", help="stacked LSTM/GRU: prune upper layers with the sequential or the "
                                             "original network's covariance, and compare")
     lm.add_argument("--out", type=Path, default=Path("runs/layer_modes"))
@@ -92,6 +99,16 @@ def main(argv=None) -> int:
     ms.add_argument("--test-per-class", type=int, default=100, help="test images per digit (of 500)")
     ms.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        from benchmarks.report import build_report
+
+        try:
+            path = build_report(args.dir)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"report: {path}")
+        return 0
     if args.command == "mnist-sample":
         from benchmarks.mnist import export_mnist_sample
 
@@ -106,7 +123,7 @@ def main(argv=None) -> int:
         print((args.out / "nonvacuous.md").read_text())
         return 0
     if args.command == "reproduce":
-        return _reproduce(args)
+        return _reproduce(args, argv if argv is not None else sys.argv[1:])
     if args.command == "layer-modes":
         from benchmarks.layer_modes import run_layer_modes
 
@@ -134,10 +151,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _reproduce(args) -> int:
+def _reproduce(args, argv) -> int:
     import dataclasses
 
     from benchmarks.reproduce import PRESETS, reproduce_and_report, with_overrides
+    from benchmarks.runrecord import command_line
 
     preset = PRESETS[args.preset]
     for name in ("seeds", "hidden_sizes", "ks"):
@@ -167,7 +185,8 @@ def _reproduce(args) -> int:
         executor, client = dask_executor(args.dask)
     try:
         path = reproduce_and_report(preset, out, mnist_dir=args.mnist_dir, ptb_dir=args.ptb_dir, device=args.device,
-                                    progress=not args.no_progress, workers=args.workers, executor=executor)
+                                    progress=not args.no_progress, workers=args.workers, executor=executor,
+                                    command=command_line(list(argv)))
     finally:
         if client is not None:
             client.close()

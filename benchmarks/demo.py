@@ -15,9 +15,10 @@ import torch
 
 from benchmarks.data import pixel_digits
 from benchmarks.models import RNNClassifier
-from benchmarks.runio import config_key, save_state_atomic, write_csv_atomic
+from benchmarks.runio import config_key, train_or_load, write_csv_atomic
 from benchmarks.training import TrainConfig, accuracy, train_classifier
 from pruning import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, spectral_prune, time_mean_covariance
+from pruning.covariance import progress_bar
 
 __all__ = ["DemoConfig", "METHOD_TABLE", "run_demo", "format_table"]
 
@@ -73,15 +74,11 @@ def _trained_model(cfg: DemoConfig, data, out: Optional[Path], progress: bool,
     torch.manual_seed(cfg.seed)
     model = RNNClassifier(data.input_size, cfg.hidden, data.n_classes, nonlinearity=cfg.nonlinearity,
                           input_std=cfg.input_std).to(device)
-    path = out / "checkpoints" / f"irnn-{cfg.model_key()}.pt" if out is not None else None
-    if path is not None and path.exists():
-        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-        model.eval()
-        return model, True
-    train_classifier(model, data.x_train, data.y_train, cfg.train, seed=cfg.seed, progress=progress)
-    if path is not None:
-        save_state_atomic(path, model.state_dict())
-    return model, False
+    train = lambda: train_classifier(model, data.x_train, data.y_train, cfg.train, seed=cfg.seed, progress=progress)
+    if out is None:
+        train()
+        return model, False
+    return train_or_load(model, out / "checkpoints" / f"irnn-{cfg.model_key()}.pt", train, map_location=device)
 
 
 def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Optional[Path] = None, progress: bool = True,
@@ -92,8 +89,6 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Optional[Path] = None, prog
     per method and k), ``full_accuracy``, ``config`` and timings;
     with ``out`` it also writes ``out/results.csv`` atomically.
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
     data = pixel_digits()
     if any(not 1 <= k <= cfg.hidden for k in cfg.ks):
@@ -105,7 +100,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Optional[Path] = None, prog
     stats = time_mean_covariance(model.rnn, data.x_train)
     rows: List[Dict] = []
     jobs = [(k, m) for k in cfg.ks for m in methods]
-    for k, (label, method, recon) in tqdm(jobs, desc="prune", disable=not progress, leave=False):
+    for k, (label, method, recon) in progress_bar(jobs, progress, desc="prune"):
         res = spectral_prune(model, None, k, covariance=stats, rel_lam=cfg.rel_lam, theta=cfg.theta, Z=cfg.Z,
                              method=method, reconstruct=recon, seed=cfg.seed)
         rows.append(dict(method=label, k=k, test_accuracy=accuracy(res.model, data.x_test, data.y_test),

@@ -1,31 +1,51 @@
-"""The report's figures: data from the run, drawn with seaborn, written atomically as PNG."""
+"""The report's figures: their data from the run, and drawings a paper can use.
+
+Each figure is drawn from tables saved in the run directory (``DIR/figures/*.csv``), in two variants: single-column
+(3.5 in wide, panels stacked) as ``NAME.png``/``NAME.pdf`` and double-column (7 in wide, panels side by side) as
+``NAME-wide.png``/``NAME-wide.pdf``. Labels are mathtext (``$\\lambda$``, ``$N(\\lambda)$``, ``$\\mu_j$``,
+``$f^\\#$``); colours come from seaborn's colour-blind palette, each method also has its own marker, and
+legends sit outside the axes.
+
+1. spectrum of the time-mean covariance, N(lambda) and the information loss of greedy selection (S1, S5, S7);
+2. test accuracy vs k per method, one panel per width;
+3. the S12 bound vs the measured gap on the teacher task, with Kendall's tau (S13);
+4. the measured time-mean approximation error vs T beside the S10 bound;
+5. bias, estimation term and total S12 bound vs lambda, with the measured held-out risk (S13).
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from benchmarks.report import _savefig
 from pruning import reconstruction_matrix, select_units, time_mean_covariance
-from theory.information import information_loss
+from pruning.fileio import atomic_write
 from theory.approximation import measured_time_mean_error, s10_bound
+from theory.information import information_loss
 from theory.spectrum import degrees_of_freedom, eigenvalues
 
-__all__ = ["spectrum_data", "approximation_vs_T", "accuracy_frame", "draw_accuracy_vs_k", "draw_all"]
+__all__ = ["spectrum_data", "approximation_vs_T", "accuracy_frame", "draw_spectrum", "draw_accuracy_vs_k",
+           "draw_bound_vs_gap", "draw_approximation_vs_T", "draw_bias_variance", "draw_both", "save_figure",
+           "method_styles", "legend_below",
+           "SINGLE_COLUMN", "DOUBLE_COLUMN", "plt_and_sns"]
+
+SINGLE_COLUMN = 3.5  # inches
+DOUBLE_COLUMN = 7.0
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
+LINESTYLES = ("-", "--", "-.", ":")
+#: The order (and so the colour and marker) of the methods in every figure.
+METHOD_ORDER = ("spectral", "spectral (no recon.)", "leverage", "energy + recon.", "energy", "magnitude + recon.",
+                "magnitude", "random + recon.", "random", "dense from scratch")
+
+LAMBDA_REL = r"$\lambda\,/\,(\mathrm{Tr}\,\Sigma/m)$"
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    return plt, sns
+# ----------------------------------------------------------------------------------------------
+# Data
 
 
 def spectrum_data(model, x, rel_lam: float, ks: Sequence[int]) -> Dict:
@@ -77,112 +97,190 @@ def accuracy_frame(rows: Sequence[Dict]):
     return df.astype({"hidden": int, "k": int, "test_accuracy": float})
 
 
-def draw_accuracy_vs_k(rows: Sequence[Dict], path: Path) -> None:
-    """Figure 2: test accuracy vs k per method (median, min-max band), one panel per width, the full network's
-    median as a dashed line; ``rows`` as in the results table (see :func:`accuracy_frame`)."""
-    plt, sns = _plt()
+# ----------------------------------------------------------------------------------------------
+# Style
+
+
+def plt_and_sns():
+    """matplotlib (non-interactive) and seaborn with the project's style."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper", palette="colorblind",
+                  rc={"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+                      "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4,
+                      "mathtext.fontset": "dejavusans", "savefig.dpi": 200})
+    return plt, sns
+
+
+def method_styles(methods: Sequence[str]) -> Dict[str, Dict]:
+    """A colour (colour-blind palette), a marker and a line style per method, stable across figures: known
+    methods keep their place in ``METHOD_ORDER``; others follow."""
+    _, sns = plt_and_sns()
+    palette = sns.color_palette("colorblind", 10)
+    extra = [m for m in methods if m not in METHOD_ORDER]
+    styles = {}
+    for m in methods:
+        i = METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER) + extra.index(m)
+        styles[m] = dict(color=palette[i % 10], marker=MARKERS[i % len(MARKERS)],
+                         linestyle=LINESTYLES[(i // 10) % len(LINESTYLES)])
+    return styles
+
+
+def save_figure(fig, stem: Path) -> List[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` atomically (the legend outside the axes is kept in the bounding box)."""
+    paths = []
+    for fmt in ("png", "pdf"):
+        path = Path(f"{stem}.{fmt}")
+        atomic_write(path, lambda fh, fmt=fmt: fig.savefig(fh, format=fmt, bbox_inches="tight"))
+        paths.append(path)
+    return paths
+
+
+def legend_below(fig, axes, handles=None, labels=None, ncol: int = 2):
+    """One legend for the figure, below every axes (outside the data area)."""
+    if handles is None:
+        handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.tight_layout()
+    return fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, frameon=False)
+
+
+def _panels(n: int, wide: bool, height: float = 2.2):
+    plt, _ = plt_and_sns()
+    if wide:
+        fig, axes = plt.subplots(1, n, figsize=(DOUBLE_COLUMN, height + 0.2), squeeze=False)
+    else:
+        fig, axes = plt.subplots(n, 1, figsize=(SINGLE_COLUMN, height * n), squeeze=False)
+    return fig, list(axes.ravel())
+
+
+# ----------------------------------------------------------------------------------------------
+# The figures (each returns the figure; the caller saves and closes it)
+
+
+def draw_spectrum(eigen: Sequence[float], lams: Sequence[float], dof: Sequence[float], ks: Sequence[int],
+                  loss: Sequence[float], lower: Sequence[float], *, wide: bool = False):
+    """Figure 1: eigenvalues of Sigma (positive ones, log scale), N(lambda) (S7) and the information loss of greedy
+    selection against its S5 lower bound."""
+    fig, (a0, a1, a2) = _panels(3, wide)
+    mu = np.asarray(eigen, dtype=float)
+    positive = mu[mu > 0]  # zero eigenvalues (dead units) cannot be drawn on a log axis; they are counted
+    a0.semilogy(np.arange(1, positive.size + 1), positive, marker=".", ls="-", label=r"eigenvalue $\mu_j$")
+    a0.set(xlabel=r"$j$", ylabel=r"$\mu_j$", title=f"spectrum ({mu.size - positive.size} of {mu.size} are 0)")
+    a1.semilogx(lams, dof, marker="", ls="-", color="C1", label=r"$N(\lambda)$ (S7)")
+    a1.set(xlabel=LAMBDA_REL, ylabel=r"$N(\lambda)$", title="degrees of freedom")
+    a2.semilogy(ks, loss, marker="o", color="C2", label=r"$L_A(J_k)$, greedy (S1)")
+    low = np.asarray(lower, dtype=float)
+    a2.semilogy(ks, np.where(low > 0, low, np.nan), marker="s", ls="--", color="C3",
+                label=r"$\sum_{j>k}\mu_j$ (S5 lower bound)")
+    a2.set(xlabel=r"kept units $k$", ylabel=r"$L_A(J_k)$", title="input information loss")
+    handles, labels = [], []
+    for ax in (a0, a1, a2):
+        h, l = ax.get_legend_handles_labels()
+        handles += h
+        labels += l
+    legend_below(fig, [a0, a1, a2], handles, labels, ncol=2)
+    return fig
+
+
+def draw_accuracy_vs_k(rows: Sequence[Dict], *, wide: bool = False):
+    """Figure 2: test accuracy vs k per method (median over seeds, min-max as error bars), one panel per width, the
+    full network's median as a dashed line; ``rows`` as in the results table (see :func:`accuracy_frame`)."""
+    from matplotlib.lines import Line2D
+
     df = accuracy_frame(rows)
     if df.empty:
         raise ValueError("rows: no rows with a test accuracy to draw")
     widths = sorted(df["hidden"].unique())
     methods = [m for m in dict.fromkeys(df["method"]) if m != "full network"]
-    palette = dict(zip(methods, sns.color_palette("tab10" if len(methods) <= 10 else "husl", len(methods))))
-    fig, axes = plt.subplots(1, len(widths), figsize=(4.6 * len(widths), 3.8), squeeze=False, sharey=True)
-    for ax, m in zip(axes[0], widths):
-        mine = df[(df["hidden"] == m) & (df["method"] != "full network")]
-        sns.lineplot(data=mine, x="k", y="test_accuracy", hue="method", hue_order=methods, palette=palette,
-                     estimator="median", errorbar=("pi", 100), err_kws={"alpha": 0.12}, marker="o", ax=ax,
-                     legend=ax is axes[0][0])
-        full = df[(df["hidden"] == m) & (df["method"] == "full network")]["test_accuracy"]
+    styles = method_styles(methods)
+    fig, axes = _panels(len(widths), wide, height=2.4)
+    offsets = {m: (i - (len(methods) - 1) / 2) * 0.012 for i, m in enumerate(methods)}  # dodge error bars
+    for ax, m in zip(axes, widths):
+        mine = df[df["hidden"] == m]
+        pruned = mine[mine["method"] != "full network"]
+        span = max(1, pruned["k"].max() - pruned["k"].min()) if len(pruned) else 1
+        for method in methods:
+            g = mine[mine["method"] == method].groupby("k")["test_accuracy"]
+            if g.ngroups == 0:
+                continue
+            med, lo, hi = g.median(), g.min(), g.max()
+            x = med.index.to_numpy(dtype=float) + offsets[method] * span
+            st = styles[method]
+            ax.errorbar(x, med.to_numpy(), yerr=[med.to_numpy() - lo.to_numpy(), hi.to_numpy() - med.to_numpy()],
+                        color=st["color"], marker=st["marker"], ls=st["linestyle"], capsize=1.5, elinewidth=0.6,
+                        label=method)
+        full = mine[mine["method"] == "full network"]["test_accuracy"]
         if len(full):
-            ax.axhline(float(full.median()), color="black", ls="--", lw=0.8, label="full network (median)")
-        ax.set(title=f"m = {m}", xlabel="k", ylabel="test accuracy (median, min-max band)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    axes[0][0].get_legend().remove()
-    if not any(line.get_label().startswith("full network") for line in handles):
-        from matplotlib.lines import Line2D
-
-        handles.append(Line2D([], [], color="black", ls="--", lw=0.8))
-        labels.append("full network (median)")
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    fig.tight_layout()
-    _savefig(fig, path)
-    plt.close(fig)
+            ax.axhline(float(full.median()), color="black", ls="--", lw=0.8)
+        ax.set(title=f"$m = {m}$", xlabel=r"kept units $k$", ylabel="test accuracy")
+    handles = [Line2D([], [], color=styles[mm]["color"], marker=styles[mm]["marker"], ls=styles[mm]["linestyle"])
+               for mm in methods] + [Line2D([], [], color="black", ls="--", lw=0.8)]
+    legend_below(fig, axes, handles, methods + ["full network (median)"], ncol=4 if wide else 2)
+    return fig
 
 
-def _curves(plot, df, x: str, curves) -> None:
-    """One line per (column, label, style) against column ``x``, with ``plot`` (e.g. ``ax.loglog``)."""
-    for column, label, style in curves:
-        y = df[column].astype(float).replace([np.inf, -np.inf], np.nan)  # an overflowed bound is left undrawn
-        plot(df[x], y, label=label, **style)
-
-
-def _finish(plt, fig, ax, path: Path, **labels) -> None:
-    ax.set(**labels)
-    ax.legend(fontsize=7)
-    _savefig(fig, path)
-    plt.close(fig)
-
-
-def draw_all(out: Path, rows: Sequence[Dict], spectrum: Dict, approx: List[Dict], rank_sweep: List[Dict],
-             lambda_sweep: List[Dict], tau: float) -> Dict[str, str]:
-    """Draw the five figures into ``out/figures``; returns {name: caption}."""
-    plt, sns = _plt()
-    figs = Path(out) / "figures"
-    captions = {}
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    mu = spectrum["eigenvalues"]
-    positive = mu[mu > 0]  # zero eigenvalues (dead units) cannot be drawn on a log axis; they are counted
-    axes[0].semilogy(np.arange(1, positive.size + 1), positive, marker=".")
-    axes[0].set(xlabel="j", ylabel="eigenvalue mu_j",
-                title=f"Spectrum ({mu.size - positive.size} of {mu.size} eigenvalues are 0)")
-    axes[1].semilogx(spectrum["lams"], spectrum["dof"])
-    axes[1].set(xlabel="lambda / (Tr Sigma / m)", ylabel="N(lambda)", title="Degrees of freedom (S7)")
-    axes[2].semilogy(spectrum["ks"], spectrum["loss"], marker="o", label="L_A(J_k), greedy (S1)")
-    lower = np.asarray(spectrum["lower"], dtype=float)
-    axes[2].semilogy(spectrum["ks"], np.where(lower > 0, lower, np.nan), ls="--",
-                     label="sum of the m-k smallest eigenvalues (S5)")
-    axes[2].set(xlabel="k", ylabel="input information loss", title="Loss vs k")
-    axes[2].legend()
-    _savefig(fig, figs / "spectrum.png")
-    plt.close(fig)
-    captions["spectrum"] = (f"Figure 1. Spectrum, N(lambda) and the information loss of greedy selection against its "
-                            f"S5 lower bound (m = {spectrum['m']}, seed 0, rel_lam = {spectrum['rel_lam']:g}).")
-
+def draw_bound_vs_gap(sweep: Sequence[Dict], tau: float, *, wide: bool = False):
+    """Figure 3: the S12 bound's excess over the training risk against the measured gap (teacher task)."""
     import pandas as pd
 
-    draw_accuracy_vs_k(rows, figs / "accuracy_vs_k.png")
-    captions["accuracy_vs_k"] = "Figure 2. Test accuracy vs k per method, median over seeds with the min-max band."
+    plt, sns = plt_and_sns()
+    fig, ax = plt.subplots(figsize=(DOUBLE_COLUMN if wide else SINGLE_COLUMN, 2.6))
+    df = pd.DataFrame(list(sweep))
+    for column in ("m", "n", "k"):
+        df[column] = pd.to_numeric(df[column])
+    sns.scatterplot(data=df, x="gap", y="bound_gap", hue="m", style="n", size="k", palette="colorblind", ax=ax)
+    ax.set(xlabel=r"measured gap $\Psi_{\mathrm{test}}(f^\#)-\hat\Psi(f)$", ylabel=r"S12 bound $-\ \hat\Psi(f)$",
+           title=rf"Kendall $\tau$ = {tau:.2f}")
+    legend_below(fig, [ax], ncol=4)
+    return fig
 
-    fig, ax = plt.subplots(figsize=(5, 4))
-    sdf = pd.DataFrame(rank_sweep)
-    sns.scatterplot(data=sdf, x="gap", y="bound_gap", hue="m", style="n", size="k", ax=ax)
-    ax.set(xlabel="measured gap: held-out risk of f# - training risk of f", ylabel="S12 bound - training risk",
-           title=f"Kendall tau = {tau:.2f}")
-    _savefig(fig, figs / "bound_vs_gap.png")
-    plt.close(fig)
-    captions["bound_vs_gap"] = (f"Figure 3. S12 bound vs measured gap on the teacher-student task (margin ramp "
-                                f"loss), over (m, k, n, T); Kendall tau {tau:.2f} over {len(rank_sweep)} points.")
 
-    fig, ax = plt.subplots(figsize=(5, 4))
-    adf = pd.DataFrame(approx)
-    _curves(ax.loglog, adf, "T", [("measured", "measured E 1/T sum ||f_t - f#_t||^2", dict(marker="o")),
-                                   ("bound", "S10 bound", dict(marker="s", ls="--"))])
-    _finish(plt, fig, ax, figs / "approximation_vs_T.png", xlabel="T", ylabel="time-mean squared output deviation",
-            title="Approximation error vs T")
-    captions["approximation_vs_T"] = ("Figure 4. Measured time-mean deviation of the pruned network and the S10 bound "
-                                      "on prefixes of length T (seed-0 network of the run).")
+def draw_approximation_vs_T(approx: Sequence[Dict], *, wide: bool = False):
+    """Figure 4: the measured left-hand side of S10 and the S10 bound on prefixes of length T."""
+    plt, _ = plt_and_sns()
+    fig, ax = plt.subplots(figsize=(DOUBLE_COLUMN if wide else SINGLE_COLUMN, 2.4))
+    T = np.array([float(a["T"]) for a in approx])
+    for key, label, style in (("measured", r"measured $\hat{E}\,\frac{1}{T}\sum_t\|f_t-f^\#_t\|^2$",
+                               dict(marker="o", color="C0")),
+                              ("bound", "S10 bound", dict(marker="s", ls="--", color="C1"))):
+        y = np.array([float(a[key]) for a in approx])
+        ax.loglog(T, np.where(np.isfinite(y), y, np.nan), label=label, **style)  # an overflowed bound is undrawn
+    ax.set(xlabel=r"sequence length $T$", ylabel="time-mean squared deviation")
+    legend_below(fig, [ax], ncol=1)
+    return fig
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    ldf = pd.DataFrame(lambda_sweep)
-    _curves(ax.semilogx, ldf, "rel_lam", [("bias", "bias (rho_psi * RMS deviation)", dict(marker="o")),
-                                          ("estimation", "estimation term (k = ceil N(lambda))", dict(marker="s")),
-                                          ("bound", "S12 bound", dict(marker="^")),
-                                          ("test_risk", "measured held-out ramp risk", dict(marker="x", ls=":"))])
-    ax.axhline(1.0, color="grey", lw=0.8)
-    _finish(plt, fig, ax, figs / "bias_variance.png", xlabel="lambda / (Tr Sigma / m)", ylabel="risk",
-            title="Bias-variance in lambda (S13)")
-    captions["bias_variance"] = ("Figure 5. The S12 bound's bias and estimation terms vs lambda on the teacher task, "
-                                 "with the measured held-out risk; the grey line is the trivial level.")
-    return captions
+
+def draw_bias_variance(lambda_sweep: Sequence[Dict], *, wide: bool = False):
+    """Figure 5: the S12 bound's bias and estimation terms and their total vs lambda, with the held-out risk."""
+    plt, _ = plt_and_sns()
+    fig, ax = plt.subplots(figsize=(DOUBLE_COLUMN if wide else SINGLE_COLUMN, 2.4))
+    lam = np.array([float(r["rel_lam"]) for r in lambda_sweep])
+    for key, label, style in (("bias", r"bias $\rho_\psi\sqrt{\hat{E}\|f-f^\#\|^2}$", dict(marker="o", color="C0")),
+                              ("estimation", r"estimation term ($k=\lceil N(\lambda)\rceil$)",
+                               dict(marker="s", color="C1")),
+                              ("bound", "S12 bound", dict(marker="^", color="C2")),
+                              ("test_risk", "held-out ramp risk", dict(marker="x", ls=":", color="C3"))):
+        y = np.array([float(r[key]) for r in lambda_sweep])
+        ax.semilogx(lam, np.where(np.isfinite(y), y, np.nan), label=label, **style)
+    ax.axhline(1.0, color="grey", lw=0.8, label="trivial level")
+    ax.set(xlabel=LAMBDA_REL, ylabel="risk")
+    legend_below(fig, [ax], ncol=2)
+    return fig
+
+
+def draw_both(draw: Callable, stem: Path, *args, **kwargs) -> List[Path]:
+    """Draw a figure in its single- and double-column variants and save each as PNG and PDF."""
+    plt, _ = plt_and_sns()
+    paths = []
+    for wide, suffix in ((False, ""), (True, "-wide")):
+        fig = draw(*args, wide=wide, **kwargs)
+        paths += save_figure(fig, Path(f"{stem}{suffix}"))
+        plt.close(fig)
+    return paths

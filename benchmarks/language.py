@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from benchmarks.runio import atomic_write_text
+from pruning.covariance import progress_bar
 
 __all__ = ["Corpus", "ptb_corpus", "write_synthetic_corpus", "bptt_batches", "RNNLanguageModel", "perplexity",
            "train_language_model"]
@@ -165,15 +166,13 @@ def train_language_model(model: RNNLanguageModel, ids: torch.Tensor, *, epochs: 
                          progress: bool = True) -> List[float]:
     """Adam with gradient clipping on windows of ``bptt`` tokens (truncated BPTT from a zero state); returns
     the per-epoch mean cross-entropy."""
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     windows = list(bptt_batches(ids, batch_size, bptt))
     gen = torch.Generator().manual_seed(seed)
     history = []
     model.train()
-    for _ in tqdm(range(epochs), desc="train LM", unit="epoch", disable=not progress, leave=False):
+    for _ in progress_bar(range(epochs), progress, desc="train LM", unit="epoch"):
         total, count = 0.0, 0
         for i in torch.randperm(len(windows), generator=gen).tolist():
             x, y = windows[i]

@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.data import pixel_digits, regroup_steps
 from benchmarks.models import RNNClassifier
-from benchmarks.runio import atomic_write_text, config_key, read_csv, save_state_atomic, write_csv_atomic
+from benchmarks.runio import atomic_write_text, config_key, read_csv, train_or_load, write_csv_atomic
 from benchmarks.training import TrainConfig, accuracy, train_classifier
 from pruning import spectral_prune
 
@@ -55,13 +55,8 @@ def _trained(config: LayerModeConfig, data, ckpt_dir: Path, progress: bool) -> R
     model = RNNClassifier(data.x_train.shape[-1], config.hidden, data.n_classes, cell=config.cell,
                           num_layers=config.num_layers, bidirectional=config.bidirectional)
     path = ckpt_dir / f"{config.cell.lower()}-{config_key(config)}.pt"
-    if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-        model.eval()
-    else:
-        train_classifier(model, data.x_train, data.y_train, config.train, seed=config.seed, progress=progress)
-        save_state_atomic(path, model.state_dict())
-    return model
+    return train_or_load(model, path, lambda: train_classifier(model, data.x_train, data.y_train, config.train,
+                                                               seed=config.seed, progress=progress))[0]
 
 
 def run_layer_modes(out, *, cells: Sequence[str] = ("LSTM", "GRU"), ks: Sequence[int] = (8, 16, 32),

@@ -1,28 +1,24 @@
-"""The report of a reproduce run: DIR/report.md and DIR/figures/*.png, every number taken from the run.
+"""The report of a reproduce run, built from the run directory alone: ``python -m benchmarks report DIR``.
 
-Tables: test accuracy per method and k (median, min-max over seeds) for each width, parameters and MACs,
-and the acceptance criterion of the report issue. Figures (seaborn):
-1. eigenvalue decay of the time-mean covariance with N(lambda), and the information loss vs k (S1, S5);
-2. accuracy vs k per method, one panel per width;
-3. the S12 bound vs the measured gap on the teacher task, with Kendall's tau (S13);
-4. the measured time-mean approximation error vs T beside the S10 bound;
-5. bias, estimation term and total S12 bound vs lambda, with the measured held-out risk (S13).
+:func:`build_report` reads ``DIR/run.json`` (what the run is), ``DIR/run_log.jsonl`` (how it was made: command
+lines, commits, machines, times), ``DIR/results.csv`` (the rows) and the figure tables in ``DIR/figures``, and
+writes ``DIR/report.md`` with every figure (:mod:`benchmarks.figures`). Tables: test accuracy per method and k
+(median, min-max over seeds) for each width, parameters and MACs, the acceptance criterion, the teacher-task
+bounds (S10-S13) and, when ``DIR/nonvacuous.csv`` exists, the non-vacuous bound study.
 """
 
 from __future__ import annotations
 
-import os
-import platform
+import json
+import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 
-from benchmarks.runio import atomic_write_text
-from pruning.fileio import atomic_write
+from benchmarks.runio import atomic_write_text, read_csv, read_results
 
-__all__ = ["accuracy_summary", "acceptance", "write_report", "is_base", "variant_table"]
+__all__ = ["accuracy_summary", "acceptance", "write_report", "build_report", "is_base", "variant_table"]
 
 BASELINES = ("spectral (no recon.)", "leverage", "random + recon.", "random", "magnitude + recon.", "magnitude",
              "energy + recon.", "energy", "dense from scratch")
@@ -143,33 +139,50 @@ def _size_table(rows: Sequence[Dict]) -> str:
     return "\n".join(lines)
 
 
-def _savefig(fig, path: Path) -> None:
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120, bbox_inches="tight"))
+def _invocation_lines(invocations: Sequence[Dict], other_rows: int, compute_s: float) -> List[str]:
+    """How the report was made: every invocation's command, commit, machine and times."""
+    lines = ["How this report was made:", ""]
+    for inv in invocations:
+        mach = inv.get("machine", {})
+        commit = str(inv.get("commit", "unknown"))[:12] + (" (with uncommitted changes)" if inv.get("dirty") else "")
+        gpu = f", GPU {mach['gpu']}" if mach.get("gpu") else ", no GPU"
+        lines.append(f"- `{inv['command']}` at commit {commit}, started {inv.get('started', '?')}, wall time "
+                     f"{float(inv.get('wall_s', 0)):.0f} s, on {mach.get('cpu', '?')} ({mach.get('cores', '?')} cores"
+                     f"{gpu}), Python {mach.get('python', '?')}, torch {mach.get('torch', '?')} with "
+                     f"{mach.get('torch_threads', '?')} threads")
+    if not invocations:
+        lines.append("- (no invocation was recorded in run_log.jsonl)")
+    wall = sum(float(inv.get("wall_s", 0)) for inv in invocations)
+    lines += ["", f"Total wall time over {len(invocations)} invocation(s): {wall:.0f} s. Compute time recorded in the "
+              f"results table (training and pruning, summed over this run's rows, whichever invocation computed "
+              f"them): {compute_s:.0f} s."
+              + (f" The results table also holds {other_rows} rows of other configurations (other presets, seeds or "
+                 f"an older table layout); they are not used here." if other_rows else ""),
+              "", "Rebuild this report and its figures from this directory alone: `python -m benchmarks report DIR`.",
+              ""]
+    return lines
 
 
-def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: float, seeds: Sequence[int],
-                 figures: Optional[Dict[str, object]] = None, extra_sections: Sequence[str] = (),
-                 other_rows: int = 0, protocol: str = "") -> Path:
-    """Write ``out/report.md`` from the rows and the figure data; figures are drawn by :mod:`benchmarks.figures`.
+def write_report(out: Path, rows: Sequence[Dict], *, title: str, seeds: Sequence[int],
+                 invocations: Sequence[Dict] = (), figures: Optional[Dict[str, str]] = None,
+                 extra_sections: Sequence[str] = (), other_rows: int = 0, protocol: str = "") -> Path:
+    """Write ``out/report.md`` from the rows; ``figures`` maps figure names (``out/figures/NAME-wide.png``) to
+    captions.
 
     Rows of the T and n sweeps (``variant`` other than ``base``) get their own table; every other table is of
-    the task as it is. ``other_rows``: rows of the results table that belong to other configurations.
-    ``protocol``: a paragraph on the data, networks and training (:func:`benchmarks.reproduce.protocol_text`).
+    the task as it is. ``invocations``: the run log (:func:`benchmarks.runrecord.read_invocations`);
+    ``other_rows``: rows of the results table that belong to other configurations; ``protocol``: a paragraph on
+    the data, networks and training (:func:`benchmarks.reproduce.protocol_text`).
     """
     all_rows, rows = list(rows), [r for r in rows if is_base(r)]
     summary = accuracy_summary(rows)
     widths = sorted({h for (h, _, _) in summary})
     task = next((r["task"] for r in rows if _is_number(r.get("test_accuracy"))), "?")
-    device = "CUDA: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    name, _, overrides = preset_name.partition(" (")
+    name, _, overrides = title.partition(" (")
+    compute = sum(float(r.get("seconds") or 0) for r in all_rows)
     parts = [f"# Spectral pruning report: preset `{name}`" + (f" ({overrides}" if overrides else ""), "",
-             f"Task: **{task}**. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {device}, Python "
-             f"{platform.python_version()}, torch {torch.__version__}. Seeds: {', '.join(map(str, seeds))}. "
-             f"Wall time of this invocation: {wall_s:.0f} s; compute time recorded in the results table (training "
-             f"and pruning, summed over rows, including rows from earlier invocations of a resumed run): "
-             f"{sum(float(r.get('seconds') or 0) for r in all_rows):.0f} s."
-             + (f" The results table also holds {other_rows} rows of other configurations (other presets, seeds or "
-                f"an older table layout); they are not used here." if other_rows else ""), "",
+             f"Task: **{task}**. Seeds: {', '.join(map(str, seeds))}.", "",
+             *_invocation_lines(invocations, other_rows, compute),
              *([protocol, ""] if protocol else []),
              "Test accuracy after pruning without fine-tuning: median over seeds, (min-max) in brackets; the best "
              "median per column in bold.", ""]
@@ -217,13 +230,116 @@ def write_report(out: Path, rows: Sequence[Dict], *, preset_name: str, wall_s: f
                          "; ".join(f"{m}: margin {v['margin']:+.3f}, spread {v['spread']:.3f}"
                                    for m, v in acc["head"].items()) + ").")
         parts += lines + [""]
-    for name, caption in (figures or {}).items():
-        parts += [f"![{caption}](figures/{name}.png)", "", f"*{caption}*", ""]
+    for fig_name, caption in (figures or {}).items():
+        parts += [f"![{caption}](figures/{fig_name}-wide.png)", "", f"*{caption}* (PDF: `figures/{fig_name}.pdf`, "
+                  f"single column; `figures/{fig_name}-wide.pdf`, double column)", ""]
     parts += list(extra_sections)
     path = Path(out) / "report.md"
     atomic_write_text(path, "\n".join(parts) + "\n")
     return path
 
 
-def rows_for(rows: Sequence[Dict], **match) -> List[Dict]:
-    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+# ----------------------------------------------------------------------------------------------
+# Building the report from the run directory alone
+
+
+def _numeric_rows(path: Path) -> List[Dict]:
+    """A figure table with numbers parsed back (text kept where a cell is not a number)."""
+    out = []
+    for r in read_csv(path):
+        row = {}
+        for key, value in r.items():
+            try:
+                row[key] = float(value)
+            except (TypeError, ValueError):
+                row[key] = value
+        out.append(row)
+    return out
+
+
+def draw_report_figures(out: Path, rows: Sequence[Dict], meta: Dict) -> Dict[str, str]:
+    """Draw every figure whose data the directory holds (both variants, PNG and PDF); returns {name: caption}."""
+    from benchmarks.figures import (draw_accuracy_vs_k, draw_approximation_vs_T, draw_bias_variance, draw_both,
+                                    draw_bound_vs_gap, draw_spectrum)
+
+    figs = Path(out) / "figures"
+    captions: Dict[str, str] = {}
+    if (figs / "spectrum_eigenvalues.csv").is_file():
+        eig = _numeric_rows(figs / "spectrum_eigenvalues.csv")
+        dof = _numeric_rows(figs / "spectrum_dof.csv")
+        loss = _numeric_rows(figs / "spectrum_loss.csv")
+        draw_both(draw_spectrum, figs / "spectrum", [r["eigenvalue"] for r in eig], [r["rel_lam"] for r in dof],
+                  [r["dof"] for r in dof], [int(r["k"]) for r in loss], [r["loss"] for r in loss],
+                  [r["lower"] for r in loss])
+        captions["spectrum"] = (f"Figure 1. Spectrum, N(lambda) and the information loss of greedy selection against "
+                                f"its S5 lower bound (m = {meta.get('m')}, seed {meta.get('seed')}, rel_lam = "
+                                f"{meta.get('rel_lam')}).")
+    if any(_is_number(r.get("test_accuracy")) for r in rows):
+        draw_both(draw_accuracy_vs_k, figs / "accuracy_vs_k", [r for r in rows if is_base(r)])
+        captions["accuracy_vs_k"] = ("Figure 2. Test accuracy vs k per method: median over seeds, min-max as error "
+                                     "bars; the dashed line is the full network's median.")
+    if (figs / "s13_rank.csv").is_file():
+        sweep = _numeric_rows(figs / "s13_rank.csv")
+        tau = float(meta.get("kendall_tau", float("nan")))
+        draw_both(draw_bound_vs_gap, figs / "bound_vs_gap", sweep, tau)
+        captions["bound_vs_gap"] = (f"Figure 3. S12 bound vs measured gap on the teacher-student task (margin ramp "
+                                    f"loss), over (m, k, n, T); Kendall tau {tau:.2f} over {len(sweep)} points.")
+    if (figs / "approximation_vs_T.csv").is_file():
+        draw_both(draw_approximation_vs_T, figs / "approximation_vs_T", _numeric_rows(figs / "approximation_vs_T.csv"))
+        captions["approximation_vs_T"] = ("Figure 4. Measured time-mean deviation of the pruned network and the S10 "
+                                          "bound on prefixes of length T (seed-0 network of the run).")
+    if (figs / "s13_lambda.csv").is_file():
+        draw_both(draw_bias_variance, figs / "bias_variance", _numeric_rows(figs / "s13_lambda.csv"))
+        captions["bias_variance"] = ("Figure 5. The S12 bound's bias and estimation terms vs lambda on the teacher "
+                                     "task, with the measured held-out risk; the grey line is the trivial level.")
+    return captions
+
+
+def bound_sections(out: Path, meta: Dict) -> List[str]:
+    """The teacher-task bound tables (S12 vs lambda, S13) and the S10-vs-T table, from the figure tables."""
+    figs = Path(out) / "figures"
+    parts: List[str] = []
+    if (figs / "s13_lambda.csv").is_file():
+        lam_rows = _numeric_rows(figs / "s13_lambda.csv")
+        sweep = _numeric_rows(figs / "s13_rank.csv") if (figs / "s13_rank.csv").is_file() else []
+        best_bound = min(lam_rows, key=lambda r: r["bound"])
+        best_test = min(lam_rows, key=lambda r: r["test_risk"])
+        parts += ["## Bounds on the teacher-student task", "",
+                  f"Teacher: {meta.get('s13_description', '?')}. Margin-ramp S12 bounds at delta = 0.05.", "",
+                  "| rel_lam | N(lambda) | k | bias | estimation | S12 bound | held-out ramp risk |",
+                  "|---|---|---|---|---|---|---|"]
+        parts += [f"| {r['rel_lam']:g} | {r['dof']:.2f} | {int(r['k'])} | {r['bias']:.3f} | {r['estimation']:.3f} | "
+                  f"{r['bound']:.3f}{' (vacuous)' if r['bound'] >= r['trivial'] else ''} | {r['test_risk']:.3f} |"
+                  for r in lam_rows]
+        parts += ["", f"The bound is smallest at rel_lam = {best_bound['rel_lam']:g}, the held-out risk at "
+                  f"rel_lam = {best_test['rel_lam']:g}. Kendall's tau between the bound and the measured gap over "
+                  f"{len(sweep)} (m, k, n, T) configurations: {float(meta.get('kendall_tau', float('nan'))):.2f}.", ""]
+    if (figs / "approximation_vs_T.csv").is_file():
+        approx = _numeric_rows(figs / "approximation_vs_T.csv")
+        parts += ["| T | measured E 1/T sum ||f - f#||^2 | S10 bound |", "|---|---|---|"]
+        parts += [f"| {int(a['T'])} | {a['measured']:.4g} | {a['bound']:.4g} |" for a in approx]
+        parts += ["", f"(S10 on the pixel task: seed-{meta.get('seed')} network, m = {meta.get('m')}, k = "
+                  f"{meta.get('k_approx')}, the first {meta.get('n_calibration')} training sequences cut to length T.)"]
+        if any(math.isinf(a["bound"]) for a in approx):
+            parts += ["", "An `inf` bound is vacuous: ||W#||_op > 1, and the term with S_rho(T)^2 = (sum_j rho^j)^2 "
+                      "exceeds the float range at that T. Figure 4 leaves those points out."]
+    return parts
+
+
+def build_report(out) -> Path:
+    """Rebuild ``DIR/report.md`` and every figure from the directory alone (see the module docstring)."""
+    from benchmarks.nonvacuous import nonvacuous_section
+    from benchmarks.runrecord import read_invocations, read_run_record
+
+    out = Path(out)
+    run = read_run_record(out)
+    keys = set(run["row_keys"])
+    all_rows = read_results(out / "results.csv")
+    rows = [r for r in all_rows if r["row_key"] in keys]
+    meta_path = out / "figures" / "figure_meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    captions = draw_report_figures(out, rows, meta)
+    extra = bound_sections(out, meta) + nonvacuous_section(out)
+    return write_report(out, rows, title=run["title"], seeds=run["seeds"], invocations=read_invocations(out),
+                        figures=captions, extra_sections=extra, other_rows=len(all_rows) - len(rows),
+                        protocol=run.get("protocol", ""))

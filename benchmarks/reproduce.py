@@ -10,7 +10,8 @@ loses at most one network's rows.
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import json
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,16 +23,16 @@ import torch
 from benchmarks.data import SequenceData, pixel_digits
 from benchmarks.demo import METHOD_TABLE, default_device
 from benchmarks.models import RNNClassifier
-from benchmarks.runio import config_key, read_csv, save_state_atomic, write_csv_atomic
-from pruning.fileio import remove_stale_temporaries
+from benchmarks.runio import config_key, read_results, train_or_load, write_csv_atomic
 from benchmarks.training import TrainConfig, accuracy, train_classifier
 from pruning import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, spectral_prune, time_mean_covariance
+from pruning.covariance import progress_bar
+from pruning.fileio import remove_stale_temporaries
 from pruning.modules import count_macs, count_parameters
 
-__all__ = ["Preset", "PRESETS", "ModelConfig", "run_reproduce", "read_results", "macs_per_sequence"]
+__all__ = ["Preset", "PRESETS", "ModelConfig", "run_reproduce", "read_results", "reproduce_and_report"]
 
 DENSE = "dense from scratch"
-TEXT_COLUMNS = frozenset({"row_key", "model_key", "task", "method", "Z", "variant"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class Preset:
     lm_embed: int = 32
     lm_epochs: int = 3
     lm_bptt: int = 35
+
+    def settings(self) -> Dict[str, Any]:
+        """The default spectral-pruning settings of the run (part of every row's configuration)."""
+        return dict(rel_lam=self.rel_lam, theta=self.theta, Z=self.Z)
 
 
 PRESETS: Dict[str, Preset] = {
@@ -137,7 +142,7 @@ def sweep_label(rel_lam: float, theta: float, Z: str) -> str:
 
 def _entries(preset: Preset):
     """(label, selection method, reconstruct, settings) of every pruning row per k."""
-    default = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
+    default = preset.settings()
     out = [(label, method, recon, default) for label, method, recon in METHOD_TABLE]
     out += [(sweep_label(*cfg), "greedy", True, dict(rel_lam=cfg[0], theta=cfg[1], Z=cfg[2]))
             for cfg in preset.spectral_sweep]
@@ -180,11 +185,6 @@ def _finetuned_accuracy(model, data: SequenceData, preset: Preset, seed: int, pr
     return accuracy(tuned, data.x_test, data.y_test)
 
 
-def macs_per_sequence(m: int, d_x: int, d_y: int, T: int) -> int:
-    """Multiply-accumulates of one many-to-one forward pass: ``T (m d_x + m^2) + d_y m``."""
-    return T * (m * d_x + m * m) + d_y * m
-
-
 TASKS = ("pixel-digits", "pixel-digits-permuted", "pixel-mnist", "pixel-mnist-permuted", "teacher")
 
 
@@ -209,31 +209,9 @@ def _train_or_load(mc: ModelConfig, data: SequenceData, out: Path, device, progr
     torch.manual_seed(mc.seed)
     model = RNNClassifier(data.input_size, mc.hidden, data.n_classes, nonlinearity=mc.nonlinearity, irnn=mc.irnn,
                           input_std=mc.input_std).to(device)
-    path = out / "checkpoints" / f"rnn-{config_key(mc)}.pt"
-    if path.exists():
-        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-    else:
-        train_classifier(model, data.x_train, data.y_train, mc.train, seed=mc.seed, progress=progress)
-        save_state_atomic(path, model.state_dict())
-    model.eval()
-    return model
-
-
-def read_results(path: Path) -> List[Dict]:
-    """The rows of a results table (numbers parsed back), or [] if there is none yet."""
-    rows = read_csv(path)
-    for r in rows:
-        for key, value in r.items():
-            if key in TEXT_COLUMNS:  # a hash such as "12e45678..." would otherwise parse as a number
-                continue
-            try:
-                r[key] = int(value)
-            except ValueError:
-                try:
-                    r[key] = float(value)
-                except ValueError:
-                    pass
-    return rows
+    return train_or_load(model, out / "checkpoints" / f"rnn-{config_key(mc)}.pt",
+                         lambda: train_classifier(model, data.x_train, data.y_train, mc.train, seed=mc.seed,
+                                                  progress=progress), map_location=device)[0]
 
 
 def _merge_rows(path: Path, rows: List[Dict], new: List[Dict]) -> List[Dict]:
@@ -245,10 +223,9 @@ def _merge_rows(path: Path, rows: List[Dict], new: List[Dict]) -> List[Dict]:
 
 
 def _row(data: SequenceData, base: Dict, method: str, k: int, model, seconds: float, **extra) -> Dict:
-    n_params = count_parameters(model.rnn, model.readout)
     return dict(base, method=method, k=k, test_accuracy=accuracy(model, data.x_test, data.y_test),
-                params=n_params, macs=macs_per_sequence(k, data.input_size, data.n_classes, data.seq_len),
-                seconds=seconds, **extra)
+                params=count_parameters(model.rnn, model.readout),
+                macs=count_macs(model.rnn, data.seq_len, model.readout), seconds=seconds, **extra)
 
 
 _DATA_CACHE: Dict[Tuple, SequenceData] = {}
@@ -269,11 +246,9 @@ def _network_rows(preset: Preset, data: Any, out: Path, device, m: int, seq_len:
                   skip: frozenset, progress: bool) -> List[Dict]:
     """One task of the sweep: train (or load) one network and prune it with every method and k whose row is
     not in ``skip``; returns the rows (the caller writes the table)."""
-    from tqdm.auto import tqdm
-
     data = _task_data(preset, data)
     out = Path(out)
-    settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
+    settings = preset.settings()
     entries = _entries(preset)
     mc = _model_config(preset, m, seed, seq_len, n_train)
     keys = _row_keys(preset, mc, entries)
@@ -286,8 +261,7 @@ def _network_rows(preset: Preset, data: Any, out: Path, device, m: int, seq_len:
                 row_key=config_key(RowConfig(mc, "full network", m, **settings)))]
     stats = time_mean_covariance(model.rnn, task.x_train)
     jobs = [(k, entry) for k in preset.ks for entry in entries if keys[(entry[0], k)] not in skip]
-    for k, (label, method, recon, setting) in tqdm(jobs, desc=f"prune m={m} seed={seed}", disable=not progress,
-                                                   leave=False):
+    for k, (label, method, recon, setting) in progress_bar(jobs, progress, desc=f"prune m={m} seed={seed}"):
         t1 = time.perf_counter()
         res = spectral_prune(model, None, k, covariance=stats, method=method, reconstruct=recon, seed=seed,
                              **setting)
@@ -302,7 +276,7 @@ def _network_rows(preset: Preset, data: Any, out: Path, device, m: int, seq_len:
 def _dense_rows(preset: Preset, data: Any, out: Path, device, k: int, seed: int, progress: bool) -> List[Dict]:
     """One task of the sweep: a dense network of width k trained from scratch, one row per compared width."""
     data = _task_data(preset, data)
-    settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
+    settings = preset.settings()
     mc = _model_config(preset, k, seed)
     t0 = time.perf_counter()
     model = _train_or_load(mc, data, Path(out), torch.device(device), progress)
@@ -352,7 +326,7 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
     rows = read_results(path)
     done = {r["row_key"] for r in rows}
     planned = set()
-    settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
+    settings = preset.settings()
     entries = _entries(preset)
     data_ref = data if data is not None else ("load", mnist_dir)
     dev = str(device)
@@ -419,7 +393,7 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
     rows = read_results(path)
     done = {r["row_key"] for r in rows}
     planned = set()
-    settings = dict(rel_lam=preset.rel_lam, theta=preset.theta, Z=preset.Z)
+    settings = preset.settings()
     calib = torch.stack([x for x, _ in bptt_batches(corpus.train, 32, preset.lm_bptt)][:-1]).reshape(-1, preset.lm_bptt)
     for seed in preset.seeds:
         lc = LanguageModelConfig(corpus.name, corpus.vocab_size, preset.lm_embed, preset.lm_hidden, seed,
@@ -434,13 +408,9 @@ def run_language(preset: Preset, out: Path, *, ptb_dir: Optional[Path] = None, d
         t0 = time.perf_counter()
         torch.manual_seed(seed)
         model = RNNLanguageModel(corpus.vocab_size, lc.embed, lc.hidden).to(device)
-        ckpt = out / "checkpoints" / f"lm-{config_key(lc)}.pt"
-        if ckpt.exists():
-            model.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
-        else:
-            train_language_model(model, corpus.train, epochs=lc.epochs, bptt=lc.bptt, seed=seed, progress=progress)
-            save_state_atomic(ckpt, model.state_dict())
-        model.eval()
+        train_or_load(model, out / "checkpoints" / f"lm-{config_key(lc)}.pt",
+                      lambda: train_language_model(model, corpus.train, epochs=lc.epochs, bptt=lc.bptt, seed=seed,
+                                                   progress=progress), map_location=device)
         base = dict(task=corpus.name, hidden=lc.hidden, seed=seed, model_key=config_key(lc), **settings)
 
         def row(label, k, net, seconds, key):
@@ -518,89 +488,69 @@ def with_overrides(preset: Preset, **overrides) -> Preset:
 def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None,
                          ptb_dir: Optional[Path] = None, device=None,
                          progress: bool = True, log: Callable[[str], None] = print, workers: int = 1,
-                         executor: Optional[Executor] = None) -> Path:
-    """Run (or resume) ``preset`` (pixel task and language modelling), compute the figures' data and write
-    ``out/report.md``; returns its path."""
-    from scipy import stats
+                         executor: Optional[Executor] = None, command: Optional[str] = None,
+                         s13=None) -> Path:
+    """Run (or resume) ``preset`` (pixel task and language modelling), save every figure's data in ``out``,
+    record this invocation, and build ``out/report.md`` from ``out`` alone (:func:`benchmarks.report.build_report`);
+    returns the report's path. ``command`` is the command line recorded for this invocation; ``s13`` an
+    :class:`benchmarks.s13.S13Protocol` instead of the preset's."""
+    from benchmarks.report import build_report
+    from benchmarks.runrecord import append_invocation, utc_now, write_run_record
 
-    from benchmarks.figures import approximation_vs_T, draw_all, spectrum_data
-    from benchmarks.report import is_base, write_report
-    from checks.registry import CheckConfig
-    from checks.statistical import s13_lambda_sweep, s13_rank_sweep
-
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), utc_now()
+    out = Path(out)
     data = load_task(preset, mnist_dir)
     parallel = executor is not None or workers > 1  # workers load the task themselves, once per process
     rows = run_reproduce(preset, out, data=None if parallel else data, mnist_dir=mnist_dir, device=device,
                          progress=progress, log=log, workers=workers, executor=executor)
     rows += run_language(preset, out, ptb_dir=ptb_dir, device=device, progress=progress, log=log)
-    n_other = len(read_results(Path(out) / "results.csv")) - len(rows)
+    save_figure_data(preset, data, out, progress=progress, log=log, s13=s13)
+    if preset.nonvacuous_sizes:
+        from benchmarks.nonvacuous import run_nonvacuous
+
+        log("non-vacuous bound study (S11 of the full student vs S12 of the pruned one)")
+        run_nonvacuous(out, widths=preset.nonvacuous_widths, sizes=preset.nonvacuous_sizes, progress=progress,
+                       log=log)
+    write_run_record(out, title=preset_label(preset), protocol=protocol_text(preset, data, mnist_dir),
+                     task=data.name, seeds=preset.seeds, row_keys=[r["row_key"] for r in rows],
+                     preset=dataclasses.asdict(preset))
+    append_invocation(out, command=command or f"reproduce_and_report(PRESETS[{preset.name!r}]) from Python",
+                      started=started, wall_s=time.perf_counter() - t0, workers=workers)
+    return build_report(out)
+
+
+def save_figure_data(preset: Preset, data: SequenceData, out: Path, *, progress: bool = True,
+                     log: Callable[[str], None] = print, s13=None) -> None:
+    """Compute the data of Figures 1, 3, 4 and 5 and write it as tables in ``out/figures`` (with
+    ``figure_meta.json``), from which the report draws them. The S13 study is ``S13_PROTOCOLS["quick"]`` for the
+    quick preset, ``["full"]`` otherwise, or the protocol ``s13``."""
+    from benchmarks.figures import approximation_vs_T, spectrum_data
+    from benchmarks.runio import atomic_write_text
+    from benchmarks.s13 import S13_PROTOCOLS, run_s13
+
+    figs = Path(out) / "figures"
     log("figures: spectrum and approximation error of the seed-0 network")
     m0 = 128 if 128 in preset.hidden_sizes else preset.hidden_sizes[0]
-    model = _train_or_load(_model_config(preset, m0, preset.seeds[0]), data, Path(out), torch.device("cpu"), progress).cpu()
-    x_cal = data.x_train[:400]
-    spectrum = spectrum_data(model, data.x_train, preset.rel_lam, sorted(set(range(1, m0 + 1, max(1, m0 // 16)))
-                                                                        | set(preset.ks)))
+    model = _train_or_load(_model_config(preset, m0, preset.seeds[0]), data, Path(out), torch.device("cpu"),
+                           progress).cpu()
+    ks = sorted(set(range(1, m0 + 1, max(1, m0 // 16))) | set(preset.ks))
+    spectrum = spectrum_data(model, data.x_train, preset.rel_lam, ks)
+    write_csv_atomic(figs / "spectrum_eigenvalues.csv",
+                     [dict(j=j + 1, eigenvalue=float(v)) for j, v in enumerate(spectrum["eigenvalues"])])
+    write_csv_atomic(figs / "spectrum_dof.csv",
+                     [dict(rel_lam=float(r), dof=float(n)) for r, n in zip(spectrum["lams"], spectrum["dof"])])
+    write_csv_atomic(figs / "spectrum_loss.csv", [dict(k=k, loss=float(a), lower=float(b)) for k, a, b in
+                                                  zip(spectrum["ks"], spectrum["loss"], spectrum["lower"])])
     Ts = [T for T in (4, 8, 16, 32, 64, 128, 256, 784) if T <= data.seq_len]
-    approx = approximation_vs_T(model, x_cal, min(preset.ks), preset.rel_lam, Ts)
+    k_approx, n_cal = min(preset.ks), 400
+    approx = approximation_vs_T(model, data.x_train[:n_cal], k_approx, preset.rel_lam, Ts)
+    write_csv_atomic(figs / "approximation_vs_T.csv", approx)
     log("figures: teacher-student bounds (S12 vs gap, lambda sweep)")
-    full = preset.name != "quick"
-    teacher_cfg = CheckConfig(m=16, n=20000 if full else 4000, T=6, rho=0.9, nonlinearity="tanh",
-                              task="classification", epochs=20 if full else 10, delta=0.05, seed=0)
-    lam_rows = s13_lambda_sweep(teacher_cfg)
-    sizes = ((8, 16, 32), (500, 2000, 20000), (4, 10), (0.25, 0.5, 1.0)) if full else \
-        ((8, 16), (500, 4000), (6,), (0.25, 0.5, 1.0))
-    sweep = s13_rank_sweep(teacher_cfg, sizes)
-    tau = float(stats.kendalltau([r["bound_gap"] for r in sweep], [r["gap"] for r in sweep]).statistic)
-    captions = draw_all(out, [r for r in rows if is_base(r)], spectrum, approx, sweep, lam_rows, tau)
-    best_bound = min(lam_rows, key=lambda r: r["bound"])
-    best_test = min(lam_rows, key=lambda r: r["test_risk"])
-    extra = ["## Bounds on the teacher-student task", "",
-             f"Teacher: tanh RNN of width 16, ||W||_op = 0.9, T = 6, 3 classes, 10% label noise; student m = 16 trained "
-             f"on n = {teacher_cfg.n}. Margin-ramp S12 bounds at delta = 0.05.", "",
-             "| rel_lam | N(lambda) | k | bias | estimation | S12 bound | held-out ramp risk |",
-             "|---|---|---|---|---|---|---|"]
-    extra += [f"| {r['rel_lam']:g} | {r['dof']:.2f} | {r['k']} | {r['bias']:.3f} | {r['estimation']:.3f} | "
-              f"{r['bound']:.3f}{' (vacuous)' if r['bound'] >= r['trivial'] else ''} | {r['test_risk']:.3f} |"
-              for r in lam_rows]
-    extra += ["", f"The bound is smallest at rel_lam = {best_bound['rel_lam']:g}, the held-out risk at "
-              f"rel_lam = {best_test['rel_lam']:g}. Kendall's tau between the bound and the measured gap over "
-              f"{len(sweep)} (m, k, n, T) configurations: {tau:.2f}.", "",
-              "| T | measured E 1/T sum ||f - f#||^2 | S10 bound |", "|---|---|---|"]
-    extra += [f"| {a['T']} | {a['measured']:.4g} | {a['bound']:.4g} |" for a in approx]
-    extra += ["", f"(S10 on the pixel task: seed-0 network, m = {m0}, k = {min(preset.ks)}, the first 400 training "
-              "sequences cut to length T.)"]
-    if any(math.isinf(a["bound"]) for a in approx):
-        extra += ["", "An `inf` bound is vacuous: ||W#||_op > 1, and the term with S_rho(T)^2 = (sum_j rho^j)^2 "
-                  "exceeds the float range at that T. Figure 4 leaves those points out."]
-    extra += nonvacuous_section(preset, Path(out), progress=progress, log=log)
-    return write_report(out, rows, preset_name=preset_label(preset), wall_s=time.perf_counter() - t0, seeds=preset.seeds,
-                        figures=captions, extra_sections=extra, other_rows=n_other,
-                        protocol=protocol_text(preset, data, mnist_dir))
-
-
-def nonvacuous_section(preset: Preset, out: Path, *, progress: bool = True,
-                       log: Callable[[str], None] = print) -> List[str]:
-    """The report section of the non-vacuous bound study: run by the preset, or read from an earlier
-    ``python -m benchmarks nonvacuous --out DIR``; empty when neither."""
-    from benchmarks.nonvacuous import draw_nonvacuous, nonvacuous_table, read_rows, run_nonvacuous
-
-    if preset.nonvacuous_sizes:
-        log("non-vacuous bound study (S11 of the full student vs S12 of the pruned one)")
-        rows = run_nonvacuous(out, widths=preset.nonvacuous_widths, sizes=preset.nonvacuous_sizes,
-                              progress=progress, log=log)
-    else:
-        rows = read_rows(out)
-        if not rows:
-            return []
-        draw_nonvacuous(rows, out / "figures" / "nonvacuous.png")
-    return ["", "## Compression makes the bound non-vacuous (S11 of the full student, S12 of the pruned one)", "",
-            "Teacher: tanh RNN of width 4, d_x = 2, T = 10, 2 classes, 5% label noise. Students of width m trained "
-            "on n sequences, pruned by spectral pruning to the k in (4, 8, 16) with the smallest S12 bound, each "
-            "computed at delta / 3 (a union bound over k; delta = 0.05). Both bounds bound the margin-ramp risk, "
-            "hence the test error rate; test quantities on 20,000 fresh sequences.", "",
-            nonvacuous_table(rows).rstrip("\n"), "",
-            "![Figure 6. S11 bound of the full student and S12 bound of the pruned one vs n, with measured test "
-            "errors.](figures/nonvacuous.png)", "",
-            "*Figure 6. S11 bound of the full student and S12 bound of the pruned one vs n, with measured test "
-            "errors; the grey line is the trivial level 1.*"]
+    protocol_name = "custom" if s13 is not None else "quick" if preset.name == "quick" else "full"
+    protocol = s13 if s13 is not None else S13_PROTOCOLS[protocol_name]
+    study = run_s13(protocol)
+    write_csv_atomic(figs / "s13_lambda.csv", study["lambda_sweep"])
+    write_csv_atomic(figs / "s13_rank.csv", study["sweep"])
+    meta = dict(m=m0, seed=preset.seeds[0], rel_lam=preset.rel_lam, k_approx=k_approx, n_calibration=n_cal,
+                s13_protocol=protocol_name, s13_description=protocol.describe(), kendall_tau=study["kendall_tau"])
+    atomic_write_text(figs / "figure_meta.json", json.dumps(meta, indent=1) + "\n")

@@ -7,11 +7,12 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping
+from typing import Any, Callable, Dict, Iterable, List, Mapping
 
 from pruning.fileio import atomic_write_text, save_atomic
 
-__all__ = ["config_key", "atomic_write_text", "write_csv_atomic", "read_csv", "save_state_atomic"]
+__all__ = ["config_key", "atomic_write_text", "write_csv_atomic", "read_csv", "read_results", "save_state_atomic",
+           "train_or_load"]
 
 
 def config_key(config) -> str:
@@ -44,6 +45,44 @@ def read_csv(path) -> List[Dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+#: Columns of a results table that stay text (a hash such as "12e45678..." would otherwise parse as a number).
+TEXT_COLUMNS = frozenset({"row_key", "model_key", "task", "method", "Z", "variant"})
+
+
+def read_results(path: Path) -> List[Dict]:
+    """The rows of a results table (numbers parsed back), or [] if there is none yet."""
+    rows = read_csv(path)
+    for r in rows:
+        for key, value in r.items():
+            if key in TEXT_COLUMNS:
+                continue
+            try:
+                r[key] = int(value)
+            except ValueError:
+                try:
+                    r[key] = float(value)
+                except ValueError:
+                    pass
+    return rows
+
+
 def save_state_atomic(path, state) -> None:
     """``torch.save`` atomically."""
     save_atomic(path, state)
+
+
+def train_or_load(model, path, train: Callable[[], Any], *, map_location=None):
+    """Load ``model``'s weights from the checkpoint ``path`` if it exists, else call ``train()`` (which trains
+    ``model`` in place) and save the weights atomically. Returns ``(model, loaded)``; the model is in eval mode."""
+    import torch
+
+    path = Path(path)
+    if path.exists():
+        model.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
+        loaded = True
+    else:
+        train()
+        save_state_atomic(path, model.state_dict())
+        loaded = False
+    model.eval()
+    return model, loaded

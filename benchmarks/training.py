@@ -8,6 +8,8 @@ from typing import List
 import torch
 from torch import nn
 
+from pruning.covariance import progress_bar
+
 __all__ = ["TrainConfig", "train_model", "train_classifier", "accuracy"]
 
 
@@ -38,8 +40,6 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Trai
     """Train ``model`` in place on (x, y) with ``loss`` ("cross_entropy" on class labels, or "squared"
     on real targets: the sum over output coordinates, averaged over sequences); returns the
     per-epoch mean loss."""
-    from tqdm.auto import tqdm
-
     if config.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     elif config.optimizer == "rmsprop":
@@ -56,7 +56,7 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Trai
         raise ValueError(f"loss: expected 'cross_entropy' or 'squared', got {loss!r}")
     history = TrainHistory()
     model.train()
-    bar = tqdm(range(config.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
+    bar = progress_bar(range(config.epochs), progress, desc="train", unit="epoch")
     for _ in bar:
         perm = torch.randperm(x.shape[0], generator=gen)
         total, count = 0.0, 0

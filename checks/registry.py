@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["CheckConfig", "CheckResult", "Check", "REGISTRY", "register", "run_check"]
+__all__ = ["CheckConfig", "CheckResult", "Check", "REGISTRY", "register", "run_check", "config_rng"]
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,13 @@ class CheckConfig:
     delta: float = 0.05  # failure probability of the statement
     epochs: int = 0  # student training epochs
     dof: float = 0.0  # S8: target N(lambda)
+    tier: str = ""  # S13: which protocol of benchmarks.s13 the configuration runs
 
     def key(self) -> str:
-        """Stable hash of the configuration."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """Stable hash of the configuration (a field left at "" does not enter it, so keys of configurations
+        made before the field existed are unchanged)."""
+        fields = {k: v for k, v in asdict(self).items() if v != ""}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,8 @@ class Check:
 
     id: str
     claim: str
-    kind: str  # "deterministic", "statistical" (a binomial test at ALPHA) or "qualitative" (a trend claim)
-    run: Callable[[CheckConfig, np.random.Generator], CheckResult]
+    kind: str  # "deterministic", "statistical" (a binomial test at ALPHA) or "report" (no pass/fail)
+    run: Callable[[CheckConfig], CheckResult]
     grid: Callable[[str], List[CheckConfig]]
 
 
@@ -77,12 +80,13 @@ def register(check: Check) -> Check:
     return check
 
 
-def run_check(check: Check, tier: str = "quick", *, progress: bool = False) -> List[CheckResult]:
-    """Run a check on every configuration of its grid, each with its own seeded generator."""
-    from tqdm.auto import tqdm
+def config_rng(cfg: CheckConfig) -> np.random.Generator:
+    """The random generator of one configuration, seeded by its key (the same instance on every run)."""
+    return np.random.default_rng(int(cfg.key(), 16))
 
-    results = []
-    for cfg in tqdm(check.grid(tier), desc=check.id, unit="config", disable=not progress, leave=False):
-        rng = np.random.default_rng(int(cfg.key(), 16))
-        results.append(check.run(cfg, rng))
-    return results
+
+def run_check(check: Check, tier: str = "quick", *, progress: bool = False) -> List[CheckResult]:
+    """Run a check on every configuration of its grid."""
+    from pruning.covariance import progress_bar
+
+    return [check.run(cfg) for cfg in progress_bar(check.grid(tier), progress, desc=check.id, unit="config")]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from checks.references import make_rnn, ridge_objective_minimum
-from checks.registry import Check, CheckConfig, CheckResult, register
+from checks.registry import Check, CheckConfig, CheckResult, config_rng, register
 from pruning import (
     information_loss,
     reconstruction_matrix,
@@ -84,14 +84,16 @@ def _downstream(cfg: CheckConfig, rnn, head) -> np.ndarray:
     return {"recurrent": W, "readout": V, "both": np.vstack([W, V])}[cfg.Z]
 
 
-def _s1(cfg, rng):
+def _s1(cfg):
+    rng = config_rng(cfg)
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
     H = _states(rnn, x)
     ref, _ = ridge_objective_minimum(H, H, J, np.full(len(J), lam))
     return _identity_result("S1", cfg, information_loss(sigma, J, lam), ref, np.trace(sigma))
 
 
-def _s2(cfg, rng):
+def _s2(cfg):
+    rng = config_rng(cfg)
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
     H = _states(rnn, x)
     Z = _downstream(cfg, rnn, head)
@@ -99,7 +101,8 @@ def _s2(cfg, rng):
     return _identity_result("S2", cfg, information_loss(sigma, J, lam, Z), ref, np.trace(Z @ sigma @ Z.T))
 
 
-def _s4(cfg, rng):
+def _s4(cfg):
+    rng = config_rng(cfg)
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
     Z = _downstream(cfg, rnn, head)
     fast = select_units(sigma, cfg.k, lam, theta=cfg.theta, Z=Z)
@@ -117,7 +120,8 @@ def _s4(cfg, rng):
                        dict(identical_selection=same, condition_number=cond))
 
 
-def _s5(cfg, rng):
+def _s5(cfg):
+    rng = config_rng(cfg)
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
     tail = float(np.sum(eigenvalues(sigma)[cfg.k:]))
     loss = min(information_loss(sigma, J, lam), information_loss(sigma, select_units(sigma, cfg.k, lam), lam))
@@ -125,7 +129,8 @@ def _s5(cfg, rng):
     return CheckResult("S5", cfg, loss, tail, loss >= tail - tol, loss - tail + tol)
 
 
-def _s6(cfg, rng):
+def _s6(cfg):
+    rng = config_rng(cfg)
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
     J = [int(j) for j in rng.permutation(cfg.m)]
     tiny = 1e-12 * max(np.trace(sigma) / cfg.m, 1e-300)
@@ -137,7 +142,8 @@ def _s6(cfg, rng):
     return CheckResult("S6", cfg, err, 0.0, err <= tol, tol - err)
 
 
-def _s7(cfg, rng):
+def _s7(cfg):
+    rng = config_rng(cfg)
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
     mu = eigenvalues(sigma)
     rank = int(np.count_nonzero(mu))
@@ -150,7 +156,8 @@ def _s7(cfg, rng):
                        dict(rank=rank, dof_at_lam=float(degrees_of_freedom(mu, lam))))
 
 
-def _s9(cfg, rng):
+def _s9(cfg):
+    rng = config_rng(cfg)
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
     A = reconstruction_matrix(sigma, J, lam) if cfg.seed % 2 == 0 else np.eye(cfg.m)[:, J]
     tr = s9_trace(rnn, head, J, A, x)
@@ -161,7 +168,8 @@ def _s9(cfg, rng):
                        dict(rho=tr.rho, max_measured_over_bound=ratio))
 
 
-def _s10(cfg, rng):
+def _s10(cfg):
+    rng = config_rng(cfg)
     rnn, head, x, sigma, lam, J = _instance(cfg, rng)
     A = reconstruction_matrix(sigma, J, lam)
     measured = measured_time_mean_error(rnn, head, J, A, x)

@@ -16,30 +16,24 @@ that ``P(Binomial(repeats, p) >= count) < ALPHA``.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import List
 
 import numpy as np
-import torch
 from scipy import stats
 
-from benchmarks.models import RNNClassifier
-from benchmarks.teacher import Teacher, TeacherConfig
-from benchmarks.training import TrainConfig, train_model
+from benchmarks.s13 import S13_PROTOCOLS, run_s13
+from benchmarks.students import StudentSetup, held_out_losses
 from checks.references import random_psd
-from checks.registry import Check, CheckConfig, CheckResult, register
-from pruning import spectral_prune, time_mean_covariance
-from theory.information import residual_covariance
+from checks.registry import Check, CheckConfig, CheckResult, config_rng, register
+from pruning import spectral_prune
 from pruning.selection import leverage_sample
 from theory.empirical import risk_estimate
-from theory.estimation import network_outputs, s11_bound, s12_bound
-from theory.losses import margin_ramp_loss, squared_loss
+from theory.estimation import s11_bound, s12_bound
+from theory.information import residual_covariance
 from theory.spectrum import degrees_of_freedom, dof_sample_size, lambda_for_dof
 
 ALPHA = 0.01  # significance of the binomial tests
 DELTA_TEST = 0.01  # failure probability of each held-out confidence interval
-N_TEST = 20_000  # fresh held-out sequences per student
-D_X, D_Y, TEACHER_WIDTH = 3, 3, 16
 
 
 def binomial_p_value(count: int, trials: int, p: float) -> float:
@@ -62,7 +56,8 @@ def _s8_grid(tier: str) -> List[CheckConfig]:
             for m, dof in cases for delta in (0.2, 0.05) for seed in (0, 1)]
 
 
-def _s8(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
+def _s8(cfg: CheckConfig) -> CheckResult:
+    rng = config_rng(cfg)
     sigma = random_psd(rng, cfg.m, decay=1.0 + cfg.seed)  # eigen-decay j^-1 or j^-2
     lam = lambda_for_dof(sigma, cfg.dof)
     N = degrees_of_freedom(sigma, lam)
@@ -82,54 +77,12 @@ def _s8(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# The teacher-student task
+# The teacher-student task (benchmarks.students)
 
 
-def _teacher_config(cfg: CheckConfig) -> TeacherConfig:
-    return TeacherConfig(width=TEACHER_WIDTH, input_dim=D_X, T=cfg.T, rho=cfg.rho, nonlinearity=cfg.nonlinearity,
-                         task=cfg.task, output_dim=D_Y, seed=cfg.seed)
-
-
-def _teacher(cfg: CheckConfig) -> Teacher:
-    return Teacher(_teacher_config(cfg))
-
-
-def _loss_name(task: str) -> str:
-    return "margin" if task == "classification" else "squared"
-
-
-def _student(cfg: CheckConfig, m: int, n: int, rep: int):
-    """A student of width m trained on the rep-th training set of n sequences: (model, x, y)."""
-    tcfg = _teacher_config(cfg)
-    x, y = Teacher(tcfg).sample(n, seed=1000 + rep)  # cheap to redraw; only the model is cached
-    return _trained_student(tcfg, m, n, rep, cfg.epochs), x, y
-
-
-@lru_cache(maxsize=1024)  # S11, S12 and S13 share students
-def _trained_student(tcfg: TeacherConfig, m: int, n: int, rep: int, epochs: int):
-    x, y = Teacher(tcfg).sample(n, seed=1000 + rep)
-    with torch.random.fork_rng():
-        torch.manual_seed(rep)
-        model = RNNClassifier(D_X, m, D_Y, nonlinearity=tcfg.nonlinearity, irnn=False)
-    train_model(model, x, y, TrainConfig(epochs=epochs, lr=3e-3, batch_size=max(32, n // 32)),
-                loss="cross_entropy" if tcfg.task == "classification" else "squared", seed=rep, progress=False)
-    return model
-
-
-def _held_out(cfg: CheckConfig, rep: int):
-    return _teacher(cfg).sample(N_TEST, seed=10**6 + rep)
-
-
-def _test_losses(rnn, readout, x, y, task: str, gamma) -> np.ndarray:
-    f = network_outputs(rnn, readout, x)
-    return margin_ramp_loss(f, y, gamma) if task == "classification" else squared_loss(f, y)
-
-
-def _bound_kwargs(cfg: CheckConfig, teacher: Teacher) -> dict:
-    kw = dict(loss=_loss_name(cfg.task), input_bound=teacher.input_bound, delta=cfg.delta)
-    if cfg.task == "regression":
-        kw["target_bound"] = teacher.target_bound
-    return kw
+def _setup(cfg: CheckConfig) -> StudentSetup:
+    return StudentSetup(T=cfg.T, rho=cfg.rho, nonlinearity=cfg.nonlinearity, task=cfg.task, epochs=cfg.epochs,
+                        delta=cfg.delta, seed=cfg.seed)
 
 
 def _teacher_grid(tier: str) -> List[CheckConfig]:
@@ -181,30 +134,30 @@ def _held_out_fields(losses: np.ndarray, upper: float, bound: float) -> dict:
     return dict(test_risk=est.mean, test_lower=est.lower, test_upper=est.upper, violation=est.lower > bound)
 
 
-def _s11(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
-    teacher = _teacher(cfg)
+def _s11(cfg: CheckConfig) -> CheckResult:
+    setup = _setup(cfg)
     rows = []
     for rep in range(cfg.repeats):
-        model, x, y = _student(cfg, cfg.m, cfg.n, rep)
-        b = s11_bound(model.rnn, model.readout, x, y, **_bound_kwargs(cfg, teacher))
-        xt, yt = _held_out(cfg, rep)
+        model, x, y = setup.student(cfg.m, cfg.n, rep)
+        b = s11_bound(model.rnn, model.readout, x, y, **setup.bound_kwargs())
+        xt, yt = setup.held_out(rep)
         rows.append(dict(bound=b.bound, trivial=b.trivial, train_risk=b.train_risk,
-                         **_held_out_fields(_test_losses(model.rnn, model.readout, xt, yt, cfg.task, b.gamma),
+                         **_held_out_fields(held_out_losses(model.rnn, model.readout, xt, yt, cfg.task, b.gamma),
                                             b.upper, b.bound)))
     return _estimation_result("S11", cfg, rows)
 
 
-def _s12(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
-    teacher = _teacher(cfg)
+def _s12(cfg: CheckConfig) -> CheckResult:
+    setup = _setup(cfg)
     rows = []
     for rep in range(cfg.repeats):
-        model, x, y = _student(cfg, cfg.m, cfg.n, rep)
+        model, x, y = setup.student(cfg.m, cfg.n, rep)
         pruned = spectral_prune(model, x, k=cfg.k, rel_lam=cfg.rel_lam)
-        b = s12_bound(model.rnn, model.readout, pruned.units, pruned.A, x, y, **_bound_kwargs(cfg, teacher))
-        xt, yt = _held_out(cfg, rep)
+        b = s12_bound(model.rnn, model.readout, pruned.units, pruned.A, x, y, **setup.bound_kwargs())
+        xt, yt = setup.held_out(rep)
         rows.append(dict(bound=b.bound, trivial=b.trivial, train_risk=b.full_train_risk, bias=b.bias,
                          pruned_train_risk=b.pruned_train_risk, full_bound=b.full.bound,
-                         **_held_out_fields(_test_losses(pruned.rnn, pruned.readout, xt, yt, cfg.task, b.gamma),
+                         **_held_out_fields(held_out_losses(pruned.rnn, pruned.readout, xt, yt, cfg.task, b.gamma),
                                             b.upper, b.bound)))
     return _estimation_result("S12", cfg, rows)
 
@@ -219,7 +172,7 @@ def _s12n_grid(tier: str) -> List[CheckConfig]:
     raise ValueError(f"tier: expected 'quick' or 'full', got {tier!r}")
 
 
-def _s12n(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
+def _s12n(cfg: CheckConfig) -> CheckResult:
     from dataclasses import replace as _replace
 
     from benchmarks.nonvacuous import NonVacuousConfig, evaluate
@@ -236,77 +189,24 @@ def _s12n(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# S13: a report
+# S13: a report (the study itself is benchmarks.s13, shared with the reports)
 
 
 def _s13_grid(tier: str) -> List[CheckConfig]:
-    if tier not in ("quick", "full"):
-        raise ValueError(f"tier: expected 'quick' or 'full', got {tier!r}")
-    return [CheckConfig(m=16, n=2000 if tier == "quick" else 20000, T=6, rho=0.9, nonlinearity="tanh",
-                        task="classification", epochs=10 if tier == "quick" else 20, delta=0.05, seed=0,
-                        repeats=1 if tier == "quick" else 2)]
+    if tier not in S13_PROTOCOLS:
+        raise ValueError(f"tier: expected one of {tuple(S13_PROTOCOLS)}, got {tier!r}")
+    p = S13_PROTOCOLS[tier]
+    s = p.setup
+    return [CheckConfig(m=p.m, n=p.n, T=s.T, rho=s.rho, nonlinearity=s.nonlinearity, task=s.task, epochs=s.epochs,
+                        delta=s.delta, seed=s.seed, tier=tier)]
 
 
-def _sweep_sizes(tier_is_full: bool):
-    if tier_is_full:
-        return (8, 16, 32), (500, 2000, 20000), (4, 10), (0.25, 0.5, 1.0)
-    return (8, 16), (500, 4000), (6,), (0.25, 1.0)
-
-
-def s13_lambda_sweep(cfg: CheckConfig, rel_lams=tuple(10.0 ** np.arange(-6, 2)), rep: int = 0) -> List[dict]:
-    """S12 bound and held-out risk of the pruned student for each lambda, with ``k = ceil(N(lambda))``."""
-    teacher = _teacher(cfg)
-    model, x, y = _student(cfg, cfg.m, cfg.n, rep)
-    xt, yt = _held_out(cfg, rep)
-    cov = time_mean_covariance(model.rnn, x)
-    sigma = cov.mean()
-    scale = float(np.trace(sigma)) / cfg.m
-    rows = []
-    for rel in rel_lams:
-        lam = rel * scale
-        N = degrees_of_freedom(sigma, lam)
-        k = max(1, int(math.ceil(N - 1e-9)))
-        pruned = spectral_prune(model, k=k, lam=lam, covariance=cov)
-        b = s12_bound(model.rnn, model.readout, pruned.units, pruned.A, x, y, with_full=False,
-                      **_bound_kwargs(cfg, teacher))
-        test = _test_losses(pruned.rnn, pruned.readout, xt, yt, cfg.task, b.gamma).mean()
-        rows.append(dict(rel_lam=float(rel), dof=N, k=k, bound=b.bound, trivial=b.trivial, bias=b.bias,
-                         estimation=b.estimation.value, test_risk=float(test)))
-    return rows
-
-
-def s13_rank_sweep(cfg: CheckConfig, sizes=None) -> List[dict]:
-    """S12 bound and measured gap of pruned students over a sweep of (m, n, T) and k/m (k = round(frac m))."""
-    ms, ns, Ts, fracs = sizes if sizes is not None else _sweep_sizes(cfg.repeats > 1)
-    sweep = []
-    for m in ms:
-        for n in ns:
-            for T in Ts:
-                sub = CheckConfig(m=m, n=n, T=T, rho=cfg.rho, nonlinearity=cfg.nonlinearity, task=cfg.task,
-                                  epochs=cfg.epochs, delta=cfg.delta, seed=cfg.seed)
-                teacher = _teacher(sub)
-                model, x, y = _student(sub, m, n, 0)
-                xt, yt = _held_out(sub, 0)
-                cov = time_mean_covariance(model.rnn, x)
-                for frac in fracs:
-                    k = max(1, int(round(frac * m)))
-                    pruned = spectral_prune(model, k=k, covariance=cov)
-                    b = s12_bound(model.rnn, model.readout, pruned.units, pruned.A, x, y, with_full=False,
-                                  **_bound_kwargs(sub, teacher))
-                    test = _test_losses(pruned.rnn, pruned.readout, xt, yt, sub.task, b.gamma).mean()
-                    sweep.append(dict(m=m, n=n, T=T, k=k, bound=b.bound, gap=float(test) - b.full_train_risk,
-                                      bound_gap=b.bound - b.full_train_risk))
-    return sweep
-
-
-def _s13(cfg: CheckConfig, rng: np.random.Generator) -> CheckResult:
-    lam_rows = s13_lambda_sweep(cfg)
-    best_bound = min(lam_rows, key=lambda r: r["bound"])
-    best_test = min(lam_rows, key=lambda r: r["test_risk"])
-    sweep = s13_rank_sweep(cfg)
-    tau = stats.kendalltau([r["bound_gap"] for r in sweep], [r["gap"] for r in sweep]).statistic
+def _s13(cfg: CheckConfig) -> CheckResult:
+    study = run_s13(S13_PROTOCOLS[cfg.tier])
+    best_bound, best_test = study["bound_argmin"], study["test_argmin"]
     details = dict(lambda_bound_argmin=best_bound["rel_lam"], lambda_test_argmin=best_test["rel_lam"],
-                   kendall_tau=float(tau), sweep_size=len(sweep), lambda_sweep=lam_rows, sweep=sweep)
+                   kendall_tau=study["kendall_tau"], sweep_size=len(study["sweep"]),
+                   lambda_sweep=study["lambda_sweep"], sweep=study["sweep"])
     return CheckResult("S13", cfg, best_bound["rel_lam"], best_test["rel_lam"], True, float("nan"), details,
                        vacuous=bool(best_bound["bound"] >= best_bound["trivial"]))
 

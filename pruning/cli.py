@@ -27,6 +27,20 @@ import torch
 
 __all__ = ["main", "prune_checkpoint", "load_calibration"]
 
+DESCRIPTION = """Prune a saved RNN, LSTM or GRU by spectral pruning.
+
+  python -m pruning prune --checkpoint model.pt --data calibration.pt --k 64 --out pruned.pt
+
+The checkpoint is a torch.save of a model with .rnn and .readout attributes (optionally rnn_inputs(x), e.g. an
+embedding for token ids) or of a pair (rnn, readout). Loading a pickled module runs code from the file, so only
+prune checkpoints you trust. The calibration data is a torch.save of the inputs: a tensor of all sequences, a list
+of batch tensors, a tuple whose first item is the inputs, or a dict with key 'inputs'. With --states, hidden states
+already computed are read instead.
+
+The pruned model is written atomically in the form it was read, with a JSON summary beside it (kept units,
+information losses, N(lambda), lambda, parameters and multiply-accumulates before and after, the module's settings,
+timings). Progress bars are drawn only when standard error is a terminal."""
+
 
 def _numbers(cast):
     def parse(text: str):
@@ -167,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pruning.steps import COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES
     from pruning.selection import METHODS
 
-    parser = argparse.ArgumentParser(prog="python -m pruning", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pruning", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prune", help="prune a saved RNN/LSTM/GRU model and write it with a JSON summary")

@@ -128,13 +128,11 @@ def _as_tensor(x: Any, what: str) -> torch.Tensor:
 
 
 def progress_bar(iterable, enabled: bool, **kwargs):
-    """``iterable`` wrapped in a tqdm bar when ``enabled`` and standard error is a terminal, else unchanged: logs
-    of runs whose output is redirected stay free of bar redraws."""
-    if not enabled or not sys.stderr.isatty():
-        return iterable
+    """``iterable`` in a tqdm bar, drawn only when ``enabled`` and standard error is a terminal: the logs of runs
+    whose output is redirected stay free of bar redraws. The bar's methods (``set_postfix``) work either way."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, leave=False, **kwargs)
+    return tqdm(iterable, leave=False, disable=not (enabled and sys.stderr.isatty()), **kwargs)
 
 
 def iter_input_batches(data: Any, batch_size: int = 256, *, batch_first: bool = True) -> Iterator[torch.Tensor]:

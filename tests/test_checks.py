@@ -28,7 +28,7 @@ def test_cli_writes_json_and_markdown(tmp_path):
 
 
 def test_a_violation_is_reported_and_fails_the_run(monkeypatch, capsys):
-    def wrong(cfg, rng):  # a claim that is false on purpose
+    def wrong(cfg):  # a claim that is false on purpose
         return CheckResult("S0", cfg, 2.0, 1.0, False, -1.0)
 
     monkeypatch.setitem(REGISTRY, "S0", Check("S0", "a false claim", "deterministic", wrong,
@@ -65,7 +65,7 @@ def test_s8_uses_the_sample_size_condition_and_reports_the_ratio():
     from theory.spectrum import dof_sample_size
 
     cfg = REGISTRY["S8"].grid("quick")[0]
-    r = REGISTRY["S8"].run(cfg, np.random.default_rng(0))
+    r = REGISTRY["S8"].run(cfg)
     assert r.details["draws"] == int(np.ceil(dof_sample_size(r.details["dof"], r.config.delta)))
     assert abs(r.details["dof"] - r.config.dof) < 1e-6
     assert 0 <= r.details["median_ratio"] <= r.details["max_ratio"]

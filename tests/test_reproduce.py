@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from benchmarks.figures import approximation_vs_T, draw_all, spectrum_data
+from benchmarks.figures import approximation_vs_T, spectrum_data
 from benchmarks.report import acceptance, accuracy_summary, write_report
 from benchmarks.reproduce import Preset, read_results, run_reproduce
+from benchmarks.s13 import S13Protocol
+from benchmarks.students import StudentSetup
 from benchmarks.runio import write_csv_atomic
 from benchmarks.training import TrainConfig
 
@@ -57,7 +59,7 @@ def test_spectral_settings_sweep_gets_its_own_rows_and_table(tmp_path):
     assert (swept["rel_lam"], swept["theta"], swept["Z"]) == (1e-2, 0.0, "readout")
     (default,) = [r for r in rows if r["method"] == "spectral"]
     assert default["rel_lam"] == preset.rel_lam and default["row_key"] != swept["row_key"]
-    text = write_report(tmp_path, rows, preset_name="t", wall_s=1.0, seeds=(0,)).read_text()
+    text = write_report(tmp_path, rows, title="t", seeds=(0,)).read_text()
     assert "## Spectral pruning settings, m = 8" in text and "rel_lam=0.01, theta=0, Z=readout" in text
     assert "spectral [" not in acceptance(rows, 8, ks=(4,))["mean_of_medians"]
 
@@ -87,13 +89,12 @@ def test_acceptance_against_a_direct_computation():
     assert (s["min"], s["max"], s["n"]) == (0.6, 0.85, 3)
 
 
-def test_report_and_figures_are_written_from_the_run(tiny_run):
+def test_figure_data_satisfy_S5_and_S10():
     import torch
 
     from benchmarks.data import pixel_digits
     from benchmarks.models import RNNClassifier
 
-    out, rows = tiny_run
     torch.manual_seed(0)
     model = RNNClassifier(1, 12, 10)
     x = pixel_digits().x_train[:50]
@@ -102,16 +103,49 @@ def test_report_and_figures_are_written_from_the_run(tiny_run):
     assert all(l >= lo - 1e-9 for l, lo in zip(spectrum["loss"], spectrum["lower"]))  # S5
     approx = approximation_vs_T(model, x, 3, 1e-4, [4, 8])
     assert all(a["measured"] <= a["bound"] * (1 + 1e-8) + 1e-12 for a in approx)  # S10
-    lam = [dict(rel_lam=r, bias=0.1 * r, estimation=1 / (1 + r), bound=0.5, test_risk=0.2) for r in (0.01, 0.1, 1)]
-    sweep = [dict(m=8, n=100, k=k, gap=0.1 * k, bound_gap=k) for k in (1, 2, 4)]
-    captions = draw_all(out, rows, spectrum, approx, sweep, lam, 1.0)
-    for name in captions:
-        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
-    path = write_report(out, read_results(out / "results.csv"), preset_name="tiny", wall_s=1.0, seeds=(0, 1),
-                        figures=captions, extra_sections=["## extra"])
+
+
+TINY_S13 = S13Protocol(StudentSetup(T=3, epochs=1), m=4, n=200, rel_lams=(1e-4, 1e-1), widths=(4,), sizes=(200,),
+                       lengths=(3,), fractions=(0.5, 1.0))
+
+
+def test_the_report_is_rebuilt_from_the_directory_alone(tmp_path):
+    import dataclasses
+
+    from benchmarks.__main__ import main
+    from benchmarks.reproduce import reproduce_and_report
+
+    preset = dataclasses.replace(TINY, hidden_sizes=(8,), ks=(4,), seeds=(0,), lm_hidden=6, lm_ks=(3,), lm_embed=4,
+                                 lm_epochs=1)
+    path = reproduce_and_report(preset, tmp_path, progress=False, log=lambda s: None, s13=TINY_S13,
+                                command="python -m benchmarks reproduce --out X")
     text = path.read_text()
-    assert "## Width m = 12" in text and "dense from scratch" in text and "figures/spectrum.png" in text
-    assert "Seeds: 0, 1" in text and "## extra" in text
+    names = ("spectrum", "accuracy_vs_k", "bound_vs_gap", "approximation_vs_T", "bias_variance")
+    for name in names:
+        assert f"figures/{name}-wide.png" in text
+        for suffix in ("", "-wide"):
+            for fmt in ("png", "pdf"):
+                assert (tmp_path / "figures" / f"{name}{suffix}.{fmt}").stat().st_size > 1000
+    assert "`python -m benchmarks reproduce --out X` at commit" in text and "Total wall time over 1 invocation" in text
+    assert "## Bounds on the teacher-student task" in text and "| T | measured" in text
+    # delete everything the report step makes; `python -m benchmarks report DIR` makes it again, identical
+    for f in (tmp_path / "figures").glob("*.p*"):
+        f.unlink()
+    path.unlink()
+    assert main(["report", str(tmp_path)]) == 0
+    assert path.read_text() == text
+    assert all((tmp_path / "figures" / f"{name}.pdf").is_file() for name in names)
+    # a second invocation is recorded beside the first; compute time is summed over rows, not invocations
+    reproduce_and_report(preset, tmp_path, progress=False, log=lambda s: None, s13=TINY_S13, command="again")
+    again = (tmp_path / "report.md").read_text()
+    assert "`again` at commit" in again and "over 2 invocation(s)" in again
+
+
+def test_report_refuses_a_directory_without_a_run_record(tmp_path, capsys):
+    from benchmarks.__main__ import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "run.json is missing" in capsys.readouterr().err
 
 
 def test_language_rows_join_the_table_and_the_report(tmp_path):
@@ -125,7 +159,7 @@ def test_language_rows_join_the_table_and_the_report(tmp_path):
     assert len(rows) == 1 + 9 and all(r["test_perplexity"] > 1 for r in rows)
     assert {r["task"] for r in rows} == {"ptb"}
     assert run_language(preset, tmp_path / "out", ptb_dir=corpus, progress=False, log=lambda s: 1 / 0) == rows
-    text = write_report(tmp_path / "out", rows, preset_name="tiny-lm", wall_s=1.0, seeds=(0,)).read_text()
+    text = write_report(tmp_path / "out", rows, title="tiny-lm", seeds=(0,)).read_text()
     assert "## Word-level language modelling: ptb, m = 10" in text and "| spectral |" in text
 
 
@@ -140,7 +174,7 @@ def test_tanh_networks_with_fine_tuning(tmp_path):
     ckpt = next((tmp_path / "checkpoints").glob("rnn-*.pt"))
     state = __import__("torch").load(ckpt, weights_only=True)
     assert not __import__("torch").equal(state["rnn.weight_hh_l0"], __import__("torch").eye(8))  # no IRNN init
-    text = write_report(tmp_path, rows, preset_name="t", wall_s=1.0, seeds=(0,)).read_text()
+    text = write_report(tmp_path, rows, title="t", seeds=(0,)).read_text()
     assert "After fine-tuning" in text and " +- " in text
 
 
@@ -160,7 +194,7 @@ def test_sequence_length_and_sample_size_sweeps_get_their_own_rows_and_table(tmp
     (s64,) = [r for r in by_variant["base"] if r["method"] == "spectral"]
     (s16,) = [r for r in by_variant["T=16"] if r["method"] == "spectral"]
     assert s16["macs"] == 16 * (4 * 4 + 4 * 4) + 10 * 4 and s64["macs"] == 64 * (4 * 1 + 4 * 4) + 10 * 4
-    text = write_report(tmp_path, rows, preset_name="t", wall_s=1.0, seeds=(0,)).read_text()
+    text = write_report(tmp_path, rows, title="t", seeds=(0,)).read_text()
     assert "## Sequence length and sample size, m = 8" in text
     assert "| 16 | 1258 | spectral |" in text and "| 64 | 100 | spectral |" in text
     # the main table is of the task as it is: one spectral row at k = 4, from the base variant
@@ -240,10 +274,7 @@ def test_clopper_pearson_against_the_binomial_tails():
 
 
 def test_nonvacuous_study_rows_resume_and_report(tmp_path):
-    from dataclasses import replace
-
-    from benchmarks.nonvacuous import NonVacuousConfig, run_nonvacuous
-    from benchmarks.reproduce import PRESETS, nonvacuous_section
+    from benchmarks.nonvacuous import NonVacuousConfig, nonvacuous_section, run_nonvacuous
     from benchmarks.training import TrainConfig
 
     base = NonVacuousConfig(train=TrainConfig(epochs=1, lr=3e-3, batch_size=64), n_test=500, ks=(2, 4))
@@ -258,10 +289,11 @@ def test_nonvacuous_study_rows_resume_and_report(tmp_path):
     assert r["pruned_params"] < r["full_params"]
     again = run_nonvacuous(tmp_path, widths=(8,), sizes=(300,), base=base, progress=False, log=lambda s: None)
     assert len(again) == 1 and again[0]["key"] == r["key"]  # read back, not recomputed
-    assert (tmp_path / "figures" / "nonvacuous.png").stat().st_size > 0
-    section = "\n".join(nonvacuous_section(replace(PRESETS["quick"]), tmp_path, log=lambda s: None))
+    for name in ("nonvacuous.png", "nonvacuous.pdf", "nonvacuous-wide.png", "nonvacuous-wide.pdf"):
+        assert (tmp_path / "figures" / name).stat().st_size > 0
+    section = "\n".join(nonvacuous_section(tmp_path))
     assert "| 8 | 300 |" in section and "Figure 6" in section
-    assert nonvacuous_section(PRESETS["quick"], tmp_path / "empty", log=lambda s: None) == []
+    assert nonvacuous_section(tmp_path / "empty") == []
 
 
 KILLABLE = Preset("killable", hidden_sizes=(12,), ks=(3, 6), seeds=tuple(range(10)), dense_baseline=False,
@@ -412,10 +444,15 @@ def test_long_sequences_give_an_inf_S10_bound_that_the_figure_leaves_out(tmp_pat
     approx = approximation_vs_T(model, x, 3, 1e-4, [4, 1500])
     assert math.isfinite(approx[0]["bound"]) and approx[0]["measured"] <= approx[0]["bound"] * (1 + 1e-8) + 1e-12
     assert approx[1]["bound"] == math.inf and math.isfinite(approx[1]["measured"])
-    spectrum = spectrum_data(model, x[:, :8], 1e-4, [1, 3, 12])
-    lam = [dict(rel_lam=r, bias=0.1, estimation=0.2, bound=0.5, test_risk=0.2) for r in (0.01, 0.1)]
-    sweep = [dict(m=8, n=100, k=k, gap=0.1 * k, bound_gap=k) for k in (1, 2, 4)]
-    rows = [dict(hidden=12, k=k, method=m, seed=0, test_accuracy=0.1 * k)
-            for k in (3, 6) for m in ("spectral", "random")]
-    captions = draw_all(tmp_path, rows, spectrum, approx, sweep, lam, 1.0)
-    assert (tmp_path / "figures" / "approximation_vs_T.png").stat().st_size > 1000 and "approximation_vs_T" in captions
+    from benchmarks.figures import draw_approximation_vs_T
+    from benchmarks.report import bound_sections, draw_report_figures
+    from benchmarks.runio import write_csv_atomic
+
+    write_csv_atomic(tmp_path / "figures" / "approximation_vs_T.csv", approx)  # inf survives the CSV round trip
+    captions = draw_report_figures(tmp_path, [], {})
+    assert list(captions) == ["approximation_vs_T"]
+    assert (tmp_path / "figures" / "approximation_vs_T.png").stat().st_size > 1000
+    assert "An `inf` bound is vacuous" in "\n".join(bound_sections(tmp_path, {}))
+    fig = draw_approximation_vs_T(approx)
+    (measured, bound) = fig.axes[0].get_lines()[:2]
+    assert math.isnan(bound.get_ydata()[1]) and math.isfinite(bound.get_ydata()[0])  # the inf point is undrawn
