@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from theory._validation import Integer, Real
+
 __all__ = ["SequenceData", "pixel_digits", "regroup_steps", "subsample_train"]
 
 
@@ -43,8 +45,7 @@ def pixel_digits(*, permuted: bool = False, test_fraction: float = 0.3, split_se
     """
     from sklearn.datasets import load_digits
 
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction: expected a value in (0, 1), got {test_fraction}")
+    Real(0.0, 1.0, closed="neither").check(test_fraction, "test_fraction")
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)  # (1797, 64)
     y = digits.target.astype(np.int64)
@@ -73,7 +74,8 @@ def regroup_steps(data: SequenceData, T: int) -> SequenceData:
     step, and so on: the sequence-length axis of a sweep without changing the information in the input.
     """
     T0 = data.seq_len
-    if int(T) != T or T < 1 or T0 % T:
+    T = Integer(1, T0, what=f"a divisor of the sequence length {T0}").check(T, "T")
+    if T0 % T:
         raise ValueError(f"T: expected a divisor of the sequence length {T0}, got {T!r}")
     if T == T0:
         return data
@@ -84,8 +86,7 @@ def regroup_steps(data: SequenceData, T: int) -> SequenceData:
 def subsample_train(data: SequenceData, n: int, seed: int = 0) -> SequenceData:
     """Keep ``n`` training sequences, drawn without replacement with ``seed`` (the test set is unchanged)."""
     n_all = data.x_train.shape[0]
-    if int(n) != n or not 1 <= n <= n_all:
-        raise ValueError(f"n: expected a number of training sequences in 1..{n_all}, got {n!r}")
+    n = Integer(1, n_all, what=f"a number of training sequences in 1..{n_all}").check(n, "n")
     if n == n_all:
         return data
     idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n_all, size=int(n), replace=False)))

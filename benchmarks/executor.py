@@ -22,6 +22,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Dict, Hashable, Mapping, Optional, Tuple
 
+from theory._validation import Integer
+
 __all__ = ["run_tasks", "dask_executor", "TaskFailed"]
 
 
@@ -51,8 +53,7 @@ def run_tasks(tasks: Mapping[Hashable, Tuple[Callable, tuple]], on_result: Calla
               log: Callable[[str], None] = print) -> Dict[Hashable, int]:
     """Run ``tasks`` ({key: (function, args)}) and call ``on_result(key, value)`` in this process as each
     finishes. Returns the number of attempts per key."""
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: expected a positive number of processes, got {workers!r}")
+    workers = Integer(1, None, what="a positive number of processes").check(workers, "workers")
     pending = dict(tasks)
     attempts: Counter = Counter()
     failure: Optional[BaseException] = None

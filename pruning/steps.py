@@ -27,7 +27,7 @@ from pruning.compress import compress_layer, state_map
 from pruning.covariance import BATCH_SIZE, CovarianceStats, layer_covariances
 from pruning.modules import directions
 from pruning.result import LayerPrune
-from pruning.selection import METHOD, kept_width, leverage_sample, select_units
+from pruning.selection import METHOD, kept_width, leverage_sample, select_checked
 from theory._validation import (POSITIVE, Boolean, Options, OrNone, Real, as_covariance_matrix, check_params)
 from theory.information import THETA, information_loss, reconstruction_matrix
 from theory.spectrum import degrees_of_freedom, lambda_for_dof
@@ -280,8 +280,9 @@ def select_layer_units(sigma: np.ndarray, k: int, lam: float, settings: PruneSet
         sample = leverage_sample(sigma, k, lam, seed=settings.seed, distinct=True)
         return sample.units, sample.tau
     outgoing = downstream_weight(layer, d, consumer, "both") if settings.method == "magnitude" else None
-    units = select_units(sigma, k, lam, theta=settings.theta, Z=downstream_weight(layer, d, consumer, settings.Z),
-                         method=settings.method, seed=settings.seed, outgoing=outgoing)
+    # sigma, k, lam and the settings were validated at the public boundary (spectral_prune, prune_to_target)
+    units = select_checked(sigma, k, lam, theta=settings.theta, Z=downstream_weight(layer, d, consumer, settings.Z),
+                           method=settings.method, seed=settings.seed, outgoing=outgoing)
     return units, np.full(len(units), lam)
 
 

@@ -1,6 +1,6 @@
 """Approximation error of the compressed RNN accumulated over time: S9 and S10 [derived].
 
-Notation of the reference, section 6: ``r_t = h_t - A h_{t,J}`` is the reconstruction residual of the
+Notation of docs/method.md, section 6: ``r_t = h_t - A h_{t,J}`` is the reconstruction residual of the
 full network's state, ``e_t = h_{t,J} - h#_t`` the state error of the compressed network,
 ``rho = ||W_sharp||_op`` with ``W_sharp = W_{J,:} A``, ``V_sharp = V A`` and
 ``S_rho(T) = sum_{j=0}^{T-2} rho^j``.

@@ -1,4 +1,4 @@
-"""The model of the theory (reference section 1): a single-layer Elman RNN with a linear read-out.
+"""The model of the theory (docs/method.md, section 1): a single-layer Elman RNN with a linear read-out.
 
 ``h_0 = 0``, ``h_t = sigma(W h_{t-1} + U x_t + b)``, ``f_t = V h_t + c`` with sigma = ReLU or tanh. The bounds of
 S9-S12 are stated for this model only, so :func:`elman_weights` accepts a single-layer unidirectional

@@ -1,4 +1,4 @@
-"""Empirical risks and generalization gaps with Hoeffding intervals (reference section 8; the S11/S12 checks use them).
+"""Empirical risks and generalization gaps with Hoeffding intervals (docs/method.md, section 8; the S11/S12 checks use them).
 
 For a loss with values in ``[0, M]`` and ``n`` i.i.d. sequences, Hoeffding's inequality gives
 ``P(|mean - Psi| > M sqrt(log(2/delta) / (2n))) <= delta``; the one-sided form uses ``log(1/delta)``.

@@ -1,4 +1,4 @@
-"""The losses of reference section 7 (the psi of S11 and S12), per sequence, in float64 [derived: constants].
+"""The losses of docs/method.md, section 7 (the psi of S11 and S12), per sequence, in float64 [derived: constants].
 
 Every function takes the network's outputs ``f`` of shape ``(n, d_y)`` (many-to-one: the last step)
 or ``(n, T, d_y)`` (many-to-many) and the matching targets, and returns one value per sequence

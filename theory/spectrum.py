@@ -1,6 +1,6 @@
 """Spectrum of the time-mean covariance: degrees of freedom and leverage scores.
 
-Implements section 5 of the reference (``../shared/reference/method.md``):
+Implements section 5 of ``docs/method.md``:
 
 * ``N(lambda) = Tr[Sigma (Sigma + lambda I)^{-1}] = sum_j mu_j / (mu_j + lambda)``  (the paper's
   degrees of freedom; the facts of S7 are derived in ``docs/theory.md``);
