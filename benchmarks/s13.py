@@ -53,8 +53,13 @@ S13_PROTOCOLS: Dict[str, S13Protocol] = {
 
 
 def lambda_sweep(protocol: S13Protocol, rep: int = 0) -> List[dict]:
-    """S12 bound and held-out risk of the pruned student for each lambda, with ``k = ceil(N(lambda))``."""
+    """S12 bound and held-out risk of the pruned student for each lambda, with ``k = ceil(N(lambda))``.
+
+    Each bound is computed at ``delta / len(rel_lams)``: a union bound over the grid, so that the smallest bound of
+    the sweep, which is chosen after seeing the data, is itself a bound at confidence ``1 - delta``. Rows with
+    ``k = m`` keep every unit (no pruning)."""
     setup = protocol.setup
+    kwargs = dict(setup.bound_kwargs(), delta=setup.delta / len(protocol.rel_lams))
     model, x, y = setup.student(protocol.m, protocol.n, rep)
     xt, yt = setup.held_out(rep)
     cov = time_mean_covariance(model.rnn, x)
@@ -66,10 +71,10 @@ def lambda_sweep(protocol: S13Protocol, rep: int = 0) -> List[dict]:
         N = degrees_of_freedom(sigma, lam)
         k = max(1, int(math.ceil(N - 1e-9)))
         pruned = spectral_prune(model, k=k, lam=lam, covariance=cov)
-        b = s12_bound(model.rnn, model.readout, pruned.units, pruned.A, x, y, with_full=False, **setup.bound_kwargs())
+        b = s12_bound(model.rnn, model.readout, pruned.units, pruned.A, x, y, with_full=False, **kwargs)
         test = held_out_losses(pruned.rnn, pruned.readout, xt, yt, setup.task, b.gamma).mean()
-        rows.append(dict(rel_lam=float(rel), dof=N, k=k, bound=b.bound, trivial=b.trivial, bias=b.bias,
-                         estimation=b.estimation.value, test_risk=float(test)))
+        rows.append(dict(rel_lam=float(rel), dof=N, k=k, m=protocol.m, bound=b.bound, trivial=b.trivial, bias=b.bias,
+                         estimation=b.estimation.value, test_risk=float(test), delta=kwargs["delta"]))
     return rows
 
 

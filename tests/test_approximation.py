@@ -105,3 +105,36 @@ def test_s10_bound_is_inf_not_an_error_when_S_rho_overflows():
     short = s10_bound(sigma, J, lam, rnn, head, 4)
     assert math.isfinite(short) and short >= measured_time_mean_error(
         rnn, head, J, reconstruction_matrix(sigma, J, lam), x) * (1 - 1e-8)
+
+
+def test_the_last_step_needs_the_many_to_one_form_of_S10():
+    """Inputs only at t = T (the review's counterexample): the time mean of the deviation is about 1/T of the last
+    step's, so the time-mean S10 bound is no bound for a last-step loss, while the many-to-one form is."""
+    import torch
+
+    from pruning import reconstruction_matrix, select_units, time_mean_covariance
+    from theory import s10_bias_bound, s12_bound
+
+    g = torch.Generator().manual_seed(3)
+    rnn = torch.nn.RNN(2, 8, nonlinearity="tanh", batch_first=True, bias=False, dtype=torch.float64)
+    head = torch.nn.Linear(8, 3, dtype=torch.float64)
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(torch.randn(8, 2, generator=g, dtype=torch.float64) * 2)
+        rnn.weight_hh_l0.mul_(0.2 / torch.linalg.matrix_norm(rnn.weight_hh_l0, ord=2))  # a short memory
+    x = torch.zeros(300, 20, 2, dtype=torch.float64)
+    x[:, -1] = torch.rand(300, 2, generator=g, dtype=torch.float64) - 0.5
+    y = torch.randint(0, 3, (300,), generator=g)
+    sigma = time_mean_covariance(rnn, x).mean()
+    lam = 1e-3 * float(np.trace(sigma)) / 8
+    J = select_units(sigma, 3, lam)
+    A = reconstruction_matrix(sigma, J, lam)
+    last_measured, last_bound = s10_last_step_bound(rnn, head, J, A, x)
+    time_mean_bound = s10_bound(sigma, J, lam, rnn, head, 20)
+    assert last_measured <= last_bound * (1 + 1e-9)
+    assert last_measured > 3 * time_mean_bound  # citing the time-mean form for the last step would be wrong
+    assert measured_time_mean_error(rnn, head, J, A, x) <= time_mean_bound * (1 + 1e-9)
+    assert s10_bias_bound(sigma, J, lam, rnn, head, x, mode="last") == last_bound
+    assert s10_bias_bound(sigma, J, lam, rnn, head, x, mode="mean") == time_mean_bound
+    # S12's measured deviation for a last-step loss is this last-step error, which the right form bounds
+    b = s12_bound(rnn, head, J, A, x, y, mode="last", input_bound=1.0, with_full=False)
+    assert b.mean_squared_deviation == pytest.approx(last_measured, rel=1e-10)

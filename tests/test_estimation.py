@@ -149,11 +149,39 @@ def test_estimation_term_grows_with_parameters_and_shrinks_with_n():
 
 def test_radii_round_up_to_the_grid():
     r = ClassRadii(1.5, 0.0, 3.0, 2.0, 1e-3).rounded_up()
-    assert (r.w, r.b, r.v) == (2.0, 4.0, 2.0) and r.u == RADIUS_GRID[0] and r.c == 2.0**-9
+    assert (r.w, r.b, r.v) == (2.0, 4.0, 4.0) and r.u == RADIUS_GRID[0] and r.c == 2.0**-9  # 2.0 rounds outward
     with pytest.raises(ValueError, match="radii.w"):
         ClassRadii(1e9, 0, 0, 0, 0).rounded_up()
     with pytest.raises(ValueError, match="radii.u"):
         ClassRadii(1.0, -1.0, 0, 0, 0)
+
+
+@given(st.floats(min_value=2.0**-10, max_value=2.0**19))
+def test_radii_round_outward_to_the_smallest_grid_value_above_the_norm(value):
+    r = ClassRadii(value, value, value, value, value).rounded_up()
+    assert r.w >= value * (1 + 1e-9)  # the class contains the network, with room for the norm's round-off
+    assert r.w in set(RADIUS_GRID.tolist())
+    assert r.w / 2 < value * (1 + 1e-9) or r.w == RADIUS_GRID[0]  # and it is the smallest such grid value
+
+
+def test_a_norm_just_above_a_grid_value_never_rounds_down():
+    # the review's case: multiplying by (1 - 1e-12) mapped 2 (1 + 5e-13) to the radius 2
+    assert ClassRadii(2 * (1 + 5e-13), 0, 0, 0, 0).rounded_up().w == 4.0
+    assert ClassRadii(2.0, 0, 0, 0, 0).rounded_up().w == 4.0  # within the margin of round-off: outward
+
+
+def test_targets_beyond_the_target_bound_are_refused():
+    rnn, head, x, labels = _trained_like(0, 4, 3, "relu", 0.9)
+    y = np.zeros((len(labels), 3))
+    y[5] = [0.0, 310.0, 0.0]
+    for bound in (s11_bound, lambda *a, **k: s12_bound(rnn, head, [0, 1], np.eye(4)[:, :2], *a[2:], **k)):
+        with pytest.raises(ValueError, match=r"target_bound: the targets have \|\|y\|\| up to 310 > target_bound = 0.1"):
+            bound(rnn, head, x, y, loss="squared", input_bound=1.0, target_bound=0.1)
+    ok = s11_bound(rnn, head, x, y, loss="squared", input_bound=1.0, target_bound=310.0)
+    assert ok.trivial == 310.0**2
+    ym = np.repeat(y[:, None], 3, axis=1)  # many-to-many targets are checked at every step
+    with pytest.raises(ValueError, match="target_bound"):
+        s11_bound(rnn, head, x, ym, loss="squared", input_bound=1.0, target_bound=300.0, mode="mean")
 
 
 def _trained_like(seed, m, T, nonlinearity, rho, n=40):

@@ -34,6 +34,7 @@ __all__ = [
     "s10_bound",
     "s10_last_step_bound",
     "measured_time_mean_error",
+    "s10_bias_bound",
 ]
 
 
@@ -172,3 +173,18 @@ def s10_last_step_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> Tuple[float
     bound = 2.0 * float(torch.mean(torch.sum((r[:, -1] @ V.T) ** 2, dim=-1))) + _recurrent_term(
         2.0 * v_norm * v_norm, geo, tail)
     return measured, bound
+
+
+def s10_bias_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, x, *, mode: str) -> float:
+    """The S10 bound on the mean squared output deviation that S12's bias term uses, for the loss's ``mode``.
+
+    ``mode="mean"`` (a loss averaged over all steps): the time-mean form :func:`s10_bound`. ``mode="last"`` (a loss
+    on the last step only): the many-to-one form :func:`s10_last_step_bound`. The time-mean form must not be used
+    for the last step, since the time mean can be up to T times smaller than the last step's error. ``sigma`` is
+    the covariance of the states on ``x`` (the training data) and ``A = A_J`` is built from it.
+    """
+    if mode == "mean":
+        return s10_bound(sigma, J, lam, rnn, readout, sequence_inputs(x, rnn.input_size).shape[1])
+    if mode == "last":
+        return s10_last_step_bound(rnn, readout, J, reconstruction_matrix(sigma, J, lam), x)[1]
+    raise ValueError(f"mode: expected one of ('last', 'mean'), got {mode!r}")

@@ -58,6 +58,9 @@ __all__ = [
 RADIUS_GRID = 2.0 ** np.arange(-10, 21)  # 31 radii per parameter group, 2^-10 .. 2^20
 GAMMA_GRID = 2.0 ** np.arange(-6, 7)  # 13 margin scales, 1/64 .. 64
 EPS_STEPS = 4096  # eps = B 2^-j, j = 0 .. 4095
+#: Relative margin by which a computed norm is raised before it is rounded up to the radius grid: it exceeds the
+#: relative round-off of a float64 norm of up to millions of entries, so the true norm lies within the radius.
+NORM_MARGIN = 1e-9
 _LOG2 = math.log(2.0)
 
 _COUNT = Integer(1, None)
@@ -89,10 +92,14 @@ class ClassRadii:
         return math.sqrt(sum(v * v for v in asdict(self).values()))
 
     def rounded_up(self) -> "ClassRadii":
-        """Each radius rounded up to the fixed grid ``RADIUS_GRID`` (a union-bound cell)."""
+        """Each radius rounded up to the fixed grid ``RADIUS_GRID`` (a union-bound cell).
+
+        Rounding is outward: the radius is first raised by ``NORM_MARGIN`` (relative), which covers the round-off
+        of a computed float64 norm, and then mapped to the smallest grid value at least as large. A norm just above
+        a grid value therefore never rounds down to it."""
         out = {}
         for name, value in asdict(self).items():
-            idx = int(np.searchsorted(RADIUS_GRID, value * (1 - 1e-12)))
+            idx = int(np.searchsorted(RADIUS_GRID, value * (1 + NORM_MARGIN), side="left"))
             if idx >= RADIUS_GRID.size:
                 raise ValueError(f"radii.{name}: {value:.4g} exceeds the largest grid radius {RADIUS_GRID[-1]:.4g}")
             out[name] = float(RADIUS_GRID[idx])
@@ -377,6 +384,22 @@ _BOUND_ARGS = dict(loss=Options(LOSS_NAMES), input_bound=POSITIVE, delta=PROBABI
                    target_bound=OrNone(NON_NEGATIVE), gamma=OrNone(POSITIVE), eps=OrNone(POSITIVE))
 
 
+def _check_targets(y, target_bound: float) -> None:
+    """S11 for the squared loss needs ``||y|| <= R_y`` almost surely; training targets beyond it are refused."""
+    biggest = float(np.max(np.linalg.norm(as_float64_array(y, "y"), axis=-1)))
+    if biggest > target_bound * (1 + 1e-9):
+        raise ValueError(f"target_bound: the targets have ||y|| up to {biggest:.4g} > target_bound = {target_bound:.4g};"
+                         " the squared-loss bound needs an almost-sure bound on the target norm")
+
+
+def _check_bound_args(y, **values) -> dict:
+    """The declared arguments of S11/S12, and for the squared loss its target bound against the targets."""
+    p = check_params(_BOUND_ARGS, **values)
+    if p["loss"] == "squared":
+        _check_targets(y, _need_target_bound(p["target_bound"]))
+    return p
+
+
 def _bounded_inputs(x, input_size: int, input_bound: float) -> torch.Tensor:
     """The inputs as a float64 tensor (validated as for S9/S10), checked against S11's ``R_x``."""
     xt = sequence_inputs(x, input_size)
@@ -427,8 +450,8 @@ def s11_bound(rnn: nn.RNN, readout: nn.Linear, x, y, *, loss: str = "margin", in
     The radii are the network's norms rounded up to ``RADIUS_GRID``; the union bound pays
     ``5 log |RADIUS_GRID|`` for that choice.
     """
-    p = check_params(_BOUND_ARGS, loss=loss, input_bound=input_bound, delta=delta, mode=mode,
-                     target_bound=target_bound, gamma=gamma, eps=eps)
+    p = _check_bound_args(y, loss=loss, input_bound=input_bound, delta=delta, mode=mode, target_bound=target_bound,
+                          gamma=gamma, eps=eps)
     w = elman_weights(rnn, readout)
     xt = _bounded_inputs(x, rnn.input_size, p["input_bound"])
     f = _mode_outputs(w.outputs(xt), p["mode"]).numpy()
@@ -480,12 +503,13 @@ def s12_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x, y, *, loss: str = "margi
     network of section 4 (``W# = W_{J,:} A``, ``V# = V A``), built on the training data.
     With ``with_full`` the full network's own S11 bound (k = m) is computed too, at the same delta.
 
-    For the squared loss the bias term uses the Lipschitz constant of ``||y - f||^2`` between the
-    two networks' outputs on the training data, ``max (2||y|| + ||f|| + ||f#||)``, measured
-    (``docs/theory.md``, S12).
+    For the squared loss the bias term's constant is the smaller of the class constant ``2 sqrt(M#)`` and the
+    measured ``max (2||y|| + ||f|| + ||f#||)`` over the training data; both are valid (``docs/theory.md``, S12).
+    ``mean_squared_deviation`` is measured; S10 bounds it (its time-mean form for ``mode="mean"``, its last-step
+    form for ``mode="last"``: :func:`theory.approximation.s10_bias_bound`).
     """
-    p = check_params(_BOUND_ARGS, loss=loss, input_bound=input_bound, delta=delta, mode=mode,
-                     target_bound=target_bound, gamma=gamma, eps=eps)
+    p = _check_bound_args(y, loss=loss, input_bound=input_bound, delta=delta, mode=mode, target_bound=target_bound,
+                          gamma=gamma, eps=eps)
     spec = LOSSES[p["loss"]]
     w = elman_weights(rnn, readout)
     units, _, small = compressed_weights(w, J, A)
@@ -500,8 +524,10 @@ def s12_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x, y, *, loss: str = "margi
     k = int(units.numel())
     problem = _inputs_for(small, xt, spec, k=k, n=int(xt.shape[0]), T=int(xt.shape[1]), p=p,
                           radii=_radii_of(small.W, small.U, small.b, small.V, small.c).rounded_up())
+    # squared loss: both the class constant 2 sqrt(M#) (valid for the one-sided step S12 needs) and the measured
+    # max(2||y|| + ||f|| + ||f#||) bound psi(y, f#) - psi(y, f) by c ||f - f#|| (docs/theory.md, S12); take the smaller
     best = problem.best(lambda g: float(spec.values(f, y, g).mean()),
-                        lambda g, rho_psi: (lip if spec.name == "squared" else rho_psi) * math.sqrt(msd))
+                        lambda g, rho_psi: (min(lip, rho_psi) if spec.name == "squared" else rho_psi) * math.sqrt(msd))
     pruned_risk = float(spec.values(f_s, y, best.gamma).mean())
     full = _s11_from_outputs(w, f, y, xt, p) if with_full else None  # the full outputs f are already at hand
     return CompressionBound(bound=best.bound, full_train_risk=best.train_risk, pruned_train_risk=pruned_risk,
