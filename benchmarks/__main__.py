@@ -116,10 +116,16 @@ def main(argv=None) -> int:
         print(f"wrote {info['train']} train and {info['test']} test images (from {info['source']}) to {args.out}")
         return 0
     if args.command == "nonvacuous":
-        from benchmarks.nonvacuous import run_nonvacuous
+        import time
 
+        from benchmarks.nonvacuous import run_nonvacuous
+        from benchmarks.runrecord import append_invocation, command_line, utc_now
+
+        t0, started = time.perf_counter(), utc_now()
         run_nonvacuous(args.out, widths=args.widths, sizes=args.sizes, seeds=args.seeds,
                        progress=not args.no_progress)
+        append_invocation(args.out, command=command_line(list(argv if argv is not None else sys.argv[1:])),
+                          started=started, wall_s=time.perf_counter() - t0)
         print((args.out / "nonvacuous.md").read_text())
         return 0
     if args.command == "reproduce":

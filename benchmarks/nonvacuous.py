@@ -189,9 +189,9 @@ def _f(r: Dict, name: str) -> float:
 def nonvacuous_table(rows: Sequence[Dict]) -> str:
     """Markdown table of the rows, one per (m, n, seed), and a closing sentence on the target."""
     ci = f"{100 * float(rows[0]['confidence']):g}% CI" if rows else "CI"
-    lines = [f"| m | n | full S11 bound (train + estimation) | full test error [{ci}] | k | pruned S12 bound "
+    lines = [f"| m | n | seed | full S11 bound (train + estimation) | full test error [{ci}] | k | pruned S12 bound "
              f"(train + bias + estimation) | pruned test error [{ci}] | bound below measured? |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (int(r["m"]), int(r["n"]), int(r["seed"]))):
         full = f"{_f(r, 'full_bound'):.3f} ({_f(r, 'full_train_risk'):.3f} + {_f(r, 'full_estimation'):.3f})"
         pr = (f"{_f(r, 'pruned_bound'):.3f} ({_f(r, 'pruned_train_risk'):.3f} + {_f(r, 'pruned_bias'):.3f} + "
@@ -200,7 +200,7 @@ def nonvacuous_table(rows: Sequence[Dict]) -> str:
         pe = (f"{_f(r, 'pruned_test_error'):.4f} [{_f(r, 'pruned_test_error_lo'):.4f}, "
               f"{_f(r, 'pruned_test_error_hi'):.4f}]")
         bad = str(r["violation"]) in ("True", "true", "1")
-        lines.append(f"| {r['m']} | {r['n']} | {full}{' (vacuous)' if _f(r, 'full_bound') >= 1 else ''} | {fe} | "
+        lines.append(f"| {r['m']} | {r['n']} | {r['seed']} | {full}{' (vacuous)' if _f(r, 'full_bound') >= 1 else ''} | {fe} | "
                      f"{r['k']} | {pr}{' (vacuous)' if _f(r, 'pruned_bound') >= 1 else ''} | {pe} | "
                      f"{'**VIOLATION**' if bad else 'no'} |")
     met = [r for r in rows if _f(r, "pruned_bound") < 0.5 and _f(r, "full_bound") > 1.0]
@@ -221,7 +221,8 @@ def nonvacuous_table(rows: Sequence[Dict]) -> str:
 
 
 def draw_nonvacuous(rows: Sequence[Dict], *, wide: bool = False):
-    """Figure 6: bound vs n for the full and the pruned student per width, with the measured test errors."""
+    """Figure 6: bound vs n for the full and the pruned student per width, with the measured test errors (median over
+    seeds, their range as error bars)."""
     from benchmarks.figures import DOUBLE_COLUMN, SINGLE_COLUMN, legend_below, plt_and_sns
 
     plt, sns = plt_and_sns()
@@ -229,16 +230,17 @@ def draw_nonvacuous(rows: Sequence[Dict], *, wide: bool = False):
     widths = sorted({int(r["m"]) for r in rows})
     palette = sns.color_palette("colorblind", max(2, len(widths)))
     for color, m in zip(palette, widths):
-        rs = sorted((r for r in rows if int(r["m"]) == m), key=lambda r: int(r["n"]))
-        n = [int(r["n"]) for r in rs]
-        ax.plot(n, [_f(r, "full_bound") for r in rs], "o-", color=color, label=f"S11 bound, full $m={m}$")
-        ax.plot(n, [_f(r, "pruned_bound") for r in rs], "s--", color=color, label=f"S12 bound, pruned from $m={m}$")
-        err = np.array([[_f(r, "pruned_test_error") - _f(r, "pruned_test_error_lo"),
-                         _f(r, "pruned_test_error_hi") - _f(r, "pruned_test_error")] for r in rs]).T
-        ax.errorbar(n, [_f(r, "pruned_test_error") for r in rs], yerr=err, fmt="^:", color=color, alpha=0.8,
-                    label=f"test error, pruned from $m={m}$")
-        ax.plot(n, [_f(r, "full_test_error") for r in rs], "x:", color=color, alpha=0.8,
-                label=f"test error, full $m={m}$")
+        ns = sorted({int(r["n"]) for r in rows if int(r["m"]) == m})
+        for key, fmt, label in (("full_bound", "o-", f"S11 bound, full $m={m}$"),
+                                ("pruned_bound", "s--", f"S12 bound, pruned from $m={m}$"),
+                                ("full_test_error", "x:", f"test error, full $m={m}$"),
+                                ("pruned_test_error", "^:", f"test error, pruned from $m={m}$")):
+            # median over seeds, the seeds' range as error bars
+            vals = [[_f(r, key) for r in rows if int(r["m"]) == m and int(r["n"]) == n] for n in ns]
+            med = np.array([np.median(v) for v in vals])
+            err = np.array([[med[i] - min(v), max(v) - med[i]] for i, v in enumerate(vals)]).T
+            ax.errorbar(ns, med, yerr=err, fmt=fmt, color=color, capsize=2, elinewidth=0.7, label=label,
+                        alpha=1.0 if "bound" in key else 0.8)
     ax.axhline(1.0, color="grey", lw=1, label="trivial level")
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")

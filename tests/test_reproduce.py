@@ -292,7 +292,7 @@ def test_nonvacuous_study_rows_resume_and_report(tmp_path):
     for name in ("nonvacuous.png", "nonvacuous.pdf", "nonvacuous-wide.png", "nonvacuous-wide.pdf"):
         assert (tmp_path / "figures" / name).stat().st_size > 0
     section = "\n".join(nonvacuous_section(tmp_path))
-    assert "| 8 | 300 |" in section and "Figure 6" in section
+    assert "| 8 | 300 | 0 |" in section and "Figure 6" in section
     assert nonvacuous_section(tmp_path / "empty") == []
 
 
