@@ -296,8 +296,10 @@ def test_nonvacuous_study_rows_resume_and_report(tmp_path):
     assert nonvacuous_section(tmp_path / "empty") == []
 
 
-KILLABLE = Preset("killable", hidden_sizes=(12,), ks=(3, 6), seeds=tuple(range(10)), dense_baseline=False,
-                  train=TrainConfig(epochs=1, batch_size=128))
+# 30 networks of about 0.2 s each: long enough that three kills, each at most 0.8 s after a row lands, stop the
+# sweep part-way on a fast machine too
+KILLABLE = Preset("killable", hidden_sizes=(12,), ks=(3, 6), seeds=tuple(range(30)), dense_baseline=False,
+                  train=TrainConfig(epochs=4, batch_size=128))
 _RUN = (
     "import sys\n"
     "from tests.test_reproduce import KILLABLE\n"
@@ -337,9 +339,10 @@ def test_a_sweep_killed_at_any_moment_leaves_a_whole_table_and_resumes(tmp_path)
         for r in rows:  # rows written earlier are never rewritten with other values
             assert seen.setdefault(r["row_key"], r["test_accuracy"]) == r["test_accuracy"]
     before = {r["row_key"]: r["seconds"] for r in read_results(out / "results.csv")}
-    assert 0 < len(before) < 10 * (1 + 9 * 2)  # killed part-way
+    total = len(KILLABLE.seeds) * (1 + 9 * 2)
+    assert 0 < len(before) < total  # killed part-way
     final = run_reproduce(KILLABLE, out, progress=False, log=lambda s: None)
-    assert len(final) == 10 * (1 + 9 * 2) and len({r["row_key"] for r in final}) == len(final)
+    assert len(final) == total and len({r["row_key"] for r in final}) == len(final)
     assert all(r["seconds"] == before[r["row_key"]] for r in final if r["row_key"] in before)  # not recomputed
     assert not list(out.glob(".*.tmp")) and not list((out / "checkpoints").glob(".*.tmp"))
 
