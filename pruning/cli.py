@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reconstruct", action="store_true", help="slice the weights instead of using A_J")
     p.add_argument("--seed", type=int, default=None, help="randomness of leverage/random selection")
     p.add_argument("--batch-size", type=int, default=256, help="sequences per batch of the covariance pass")
+    p.add_argument("--precision", choices=("float32", "float64"), default="float32",
+                   help="each batch's Gram matrix in float32 (float32 models; summed in float64) or float64")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true")
     return parser
@@ -229,7 +231,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = dict(k=args.k, ratio=args.ratio, target_dof=args.target_dof, lam=args.lam, rel_lam=args.rel_lam,
                     theta=args.theta, Z=args.Z, method=args.method, reconstruct=not args.no_reconstruct,
-                    seed=args.seed, covariance_mode=args.covariance_mode, batch_size=args.batch_size)
+                    seed=args.seed, covariance_mode=args.covariance_mode, batch_size=args.batch_size,
+                    precision=args.precision)
     if args.target is not None:
         settings.update(target=args.target, criterion=args.criterion, holdout=args.holdout, search=args.search)
         settings.pop("covariance_mode")

@@ -17,12 +17,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from theory._validation import Integer
+from theory._validation import Integer, Options
 
 __all__ = ["CovarianceStats", "time_mean_covariance", "layer_covariances", "iter_input_batches", "model_device",
-           "batch_dim", "progress_bar"]
+           "batch_dim", "progress_bar", "PRECISIONS"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
+#: How each batch's Gram matrix is formed (see :meth:`CovarianceStats.update`).
+PRECISIONS = ("float32", "float64")
+PRECISION = Options(PRECISIONS)
+
+
+def _gram_float32(H: torch.Tensor) -> torch.Tensor:
+    """``H^T H`` of float32 states (rows x m) in float32, from its upper triangle: four block rows
+    ``H[:, I]^T H[:, I:]`` (5/8 of the multiply-adds of a general product), then mirrored. Torch's own kernels on any
+    device: calling a second BLAS (SciPy's ``ssyrk``) between torch's operations made both slower here, because
+    their thread pools compete for the same cores."""
+    m = H.shape[1]
+    if m < 128:
+        return H.T @ H
+    step = -(-m // 4)
+    upper = torch.empty(m, m, dtype=H.dtype, device=H.device)
+    for i in range(0, m, step):
+        upper[i:i + step, i:] = H[:, i:i + step].T @ H[:, i:]
+    return upper.triu() + upper.triu(1).T  # the lower triangle was never written: take it from the upper
 
 
 @dataclass
@@ -71,15 +89,26 @@ class CovarianceStats:
             raise ValueError(f"other: width {other.width} differs from {self.width}")
         return CovarianceStats(self.outer_sum + other.outer_sum.to(self.outer_sum.device), self.count + other.count)
 
-    def update(self, states: torch.Tensor, name: str = "states") -> "CovarianceStats":
-        """Add a batch of states (..., m), in place: ``outer_sum += H^T H`` in float64, ``count += rows``.
+    def update(self, states: torch.Tensor, name: str = "states", *, precision: str = "float32") -> "CovarianceStats":
+        """Add a batch of states (..., m), in place: ``outer_sum += H^T H``, ``count += rows``.
+
+        ``precision="float32"`` (the default) forms each batch's Gram matrix in float32 when the states are float32 or
+        narrower (its upper triangle only, :func:`_gram_float32`) and adds it to the float64 running sum; float64 states always get a float64 product. ``"float64"`` converts the states and
+        forms the product in float64. The float32 product of a batch of ``n_b`` states differs from the float64 one
+        by at most ``gamma(n_b) (|H|^T |H|)_ij`` entrywise, ``gamma(n) = n u / (1 - n u)``, ``u = 2^-24``
+        (docs/numerics.md); across batches the sums are float64.
 
         A NaN or inf state makes its column's sum of squares non-finite, so the m diagonal entries of the running
         sum are checked instead of every state; the error names ``name``."""
-        H = states.reshape(-1, states.shape[-1]).to(device=self.outer_sum.device, dtype=torch.float64)
+        H = states.reshape(-1, states.shape[-1])
         if H.shape[1] != self.width:
             raise ValueError(f"{name}: expected states of width {self.width}, got {H.shape[1]}")
-        self.outer_sum.addmm_(H.T, H)
+        H = H.to(self.outer_sum.device)
+        if PRECISION.check(precision, "precision") == "float32" and H.dtype != torch.float64:
+            self.outer_sum += _gram_float32(H.to(torch.float32))
+        else:
+            H = H.to(torch.float64)
+            self.outer_sum.addmm_(H.T, H)
         self.count += H.shape[0]
         if not torch.isfinite(self.outer_sum.diagonal()).all():
             raise ValueError(f"{name}: contain NaN or inf")
@@ -91,9 +120,10 @@ class CovarianceStats:
         return cls(torch.zeros(m, m, dtype=torch.float64, device=device), 0)
 
     @classmethod
-    def from_states(cls, states: Any, name: str = "states") -> "CovarianceStats":
+    def from_states(cls, states: Any, name: str = "states", *, precision: str = "float64") -> "CovarianceStats":
         """Statistics of hidden states already computed: any array (..., m), every leading index one
-        state (sequences x time steps). Accumulated in float64."""
+        state (sequences x time steps). The product is float64 by default (these states are not the cost of a pass;
+        ``precision="float32"`` as in :meth:`update`)."""
         H = _as_tensor(states, name)
         if H.ndim < 1 or H.shape[-1] < 1:
             raise ValueError(f"{name}: expected hidden states of shape (..., m) with m >= 1, got {tuple(H.shape)}")
@@ -101,7 +131,7 @@ class CovarianceStats:
             raise TypeError(f"{name}: expected real floating-point states, got {H.dtype}")
         if H.numel() == 0:
             raise ValueError(f"{name}: no states; expected at least one")
-        return cls.zeros(H.shape[-1], device=H.device).update(H, name)
+        return cls.zeros(H.shape[-1], device=H.device).update(H, name, precision=precision)
 
 
 def model_device(module: nn.Module) -> torch.device:
@@ -169,6 +199,7 @@ def time_mean_covariance(
     batch_size: int = 256,
     input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     progress: bool = False,
+    precision: str = "float32",
 ) -> CovarianceStats:
     """Accumulate the time-mean covariance of an RNN's hidden states in one streaming pass (section 2).
 
@@ -187,6 +218,8 @@ def time_mean_covariance(
         Applied to each input batch before the RNN (e.g. an embedding lookup for token ids).
     progress : bool
         Show a progress bar.
+    precision : {"float32", "float64"}
+        How each batch's Gram matrix is formed before it joins the float64 sum (:meth:`CovarianceStats.update`).
 
     Returns
     -------
@@ -205,13 +238,13 @@ def time_mean_covariance(
         raise ValueError("rnn: expected a single-layer unidirectional module (num_layers=1, bidirectional=False); "
                          "use pruning.layer_covariances for stacked or bidirectional modules")
     return layer_covariances([rnn], data, device=device, batch_size=batch_size,
-                             input_transform=input_transform, progress=progress)[0][0]
+                             input_transform=input_transform, progress=progress, precision=precision)[0][0]
 
 
 def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Optional[Sequence[int]] = None,
                       device=None, batch_size: int = 256,
                       input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                      progress: bool = False) -> List[List[CovarianceStats]]:
+                      progress: bool = False, precision: str = "float32") -> List[List[CovarianceStats]]:
     """Time-mean covariances of every layer-direction's output states in one streaming pass (section 2).
 
     ``layers`` are single-layer modules run one after the other (:func:`pruning.modules.as_layers`). Returns, for
@@ -219,6 +252,7 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
     float64 whatever the modules' dtype; memory is O(batch x T x width + width^2).
     """
     layers = list(layers)
+    precision = PRECISION.check(precision, "precision")
     collect = list(range(len(layers))) if collect is None else list(collect)
     here = model_device(layers[0])
     device = torch.device(device) if device is not None else here
@@ -255,7 +289,7 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
                 for d in range(D):
                     stats[l][d].update(states[:, d * m:(d + 1) * m],
                                        f"data: the hidden states of batch {i} (layer {l}; the network diverges on "
-                                       f"it)")
+                                       f"it)", precision=precision)
     if not stats[collect[0]][0].count:
         raise ValueError("data: no data; expected at least one non-empty batch of sequences")
     return [stats[l] for l in collect]

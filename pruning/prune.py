@@ -7,7 +7,7 @@ import math
 from typing import Any, Optional
 
 from pruning.compress import compress_layer, compress_readout
-from pruning.covariance import BATCH_SIZE
+from pruning.covariance import BATCH_SIZE, PRECISION
 from pruning.modules import as_layers, assemble, split_model
 from pruning.result import PruneResult
 from pruning.steps import (COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES, LayerStatistics,
@@ -45,6 +45,7 @@ def spectral_prune(
     holdout: float = 0.25,
     holdout_data: Any = None,
     search: str = "bisect",
+    precision: str = "float32",
 ) -> PruneResult:
     """Prune the hidden units of a trained recurrent network by spectral pruning (Furuya et al., 2022).
 
@@ -82,8 +83,9 @@ def spectral_prune(
         below are compressed, so layer l is pruned for the inputs it will really receive; one pass
         over ``data`` per layer. ``"original"`` measures every layer on the uncompressed network in
         one pass. docs/results.md has the measurement behind the default.
-    batch_size, device, progress
-        Passed to the covariance pass (:func:`pruning.layer_covariances`).
+    batch_size, device, progress, precision
+        Passed to the covariance pass (:func:`pruning.layer_covariances`); ``precision`` is how each batch's Gram
+        matrix is formed before the float64 sum (``"float32"`` for float32 networks, or ``"float64"``).
     target : float, optional
         Instead of a width: the smallest k (the same in every layer, capped at its width) whose relative
         approximation error is at most ``target`` (:func:`pruning.prune_to_target`; greedy method,
@@ -103,12 +105,13 @@ def spectral_prune(
                                holdout_data=holdout_data, search=search, k=k, ratio=ratio, target_dof=target_dof,
                                lam=lam, rel_lam=rel_lam, theta=theta, Z=Z, method=method, reconstruct=reconstruct,
                                seed=seed, covariance=covariance, batch_size=batch_size, device=device,
-                               progress=progress)
+                               progress=progress, precision=precision)
     rnn, readout, model = split_model(model_or_rnn)
     settings = PruneSettings.checked(theta=theta, Z=Z, method=method, reconstruct=reconstruct, lam=lam,
                                      rel_lam=rel_lam, seed=seed)
     covariance_mode = _MODE.check(covariance_mode, "covariance_mode")
     batch_size = BATCH_SIZE.check(batch_size, "batch_size")
+    precision = PRECISION.check(precision, "precision")
     layers = as_layers(rnn)
     widths = [layer.hidden_size for layer in layers]
     ks, dofs = plan_widths(widths, k=k, ratio=ratio, target_dof=target_dof)
@@ -117,7 +120,7 @@ def spectral_prune(
     timings = Timings()
     statistics = LayerStatistics(layers, data, covariance=covariance, mode=covariance_mode, batch_size=batch_size,
                                  device=device, input_transform=getattr(model, "rnn_inputs", None),
-                                 progress=progress, timings=timings)
+                                 progress=progress, timings=timings, precision=precision)
     consumers = consumer_weights(layers, readout)
     L, D = len(layers), statistics.D
     new_layers, results, below = [], [], None

@@ -101,7 +101,8 @@ def _s10_relative(rnn, readout, sigma, units, lam, T) -> float:
 
 def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: str = "measured",
                     holdout: float = 0.25, holdout_data: Any = None, search: str = "bisect", seed=None,
-                    batch_size: int = 256, device=None, progress: bool = False, **settings) -> PruneResult:
+                    batch_size: int = 256, device=None, progress: bool = False, precision: str = "float32",
+                    **settings) -> PruneResult:
     """The smallest k (same for every layer, at most its width) whose error criterion is ``<= target``.
 
     See the module docstring for the criteria. ``settings`` are the selection settings of
@@ -144,7 +145,8 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     widths = [layer.hidden_size for layer in layers]
     timings = Timings()
     statistics = LayerStatistics(layers, calib, mode="original", batch_size=batch_size, device=device,
-                                 input_transform=transform, progress=progress, timings=timings)
+                                 input_transform=transform, progress=progress, timings=timings,
+                                 precision=precision)
     consumers = consumer_weights(layers, readout)
     D = statistics.D
     # one greedy run to every layer's full width: the order of every layer-direction (greedy is nested, S4)

@@ -90,3 +90,39 @@ def test_errors_name_the_problem():
         time_mean_covariance(rnn, torch.ones(1, 1, 2, dtype=torch.float64), batch_size=0)
     with pytest.raises(ValueError, match="no states"):
         CovarianceStats.zeros(3).mean()
+
+
+@pytest.mark.parametrize("cell, m", [("RNN", 40), ("LSTM", 160), ("GRU", 300)])
+def test_float32_products_stay_within_their_round_off_bound(cell, m):
+    """Per batch, the float32 Gram of n_b float32 states is within gamma(n_b) (|H|^T |H|)_ij of the exact one,
+    gamma(n) = n u / (1 - n u), u = 2^-24 (docs/numerics.md); the batches add up in float64."""
+    torch.manual_seed(1)
+    rnn = getattr(torch.nn, cell)(3, m, batch_first=True)
+    x = torch.randn(48, 25, 3)
+    batch_size = 16
+    f32 = time_mean_covariance(rnn, x, batch_size=batch_size)
+    f64 = time_mean_covariance(rnn, x, batch_size=batch_size, precision="float64")
+    assert f32.count == f64.count == 48 * 25
+    with torch.no_grad():
+        H = rnn(x)[0].reshape(-1, m).double()
+    n_b = batch_size * 25
+    u = 2.0 ** -24
+    gamma = n_b * u / (1 - n_b * u)
+    bound = gamma * (H.abs().T @ H.abs())
+    err = (f32.outer_sum - f64.outer_sum).abs()
+    assert bool((err <= bound + 1e-300).all())
+    # and the float64 path is the exact float64 sum of the states' outer products
+    torch.testing.assert_close(f64.outer_sum, H.T @ H, rtol=1e-12, atol=1e-12)
+    # in practice the error is far below the worst case
+    assert float((err / bound.clamp_min(1e-300)).max()) < 0.05
+
+
+def test_precision_is_checked_and_float64_states_keep_float64_products():
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(2, 8, batch_first=True, dtype=torch.float64)
+    x = torch.randn(10, 5, 2, dtype=torch.float64)
+    a = time_mean_covariance(rnn, x, precision="float32")
+    b = time_mean_covariance(rnn, x, precision="float64")
+    assert torch.equal(a.outer_sum, b.outer_sum)  # nothing is rounded to float32 for a float64 network
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        time_mean_covariance(rnn, x, precision="half")

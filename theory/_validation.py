@@ -179,7 +179,9 @@ def as_float64_array(x: Any, name: str) -> np.ndarray:
         a = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__}") from exc
-    if not np.all(np.isfinite(a)):
+    # a finite sum proves every entry finite in one pass without a temporary; only an overflowing sum of finite
+    # entries needs the elementwise test
+    if not np.isfinite(a.sum()) and not np.all(np.isfinite(a)):
         raise ValueError(f"{name}: contains NaN or inf")
     return a
 
@@ -197,9 +199,12 @@ def as_covariance_matrix(sigma: Any, name: str = "sigma") -> np.ndarray:
         raise ValueError(f"{name}: expected a square (m, m) matrix, got shape {s.shape}")
     if s.shape[0] == 0:
         raise ValueError(f"{name}: expected m >= 1 hidden units, got an empty matrix")
-    scale = max(float(np.max(np.abs(s))), np.finfo(np.float64).tiny)
-    if float(np.max(np.abs(s - s.T))) > 1e-8 * scale:
+    scale = max(float(s.max()), -float(s.min()), np.finfo(np.float64).tiny)
+    asym = s - s.T  # the one m x m temporary: it becomes the symmetrised result
+    if max(float(asym.max()), -float(asym.min())) > 1e-8 * scale:
         raise ValueError(f"{name}: expected a symmetric matrix (a covariance)")
     if np.any(np.diag(s) < -1e-12 * scale):
         raise ValueError(f"{name}: a covariance has a non-negative diagonal; got a negative entry")
-    return 0.5 * (s + s.T)
+    asym *= -0.5
+    asym += s  # s - (s - s^T) / 2 = (s + s^T) / 2
+    return asym
