@@ -1,5 +1,6 @@
-"""Restructuring must not change results: the cases of ``tests/regression_cases.py`` against the outputs the code
-gave before the restructuring (``tests/data/regression_before_restructure.json``, which names its commit).
+"""Reorganising or speeding up the code must not change results: the cases of ``tests/regression_cases.py`` against
+the outputs recorded in ``tests/data/regression_fixture.json`` (which names its commit; the history of the fixture is
+in ``regression_cases.py``).
 
 Integers, unit sets and method labels must be equal; floats agree to 1e-9 relative (the same operations in the
 same order give the same bits; the tolerance only allows a reordered float64 sum)."""
@@ -35,11 +36,11 @@ def _compare(before, after, path="cases"):
 
 @pytest.fixture(scope="module")
 def cases():
-    stored = json.loads((Path(__file__).parent / "data" / "regression_before_restructure.json").read_text())
+    stored = json.loads((Path(__file__).parent / "data" / "regression_fixture.json").read_text())
     return stored["cases"], compute_cases()
 
 
 @pytest.mark.parametrize("part", ["selection", "prune", "bounds", "reproduce"])
-def test_outputs_are_those_of_the_code_before_the_restructuring(cases, part):
+def test_outputs_are_those_recorded_in_the_fixture(cases, part):
     before, after = cases
     _compare(before[part], after[part], part)
