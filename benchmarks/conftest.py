@@ -17,6 +17,18 @@ def timed(fn, repeat: int = 3) -> float:
     return best
 
 
+def timed_interleaved(fns, repeat: int = 5):
+    """Best wall time of each function, the calls interleaved (f, g, h, f, g, h, ...) so that a slow phase of a shared
+    machine hits every function alike."""
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
 def inference_times(benchmark, full, pruned, x, repeat: int = 5):
     """Best many-to-one forward times of the ``(rnn, readout)`` pairs ``full`` and ``pruned`` on ``x``; the
     pruned pair also goes through pytest-benchmark. Returns ``(t_full, t_pruned)``."""

@@ -8,6 +8,8 @@ augmented ordinary least-squares problems with ``numpy.linalg.lstsq`` (SVD based
 import numpy as np
 import torch
 
+from benchmarks.reference_greedy import greedy_dense_rank_one  # noqa: F401  (the greedy the factored one replaced)
+
 
 def random_psd(rng, m, rank=None, decay=None):
     """A random PSD matrix (m x m): Gram matrix of Gaussian rows, optionally low rank or with eigen-decay."""
@@ -72,22 +74,3 @@ def make_rnn(m, d_x=2, d_y=3, nonlinearity="relu", rho=None, seed=0, dtype=torch
         head.weight.copy_(torch.randn(d_y, m, generator=g, dtype=dtype) / np.sqrt(m))
     return rnn, head
 
-
-def greedy_dense_rank_one(sigma, k, tau, theta=0.0, Z=None):
-    """S4 greedy with the full m x m rank-one updates of R and P = R M R (the project's implementation before the
-    factored one): O(m^2) memory traffic in three outer products per step. Reference for the factored greedy."""
-    m = sigma.shape[0]
-    R = np.array(sigma, dtype=np.float64, copy=True)
-    extra = None if Z is None or theta == 0.0 else theta * (np.asarray(Z).T @ np.asarray(Z))
-    P = R @ R if extra is None else R @ R + R @ extra @ R
-    selected, available = [], np.ones(m, dtype=bool)
-    for _ in range(k):
-        gain = np.where(available, np.diag(P) / (np.diag(R) + tau), -np.inf)
-        j = int(np.argmax(gain))
-        selected.append(j)
-        available[j] = False
-        r, p, s = R[:, j].copy(), P[:, j].copy(), R[j, j] + tau
-        P -= (np.outer(p, r) + np.outer(r, p)) / s
-        P += (p[j] / (s * s)) * np.outer(r, r)
-        R -= np.outer(r, r) / s
-    return selected

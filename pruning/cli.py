@@ -1,16 +1,11 @@
-"""Command line: prune a saved model, ``python -m pruning prune --checkpoint model.pt --data x.pt --k 64``.
+"""Command line: prune a saved model, ``python -m pruning prune --checkpoint W --model F --data X --k 64 --out P``.
 
-The checkpoint is a pickled ``torch.save`` of either a model with ``.rnn`` and ``.readout`` attributes
-(optionally ``rnn_inputs(x)``, e.g. an embedding for token ids) or a pair ``(rnn, readout)``. Loading a
-pickled module runs code from the file, so only prune checkpoints you trust. The calibration data is a
-``torch.save`` of the inputs (a tensor of all sequences, a list of batch tensors, a tuple whose first
-item is the inputs, or a dict with key ``inputs``); or, with ``--states``, hidden states already
-computed (one tensor (..., m) for a single layer-direction, or a list per layer of lists per direction).
-
-The pruned model is written (atomically) in the form it was read, so ``torch.load`` gives it back, and a
-JSON summary beside it: kept units per layer and direction, information losses, N(lambda), lambda,
-parameters and multiply-accumulates before and after, the module's constructor settings (to rebuild it
-for ``load_state_dict``), timings and every setting used.
+The checkpoint is read without running code from it (:mod:`pruning.serialization`): weights (``.safetensors`` or a
+``torch.save`` of a state_dict) go into the model that ``--model package.module:factory`` builds; a pickled model is
+read only with ``--trust-checkpoint``. The calibration data is a ``torch.save`` of the inputs (read with
+``weights_only=True``); or, with ``--states``, hidden states already computed (one tensor (..., m) for a single
+layer-direction, or a list per layer of lists per direction). The pruned weights are written as safetensors with a
+JSON description of the architecture and a summary of the pruning (``--pickle``: a torch pickle instead).
 """
 
 from __future__ import annotations
@@ -29,17 +24,24 @@ __all__ = ["main", "prune_checkpoint", "load_calibration"]
 
 DESCRIPTION = """Prune a saved RNN, LSTM or GRU by spectral pruning.
 
-  python -m pruning prune --checkpoint model.pt --data calibration.pt --k 64 --out pruned.pt
+  python -m pruning prune --checkpoint weights.safetensors --model mypackage.models:build \\
+      --data calibration.pt --k 64 --out pruned.safetensors
 
-The checkpoint is a torch.save of a model with .rnn and .readout attributes (optionally rnn_inputs(x), e.g. an
-embedding for token ids) or of a pair (rnn, readout). Loading a pickled module runs code from the file, so only
-prune checkpoints you trust. The calibration data is a torch.save of the inputs: a tensor of all sequences, a list
-of batch tensors, a tuple whose first item is the inputs, or a dict with key 'inputs'. With --states, hidden states
-already computed are read instead.
+The safe path: the checkpoint holds weights only (a .safetensors file, or a torch.save of a state_dict) and
+--model names a function (package.module:function) that builds the model they belong to, with .rnn and .readout
+attributes (optionally rnn_inputs(x), e.g. an embedding for token ids) or as a pair (rnn, readout). Nothing from
+the checkpoint is executed. A checkpoint that holds a pickled model (torch.save(model)) would run code from the file
+when it is loaded, so it is refused unless you pass --trust-checkpoint.
 
-The pruned model is written atomically in the form it was read, with a JSON summary beside it (kept units,
-information losses, N(lambda), lambda, parameters and multiply-accumulates before and after, the module's settings,
-timings). Progress bars are drawn only when standard error is a terminal."""
+The calibration data is a torch.save of the inputs: a tensor of all sequences, a list of batch tensors, a tuple
+whose first item is the inputs, or a dict with key 'inputs' (read with weights_only=True). With --states, hidden
+states already computed are read instead.
+
+The pruned weights are written atomically as safetensors, with a JSON file beside them that describes the pruned
+architecture (module types, widths, every constructor setting) and summarises the pruning (kept units, information
+losses, N(lambda), lambda, parameters and multiply-accumulates before and after, timings). pruning.load_pruned(path)
+rebuilds the modules from them without unpickling anything. --pickle writes a torch pickle of the pruned model
+instead. Progress bars are drawn only when standard error is a terminal."""
 
 
 def _numbers(cast):
@@ -89,23 +91,6 @@ def load_calibration(path, *, states: bool = False) -> Any:
                     f"with key 'inputs', got {type(obj).__name__}")
 
 
-def _load_model(path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint: no such file {str(path)!r}")
-    # a pickled module cannot be read with weights_only=True; the module docstring says to trust the file
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, dict) and not isinstance(obj, torch.nn.Module):
-        if "model" in obj:
-            return obj["model"]
-        if "rnn" in obj and "readout" in obj:
-            return (obj["rnn"], obj["readout"])
-        raise TypeError(f"--checkpoint: a state_dict alone cannot be pruned (the module's type and sizes are "
-                        f"missing); save the model itself, a pair (rnn, readout), or a dict with 'model' or "
-                        f"'rnn' and 'readout' (got keys {sorted(map(str, obj))[:8]})")
-    return obj
-
-
 def _sequence_length(data: Any, batch_first: bool) -> Optional[int]:
     """Length T of the calibration sequences, for the per-sequence MAC count (None when unknown)."""
     x = data[0] if isinstance(data, list) else data
@@ -136,31 +121,39 @@ def _finite(x: float):
 
 
 def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, device=None,
-                     progress: bool = True, **settings) -> dict:
-    """Load a checkpoint, prune it with :func:`pruning.spectral_prune` (``settings``), write the pruned
-    model to ``out`` and the JSON summary to ``summary`` (default ``out`` with suffix ``.json``).
-    Returns the summary."""
+                     progress: bool = True, model: Optional[str] = None, trust: bool = False,
+                     pickle_output: bool = False, **settings) -> dict:
+    """Load a checkpoint (safely, see :func:`pruning.serialization.load_checkpoint`), prune it with
+    :func:`pruning.spectral_prune` (``settings``), and write the pruned weights to ``out`` as safetensors with the
+    architecture and the summary in JSON (``summary``, default ``out`` with suffix ``.json``), or with
+    ``pickle_output`` a ``torch.save`` of the pruned model in the form it was read. Returns the summary.
+
+    ``model`` is ``package.module:factory`` for checkpoints that hold weights only; ``trust`` allows reading a
+    pickled model (which runs code from the file)."""
     from pruning.fileio import atomic_write_text, save_atomic
     from pruning.modules import module_summary, split_model
     from pruning.prune import spectral_prune
+    from pruning.serialization import import_factory, load_checkpoint, save_pruned
 
     if (data is None) == (states is None):
         raise ValueError("--data, --states: give exactly one source of calibration statistics")
     out = Path(out)
+    if not pickle_output and out.suffix != ".safetensors":
+        raise ValueError(f"--out: the pruned weights are written as safetensors; name the file *.safetensors "
+                         f"(got {str(out)!r}), or pass --pickle to write a torch pickle instead")
     summary = Path(summary) if summary is not None else out.with_suffix(".json")
     if summary.resolve() == out.resolve():
         raise ValueError(f"--summary: must differ from --out ({str(out)!r})")
-    loaded = _load_model(checkpoint)
+    factory = import_factory(model) if model is not None else None
+    loaded = load_checkpoint(checkpoint, factory=factory, trust=trust)
     target = loaded if not isinstance(loaded, list) else tuple(loaded)
-    rnn, readout, model = split_model(target, "checkpoint")
+    rnn, readout, user_model = split_model(target, "checkpoint")
     calib = load_calibration(data) if data is not None else None
     cov = load_calibration(states, states=True) if states is not None else None
     T = _sequence_length(calib, rnn.batch_first) if calib is not None else None
     t0 = time.perf_counter()
     result = spectral_prune(target, calib, covariance=cov, device=device, progress=progress, **settings)
     seconds = time.perf_counter() - t0
-    pruned = result.model if model is not None else (result.rnn, result.readout)
-    save_atomic(out, pruned)
     report = dict(
         checkpoint=str(checkpoint), out=str(out), calibration=str(data if data is not None else states),
         settings=dict(settings), covariance_mode=result.covariance_mode,
@@ -173,7 +166,11 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     )
     if result.search is not None:
         report["search"] = dict(result.search, evaluated={str(k): v for k, v in result.search["evaluated"].items()})
-    atomic_write_text(summary, json.dumps(report, indent=2, default=str) + "\n")
+    if pickle_output:
+        save_atomic(out, result.model if user_model is not None else (result.rnn, result.readout))
+        atomic_write_text(summary, json.dumps(dict(report, format="pickle"), indent=2, default=str) + "\n")
+    else:
+        save_pruned(out, result.rnn, result.readout, model=result.model, summary=report, json_path=summary)
     return report
 
 
@@ -186,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prune", help="prune a saved RNN/LSTM/GRU model and write it with a JSON summary")
     p.add_argument("--checkpoint", type=Path, required=True,
-                   help="torch.save of a model with .rnn/.readout, or of a pair (rnn, readout)")
+                   help="weights (.safetensors, or a torch.save of a state_dict) with --model; or, with "
+                        "--trust-checkpoint, a torch.save of a model with .rnn/.readout or of a pair (rnn, readout)")
+    p.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FUNCTION",
+                   help="the function that builds the model the checkpoint's weights belong to")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a checkpoint that holds a pickled model (loading it runs code from the file)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="torch.save of calibration inputs")
     src.add_argument("--states", type=Path, help="torch.save of hidden states already computed")
@@ -203,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --target: fraction of the calibration sequences held out to measure the error")
     p.add_argument("--search", choices=("bisect", "scan"), default="bisect",
                    help="with --target: bisection over the greedy order, or every k (the exact minimum)")
-    p.add_argument("--out", type=Path, required=True, help="where to write the pruned model")
+    p.add_argument("--out", type=Path, required=True,
+                   help="where to write the pruned weights (*.safetensors; with --pickle, a torch pickle)")
+    p.add_argument("--pickle", action="store_true",
+                   help="write a torch pickle of the pruned model (loading it back needs weights_only=False)")
     p.add_argument("--summary", type=Path, default=None, help="JSON summary (default: OUT with suffix .json)")
     p.add_argument("--method", choices=METHODS, default="greedy")
     lam = p.add_mutually_exclusive_group()
@@ -238,7 +243,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings.pop("covariance_mode")
     try:
         report = prune_checkpoint(args.checkpoint, args.out, data=args.data, states=args.states,
-                                  summary=args.summary, device=device, progress=not args.no_progress, **settings)
+                                  summary=args.summary, device=device, progress=not args.no_progress,
+                                  model=args.model, trust=args.trust_checkpoint, pickle_output=args.pickle,
+                                  **settings)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -153,7 +153,7 @@ def _compress_checked(rnn: nn.Module, readout: nn.Linear, units, A) -> Tuple[nn.
         maps = [state_map(m, kept[d], None if A is None or A[l] is None else A[l][d]) for d in range(D)]
         new.append(compress_layer(layer, kept, maps, below))
         below = maps
-    return assemble(new), compress_readout(readout, below)
+    return assemble(new, rnn.dropout), compress_readout(readout, below)
 
 
 def compress(rnn: nn.Module, readout: nn.Linear, J, A=None) -> Tuple[nn.Module, nn.Linear]:

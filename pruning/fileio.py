@@ -21,12 +21,20 @@ def atomic_write(path, write: Callable[[BinaryIO], Any]) -> None:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
+            # mkstemp creates the file with mode 0600; give it what open() would: 0666 less the process umask
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)  # rename is atomic within one file system
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str) -> None:

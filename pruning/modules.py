@@ -81,15 +81,16 @@ def as_layers(rnn: nn.Module) -> List[nn.Module]:
     return layers
 
 
-def assemble(layers: Sequence[nn.Module]) -> nn.Module:
+def assemble(layers: Sequence[nn.Module], dropout: float = 0.0) -> nn.Module:
     """One module from single-layer modules: the native type when every layer has the same width, else a
-    :class:`RecurrentStack`."""
+    :class:`RecurrentStack`; ``dropout`` between layers as in the module they came from."""
     first = layers[0]
     widths = [layer.hidden_size for layer in layers]
     p = next(first.parameters())
+    dropout = float(dropout) if len(layers) > 1 else 0.0  # a single layer has no dropout between layers
     if len(set(widths)) == 1:
         kw = dict(num_layers=len(layers), bias=first.bias, batch_first=first.batch_first,
-                  bidirectional=first.bidirectional, device=p.device, dtype=p.dtype)
+                  bidirectional=first.bidirectional, dropout=dropout, device=p.device, dtype=p.dtype)
         if isinstance(first, nn.RNN):
             kw["nonlinearity"] = first.nonlinearity
         out = type(first)(first.input_size, widths[0], **kw)
@@ -100,7 +101,8 @@ def assemble(layers: Sequence[nn.Module]) -> nn.Module:
     else:
         out = RecurrentStack(type(first).__name__, first.input_size, widths, bias=first.bias,
                              batch_first=first.batch_first, bidirectional=first.bidirectional,
-                             nonlinearity=getattr(first, "nonlinearity", "tanh"), device=p.device, dtype=p.dtype)
+                             nonlinearity=getattr(first, "nonlinearity", "tanh"), dropout=dropout, device=p.device,
+                             dtype=p.dtype)
         out.layers = nn.ModuleList(layers)
     out.train(first.training)
     return out
@@ -162,9 +164,11 @@ def module_summary(rnn: nn.Module) -> dict:
     """Type and constructor settings of a recurrent module (enough to rebuild it for ``load_state_dict``)."""
     layers = as_layers(check_recurrent(rnn))
     first = layers[0]
-    out = dict(type=type(rnn).__name__, cell=type(first).__name__, input_size=first.input_size,
+    out = dict(type="RecurrentStack" if isinstance(rnn, RecurrentStack) else type(rnn).__name__,
+               cell=type(first).__name__, input_size=first.input_size,
                hidden_sizes=[layer.hidden_size for layer in layers], num_layers=len(layers),
-               bidirectional=first.bidirectional, batch_first=first.batch_first, bias=first.bias)
+               bidirectional=first.bidirectional, batch_first=first.batch_first, bias=first.bias,
+               dropout=float(getattr(rnn, "dropout", 0.0)))
     if isinstance(first, nn.RNN):
         out["nonlinearity"] = first.nonlinearity
     return out

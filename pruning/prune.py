@@ -140,7 +140,7 @@ def spectral_prune(
             new_layers.append(compress_layer(layer, kept, maps, below))
         below = maps
     with timings("compress"):
-        small, head = assemble(new_layers), compress_readout(readout, below)
+        small, head = assemble(new_layers, rnn.dropout), compress_readout(readout, below)
     return PruneResult(rnn=small, readout=head, model=_with_modules(model, small, head), layers=results,
                        theta=settings.theta, Z=settings.Z, method=settings.method, reconstruct=settings.reconstruct,
                        covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats())

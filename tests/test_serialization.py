@@ -1,0 +1,170 @@
+"""Safe checkpoints (issue: no code runs from a file the user did not say to trust): pickled models are refused
+unless trusted, weights load into a model a named factory builds, and pruned weights round-trip through safetensors
+bitwise, without unpickling anything."""
+
+import json
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from pruning import RecurrentStack, load_checkpoint, load_pruned, save_pruned, spectral_prune
+from pruning.cli import main
+from pruning.serialization import UntrustedCheckpoint
+
+
+class _Payload:
+    """Unpickling this object calls os.system, which writes the marker file: code running from a checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    torch.save({"model": _Payload(marker)}, tmp_path / "evil.pt")
+    torch.save(torch.randn(4, 3, 2), tmp_path / "x.pt")
+    with pytest.raises(UntrustedCheckpoint, match="would run code from the file"):
+        load_checkpoint(tmp_path / "evil.pt")
+    code = main(["prune", "--checkpoint", str(tmp_path / "evil.pt"), "--data", str(tmp_path / "x.pt"), "--k", "2",
+                 "--out", str(tmp_path / "p.safetensors"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--trust-checkpoint" in err and "--model package.module:factory" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not marker.exists()  # nothing from the file was executed
+
+
+@pytest.fixture
+def factory_module(tmp_path, monkeypatch):
+    """A module on sys.path with factories that build models (what --model names)."""
+    (tmp_path / "user_models.py").write_text(textwrap.dedent("""
+        import torch
+
+        class Classifier(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn = torch.nn.LSTM(3, 12, num_layers=2, bidirectional=True, batch_first=True, dropout=0.2)
+                self.readout = torch.nn.Linear(24, 4)
+
+            def forward(self, x):
+                return self.readout(self.rnn(x)[0][:, -1])
+
+        def build():
+            return Classifier()
+
+        def pair():
+            return torch.nn.GRU(2, 8, batch_first=True), torch.nn.Linear(8, 3)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "user_models"
+    sys.modules.pop("user_models", None)
+
+
+def test_weights_and_a_factory_are_the_safe_path(tmp_path, factory_module):
+    import user_models
+
+    torch.manual_seed(0)
+    model = user_models.build().eval()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    x = torch.randn(30, 7, 3)
+    torch.save(x, tmp_path / "x.pt")
+    for ckpt in ("w.pt", "w.safetensors"):
+        loaded = load_checkpoint(tmp_path / ckpt, factory=user_models.build)
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+        out = tmp_path / f"p-{ckpt}.safetensors"
+        assert main(["prune", "--checkpoint", str(tmp_path / ckpt), "--model", f"{factory_module}:build", "--data",
+                     str(tmp_path / "x.pt"), "--k", "6,4", "--out", str(out), "--no-progress"]) == 0
+        pruned = load_pruned(out, model=user_models.build()).eval()
+        ref = spectral_prune(model, x, k=[6, 4]).model.eval()
+        with torch.no_grad():
+            assert torch.equal(pruned(x), ref(x))
+        assert isinstance(pruned.rnn, RecurrentStack) and pruned.rnn.dropout == 0.2  # dropout kept
+        with pytest.raises(ValueError, match="model: this file holds a whole pruned model"):
+            load_pruned(out)
+    with pytest.raises(ValueError, match="weights do not fit the model"):
+        load_checkpoint(tmp_path / "w.pt", factory=lambda: user_models.pair())
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional, ks", [
+    ("RNN", 1, False, 3), ("LSTM", 1, False, 4), ("GRU", 1, True, 2),
+    ("LSTM", 2, False, 4), ("GRU", 2, True, [5, 3]), ("RNN", 3, True, [2, 4, 3]), ("LSTM", 2, True, [6, 2]),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_safetensors_round_trip_is_bitwise(tmp_path, cell, layers, bidirectional, ks, dtype):
+    torch.manual_seed(0)
+    kw = dict(nonlinearity="relu") if cell == "RNN" else {}
+    rnn = getattr(torch.nn, cell)(3, 8, num_layers=layers, bidirectional=bidirectional, batch_first=False,
+                                  dtype=dtype, **kw)
+    head = torch.nn.Linear(8 * (2 if bidirectional else 1), 2, dtype=dtype)
+    x = torch.randn(6, 10, 3, dtype=dtype)  # time-major
+    res = spectral_prune((rnn, head), x, k=ks)
+    save_pruned(tmp_path / "p.safetensors", res.rnn, res.readout)
+    record = json.loads((tmp_path / "p.json").read_text())
+    assert record["architecture"]["rnn"]["dtype"] == str(dtype).replace("torch.", "")
+    small, small_head = load_pruned(tmp_path / "p.safetensors")
+    assert type(small) is type(res.rnn) and small.hidden_sizes if isinstance(small, RecurrentStack) else True
+    for (k1, a), (k2, b) in zip(res.rnn.state_dict().items(), small.state_dict().items()):
+        assert k1 == k2 and a.dtype == b.dtype and torch.equal(a, b)
+    assert torch.equal(res.readout.weight, small_head.weight) and torch.equal(res.readout.bias, small_head.bias)
+    with torch.no_grad():
+        assert torch.equal(small_head(small(x)[0]), res.readout(res.rnn(x)[0]))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing json"])
+def test_a_damaged_file_gets_a_named_error(tmp_path, damage):
+    torch.manual_seed(0)
+    res = spectral_prune((torch.nn.GRU(2, 6), torch.nn.Linear(6, 2)), torch.randn(5, 4, 2), k=3)
+    path = tmp_path / "p.safetensors"
+    save_pruned(path, res.rnn, res.readout)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-40])
+    elif damage == "garbage":
+        path.write_bytes(b"not a safetensors file at all")
+    else:
+        (tmp_path / "p.json").unlink()
+    with pytest.raises(ValueError, match="^path: |^summary_path: "):
+        load_pruned(path)
+    if damage != "missing json":  # the same file given as a checkpoint to prune
+        with pytest.raises(ValueError, match="^--checkpoint: .* is not a readable safetensors file"):
+            load_checkpoint(path, factory=lambda: (torch.nn.GRU(2, 3), torch.nn.Linear(3, 2)))
+        torch_file = tmp_path / "p.pt"
+        torch_file.write_bytes(path.read_bytes())
+        with pytest.raises(ValueError, match="^--checkpoint: .* is not a readable torch checkpoint"):
+            load_checkpoint(torch_file)
+
+
+def test_a_missing_class_gets_a_one_line_error(tmp_path, factory_module, capsys):
+    import user_models
+
+    torch.save(user_models.build(), tmp_path / "m.pt")
+    torch.save(torch.randn(4, 5, 3), tmp_path / "x.pt")
+    sys.modules.pop("user_models")
+    sys.path.remove(str(tmp_path))
+    code = main(["prune", "--checkpoint", str(tmp_path / "m.pt"), "--trust-checkpoint", "--data",
+                 str(tmp_path / "x.pt"), "--k", "2", "--out", str(tmp_path / "p.safetensors"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "user_models" in err and "PYTHONPATH" in err
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    torch.manual_seed(0)
+    res = spectral_prune((torch.nn.GRU(2, 6), torch.nn.Linear(6, 2)), torch.randn(5, 4, 2), k=3)
+    old = os.umask(0o022)
+    try:
+        save_pruned(tmp_path / "p.safetensors", res.rnn, res.readout)
+    finally:
+        os.umask(old)
+    for name in ("p.safetensors", "p.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
