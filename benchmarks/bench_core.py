@@ -8,7 +8,6 @@ import torch
 from benchmarks.conftest import timed, timed_interleaved
 from benchmarks.reference_greedy import greedy_dense_rank_one
 from pruning import select_units, time_mean_covariance
-from pruning.covariance import iter_input_batches
 
 
 def _rnn(m, d_x=1, seed=0, device="cpu"):
@@ -35,7 +34,7 @@ def _overhead(device: str):
 
     def forward_only():
         with torch.no_grad():
-            for xb in iter_input_batches(x, 64):
+            for xb in torch.split(x, 64):
                 rnn(xb)
         sync()
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 import copy
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
+from pruning.sequences import as_tensor, batch_dim, iter_sequence_batches, pack
 from theory._validation import Integer, Options
 
-__all__ = ["CovarianceStats", "time_mean_covariance", "layer_covariances", "iter_input_batches", "model_device",
-           "batch_dim", "progress_bar", "PRECISIONS"]
+__all__ = ["CovarianceStats", "time_mean_covariance", "layer_covariances", "model_device", "batch_dim",
+           "progress_bar", "PRECISIONS"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
 #: How each batch's Gram matrix is formed (see :meth:`CovarianceStats.update`).
@@ -124,7 +126,7 @@ class CovarianceStats:
         """Statistics of hidden states already computed: any array (..., m), every leading index one
         state (sequences x time steps). The product is float64 by default (these states are not the cost of a pass;
         ``precision="float32"`` as in :meth:`update`)."""
-        H = _as_tensor(states, name)
+        H = as_tensor(states, name)
         if H.ndim < 1 or H.shape[-1] < 1:
             raise ValueError(f"{name}: expected hidden states of shape (..., m) with m >= 1, got {tuple(H.shape)}")
         if not H.is_floating_point():
@@ -141,54 +143,12 @@ def model_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def batch_dim(ndim: int, batch_first: bool) -> int:
-    """The sequence (batch) dimension of an input array: 1 for time-major (T, batch, d_x) arrays, else 0 (a
-    batch-first array, or a 2-D array of sequences such as token ids)."""
-    return 0 if batch_first or ndim < 3 else 1
-
-
-def _as_tensor(x: Any, what: str) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if isinstance(x, torch.Tensor):
-        if x.is_complex():
-            raise TypeError(f"{what}: expected real inputs, got {x.dtype}")
-        return x
-    raise TypeError(f"{what}: expected a torch.Tensor or numpy array of inputs, got {type(x).__name__}")
-
-
 def progress_bar(iterable, enabled: bool, **kwargs):
     """``iterable`` in a tqdm bar, drawn only when ``enabled`` and standard error is a terminal: the logs of runs
     whose output is redirected stay free of bar redraws. The bar's methods (``set_postfix``) work either way."""
     from tqdm.auto import tqdm
 
     return tqdm(iterable, leave=False, disable=not (enabled and sys.stderr.isatty()), **kwargs)
-
-
-def iter_input_batches(data: Any, batch_size: int = 256, *, batch_first: bool = True) -> Iterator[torch.Tensor]:
-    """Yield input tensors from the accepted data forms.
-
-    ``data`` may be one tensor/array holding all sequences (split into chunks of ``batch_size``
-    along the batch dimension, which is 0 if ``batch_first`` else 1), or any iterable of batches
-    (a list, a generator, a ``DataLoader``) whose items are tensors or tuples/lists whose first
-    element is the input tensor.
-    """
-    batch_size = BATCH_SIZE.check(batch_size, "batch_size")
-    if isinstance(data, (torch.Tensor, np.ndarray)):
-        x = _as_tensor(data, "data")
-        if x.ndim == 3:
-            yield from torch.split(x, batch_size, dim=batch_dim(x.ndim, batch_first))
-        else:
-            yield x
-        return
-    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-        raise TypeError(f"data: expected a tensor or an iterable of batches, got {type(data).__name__}")
-    for i, item in enumerate(data):
-        if isinstance(item, (tuple, list)):
-            if len(item) == 0:
-                raise ValueError(f"data: batch {i} is an empty tuple")
-            item = item[0]
-        yield _as_tensor(item, f"data: batch {i}")
 
 
 def time_mean_covariance(
@@ -200,6 +160,7 @@ def time_mean_covariance(
     input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     progress: bool = False,
     precision: str = "float32",
+    lengths: Any = None,
 ) -> CovarianceStats:
     """Accumulate the time-mean covariance of an RNN's hidden states in one streaming pass (section 2).
 
@@ -207,9 +168,13 @@ def time_mean_covariance(
     ----------
     rnn : torch.nn.RNN (single layer, unidirectional; also nn.LSTM/nn.GRU, whose output is h_t)
         The trained, uncompressed network. Any floating dtype; statistics are float64.
-    data : tensor, array or iterable of batches
+    data : tensor, array, PackedSequence, list of sequences or iterable of batches
         Input sequences, shaped ``(batch, T, d_x)`` if ``rnn.batch_first`` else ``(T, batch, d_x)``;
-        a single unbatched sequence ``(T, d_x)`` is also accepted. See :func:`iter_input_batches`.
+        a single unbatched sequence ``(T, d_x)``, PackedSequences and lists of sequences of different lengths are
+        also accepted (:func:`pruning.sequences.iter_sequence_batches`). Only real steps enter the statistics.
+    lengths : array-like, optional
+        The length of every sequence of a padded ``data`` (or, for an iterable of padded batches, one array per
+        batch): the steps past it are padding and are left out.
     device : torch.device or str, optional
         Where to run the pass; defaults to the device of ``rnn``. The module is copied, not moved.
     batch_size : int
@@ -237,14 +202,15 @@ def time_mean_covariance(
     if rnn.num_layers != 1 or rnn.bidirectional:
         raise ValueError("rnn: expected a single-layer unidirectional module (num_layers=1, bidirectional=False); "
                          "use pruning.layer_covariances for stacked or bidirectional modules")
-    return layer_covariances([rnn], data, device=device, batch_size=batch_size,
-                             input_transform=input_transform, progress=progress, precision=precision)[0][0]
+    return layer_covariances([rnn], data, device=device, batch_size=batch_size, input_transform=input_transform,
+                             progress=progress, precision=precision, lengths=lengths)[0][0]
 
 
 def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Optional[Sequence[int]] = None,
                       device=None, batch_size: int = 256,
                       input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                      progress: bool = False, precision: str = "float32") -> List[List[CovarianceStats]]:
+                      progress: bool = False, precision: str = "float32",
+                      lengths: Any = None) -> List[List[CovarianceStats]]:
     """Time-mean covariances of every layer-direction's output states in one streaming pass (section 2).
 
     ``layers`` are single-layer modules run one after the other (:func:`pruning.modules.as_layers`). Returns, for
@@ -262,30 +228,31 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
     dtype = next(first.parameters()).dtype
     D = 2 if first.bidirectional else 1
     stats = {l: [CovarianceStats.zeros(layers[l].hidden_size, device=device) for _ in range(D)] for l in collect}
-    it = progress_bar(iter_input_batches(data, batch_size, batch_first=first.batch_first), progress,
-                      desc="covariance", unit="batch")
+    it = progress_bar(iter_sequence_batches(data, batch_size, batch_first=first.batch_first, lengths=lengths),
+                      progress, desc="covariance", unit="batch")
     last = max(collect)
+    layout = "(batch, T, d_x)" if first.batch_first else "(T, batch, d_x)"
     with torch.no_grad():
-        for i, x in enumerate(it):
-            if input_transform is not None:
-                x = input_transform(x.to(device))
-            if x.ndim not in (2, 3):
-                raise ValueError(f"data: batch {i} has shape {tuple(x.shape)}; expected "
-                                 f"{'(batch, T, d_x)' if first.batch_first else '(T, batch, d_x)'} or (T, d_x)")
-            if x.shape[-1] != first.input_size:
-                raise ValueError(f"data: batch {i} has {x.shape[-1]} input features, the RNN expects "
+        for i, batch in enumerate(it):
+            x = pack(batch, input_transform, batch_first=first.batch_first, device=device, dtype=dtype)
+            packed = isinstance(x, PackedSequence)
+            raw = x.data if packed else x
+            if raw.ndim not in ((2,) if packed else (2, 3)):
+                raise ValueError(f"data: batch {i} has shape {tuple(raw.shape)}; expected {layout} or (T, d_x)")
+            if raw.shape[-1] != first.input_size:
+                raise ValueError(f"data: batch {i} has {raw.shape[-1]} input features, the RNN expects "
                                  f"input_size={first.input_size}")
-            if x.numel() == 0:
+            if raw.numel() == 0:
                 continue
-            x = x.to(device=device, dtype=dtype)
-            if not torch.isfinite(x).all():
+            if not torch.isfinite(raw).all():
                 raise ValueError(f"data: batch {i} contains NaN or inf inputs")
             for l in range(last + 1):
                 x, _ = layers[l](x)
                 if l not in stats:
                     continue
                 m = layers[l].hidden_size
-                states = x.reshape(-1, D * m)
+                # a packed output holds exactly the real steps' states, in both directions
+                states = (x.data if packed else x).reshape(-1, D * m)
                 for d in range(D):
                     stats[l][d].update(states[:, d * m:(d + 1) * m],
                                        f"data: the hidden states of batch {i} (layer {l}; the network diverges on "

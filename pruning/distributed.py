@@ -17,7 +17,8 @@ from typing import Any, List
 
 import torch
 
-from pruning.covariance import CovarianceStats, batch_dim
+from pruning.covariance import CovarianceStats
+from pruning.sequences import batch_dim
 
 __all__ = ["all_reduce_stats", "shard"]
 

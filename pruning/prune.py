@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from pruning.compress import compress_layer, compress_readout
+from pruning.compress import compress_layer
 from pruning.covariance import BATCH_SIZE, PRECISION
-from pruning.modules import as_layers, assemble, split_model
+from pruning.model_parts import resolve_subject
+from pruning.modules import as_layers, assemble
 from pruning.result import PruneResult
 from pruning.steps import (COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES, LayerStatistics,
                            PruneSettings, Timings, choose_lambda, consumer_weights, describe_layer, plan_widths,
@@ -46,17 +46,36 @@ def spectral_prune(
     holdout_data: Any = None,
     search: str = "bisect",
     precision: str = "float32",
+    lengths: Any = None,
+    rnn: Optional[str] = None,
+    readout: Any = None,
+    forward: Optional[Callable] = None,
 ) -> PruneResult:
     """Prune the hidden units of a trained recurrent network by spectral pruning (Furuya et al., 2022).
 
     Parameters
     ----------
-    model_or_rnn : (rnn, nn.Linear) or model with ``.rnn`` and ``.readout``
-        ``rnn`` is an ``nn.RNN`` (ReLU/IRNN or tanh), ``nn.LSTM`` or ``nn.GRU`` with any number of
-        layers, uni- or bidirectional, and its linear read-out of the last layer's output. A model may
-        define ``rnn_inputs(x)`` to map its raw inputs (e.g. token ids) to the RNN's inputs.
-    data : tensor or iterable of batches
-        Calibration inputs for the time-mean covariances (section 2); not needed with ``covariance``.
+    model_or_rnn : nn.Module, or a pair (rnn, nn.Linear)
+        A whole model: its recurrent module (``nn.RNN`` (ReLU/IRNN or tanh), ``nn.LSTM``, ``nn.GRU``, any number of
+        layers, uni- or bidirectional) and the linear read-out(s) of its output are found by ``rnn``/``readout`` or
+        as the only ones (:func:`pruning.model_parts.locate`), and ``data`` are the model's inputs: the recurrent
+        module's real inputs are captured with a hook while the model runs, so embeddings and packing need no
+        protocol. A pair ``(rnn, readout)`` takes the recurrent module's inputs as ``data``. A model with ``.rnn``
+        and ``.readout`` attributes may define ``rnn_inputs(x)`` instead of being run whole.
+    data : tensor, PackedSequence, list of sequences or iterable of batches
+        Calibration inputs for the time-mean covariances (section 2); not needed with ``covariance``. Variable-length
+        data come as PackedSequences, lists of sequences of different lengths, or padded batches with ``lengths``:
+        only real steps enter the statistics (:mod:`pruning.sequences`). For a whole model, a tensor is split along
+        dimension 0 into batches of ``batch_size`` and each batch (or each item of an iterable) is given to the model
+        by ``forward``.
+    rnn, readout : str, or str / list of str, optional
+        Dotted paths of the recurrent module and of its read-out(s) in the model (e.g. ``rnn="encoder"``,
+        ``readout=["head", "aux_head"]``). Every read-out absorbs A_J. What lies between them must be a unit-wise
+        linear map of the states (dropout, identity, indexing, pooling over time); a norm layer, another linear
+        layer or attention is refused with its name (:func:`pruning.model_parts.check_readout_path`).
+    forward : callable, optional
+        ``forward(model, batch)`` runs the model on one batch (default: ``model(batch)``, ``model(batch[0])`` for
+        a tuple, ``model(**batch)`` for a dict).
     k, ratio, target_dof : exactly one (or ``target``), each a number or one value per layer
         Kept width ``k``; or ``ratio`` of m (rounded); or a target degrees of freedom N, for which
         lambda solves N(lambda) = N (S7) and ``k = ceil(N)`` (then ``lam``/``rel_lam`` must be unset).
@@ -105,8 +124,11 @@ def spectral_prune(
                                holdout_data=holdout_data, search=search, k=k, ratio=ratio, target_dof=target_dof,
                                lam=lam, rel_lam=rel_lam, theta=theta, Z=Z, method=method, reconstruct=reconstruct,
                                seed=seed, covariance=covariance, batch_size=batch_size, device=device,
-                               progress=progress, precision=precision)
-    rnn, readout, model = split_model(model_or_rnn)
+                               progress=progress, precision=precision, lengths=lengths, rnn=rnn,
+                               readout=readout, forward=forward)
+    subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
+                              batch_size=BATCH_SIZE.check(batch_size, "batch_size"))
+    rnn, readout = subject.rnn, subject.readout
     settings = PruneSettings.checked(theta=theta, Z=Z, method=method, reconstruct=reconstruct, lam=lam,
                                      rel_lam=rel_lam, seed=seed)
     covariance_mode = _MODE.check(covariance_mode, "covariance_mode")
@@ -118,9 +140,9 @@ def spectral_prune(
     if target_dof is not None and (lam is not None or rel_lam is not None):
         raise ValueError("target_dof: lambda is determined by the target; do not also pass lam or rel_lam")
     timings = Timings()
-    statistics = LayerStatistics(layers, data, covariance=covariance, mode=covariance_mode, batch_size=batch_size,
-                                 device=device, input_transform=getattr(model, "rnn_inputs", None),
-                                 progress=progress, timings=timings, precision=precision)
+    statistics = LayerStatistics(layers, subject.data, covariance=covariance, mode=covariance_mode,
+                                 batch_size=batch_size, device=device, input_transform=subject.transform,
+                                 progress=progress, timings=timings, precision=precision, lengths=subject.lengths)
     consumers = consumer_weights(layers, readout)
     L, D = len(layers), statistics.D
     new_layers, results, below = [], [], None
@@ -140,16 +162,9 @@ def spectral_prune(
             new_layers.append(compress_layer(layer, kept, maps, below))
         below = maps
     with timings("compress"):
-        small, head = assemble(new_layers, rnn.dropout), compress_readout(readout, below)
-    return PruneResult(rnn=small, readout=head, model=_with_modules(model, small, head), layers=results,
+        small = assemble(new_layers, rnn.dropout)
+        head, heads, model = subject.rebuild(small, below)
+    return PruneResult(rnn=small, readout=head, model=model, heads=heads, layers=results,
                        theta=settings.theta, Z=settings.Z, method=settings.method, reconstruct=settings.reconstruct,
                        covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats())
 
-
-def _with_modules(model, rnn, readout):
-    """A copy of the user's model with ``.rnn`` and ``.readout`` replaced (None for a pair)."""
-    if model is None:
-        return None
-    new = copy.deepcopy(model)
-    new.rnn, new.readout = rnn, readout
-    return new

@@ -8,7 +8,8 @@ What pruning returns for a multi-layer module whose layers keep different number
   states fill the first ``hidden_sizes[l]`` entries of its rows and the rest are zero. ``hx`` takes the same
   structure (only each layer's first ``hidden_sizes[l]`` entries are read), so a final state can be fed back;
 * ``dropout`` between layers, as in the native modules (only in training mode, not after the last layer);
-* ``batch_first`` and unbatched inputs ``(T, d_x)`` as in the native modules;
+* ``batch_first``, unbatched inputs ``(T, d_x)`` and ``PackedSequence`` inputs (the output is then packed too) as
+  in the native modules;
 * it can be compiled with ``torch.jit.script``, exported with ``torch.export`` and to ONNX.
 
 ``RecurrentStack(cell, input_size, hidden_sizes, ...)`` returns an instance of the subclass for the cell
@@ -22,6 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
 __all__ = ["RecurrentStack", "RNNStack", "GRUStack", "LSTMStack"]
 
@@ -88,6 +90,24 @@ class RecurrentStack(nn.Module):
             x = nn.functional.dropout(x, self.dropout, True)
         return x
 
+    @torch.jit.unused
+    def _forward_packed(self, x: PackedSequence, hx):
+        # eager only: the native layers take packed input; dropout acts on the packed steps
+        finals = []
+        for l, layer in enumerate(self.layers):
+            if hx is None:
+                x, h = layer(x)
+            elif isinstance(hx, tuple):
+                x, h = layer(x, (self._initial(hx[0], l), self._initial(hx[1], l)))
+            else:
+                x, h = layer(x, self._initial(hx, l))
+            finals.append(h)
+            x = PackedSequence(self._between(x.data, l), x.batch_sizes, x.sorted_indices, x.unsorted_indices)
+        if isinstance(finals[0], tuple):
+            return x, (_pad_stack([h for h, _ in finals], self.max_hidden),
+                       _pad_stack([c for _, c in finals], self.max_hidden))
+        return x, _pad_stack(finals, self.max_hidden)
+
     def _initial(self, hx: Tensor, l: int) -> Tensor:
         D = self.num_directions
         return hx[l * D:(l + 1) * D, :, : self.hidden_sizes[l]].contiguous()
@@ -101,6 +121,9 @@ class RNNStack(RecurrentStack):
     """Elman layers (ReLU or tanh) of different widths; ``forward(x, hx) -> (output, h_n)``."""
 
     def forward(self, x: Tensor, hx: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        if not torch.jit.is_scripting():
+            if isinstance(x, PackedSequence):
+                return self._forward_packed(x, hx)
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0 if self.batch_first else 1)
@@ -130,6 +153,9 @@ class LSTMStack(RecurrentStack):
     """LSTM layers of different widths; ``forward(x, (h_0, c_0)) -> (output, (h_n, c_n))``."""
 
     def forward(self, x: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        if not torch.jit.is_scripting():
+            if isinstance(x, PackedSequence):
+                return self._forward_packed(x, hx)
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0 if self.batch_first else 1)

@@ -58,7 +58,7 @@ class PruneResult:
         The compressed modules: the original type (nn.RNN, nn.LSTM, nn.GRU) when every layer keeps the
         same width, else a :class:`pruning.RecurrentStack`.
     model : torch.nn.Module or None
-        A copy of the input model with ``.rnn`` and ``.readout`` replaced (None when a pair was given).
+        A copy of the input model with its recurrent module and read-out(s) replaced (None when a pair was given).
     layers : list[LayerPrune]
         One entry per layer and direction, in order. For a single-layer unidirectional module the properties
         ``units, A, m, k, lam, tau, losses, dof`` read its one entry.
@@ -73,6 +73,9 @@ class PruneResult:
     search : dict or None
         With ``target=``: the tolerance, criterion, the k found, its error, every evaluated
         ``{k: error}`` and the seconds the search took.
+    heads : list[torch.nn.Linear]
+        Every compressed read-out, in the order of the ``readout`` paths (``[readout]`` for one head; with several
+        heads ``readout`` is their rows stacked, the weight that reads the states).
     """
 
     rnn: nn.Module
@@ -87,6 +90,7 @@ class PruneResult:
     timings: Dict[str, float] = field(default_factory=dict)
     covariance: Any = None
     search: Optional[dict] = None
+    heads: List[nn.Linear] = field(default_factory=list)
 
     def _only(self) -> LayerPrune:
         if len(self.layers) != 1:

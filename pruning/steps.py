@@ -108,12 +108,14 @@ class LayerStatistics:
 
     def __init__(self, layers: Sequence[nn.Module], data: Any = None, *, covariance: Any = None,
                  mode: str = "sequential", batch_size: int = 256, device=None, input_transform=None,
-                 progress: bool = False, timings: Optional[Timings] = None, precision: str = "float32"):
+                 progress: bool = False, timings: Optional[Timings] = None, precision: str = "float32",
+                 lengths: Any = None):
         self.layers = list(layers)
         self.D = directions(self.layers[0])
         self.widths = [layer.hidden_size for layer in self.layers]
         self.data, self.batch_size, self.device = data, batch_size, device
         self.input_transform, self.progress, self.precision = input_transform, progress, precision
+        self.lengths = lengths
         self.timings = timings if timings is not None else Timings()
         L = len(self.layers)
         self.grid: List[Optional[List[Tuple[np.ndarray, Optional[CovarianceStats]]]]] = [None] * L
@@ -131,7 +133,7 @@ class LayerStatistics:
         with self.timings("covariance"):
             out = layer_covariances(run_layers, self.data, collect=collect, device=self.device,
                                     batch_size=self.batch_size, input_transform=self.input_transform,
-                                    progress=self.progress, precision=self.precision)
+                                    progress=self.progress, precision=self.precision, lengths=self.lengths)
         return [[(c.mean(), c) for c in row] for row in out]
 
     def layer(self, l: int, compressed_below: Sequence[nn.Module] = (), maps_below=None):

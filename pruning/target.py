@@ -25,14 +25,17 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from pruning.compress import compress_layer, compress_readout, compress_stack
-from pruning.covariance import _as_tensor, batch_dim, iter_input_batches, model_device
-from pruning.modules import as_layers, assemble, check_rnn, split_model
+from pruning.compress import compress_layer, compress_stack
+from pruning.covariance import model_device
+from pruning.sequences import as_tensor, batch_dim, count_sequences, iter_sequence_batches, pack
+from pruning.model_parts import resolve_subject
+from pruning.modules import as_layers, assemble, check_rnn
 from pruning.result import PruneResult
 from pruning.steps import (LayerStatistics, PruneSettings, Timings, consumer_weights, describe_layer, resolve_lambda,
                            select_layer_units)
-from theory._validation import POSITIVE, Options, Real, check_params
+from theory._validation import Options, Real, check_params
 from theory.approximation import s10_bound
 from theory.information import reconstruction_matrix
 
@@ -44,43 +47,73 @@ _CONSTRAINTS = dict(target=Real(0.0, None, closed="neither", what="a positive re
 _HOLDOUT = Real(0.0, 1.0, closed="neither", what="a fraction in (0, 1)")
 
 
-def split_holdout(data: Any, holdout: float, *, batch_first: bool, seed: int = 0):
-    """Split a tensor of sequences into (calibration, held-out) by a seeded permutation."""
-    if not isinstance(data, (torch.Tensor, np.ndarray)):
-        raise TypeError("holdout: only a tensor of all sequences can be split; pass holdout_data= for data given "
-                        "as batches")
+def split_holdout(data: Any, holdout: float, *, batch_first: bool, seed: int = 0, lengths: Any = None):
+    """Split the calibration data into ``(calibration, held_out, calibration_lengths, held_out_lengths)`` by a seeded
+    choice: sequences of one tensor (with their ``lengths``), of a PackedSequence or of a list of sequences, or whole
+    batches of a list of batches (with their per-batch lengths)."""
     h = _HOLDOUT.check(holdout, "holdout")
-    x = _as_tensor(data, "data")
-    dim = batch_dim(x.ndim, batch_first)
-    n = x.shape[dim]
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(data, PackedSequence):
+        padded, lens = pad_packed_sequence(data, batch_first=batch_first)
+        if lengths is not None:
+            raise ValueError("lengths: a PackedSequence carries its own lengths; do not pass lengths=")
+        data, lengths = padded, lens
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        x = as_tensor(data, "data")
+        dim = batch_dim(x.ndim, batch_first) if lengths is None or x.ndim == 3 else (0 if batch_first else 1)
+        n = x.shape[dim]
+        n_out = _held_count(h, n, "sequences")
+        perm = torch.randperm(n, generator=gen)
+        keep, out = perm[n_out:], perm[:n_out]
+        if lengths is None:
+            return x.index_select(dim, keep), x.index_select(dim, out), None, None
+        lens = torch.as_tensor(np.asarray(lengths))
+        return x.index_select(dim, keep), x.index_select(dim, out), lens[keep], lens[out]
+    if not isinstance(data, (list, tuple)):
+        raise TypeError("holdout: the data are a stream (a generator or a DataLoader) that cannot be split; pass "
+                        "holdout_data= with held-out sequences")
+    items = list(data)
+    n = len(items)
+    n_out = _held_count(h, n, "sequences" if count_sequences(items, batch_first) else "batches")
+    perm = torch.randperm(n, generator=gen).tolist()
+    keep, out = perm[n_out:], perm[:n_out]
+    pick = lambda seq, idx: [seq[i] for i in idx]
+    if lengths is None:
+        return pick(items, keep), pick(items, out), None, None
+    lens = list(lengths)
+    if len(lens) != n:
+        raise ValueError(f"lengths: expected one array of lengths per batch ({n}), got {len(lens)}")
+    return pick(items, keep), pick(items, out), pick(lens, keep), pick(lens, out)
+
+
+def _held_count(h: float, n: int, what: str) -> int:
     n_out = int(math.ceil(h * n))
     if n < 2 or n_out >= n:
-        raise ValueError(f"holdout: cannot hold out {h:g} of {n} sequences and keep some for calibration")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return x.index_select(dim, perm[n_out:]), x.index_select(dim, perm[:n_out])
+        raise ValueError(f"holdout: cannot hold out {h:g} of {n} {what} and keep some for calibration; pass "
+                         f"holdout_data= instead")
+    return n_out
 
 
 def _head_outputs(rnn, readout, x) -> torch.Tensor:
     out = rnn(x)[0]
+    if isinstance(out, PackedSequence):
+        out = out.data  # the real steps only
     return torch.nn.functional.linear(out, readout.weight).to(torch.float64)
 
 
 @torch.no_grad()
 def relative_output_error(full, pruned, data: Any, *, input_transform=None, batch_size: int = 256,
-                          device=None) -> float:
-    """``sum ||f_t - f#_t||^2 / sum ||V h_t||^2`` over every sequence and step of ``data`` (the read-out bias
-    cancels in the numerator and is left out of the denominator). ``full`` and ``pruned`` are
-    ``(rnn, readout)`` pairs."""
+                          device=None, lengths: Any = None) -> float:
+    """``sum ||f_t - f#_t||^2 / sum ||V h_t||^2`` over every sequence and real step of ``data`` (the read-out bias
+    cancels in the numerator and is left out of the denominator). ``full`` and ``pruned`` are ``(rnn, readout)``
+    pairs; ``data`` and ``lengths`` take the forms of :func:`pruning.sequences.iter_sequence_batches`."""
     (rnn, head), (rnn_s, head_s) = full, pruned
     device = torch.device(device) if device is not None else model_device(rnn)
     mods = [copy.deepcopy(mod).to(device) if model_device(mod) != device else mod for mod in (rnn, head, rnn_s, head_s)]
     dtype = next(rnn.parameters()).dtype
     num = den = 0.0
-    for x in iter_input_batches(data, batch_size, batch_first=rnn.batch_first):
-        x = x.to(device)
-        if input_transform is not None:
-            x = input_transform(x)
-        x = x.to(dtype)
+    for batch in iter_sequence_batches(data, batch_size, batch_first=rnn.batch_first, lengths=lengths):
+        x = pack(batch, input_transform, batch_first=rnn.batch_first, device=device, dtype=dtype)
         f = _head_outputs(mods[0], mods[1], x)
         g = _head_outputs(mods[2], mods[3], x)
         num += float(((f - g) ** 2).sum())
@@ -102,7 +135,8 @@ def _s10_relative(rnn, readout, sigma, units, lam, T) -> float:
 def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: str = "measured",
                     holdout: float = 0.25, holdout_data: Any = None, search: str = "bisect", seed=None,
                     batch_size: int = 256, device=None, progress: bool = False, precision: str = "float32",
-                    **settings) -> PruneResult:
+                    lengths: Any = None, holdout_lengths: Any = None, rnn: Optional[str] = None, readout: Any = None,
+                    forward=None, **settings) -> PruneResult:
     """The smallest k (same for every layer, at most its width) whose error criterion is ``<= target``.
 
     See the module docstring for the criteria. ``settings`` are the selection settings of
@@ -121,11 +155,17 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     if settings.pop("covariance", None) is not None:
         raise ValueError("covariance: not supported with target= (the search measures its own statistics)")
     settings.pop("covariance_mode", None)
-    rnn, readout, model = split_model(model_or_rnn)
-    chosen = PruneSettings.checked(method="greedy", seed=seed, **settings)
-    transform = getattr(model, "rnn_inputs", None) if model is not None else None
     if data is None:
         raise ValueError("data: calibration data is required with target=")
+    subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
+                              batch_size=batch_size)
+    rnn, readout = subject.rnn, subject.readout
+    chosen = PruneSettings.checked(method="greedy", seed=seed, **settings)
+    transform = subject.transform
+    # a whole model run through hooks takes its own inputs, batch-first (dimension 0), whatever the RNN's layout
+    split_batch_first = rnn.batch_first if subject.parts is None else True
+    if criterion == "s10" and subject.parts is not None:
+        raise ValueError("criterion: 's10' needs the RNN's own inputs (a pair (rnn, readout)), not a whole model")
     if criterion == "s10":
         check_rnn(rnn, "rnn (criterion='s10' is the S10 bound, stated for single-layer Elman RNNs)")
         if transform is not None:
@@ -134,19 +174,23 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
             raise TypeError("data: criterion 's10' needs one tensor of all sequences (to know T)")
         if not chosen.reconstruct:
             raise ValueError("reconstruct: the S10 bound is stated for the reconstruction A_J; keep reconstruct=True")
-        calib, held = data, None
+        calib, held, calib_lengths, held_lengths = data, None, lengths, None
+        # the longest sequence: S_rho grows with T, so the bound at the padded length holds for every sequence
         T = int(data.shape[1] if rnn.batch_first else data.shape[0])
     elif holdout_data is not None:
-        calib, held = data, holdout_data
+        calib, held, calib_lengths, held_lengths = data, holdout_data, lengths, holdout_lengths
     else:
-        calib, held = split_holdout(data, holdout, batch_first=rnn.batch_first, seed=0 if seed is None else seed)
+        calib, held, calib_lengths, held_lengths = split_holdout(data, holdout, batch_first=split_batch_first,
+                                                                 seed=0 if seed is None else seed, lengths=lengths)
+    calibration = subject.with_data(calib, calib_lengths)
+    held_out = subject.with_data(held, held_lengths) if held is not None else None
 
     layers = as_layers(rnn)
     widths = [layer.hidden_size for layer in layers]
     timings = Timings()
-    statistics = LayerStatistics(layers, calib, mode="original", batch_size=batch_size, device=device,
+    statistics = LayerStatistics(layers, calibration.data, mode="original", batch_size=batch_size, device=device,
                                  input_transform=transform, progress=progress, timings=timings,
-                                 precision=precision)
+                                 precision=precision, lengths=calibration.lengths)
     consumers = consumer_weights(layers, readout)
     D = statistics.D
     # one greedy run to every layer's full width: the order of every layer-direction (greedy is nested, S4)
@@ -170,14 +214,16 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
                 A = [[reconstruction_matrix(statistics.layer(l)[d][0], units[l][d], lams[l][d]) for d in range(D)]
                      for l in range(len(layers))] if chosen.reconstruct else None
                 small = compress_stack(rnn, readout, units, A)
-                errors[k] = float(relative_output_error((rnn, readout), small, held, input_transform=transform,
-                                                        batch_size=batch_size, device=device))
+                errors[k] = float(relative_output_error((rnn, readout), small, held_out.data,
+                                                        input_transform=transform, batch_size=batch_size,
+                                                        device=device, lengths=held_out.lengths))
         return errors[k]
 
     k = _search(error, max(widths), tol, criterion, search, errors)
-    result = _prune_with(rnn, readout, model, layers, statistics, consumers, prefix(k), lams, chosen, timings)
+    result = _prune_with(rnn, subject, layers, statistics, consumers, prefix(k), lams, chosen, timings)
     result.search = dict(target=tol, criterion=criterion, k=k, error=errors[k], evaluated=dict(sorted(errors.items())),
-                         search=search, holdout_sequences=None if held is None else _count(held, rnn.batch_first),
+                         search=search, holdout_sequences=None if held is None else count_sequences(
+                             held, split_batch_first),
                          seconds=time.perf_counter() - t_start)
     return result
 
@@ -201,7 +247,7 @@ def _search(error, K: int, tol: float, criterion: str, search: str, errors: Dict
     return hi
 
 
-def _prune_with(rnn, readout, model, layers, statistics, consumers, units, lams, settings, timings) -> PruneResult:
+def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settings, timings) -> PruneResult:
     """Steps 4 and 5 for given unit sets: the reconstruction, the losses and the compressed modules."""
     results, new_layers, below = [], [], None
     for l, layer in enumerate(layers):
@@ -215,20 +261,11 @@ def _prune_with(rnn, readout, model, layers, statistics, consumers, units, lams,
             new_layers.append(compress_layer(layer, units[l], maps, below))
         below = maps
     with timings("compress"):
-        small, head = assemble(new_layers, rnn.dropout), compress_readout(readout, below)
-    new_model = None
-    if model is not None:
-        new_model = copy.deepcopy(model)
-        new_model.rnn, new_model.readout = small, head
-    return PruneResult(rnn=small, readout=head, model=new_model, layers=results, theta=settings.theta, Z=settings.Z,
+        small = assemble(new_layers, rnn.dropout)
+        head, heads, new_model = subject.rebuild(small, below)
+    return PruneResult(rnn=small, readout=head, model=new_model, heads=heads, layers=results, theta=settings.theta, Z=settings.Z,
                        method="greedy", reconstruct=settings.reconstruct, covariance_mode="original",
                        timings=dict(timings), covariance=statistics.stats())
-
-
-def _count(data: Any, batch_first: bool) -> Optional[int]:
-    if isinstance(data, (torch.Tensor, np.ndarray)):
-        return int(data.shape[batch_dim(np.ndim(data), batch_first)])
-    return None
 
 
 def _unreachable(tol: float, criterion: str, K: int, errors: Dict[int, float]) -> str:

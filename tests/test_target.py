@@ -53,7 +53,7 @@ def brute_force_errors(pair, calib, held, widths, **kw):
 def test_returned_k_is_minimal_for_the_measured_error(cell, m, layers, bidirectional, tol, seed):
     pair = make(cell, m, layers, bidirectional, seed)
     x = torch.randn(24, 6, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    calib, held = split_holdout(x, 0.25, batch_first=True, seed=0)
+    calib, held, _, _ = split_holdout(x, 0.25, batch_first=True, seed=0)
     errors = brute_force_errors(pair, calib, held, [m] * layers)
     if errors[m] > tol:
         with pytest.raises(ValueError, match="target: no k"):
@@ -119,8 +119,10 @@ def test_bad_targets_are_refused():
         spectral_prune(pair, x, target=0.1, method="leverage")
     with pytest.raises(TypeError, match="Elman"):
         spectral_prune(pair, x, target=0.1, criterion="s10")
-    with pytest.raises(TypeError, match="holdout: only a tensor"):
-        spectral_prune(pair, [x[:10], x[10:]], target=0.1)
+    with pytest.raises(TypeError, match="holdout: the data are a stream"):
+        spectral_prune(pair, (b for b in (x[:10], x[10:])), target=0.1)
+    with pytest.raises(ValueError, match="holdout: cannot hold out 0.25 of 1 batches"):
+        spectral_prune(pair, [x], target=0.1)
     with pytest.raises(ValueError, match="holdout: expected a fraction"):
         spectral_prune(pair, x, target=0.1, holdout=1.5)
     with pytest.raises(ValueError, match="target: no k"):
@@ -142,3 +144,23 @@ def test_cli_target(tmp_path, capsys):
     k = search["k"]
     assert k == 1 or search["evaluated"][str(k - 1)] > 0.05
     assert "target 0.05 (measured): k =" in capsys.readouterr().out
+
+
+def test_batched_data_hold_out_whole_batches_by_a_seeded_choice():
+    pair = make("GRU", 6)
+    x = torch.randn(40, 5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    batches = list(torch.split(x, 5))  # 8 batches
+    calib, held, _, _ = split_holdout(batches, 0.25, batch_first=True, seed=3)
+    assert len(held) == 2 and len(calib) == 6
+    ids = lambda bs: {int(b[0, 0, 0].mul(1e6).round()) for b in bs}
+    assert ids(calib).isdisjoint(ids(held)) and len(ids(calib) | ids(held)) == 8  # whole batches, none split
+    again = split_holdout(batches, 0.25, batch_first=True, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(again[1], held))  # seeded
+    res = spectral_prune(pair, batches, target=0.3, seed=3)
+    assert res.search["error"] <= 0.3
+    # the error is measured on exactly those held-out batches
+    from pruning import compress_stack
+    from pruning.target import relative_output_error
+
+    small = (res.rnn, res.readout)
+    assert relative_output_error(pair, small, held) == pytest.approx(res.search["error"], rel=1e-9)

@@ -1,0 +1,483 @@
+"""Pruning a whole user model: find its recurrent module and read-outs, capture what the recurrent module really
+receives, refuse layouts the method does not cover, and put the pruned modules back into a copy of the model.
+
+A user's model is an ordinary ``nn.Module``: an embedding or any preprocessing, one recurrent module (``nn.RNN``,
+``nn.LSTM``, ``nn.GRU`` or a :class:`~pruning.recurrent_stack.RecurrentStack`) stored under any name, and one or more
+``nn.Linear`` read-outs of its output. :func:`locate` finds them by dotted path (``rnn="encoder"``,
+``readout="head"`` or several heads) or, without paths, as the model's only recurrent module and only linear layer
+that reads its output width. :class:`RecurrentInputs` runs the model on the user's batches and yields, through a
+forward pre-hook, exactly what the recurrent module received (a tensor in its own layout, or a PackedSequence), so
+embeddings and packing inside the model need no protocol. :func:`check_readout_path` verifies that what lies between
+the recurrent module and each read-out is a unit-wise linear map of the states (dropout in eval mode, identity,
+indexing, pooling or masked means over time), which is what lets a read-out absorb ``A_J`` (docs/method.md,
+section 4); a norm layer, another linear layer, attention or a nonlinearity there is refused with its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+from pruning.modules import check_readout, check_recurrent, directions, output_width
+from pruning.recurrent_stack import RecurrentStack
+
+__all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward", "check_readout_path", "replace_modules",
+           "combined_readout"]
+
+_RECURRENT = (nn.RNN, nn.LSTM, nn.GRU, RecurrentStack)
+#: Modules that may stand between the recurrent module and a read-out: they act on each unit separately and linearly
+#: (dropout is the identity in eval mode, where the statistics are taken and the check runs).
+_UNITWISE = (nn.Dropout, nn.Dropout1d, nn.Identity, nn.Flatten, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """The recurrent module and read-outs of a user's model, with their dotted paths in it."""
+
+    model: nn.Module
+    rnn_path: str
+    readout_paths: Tuple[str, ...]
+
+    @property
+    def rnn(self) -> nn.Module:
+        return self.model.get_submodule(self.rnn_path)
+
+    @property
+    def readouts(self) -> List[nn.Linear]:
+        return [self.model.get_submodule(p) for p in self.readout_paths]
+
+
+def _describe(path: str, module: nn.Module) -> str:
+    if isinstance(module, nn.Linear):
+        return f"{path!r} (Linear {module.in_features} -> {module.out_features})"
+    if isinstance(module, _RECURRENT):
+        width = module.hidden_sizes if isinstance(module, RecurrentStack) else module.hidden_size
+        return f"{path!r} ({type(module).__name__}, hidden {width})"
+    return f"{path!r} ({type(module).__name__})"
+
+
+def _get(model: nn.Module, path: str, name: str) -> nn.Module:
+    if not isinstance(path, str) or not path:
+        raise TypeError(f"{name}: expected the dotted path of a submodule (e.g. 'encoder'), got {path!r}")
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        names = [p for p, _ in model.named_modules() if p]
+        raise ValueError(f"{name}: the model has no submodule {path!r}; its submodules are "
+                         f"{', '.join(repr(p) for p in names[:20])}{' ...' if len(names) > 20 else ''}") from None
+
+
+def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> ModelParts:
+    """The recurrent module and read-out(s) of ``model``, by dotted path or found alone.
+
+    ``rnn`` is a path such as ``"encoder"`` (default: the model's only recurrent module); ``readout`` a path or a
+    list of paths of ``nn.Linear`` modules that read the recurrent module's output (default: the only such linear
+    layer). Ambiguity is an error that lists the candidates with their paths.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model_or_rnn: expected an nn.Module, a (rnn, readout) pair, got {type(model).__name__}")
+    if rnn is None:
+        found = [(p, m) for p, m in model.named_modules() if isinstance(m, _RECURRENT) and p]
+        found = [(p, m) for p, m in found if not any(p.startswith(q + ".") for q, _ in found)]
+        cells = [(p, m) for p, m in model.named_modules() if isinstance(m, nn.RNNCellBase)]
+        if not found:
+            raise TypeError(f"model_or_rnn: expected a pair (rnn, readout) or a model holding an nn.RNN, nn.LSTM, "
+                            f"nn.GRU or RecurrentStack, got a {type(model).__name__} with none"
+                            + (f" (RNN cells stepped by a loop are not supported: "
+                               f"{', '.join(_describe(p, m) for p, m in cells)})" if cells else ""))
+        if len(found) != 1:
+            listed = ", ".join(_describe(p, m) for p, m in found)
+            raise ValueError(f"rnn: expected exactly one recurrent module in the model, found {len(found)}: {listed}; "
+                             f"name the one to prune, e.g. rnn={found[0][0]!r}")
+        rnn = found[0][0]
+    module = _get(model, rnn, "rnn")
+    check_recurrent(module, f"rnn ({rnn!r})")
+    width = output_width(module)
+    if readout is None:
+        heads = [p for p, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features == width
+                 and not p.startswith(rnn + ".")]
+        if len(heads) != 1:
+            listed = ", ".join(_describe(p, model.get_submodule(p)) for p in heads) or "none"
+            raise ValueError(f"readout: expected exactly one nn.Linear reading the {width} outputs of {rnn!r}, found "
+                             f"{len(heads)}: {listed}; name the read-out(s), e.g. readout='head' or "
+                             f"readout=['head', 'aux']")
+        readout = heads
+    paths = (readout,) if isinstance(readout, str) else tuple(readout)
+    if not paths or len(set(paths)) != len(paths):
+        raise ValueError(f"readout: expected one or more distinct module paths, got {readout!r}")
+    for p in paths:
+        check_readout(_get(model, p, "readout"), width, f"readout ({p!r})")
+        if p == rnn or p.startswith(rnn + "."):
+            raise ValueError(f"readout: {p!r} is part of the recurrent module {rnn!r}")
+    return ModelParts(model, rnn, paths)
+
+
+def combined_readout(readouts: Sequence[nn.Linear]) -> nn.Linear:
+    """One linear layer whose rows are every read-out's rows: the weight that reads the states in the output loss
+    (S2 with Z = the read-out) and in the error-target search, for models with several heads."""
+    if len(readouts) == 1:
+        return readouts[0]
+    w = readouts[0].weight
+    out = nn.Linear(w.shape[1], sum(r.out_features for r in readouts), device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        out.weight.copy_(torch.cat([r.weight for r in readouts]))
+        out.bias.copy_(torch.cat([r.bias if r.bias is not None else torch.zeros(r.out_features, device=w.device,
+                                                                                  dtype=w.dtype) for r in readouts]))
+    return out
+
+
+def default_forward(model: nn.Module, batch: Any) -> Any:
+    """How a batch is given to the model: a tensor or PackedSequence as ``model(batch)``, a tuple or list as
+    ``model(batch[0])`` (a DataLoader's ``(inputs, targets)``), a dict as ``model(**batch)``."""
+    if isinstance(batch, dict):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)) and not isinstance(batch, PackedSequence):
+        if not batch:
+            raise ValueError("data: a batch is an empty tuple")
+        return model(batch[0])
+    return model(batch)
+
+
+def _model_batches(data: Any, batch_size: int) -> Iterator[Tuple[Any, Optional[int]]]:
+    """The user's batches, with the number of sequences where the data were one tensor split along dimension 0."""
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if isinstance(data, torch.Tensor):
+        if data.ndim == 0 or data.shape[0] == 0:
+            raise ValueError(f"data: expected a non-empty batch of model inputs, got shape {tuple(data.shape)}")
+        for chunk in torch.split(data, batch_size):
+            yield chunk, (chunk.shape[0] if data.shape[0] > batch_size else None)
+        return
+    if isinstance(data, PackedSequence):
+        yield data, None
+        return
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise TypeError(f"data: expected a tensor of model inputs or an iterable of batches, got {type(data).__name__}")
+    for batch in data:
+        yield batch, None
+
+
+class _Refused(Exception):
+    pass
+
+
+class RecurrentInputs:
+    """Re-iterable view of what a model's recurrent module receives while the model runs on ``data``.
+
+    Each iteration runs ``forward(model, batch)`` (default :func:`default_forward`) in eval mode without gradients
+    over the user's batches (a tensor is split along dimension 0 into ``batch_size`` sequences) and yields the first
+    argument of every call of the recurrent module: a tensor in the module's layout or a PackedSequence. With
+    ``lengths`` (one length per sequence of a tensor, or one array per batch of an iterable) a padded tensor the module
+    receives is packed first, so padding steps stay out of the statistics. Every call of the module is a batch of
+    sequences (a model may call it more than once per batch). An initial state passed to the module is refused: the
+    statistics are those of runs from the zero state.
+    """
+
+    def __init__(self, parts: ModelParts, data: Any, *, forward: Optional[Callable[[nn.Module, Any], Any]] = None,
+                 batch_size: int = 256, lengths: Any = None):
+        self.parts, self.data, self.batch_size = parts, data, batch_size
+        self.forward = forward if forward is not None else default_forward
+        if not callable(self.forward):
+            raise TypeError(f"forward: expected a callable forward(model, batch), got {type(forward).__name__}")
+        self.lengths = lengths
+
+    def _lengths(self) -> Iterator[Any]:
+        if self.lengths is None:
+            while True:
+                yield None
+        if isinstance(self.data, (torch.Tensor, np.ndarray)):
+            lens = torch.as_tensor(np.asarray(self.lengths.cpu() if hasattr(self.lengths, "cpu") else self.lengths))
+            yield from torch.split(lens, self.batch_size)
+        else:
+            yield from self.lengths
+        raise ValueError("lengths: fewer per-batch lengths than batches of data")
+
+    def __iter__(self) -> Iterator[Any]:
+        rnn = self.parts.rnn
+        calls: List[Any] = []
+
+        def hook(module, args, kwargs):
+            x = args[0] if args else kwargs.get("input")
+            hx = args[1] if len(args) > 1 else kwargs.get("hx")
+            if hx is not None:
+                raise _Refused(f"data: the model passes an initial state to {self.parts.rnn_path!r}; spectral "
+                               f"pruning takes its statistics from runs that start at the zero state")
+            calls.append(x)
+
+        lengths = self._lengths()
+        with _eval_mode(self.parts.model), torch.no_grad():
+            handle = rnn.register_forward_pre_hook(hook, with_kwargs=True)
+            try:
+                for i, (batch, n) in enumerate(_model_batches(self.data, self.batch_size)):
+                    lens = next(lengths)
+                    calls.clear()
+                    try:
+                        self.forward(self.parts.model, batch)
+                    except _Refused as err:
+                        raise ValueError(str(err)) from None
+                    if not calls:
+                        raise ValueError(f"data: the model ran on batch {i} without calling {self.parts.rnn_path!r}")
+                    for x in calls:
+                        yield self._checked(x, n, lens, i)
+            finally:
+                handle.remove()
+
+    def _checked(self, x: Any, n: Optional[int], lens: Any, i: int) -> Any:
+        rnn = self.parts.rnn
+        if isinstance(x, PackedSequence):
+            if lens is not None:
+                raise ValueError(f"lengths: {self.parts.rnn_path!r} received a PackedSequence in batch {i}, which "
+                                 f"carries its own lengths; do not pass lengths=")
+            return x
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"data: {self.parts.rnn_path!r} received {type(x).__name__} in batch {i}")
+        bdim = 0 if rnn.batch_first else 1
+        if n is not None and x.ndim == 3 and x.shape[bdim] != n:
+            raise ValueError(f"data: a chunk of {n} sequences (dimension 0 of data) reached {self.parts.rnn_path!r} as "
+                             f"{x.shape[bdim]} sequences; if the model's inputs are not batch-first, pass data as "
+                             f"an iterable of batches")
+        if lens is None:
+            return x
+        lens = torch.as_tensor(np.asarray(lens.cpu() if hasattr(lens, "cpu") else lens)).to(torch.int64)
+        if x.ndim != 3 or lens.ndim != 1 or lens.numel() != x.shape[bdim]:
+            raise ValueError(f"lengths: expected one length per sequence ({x.shape[bdim] if x.ndim == 3 else 1}) "
+                             f"of batch {i}, got shape {tuple(lens.shape)}")
+        T = x.shape[1 - bdim]
+        if int(lens.min()) < 1 or int(lens.max()) > T:
+            raise ValueError(f"lengths: expected every length in 1..{T} in batch {i}, got "
+                             f"{int(lens.min())}..{int(lens.max())}")
+        return pack_padded_sequence(x, lens, batch_first=rnn.batch_first, enforce_sorted=False)
+
+    def first(self) -> Any:
+        """One batch of the user's data (for the checks)."""
+        for batch, _ in _model_batches(self.data, self.batch_size):
+            return batch
+        raise ValueError("data: no batch of calibration data")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+
+
+def _random_maps(widths: Sequence[int], gen: torch.Generator, like: torch.Tensor) -> List[torch.Tensor]:
+    """Random maps, one per direction, on the device and in the dtype of ``like``."""
+    # well conditioned, so that a true unit-wise linear path passes at the dtype's tolerance: I + N(0, 1/m)
+    return [(torch.eye(m) + torch.randn(m, m, generator=gen) / m ** 0.5).to(like) for m in widths]
+
+
+def _times(x: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    parts, start = [], 0
+    for M in maps:
+        parts.append(x[..., start:start + M.shape[0]] @ M)
+        start += M.shape[0]
+    return torch.cat(parts, dim=-1)
+
+
+def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None) -> None:
+    """Refuse a model whose read-outs do not read a unit-wise linear function of the recurrent module's output.
+
+    The test is exact in law: the recurrent module's output ``O`` (and the last layer's final state) is replaced by
+    ``O M`` for a random map ``M`` per direction, the other layers' final states and LSTM cell states scaled by -1.3, and each read-out's input must then be its unperturbed input times ``M``. Dropout (eval mode), identity,
+    indexing, concatenation of directions, pooling and masked means over time pass; norm layers, linear layers,
+    attention, nonlinearities and anything that reads an earlier layer's or the cell state fail. The modules run in
+    between whose inputs have the state width are named in the error.
+    """
+    forward = forward if forward is not None else default_forward
+    model, rnn = parts.model, parts.rnn
+    D = directions(rnn)
+    m = output_width(rnn) // D
+    gen = torch.Generator().manual_seed(0)
+    seen: dict = {p: [] for p in parts.readout_paths}
+    order: List[Tuple[str, nn.Module]] = []
+    state = dict(perturb=False, after_rnn=False, readout_seen=False)
+    p0 = next(rnn.parameters())
+    maps = _random_maps([m] * D, gen, p0)
+    other = -1.3  # the other layers' final states and the LSTM cell states: any change a read of them would show
+
+    def perturb_output(module, args, out):
+        state["after_rnn"] = True
+        if not state["perturb"]:
+            return out
+        y, h = out
+        if isinstance(y, PackedSequence):
+            y = PackedSequence(_times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
+        else:
+            y = _times(y, maps)
+
+        def last_rows(s):
+            # the last layer's rows (a RecurrentStack pads them to its widest layer): their first m entries times M
+            rows = [s[r] * other for r in range(s.shape[0] - D)]
+            for d in range(D):
+                row = s[s.shape[0] - D + d]
+                rows.append(torch.cat([row[..., :m] @ maps[d], row[..., m:]], dim=-1))
+            return torch.stack(rows)
+
+        h = (last_rows(h[0]), h[1] * other) if isinstance(h, tuple) else last_rows(h)
+        return y, h
+
+    def record_input(path):
+        def hook(module, args):
+            seen[path].append(args[0].detach().clone())
+            state["readout_seen"] = True
+        return hook
+
+    def record_order(path):
+        def hook(module, args):
+            if state["after_rnn"] and not state["perturb"] and not state["readout_seen"]:
+                order.append((path, module, args))
+        return hook
+
+    skip = set(parts.readout_paths) | {parts.rnn_path}
+    handles = [rnn.register_forward_hook(perturb_output)]
+    handles += [model.get_submodule(p).register_forward_pre_hook(record_input(p)) for p in parts.readout_paths]
+    handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in model.named_modules()
+                if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())]
+    try:
+        with _eval_mode(model), torch.no_grad():
+            forward(model, batch)
+            plain = {p: list(v) for p, v in seen.items()}
+            for v in seen.values():
+                v.clear()
+            state.update(perturb=True, after_rnn=False)
+            forward(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    tol = 1e-9 if p0.dtype == torch.float64 else 2e-4
+    for path in parts.readout_paths:
+        before, after = plain[path], seen[path]
+        ok = len(before) == len(after) and len(before) > 0
+        for a, b in zip(before, after):
+            expected = _times(a.to(p0.dtype), maps)
+            scale = float(expected.abs().max()) + 1e-30
+            ok = ok and a.shape == b.shape and float((expected - b).abs().max()) <= tol * scale
+        if ok:
+            continue
+        width = D * m
+        suspects = [p for p, mod, args in order if not isinstance(mod, _UNITWISE)
+                    and any(isinstance(t, torch.Tensor) and width in t.shape for t in args)]
+        where = (f"module(s) {', '.join(repr(s) for s in suspects)} between {parts.rnn_path!r} and {path!r} depend "
+                 f"on the hidden width" if suspects else
+                 f"a computation in the model's forward between {parts.rnn_path!r} and {path!r} (not a module: e.g. a "
+                 f"functional norm, a nonlinearity, attention, or a read of an earlier layer's or the cell state)")
+        raise ReadoutPathError(f"readout: {path!r} does not read a unit-wise linear function of {parts.rnn_path!r}'s "
+                         f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
+                         f"that read its states, with only dropout, identity, indexing or pooling over time between "
+                         f"them; name a different read-out, or prune a model whose head reads the states directly")
+
+
+class ReadoutPathError(ValueError):
+    """A read-out that does not read a unit-wise linear function of the recurrent module's states."""
+
+
+def _check_if_callable(parts: ModelParts, data: torch.Tensor, rnn: nn.Module) -> None:
+    # a model with .rnn/.readout whose forward takes the RNN's inputs: check its read-out path on a few sequences;
+    # a forward that takes something else cannot be checked here and is left alone
+    batch = data.narrow(0 if rnn.batch_first or data.ndim < 3 else 1, 0, min(8, data.shape[0 if rnn.batch_first
+                                                                                            or data.ndim < 3 else 1]))
+    try:
+        check_readout_path(parts, batch)
+    except ReadoutPathError:
+        raise
+    except Exception:  # noqa: BLE001 - the model's own forward failed on these inputs: nothing to check
+        return
+
+
+def replace_modules(parts: ModelParts, rnn: nn.Module, readouts: Sequence[nn.Linear]) -> nn.Module:
+    """A deep copy of the user's model with the recurrent module and read-outs replaced."""
+    new = copy.deepcopy(parts.model)
+    for path, module in zip((parts.rnn_path,) + parts.readout_paths, (rnn, *readouts)):
+        parent, _, leaf = path.rpartition(".")
+        setattr(new.get_submodule(parent) if parent else new, leaf, module)
+    return new
+
+
+@dataclass
+class Subject:
+    """What the pruning steps work on, whatever the user passed: the recurrent module, the weight that reads its
+    states (several heads combined), the calibration data in a form the statistics take, and how to put the pruned
+    modules back (:meth:`rebuild`)."""
+
+    rnn: nn.Module
+    readout: nn.Linear
+    heads: List[nn.Linear]
+    model: Optional[nn.Module]
+    parts: Optional[ModelParts]
+    data: Any
+    transform: Optional[Callable]
+    lengths: Any
+
+    def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray]) -> Tuple[nn.Linear, List[nn.Linear],
+                                                                              Optional[nn.Module]]:
+        """``(readout, heads, model)`` for the pruned recurrent module ``rnn`` whose last layer's states are
+        approximated by ``maps`` (one per direction): every head absorbs them; ``readout`` is the combined head (the
+        one head of a single-head model), ``model`` a copy of the user's model holding the pruned modules."""
+        from pruning.compress import compress_readout
+
+        heads = [compress_readout(h, maps) for h in self.heads]
+        readout = heads[0] if len(heads) == 1 else combined_readout(heads)
+        if self.parts is not None:
+            return readout, heads, replace_modules(self.parts, rnn, heads)
+        if self.model is not None:
+            new = copy.deepcopy(self.model)
+            new.rnn, new.readout = rnn, heads[0]
+            return readout, heads, new
+        return readout, heads, None
+
+    def with_data(self, data: Any, lengths: Any) -> "Subject":
+        """The same subject with other calibration data (a held-out part of the user's data)."""
+        if self.parts is None:
+            return dataclasses.replace(self, data=data, lengths=lengths)
+        inputs = RecurrentInputs(self.parts, data, forward=self.data.forward, batch_size=self.data.batch_size,
+                                 lengths=lengths)
+        return dataclasses.replace(self, data=inputs, lengths=None)
+
+
+def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, readout: Any = None,
+                    forward: Optional[Callable] = None, lengths: Any = None, batch_size: int = 256,
+                    check: bool = True) -> Subject:
+    """The :class:`Subject` of a call of :func:`pruning.spectral_prune`.
+
+    * a pair ``(rnn, readout)``: ``data`` are the recurrent module's inputs;
+    * a model with ``.rnn`` and ``.readout`` (and optionally ``rnn_inputs(x)``), no paths given: ``data`` are the
+      model's inputs, mapped by ``rnn_inputs``;
+    * any other model, or paths given: the modules by :func:`locate`, the data run through the model with
+      :class:`RecurrentInputs`, and the read-out path checked (:func:`check_readout_path`) on the first batch.
+    """
+    from pruning.modules import split_model
+
+    is_pair = isinstance(model_or_rnn, (tuple, list))
+    protocol = rnn is None and readout is None and hasattr(model_or_rnn, "rnn") and hasattr(model_or_rnn, "readout")
+    if is_pair or protocol or isinstance(model_or_rnn, _RECURRENT) or not isinstance(model_or_rnn, nn.Module):
+        if rnn is not None or readout is not None:
+            raise ValueError("rnn, readout: module paths name parts of a model; a pair (rnn, readout) is already "
+                             "its parts")
+        if forward is not None:
+            raise ValueError("forward: only for a whole model whose modules are found by path")
+        r, head, model = split_model(model_or_rnn)
+        transform = getattr(model, "rnn_inputs", None)
+        if check and model is not None and transform is None and isinstance(data, torch.Tensor) and lengths is None:
+            _check_if_callable(ModelParts(model, "rnn", ("readout",)), data, r)
+        return Subject(r, head, [head], model, None, data, transform, lengths)
+    parts = locate(model_or_rnn, rnn, readout)
+    heads = parts.readouts
+    inputs = RecurrentInputs(parts, data, forward=forward, batch_size=batch_size, lengths=lengths) \
+        if data is not None else None
+    if check and data is not None:
+        check_readout_path(parts, inputs.first(), forward)
+    return Subject(parts.rnn, combined_readout(heads), heads, parts.model, parts, inputs, None, None)

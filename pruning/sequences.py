@@ -1,0 +1,196 @@
+"""Calibration data in the forms users have, as batches in which only real steps count.
+
+:func:`iter_sequence_batches` accepts
+
+* one tensor or array of all sequences, ``(batch, T, d_x)`` if ``batch_first`` else ``(T, batch, d_x)``, a single
+  unbatched sequence ``(T, d_x)``, or token ids ``(batch, T)``; with ``lengths=`` (one length per sequence) the
+  steps past each sequence's length are padding and are left out;
+* a ``torch.nn.utils.rnn.PackedSequence``, or an iterable of them;
+* an iterable of batches (a list, a generator, a ``DataLoader``) whose items are tensors, PackedSequences, or
+  tuples/lists whose first element is one of those; with ``lengths=``, an iterable of per-batch lengths beside it;
+* a list of sequences of different lengths: float tensors ``(T_i, d_x)`` or 1-D token ids ``(T_i,)``, grouped into
+  padded batches of ``batch_size`` with their lengths.
+
+Each batch comes out as a :class:`SequenceBatch`: the inputs, padded (or packed), and the lengths when some sequence
+is shorter than the batch's T. :func:`pack` turns one into a ``PackedSequence`` for the recurrent modules, whose
+outputs then hold exactly the states of real steps, in both directions of a bidirectional layer and as the inputs of
+stacked layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, List, Optional
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_sequence
+
+from theory._validation import Integer
+
+__all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences"]
+
+BATCH_SIZE = Integer(1, None, what="a positive integer")
+
+
+def batch_dim(ndim: int, batch_first: bool) -> int:
+    """The sequence (batch) dimension of an input array: 1 for time-major (T, batch, d_x) arrays, else 0 (a
+    batch-first array, or a 2-D array of sequences such as token ids)."""
+    return 0 if batch_first or ndim < 3 else 1
+
+
+def as_tensor(x: Any, what: str) -> torch.Tensor:
+    """A tensor from a tensor or NumPy array of real numbers, or a TypeError naming ``what``."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"{what}: expected real inputs, got {x.dtype}")
+        return x
+    raise TypeError(f"{what}: expected a torch.Tensor or numpy array of inputs, got {type(x).__name__}")
+
+
+@dataclass
+class SequenceBatch:
+    """One batch: ``inputs`` padded in the module's layout (or ``packed``), and ``lengths`` (int64, CPU) when some
+    sequence ends before the batch's last step (None when every step is real)."""
+
+    inputs: Optional[torch.Tensor] = None
+    lengths: Optional[torch.Tensor] = None
+    packed: Optional[PackedSequence] = None
+
+    @property
+    def steps(self) -> int:
+        """The number of real steps (states) in the batch."""
+        if self.packed is not None:
+            return int(self.packed.batch_sizes.sum())
+        if self.lengths is not None:
+            return int(self.lengths.sum())
+        return int(self.inputs.shape[:-1].numel()) if self.inputs.ndim > 1 else int(self.inputs.numel())
+
+
+def _check_lengths(lengths: Any, n: int, T: int, where: str) -> Optional[torch.Tensor]:
+    lens = torch.as_tensor(np.asarray(lengths.detach().cpu() if hasattr(lengths, "detach") else lengths))
+    if lens.ndim != 1 or lens.numel() != n:
+        raise ValueError(f"lengths: expected one length per sequence ({n}){where}, got shape {tuple(lens.shape)}")
+    if lens.dtype.is_floating_point or lens.dtype == torch.bool or lens.is_complex():
+        raise TypeError(f"lengths: expected integer lengths{where}, got {lens.dtype}")
+    lens = lens.to(torch.int64)
+    if n and (int(lens.min()) < 1 or int(lens.max()) > T):
+        raise ValueError(f"lengths: expected every length in 1..{T} (the padded length){where}, got "
+                         f"{int(lens.min())}..{int(lens.max())}")
+    return None if bool((lens == T).all()) else lens
+
+
+def _from_tensor(x: torch.Tensor, lengths, batch_size: int, batch_first: bool, where: str) -> Iterator[SequenceBatch]:
+    if x.ndim == 3 or (x.ndim == 2 and lengths is not None):
+        # (with lengths, a 2-D array is token ids in the module's layout: (batch, T) or (T, batch))
+        dim = 0 if batch_first else 1
+        n, T = x.shape[dim], x.shape[1 - dim]
+        lens = _check_lengths(lengths, n, T, where) if lengths is not None else None
+        for start in range(0, n, batch_size):
+            chunk = x.narrow(dim, start, min(batch_size, n - start))
+            yield SequenceBatch(chunk, None if lens is None else _none_if_full(lens[start:start + batch_size], T))
+    else:
+        if lengths is not None:
+            raise ValueError(f"lengths: given for data of shape {tuple(x.shape)}{where}; lengths need a batch of "
+                             f"padded sequences")
+        yield SequenceBatch(x)
+
+
+def _none_if_full(lens: torch.Tensor, T: int) -> Optional[torch.Tensor]:
+    return None if bool((lens == T).all()) else lens
+
+
+def _looks_like_sequences(items: List[Any]) -> bool:
+    """A list of single sequences of different lengths: float (T_i, d) or 1-D token ids (T_i,)."""
+    tensors = [i if isinstance(i, torch.Tensor) else torch.from_numpy(i) if isinstance(i, np.ndarray) else None
+               for i in items]
+    if not tensors or any(t is None for t in tensors):
+        return False
+    float_seqs = all(t.ndim == 2 and t.is_floating_point() for t in tensors)
+    token_seqs = all(t.ndim == 1 and not t.is_floating_point() for t in tensors)
+    if not (float_seqs or token_seqs):
+        return False
+    return len({int(t.shape[0]) for t in tensors}) > 1 or token_seqs
+
+
+def _group_sequences(items: List[torch.Tensor], batch_size: int, batch_first: bool) -> Iterator[SequenceBatch]:
+    for start in range(0, len(items), batch_size):
+        group = [as_tensor(t, f"data: sequence {start + i}") for i, t in enumerate(items[start:start + batch_size])]
+        lens = torch.tensor([int(t.shape[0]) for t in group], dtype=torch.int64)
+        if int(lens.min()) < 1:
+            raise ValueError(f"data: sequence {start + int(torch.argmin(lens))} is empty; expected length >= 1")
+        padded = pad_sequence(group, batch_first=batch_first)
+        yield SequenceBatch(padded, _none_if_full(lens, int(lens.max())))
+
+
+def iter_sequence_batches(data: Any, batch_size: int = 256, *, batch_first: bool = True,
+                          lengths: Any = None) -> Iterator[SequenceBatch]:
+    """The batches of ``data`` (see the module docstring for the forms)."""
+    batch_size = BATCH_SIZE.check(batch_size, "batch_size")
+    if isinstance(data, PackedSequence):
+        if lengths is not None:
+            raise ValueError("lengths: a PackedSequence carries its own lengths; do not pass lengths=")
+        yield SequenceBatch(packed=data)
+        return
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        yield from _from_tensor(as_tensor(data, "data"), lengths, batch_size, batch_first, "")
+        return
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise TypeError(f"data: expected a tensor, a PackedSequence or an iterable of batches, got "
+                        f"{type(data).__name__}")
+    if isinstance(data, (list, tuple)) and lengths is None and _looks_like_sequences(list(data)):
+        yield from _group_sequences(list(data), batch_size, batch_first)
+        return
+    lengths_iter = iter(lengths) if lengths is not None else None
+    for i, item in enumerate(data):
+        if isinstance(item, (tuple, list)) and not isinstance(item, PackedSequence):  # (a PackedSequence is a tuple)
+            if len(item) == 0:
+                raise ValueError(f"data: batch {i} is an empty tuple")
+            item = item[0]
+        lens = None
+        if lengths_iter is not None:
+            try:
+                lens = next(lengths_iter)
+            except StopIteration:
+                raise ValueError(f"lengths: fewer per-batch lengths than batches (none for batch {i})") from None
+        if isinstance(item, PackedSequence):
+            if lens is not None:
+                raise ValueError(f"lengths: batch {i} is a PackedSequence, which carries its own lengths")
+            yield SequenceBatch(packed=item)
+            continue
+        yield from _from_tensor(as_tensor(item, f"data: batch {i}"), lens, 1 << 62, batch_first, f" (batch {i})")
+
+
+def pack(batch: SequenceBatch, transform: Optional[Callable[[torch.Tensor], torch.Tensor]], *, batch_first: bool,
+         device=None, dtype=None):
+    """The batch as the recurrent module's input: a tensor (every step real) or a PackedSequence, after
+    ``transform`` (e.g. an embedding of token ids), on ``device`` in ``dtype``."""
+    if batch.packed is not None:
+        p = batch.packed
+        data = p.data.to(device)
+        if transform is not None:
+            data = transform(data)
+        if dtype is not None:
+            data = data.to(dtype)
+        return PackedSequence(data, p.batch_sizes, p.sorted_indices, p.unsorted_indices)
+    x = batch.inputs.to(device)
+    if transform is not None:
+        x = transform(x)
+    if dtype is not None:
+        x = x.to(dtype)
+    if batch.lengths is None:
+        return x
+    return pack_padded_sequence(x, batch.lengths, batch_first=batch_first, enforce_sorted=False)
+
+
+def count_sequences(data: Any, batch_first: bool, lengths: Any = None) -> Optional[int]:
+    """The number of sequences in ``data`` when it can be told without iterating a generator (None otherwise)."""
+    if isinstance(data, PackedSequence):
+        return int(data.batch_sizes[0])
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return int(data.shape[batch_dim(np.ndim(data), batch_first)])
+    if isinstance(data, (list, tuple)) and _looks_like_sequences(list(data)):
+        return len(data)
+    return None

@@ -1,0 +1,131 @@
+"""Variable-length data (issue: prune the models people have): padded batches with lengths, PackedSequences and lists
+of sequences give the statistics, the kept units and the pruned outputs of a sequence-by-sequence computation, in
+float64, for every layer and both directions."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence, pad_sequence
+
+from pruning import layer_covariances, spectral_prune, time_mean_covariance
+from pruning.modules import as_layers
+from pruning.sequences import iter_sequence_batches
+
+
+def _module(cell, m, layers, bidirectional, batch_first, seed):
+    torch.manual_seed(seed)
+    kw = dict(num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, dtype=torch.float64)
+    rnn = torch.nn.RNN(3, m, nonlinearity="tanh", **kw) if cell == "RNN" else getattr(torch.nn, cell)(3, m, **kw)
+    return rnn, torch.nn.Linear((2 if bidirectional else 1) * m, 2, dtype=torch.float64)
+
+
+def _per_sequence_stats(rnn, seqs):
+    """Sums of outer products of every layer-direction's states, each sequence run alone (no padding at all)."""
+    layers = as_layers(rnn)
+    D = 2 if rnn.bidirectional else 1
+    sums = [[torch.zeros(l.hidden_size, l.hidden_size, dtype=torch.float64) for _ in range(D)] for l in layers]
+    count = 0
+    with torch.no_grad():
+        for s in seqs:
+            x = s[None] if rnn.batch_first else s[:, None]
+            for l, layer in enumerate(layers):
+                x, _ = layer(x)
+                H = x.reshape(-1, D * layer.hidden_size)
+                for d in range(D):
+                    h = H[:, d * layer.hidden_size:(d + 1) * layer.hidden_size]
+                    sums[l][d] += h.T @ h
+            count += s.shape[0]
+    return sums, count
+
+
+@settings(max_examples=20, deadline=None)
+@given(cell=st.sampled_from(["RNN", "LSTM", "GRU"]), layers=st.integers(1, 2), bidirectional=st.booleans(),
+       batch_first=st.booleans(), lengths=st.lists(st.integers(1, 9), min_size=1, max_size=7),
+       batch_size=st.integers(1, 4), seed=st.integers(0, 100))
+def test_padded_packed_and_listed_sequences_give_the_per_sequence_statistics(cell, layers, bidirectional, batch_first,
+                                                                             lengths, batch_size, seed):
+    rnn, _ = _module(cell, 5, layers, bidirectional, batch_first, seed)
+    g = torch.Generator().manual_seed(seed)
+    seqs = [torch.randn(L, 3, generator=g, dtype=torch.float64) for L in lengths]
+    ref, count = _per_sequence_stats(rnn, seqs)
+    padded = pad_sequence(seqs, batch_first=batch_first, padding_value=7.0)  # padding that would show if counted
+    lens = torch.tensor(lengths)
+    packed = pack_sequence(seqs, enforce_sorted=False)
+    forms = {
+        "padded + lengths": dict(data=padded, lengths=lens),
+        "list of sequences": dict(data=seqs),
+        "packed": dict(data=packed),
+        "list of packed batches": dict(data=[pack_sequence(seqs[i:i + batch_size], enforce_sorted=False)
+                                             for i in range(0, len(seqs), batch_size)]),
+        "padded batches + per-batch lengths": dict(
+            data=[pad_sequence(seqs[i:i + batch_size], batch_first=batch_first)
+                  for i in range(0, len(seqs), batch_size)],
+            lengths=[lens[i:i + batch_size] for i in range(0, len(seqs), batch_size)]),
+    }
+    for name, kw in forms.items():
+        got = layer_covariances(as_layers(rnn), kw["data"], lengths=kw.get("lengths"), batch_size=batch_size)
+        for l in range(layers):
+            for d in range(2 if bidirectional else 1):
+                assert got[l][d].count == count, name
+                torch.testing.assert_close(got[l][d].outer_sum, ref[l][d], rtol=1e-12, atol=1e-12, msg=name)
+
+
+@settings(max_examples=10, deadline=None)
+@given(cell=st.sampled_from(["RNN", "LSTM", "GRU"]), bidirectional=st.booleans(), mode=st.sampled_from(
+    ["sequential", "original"]), lengths=st.lists(st.integers(1, 8), min_size=2, max_size=6), seed=st.integers(0, 50))
+def test_variable_length_data_give_the_units_and_outputs_of_the_per_sequence_computation(cell, bidirectional, mode,
+                                                                                          lengths, seed):
+    rnn, head = _module(cell, 6, 2, bidirectional, True, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    seqs = [torch.randn(L, 3, generator=g, dtype=torch.float64) for L in lengths]
+    # reference: the sequences one at a time as separate batches of one (never padded)
+    ref = spectral_prune((rnn, head), [s[None] for s in seqs], k=[3, 2], covariance_mode=mode, batch_size=1)
+    padded = pad_sequence(seqs, batch_first=True, padding_value=-3.0)
+    for kw in (dict(data=padded, lengths=torch.tensor(lengths)), dict(data=seqs),
+               dict(data=pack_sequence(seqs, enforce_sorted=False))):
+        res = spectral_prune((rnn, head), kw["data"], lengths=kw.get("lengths"), k=[3, 2], covariance_mode=mode)
+        assert [lp.units for lp in res.layers] == [lp.units for lp in ref.layers]
+        for a, b in zip(res.layers, ref.layers):
+            np.testing.assert_allclose(a.A, b.A, rtol=1e-9, atol=1e-12)
+        # the pruned module on packed data equals it run on each sequence alone, step by step
+        with torch.no_grad():
+            out, _ = pad_packed_sequence(res.rnn(pack_sequence(seqs, enforce_sorted=False))[0], batch_first=True)
+            for i, s in enumerate(seqs):
+                torch.testing.assert_close(out[i, :len(s)], res.rnn(s[None])[0][0], rtol=1e-10, atol=1e-12)
+                assert not out[i, len(s):].any()
+
+
+def test_padding_would_change_the_statistics():
+    # the point of lengths=: counting padded steps is wrong by as much as the padding is long
+    rnn, _ = _module("GRU", 4, 1, False, True, 0)
+    seqs = [torch.randn(L, 3, dtype=torch.float64) for L in (2, 9, 3)]
+    padded = pad_sequence(seqs, batch_first=True)
+    with_lengths = time_mean_covariance(rnn, padded, lengths=[2, 9, 3])
+    without = time_mean_covariance(rnn, padded)
+    assert with_lengths.count == 14 and without.count == 27
+    assert not np.allclose(with_lengths.mean(), without.mean(), rtol=1e-3)
+
+
+def test_bad_lengths_are_refused_by_name():
+    rnn, _ = _module("RNN", 4, 1, False, True, 0)
+    x = torch.randn(3, 5, 3, dtype=torch.float64)
+    for lengths, message in (([1, 2], "one length per sequence"), ([0, 2, 3], r"every length in 1..5"),
+                             ([1, 2, 6], r"every length in 1..5")):
+        with pytest.raises(ValueError, match=f"lengths: expected {message}"):
+            time_mean_covariance(rnn, x, lengths=lengths)
+    with pytest.raises(TypeError, match="lengths: expected integer lengths"):
+        time_mean_covariance(rnn, x, lengths=[1.5, 2.0, 3.0])
+    with pytest.raises(ValueError, match="lengths: a PackedSequence carries its own lengths"):
+        time_mean_covariance(rnn, pack_sequence([x[0]]), lengths=[5])
+    with pytest.raises(ValueError, match="data: sequence 1 is empty"):
+        time_mean_covariance(rnn, [x[0], x[1, :0]])
+
+
+def test_batches_of_a_list_of_sequences_keep_their_lengths():
+    seqs = [torch.randn(L, 2) for L in (3, 1, 4, 4, 2)]
+    batches = list(iter_sequence_batches(seqs, batch_size=2))
+    assert [b.inputs.shape[:2] for b in batches] == [(2, 3), (2, 4), (1, 2)]
+    assert batches[0].lengths.tolist() == [3, 1] and batches[1].lengths is None and batches[2].lengths is None
+    assert sum(b.steps for b in batches) == 14
