@@ -25,12 +25,15 @@ __all__ = ["main", "prune_checkpoint", "load_calibration"]
 DESCRIPTION = """Prune a saved RNN, LSTM or GRU by spectral pruning.
 
   python -m pruning prune --checkpoint weights.safetensors --model mypackage.models:build \\
-      --data calibration.pt --k 64 --out pruned.safetensors
+      --rnn encoder --readout head --data calibration.pt --k 64 --out pruned.safetensors
+  python -m pruning export --pruned pruned.safetensors --model mypackage.models:build \\
+      --data calibration.pt --out pruned.onnx
 
 The safe path: the checkpoint holds weights only (a .safetensors file, or a torch.save of a state_dict) and
---model names a function (package.module:function) that builds the model they belong to, with .rnn and .readout
-attributes (optionally rnn_inputs(x), e.g. an embedding for token ids) or as a pair (rnn, readout). Nothing from
-the checkpoint is executed. A checkpoint that holds a pickled model (torch.save(model)) would run code from the file
+--model names a function (package.module:function) that builds the model they belong to. --rnn and --readout name
+its recurrent module and linear read-out(s) by dotted path (default: its only ones, or .rnn and .readout); the
+calibration data are then the model's inputs. A pair (rnn, readout) needs neither. Nothing from the checkpoint is
+executed. A checkpoint that holds a pickled model (torch.save(model)) would run code from the file
 when it is loaded, so it is refused unless you pass --trust-checkpoint.
 
 The calibration data is a torch.save of the inputs: a tensor of all sequences, a list of batch tensors, a tuple
@@ -41,7 +44,8 @@ The pruned weights are written atomically as safetensors, with a JSON file besid
 architecture (module types, widths, every constructor setting) and summarises the pruning (kept units, information
 losses, N(lambda), lambda, parameters and multiply-accumulates before and after, timings). pruning.load_pruned(path)
 rebuilds the modules from them without unpickling anything. --pickle writes a torch pickle of the pruned model
-instead. Progress bars are drawn only when standard error is a terminal."""
+instead; --onnx also writes an ONNX file (the 'deploy' extra), as the export command does for a pruned file.
+Progress bars are drawn only when standard error is a terminal."""
 
 
 def _numbers(cast):
@@ -122,16 +126,19 @@ def _finite(x: float):
 
 def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, device=None,
                      progress: bool = True, model: Optional[str] = None, trust: bool = False,
-                     pickle_output: bool = False, **settings) -> dict:
+                     pickle_output: bool = False, rnn_path: Optional[str] = None, readout_paths=None,
+                     onnx_path=None, **settings) -> dict:
     """Load a checkpoint (safely, see :func:`pruning.serialization.load_checkpoint`), prune it with
     :func:`pruning.spectral_prune` (``settings``), and write the pruned weights to ``out`` as safetensors with the
     architecture and the summary in JSON (``summary``, default ``out`` with suffix ``.json``), or with
     ``pickle_output`` a ``torch.save`` of the pruned model in the form it was read. Returns the summary.
 
     ``model`` is ``package.module:factory`` for checkpoints that hold weights only; ``trust`` allows reading a
-    pickled model (which runs code from the file)."""
+    pickled model (which runs code from the file). ``rnn_path`` and ``readout_paths`` name the recurrent module and
+    read-out(s) of a whole model (``--rnn``, ``--readout``); then ``data`` are the model's inputs."""
     from pruning.fileio import atomic_write_text, save_atomic
-    from pruning.modules import module_summary, split_model
+    from pruning.model_parts import resolve_subject
+    from pruning.modules import module_summary
     from pruning.prune import spectral_prune
     from pruning.serialization import import_factory, load_checkpoint, save_pruned
 
@@ -147,12 +154,15 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     factory = import_factory(model) if model is not None else None
     loaded = load_checkpoint(checkpoint, factory=factory, trust=trust)
     target = loaded if not isinstance(loaded, list) else tuple(loaded)
-    rnn, readout, user_model = split_model(target, "checkpoint")
     calib = load_calibration(data) if data is not None else None
     cov = load_calibration(states, states=True) if states is not None else None
-    T = _sequence_length(calib, rnn.batch_first) if calib is not None else None
+    subject = resolve_subject(target, None, rnn=rnn_path, readout=readout_paths)
+    rnn, readout, user_model = subject.rnn, subject.readout, subject.model
+    # a whole model found by path takes batch-first inputs; the MAC count needs only their length
+    T = _sequence_length(calib, rnn.batch_first if subject.parts is None else True) if calib is not None else None
     t0 = time.perf_counter()
-    result = spectral_prune(target, calib, covariance=cov, device=device, progress=progress, **settings)
+    result = spectral_prune(target, calib, covariance=cov, device=device, progress=progress, rnn=rnn_path,
+                            readout=readout_paths, **settings)
     seconds = time.perf_counter() - t0
     report = dict(
         checkpoint=str(checkpoint), out=str(out), calibration=str(data if data is not None else states),
@@ -170,7 +180,18 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
         save_atomic(out, result.model if user_model is not None else (result.rnn, result.readout))
         atomic_write_text(summary, json.dumps(dict(report, format="pickle"), indent=2, default=str) + "\n")
     else:
-        save_pruned(out, result.rnn, result.readout, model=result.model, summary=report, json_path=summary)
+        paths = (subject.parts.rnn_path, subject.parts.readout_paths) if subject.parts is not None else \
+            ("rnn", ("readout",))
+        save_pruned(out, result.rnn, result.heads, model=result.model, paths=paths, summary=report,
+                    json_path=summary)
+    if onnx_path is not None:
+        from pruning.export import export_onnx
+
+        if calib is None:
+            raise ValueError("--onnx: needs --data (example inputs for the export)")
+        pruned = result.model if result.model is not None else (result.rnn, result.readout)
+        export_onnx(pruned, example_inputs(calib, rnn.batch_first if subject.parts is None else True), onnx_path)
+        report["onnx"] = str(onnx_path)
     return report
 
 
@@ -205,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --target: fraction of the calibration sequences held out to measure the error")
     p.add_argument("--search", choices=("bisect", "scan"), default="bisect",
                    help="with --target: bisection over the greedy order, or every k (the exact minimum)")
+    p.add_argument("--rnn", default=None, metavar="PATH",
+                   help="dotted path of the recurrent module in the model (default: its only one, or .rnn)")
+    p.add_argument("--readout", default=None, metavar="PATH[,PATH]",
+                   help="dotted path(s) of the linear read-out(s) of the recurrent module (default: the only one)")
     p.add_argument("--out", type=Path, required=True,
                    help="where to write the pruned weights (*.safetensors; with --pickle, a torch pickle)")
     p.add_argument("--pickle", action="store_true",
@@ -227,12 +252,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="each batch's Gram matrix in float32 (float32 models; summed in float64) or float64")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--onnx", type=Path, default=None, metavar="PATH",
+                   help="also write the pruned model as ONNX (example inputs: the first calibration sequences)")
+    e = sub.add_parser("export", help="write a pruned model (from prune's safetensors output) as ONNX")
+    e.add_argument("--pruned", type=Path, required=True, help="the *.safetensors file that prune wrote")
+    e.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FUNCTION",
+                   help="for a whole model: the function that builds the original (unpruned) model")
+    e.add_argument("--data", type=Path, required=True,
+                   help="torch.save of example inputs (the batch and time axes stay dynamic)")
+    e.add_argument("--out", type=Path, required=True, help="the ONNX file to write")
     return parser
+
+
+def example_inputs(data: Any, batch_first: bool) -> torch.Tensor:
+    """A few sequences of the calibration inputs, as the example of an ONNX export."""
+    x = data[0] if isinstance(data, list) else data
+    if isinstance(x, (tuple, list)):
+        x = x[0]
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"--data: an ONNX export needs a tensor of example inputs, got {type(x).__name__}")
+    dim = 0 if batch_first or x.ndim < 3 else 1
+    return x.narrow(dim, 0, min(2, x.shape[dim]))
+
+
+def export_pruned(pruned, data, out, *, model: Optional[str] = None) -> Path:
+    """``python -m pruning export``: rebuild a pruned file (:func:`pruning.load_pruned`) and write it as ONNX."""
+    from pruning.export import export_onnx
+    from pruning.serialization import import_factory, load_pruned
+
+    target = load_pruned(pruned, model=import_factory(model)() if model is not None else None)
+    batch_first = True if isinstance(target, torch.nn.Module) else target[0].batch_first
+    return export_onnx(target, example_inputs(load_calibration(data), batch_first), out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "export":
+        try:
+            path = export_pruned(args.pruned, args.data, args.out, model=args.model)
+        except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
+        return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = dict(k=args.k, ratio=args.ratio, target_dof=args.target_dof, lam=args.lam, rel_lam=args.rel_lam,
                     theta=args.theta, Z=args.Z, method=args.method, reconstruct=not args.no_reconstruct,
@@ -245,8 +308,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         report = prune_checkpoint(args.checkpoint, args.out, data=args.data, states=args.states,
                                   summary=args.summary, device=device, progress=not args.no_progress,
                                   model=args.model, trust=args.trust_checkpoint, pickle_output=args.pickle,
-                                  **settings)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+                                  rnn_path=args.rnn, readout_paths=None if args.readout is None
+                                  else args.readout.split(","), onnx_path=args.onnx, **settings)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     b, a = report["before"], report["after"]

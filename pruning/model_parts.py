@@ -203,8 +203,12 @@ class RecurrentInputs:
     def __iter__(self) -> Iterator[Any]:
         rnn = self.parts.rnn
         calls: List[Any] = []
+        active = [False]  # only the calls made by the model's forward on our batch: the consumer of the
+        # yielded inputs may run the same module itself
 
         def hook(module, args, kwargs):
+            if not active[0]:
+                return
             x = args[0] if args else kwargs.get("input")
             hx = args[1] if len(args) > 1 else kwargs.get("hx")
             if hx is not None:
@@ -219,13 +223,16 @@ class RecurrentInputs:
                 for i, (batch, n) in enumerate(_model_batches(self.data, self.batch_size)):
                     lens = next(lengths)
                     calls.clear()
+                    active[0] = True
                     try:
                         self.forward(self.parts.model, batch)
                     except _Refused as err:
                         raise ValueError(str(err)) from None
+                    finally:
+                        active[0] = False
                     if not calls:
                         raise ValueError(f"data: the model ran on batch {i} without calling {self.parts.rnn_path!r}")
-                    for x in calls:
+                    for x in list(calls):
                         yield self._checked(x, n, lens, i)
             finally:
                 handle.remove()

@@ -223,20 +223,30 @@ def _tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
-def save_pruned(path, rnn: nn.Module, readout: nn.Linear, *, model: Optional[nn.Module] = None,
-                paths: Tuple[str, str] = ("rnn", "readout"), summary: Optional[Dict[str, Any]] = None,
+def save_pruned(path, rnn: nn.Module, readout, *, model: Optional[nn.Module] = None,
+                paths: Tuple[str, Any] = ("rnn", "readout"), summary: Optional[Dict[str, Any]] = None,
                 json_path=None) -> Path:
     """Write the pruned weights to ``path`` (safetensors) and the architecture, with ``summary``, to ``json_path``
-    (default: ``path`` with suffix ``.json``, where :func:`load_pruned` looks); both atomically. With ``model`` the
-    whole model's weights are written, and ``paths`` name its recurrent module and read-out. Returns the JSON
-    path."""
+    (default: ``path`` with suffix ``.json``, where :func:`load_pruned` looks); both atomically. ``readout`` is one
+    ``nn.Linear`` or a list of them (several heads). With ``model`` the whole model's weights are written, and
+    ``paths`` name its recurrent module and read-out(s) (a path or a list of paths, one per head). Returns the
+    JSON path."""
     from safetensors.torch import save
 
     path = Path(path)
+    heads = [readout] if isinstance(readout, nn.Linear) else list(readout)
+    head_paths = [paths[1]] if isinstance(paths[1], str) else list(paths[1])
+    if model is not None and len(head_paths) != len(heads):
+        raise ValueError(f"paths: expected one read-out path per head ({len(heads)}), got {head_paths!r}")
     record = dict(summary or {})
+    arch = describe_architecture(rnn, heads[0])
+    arch.update(heads=[describe_architecture(rnn, h)["readout"] for h in heads],
+                paths=dict(rnn=paths[0], readout=head_paths[0], heads=head_paths))
     record.update(format=FORMAT, weights=path.name, kind="model" if model is not None else "pair",
-                  architecture=dict(describe_architecture(rnn, readout), paths=dict(rnn=paths[0], readout=paths[1])))
-    tensors = _tensors(model if model is not None else _Pair(rnn, readout))
+                  architecture=arch)
+    if model is None and len(heads) != 1:
+        raise ValueError("readout: a pair has one read-out; pass model= for several heads")
+    tensors = _tensors(model if model is not None else _Pair(rnn, heads[0]))
     atomic_write(path, lambda fh: fh.write(save(tensors, metadata={"format": "pt", "spectral": FORMAT})))
     json_path = Path(json_path) if json_path is not None else path.with_suffix(".json")
     atomic_write_text(json_path, json.dumps(record, indent=2, default=str) + "\n")
@@ -272,9 +282,11 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
         if model is None:
             raise ValueError("model: this file holds a whole pruned model; pass model= a fresh instance of the "
                              "original architecture (its rnn and read-out are replaced by the pruned ones)")
-        paths = record["architecture"]["paths"]
+        arch, paths = record["architecture"], record["architecture"]["paths"]
         _set_module(model, paths["rnn"], rnn)
-        _set_module(model, paths["readout"], readout)
+        head_paths = paths.get("heads", [paths["readout"]])
+        for p, desc in zip(head_paths, arch.get("heads", [arch["readout"]])):
+            _set_module(model, p, build_architecture(dict(arch, readout=desc))[1])
         target: nn.Module = model
     else:
         target = _Pair(rnn, readout)

@@ -1,0 +1,250 @@
+"""Pruning the models users have (issue: prune the models people actually have): modules under their own names, a
+time-major bidirectional LSTM fed packed by the model itself, padded variable-length token data, several heads, and
+clear refusals of what the method does not cover."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from pruning import layer_covariances, load_pruned, spectral_prune
+from pruning.__main__ import main
+from pruning.compress import state_map
+from pruning.modules import as_layers
+from user_model_zoo import (PAD, FunctionalNonlinearity, LastStateHead, LastStepHead, NormBetween, TokenClassifier,
+                            TwoHeads, build_classifier, make_data)
+
+
+def _accuracy(model, tokens, labels) -> float:
+    model.eval()
+    with torch.no_grad():
+        out = model(tokens)
+    return float((out.argmax(1) == labels).double().mean())
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A TokenClassifier trained for a few seconds on padded variable-length sequences."""
+    torch.manual_seed(0)
+    model = TokenClassifier(hidden=16)
+    x, y, _ = make_data(1200, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for epoch in range(12):
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+        model.train()
+        for idx in perm.split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    test_x, test_y, _ = make_data(600, seed=2)
+    return model, x, (test_x, test_y)
+
+
+def test_the_trained_classifier_prunes_by_module_path_and_keeps_its_accuracy(trained):
+    model, x, (test_x, test_y) = trained
+    full = _accuracy(model, test_x, test_y)
+    assert full >= 0.85, f"the fixture's classifier did not learn its task ({full:.3f})"
+    res = spectral_prune(model, x[:600], k=10, rnn="encoder", readout="head")
+    assert [lp.k for lp in res.layers] == [10] * 4 and type(res.model.encoder) is torch.nn.LSTM
+    assert res.model.encoder.hidden_size == 10 and res.model.encoder.dropout == 0.3  # settings kept
+    assert res.model.head.in_features == 20 and res.model.embed is not model.embed  # a copy of the whole model
+    pruned = _accuracy(res.model, test_x, test_y)
+    print(f"\nuser token classifier, 2-layer biLSTM 16 -> 10: accuracy {full:.3f} -> {pruned:.3f}")
+    assert pruned >= full - 0.1
+    # the user's model is untouched
+    assert model.encoder.hidden_size == 16 and model.head.in_features == 32
+
+
+def test_found_without_paths_and_equal_to_the_pair_route(trained):
+    """The hooks capture exactly the packed embedded sequences: the same units and A_J as giving the LSTM those
+    inputs directly, in float64."""
+    model = TokenClassifier(hidden=6, dtype=torch.float64)
+    model.load_state_dict({k: v for k, v in TokenClassifier(hidden=6, dtype=torch.float64).state_dict().items()})
+    x, _, lengths = make_data(40, seed=3)
+    by_hooks = spectral_prune(model, x, k=[3, 2], batch_size=16)  # the only LSTM, the only Linear reading 12
+    with torch.no_grad():
+        emb = model.embed(x).transpose(0, 1)
+    packed = pack_padded_sequence(emb, lengths, enforce_sorted=False)
+    direct = spectral_prune((model.encoder, model.head), packed, k=[3, 2])
+    for a, b in zip(by_hooks.layers, direct.layers):
+        assert a.units == b.units
+        np.testing.assert_allclose(a.A, b.A, rtol=1e-9, atol=1e-12)
+    assert by_hooks.covariance[0][0].count == int(lengths.sum())  # real steps only, no padding
+
+
+def test_a_model_that_runs_padded_inputs_is_packed_by_lengths():
+    torch.manual_seed(4)
+    packs = TokenClassifier(hidden=5, dtype=torch.float64)
+    pads = TokenClassifier(hidden=5, dtype=torch.float64, pack=False)
+    pads.load_state_dict(packs.state_dict())
+    x, _, lengths = make_data(30, seed=5)
+    ref = layer_covariances(as_layers(packs.encoder), pack_padded_sequence(
+        packs.embed(x).detach().transpose(0, 1), lengths, enforce_sorted=False))
+    res = spectral_prune(pads, x, k=3, lengths=lengths, batch_size=8, covariance_mode="original")
+    for l in range(2):
+        for d in range(2):
+            torch.testing.assert_close(res.covariance[l][d].outer_sum, ref[l][d].outer_sum, rtol=1e-12, atol=1e-12)
+    without = spectral_prune(pads, x, k=3, batch_size=8)
+    assert without.covariance[0][0].count == 30 * x.shape[1] > int(lengths.sum())
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-9), (torch.float32, 2e-4)])
+def test_all_units_and_a_tiny_lambda_reproduce_the_model(trained, dtype, atol):
+    model, x, (test_x, _) = trained
+    model = TokenClassifier(hidden=16, dtype=dtype)
+    model.load_state_dict({k: v.to(dtype) for k, v in trained[0].state_dict().items()})
+    model.eval()
+    res = spectral_prune(model, x[:300], k=16, rel_lam=1e-12, rnn="encoder", readout="head")
+    res.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(test_x[:100]), model(test_x[:100]), rtol=0, atol=atol)
+
+
+def test_several_heads_each_absorb_the_reconstruction():
+    torch.manual_seed(6)
+    model = TwoHeads(hidden=6, dtype=torch.float64)
+    x, _, _ = make_data(50, seed=7)
+    with pytest.raises(ValueError, match=r"readout: expected exactly one nn.Linear .*'head'.*'aux'.*readout=\["):
+        spectral_prune(model, x, k=3)
+    res = spectral_prune(model, x, k=3, readout=["head", "aux"])
+    maps = [state_map(6, np.asarray(lp.units), lp.A) for lp in res.layers[2:]]  # the last layer's two directions
+    for head, new in zip((model.head, model.aux), res.heads):
+        V = head.weight.detach().numpy()
+        expected = np.hstack([V[:, :6] @ maps[0], V[:, 6:] @ maps[1]])  # V A_J, block by direction
+        np.testing.assert_allclose(new.weight.detach().numpy(), expected, rtol=1e-12, atol=1e-14)
+    assert res.model.head is res.heads[0] and res.model.aux is res.heads[1]
+    out_head, out_aux = res.model(x)
+    assert out_head.shape == (50, 2) and out_aux.shape == (50, 3)
+    full = spectral_prune(model, x, k=6, rel_lam=1e-12, readout=["head", "aux"])
+    with torch.no_grad():
+        for a, b in zip(full.model.eval()(x), model.eval()(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_a_last_step_head_is_supported():
+    torch.manual_seed(8)
+    model = LastStepHead().double()
+    x = torch.randn(20, 7, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, k=8, rel_lam=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(x), model(x), rtol=0, atol=1e-9)
+    assert spectral_prune(model, x, k=4).model(x).shape == (20, 2)
+
+
+@pytest.mark.parametrize("model,message", [
+    (NormBetween(), r"readout: 'head' does not read a unit-wise linear function of 'encoder'.*'norm'"),
+    (FunctionalNonlinearity(), r"a computation in the model's forward between 'encoder' and 'head'"),
+    (LastStateHead(), r"readout: 'out' does not read .*earlier layer's or the cell state"),
+])
+def test_width_dependent_modules_between_rnn_and_readout_are_refused_by_name(model, message):
+    x = make_data(20, seed=9)[0] if isinstance(model, TokenClassifier) else torch.randn(20, 5, 3)
+    with pytest.raises(ValueError, match=message):
+        spectral_prune(model, x, k=4)
+
+
+def test_the_rnn_and_readout_protocol_is_checked_too():
+    class Protocol(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 6, batch_first=True)
+            self.norm = torch.nn.LayerNorm(6)
+            self.readout = torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.readout(self.norm(self.rnn(x)[0][:, -1]))
+
+    with pytest.raises(ValueError, match=r"readout: 'readout' does not read .*'norm'"):
+        spectral_prune(Protocol(), torch.randn(10, 4, 3), k=3)
+
+
+def test_ambiguous_or_missing_modules_list_the_candidates():
+    class TwoEncoders(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = torch.nn.LSTM(3, 4)
+            self.chars = torch.nn.GRU(3, 4)
+            self.head = torch.nn.Linear(4, 2)
+
+    m = TwoEncoders()
+    with pytest.raises(ValueError, match=r"rnn: expected exactly one recurrent module .*'words' \(LSTM, hidden 4\), "
+                                         r"'chars' \(GRU, hidden 4\); name the one to prune"):
+        spectral_prune(m, torch.randn(2, 3, 3), k=2)
+    with pytest.raises(ValueError, match=r"rnn: the model has no submodule 'encoder'; its submodules are 'words'"):
+        spectral_prune(m, torch.randn(2, 3, 3), k=2, rnn="encoder")
+    with pytest.raises(TypeError, match=r"rnn \('head'\): expected torch.nn.RNN"):
+        spectral_prune(m, torch.randn(2, 3, 3), k=2, rnn="head")
+    with pytest.raises(TypeError, match=r"readout \('words'\): expected a torch.nn.Linear read-out, got LSTM"):
+        spectral_prune(m, torch.randn(2, 3, 3), k=2, rnn="words", readout="words")
+    with pytest.raises(TypeError, match=r"model_or_rnn: .* a Linear with none"):
+        spectral_prune(torch.nn.Linear(2, 2), torch.randn(2, 2), k=1)
+    cell_loop = torch.nn.Module()
+    cell_loop.cell = torch.nn.GRUCell(3, 4)
+    with pytest.raises(TypeError, match=r"RNN cells stepped by a loop are not supported: 'cell' \(GRUCell\)"):
+        spectral_prune(cell_loop, torch.randn(2, 3), k=2)
+
+
+def test_initial_states_and_misread_layouts_are_refused():
+    class WithState(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn_ = torch.nn.GRU(3, 4, batch_first=True)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            h0 = torch.ones(1, x.shape[0], 4)
+            return self.head(self.rnn_(x, h0)[0])
+
+    with pytest.raises(ValueError, match="data: the model passes an initial state to 'rnn_'"):
+        spectral_prune(WithState(), torch.randn(5, 4, 3), k=2)
+
+    class TimeMajorInputs(torch.nn.Module):  # takes (T, batch, d) and keeps the RNN time-major
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.RNN(3, 4)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.enc(x)[0])
+
+    with pytest.raises(ValueError, match=r"data: a chunk of 4 sequences \(dimension 0 of data\) reached 'enc' as 6"):
+        spectral_prune(TimeMajorInputs(), torch.randn(10, 6, 3), k=2, batch_size=4)
+    # given as batches in the model's own layout, it works
+    res = spectral_prune(TimeMajorInputs(), list(torch.randn(10, 6, 3).split(4, dim=0)), k=2)
+    assert res.layers[0].k == 2
+
+
+def test_cli_prunes_a_state_dict_by_module_path(trained, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    model = build_classifier()
+    model.load_state_dict(trained[0].state_dict())
+    weights = tmp_path / "classifier.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    x = trained[1][:400]
+    torch.save(x, tmp_path / "tokens.pt")
+    out = tmp_path / "pruned.safetensors"
+    rc = main(["prune", "--checkpoint", str(weights), "--model", "user_model_zoo:build_classifier", "--rnn",
+               "encoder", "--readout", "head", "--data", str(tmp_path / "tokens.pt"), "--k", "8", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["architecture"]["paths"] == dict(rnn="encoder", readout="head", heads=["head"])
+    rebuilt = load_pruned(out, model=build_classifier()).eval()
+    api = spectral_prune(model, x, k=8, rnn="encoder", readout="head").model.eval()
+    test_x = trained[2][0][:50]
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(test_x), api(test_x), rtol=0, atol=0)
+    bad = main(["prune", "--checkpoint", str(weights), "--model", "user_model_zoo:build_classifier", "--rnn",
+                "decoder", "--data", str(tmp_path / "tokens.pt"), "--k", "8", "--out", str(out)])
+    assert bad == 2 and "rnn: the model has no submodule 'decoder'" in capsys.readouterr().err
+
+
+def test_error_target_on_a_whole_model(trained):
+    model, x, _ = trained
+    res = spectral_prune(model, x[:400], target=0.05, rnn="encoder", readout="head", seed=1)
+    assert res.search["error"] <= 0.05 and res.search["holdout_sequences"] == 100
+    assert res.model.encoder.hidden_size == res.search["k"]
+    k = res.search["k"]
+    assert k == 1 or res.search["evaluated"][k - 1] > 0.05
