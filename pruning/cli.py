@@ -137,6 +137,7 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     pickled model (which runs code from the file). ``rnn_path`` and ``readout_paths`` name the recurrent module and
     read-out(s) of a whole model (``--rnn``, ``--readout``); then ``data`` are the model's inputs."""
     from pruning.fileio import atomic_write_text, save_atomic
+    from pruning.cells import cell_as_layer
     from pruning.model_parts import resolve_subject
     from pruning.modules import module_summary
     from pruning.prune import spectral_prune
@@ -164,11 +165,13 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     result = spectral_prune(target, calib, covariance=cov, device=device, progress=progress, rnn=rnn_path,
                             readout=readout_paths, **settings)
     seconds = time.perf_counter() - t0
+    # a cell is counted as the single-layer module it steps
+    pruned_rnn = cell_as_layer(result.rnn) if isinstance(result.rnn, torch.nn.RNNCellBase) else result.rnn
     report = dict(
         checkpoint=str(checkpoint), out=str(out), calibration=str(data if data is not None else states),
         settings=dict(settings), covariance_mode=result.covariance_mode,
         before=dict(module=module_summary(rnn), **_size(rnn, readout, T)),
-        after=dict(module=module_summary(result.rnn), **_size(result.rnn, result.readout, T)),
+        after=dict(module=module_summary(pruned_rnn), **_size(pruned_rnn, result.readout, T)),
         layers=[dict(layer=lp.layer, direction=lp.direction, m=lp.m, k=lp.k, units=[int(u) for u in lp.units],
                      lam=lp.lam, dof=lp.dof, losses={k: _finite(v) for k, v in lp.losses.items()})
                 for lp in result.layers],

@@ -15,7 +15,6 @@ section 4); a norm layer, another linear layer, attention or a nonlinearity ther
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 from dataclasses import dataclass
@@ -26,13 +25,16 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
 from pruning.modules import check_readout, check_recurrent, directions, output_width
 from pruning.recurrent_stack import RecurrentStack
+from pruning.unitwise import ReadoutPathError, eval_mode, random_maps, times
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward", "check_readout_path", "replace_modules",
            "combined_readout"]
 
 _RECURRENT = (nn.RNN, nn.LSTM, nn.GRU, RecurrentStack)
+_CELLS = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
 #: Modules that may stand between the recurrent module and a read-out: they act on each unit separately and linearly
 #: (dropout is the identity in eval mode, where the statistics are taken and the check runs).
 _UNITWISE = (nn.Dropout, nn.Dropout1d, nn.Identity, nn.Flatten, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
@@ -58,6 +60,8 @@ class ModelParts:
 def _describe(path: str, module: nn.Module) -> str:
     if isinstance(module, nn.Linear):
         return f"{path!r} (Linear {module.in_features} -> {module.out_features})"
+    if isinstance(module, _CELLS):
+        return f"{path!r} ({type(module).__name__}, hidden {module.hidden_size})"
     if isinstance(module, _RECURRENT):
         width = module.hidden_sizes if isinstance(module, RecurrentStack) else module.hidden_size
         return f"{path!r} ({type(module).__name__}, hidden {width})"
@@ -85,22 +89,22 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_or_rnn: expected an nn.Module, a (rnn, readout) pair, got {type(model).__name__}")
     if rnn is None:
-        found = [(p, m) for p, m in model.named_modules() if isinstance(m, _RECURRENT) and p]
+        found = [(p, m) for p, m in model.named_modules() if isinstance(m, _RECURRENT + _CELLS) and p]
         found = [(p, m) for p, m in found if not any(p.startswith(q + ".") for q, _ in found)]
-        cells = [(p, m) for p, m in model.named_modules() if isinstance(m, nn.RNNCellBase)]
         if not found:
             raise TypeError(f"model_or_rnn: expected a pair (rnn, readout) or a model holding an nn.RNN, nn.LSTM, "
-                            f"nn.GRU or RecurrentStack, got a {type(model).__name__} with none"
-                            + (f" (RNN cells stepped by a loop are not supported: "
-                               f"{', '.join(_describe(p, m) for p, m in cells)})" if cells else ""))
+                            f"nn.GRU, RecurrentStack or an RNN cell, got a {type(model).__name__} with none")
         if len(found) != 1:
             listed = ", ".join(_describe(p, m) for p, m in found)
             raise ValueError(f"rnn: expected exactly one recurrent module in the model, found {len(found)}: {listed}; "
                              f"name the one to prune, e.g. rnn={found[0][0]!r}")
         rnn = found[0][0]
     module = _get(model, rnn, "rnn")
-    check_recurrent(module, f"rnn ({rnn!r})")
-    width = output_width(module)
+    if isinstance(module, _CELLS):
+        width = module.hidden_size
+    else:
+        check_recurrent(module, f"rnn ({rnn!r})")
+        width = output_width(module)
     if readout is None:
         heads = [p for p, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features == width
                  and not p.startswith(rnn + ".")]
@@ -217,7 +221,7 @@ class RecurrentInputs:
             calls.append(x)
 
         lengths = self._lengths()
-        with _eval_mode(self.parts.model), torch.no_grad():
+        with eval_mode(self.parts.model), torch.no_grad():
             handle = rnn.register_forward_pre_hook(hook, with_kwargs=True)
             try:
                 for i, (batch, n) in enumerate(_model_batches(self.data, self.batch_size)):
@@ -270,31 +274,6 @@ class RecurrentInputs:
         raise ValueError("data: no batch of calibration data")
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
-
-
-def _random_maps(widths: Sequence[int], gen: torch.Generator, like: torch.Tensor) -> List[torch.Tensor]:
-    """Random maps, one per direction, on the device and in the dtype of ``like``."""
-    # well conditioned, so that a true unit-wise linear path passes at the dtype's tolerance: I + N(0, 1/m)
-    return [(torch.eye(m) + torch.randn(m, m, generator=gen) / m ** 0.5).to(like) for m in widths]
-
-
-def _times(x: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    parts, start = [], 0
-    for M in maps:
-        parts.append(x[..., start:start + M.shape[0]] @ M)
-        start += M.shape[0]
-    return torch.cat(parts, dim=-1)
-
-
 def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None) -> None:
     """Refuse a model whose read-outs do not read a unit-wise linear function of the recurrent module's output.
 
@@ -313,7 +292,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     order: List[Tuple[str, nn.Module]] = []
     state = dict(perturb=False, after_rnn=False, readout_seen=False)
     p0 = next(rnn.parameters())
-    maps = _random_maps([m] * D, gen, p0)
+    maps = random_maps([m] * D, gen, p0)
     other = -1.3  # the other layers' final states and the LSTM cell states: any change a read of them would show
 
     def perturb_output(module, args, out):
@@ -322,9 +301,9 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
             return out
         y, h = out
         if isinstance(y, PackedSequence):
-            y = PackedSequence(_times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
+            y = PackedSequence(times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
         else:
-            y = _times(y, maps)
+            y = times(y, maps)
 
         def last_rows(s):
             # the last layer's rows (a RecurrentStack pads them to its widest layer): their first m entries times M
@@ -355,7 +334,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in model.named_modules()
                 if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())]
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             forward(model, batch)
             plain = {p: list(v) for p, v in seen.items()}
             for v in seen.values():
@@ -370,7 +349,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         before, after = plain[path], seen[path]
         ok = len(before) == len(after) and len(before) > 0
         for a, b in zip(before, after):
-            expected = _times(a.to(p0.dtype), maps)
+            expected = times(a.to(p0.dtype), maps)
             scale = float(expected.abs().max()) + 1e-30
             ok = ok and a.shape == b.shape and float((expected - b).abs().max()) <= tol * scale
         if ok:
@@ -386,10 +365,6 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                          f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
                          f"that read its states, with only dropout, identity, indexing or pooling over time between "
                          f"them; name a different read-out, or prune a model whose head reads the states directly")
-
-
-class ReadoutPathError(ValueError):
-    """A read-out that does not read a unit-wise linear function of the recurrent module's states."""
 
 
 def _check_if_callable(parts: ModelParts, data: torch.Tensor, rnn: nn.Module) -> None:
@@ -428,23 +403,46 @@ class Subject:
     data: Any
     transform: Optional[Callable]
     lengths: Any
+    #: for an RNN cell: its statistics, measured by hooks (``rnn`` is then the cell as a single-layer module)
+    covariance: Any = None
+    cell: bool = False
+    #: one batch of the user's data and how the model takes it: the pruned model is run on it once (smoke test)
+    sample: Any = None
+    forward: Optional[Callable] = None
 
-    def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray]) -> Tuple[nn.Linear, List[nn.Linear],
+    def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray]) -> Tuple[nn.Module, nn.Linear, List[nn.Linear],
                                                                               Optional[nn.Module]]:
-        """``(readout, heads, model)`` for the pruned recurrent module ``rnn`` whose last layer's states are
-        approximated by ``maps`` (one per direction): every head absorbs them; ``readout`` is the combined head (the
-        one head of a single-head model), ``model`` a copy of the user's model holding the pruned modules."""
+        """``(rnn, readout, heads, model)`` for the pruned recurrent module ``rnn`` whose last layer's states are
+        approximated by ``maps`` (one per direction): every head absorbs them; ``rnn`` goes back into a cell for a
+        cell's model; ``readout`` is the combined head (the one head of a single-head model), ``model`` a copy of the
+        user's model holding the pruned modules."""
         from pruning.compress import compress_readout
 
         heads = [compress_readout(h, maps) for h in self.heads]
         readout = heads[0] if len(heads) == 1 else combined_readout(heads)
+        if self.cell:
+            rnn = layer_as_cell(rnn)
         if self.parts is not None:
-            return readout, heads, replace_modules(self.parts, rnn, heads)
+            model = replace_modules(self.parts, rnn, heads)
+            self._smoke(model)
+            return rnn, readout, heads, model
         if self.model is not None:
             new = copy.deepcopy(self.model)
             new.rnn, new.readout = rnn, heads[0]
-            return readout, heads, new
-        return readout, heads, None
+            return rnn, readout, heads, new
+        return rnn, readout, heads, None
+
+    def _smoke(self, model: nn.Module) -> None:
+        # a forward that builds states of the old width (torch.zeros(batch, 128)) fails only when the model is used
+        if self.sample is None:
+            return
+        try:
+            with eval_mode(model), torch.no_grad():
+                (self.forward or default_forward)(model, self.sample)
+        except Exception as err:  # noqa: BLE001 - whatever the user's forward raises, say where it came from
+            raise ValueError(f"model: the pruned model fails on a batch of data ({type(err).__name__}: {err}); its "
+                             f"forward may build tensors of the old hidden width: use "
+                             f"self.{self.parts.rnn_path}.hidden_size instead of a constant") from err
 
     def with_data(self, data: Any, lengths: Any) -> "Subject":
         """The same subject with other calibration data (a held-out part of the user's data)."""
@@ -457,7 +455,7 @@ class Subject:
 
 def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, readout: Any = None,
                     forward: Optional[Callable] = None, lengths: Any = None, batch_size: int = 256,
-                    check: bool = True) -> Subject:
+                    check: bool = True, precision: str = "float32", progress: bool = False) -> Subject:
     """The :class:`Subject` of a call of :func:`pruning.spectral_prune`.
 
     * a pair ``(rnn, readout)``: ``data`` are the recurrent module's inputs;
@@ -483,8 +481,30 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
         return Subject(r, head, [head], model, None, data, transform, lengths)
     parts = locate(model_or_rnn, rnn, readout)
     heads = parts.readouts
+    if isinstance(parts.rnn, _CELLS):
+        return _cell_subject(parts, data, forward, lengths, batch_size, check, precision, progress)
     inputs = RecurrentInputs(parts, data, forward=forward, batch_size=batch_size, lengths=lengths) \
         if data is not None else None
+    sample = inputs.first() if data is not None else None
     if check and data is not None:
-        check_readout_path(parts, inputs.first(), forward)
-    return Subject(parts.rnn, combined_readout(heads), heads, parts.model, parts, inputs, None, None)
+        check_readout_path(parts, sample, forward)
+    return Subject(parts.rnn, combined_readout(heads), heads, parts.model, parts, inputs, None, None,
+                   sample=sample, forward=forward)
+
+
+def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, precision, progress) -> Subject:
+
+    forward = forward if forward is not None else default_forward
+    if lengths is not None:
+        raise ValueError(f"lengths: {parts.rnn_path!r} is a cell stepped by the model's own loop, which decides "
+                         f"what a step is; lengths= does not apply")
+    stats = None
+    if data is not None:
+        first = next(iter(_model_batches(data, batch_size)))[0]
+        if check:
+            check_cell_readout_path(parts, first, forward)
+        stats = cell_statistics(parts.model, parts.rnn, parts.rnn_path, _model_batches(data, batch_size), forward,
+                                precision=precision, progress=progress)
+    heads = parts.readouts
+    return Subject(cell_as_layer(parts.rnn), combined_readout(heads), heads, parts.model, parts, None, None, None,
+                   covariance=stats, cell=True, sample=first if data is not None else None, forward=forward)

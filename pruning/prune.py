@@ -127,7 +127,10 @@ def spectral_prune(
                                progress=progress, precision=precision, lengths=lengths, rnn=rnn,
                                readout=readout, forward=forward)
     subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
-                              batch_size=BATCH_SIZE.check(batch_size, "batch_size"))
+                              batch_size=BATCH_SIZE.check(batch_size, "batch_size"),
+                              precision=PRECISION.check(precision, "precision"), progress=progress)
+    if subject.covariance is not None and covariance is None:
+        covariance = subject.covariance  # a cell's statistics, taken by hooks while the model ran
     rnn, readout = subject.rnn, subject.readout
     settings = PruneSettings.checked(theta=theta, Z=Z, method=method, reconstruct=reconstruct, lam=lam,
                                      rel_lam=rel_lam, seed=seed)
@@ -162,8 +165,7 @@ def spectral_prune(
             new_layers.append(compress_layer(layer, kept, maps, below))
         below = maps
     with timings("compress"):
-        small = assemble(new_layers, rnn.dropout)
-        head, heads, model = subject.rebuild(small, below)
+        small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below)
     return PruneResult(rnn=small, readout=head, model=model, heads=heads, layers=results,
                        theta=settings.theta, Z=settings.Z, method=settings.method, reconstruct=settings.reconstruct,
                        covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats())

@@ -172,11 +172,18 @@ def _pair_module(obj: Any, name: str) -> nn.Module:
 # The architecture of a pruned model
 
 
+_CELL_TYPES = {"RNNCell": nn.RNNCell, "LSTMCell": nn.LSTMCell, "GRUCell": nn.GRUCell}
+
+
 def describe_architecture(rnn: nn.Module, readout: nn.Linear) -> Dict[str, Any]:
-    """Everything needed to rebuild the (pruned) recurrent module and its read-out with fresh weights."""
-    check_recurrent(rnn)
+    """Everything needed to rebuild the (pruned) recurrent module or cell and its read-out with fresh weights."""
     p = next(rnn.parameters())
-    summary = module_summary(rnn)
+    if type(rnn).__name__ in _CELL_TYPES and isinstance(rnn, nn.RNNCellBase):
+        summary = dict(type=type(rnn).__name__, input_size=rnn.input_size, hidden_size=rnn.hidden_size,
+                       bias=rnn.bias, nonlinearity=getattr(rnn, "nonlinearity", None))
+    else:
+        check_recurrent(rnn)
+        summary = module_summary(rnn)
     summary["dtype"] = str(p.dtype).replace("torch.", "")
     head = dict(in_features=readout.in_features, out_features=readout.out_features, bias=readout.bias is not None,
                 dtype=str(readout.weight.dtype).replace("torch.", ""))
@@ -196,7 +203,12 @@ def build_architecture(arch: Dict[str, Any]) -> Tuple[nn.Module, nn.Linear]:
         r, h = arch["rnn"], arch["readout"]
         dtype = _dtype(r.get("dtype", "float32"))
         classes = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
-        if r["type"] == "RecurrentStack":
+        if r["type"] in _CELL_TYPES:
+            kw = dict(bias=r["bias"], dtype=dtype)
+            if r["type"] == "RNNCell":
+                kw["nonlinearity"] = r["nonlinearity"]
+            rnn = _CELL_TYPES[r["type"]](r["input_size"], r["hidden_size"], **kw)
+        elif r["type"] == "RecurrentStack":
             rnn = RecurrentStack(r["cell"], r["input_size"], r["hidden_sizes"], bias=r["bias"],
                                  batch_first=r["batch_first"], bidirectional=r["bidirectional"],
                                  nonlinearity=r.get("nonlinearity", "tanh"), dropout=r.get("dropout", 0.0),

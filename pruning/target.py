@@ -159,6 +159,9 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         raise ValueError("data: calibration data is required with target=")
     subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
                               batch_size=batch_size)
+    if subject.cell:
+        raise ValueError(f"target: not supported for the RNN cell {subject.parts.rnn_path!r} (the search measures the "
+                         f"error of whole sequences); give k, ratio or target_dof")
     rnn, readout = subject.rnn, subject.readout
     chosen = PruneSettings.checked(method="greedy", seed=seed, **settings)
     transform = subject.transform
@@ -261,8 +264,7 @@ def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settin
             new_layers.append(compress_layer(layer, units[l], maps, below))
         below = maps
     with timings("compress"):
-        small = assemble(new_layers, rnn.dropout)
-        head, heads, new_model = subject.rebuild(small, below)
+        small, head, heads, new_model = subject.rebuild(assemble(new_layers, rnn.dropout), below)
     return PruneResult(rnn=small, readout=head, model=new_model, heads=heads, layers=results, theta=settings.theta, Z=settings.Z,
                        method="greedy", reconstruct=settings.reconstruct, covariance_mode="original",
                        timings=dict(timings), covariance=statistics.stats())

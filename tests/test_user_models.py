@@ -179,10 +179,10 @@ def test_ambiguous_or_missing_modules_list_the_candidates():
         spectral_prune(m, torch.randn(2, 3, 3), k=2, rnn="words", readout="words")
     with pytest.raises(TypeError, match=r"model_or_rnn: .* a Linear with none"):
         spectral_prune(torch.nn.Linear(2, 2), torch.randn(2, 2), k=1)
-    cell_loop = torch.nn.Module()
-    cell_loop.cell = torch.nn.GRUCell(3, 4)
-    with pytest.raises(TypeError, match=r"RNN cells stepped by a loop are not supported: 'cell' \(GRUCell\)"):
-        spectral_prune(cell_loop, torch.randn(2, 3), k=2)
+    both = torch.nn.Module()
+    both.cell, both.rnn_, both.head = torch.nn.GRUCell(3, 4), torch.nn.GRU(3, 4), torch.nn.Linear(4, 2)
+    with pytest.raises(ValueError, match=r"found 2: 'cell' \(GRUCell, hidden 4\), 'rnn_' \(GRU, hidden 4\)"):
+        spectral_prune(both, torch.randn(2, 3), k=2)
 
 
 def test_initial_states_and_misread_layouts_are_refused():
@@ -248,3 +248,87 @@ def test_error_target_on_a_whole_model(trained):
     assert res.model.encoder.hidden_size == res.search["k"]
     k = res.search["k"]
     assert k == 1 or res.search["evaluated"][k - 1] > 0.05
+
+
+class CellLoop(torch.nn.Module):
+    """A cell stepped by the user's own loop; the head reads the last state."""
+
+    def __init__(self, cell: str, hidden: int = 6, norm: bool = False, fixed_width: bool = False):
+        super().__init__()
+        kw = dict(nonlinearity="relu") if cell == "RNNCell" else {}
+        self.step = getattr(torch.nn, cell)(3, hidden, dtype=torch.float64, **kw)
+        self.head = torch.nn.Linear(hidden, 2, dtype=torch.float64)
+        self.norm = torch.nn.LayerNorm(hidden, dtype=torch.float64) if norm else None
+        self.fixed = hidden if fixed_width else None
+
+    def forward(self, x):
+        width = self.fixed or self.step.hidden_size
+        h = x.new_zeros(x.shape[0], width)
+        state = (h, h.clone()) if isinstance(self.step, torch.nn.LSTMCell) else h
+        for t in range(x.shape[1]):
+            state = self.step(x[:, t], state)
+        h = state[0] if isinstance(state, tuple) else state
+        return self.head(self.norm(h) if self.norm is not None else h)
+
+
+@pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_cells_stepped_by_the_users_loop_prune_like_the_layer_they_step(cell):
+    """Statistics from hooks on every call equal those of the equivalent single-layer module on the same sequences;
+    the units, A_J and the pruned model's outputs equal the pair route's, in float64."""
+    from pruning.cells import cell_as_layer
+
+    torch.manual_seed(10)
+    model = CellLoop(cell)
+    x = torch.randn(25, 7, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, k=3, batch_size=10)
+    layer = cell_as_layer(model.step)
+    pair = spectral_prune((layer, model.head), x, k=3)
+    torch.testing.assert_close(res.covariance.outer_sum, pair.covariance.outer_sum, rtol=1e-12, atol=1e-12)
+    assert res.covariance.count == 25 * 7
+    assert res.units == pair.units
+    np.testing.assert_allclose(res.A, pair.A, rtol=1e-10, atol=1e-12)
+    assert type(res.model.step) is type(model.step) and res.model.step.hidden_size == 3
+    with torch.no_grad():
+        expected = pair.readout(pair.rnn(x)[0][:, -1])
+        torch.testing.assert_close(res.model(x), expected, rtol=1e-10, atol=1e-12)
+        full = spectral_prune(model, x, k=6, rel_lam=1e-12).model
+        torch.testing.assert_close(full(x), model(x), rtol=0, atol=1e-9)
+
+
+def test_cell_models_refuse_what_they_cannot_prune():
+    x = torch.randn(10, 5, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"readout: 'head' does not read a unit-wise linear function of the states "
+                                         r"of 'step'"):
+        spectral_prune(CellLoop("GRUCell", norm=True), x, k=3)
+    with pytest.raises(ValueError, match=r"model: the pruned model fails on a batch of data .* use "
+                                         r"self.step.hidden_size"):
+        spectral_prune(CellLoop("LSTMCell", fixed_width=True), x, k=3)
+    with pytest.raises(ValueError, match="target: not supported for the RNN cell 'step'"):
+        spectral_prune(CellLoop("GRUCell"), x, target=0.1)
+    with pytest.raises(ValueError, match="lengths: 'step' is a cell"):
+        spectral_prune(CellLoop("GRUCell"), x, k=2, lengths=[5] * 10)
+
+
+def test_cell_models_round_trip_through_the_cli(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(11)
+    model = build_cell_loop()
+    weights = tmp_path / "cell.safetensors"
+    save_file(model.state_dict(), str(weights))
+    x = torch.randn(20, 6, 3, dtype=torch.float64)
+    torch.save(x, tmp_path / "x.pt")
+    out = tmp_path / "pruned.safetensors"
+    assert main(["prune", "--checkpoint", str(weights), "--model", "test_user_models:build_cell_loop", "--data",
+                 str(tmp_path / "x.pt"), "--k", "4", "--out", str(out), "--no-progress"]) == 0, \
+        capsys.readouterr().err
+    rebuilt = load_pruned(out, model=build_cell_loop())
+    api = spectral_prune(model, x, k=4).model
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), api(x), rtol=0, atol=0)
+    assert isinstance(rebuilt.step, torch.nn.LSTMCell) and rebuilt.step.hidden_size == 4
+
+
+def build_cell_loop() -> CellLoop:
+    torch.manual_seed(11)
+    return CellLoop("LSTMCell")

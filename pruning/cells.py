@@ -1,0 +1,159 @@
+"""RNN cells stepped by the user's own loop: ``nn.RNNCell``, ``nn.LSTMCell`` and ``nn.GRUCell``.
+
+A cell holds the weights of one single-layer, unidirectional recurrent layer in the same layout (gate blocks along
+the rows), so the method handles it as that layer (:func:`cell_as_layer`), and the pruned layer goes back into a cell
+(:func:`layer_as_cell`). The statistics come from a forward hook on the cell: every call is one time step of a batch
+of sequences, and its output states enter the time-mean covariance (section 2) exactly as the user's loop computed
+them, from whatever initial state it passes. The states a loop computes past the end of a shorter sequence are
+counted too (the loop, not this library, knows the lengths).
+
+:func:`check_cell_readout_path` is the cell form of :func:`pruning.model_parts.check_readout_path`: each call's output
+state is replaced by ``h M`` and the state coming back into the next call by ``h M^{-1}``, so the recurrence is
+unchanged and each read-out's input must come out multiplied by ``M``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List
+
+import torch
+from torch import nn
+
+from pruning.covariance import CovarianceStats, progress_bar
+from pruning.unitwise import ReadoutPathError, eval_mode, random_maps, times
+
+__all__ = ["CELLS", "cell_as_layer", "layer_as_cell", "cell_statistics", "check_cell_readout_path"]
+
+CELLS = {nn.RNNCell: nn.RNN, nn.LSTMCell: nn.LSTM, nn.GRUCell: nn.GRU}
+_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def cell_as_layer(cell: nn.Module) -> nn.Module:
+    """The single-layer, unidirectional, batch-first module with the cell's weights (a copy)."""
+    if type(cell) not in CELLS:
+        raise TypeError(f"rnn: expected nn.RNNCell, nn.LSTMCell or nn.GRUCell, got {type(cell).__name__}")
+    p = cell.weight_ih
+    kw = dict(num_layers=1, bias=cell.bias, batch_first=True, device=p.device, dtype=p.dtype)
+    if isinstance(cell, nn.RNNCell):
+        if cell.nonlinearity not in ("relu", "tanh"):
+            raise ValueError(f"rnn: unsupported nonlinearity {cell.nonlinearity!r}")
+        kw["nonlinearity"] = cell.nonlinearity
+    layer = CELLS[type(cell)](cell.input_size, cell.hidden_size, **kw)
+    with torch.no_grad():
+        for name in _PARAMS:
+            if getattr(cell, name, None) is not None:
+                getattr(layer, f"{name}_l0").copy_(getattr(cell, name))
+    layer.train(cell.training)
+    return layer
+
+
+def layer_as_cell(layer: nn.Module) -> nn.Module:
+    """The cell with the weights of a single-layer, unidirectional module (the inverse of :func:`cell_as_layer`)."""
+    cls = {v: k for k, v in CELLS.items()}[type(layer)]
+    p = layer.weight_ih_l0
+    kw = dict(bias=layer.bias, device=p.device, dtype=p.dtype)
+    if isinstance(layer, nn.RNN):
+        kw["nonlinearity"] = layer.nonlinearity
+    cell = cls(layer.input_size, layer.hidden_size, **kw)
+    with torch.no_grad():
+        for name in _PARAMS:
+            if getattr(cell, name, None) is not None:
+                getattr(cell, name).copy_(getattr(layer, f"{name}_l0"))
+    cell.train(layer.training)
+    return cell
+
+
+def _state(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def cell_statistics(model: nn.Module, cell: nn.Module, path: str, batches, forward: Callable, *,
+                    precision: str = "float32", progress: bool = False) -> CovarianceStats:
+    """The time-mean covariance of the cell's output states over every call while ``forward(model, batch)`` runs on
+    each batch (eval mode, no gradients)."""
+    stats = CovarianceStats.zeros(cell.hidden_size)
+    calls = [0]
+
+    def hook(module, args, out):
+        h = _state(out)
+        stats.update(h.reshape(-1, h.shape[-1]), f"data: the states of {path!r} (the network diverges on these "
+                                                    f"inputs?)", precision=precision)
+        calls[0] += 1
+
+    handle = cell.register_forward_hook(hook)
+    try:
+        with eval_mode(model), torch.no_grad():
+            for i, (batch, _) in enumerate(progress_bar(batches, progress, desc="covariance", unit="batch")):
+                before = calls[0]
+                forward(model, batch)
+                if calls[0] == before:
+                    raise ValueError(f"data: the model ran on batch {i} without calling {path!r}")
+    finally:
+        handle.remove()
+    if stats.count == 0:
+        raise ValueError("data: no batch of calibration data")
+    return stats
+
+
+def check_cell_readout_path(parts, batch: Any, forward: Callable) -> None:
+    """Refuse read-outs that do not read a unit-wise linear function of the cell's states (module docstring)."""
+    model, cell = parts.model, parts.rnn
+    M = random_maps([cell.hidden_size], torch.Generator().manual_seed(0), cell.weight_hh)[0]
+    state = dict(perturb=False)
+    seen = {p: [] for p in parts.readout_paths}
+    scale = -1.3  # the LSTM cell state, changed and restored the same way
+
+    def unperturbed(hx):
+        # h M was handed out; h = (h M) M^{-1} comes back in, by a solve (row vectors: M^T h^T = (h M)^T)
+        if isinstance(hx, tuple):
+            return torch.linalg.solve(M.T, hx[0].unsqueeze(-1)).squeeze(-1), hx[1] / scale
+        return torch.linalg.solve(M.T, hx.unsqueeze(-1)).squeeze(-1)
+
+    def undo(module, args, kwargs):
+        if not state["perturb"]:
+            return None
+        if len(args) >= 2 and args[1] is not None:
+            return (args[0], unperturbed(args[1])) + tuple(args[2:]), kwargs
+        if kwargs.get("hx") is not None:
+            return args, dict(kwargs, hx=unperturbed(kwargs["hx"]))
+        return None
+
+    def perturb(module, args, out):
+        if not state["perturb"]:
+            return out
+        if isinstance(out, tuple):
+            return times(out[0], [M]), out[1] * scale
+        return times(out, [M])
+
+    def record(path):
+        def hook(module, args):
+            seen[path].append(args[0].detach().clone())
+        return hook
+
+    handles = [cell.register_forward_pre_hook(undo, with_kwargs=True), cell.register_forward_hook(perturb)]
+    handles += [model.get_submodule(p).register_forward_pre_hook(record(p)) for p in parts.readout_paths]
+    try:
+        with eval_mode(model), torch.no_grad():
+            forward(model, batch)
+            plain = {p: list(v) for p, v in seen.items()}
+            for v in seen.values():
+                v.clear()
+            state["perturb"] = True
+            forward(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    tol = 1e-8 if cell.weight_hh.dtype == torch.float64 else 1e-3
+    for path in parts.readout_paths:
+        before: List[torch.Tensor] = plain[path]
+        after = seen[path]
+        ok = len(before) == len(after) > 0
+        for a, b in zip(before, after):
+            expected = times(a, [M])
+            ok = ok and a.shape == b.shape and float((expected - b).abs().max()) <= tol * (float(expected.abs().max())
+                                                                                          + 1e-30)
+        if not ok:
+            raise ReadoutPathError(
+                f"readout: {path!r} does not read a unit-wise linear function of the states of {parts.rnn_path!r}: "
+                f"something in the model's loop between the cell and the read-out depends on the hidden width (a "
+                f"norm, a linear layer, a nonlinearity, or a read of the LSTM cell state); name a different read-out")
