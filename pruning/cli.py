@@ -61,19 +61,38 @@ def _numbers(cast):
     return parse
 
 
-def load_calibration(path, *, states: bool = False) -> Any:
+def load_calibration(path, *, states: bool = False, with_lengths: bool = False) -> Any:
     """Calibration inputs (or, with ``states``, hidden states) from a ``torch.save`` file, in a form
-    :func:`pruning.spectral_prune` accepts."""
+    :func:`pruning.spectral_prune` accepts: a tensor, a PackedSequence, a list of batches or of sequences of different
+    lengths, or a dict ``{"inputs": padded, "lengths": lengths}``. With ``with_lengths``, returns
+    ``(inputs, lengths)`` (``lengths`` None unless the dict holds them)."""
+    from torch.nn.utils.rnn import PackedSequence
+
     path = Path(path)
     what = "--states" if states else "--data"
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no such file {str(path)!r}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    # a PackedSequence is a named tuple of tensors: allowing it runs no code from the file
+    with torch.serialization.safe_globals([PackedSequence]):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    lengths = None
     if isinstance(obj, dict):
         key = "states" if states else "inputs"
         if key not in obj:
             raise ValueError(f"{what}: a dict must hold the {key} under the key {key!r}; got keys {sorted(obj)}")
+        lengths = obj.get("lengths") if not states else None
         obj = obj[key]
+    if with_lengths:
+        return _checked_calibration(obj, what, states), lengths
+    return _checked_calibration(obj, what, states)
+
+
+def _checked_calibration(obj: Any, what: str, states: bool) -> Any:
+    """What :func:`load_calibration` read, checked to be a form the pruning takes."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    if isinstance(obj, PackedSequence) and not states:
+        return obj
     if states:
         from pruning.covariance import CovarianceStats
 
@@ -96,15 +115,22 @@ def load_calibration(path, *, states: bool = False) -> Any:
 
 
 def _sequence_length(data: Any, batch_first: bool) -> Optional[int]:
-    """Length T of the calibration sequences, for the per-sequence MAC count (None when unknown)."""
-    x = data[0] if isinstance(data, list) else data
+    """Length T of the longest calibration sequence, for the per-sequence MAC count (None when unknown)."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    if isinstance(data, list):
+        lengths = [_sequence_length(item, batch_first) for item in data]
+        return max(lengths) if lengths and None not in lengths else None
+    x = data
+    if isinstance(x, PackedSequence):
+        return int(x.batch_sizes.numel())
     if isinstance(x, (tuple, list)):
         x = x[0]
     if not isinstance(x, torch.Tensor):
         return None
     if x.ndim == 3 or (x.ndim == 2 and not x.is_floating_point()):  # batches of vectors, or of token ids
         return int(x.shape[1] if batch_first else x.shape[0])
-    if x.ndim == 2:  # one sequence (T, d_x)
+    if x.ndim in (1, 2):  # one sequence (T, d_x), or one sequence of token ids (T,)
         return int(x.shape[0])
     return None
 
@@ -155,7 +181,7 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     factory = import_factory(model) if model is not None else None
     loaded = load_checkpoint(checkpoint, factory=factory, trust=trust)
     target = loaded if not isinstance(loaded, list) else tuple(loaded)
-    calib = load_calibration(data) if data is not None else None
+    calib, lengths = load_calibration(data, with_lengths=True) if data is not None else (None, None)
     cov = load_calibration(states, states=True) if states is not None else None
     subject = resolve_subject(target, None, rnn=rnn_path, readout=readout_paths)
     rnn, readout, user_model = subject.rnn, subject.readout, subject.model
@@ -163,7 +189,7 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     T = _sequence_length(calib, rnn.batch_first if subject.parts is None else True) if calib is not None else None
     t0 = time.perf_counter()
     result = spectral_prune(target, calib, covariance=cov, device=device, progress=progress, rnn=rnn_path,
-                            readout=readout_paths, **settings)
+                            readout=readout_paths, lengths=lengths, **settings)
     seconds = time.perf_counter() - t0
     # a cell is counted as the single-layer module it steps
     pruned_rnn = cell_as_layer(result.rnn) if isinstance(result.rnn, torch.nn.RNNCellBase) else result.rnn

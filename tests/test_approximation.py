@@ -139,3 +139,49 @@ def test_the_last_step_needs_the_many_to_one_form_of_S10():
     # S12's measured deviation for a last-step loss is this last-step error, which the right form bounds
     b = s12_bound(rnn, head, J, A, x, y, mode="last", input_bound=1.0, with_full=False)
     assert b.mean_squared_deviation == pytest.approx(last_measured, rel=1e-10)
+
+
+# Variable-length data: right-padded sequences with lengths give each sequence's own traces, and S10 holds for the
+# pooled mean over real steps with T the longest length (docs/theory.md, S10).
+
+def _padded(seed, T, n=6):
+    g = torch.Generator().manual_seed(seed + 2)
+    lengths = torch.randint(1, T + 1, (n,), generator=g)
+    lengths[0] = T  # the padded length is a real length
+    x = torch.randn(n, T, 2, dtype=torch.float64, generator=g)
+    x[torch.arange(T)[None] >= lengths[:, None]] = 9.0  # padding that would show if it were read
+    return x, lengths
+
+
+@given(**case)
+def test_padded_traces_are_each_sequences_own_and_s9_holds_on_real_steps(**kw):
+    rnn, head, _, _, J, lam = _setup(**kw)
+    x, lengths = _padded(kw["seed"], kw["T"])
+    sigma = time_mean_covariance(rnn, x, lengths=lengths).mean()
+    A = reconstruction_matrix(sigma, J, lam)
+    tr = s9_trace(rnn, head, J, A, x, lengths)
+    for i, L in enumerate(lengths.tolist()):
+        alone = s9_trace(rnn, head, J, A, x[i:i + 1, :L])
+        for got, ref in ((tr.state_error, alone.state_error), (tr.output_error, alone.output_error),
+                         (tr.state_bound, alone.state_bound), (tr.output_bound, alone.output_bound)):
+            np.testing.assert_allclose(got[i, :L], ref[0], rtol=1e-10, atol=1e-12)
+            assert np.isnan(got[i, L:]).all()
+    assert tr.worst_margin >= -1e-9 * (1.0 + np.nanmax(tr.output_bound))
+    # the pooled time mean over real steps, and S10 at the longest length
+    measured = measured_time_mean_error(rnn, head, J, A, x, lengths)
+    per_step = sum(float(np.sum(s9_trace(rnn, head, J, A, x[i:i + 1, :L]).output_error ** 2))
+                   for i, L in enumerate(lengths.tolist()))
+    assert measured == pytest.approx(per_step / int(lengths.sum()), rel=1e-10, abs=1e-300)
+    assert measured <= s10_bound(sigma, J, lam, rnn, head, kw["T"]) * (1 + 1e-8) + 1e-10
+
+
+@given(**case)
+def test_the_many_to_one_form_reads_each_sequences_last_step(**kw):
+    rnn, head, _, _, J, lam = _setup(**kw)
+    x, lengths = _padded(kw["seed"], kw["T"])
+    sigma = time_mean_covariance(rnn, x, lengths=lengths).mean()
+    A = reconstruction_matrix(sigma, J, lam)
+    measured, bound = s10_last_step_bound(rnn, head, J, A, x, lengths)
+    alone = [s10_last_step_bound(rnn, head, J, A, x[i:i + 1, :L]) for i, L in enumerate(lengths.tolist())]
+    assert measured == pytest.approx(np.mean([a[0] for a in alone]), rel=1e-10, abs=1e-300)
+    assert measured <= bound * (1 + 1e-8) + 1e-10

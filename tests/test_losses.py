@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pruning import information_loss, reconstruction_matrix, residual_covariance, selection_objective
@@ -110,3 +110,26 @@ def test_empty_set_loses_everything_and_full_set_nothing():
 def test_bad_input_names_the_argument(kwargs, exc, words):
     with pytest.raises(exc, match=words):
         information_loss(**kwargs)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 5), T=st.integers(1, 6))
+def test_lengths_average_over_real_steps_only(seed, n, T):
+    from theory.losses import cross_entropy_loss, margin_ramp_loss, squared_loss, zero_one_loss
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, T + 1, size=n)
+    f = rng.standard_normal((n, T, 3))
+    y = rng.integers(0, 3, size=(n, T))
+    f[np.arange(T)[None] >= lengths[:, None]] = np.nan  # padding no loss may read
+    y[np.arange(T)[None] >= lengths[:, None]] = -100    # an ignore index
+    targets = rng.standard_normal((n, T, 3))
+    for loss, args in ((margin_ramp_loss, (0.5,)), (zero_one_loss, ()), (cross_entropy_loss, ())):
+        got = loss(f, y, *args, lengths=lengths)
+        ref = [loss(f[i:i + 1, :L], y[i:i + 1, :L], *args)[0] for i, L in enumerate(lengths)]
+        np.testing.assert_allclose(got, ref, rtol=1e-12)
+    got = squared_loss(f, targets, lengths=lengths)
+    ref = [squared_loss(f[i:i + 1, :L], targets[i:i + 1, :L])[0] for i, L in enumerate(lengths)]
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    with pytest.raises(ValueError, match="lengths: given for outputs of shape"):
+        zero_one_loss(f[:, 0], y[:, 0], lengths=lengths)

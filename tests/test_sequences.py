@@ -129,3 +129,34 @@ def test_batches_of_a_list_of_sequences_keep_their_lengths():
     assert [b.inputs.shape[:2] for b in batches] == [(2, 3), (2, 4), (1, 2)]
     assert batches[0].lengths.tolist() == [3, 1] and batches[1].lengths is None and batches[2].lengths is None
     assert sum(b.steps for b in batches) == 14
+
+
+def test_cli_reads_padded_data_with_lengths_and_packed_sequences(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import save_file
+
+    from pruning.__main__ import main
+
+    rnn, head = _module("GRU", 6, 1, True, True, 3)
+    torch.manual_seed(3)
+    seqs = [torch.randn(L, 3, dtype=torch.float64) for L in (4, 1, 7, 3, 5)]
+    ref = spectral_prune((rnn, head), seqs, k=3)
+    save_file({f"rnn.{k}": v for k, v in rnn.state_dict().items()} | {f"readout.{k}": v for k, v in
+                                                                       head.state_dict().items()},
+              str(tmp_path / "w.safetensors"))
+    files = {"padded.pt": dict(inputs=pad_sequence(seqs, batch_first=True), lengths=torch.tensor([4, 1, 7, 3, 5])),
+             "packed.pt": pack_sequence(seqs, enforce_sorted=False), "list.pt": seqs}
+    for name, obj in files.items():
+        torch.save(obj, tmp_path / name)
+        out = tmp_path / f"{name}.safetensors"
+        assert main(["prune", "--checkpoint", str(tmp_path / "w.safetensors"), "--model", "test_sequences:factory",
+                     "--data", str(tmp_path / name), "--k", "3", "--out", str(out), "--no-progress"]) == 0, \
+            capsys.readouterr().err
+        summary = json.loads(out.with_suffix(".json").read_text())
+        assert [lp["units"] for lp in summary["layers"]] == [lp.units for lp in ref.layers], name
+        assert summary["before"]["T"] == 7
+
+
+def factory():
+    return _module("GRU", 6, 1, True, True, 3)

@@ -11,6 +11,13 @@ full network's state, ``e_t = h_{t,J} - h#_t`` the state error of the compressed
   ``E_hat 1/T sum_t ||f_t - f#_t||^2 <= 2 L_B(J; V) + 2 ||V_sharp||^2 S_rho(T)^2 L_B(J; W)``,
   and the many-to-one form for ``f_T`` only.
 
+Variable-length data (``lengths=``, right-padded sequences): the states of a sequence's real steps do not depend on
+the padding after them, so the traces are those of each sequence alone; steps past a length are NaN in the traces and
+left out of every mean. The time mean of S10 becomes the pooled mean over all real steps, which is what the
+covariance of real steps averages over, and S10 holds with ``T`` the longest length (the per-sequence proof sums to at
+most ``S_rho(L_i)^2 <= S_rho(T)^2`` times the pooled residual energy; docs/theory.md, S10). The many-to-one form reads
+each sequence's own last step.
+
 Everything is computed in float64. The proofs are in ``docs/theory.md`` (S9, S10).
 """
 
@@ -18,13 +25,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from theory.elman import compressed_weights, elman_states, elman_weights, sequence_inputs
+from theory.elman import compressed_weights, elman_states, elman_weights, sequence_inputs, step_mask
 from theory.information import information_loss, reconstruction_matrix
 
 __all__ = [
@@ -75,7 +82,8 @@ def _recurrent_term(coefficient: float, growth: float, loss: float) -> float:
 
 @dataclass(frozen=True)
 class ApproximationTrace:
-    """Measured deviations of a compressed RNN and their S9 bounds, per sequence and step (n, T)."""
+    """Measured deviations of a compressed RNN and their S9 bounds, per sequence and step (n, T); with lengths, the
+    steps past a sequence's length are NaN and ``mask`` marks the real ones."""
 
     state_error: np.ndarray
     state_bound: np.ndarray
@@ -83,11 +91,14 @@ class ApproximationTrace:
     output_bound: np.ndarray
     rho: float
     readout_norm: float
+    mask: Optional[np.ndarray] = None
 
     @property
     def worst_margin(self) -> float:
-        """``min(bound - measured)`` over states and outputs; S9 says it is >= 0."""
-        return float(min((self.state_bound - self.state_error).min(), (self.output_bound - self.output_error).min()))
+        """``min(bound - measured)`` over the real states and outputs; S9 says it is >= 0."""
+        keep = np.ones(self.state_error.shape, bool) if self.mask is None else self.mask
+        return float(min((self.state_bound - self.state_error)[keep].min(),
+                         (self.output_bound - self.output_error)[keep].min()))
 
 
 def _op_norm(M: torch.Tensor) -> float:
@@ -105,7 +116,7 @@ def _trajectories(rnn: nn.RNN, readout: nn.Linear, J, A, x):
     return w.W, w.V, units, small.W, small.V, h, h_s, h - h[..., units] @ a.T
 
 
-def s9_trace(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> ApproximationTrace:
+def s9_trace(rnn: nn.RNN, readout: nn.Linear, J, A, x, lengths=None) -> ApproximationTrace:
     """S9: measured ``||e_t||``, ``||f_t - f#_t||`` and their bounds on every sequence and step.
 
     Parameters
@@ -117,8 +128,11 @@ def s9_trace(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> ApproximationTrace:
         Any reconstruction matrix (``A_J``, or ``I_{F,J}`` for "without reconstruction").
     x : array-like (n, T, d_x)
         Input sequences.
+    lengths : array-like of int (n,), optional
+        The real length of each right-padded sequence.
     """
     W, V, units, W_s, V_s, h, h_s, r = _trajectories(rnn, readout, J, A, x)
+    mask = step_mask(lengths, h.shape[0], h.shape[1])
     drive = torch.linalg.vector_norm(r @ W[units].T, dim=-1)  # ||W_J r_t||
     rho, v_norm = _op_norm(W_s), _op_norm(V_s)
     n, T = drive.shape
@@ -127,19 +141,19 @@ def s9_trace(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> ApproximationTrace:
         state_bound[:, t] = rho * state_bound[:, t - 1] + drive[:, t - 1]
     out_err = torch.linalg.vector_norm(h @ V.T - h_s @ V_s.T, dim=-1)  # the biases c cancel
     out_bound = torch.linalg.vector_norm(r @ V.T, dim=-1) + v_norm * state_bound
-    return ApproximationTrace(
-        state_error=torch.linalg.vector_norm(h[..., units] - h_s, dim=-1).numpy(),
-        state_bound=state_bound.numpy(),
-        output_error=out_err.numpy(),
-        output_bound=out_bound.numpy(),
-        rho=rho,
-        readout_norm=v_norm,
-    )
+    arrays = [torch.linalg.vector_norm(h[..., units] - h_s, dim=-1), state_bound, out_err, out_bound]
+    if mask is not None:
+        arrays = [a.masked_fill(~mask, float("nan")) for a in arrays]
+    return ApproximationTrace(*[a.numpy() for a in arrays], rho=rho, readout_norm=v_norm,
+                              mask=None if mask is None else mask.numpy())
 
 
-def measured_time_mean_error(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> float:
-    """Left-hand side of S10: ``E_hat 1/T sum_t ||f_t - f#_t||^2`` on the sequences ``x``."""
-    return float(np.mean(s9_trace(rnn, readout, J, A, x).output_error ** 2))
+def measured_time_mean_error(rnn: nn.RNN, readout: nn.Linear, J, A, x, lengths=None) -> float:
+    """Left-hand side of S10: ``E_hat 1/T sum_t ||f_t - f#_t||^2`` on the sequences ``x`` (with ``lengths``, the
+    pooled mean over every real step)."""
+    trace = s9_trace(rnn, readout, J, A, x, lengths)
+    err = trace.output_error if trace.mask is None else trace.output_error[trace.mask]
+    return float(np.mean(err ** 2))
 
 
 def s10_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, T: int) -> float:
@@ -158,33 +172,40 @@ def s10_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, T: int) -> float:
     return 2.0 * lb_v + _recurrent_term(2.0 * v_norm * v_norm, s * s, lb_w)
 
 
-def s10_last_step_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x) -> Tuple[float, float]:
+def s10_last_step_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x, lengths=None) -> Tuple[float, float]:
     """Many-to-one form of S10 on the sequences ``x``: returns ``(measured, bound)`` for ``f_T``.
 
     ``E_hat ||f_T - f#_T||^2 <= 2 E_hat ||V r_T||^2
     + 2 ||V_sharp||^2 (sum_{j=0}^{T-2} rho^{2j}) E_hat sum_{s<T} ||W_J r_s||^2``.
+    With ``lengths``, ``T`` is each sequence's own last step and the geometric sum is taken at the longest.
     """
     W, V, units, W_s, V_s, h, h_s, r = _trajectories(rnn, readout, J, A, x)
-    T = h.shape[1]
+    n, T = h.shape[0], h.shape[1]
+    mask = step_mask(lengths, n, T)
+    last = torch.full((n,), T - 1) if mask is None else mask.sum(1) - 1
+    rows = torch.arange(n)
     rho, v_norm = _op_norm(W_s), _op_norm(V_s)
-    measured = float(torch.mean(torch.sum((h[:, -1] @ V.T - h_s[:, -1] @ V_s.T) ** 2, dim=-1)))
+    measured = float(torch.mean(torch.sum((h[rows, last] @ V.T - h_s[rows, last] @ V_s.T) ** 2, dim=-1)))
     geo = s_rho(rho * rho, T)  # sum_{j<=T-2} rho^{2j}; inf where it leaves the float range
-    tail = float(torch.mean(torch.sum((r[:, :-1] @ W[units].T) ** 2, dim=(-1, -2))))
-    bound = 2.0 * float(torch.mean(torch.sum((r[:, -1] @ V.T) ** 2, dim=-1))) + _recurrent_term(
+    before_last = torch.arange(T)[None, :] < last[:, None]  # s < T_i
+    drive = torch.sum((r @ W[units].T) ** 2, dim=-1)
+    tail = float(torch.mean(torch.sum(drive * before_last, dim=-1)))
+    bound = 2.0 * float(torch.mean(torch.sum((r[rows, last] @ V.T) ** 2, dim=-1))) + _recurrent_term(
         2.0 * v_norm * v_norm, geo, tail)
     return measured, bound
 
 
-def s10_bias_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, x, *, mode: str) -> float:
+def s10_bias_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, x, *, mode: str, lengths=None) -> float:
     """The S10 bound on the mean squared output deviation that S12's bias term uses, for the loss's ``mode``.
 
     ``mode="mean"`` (a loss averaged over all steps): the time-mean form :func:`s10_bound`. ``mode="last"`` (a loss
     on the last step only): the many-to-one form :func:`s10_last_step_bound`. The time-mean form must not be used
     for the last step, since the time mean can be up to T times smaller than the last step's error. ``sigma`` is
-    the covariance of the states on ``x`` (the training data) and ``A = A_J`` is built from it.
+    the covariance of the states on ``x`` (the training data; with ``lengths``, of their real steps) and
+    ``A = A_J`` is built from it.
     """
     if mode == "mean":
         return s10_bound(sigma, J, lam, rnn, readout, sequence_inputs(x, rnn.input_size).shape[1])
     if mode == "last":
-        return s10_last_step_bound(rnn, readout, J, reconstruction_matrix(sigma, J, lam), x)[1]
+        return s10_last_step_bound(rnn, readout, J, reconstruction_matrix(sigma, J, lam), x, lengths)[1]
     raise ValueError(f"mode: expected one of ('last', 'mean'), got {mode!r}")

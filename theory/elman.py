@@ -10,7 +10,7 @@ is how the bounds evaluate full and compressed networks alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from torch import nn
 from theory._validation import as_float64_array
 from theory.information import as_units
 
-__all__ = ["ElmanWeights", "check_rnn", "check_readout", "elman_weights", "activation", "elman_states",
+__all__ = ["step_mask", "ElmanWeights", "check_rnn", "check_readout", "elman_weights", "activation", "elman_states",
            "sequence_inputs", "compressed_weights"]
 
 
@@ -108,6 +108,22 @@ def sequence_inputs(x: Any, input_size: int, name: str = "x") -> torch.Tensor:
     if xt.shape[0] == 0 or xt.shape[1] == 0:
         raise ValueError(f"{name}: expected at least one sequence of length >= 1")
     return xt
+
+
+def step_mask(lengths: Any, n: int, T: int, name: str = "lengths") -> Optional[torch.Tensor]:
+    """The real steps of ``n`` right-padded sequences of padded length ``T``: a bool tensor (n, T), True for
+    ``t < lengths[i]``; None when ``lengths`` is None (every step real). Lengths must be integers in 1..T."""
+    if lengths is None:
+        return None
+    lens = torch.as_tensor(lengths.detach().cpu() if hasattr(lengths, "detach") else lengths)
+    if tuple(lens.shape) != (n,):
+        raise ValueError(f"{name}: expected one length per sequence ({n}), got shape {tuple(lens.shape)}")
+    if lens.dtype.is_floating_point or lens.is_complex() or lens.dtype == torch.bool:
+        raise TypeError(f"{name}: expected integer lengths, got dtype {lens.dtype}")
+    if n and (int(lens.min()) < 1 or int(lens.max()) > T):
+        raise ValueError(f"{name}: expected every length in 1..{T} (the padded length), got "
+                         f"{int(lens.min())}..{int(lens.max())}")
+    return torch.arange(T)[None, :] < lens.to(torch.int64)[:, None]
 
 
 def compressed_weights(w: ElmanWeights, J: Any, A: Any) -> Tuple[torch.Tensor, torch.Tensor, ElmanWeights]:
