@@ -14,13 +14,13 @@ unchanged and each read-out's input must come out multiplied by ``M``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from pruning.covariance import CovarianceStats, progress_bar
-from pruning.unitwise import ReadoutPathError, eval_mode, random_maps, times
+from pruning.unitwise import ReadoutPathError, eval_mode, follows_maps, random_maps, run_twice, times
 
 __all__ = ["CELLS", "cell_as_layer", "layer_as_cell", "cell_statistics", "check_cell_readout_path"]
 
@@ -47,8 +47,9 @@ def cell_as_layer(cell: nn.Module) -> nn.Module:
     return layer
 
 
-def layer_as_cell(layer: nn.Module) -> nn.Module:
-    """The cell with the weights of a single-layer, unidirectional module (the inverse of :func:`cell_as_layer`)."""
+def layer_as_cell(layer: nn.Module, direction: int = 0) -> nn.Module:
+    """The cell with the weights of one direction of a single-layer module (for a unidirectional layer, the inverse
+    of :func:`cell_as_layer`)."""
     cls = {v: k for k, v in CELLS.items()}[type(layer)]
     p = layer.weight_ih_l0
     kw = dict(bias=layer.bias, device=p.device, dtype=p.dtype)
@@ -58,7 +59,7 @@ def layer_as_cell(layer: nn.Module) -> nn.Module:
     with torch.no_grad():
         for name in _PARAMS:
             if getattr(cell, name, None) is not None:
-                getattr(cell, name).copy_(getattr(layer, f"{name}_l0"))
+                getattr(cell, name).copy_(getattr(layer, f"{name}_l0{'_reverse' if direction else ''}"))
     cell.train(layer.training)
     return cell
 
@@ -132,27 +133,10 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable) -> None:
 
     handles = [cell.register_forward_pre_hook(undo, with_kwargs=True), cell.register_forward_hook(perturb)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record(p)) for p in parts.readout_paths]
-    try:
-        with eval_mode(model), torch.no_grad():
-            forward(model, batch)
-            plain = {p: list(v) for p, v in seen.items()}
-            for v in seen.values():
-                v.clear()
-            state["perturb"] = True
-            forward(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    plain, perturbed = run_twice(model, forward, batch, seen, handles, lambda: state.update(perturb=True))
     tol = 1e-8 if cell.weight_hh.dtype == torch.float64 else 1e-3
     for path in parts.readout_paths:
-        before: List[torch.Tensor] = plain[path]
-        after = seen[path]
-        ok = len(before) == len(after) > 0
-        for a, b in zip(before, after):
-            expected = times(a, [M])
-            ok = ok and a.shape == b.shape and float((expected - b).abs().max()) <= tol * (float(expected.abs().max())
-                                                                                          + 1e-30)
-        if not ok:
+        if not follows_maps(plain[path], perturbed[path], [M], tol):
             raise ReadoutPathError(
                 f"readout: {path!r} does not read a unit-wise linear function of the states of {parts.rnn_path!r}: "
                 f"something in the model's loop between the cell and the read-out depends on the hidden width (a "

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pruning.cells import layer_as_cell
 from pruning.compress import compress_stack
 from pruning.covariance import layer_covariances
 from pruning.modules import as_layers, directions, gate_blocks, split_model
@@ -164,23 +165,6 @@ class TaylorImportance(Criterion):
         return [[t.abs().numpy() for t in row] for row in totals]
 
 
-def _direction_cell(layer: nn.Module, d: int) -> nn.Module:
-    from pruning.cells import CELLS
-
-    cls = {v: k for k, v in CELLS.items()}[type(layer)]
-    p = layer.weight_ih_l0
-    kw = dict(bias=layer.bias, device=p.device, dtype=p.dtype)
-    if isinstance(layer, nn.RNN):
-        kw["nonlinearity"] = layer.nonlinearity
-    cell = cls(layer.input_size, layer.hidden_size, **kw)
-    sfx = "_reverse" if d else ""
-    with torch.no_grad():
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            if getattr(cell, name, None) is not None:
-                getattr(cell, name).copy_(getattr(layer, f"{name}_l0{sfx}"))
-    return cell
-
-
 def gated_forward(layers: Sequence[nn.Module], x: torch.Tensor, gates) -> torch.Tensor:
     """The stack of single-layer modules run step by step on batch-first ``x`` (batch, T, d_x) with each state of
     layer l, direction d multiplied by ``gates[l][d]`` (m_l,) before it is used (next step, next layer, read-out);
@@ -189,7 +173,7 @@ def gated_forward(layers: Sequence[nn.Module], x: torch.Tensor, gates) -> torch.
     for l, layer in enumerate(layers):
         outs = []
         for d in range(directions(layer)):
-            cell = _direction_cell(layer, d)
+            cell = layer_as_cell(layer, d)
             order = range(x.shape[1] - 1, -1, -1) if d else range(x.shape[1])
             state = None
             steps: List[Optional[torch.Tensor]] = [None] * x.shape[1]

@@ -28,7 +28,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
 from pruning.modules import check_readout, check_recurrent, directions, output_width
 from pruning.recurrent_stack import RecurrentStack
-from pruning.unitwise import ReadoutPathError, eval_mode, random_maps, times
+from pruning.unitwise import ReadoutPathError, eval_mode, follows_maps, random_maps, run_twice, times
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward", "check_readout_path", "replace_modules",
            "combined_readout"]
@@ -278,7 +278,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     """Refuse a model whose read-outs do not read a unit-wise linear function of the recurrent module's output.
 
     The test is exact in law: the recurrent module's output ``O`` (and the last layer's final state) is replaced by
-    ``O M`` for a random map ``M`` per direction, the other layers' final states and LSTM cell states scaled by -1.3, and each read-out's input must then be its unperturbed input times ``M``. Dropout (eval mode), identity,
+    ``O M`` for a random map ``M`` per direction, the other layers' final states and LSTM cell states scaled by -1.3,
+    and each read-out's input must then be its unperturbed input times ``M``. Dropout (eval mode), identity,
     indexing, concatenation of directions, pooling and masked means over time pass; norm layers, linear layers,
     attention, nonlinearities and anything that reads an earlier layer's or the cell state fail. The modules run in
     between whose inputs have the state width are named in the error.
@@ -333,26 +334,11 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     handles += [model.get_submodule(p).register_forward_pre_hook(record_input(p)) for p in parts.readout_paths]
     handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in model.named_modules()
                 if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())]
-    try:
-        with eval_mode(model), torch.no_grad():
-            forward(model, batch)
-            plain = {p: list(v) for p, v in seen.items()}
-            for v in seen.values():
-                v.clear()
-            state.update(perturb=True, after_rnn=False)
-            forward(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    plain, perturbed = run_twice(model, forward, batch, seen, handles,
+                                 lambda: state.update(perturb=True, after_rnn=False))
     tol = 1e-9 if p0.dtype == torch.float64 else 2e-4
     for path in parts.readout_paths:
-        before, after = plain[path], seen[path]
-        ok = len(before) == len(after) and len(before) > 0
-        for a, b in zip(before, after):
-            expected = times(a.to(p0.dtype), maps)
-            scale = float(expected.abs().max()) + 1e-30
-            ok = ok and a.shape == b.shape and float((expected - b).abs().max()) <= tol * scale
-        if ok:
+        if follows_maps(plain[path], perturbed[path], maps, tol):
             continue
         width = D * m
         suspects = [p for p, mod, args in order if not isinstance(mod, _UNITWISE)
