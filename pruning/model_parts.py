@@ -30,7 +30,8 @@ from pruning.modules import check_readout, check_recurrent, directions, output_w
 from pruning.recurrent_stack import RecurrentStack
 from pruning.unitwise import ReadoutPathError, eval_mode, follows_maps, random_maps, run_twice, times
 
-__all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward", "check_readout_path", "replace_modules",
+__all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
+           "check_readout_path", "replace_modules",
            "combined_readout"]
 
 _RECURRENT = (nn.RNN, nn.LSTM, nn.GRU, RecurrentStack)

@@ -265,8 +265,8 @@ def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settin
         below = maps
     with timings("compress"):
         small, head, heads, new_model = subject.rebuild(assemble(new_layers, rnn.dropout), below)
-    return PruneResult(rnn=small, readout=head, model=new_model, heads=heads, layers=results, theta=settings.theta, Z=settings.Z,
-                       method="greedy", reconstruct=settings.reconstruct, covariance_mode="original",
+    return PruneResult(rnn=small, readout=head, model=new_model, heads=heads, layers=results, theta=settings.theta,
+                       Z=settings.Z, method="greedy", reconstruct=settings.reconstruct, covariance_mode="original",
                        timings=dict(timings), covariance=statistics.stats())
 
 

@@ -39,7 +39,8 @@ def _step_mask(lengths, f: np.ndarray) -> Optional[np.ndarray]:
     if not np.issubdtype(lens.dtype, np.integer):
         raise TypeError(f"lengths: expected integer lengths, got dtype {lens.dtype}")
     if lens.min() < 1 or lens.max() > T:
-        raise ValueError(f"lengths: expected every length in 1..{T} (the padded length), got {lens.min()}..{lens.max()}")
+        raise ValueError(f"lengths: expected every length in 1..{T} (the padded length), got "
+                         f"{lens.min()}..{lens.max()}")
     return np.arange(T)[None, :] < lens[:, None]
 
 
