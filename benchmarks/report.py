@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from benchmarks.paired import paired_table_rows
 from benchmarks.runio import atomic_write_text, read_csv, read_results
 
 __all__ = ["accuracy_summary", "acceptance", "write_report", "build_report", "is_base", "variant_table"]
@@ -139,6 +140,54 @@ def _size_table(rows: Sequence[Dict]) -> str:
     return "\n".join(lines)
 
 
+def _compared(rows: Sequence[Dict]) -> List[str]:
+    """The methods compared with spectral pruning: every method of the rows but the settings sweep and the full
+    network."""
+    return sorted({r["method"] for r in rows} - {"spectral", "full network"}
+                  - {r["method"] for r in rows if str(r["method"]).startswith("spectral [")})
+
+
+def _verdict(diff) -> str:
+    # diff is (other method - spectral): the other method better means spectral loses
+    return {"better": "spectral loses", "worse": "spectral wins", "tie": "tie"}[diff.verdict]
+
+
+def summary_table(rows: Sequence[Dict]) -> str:
+    """One line per width and k: the full network, spectral pruning, the best other method (by median), their paired
+    difference with its 95% bootstrap interval, and the parameter and MAC ratios of the pruned network."""
+    lines = ["| task | network | m -> k | full | spectral | best other method | other - spectral [95% CI] | "
+             "verdict | params full/pruned | MACs full/pruned |", "|" + "---|" * 10]
+    summary = accuracy_summary(rows)
+    size = {(int(r["hidden"]), int(r["k"])): (int(r["params"]), int(r["macs"])) for r in rows
+            if r["method"] in ("spectral", "full network") and _is_number(r.get("test_accuracy"))}
+    task = next((r["task"] for r in rows), "?")
+    cell = next((r.get("cell") for r in rows if r.get("cell")), "RNN")
+    for m in sorted({h for (h, _, _) in summary}):
+        paired = paired_table_rows(rows, hidden=m, methods=_compared(rows))
+        for k in sorted({p["k"] for p in paired}):
+            at_k = [p for p in paired if p["k"] == k]
+            best = max(at_k, key=lambda p: p["median"])
+            full = summary.get((m, "full network", m))
+            d = best["diff"]
+            ratio = lambda i: (f"{size[(m, m)][i] / size[(m, k)][i]:.1f}x" if (m, m) in size and (m, k) in size
+                               else "")
+            lines.append(f"| {task} | {cell} | {m} -> {k} | {full['median']:.3f} | {best['reference_median']:.3f} | "
+                         f"{best['method']} ({best['median']:.3f}) | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | "
+                         f"{_verdict(d)} | {ratio(0)} | {ratio(1)} |" if full else "")
+    return "\n".join(line for line in lines if line)
+
+
+def paired_table(rows: Sequence[Dict], hidden: int) -> str:
+    """Every method against spectral pruning at width ``hidden``: per-seed paired differences."""
+    lines = ["| method | k | seeds | median | spectral median | other - spectral [95% CI] | Wilcoxon p | verdict |",
+             "|" + "---|" * 8]
+    for p in paired_table_rows(rows, hidden=hidden, methods=_compared(rows)):
+        d = p["diff"]
+        lines.append(f"| {p['method']} | {p['k']} | {d.n} | {p['median']:.3f} | {p['reference_median']:.3f} | "
+                     f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {d.p_value:.3g} | {_verdict(d)} |")
+    return "\n".join(lines)
+
+
 def _invocation_lines(invocations: Sequence[Dict], other_rows: int, compute_s: float) -> List[str]:
     """How the report was made: every invocation's command, commit, machine and times."""
     lines = ["How this report was made:", ""]
@@ -184,12 +233,21 @@ def write_report(out: Path, rows: Sequence[Dict], *, title: str, seeds: Sequence
              f"Task: **{task}**. Seeds: {', '.join(map(str, seeds))}.", "",
              *_invocation_lines(invocations, other_rows, compute),
              *([protocol, ""] if protocol else []),
+             "## Summary", "",
+             "Per width and k: the full network's median test accuracy, spectral pruning's, the best other method's "
+             "(by median), and the mean of their per-seed differences with a 95% percentile bootstrap interval "
+             "(10,000 resamples of the seeds). A method wins or loses only where the interval excludes 0. Parameter "
+             "and MAC ratios are of the network pruned to k.", "",
+             summary_table(rows), "",
              "Test accuracy after pruning without fine-tuning: median over seeds, (min-max) in brackets; the best "
              "median per column in bold.", ""]
     tuned = accuracy_summary(rows, "finetuned_accuracy")
     for m in widths:
         parts += [f"## Width m = {m}", "", _accuracy_table(summary, m), "", "Mean +- standard deviation over seeds:", "",
-                  _mean_table(summary, m), ""]
+                  _mean_table(summary, m), "",
+                  "Paired against spectral pruning on the same networks (seeds both have; the dense network of "
+                  "width k by its seed): mean difference with its 95% bootstrap interval and the two-sided Wilcoxon "
+                  "signed-rank p-value.", "", paired_table(rows, m), ""]
         if any(h == m for (h, _, _) in tuned):
             parts += ["After fine-tuning each pruned network (median, min-max):", "", _accuracy_table(tuned, m), ""]
     sweep = [r for r in rows if str(r["method"]).startswith("spectral [")]
