@@ -174,6 +174,8 @@ def summary_table(rows: Sequence[Dict]) -> str:
             lines.append(f"| {task} | {cell} | {m} -> {k} | {full['median']:.3f} | {best['reference_median']:.3f} | "
                          f"{best['method']} ({best['median']:.3f}) | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | "
                          f"{_verdict(d)} | {ratio(0)} | {ratio(1)} |" if full else "")
+    if len([line for line in lines if line]) == 2:
+        return "No paired comparison: every method needs at least two seeds in common with spectral pruning."
     return "\n".join(line for line in lines if line)
 
 

@@ -185,7 +185,8 @@ def _finetuned_accuracy(model, data: SequenceData, preset: Preset, seed: int, pr
     return accuracy(tuned, data.x_test, data.y_test)
 
 
-TASKS = ("pixel-digits", "pixel-digits-permuted", "pixel-mnist", "pixel-mnist-permuted", "teacher")
+TASKS = ("pixel-digits", "pixel-digits-permuted", "pixel-mnist", "pixel-mnist-permuted", "teacher",
+         "japanese-vowels", "basic-motions", "gun-point")
 
 
 def load_task(preset: Preset, mnist_dir: Optional[Path] = None) -> SequenceData:
@@ -202,6 +203,10 @@ def load_task(preset: Preset, mnist_dir: Optional[Path] = None) -> SequenceData:
         from benchmarks.teacher import teacher_task
 
         return teacher_task()
+    if preset.task in ("japanese-vowels", "basic-motions", "gun-point"):
+        from benchmarks.uea import uea_task
+
+        return uea_task(preset.task)
     raise ValueError(f"task: expected one of {TASKS}, got {preset.task!r}")
 
 
@@ -440,6 +445,11 @@ def protocol_text(preset: Preset, data: SequenceData, mnist_dir: Optional[Path] 
         if preset.mnist_downsample > 1:
             d = preset.mnist_downsample
             source += f" after {d}x{d} average pooling"
+    elif preset.task in ("japanese-vowels", "basic-motions", "gun-point"):
+        from benchmarks.uea import UEA_TASKS
+
+        source = (f"the UEA/UCR archive's {UEA_TASKS[preset.task]} as aeon ships it, with the archive's train/test "
+                  f"split, every channel standardised by the training split's statistics")
     else:
         source = "sequences labelled by a random tanh teacher RNN (benchmarks/teacher.py)"
     if preset.task.endswith("permuted"):
