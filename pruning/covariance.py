@@ -19,12 +19,11 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from pruning.sequences import as_tensor, batch_dim, iter_sequence_batches, pack
-from theory._validation import Integer, Options
+from theory._validation import Options
 
 __all__ = ["CovarianceStats", "time_mean_covariance", "layer_covariances", "model_device", "batch_dim",
            "progress_bar", "PRECISIONS"]
 
-BATCH_SIZE = Integer(1, None, what="a positive integer")
 #: How each batch's Gram matrix is formed (see :meth:`CovarianceStats.update`).
 PRECISIONS = ("float32", "float64")
 PRECISION = Options(PRECISIONS)

@@ -28,7 +28,6 @@ greedy), available as ``spectral_prune(..., theta=1e8, Z="both")``.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -39,6 +38,7 @@ from torch import nn
 from pruning.cells import layer_as_cell
 from pruning.compress import compress_stack
 from pruning.covariance import layer_covariances
+from pruning.model_parts import ModelParts, replace_modules
 from pruning.modules import as_layers, directions, gate_blocks, split_model
 from pruning.result import LayerPrune, PruneResult
 from pruning.sequences import iter_sequence_batches, pack
@@ -81,22 +81,27 @@ def layer_states(rnn: nn.Module, data: Any, *, batch_size: int = 256, lengths: A
             yield out
 
 
+def _state_means(rnn: nn.Module, data: Any, statistic: Callable[[torch.Tensor], torch.Tensor], *,
+                 batch_size: int, lengths: Any) -> Scores:
+    """The mean of ``statistic(h)`` (elementwise, float64) over every real step, per layer-direction and unit."""
+    sums: Optional[List[List[torch.Tensor]]] = None
+    count = 0
+    for states in layer_states(rnn, data, batch_size=batch_size, lengths=lengths):
+        part = [[statistic(h).sum(0) for h in row] for row in states]
+        sums = part if sums is None else [[a + b for a, b in zip(r, p)] for r, p in zip(sums, part)]
+        count += states[0][0].shape[0]
+    if sums is None:
+        raise ValueError("data: no batch of calibration data")
+    return [[(s / count).numpy() for s in row] for row in sums]
+
+
 class MeanActivation(Criterion):
     """Mean ``|h_j|`` over every real step of the calibration data."""
 
     name = "mean_activation"
 
     def scores(self, pair, data, *, batch_size: int = 256, lengths: Any = None, **context) -> Scores:
-        rnn = pair[0]
-        sums: Optional[List[List[torch.Tensor]]] = None
-        count = 0
-        for states in layer_states(rnn, data, batch_size=batch_size, lengths=lengths):
-            part = [[h.abs().sum(0) for h in row] for row in states]
-            sums = part if sums is None else [[a + b for a, b in zip(r, s)] for r, s in zip(sums, part)]
-            count += states[0][0].shape[0]
-        if sums is None:
-            raise ValueError("data: no batch of calibration data")
-        return [[(s / count).numpy() for s in row] for row in sums]
+        return _state_means(pair[0], data, torch.abs, batch_size=batch_size, lengths=lengths)
 
 
 class APoZ(Criterion):
@@ -109,15 +114,9 @@ class APoZ(Criterion):
         if not (isinstance(rnn, nn.RNN) and rnn.nonlinearity == "relu"):
             raise ValueError(f"method: 'apoz' counts the zeros of ReLU units; {type(rnn).__name__} units are not "
                              f"ReLU")
-        zeros: Optional[List[List[torch.Tensor]]] = None
-        count = 0
-        for states in layer_states(rnn, data, batch_size=batch_size, lengths=lengths):
-            part = [[(h == 0).sum(0).to(torch.float64) for h in row] for row in states]
-            zeros = part if zeros is None else [[a + b for a, b in zip(r, s)] for r, s in zip(zeros, part)]
-            count += states[0][0].shape[0]
-        if zeros is None:
-            raise ValueError("data: no batch of calibration data")
-        return [[1.0 - (z / count).numpy() for z in row] for row in zeros]
+        zeros = _state_means(rnn, data, lambda h: (h == 0).to(torch.float64), batch_size=batch_size,
+                             lengths=lengths)
+        return [[1.0 - z for z in row] for row in zeros]
 
 
 class TaylorImportance(Criterion):
@@ -311,9 +310,6 @@ def prune_by_criterion(model_or_rnn: Any, data: Any, k, *, method: str, reconstr
                                       m=layers[l].hidden_size, k=ks[l], lam=lam, tau=np.full(ks[l], lam),
                                       losses={}, dof=float("nan")))
     small, head = compress_stack(rnn, readout, units, A)
-    new_model = None
-    if model is not None:
-        new_model = copy.deepcopy(model)
-        new_model.rnn, new_model.readout = small, head
+    new_model = None if model is None else replace_modules(ModelParts(model, "rnn", ("readout",)), small, [head])
     return PruneResult(rnn=small, readout=head, model=new_model, layers=results, theta=math.nan, Z="", method=method,
                        reconstruct=reconstruct, covariance_mode="original", covariance=stats, heads=[head])

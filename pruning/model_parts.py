@@ -28,6 +28,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
 from pruning.modules import check_readout, check_recurrent, directions, output_width
 from pruning.recurrent_stack import RecurrentStack
+from pruning.sequences import check_lengths
 from pruning.unitwise import ReadoutPathError, eval_mode, follows_maps, random_maps, run_twice, times
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
@@ -258,14 +259,12 @@ class RecurrentInputs:
                              f"an iterable of batches")
         if lens is None:
             return x
-        lens = torch.as_tensor(np.asarray(lens.cpu() if hasattr(lens, "cpu") else lens)).to(torch.int64)
-        if x.ndim != 3 or lens.ndim != 1 or lens.numel() != x.shape[bdim]:
-            raise ValueError(f"lengths: expected one length per sequence ({x.shape[bdim] if x.ndim == 3 else 1}) "
-                             f"of batch {i}, got shape {tuple(lens.shape)}")
-        T = x.shape[1 - bdim]
-        if int(lens.min()) < 1 or int(lens.max()) > T:
-            raise ValueError(f"lengths: expected every length in 1..{T} in batch {i}, got "
-                             f"{int(lens.min())}..{int(lens.max())}")
+        if x.ndim != 3:
+            raise ValueError(f"lengths: {self.parts.rnn_path!r} received one unbatched sequence in batch {i}; "
+                             f"lengths need a batch of padded sequences")
+        lens = check_lengths(lens, x.shape[bdim], x.shape[1 - bdim], f" (batch {i})")
+        if lens is None:
+            return x
         return pack_padded_sequence(x, lens, batch_first=rnn.batch_first, enforce_sorted=False)
 
     def first(self) -> Any:

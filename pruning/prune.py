@@ -6,7 +6,8 @@ import math
 from typing import Any, Callable, Optional
 
 from pruning.compress import compress_layer
-from pruning.covariance import BATCH_SIZE, PRECISION
+from pruning.covariance import PRECISION
+from pruning.sequences import BATCH_SIZE
 from pruning.model_parts import resolve_subject
 from pruning.modules import as_layers, assemble
 from pruning.result import PruneResult
@@ -126,17 +127,16 @@ def spectral_prune(
                                seed=seed, covariance=covariance, batch_size=batch_size, device=device,
                                progress=progress, precision=precision, lengths=lengths, rnn=rnn,
                                readout=readout, forward=forward)
+    batch_size = BATCH_SIZE.check(batch_size, "batch_size")
+    precision = PRECISION.check(precision, "precision")
     subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
-                              batch_size=BATCH_SIZE.check(batch_size, "batch_size"),
-                              precision=PRECISION.check(precision, "precision"), progress=progress)
+                              batch_size=batch_size, precision=precision, progress=progress)
     if subject.covariance is not None and covariance is None:
         covariance = subject.covariance  # a cell's statistics, taken by hooks while the model ran
     rnn, readout = subject.rnn, subject.readout
     settings = PruneSettings.checked(theta=theta, Z=Z, method=method, reconstruct=reconstruct, lam=lam,
                                      rel_lam=rel_lam, seed=seed)
     covariance_mode = _MODE.check(covariance_mode, "covariance_mode")
-    batch_size = BATCH_SIZE.check(batch_size, "batch_size")
-    precision = PRECISION.check(precision, "precision")
     layers = as_layers(rnn)
     widths = [layer.hidden_size for layer in layers]
     ks, dofs = plan_widths(widths, k=k, ratio=ratio, target_dof=target_dof)

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_sequence
 
-from theory._validation import Integer
+from theory._validation import Integer, as_lengths
 
-__all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences"]
+__all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences",
+           "check_lengths", "BATCH_SIZE"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
 
@@ -69,17 +70,10 @@ class SequenceBatch:
         return int(self.inputs.shape[:-1].numel()) if self.inputs.ndim > 1 else int(self.inputs.numel())
 
 
-def _check_lengths(lengths: Any, n: int, T: int, where: str) -> Optional[torch.Tensor]:
-    lens = torch.as_tensor(np.asarray(lengths.detach().cpu() if hasattr(lengths, "detach") else lengths))
-    if lens.ndim != 1 or lens.numel() != n:
-        raise ValueError(f"lengths: expected one length per sequence ({n}){where}, got shape {tuple(lens.shape)}")
-    if lens.dtype.is_floating_point or lens.dtype == torch.bool or lens.is_complex():
-        raise TypeError(f"lengths: expected integer lengths{where}, got {lens.dtype}")
-    lens = lens.to(torch.int64)
-    if n and (int(lens.min()) < 1 or int(lens.max()) > T):
-        raise ValueError(f"lengths: expected every length in 1..{T} (the padded length){where}, got "
-                         f"{int(lens.min())}..{int(lens.max())}")
-    return None if bool((lens == T).all()) else lens
+def check_lengths(lengths: Any, n: int, T: int, where: str = "") -> Optional[torch.Tensor]:
+    """The lengths of ``n`` padded sequences of length ``T`` as an int64 tensor, validated
+    (:func:`theory._validation.as_lengths`); None when every sequence fills the padded length."""
+    return _none_if_full(torch.from_numpy(as_lengths(lengths, n, T, where=where)), T)
 
 
 def _from_tensor(x: torch.Tensor, lengths, batch_size: int, batch_first: bool, where: str) -> Iterator[SequenceBatch]:
@@ -87,7 +81,7 @@ def _from_tensor(x: torch.Tensor, lengths, batch_size: int, batch_first: bool, w
         # (with lengths, a 2-D array is token ids in the module's layout: (batch, T) or (T, batch))
         dim = 0 if batch_first else 1
         n, T = x.shape[dim], x.shape[1 - dim]
-        lens = _check_lengths(lengths, n, T, where) if lengths is not None else None
+        lens = check_lengths(lengths, n, T, where) if lengths is not None else None
         for start in range(0, n, batch_size):
             chunk = x.narrow(dim, start, min(batch_size, n - start))
             yield SequenceBatch(chunk, None if lens is None else _none_if_full(lens[start:start + batch_size], T))

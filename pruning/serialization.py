@@ -185,9 +185,12 @@ def describe_architecture(rnn: nn.Module, readout: nn.Linear) -> Dict[str, Any]:
         check_recurrent(rnn)
         summary = module_summary(rnn)
     summary["dtype"] = str(p.dtype).replace("torch.", "")
-    head = dict(in_features=readout.in_features, out_features=readout.out_features, bias=readout.bias is not None,
+    return dict(rnn=summary, readout=_describe_linear(readout))
+
+
+def _describe_linear(readout: nn.Linear) -> Dict[str, Any]:
+    return dict(in_features=readout.in_features, out_features=readout.out_features, bias=readout.bias is not None,
                 dtype=str(readout.weight.dtype).replace("torch.", ""))
-    return dict(rnn=summary, readout=head)
 
 
 def _dtype(text: str) -> torch.dtype:
@@ -223,11 +226,18 @@ def build_architecture(arch: Dict[str, Any]) -> Tuple[nn.Module, nn.Linear]:
             rnn = classes[r["type"]](r["input_size"], r["hidden_sizes"][0], **kw)
         else:
             raise ValueError(f"architecture: unknown module type {r['type']!r}")
-        readout = nn.Linear(h["in_features"], h["out_features"], bias=h["bias"], dtype=_dtype(h.get("dtype",
-                                                                                                    "float32")))
+        readout = _build_linear(h)
     except KeyError as err:
         raise ValueError(f"architecture: the description lacks {err}") from None
     return rnn, readout
+
+
+def _build_linear(h: Dict[str, Any]) -> nn.Linear:
+    """A fresh read-out of the description ``h`` (``describe_architecture(...)["readout"]``)."""
+    try:
+        return nn.Linear(h["in_features"], h["out_features"], bias=h["bias"], dtype=_dtype(h.get("dtype", "float32")))
+    except KeyError as err:
+        raise ValueError(f"architecture: the read-out description lacks {err}") from None
 
 
 def _tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
@@ -252,7 +262,7 @@ def save_pruned(path, rnn: nn.Module, readout, *, model: Optional[nn.Module] = N
         raise ValueError(f"paths: expected one read-out path per head ({len(heads)}), got {head_paths!r}")
     record = dict(summary or {})
     arch = describe_architecture(rnn, heads[0])
-    arch.update(heads=[describe_architecture(rnn, h)["readout"] for h in heads],
+    arch.update(heads=[_describe_linear(h) for h in heads],
                 paths=dict(rnn=paths[0], readout=head_paths[0], heads=head_paths))
     record.update(format=FORMAT, weights=path.name, kind="model" if model is not None else "pair",
                   architecture=arch)
@@ -298,7 +308,7 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
         _set_module(model, paths["rnn"], rnn)
         head_paths = paths.get("heads", [paths["readout"]])
         for p, desc in zip(head_paths, arch.get("heads", [arch["readout"]])):
-            _set_module(model, p, build_architecture(dict(arch, readout=desc))[1])
+            _set_module(model, p, _build_linear(desc))
         target: nn.Module = model
     else:
         target = _Pair(rnn, readout)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from pruning.compress import compress_layer, state_map
-from pruning.covariance import BATCH_SIZE, CovarianceStats, layer_covariances
+from pruning.covariance import CovarianceStats, layer_covariances
 from pruning.modules import directions
 from pruning.result import LayerPrune
 from pruning.selection import METHOD, kept_width, leverage_sample, select_checked

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Tuple
 import numpy as np
 
 __all__ = ["Constraint", "Real", "Integer", "Options", "Boolean", "OrNone", "check_param", "check_params",
-           "as_float64_array", "as_covariance_matrix", "as_real_scalar", "check_positive_scalar"]
+           "as_float64_array", "as_covariance_matrix", "as_real_scalar", "check_positive_scalar", "as_lengths"]
 
 
 class Constraint:
@@ -222,3 +222,17 @@ def _symmetrised(s: np.ndarray, tile: int = 128) -> Tuple[np.ndarray, float]:
             out[i:i + tile, j:j + tile] = mean
             out[j:j + tile, i:i + tile] = mean.T
     return out, worst
+
+
+def as_lengths(lengths: Any, n: int, T: int, name: str = "lengths", where: str = "") -> np.ndarray:
+    """The real lengths of ``n`` right-padded sequences of padded length ``T``, as int64, each in 1..T (a tensor,
+    array or list). ``where`` is added to the messages (e.g. " (batch 3)")."""
+    lens = np.asarray(lengths.detach().cpu().numpy() if hasattr(lengths, "detach") else lengths)
+    if lens.shape != (n,):
+        raise ValueError(f"{name}: expected one length per sequence ({n}){where}, got shape {lens.shape}")
+    if not np.issubdtype(lens.dtype, np.integer):
+        raise TypeError(f"{name}: expected integer lengths{where}, got dtype {lens.dtype}")
+    if n and (lens.min() < 1 or lens.max() > T):
+        raise ValueError(f"{name}: expected every length in 1..{T} (the padded length){where}, got "
+                         f"{lens.min()}..{lens.max()}")
+    return lens.astype(np.int64)

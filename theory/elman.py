@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 from torch import nn
 
-from theory._validation import as_float64_array
+from theory._validation import as_float64_array, as_lengths
 from theory.information import as_units
 
 __all__ = ["step_mask", "ElmanWeights", "check_rnn", "check_readout", "elman_weights", "activation", "elman_states",
@@ -115,15 +115,8 @@ def step_mask(lengths: Any, n: int, T: int, name: str = "lengths") -> Optional[t
     ``t < lengths[i]``; None when ``lengths`` is None (every step real). Lengths must be integers in 1..T."""
     if lengths is None:
         return None
-    lens = torch.as_tensor(lengths.detach().cpu() if hasattr(lengths, "detach") else lengths)
-    if tuple(lens.shape) != (n,):
-        raise ValueError(f"{name}: expected one length per sequence ({n}), got shape {tuple(lens.shape)}")
-    if lens.dtype.is_floating_point or lens.is_complex() or lens.dtype == torch.bool:
-        raise TypeError(f"{name}: expected integer lengths, got dtype {lens.dtype}")
-    if n and (int(lens.min()) < 1 or int(lens.max()) > T):
-        raise ValueError(f"{name}: expected every length in 1..{T} (the padded length), got "
-                         f"{int(lens.min())}..{int(lens.max())}")
-    return torch.arange(T)[None, :] < lens.to(torch.int64)[:, None]
+    lens = torch.from_numpy(as_lengths(lengths, n, T, name))
+    return torch.arange(T)[None, :] < lens[:, None]
 
 
 def compressed_weights(w: ElmanWeights, J: Any, A: Any) -> Tuple[torch.Tensor, torch.Tensor, ElmanWeights]:

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from theory._validation import as_float64_array, check_positive_scalar
+from theory.elman import step_mask
 
 __all__ = ["margin_ramp_loss", "cross_entropy_loss", "squared_loss", "zero_one_loss", "LOSS_NAMES"]
 
@@ -32,16 +33,7 @@ def _step_mask(lengths, f: np.ndarray) -> Optional[np.ndarray]:
     if f.ndim != 3:
         raise ValueError(f"lengths: given for outputs of shape {f.shape}; lengths need many-to-many outputs "
                          f"(n, T, d_y)")
-    lens = np.asarray(lengths.detach().cpu().numpy() if hasattr(lengths, "detach") else lengths)
-    n, T = f.shape[:2]
-    if lens.shape != (n,):
-        raise ValueError(f"lengths: expected one length per sequence ({n}), got shape {lens.shape}")
-    if not np.issubdtype(lens.dtype, np.integer):
-        raise TypeError(f"lengths: expected integer lengths, got dtype {lens.dtype}")
-    if lens.min() < 1 or lens.max() > T:
-        raise ValueError(f"lengths: expected every length in 1..{T} (the padded length), got "
-                         f"{lens.min()}..{lens.max()}")
-    return np.arange(T)[None, :] < lens[:, None]
+    return step_mask(lengths, f.shape[0], f.shape[1]).numpy()
 
 
 def _array(x) -> np.ndarray:
