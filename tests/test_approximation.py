@@ -153,12 +153,17 @@ def _padded(seed, T, n=6):
     return x, lengths
 
 
-@given(**case)
-def test_padded_traces_are_each_sequences_own_and_s9_holds_on_real_steps(**kw):
+def _padded_case(**kw):
+    """A random network and padded data, with the covariance of the real steps and its A_J."""
     rnn, head, _, _, J, lam = _setup(**kw)
     x, lengths = _padded(kw["seed"], kw["T"])
     sigma = time_mean_covariance(rnn, x, lengths=lengths).mean()
-    A = reconstruction_matrix(sigma, J, lam)
+    return rnn, head, x, lengths, sigma, J, lam, reconstruction_matrix(sigma, J, lam)
+
+
+@given(**case)
+def test_padded_traces_are_each_sequences_own_and_s9_holds_on_real_steps(**kw):
+    rnn, head, x, lengths, sigma, J, lam, A = _padded_case(**kw)
     tr = s9_trace(rnn, head, J, A, x, lengths)
     for i, L in enumerate(lengths.tolist()):
         alone = s9_trace(rnn, head, J, A, x[i:i + 1, :L])
@@ -180,10 +185,7 @@ def test_padded_traces_are_each_sequences_own_and_s9_holds_on_real_steps(**kw):
 
 @given(**case)
 def test_the_many_to_one_form_reads_each_sequences_last_step(**kw):
-    rnn, head, _, _, J, lam = _setup(**kw)
-    x, lengths = _padded(kw["seed"], kw["T"])
-    sigma = time_mean_covariance(rnn, x, lengths=lengths).mean()
-    A = reconstruction_matrix(sigma, J, lam)
+    rnn, head, x, lengths, sigma, J, lam, A = _padded_case(**kw)
     measured, bound = s10_last_step_bound(rnn, head, J, A, x, lengths)
     alone = [s10_last_step_bound(rnn, head, J, A, x[i:i + 1, :L]) for i, L in enumerate(lengths.tolist())]
     with torch.no_grad():
