@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m benchmarks reproduce --preset quick --out runs/quick
+	$(BIN)/python -m benchmarks reproduce --preset quick --out runs/quick --workers auto
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"

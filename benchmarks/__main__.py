@@ -19,9 +19,36 @@ def _int_tuple(text: str):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
 
 
+def _workers(text: str) -> int:
+    """``auto`` (0 here: resolved by :func:`_resolve_workers`) or a positive integer."""
+    if text == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
+
+
+def _resolve_workers(workers: int, device) -> int:
+    """``--workers auto``: one process per core this process may use, or 1 where the run goes to a GPU (a
+    parallel sweep runs on CPU workers)."""
+    if workers:
+        return workers
+    from benchmarks.demo import default_device
+
+    if (torch.device(device) if device is not None else default_device()).type == "cuda":
+        return 1
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def main(argv=None) -> int:
     from benchmarks.demo import DemoConfig, format_table, run_demo
-    from benchmarks.reproduce import TASKS
+    from benchmarks.reproduce import PRESETS, TASKS
     from benchmarks.training import TrainConfig
 
     parser = argparse.ArgumentParser(
@@ -44,7 +71,7 @@ def main(argv=None) -> int:
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--json", action="store_true", help="print the full result as JSON")
     rep = sub.add_parser("reproduce", help="run a preset (resumable) and write DIR/report.md with figures")
-    rep.add_argument("--preset", choices=("quick", "full", "paper"), default="quick")
+    rep.add_argument("--preset", choices=tuple(PRESETS), default="quick")
     rep.add_argument("--out", type=Path, default=None, help="output directory (default runs/<preset>)")
     rep.add_argument("--task", choices=TASKS, default=None,
                      help="override the preset's sequence-classification task (teacher: the teacher-student task)")
@@ -63,11 +90,15 @@ def main(argv=None) -> int:
     rep.add_argument("--epochs", type=int, default=None, help="override the preset's training epochs")
     rep.add_argument("--nonlinearity", choices=("relu", "tanh"), default=None,
                      help="relu: IRNN (identity init, the default); tanh: a tanh RNN")
+    rep.add_argument("--cell", choices=("RNN", "LSTM", "GRU"), default=None,
+                     help="override the preset's recurrent cell (RNN: Elman, see --nonlinearity)")
     rep.add_argument("--finetune-epochs", type=int, default=None,
                      help="also fine-tune each pruned network this many epochs (default 0: no fine-tuning)")
     rep.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    rep.add_argument("--workers", type=int, default=1,
-                     help="train and prune the networks in this many local processes (default 1: in this process)")
+    rep.add_argument("--workers", type=_workers, default=1,
+                     help="train and prune the networks in this many local processes (default 1: in this process; "
+                          "auto: one per core). The rows do not depend on it: every network runs with the preset's "
+                          "torch thread count wherever it runs")
     rep.add_argument("--dask", default=None, metavar="ADDRESS",
                      help="run the networks on the Dask cluster at this scheduler address (tcp://host:port)")
     rep.add_argument("--no-progress", action="store_true")
@@ -174,7 +205,7 @@ def _reproduce(args, argv) -> int:
     train = dataclasses.replace(preset.train, epochs=args.epochs) if args.epochs is not None else None
     preset = with_overrides(preset, seeds=args.seeds, hidden_sizes=args.hidden_sizes, ks=args.ks, train=train, mnist_downsample=args.mnist_downsample,
                             task=args.task, seq_lens=args.seq_lens, train_sizes=args.train_sizes,
-                            nonlinearity=args.nonlinearity, finetune_epochs=args.finetune_epochs)
+                            nonlinearity=args.nonlinearity, finetune_epochs=args.finetune_epochs, cell=args.cell)
     if max(preset.ks) > min(preset.hidden_sizes):
         print(f"error: --ks: every k must lie in 1..{min(preset.hidden_sizes)} (the smallest width), got "
               f"{','.join(map(str, preset.ks))}", file=sys.stderr)
@@ -191,7 +222,8 @@ def _reproduce(args, argv) -> int:
         executor, client = dask_executor(args.dask)
     try:
         path = reproduce_and_report(preset, out, mnist_dir=args.mnist_dir, ptb_dir=args.ptb_dir, device=args.device,
-                                    progress=not args.no_progress, workers=args.workers, executor=executor,
+                                    progress=not args.no_progress, workers=_resolve_workers(args.workers, args.device),
+                                    executor=executor,
                                     command=command_line(list(argv)))
     finally:
         if client is not None:

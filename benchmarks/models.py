@@ -19,7 +19,11 @@ class RNNClassifier(nn.Module):
     irnn : bool
         IRNN initialisation (Le, Jaitly, Hinton 2015) of a single-layer Elman RNN: recurrent weight =
         identity, zero biases, small Gaussian input weights (std ``input_std``). Otherwise PyTorch's
-        default init.
+        default init, or orthogonal recurrent weights with ``orthogonal=True``.
+    orthogonal : bool
+        When not an IRNN: every recurrent weight matrix (each gate's m x m block of an LSTM or GRU, every layer
+        and direction) is drawn uniformly from the orthogonal matrices (Saxe et al. 2014), which keeps the
+        linearised recurrence norm-preserving at the start of training; the rest keeps PyTorch's init.
     cell : {"RNN", "LSTM", "GRU"}
     num_layers : int
     bidirectional : bool
@@ -28,7 +32,7 @@ class RNNClassifier(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, n_classes: int, *, nonlinearity: str = "relu",
                  irnn: bool = True, input_std: float = 1e-3, cell: str = "RNN", num_layers: int = 1,
-                 bidirectional: bool = False):
+                 bidirectional: bool = False, orthogonal: bool = False):
         super().__init__()
         kw = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
         if cell == "RNN":
@@ -44,6 +48,12 @@ class RNNClassifier(nn.Module):
                 self.rnn.weight_ih_l0.normal_(0.0, input_std)
                 self.rnn.bias_ih_l0.zero_()
                 self.rnn.bias_hh_l0.zero_()
+        elif orthogonal:
+            with torch.no_grad():
+                for name, weight in self.rnn.named_parameters():
+                    if name.startswith("weight_hh"):
+                        for block in weight.split(hidden_size, dim=0):
+                            nn.init.orthogonal_(block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)

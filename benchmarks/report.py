@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.paired import paired_table_rows
 from benchmarks.runio import atomic_write_text, read_csv, read_results
+from benchmarks.tuning import chosen_settings_table, select_on_validation
 
 __all__ = ["accuracy_summary", "acceptance", "write_report", "build_report", "is_base", "variant_table"]
 
@@ -190,6 +191,40 @@ def paired_table(rows: Sequence[Dict], hidden: int) -> str:
     return "\n".join(lines)
 
 
+def floor_table(rows: Sequence[Dict], floor: Optional[float]) -> str:
+    """Every full network of the task as it is: its validation and test accuracy against the stated floor."""
+    full = sorted((r for r in rows if r["method"] == "full network" and is_base(r) and _is_number(r.get("test_accuracy"))),
+                  key=lambda r: (int(r["hidden"]), int(r["seed"])))
+    if not full:
+        return ""
+    lines = ["| m | network | seed | validation accuracy | test accuracy | floor |", "|---|---|---|---|---|---|"]
+    for r in full:
+        val = f"{r['val_accuracy']:.3f}" if _is_number(r.get("val_accuracy")) else ""
+        mark = "" if floor is None else ("met" if r["test_accuracy"] >= floor else "**below**")
+        lines.append(f"| {int(r['hidden'])} | {r.get('cell') or 'RNN'} | {int(r['seed'])} | {val} | "
+                     f"{r['test_accuracy']:.3f} | {mark} |")
+    return "\n".join(lines)
+
+
+def _floor_lines(rows: Sequence[Dict], floor: Optional[float]) -> List[str]:
+    table = floor_table(rows, floor)
+    if not table:
+        return []
+    full = [r for r in rows if r["method"] == "full network" and is_base(r) and _is_number(r.get("test_accuracy"))]
+    if floor is None:
+        head = "This task states no accuracy floor; the full networks reach:"
+    else:
+        below = [r for r in full if r["test_accuracy"] < floor]
+        widths = sorted({int(r["hidden"]) for r in full})
+        medians = {m: float(np.median([r["test_accuracy"] for r in full if int(r["hidden"]) == m])) for m in widths}
+        verdict = ", ".join(f"m = {m}: median {v:.3f} ({'meets' if v >= floor else 'BELOW'} the floor)"
+                            for m, v in medians.items())
+        head = (f"The task's stated floor for the full network's test accuracy is {floor:.2f}. {verdict}; "
+                f"{len(below)} of {len(full)} networks are below it, and the comparisons on a width whose median is "
+                f"below the floor do not count as a verdict on pruning methods.")
+    return ["## Full networks against the floor", "", head, "", table, ""]
+
+
 def _invocation_lines(invocations: Sequence[Dict], other_rows: int, compute_s: float) -> List[str]:
     """How the report was made: every invocation's command, commit, machine and times."""
     lines = ["How this report was made:", ""]
@@ -214,16 +249,30 @@ def _invocation_lines(invocations: Sequence[Dict], other_rows: int, compute_s: f
     return lines
 
 
+def _tuning_lines(rows: Sequence[Dict]) -> List[str]:
+    table = chosen_settings_table(rows)
+    if not table:
+        return []
+    return ["Spectral pruning's lambda (rel_lam), theta and Z were chosen per network and k by validation accuracy "
+            "among the settings of the sweep (ties go to the run's defaults); test data played no part. The row "
+            "`spectral` of every table is that choice, and each fixed setting keeps its own row (defaults included). "
+            "Chosen:", "", table, ""]
+
+
 def write_report(out: Path, rows: Sequence[Dict], *, title: str, seeds: Sequence[int],
                  invocations: Sequence[Dict] = (), figures: Optional[Dict[str, str]] = None,
-                 extra_sections: Sequence[str] = (), other_rows: int = 0, protocol: str = "") -> Path:
+                 extra_sections: Sequence[str] = (), other_rows: int = 0, protocol: str = "",
+                 floor: Optional[float] = None) -> Path:
     """Write ``out/report.md`` from the rows; ``figures`` maps figure names (``out/figures/NAME-wide.png``) to
     captions.
 
     Rows of the T and n sweeps (``variant`` other than ``base``) get their own table; every other table is of
     the task as it is. ``invocations``: the run log (:func:`benchmarks.runrecord.read_invocations`);
     ``other_rows``: rows of the results table that belong to other configurations; ``protocol``: a paragraph on
-    the data, networks and training (:func:`benchmarks.reproduce.protocol_text`).
+    the data, networks and training (:func:`benchmarks.reproduce.protocol_text`); ``floor``: the task's stated
+    accuracy floor of the full networks. When the rows hold a settings sweep with validation accuracies, pass them
+    through :func:`benchmarks.tuning.select_on_validation` first (:func:`build_report` does), so that
+    ``spectral`` is the validation-tuned method.
     """
     all_rows, rows = list(rows), [r for r in rows if is_base(r)]
     summary = accuracy_summary(rows)
@@ -241,6 +290,8 @@ def write_report(out: Path, rows: Sequence[Dict], *, title: str, seeds: Sequence
              "(10,000 resamples of the seeds). A method wins or loses only where the interval excludes 0. Parameter "
              "and MAC ratios are of the network pruned to k.", "",
              summary_table(rows), "",
+             *_tuning_lines(rows),
+             *_floor_lines(rows, floor),
              "Test accuracy after pruning without fine-tuning: median over seeds, (min-max) in brackets; the best "
              "median per column in bold.", ""]
     tuned = accuracy_summary(rows, "finetuned_accuracy")
@@ -257,8 +308,12 @@ def write_report(out: Path, rows: Sequence[Dict], *, title: str, seeds: Sequence
         sweep_summary = accuracy_summary([r for r in rows if r["method"] == "spectral" or r in sweep])
         for m in widths:
             parts += [f"## Spectral pruning settings, m = {m}", "",
-                      "The default row `spectral` uses the run's defaults; the others vary lambda (relative to "
-                      "Tr(Sigma)/m), theta and Z. Median (min-max) over seeds.", "",
+                      ("The row `spectral` is the setting chosen on validation per network and k; the others are "
+                       "fixed settings of lambda (relative to Tr(Sigma)/m), theta and Z, the run's defaults among "
+                       "them. Median (min-max) over seeds."
+                       if any(r.get("tuned_from") for r in rows) else
+                       "The default row `spectral` uses the run's defaults; the others vary lambda (relative to "
+                       "Tr(Sigma)/m), theta and Z. Median (min-max) over seeds."), "",
                       _accuracy_table(sweep_summary, m, methods=sorted({r['method'] for r in sweep})), ""]
     swept = [r for r in all_rows if not is_base(r)]
     if swept:
@@ -404,11 +459,11 @@ def build_report(out) -> Path:
     run = read_run_record(out)
     keys = set(run["row_keys"])
     all_rows = read_results(out / "results.csv")
-    rows = [r for r in all_rows if r["row_key"] in keys]
+    rows = select_on_validation([r for r in all_rows if r["row_key"] in keys])
     meta_path = out / "figures" / "figure_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     captions = draw_report_figures(out, rows, meta)
     extra = bound_sections(out, meta) + nonvacuous_section(out)
     return write_report(out, rows, title=run["title"], seeds=run["seeds"], invocations=read_invocations(out),
                         figures=captions, extra_sections=extra, other_rows=len(all_rows) - len(rows),
-                        protocol=run.get("protocol", ""))
+                        protocol=run.get("protocol", ""), floor=run.get("accuracy_floor"))

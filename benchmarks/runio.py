@@ -46,7 +46,7 @@ def read_csv(path) -> List[Dict[str, str]]:
 
 
 #: Columns of a results table that stay text (a hash such as "12e45678..." would otherwise parse as a number).
-TEXT_COLUMNS = frozenset({"row_key", "model_key", "task", "method", "Z", "variant"})
+TEXT_COLUMNS = frozenset({"row_key", "model_key", "task", "method", "Z", "variant", "cell"})
 
 
 def read_results(path: Path) -> List[Dict]:

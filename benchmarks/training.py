@@ -2,44 +2,99 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import math
 from dataclasses import dataclass, field
-from typing import List
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from pruning.covariance import progress_bar
 
-__all__ = ["TrainConfig", "train_model", "train_classifier", "accuracy"]
+__all__ = ["TrainConfig", "TrainHistory", "RECIPE", "train_model", "train_classifier", "accuracy", "torch_threads"]
+
+SCHEDULES = ("constant", "onecycle")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser settings. Adam with gradient-norm clipping, as is usual for IRNNs."""
+    """Optimiser settings. Adam with gradient-norm clipping, as is usual for IRNNs.
+
+    ``schedule="onecycle"``: the learning rate rises linearly from ``lr / 25`` to ``lr`` over the first 10% of the
+    steps and falls along a cosine to ``lr / 10^4`` (``torch.optim.lr_scheduler.OneCycleLR``). ``threads > 0``: the
+    number of torch threads the training (and, in a sweep, the whole task) runs with, so that a network does not
+    depend on whether it is trained in this process or in a worker (0 leaves torch's setting alone).
+    """
 
     epochs: int = 60
     lr: float = 1e-3
     batch_size: int = 32
     clip: float = 1.0
     optimizer: str = "adam"
+    schedule: str = "constant"
+    threads: int = 0
+
+
+#: The recipe of the benchmark presets (measured on pixel-digits, IRNN m = 128, seeds 0-2: test accuracy
+#: 0.907-0.926 at the checkpoint of best validation accuracy, against 0.72-0.77 for 60 constant-rate epochs).
+RECIPE = TrainConfig(epochs=200, lr=3e-3, batch_size=32, schedule="onecycle", threads=1)
 
 
 @dataclass
 class TrainHistory:
+    """Per-epoch mean training loss; with validation data, the validation accuracy and mean cross-entropy after
+    every epoch and the epoch (0-based) whose weights the model was left with (the best one)."""
+
     loss: List[float] = field(default_factory=list)
+    val_accuracy: List[float] = field(default_factory=list)
+    val_loss: List[float] = field(default_factory=list)
+    best_epoch: Optional[int] = None
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (``n = 0``: unchanged), restoring the setting after."""
+    if n < 0:
+        raise ValueError(f"threads: expected an integer >= 0, got {n!r}")
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)
 
 
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig = TrainConfig(),
-                     *, seed: int = 0, progress: bool = True) -> TrainHistory:
-    """Train ``model`` in place with cross-entropy on (x, y); returns the per-epoch mean loss."""
-    return train_model(model, x, y, config, loss="cross_entropy", seed=seed, progress=progress)
+                     *, seed: int = 0, progress: bool = True,
+                     val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> TrainHistory:
+    """Train ``model`` in place with cross-entropy on (x, y); see :func:`train_model`."""
+    return train_model(model, x, y, config, loss="cross_entropy", seed=seed, progress=progress, val=val)
 
 
 def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig = TrainConfig(),
-                *, loss: str = "cross_entropy", seed: int = 0, progress: bool = True) -> TrainHistory:
+                *, loss: str = "cross_entropy", seed: int = 0, progress: bool = True,
+                val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> TrainHistory:
     """Train ``model`` in place on (x, y) with ``loss`` ("cross_entropy" on class labels, or "squared"
-    on real targets: the sum over output coordinates, averaged over sequences); returns the
-    per-epoch mean loss."""
+    on real targets: the sum over output coordinates, averaged over sequences); returns the history.
+
+    ``val = (x_val, y_val)`` (classification only): the accuracy and the cross-entropy on it are measured after
+    every epoch, and the model is left with the weights of the epoch with the highest validation accuracy, ties
+    broken by the lower validation loss (a small validation set often reaches its highest accuracy at many
+    epochs), i.e. early stopping by validation accuracy without cutting the schedule short.
+    """
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"config.schedule: expected one of {SCHEDULES}, got {config.schedule!r}")
+    if val is not None and loss != "cross_entropy":
+        raise ValueError("val: best-checkpoint selection by validation accuracy needs loss='cross_entropy'")
+    with torch_threads(config.threads):
+        return _train(model, x, y, config, loss, seed, progress, val)
+
+
+def _train(model, x, y, config: TrainConfig, loss: str, seed: int, progress: bool, val) -> TrainHistory:
     if config.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     elif config.optimizer == "rmsprop":
@@ -55,9 +110,15 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Trai
     else:
         raise ValueError(f"loss: expected 'cross_entropy' or 'squared', got {loss!r}")
     history = TrainHistory()
+    scheduler = None
+    if config.schedule == "onecycle" and config.epochs > 0:
+        steps = config.epochs * math.ceil(x.shape[0] / config.batch_size)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.1,
+                                                        anneal_strategy="cos")
+    best_state, best = None, (-1.0, -math.inf)
     model.train()
     bar = progress_bar(range(config.epochs), progress, desc="train", unit="epoch")
-    for _ in bar:
+    for epoch in bar:
         perm = torch.randperm(x.shape[0], generator=gen)
         total, count = 0.0, 0
         for i in range(0, x.shape[0], config.batch_size):
@@ -68,20 +129,51 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Trai
             value.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             total += float(value.detach()) * idx.numel()
             count += idx.numel()
         history.loss.append(total / count)
-        bar.set_postfix(loss=f"{history.loss[-1]:.3f}")
+        if val is not None:
+            acc, val_loss = _validation(model, *val)
+            history.val_accuracy.append(acc)
+            history.val_loss.append(val_loss)
+            if (acc, -val_loss) > best:
+                best, best_state, history.best_epoch = (acc, -val_loss), copy.deepcopy(model.state_dict()), epoch
+            bar.set_postfix(loss=f"{history.loss[-1]:.3f}", val=f"{acc:.3f}")
+        else:
+            bar.set_postfix(loss=f"{history.loss[-1]:.3f}")
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return history
 
 
 @torch.no_grad()
+def _validation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> Tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct, total = 0, 0.0
+    for i in range(0, x.shape[0], batch_size):
+        out = model(x[i:i + batch_size].to(device)).cpu()
+        correct += int((out.argmax(dim=-1) == y[i:i + batch_size]).sum())
+        total += float(nn.functional.cross_entropy(out.double(), y[i:i + batch_size], reduction="sum"))
+    model.train(was_training)
+    n = max(1, x.shape[0])
+    return correct / n, total / n
+
+
+@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Fraction of correctly classified sequences."""
+    """Fraction of correctly classified sequences, measured in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
     device = next(model.parameters()).device
     correct = 0
     for i in range(0, x.shape[0], batch_size):
         pred = model(x[i:i + batch_size].to(device)).argmax(dim=-1).cpu()
         correct += int((pred == y[i:i + batch_size]).sum())
+    model.train(was_training)
     return correct / max(1, x.shape[0])

@@ -5,7 +5,7 @@ import pytest
 
 from benchmarks.figures import approximation_vs_T, spectrum_data
 from benchmarks.report import acceptance, accuracy_summary, write_report
-from benchmarks.reproduce import Preset, read_results, run_reproduce
+from benchmarks.reproduce import Preset, load_task, read_results, run_reproduce
 from benchmarks.s13 import S13Protocol
 from benchmarks.students import StudentSetup
 from benchmarks.runio import write_csv_atomic
@@ -188,7 +188,12 @@ def test_sequence_length_and_sample_size_sweeps_get_their_own_rows_and_table(tmp
     for r in rows:
         by_variant.setdefault(r["variant"], []).append(r)
     assert set(by_variant) == {"base", "T=16", "n=100"}
-    assert {(r["seq_len"], r["n_train"]) for r in by_variant["T=16"]} == {(16, 1258)}
+    task = load_task(preset)
+    n_fit = task.x_train.shape[0]  # the training split less the validation sequences
+    per_class = np.bincount(np.concatenate([task.y_train.numpy(), task.y_val.numpy()]))
+    assert n_fit + task.x_val.shape[0] == 1258
+    assert task.x_val.shape[0] == sum(round(0.15 * c) for c in per_class)
+    assert {(r["seq_len"], r["n_train"]) for r in by_variant["T=16"]} == {(16, n_fit)}
     assert {(r["seq_len"], r["n_train"]) for r in by_variant["n=100"]} == {(64, 100)}
     # T = 16 reads 4 pixels per step: a quarter of the recurrent MACs of the spectral row at the same k
     (s64,) = [r for r in by_variant["base"] if r["method"] == "spectral"]
@@ -196,7 +201,7 @@ def test_sequence_length_and_sample_size_sweeps_get_their_own_rows_and_table(tmp
     assert s16["macs"] == 16 * (4 * 4 + 4 * 4) + 10 * 4 and s64["macs"] == 64 * (4 * 1 + 4 * 4) + 10 * 4
     text = write_report(tmp_path, rows, title="t", seeds=(0,)).read_text()
     assert "## Sequence length and sample size, m = 8" in text
-    assert "| 16 | 1258 | spectral |" in text and "| 64 | 100 | spectral |" in text
+    assert f"| 16 | {n_fit} | spectral |" in text and "| 64 | 100 | spectral |" in text
     # the main table is of the task as it is: one spectral row at k = 4, from the base variant
     assert acceptance(rows, 8, ks=(4,))["mean_of_medians"]["spectral"] == s64["test_accuracy"]
 
@@ -234,8 +239,8 @@ def test_teacher_task_loads_as_sequence_data():
     from benchmarks.reproduce import load_task
     from benchmarks.teacher import Teacher, TeacherConfig
 
-    data = load_task(Preset("t", task="teacher"))
-    assert data.x_train.shape == (2000, 16, 3) and data.n_classes == 3
+    data = load_task(Preset("t", task="teacher", val_fraction=0.0))
+    assert data.x_train.shape == (2000, 16, 3) and data.n_classes == 3 and data.val is None
     # labels agree with the teacher's argmax except for the label flips (10%, two-thirds of them visible)
     agree = (Teacher(TeacherConfig(T=16)).outputs(data.x_test).argmax(-1) == data.y_test).double().mean()
     assert 0.9 < float(agree) < 0.96
@@ -373,7 +378,8 @@ def test_the_paper_preset_runs_on_idx_files_at_tiny_scale(tmp_path):
         mine = [r for r in rows if r["hidden"] == m]
         assert sum(r["method"] == "full network" for r in mine) == 1
         assert sum(r["method"] == "dense from scratch" for r in mine) == 2
-        assert len(mine) == 1 + 9 * 2 + 2 and all(r["n_train"] == 40 for r in mine)
+        # 40 training images, 4 per class: one per class goes to the validation split
+        assert len(mine) == 1 + 9 * 2 + 2 and all(r["n_train"] == 30 for r in mine)
 
 
 def test_the_report_states_the_protocol_of_the_run():
