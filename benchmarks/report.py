@@ -23,7 +23,8 @@ from benchmarks.tuning import chosen_settings_table, select_on_validation
 __all__ = ["accuracy_summary", "acceptance", "write_report", "build_report", "is_base", "variant_table"]
 
 BASELINES = ("spectral (no recon.)", "leverage", "random + recon.", "random", "magnitude + recon.", "magnitude",
-             "energy + recon.", "energy", "dense from scratch")
+             "energy + recon.", "energy", "Taylor + recon.", "Taylor", "mean activation + recon.", "mean activation",
+             "APoZ + recon.", "APoZ", "geometric median + recon.", "geometric median", "dense from scratch")
 
 
 def _is_number(v) -> bool:
@@ -279,7 +280,7 @@ def write_report(out: Path, rows: Sequence[Dict], *, title: str, seeds: Sequence
     widths = sorted({h for (h, _, _) in summary})
     task = next((r["task"] for r in rows if _is_number(r.get("test_accuracy"))), "?")
     name, _, overrides = title.partition(" (")
-    compute = sum(float(r.get("seconds") or 0) for r in all_rows)
+    compute = sum(float(r.get("seconds") or 0) for r in all_rows if not r.get("tuned_from"))  # tuned rows are copies
     parts = [f"# Spectral pruning report: preset `{name}`" + (f" ({overrides}" if overrides else ""), "",
              f"Task: **{task}**. Seeds: {', '.join(map(str, seeds))}.", "",
              *_invocation_lines(invocations, other_rows, compute),
@@ -459,11 +460,13 @@ def build_report(out) -> Path:
     run = read_run_record(out)
     keys = set(run["row_keys"])
     all_rows = read_results(out / "results.csv")
-    rows = select_on_validation([r for r in all_rows if r["row_key"] in keys])
+    own = [r for r in all_rows if r["row_key"] in keys]
+    other_rows = len(all_rows) - len(own)
+    rows = select_on_validation(own)
     meta_path = out / "figures" / "figure_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     captions = draw_report_figures(out, rows, meta)
     extra = bound_sections(out, meta) + nonvacuous_section(out)
     return write_report(out, rows, title=run["title"], seeds=run["seeds"], invocations=read_invocations(out),
-                        figures=captions, extra_sections=extra, other_rows=len(all_rows) - len(rows),
+                        figures=captions, extra_sections=extra, other_rows=other_rows,
                         protocol=run.get("protocol", ""), floor=run.get("accuracy_floor"))

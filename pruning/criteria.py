@@ -282,11 +282,17 @@ def eigen_widths(covariances: Sequence[Sequence[np.ndarray]], energy: float = 0.
 
 
 def prune_by_criterion(model_or_rnn: Any, data: Any, k, *, method: str, reconstruct: bool = True,
-                       rel_lam: float = 1e-4, batch_size: int = 256, lengths: Any = None, **context) -> PruneResult:
+                       rel_lam: float = 1e-4, batch_size: int = 256, lengths: Any = None,
+                       scores: Optional[Scores] = None, covariance: Any = None, **context) -> PruneResult:
     """Keep the k highest-scoring units of every layer and direction by ``method`` (a name of :data:`CRITERIA`) and
     compress, with A_J from the original network's covariances (``reconstruct=True``, lambda = ``rel_lam``
     Tr(Sigma)/m) or by slicing. ``k`` is one width or one per layer; ``context`` goes to the criterion (e.g.
-    ``targets=`` for ``"taylor"``)."""
+    ``targets=`` for ``"taylor"``).
+
+    ``scores``: the criterion's scores computed before (``CRITERIA[method].scores(...)``), and ``covariance``: the
+    original network's statistics (one ``CovarianceStats`` for a single-layer, one-direction module, else the
+    ``[layer][direction]`` grid of :func:`pruning.covariance.layer_covariances`), so that pruning one network to
+    many k computes neither twice."""
     if method not in CRITERIA:
         raise ValueError(f"method: expected one of {tuple(CRITERIA)}, got {method!r}")
     rnn, readout, model = split_model(model_or_rnn)
@@ -295,9 +301,22 @@ def prune_by_criterion(model_or_rnn: Any, data: Any, k, *, method: str, reconstr
     if len(ks) != len(layers) or any(not isinstance(v, (int, np.integer)) or not 1 <= v <= l.hidden_size
                                      for v, l in zip(ks, layers)):
         raise ValueError(f"k: expected one width in 1..m per layer ({[l.hidden_size for l in layers]}), got {k!r}")
-    scores = CRITERIA[method].scores((rnn, readout), data, batch_size=batch_size, lengths=lengths, **context)
-    units = [[[int(u) for u in np.argsort(-s, kind="stable")[:ks[l]]] for s in row] for l, row in enumerate(scores)]
-    stats = layer_covariances(layers, data, batch_size=batch_size, lengths=lengths)
+    D = directions(rnn)
+    if scores is None:
+        scores = CRITERIA[method].scores((rnn, readout), data, batch_size=batch_size, lengths=lengths, **context)
+    elif (len(scores) != len(layers) or any(len(row) != D for row in scores)
+          or any(np.shape(s) != (layer.hidden_size,) for layer, row in zip(layers, scores) for s in row)):
+        raise ValueError(f"scores: expected [layer][direction] arrays of {[l.hidden_size for l in layers]} scores")
+    units = [[[int(u) for u in np.argsort(-np.asarray(s), kind="stable")[:ks[l]]] for s in row]
+             for l, row in enumerate(scores)]
+    if covariance is None:
+        stats = layer_covariances(layers, data, batch_size=batch_size, lengths=lengths)
+    else:
+        stats = [[covariance]] if hasattr(covariance, "mean") and hasattr(covariance, "count") else covariance
+        if len(stats) != len(layers) or any(len(row) != D or any(c.mean().shape != (layer.hidden_size,) * 2
+                                                                  for c in row) for layer, row in zip(layers, stats)):
+            raise ValueError("covariance: expected the [layer][direction] statistics of this module "
+                             "(pruning.covariance.layer_covariances)")
     A = [[None] * len(row) for row in stats] if reconstruct else None
     results = []
     for l, row in enumerate(stats):

@@ -9,7 +9,9 @@ float32 per-batch products (float32 networks' N(lambda) and information losses m
 tiny, nearly singular reproduce case; every unit set and accuracy stayed the same); recorded again when the
 reproduce protocol gained a validation split, a one-cycle learning-rate schedule and the ``cell`` and
 ``val_accuracy`` columns (run with ``val_fraction=0`` and a constant rate, the new code matched the previous record
-in every value of every row; only the ``cell`` column was new), so that the case now covers the new protocol.
+in every value of every row; only the ``cell`` column was new), so that the case now covers the new protocol; and
+recorded again when the criteria of ``pruning.criteria`` entered the sweep (every earlier row unchanged but one dense
+baseline, whose best epoch moved when ties in validation accuracy went to the lower validation loss).
 
 Run ``python tests/regression_cases.py tests/data/regression_fixture.json`` to write the file again (only when a change of numbers is
 intended and explained in its commit).

@@ -201,3 +201,23 @@ def test_taylor_through_prune_by_criterion_and_a_users_criterion():
         register_criterion(object())
     # statistics agree with the covariance pass of the method itself
     np.testing.assert_allclose(res.covariance[0][0].mean(), time_mean_covariance(rnn, x).mean(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, True)])
+def test_precomputed_scores_and_statistics_give_the_same_pruned_network(layers, bidirectional):
+    from pruning.covariance import layer_covariances
+
+    rnn, head = _module("LSTM", 6, layers, bidirectional, seed=12)
+    x = torch.randn(20, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(13))
+    scores = CRITERIA["mean_activation"].scores((rnn, head), x)
+    stats = layer_covariances(as_layers(rnn), x)
+    given_stats = stats[0][0] if layers == 1 and not bidirectional else stats  # one CovarianceStats is accepted too
+    fresh = prune_by_criterion((rnn, head), x, 3, method="mean_activation")
+    reused = prune_by_criterion((rnn, head), None, 3, method="mean_activation", scores=scores, covariance=given_stats)
+    assert [lp.units for lp in fresh.layers] == [lp.units for lp in reused.layers]
+    for a, b in zip(fresh.layers, reused.layers):
+        np.testing.assert_array_equal(a.A, b.A)
+    with pytest.raises(ValueError, match="scores: expected"):
+        prune_by_criterion((rnn, head), x, 3, method="mean_activation", scores=[[np.ones(5)]] * layers)
+    with pytest.raises(ValueError, match="covariance: expected"):
+        prune_by_criterion((rnn, head), x, 3, method="mean_activation", covariance=[[stats[0][0]]] * (layers + 1))

@@ -5,12 +5,15 @@ import pytest
 
 from benchmarks.figures import approximation_vs_T, spectrum_data
 from benchmarks.report import acceptance, accuracy_summary, write_report
-from benchmarks.reproduce import Preset, load_task, read_results, run_reproduce
+from benchmarks.demo import METHOD_TABLE
+from benchmarks.reproduce import CRITERION_TABLE, Preset, load_task, read_results, run_reproduce
 from benchmarks.s13 import S13Protocol
 from benchmarks.students import StudentSetup
 from benchmarks.runio import write_csv_atomic
 from benchmarks.training import TrainConfig
 
+#: methods per k of an IRNN: the selection methods and every criterion (APoZ included: IRNNs are ReLU networks)
+N_METHODS = len(METHOD_TABLE) + len(CRITERION_TABLE)
 TINY = Preset("tiny", hidden_sizes=(12,), ks=(3, 6), seeds=(0, 1), train=TrainConfig(epochs=1, batch_size=256))
 
 
@@ -25,8 +28,8 @@ def test_one_row_per_configuration_with_unique_keys(tiny_run):
     out, rows = tiny_run
     keys = [r["row_key"] for r in rows]
     assert len(keys) == len(set(keys))
-    # per seed: the full network, 9 methods x 2 ks; plus the dense baseline at each k and seed
-    assert len(rows) == 2 * (1 + 9 * 2) + 2 * 2
+    # per seed: the full network, every method x 2 ks; plus the dense baseline at each k and seed
+    assert len(rows) == 2 * (1 + N_METHODS * 2) + 2 * 2
     full = [r for r in rows if r["method"] == "full network"]
     spectral = [r for r in rows if r["method"] == "spectral" and r["k"] == 3]
     assert all(r["params"] < full[0]["params"] for r in spectral)
@@ -170,7 +173,7 @@ def test_tanh_networks_with_fine_tuning(tmp_path):
                                  nonlinearity="tanh", finetune_epochs=1)
     rows = run_reproduce(preset, tmp_path, progress=False, log=lambda s: None)
     pruned = [r for r in rows if r["method"] != "full network"]
-    assert len(pruned) == 9 and all(0 <= r["finetuned_accuracy"] <= 1 for r in pruned)
+    assert len(pruned) == N_METHODS - 2 and all(0 <= r["finetuned_accuracy"] <= 1 for r in pruned)  # no APoZ
     ckpt = next((tmp_path / "checkpoints").glob("rnn-*.pt"))
     state = __import__("torch").load(ckpt, weights_only=True)
     assert not __import__("torch").equal(state["rnn.weight_hh_l0"], __import__("torch").eye(8))  # no IRNN init
@@ -344,7 +347,7 @@ def test_a_sweep_killed_at_any_moment_leaves_a_whole_table_and_resumes(tmp_path)
         for r in rows:  # rows written earlier are never rewritten with other values
             assert seen.setdefault(r["row_key"], r["test_accuracy"]) == r["test_accuracy"]
     before = {r["row_key"]: r["seconds"] for r in read_results(out / "results.csv")}
-    total = len(KILLABLE.seeds) * (1 + 9 * 2)
+    total = len(KILLABLE.seeds) * (1 + N_METHODS * 2)
     assert 0 < len(before) < total  # killed part-way
     final = run_reproduce(KILLABLE, out, progress=False, log=lambda s: None)
     assert len(final) == total and len({r["row_key"] for r in final}) == len(final)
@@ -379,7 +382,7 @@ def test_the_paper_preset_runs_on_idx_files_at_tiny_scale(tmp_path):
         assert sum(r["method"] == "full network" for r in mine) == 1
         assert sum(r["method"] == "dense from scratch" for r in mine) == 2
         # 40 training images, 4 per class: one per class goes to the validation split
-        assert len(mine) == 1 + 9 * 2 + 2 and all(r["n_train"] == 30 for r in mine)
+        assert len(mine) == 1 + N_METHODS * 2 + 2 and all(r["n_train"] == 30 for r in mine)
 
 
 def test_the_report_states_the_protocol_of_the_run():

@@ -173,7 +173,9 @@ def test_lstm_and_gru_presets_get_every_method_and_a_validation_accuracy(tmp_pat
     assert {r["cell"] for r in rows} == {cell}
     methods = {r["method"] for r in rows}
     assert {"full network", "spectral", "magnitude + recon.", "energy", "dense from scratch",
-            sweep_label(1e-2, 1.0, "recurrent")} <= methods
+            sweep_label(1e-2, 1.0, "recurrent"), "Taylor + recon.", "Taylor", "mean activation",
+            "geometric median + recon."} <= methods
+    assert not any(m.startswith("APoZ") for m in methods)  # zeros of ReLU units only
     assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in rows)
     pruned = next(r for r in rows if r["method"] == "spectral")
     full = next(r for r in rows if r["method"] == "full network")
