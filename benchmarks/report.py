@@ -454,6 +454,7 @@ def bound_sections(out: Path, meta: Dict) -> List[str]:
 def build_report(out) -> Path:
     """Rebuild ``DIR/report.md`` and every figure from the directory alone (see the module docstring)."""
     from benchmarks.nonvacuous import nonvacuous_section
+    from benchmarks.peers import peer_section
     from benchmarks.runrecord import read_invocations, read_run_record
 
     out = Path(out)
@@ -466,7 +467,7 @@ def build_report(out) -> Path:
     meta_path = out / "figures" / "figure_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     captions = draw_report_figures(out, rows, meta)
-    extra = bound_sections(out, meta) + nonvacuous_section(out)
+    extra = peer_section(out) + bound_sections(out, meta) + nonvacuous_section(out)
     return write_report(out, rows, title=run["title"], seeds=run["seeds"], invocations=read_invocations(out),
                         figures=captions, extra_sections=extra, other_rows=other_rows,
                         protocol=run.get("protocol", ""), floor=run.get("accuracy_floor"))

@@ -617,6 +617,7 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
                          progress=progress, log=log, workers=workers, executor=executor)
     rows += run_language(preset, out, ptb_dir=ptb_dir, device=device, progress=progress, log=log)
     save_figure_data(preset, data, out, progress=progress, log=log, s13=s13)
+    save_peer_cases(preset, data, out, progress=progress, log=log)
     if preset.nonvacuous_sizes:
         from benchmarks.nonvacuous import run_nonvacuous
 
@@ -629,6 +630,31 @@ def reproduce_and_report(preset: Preset, out: Path, *, mnist_dir: Optional[Path]
     append_invocation(out, command=command or f"reproduce_and_report(PRESETS[{preset.name!r}]) from Python",
                       started=started, wall_s=time.perf_counter() - t0, workers=workers)
     return build_report(out)
+
+
+def save_peer_cases(preset: Preset, data: SequenceData, out: Path, *, progress: bool = True,
+                    log: Callable[[str], None] = print) -> None:
+    """Write ``out/peers.csv``: Torch-Pruning on the seed-0 network of every width at every k (magnitude and Taylor
+    importance, the training split's first 256 sequences to trace and score with), and on small untrained models
+    of every module type and depth (:mod:`benchmarks.peers`)."""
+    import warnings
+
+    from benchmarks.peers import PEERS_FILE, peer_cases, torch_pruning_case, torch_pruning_version
+
+    log(f"peer library: Torch-Pruning {torch_pruning_version() or '(not installed)'}")
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the peer warns about parameters it cannot place; the rows say what it did
+        for m in preset.hidden_sizes:
+            model = _train_or_load(_model_config(preset, m, preset.seeds[0]), data, Path(out), torch.device("cpu"),
+                                   progress).cpu()
+            for k in preset.ks:
+                for importance in ("magnitude", "taylor"):
+                    row = torch_pruning_case(model, data.x_train[:256], k, importance=importance,
+                                             targets=data.y_train[:256], data=(data.x_test, data.y_test))
+                    rows.append(dict(row, model=f"trained, seed {preset.seeds[0]}"))
+        rows += peer_cases()
+    write_csv_atomic(Path(out) / PEERS_FILE, rows)
 
 
 def save_figure_data(preset: Preset, data: SequenceData, out: Path, *, progress: bool = True,

@@ -199,8 +199,11 @@ def as_covariance_matrix(sigma: Any, name: str = "sigma") -> np.ndarray:
         raise ValueError(f"{name}: expected a square (m, m) matrix, got shape {s.shape}")
     if s.shape[0] == 0:
         raise ValueError(f"{name}: expected m >= 1 hidden units, got an empty matrix")
-    scale = max(float(s.max()), -float(s.min()), np.finfo(np.float64).tiny)
-    if np.any(np.diag(s) < -1e-12 * scale):
+    # the scale of the tolerances: for a covariance (PSD) no entry exceeds the largest diagonal one, |s_ij| <=
+    # sqrt(s_ii s_jj); reading the diagonal instead of the whole matrix saves two passes over it
+    diag = np.diag(s)
+    scale = max(float(np.abs(diag).max()), np.finfo(np.float64).tiny)
+    if np.any(diag < -1e-12 * scale):
         raise ValueError(f"{name}: a covariance has a non-negative diagonal; got a negative entry")
     out, worst = _symmetrised(s)
     if worst > 1e-8 * scale:
