@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from concurrent.futures import Executor
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -23,7 +23,7 @@ import torch
 from benchmarks.data import SequenceData, pixel_digits
 from benchmarks.demo import METHOD_TABLE, default_device
 from benchmarks.models import RNNClassifier
-from benchmarks.runio import config_key, read_results, train_or_load, write_csv_atomic
+from benchmarks.runio import ADDED, config_key, read_results, train_or_load, write_csv_atomic
 from benchmarks.tuning import sweep_label
 from benchmarks.training import RECIPE, TrainConfig, accuracy, torch_threads, train_classifier
 from pruning import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, spectral_prune, time_mean_covariance
@@ -61,6 +61,12 @@ class Preset:
     # recurrent weights
     nonlinearity: str = "relu"
     finetune_epochs: int = 0  # > 0: also fine-tune each pruned network this many epochs (column finetuned_accuracy)
+    # fine-tuning curves: each pruned network (every method but the settings sweep) fine-tuned separately for each
+    # of these budgets (columns finetuned_<e>ep_accuracy); empty: none
+    finetune_curve: Tuple[int, ...] = ()
+    # knowledge distillation: a dense network of width k trained on the full network's soft targets at each of
+    # these temperatures, the one with the best validation accuracy kept (rows "distilled"); empty: none
+    distill_temperatures: Tuple[float, ...] = ()
     mnist_downsample: int = 1
     # sequence-length and sample-size sweeps at the first width: the task re-read T steps at a time
     # (:func:`benchmarks.data.regroup_steps`), and n training sequences drawn per seed
@@ -98,10 +104,12 @@ PRESETS: Dict[str, Preset] = {
     # at 12-29, so the one-cycle schedule's peak matters more than its length)
     "japanese-vowels": Preset("japanese-vowels", task="japanese-vowels", cell="LSTM", hidden_sizes=(64, 128),
                               ks=(8, 16, 32), seeds=(0, 1, 2, 3, 4), seq_lens=(),
-                              train=replace(RECIPE, epochs=100, batch_size=16), spectral_sweep=_QUICK_SWEEP),
+                              train=replace(RECIPE, epochs=100, batch_size=16), spectral_sweep=_QUICK_SWEEP,
+                              finetune_curve=(1, 2, 5, 10), distill_temperatures=(2.0, 4.0)),
     "japanese-vowels-gru": Preset("japanese-vowels-gru", task="japanese-vowels", cell="GRU", hidden_sizes=(64, 128),
                                   ks=(8, 16, 32), seeds=(0, 1, 2, 3, 4), seq_lens=(),
-                                  train=replace(RECIPE, epochs=100, batch_size=16), spectral_sweep=_QUICK_SWEEP),
+                                  train=replace(RECIPE, epochs=100, batch_size=16), spectral_sweep=_QUICK_SWEEP,
+                                  finetune_curve=(1, 2, 5, 10), distill_temperatures=(2.0, 4.0)),
     # the paper's setting, sized for a GPU: Pixel-MNIST (T = 784)
     "paper": Preset("paper", task="pixel-mnist", hidden_sizes=(128, 256), ks=(32, 64, 96, 128), seeds=(0, 1, 2),
                     train=TrainConfig(epochs=100, lr=1e-4, batch_size=64, optimizer="rmsprop"),
@@ -139,6 +147,8 @@ class RowConfig:
     compared_width: int = 0  # dense baseline: the width m it stands beside
     corpus: str = ""  # language modelling: the corpus the model was trained on
     finetune_epochs: int = 0
+    finetune_curve: Tuple[int, ...] = field(default=(), metadata=ADDED)
+    distill_temperatures: Tuple[float, ...] = field(default=(), metadata=ADDED)
 
 
 @dataclass(frozen=True)
@@ -238,6 +248,20 @@ def _finetuned_accuracy(model, data: SequenceData, preset: Preset, seed: int, pr
     config = replace(preset.train, epochs=preset.finetune_epochs)
     train_classifier(tuned, data.x_train, data.y_train, config, seed=seed, progress=progress, val=data.val)
     return accuracy(tuned, data.x_test, data.y_test)
+
+
+def _finetune_curve(model, data: SequenceData, preset: Preset, seed: int, progress: bool) -> Dict[str, float]:
+    """``finetuned_<e>ep_accuracy`` for every budget e of ``preset.finetune_curve``: a copy of the pruned model
+    trained e epochs with the preset's recipe (its schedule fitted to e epochs, the best validation epoch kept)."""
+    import copy
+
+    out = {}
+    for epochs in preset.finetune_curve:
+        tuned = copy.deepcopy(model)
+        train_classifier(tuned, data.x_train, data.y_train, replace(preset.train, epochs=int(epochs)), seed=seed,
+                         progress=progress, val=data.val)
+        out[f"finetuned_{int(epochs)}ep_accuracy"] = accuracy(tuned, data.x_test, data.y_test)
+    return out
 
 
 TASKS = ("pixel-digits", "pixel-digits-permuted", "pixel-mnist", "pixel-mnist-permuted", "teacher",
@@ -358,6 +382,8 @@ def _network_rows_here(preset: Preset, data: Any, out: Path, device, m: int, seq
         extra = dict(setting)
         if preset.finetune_epochs > 0:
             extra["finetuned_accuracy"] = _finetuned_accuracy(res.model, task, preset, seed, progress)
+        if preset.finetune_curve and not label.startswith("spectral ["):
+            extra.update(_finetune_curve(res.model, task, preset, seed, progress))
         new.append(_row(task, base, label, k, res.model, time.perf_counter() - t1,
                         row_key=keys[(label, k)], dof=res.dof, loss_input=res.losses.get("input", ""), **extra))
     return new
@@ -384,8 +410,57 @@ def _dense_rows_here(preset: Preset, data: Any, out: Path, device, k: int, seed:
             for m in preset.hidden_sizes]
 
 
+DISTILLED = "distilled"
+
+
+def _distill_key(preset: Preset, k: int, m: int, seed: int) -> str:
+    return config_key(RowConfig(_model_config(preset, k, seed), DISTILLED, k, compared_width=m,
+                                distill_temperatures=tuple(float(t) for t in preset.distill_temperatures),
+                                **preset.settings()))
+
+
+def _distill_rows(preset: Preset, data: Any, out: Path, device, m: int, k: int, seed: int,
+                  progress: bool) -> List[Dict]:
+    """One task of the sweep: knowledge distillation from the full network of width m (seed ``seed``) into a dense
+    network of width k, at every temperature of the preset; the row keeps the temperature with the best
+    validation accuracy (ties to the lower temperature)."""
+    with torch_threads(preset.train.threads):
+        return _distill_rows_here(preset, data, out, device, m, k, seed, progress)
+
+
+def _distill_rows_here(preset: Preset, data: Any, out: Path, device, m: int, k: int, seed: int,
+                       progress: bool) -> List[Dict]:
+    from benchmarks.training import logits, train_model
+
+    data = _task_data(preset, data)
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    teacher = _train_or_load(_model_config(preset, m, seed), data, Path(out), device, progress)
+    soft = logits(teacher, data.x_train)
+    mc = _model_config(preset, k, seed)
+    best = None
+    for temperature in sorted(float(t) for t in preset.distill_temperatures):
+        torch.manual_seed(mc.seed)  # the dense baseline's initialisation
+        student = RNNClassifier(data.input_size, k, data.n_classes, nonlinearity=mc.nonlinearity, irnn=mc.irnn,
+                                input_std=mc.input_std, cell=mc.cell, orthogonal=not mc.irnn).to(device)
+        path = Path(out) / "checkpoints" / f"distilled-{config_key(mc)}-m{m}-T{temperature:g}.pt"
+        train_or_load(student, path, lambda: train_model(student, data.x_train, soft, mc.train, loss="distill",
+                                                         temperature=temperature, seed=mc.seed, progress=progress,
+                                                         val=data.val), map_location=device)
+        val = accuracy(student, *data.val) if data.val is not None else accuracy(student, data.x_train, data.y_train)
+        if best is None or val > best[0]:
+            best = (val, temperature, student)
+    _, temperature, student = best
+    base = dict(task=data.name, cell=network_label(mc), hidden=m, seed=seed, model_key=config_key(mc),
+                seq_len=data.seq_len, n_train=int(data.x_train.shape[0]), variant="base", **preset.settings())
+    return [_row(data, base, DISTILLED, k, student, time.perf_counter() - t0, temperature=temperature,
+                 row_key=_distill_key(preset, k, m, seed))]
+
+
 def _row_keys(preset: Preset, mc: ModelConfig, entries) -> Dict[Tuple[str, int], str]:
-    return {(e[0], k): config_key(RowConfig(mc, e[0], k, finetune_epochs=preset.finetune_epochs, **e[3]))
+    return {(e[0], k): config_key(RowConfig(mc, e[0], k, finetune_epochs=preset.finetune_epochs,
+                                            finetune_curve=() if e[0].startswith("spectral [") else
+                                            tuple(preset.finetune_curve), **e[3]))
             for k in preset.ks for e in entries}
 
 
@@ -450,6 +525,17 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
                 tasks[("dense", k, seed)] = (_dense_rows, (preset, data_ref, out, dev, k, seed,
                                                            progress and not parallel))
 
+    later: Dict[Any, Tuple[Callable, tuple]] = {}  # tasks that need the trained full networks
+    if preset.distill_temperatures:
+        for m in preset.hidden_sizes:
+            for k in preset.ks:
+                for seed in preset.seeds:
+                    key = _distill_key(preset, k, m, seed)
+                    planned.add(key)
+                    if key not in done:
+                        later[("distill", m, k, seed)] = (_distill_rows, (preset, data_ref, out, dev, m, k, seed,
+                                                                           progress and not parallel))
+
     def merge(key, new: List[Dict]) -> None:
         nonlocal rows
         rows = _merge_rows(path, rows, new)
@@ -458,14 +544,20 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
             _, m, seq_len, n_train, seed = key
             log(f"m={m} seed={seed} {variant_label(seq_len, n_train)}: full accuracy {new[0]['test_accuracy']:.3f}, "
                 f"{len(new) - 1} pruned rows")
+        elif key[0] == "distill":
+            log(f"distilled m={key[1]} -> k={key[2]} seed={key[3]}: accuracy {new[0]['test_accuracy']:.3f} "
+                f"(T = {new[0]['temperature']:g})")
         else:
             log(f"dense k={key[1]} seed={key[2]}: accuracy {new[-1]['test_accuracy']:.3f}")
 
-    if parallel:
-        run_tasks(tasks, merge, executor=executor, workers=workers, log=log)
-    else:
-        for key, (fn, args) in tasks.items():
-            merge(key, fn(*args))
+    for phase in (tasks, later):  # distillation after the teachers exist (a pool would otherwise train them twice)
+        if not phase:
+            continue
+        if parallel:
+            run_tasks(phase, merge, executor=executor, workers=workers, log=log)
+        else:
+            for key, (fn, args) in phase.items():
+                merge(key, fn(*args))
     return [r for r in read_results(path) if r["row_key"] in planned]
 
 
@@ -556,6 +648,13 @@ def protocol_text(preset: Preset, data: SequenceData, mnist_dir: Optional[Path] 
     dense = " The dense baselines of width k get the same training." if preset.dense_baseline else ""
     tuning = (f"each pruned network is also fine-tuned for {preset.finetune_epochs} epochs"
               if preset.finetune_epochs else "no fine-tuning")
+    if preset.finetune_curve:
+        tuning += (f" in the main tables; fine-tuning curves after {', '.join(map(str, preset.finetune_curve))} "
+                   f"epochs from each pruned start")
+    if preset.distill_temperatures:
+        dense += (f" Distilled baselines: dense networks of width k trained with the same recipe on the full "
+                  f"network's soft targets at temperature T in {{{', '.join(f'{t:g}' for t in preset.distill_temperatures)}}}, "
+                  f"T chosen on the validation split.")
     n_val = 0 if data.x_val is None else data.x_val.shape[0]
     val = (f", {n_val:,} validation sequences held out of the training split (stratified, seed {VALIDATION_SEED}) "
            f"for the best checkpoint and for choosing lambda, theta and Z" if n_val else "")

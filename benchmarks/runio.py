@@ -15,12 +15,37 @@ __all__ = ["config_key", "atomic_write_text", "write_csv_atomic", "read_csv", "r
            "train_or_load"]
 
 
+#: Field metadata of a configuration field added after results were keyed: at its default value it is left out of
+#: the hash, so every key computed before the field existed stays valid (``field(default=..., metadata=ADDED)``).
+ADDED = {"omit_default_from_key": True}
+
+
 def config_key(config) -> str:
-    """Stable 12-hex-digit hash of a frozen dataclass (its fields as sorted JSON)."""
+    """Stable 12-hex-digit hash of a frozen dataclass (its fields as sorted JSON; fields marked :data:`ADDED` are
+    left out while they hold their default, also inside nested configurations)."""
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"config: expected a dataclass instance, got {type(config).__name__}")
-    blob = json.dumps({"type": type(config).__name__, **dataclasses.asdict(config)}, sort_keys=True, default=str)
+    blob = json.dumps({"type": type(config).__name__, **_key_fields(config)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _key_fields(config) -> Dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("omit_default_from_key") and f.default is not dataclasses.MISSING and value == f.default:
+            continue
+        out[f.name] = _key_fields(value) if dataclasses.is_dataclass(value) else _plain(value)
+    return out
+
+
+def _plain(value):
+    """What ``dataclasses.asdict`` makes of a field value (tuples become lists in JSON either way)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def write_csv_atomic(path, rows: Iterable[Mapping], fieldnames=None) -> None:

@@ -13,7 +13,8 @@ from torch import nn
 
 from pruning.covariance import progress_bar
 
-__all__ = ["TrainConfig", "TrainHistory", "RECIPE", "train_model", "train_classifier", "accuracy", "torch_threads"]
+__all__ = ["TrainConfig", "TrainHistory", "RECIPE", "train_model", "train_classifier", "accuracy", "torch_threads",
+           "distillation_loss", "logits"]
 
 SCHEDULES = ("constant", "onecycle")
 
@@ -77,9 +78,10 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config:
 
 def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig = TrainConfig(),
                 *, loss: str = "cross_entropy", seed: int = 0, progress: bool = True,
-                val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> TrainHistory:
-    """Train ``model`` in place on (x, y) with ``loss`` ("cross_entropy" on class labels, or "squared"
-    on real targets: the sum over output coordinates, averaged over sequences); returns the history.
+                val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, temperature: float = 1.0) -> TrainHistory:
+    """Train ``model`` in place on (x, y) with ``loss`` ("cross_entropy" on class labels, "squared" on real
+    targets: the sum over output coordinates, averaged over sequences, or "distill": ``y`` are a teacher's logits
+    and the loss is :func:`distillation_loss` at ``temperature``); returns the history.
 
     ``val = (x_val, y_val)`` (classification only): the accuracy and the cross-entropy on it are measured after
     every epoch, and the model is left with the weights of the epoch with the highest validation accuracy, ties
@@ -88,13 +90,25 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Trai
     """
     if config.schedule not in SCHEDULES:
         raise ValueError(f"config.schedule: expected one of {SCHEDULES}, got {config.schedule!r}")
-    if val is not None and loss != "cross_entropy":
-        raise ValueError("val: best-checkpoint selection by validation accuracy needs loss='cross_entropy'")
+    if val is not None and loss == "squared":
+        raise ValueError("val: best-checkpoint selection by validation accuracy needs a classification loss")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature: expected a finite number > 0, got {temperature!r}")
     with torch_threads(config.threads):
-        return _train(model, x, y, config, loss, seed, progress, val)
+        return _train(model, x, y, config, loss, seed, progress, val, temperature)
 
 
-def _train(model, x, y, config: TrainConfig, loss: str, seed: int, progress: bool, val) -> TrainHistory:
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch (Hinton et al. 2015: the
+    T^2 keeps the gradient's scale comparable across temperatures)."""
+    t = float(temperature)
+    target = nn.functional.softmax(teacher_logits / t, dim=-1)
+    log_student = nn.functional.log_softmax(student_logits / t, dim=-1)
+    return t * t * nn.functional.kl_div(log_student, target, reduction="batchmean")
+
+
+def _train(model, x, y, config: TrainConfig, loss: str, seed: int, progress: bool, val,
+           temperature: float = 1.0) -> TrainHistory:
     if config.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     elif config.optimizer == "rmsprop":
@@ -107,8 +121,10 @@ def _train(model, x, y, config: TrainConfig, loss: str, seed: int, progress: boo
         loss_fn = nn.CrossEntropyLoss()
     elif loss == "squared":
         loss_fn = lambda out, target: ((out - target) ** 2).sum(dim=-1).mean()
+    elif loss == "distill":
+        loss_fn = lambda out, target: distillation_loss(out, target, temperature)
     else:
-        raise ValueError(f"loss: expected 'cross_entropy' or 'squared', got {loss!r}")
+        raise ValueError(f"loss: expected 'cross_entropy', 'squared' or 'distill', got {loss!r}")
     history = TrainHistory()
     scheduler = None
     if config.schedule == "onecycle" and config.epochs > 0:
@@ -177,3 +193,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         correct += int((pred == y[i:i + batch_size]).sum())
     model.train(was_training)
     return correct / max(1, x.shape[0])
+
+
+@torch.no_grad()
+def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The model's outputs on ``x`` in eval mode, on the CPU (a teacher's soft targets)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.cat([model(x[i:i + batch_size].to(device)).cpu() for i in range(0, x.shape[0], batch_size)])
+    model.train(was_training)
+    return out

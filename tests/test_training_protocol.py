@@ -254,3 +254,75 @@ def test_the_report_marks_full_networks_below_the_floor(tmp_path):
     assert "floor for the full network's test accuracy is 0.90" in text and "1 of 3 networks are below it" in text
     assert "median 0.910 (meets the floor)" in text
     assert accuracy_floor("pixel-digits") == 0.90 and accuracy_floor("teacher") is None
+
+
+# ---- distillation and fine-tuning curves -----------------------------------------------------------------------
+
+def test_distillation_loss_is_the_scaled_kl_divergence():
+    from benchmarks.training import distillation_loss
+
+    g = torch.Generator().manual_seed(2)
+    s, t = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(7, 5, generator=g, dtype=torch.float64)
+    for T in (1.0, 2.5):
+        p = np.exp(t.numpy() / T); p /= p.sum(1, keepdims=True)
+        q = np.exp(s.numpy() / T); q /= q.sum(1, keepdims=True)
+        expected = T * T * np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))
+        assert float(distillation_loss(s, t, T)) == pytest.approx(expected, rel=1e-10)
+    assert float(distillation_loss(t, t, 3.0)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_distilled_baselines_and_fine_tuning_curves(tmp_path):
+    from benchmarks.models import RNNClassifier as Net
+    from benchmarks.report import curve_table
+    from benchmarks.reproduce import _model_config, load_task
+    from benchmarks.tuning import select_on_validation
+
+    preset = Preset("t", hidden_sizes=(8,), ks=(3,), seeds=(0, 1), train=TrainConfig(epochs=2, batch_size=256),
+                    distill_temperatures=(1.0, 4.0), finetune_curve=(1, 2),
+                    spectral_sweep=((1e-2, 1.0, "recurrent"),))
+    rows = run_reproduce(preset, tmp_path, progress=False, log=lambda s: None)
+    distilled = [r for r in rows if r["method"] == "distilled"]
+    assert len(distilled) == 2 and {r["temperature"] for r in distilled} <= {1.0, 4.0}
+    data = load_task(preset)
+    for r in distilled:  # the kept temperature has the best validation accuracy (ties to the lower one)
+        mc = _model_config(preset, 3, r["seed"])
+        vals = {}
+        for T in (1.0, 4.0):
+            net = Net(data.input_size, 3, data.n_classes, irnn=True, input_std=mc.input_std)
+            ckpt = tmp_path / "checkpoints" / f"distilled-{r['model_key']}-m8-T{T:g}.pt"
+            net.load_state_dict(torch.load(ckpt, weights_only=True))
+            vals[T] = accuracy(net, *data.val)
+        best = max(sorted(vals), key=lambda T: vals[T])
+        assert r["temperature"] == best and r["val_accuracy"] == pytest.approx(vals[best])
+    pruned = [r for r in rows if r["method"] not in ("full network", "dense from scratch", "distilled")]
+    curves = [r for r in pruned if not r["method"].startswith("spectral [")]
+    assert curves and all(0 <= r["finetuned_1ep_accuracy"] <= 1 and 0 <= r["finetuned_2ep_accuracy"] <= 1
+                          for r in curves)
+    assert all(r.get("finetuned_1ep_accuracy") in (None, "") for r in pruned if r["method"].startswith("spectral ["))
+    table = curve_table(select_on_validation(rows), 8)
+    assert "| spectral [rel_lam=0.0001, theta=1, Z=recurrent] | 3 |" in table and "| distilled (trained" in table
+    # a re-run finds every row (the distillation rows included) and trains nothing
+    again = run_reproduce(preset, tmp_path, progress=False, log=lambda s: None)
+    assert sorted(r["row_key"] for r in again) == sorted(r["row_key"] for r in rows)
+    with pytest.raises(ValueError, match="temperature"):
+        from benchmarks.training import train_model
+        train_model(Net(1, 2, 2), data.x_train[:4], torch.zeros(4, 2), TrainConfig(epochs=1), loss="distill",
+                    temperature=0.0)
+
+
+def test_fields_added_to_a_configuration_keep_the_keys_made_before_them():
+    import dataclasses
+    import hashlib
+    import json
+
+    from benchmarks.reproduce import RowConfig, _model_config
+    from benchmarks.runio import config_key
+
+    mc = _model_config(Preset("t"), 16, 0)
+    row = RowConfig(mc, "spectral", 4, 1e-4, 1.0, "recurrent")
+    blob = {"type": "RowConfig", **dataclasses.asdict(row)}
+    for f in ("finetune_curve", "distill_temperatures"):  # the key as it was computed before these fields existed
+        blob.pop(f)
+    before = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert config_key(row) == before
+    assert config_key(dataclasses.replace(row, finetune_curve=(1,))) != before
