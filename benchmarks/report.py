@@ -262,7 +262,10 @@ def curve_table(rows: Sequence[Dict], hidden: int) -> str:
         return ""
     lines = ["| method | k | no fine-tuning | " + " | ".join(f"{e} epoch{'s' if e > 1 else ''}" for e in cols) + " |",
              "|" + "---|" * (3 + len(cols))]
-    med = lambda vals: f"{np.median(vals):.3f}" if vals else ""
+    def med(vals) -> str:
+        vals = [v for v in vals if _is_number(v)]  # language-model rows have no accuracy
+        return f"{np.median(vals):.3f}" if vals else ""
+
     ks = sorted({int(r["k"]) for r in mine if any(_is_number(r.get(f"finetuned_{e}ep_accuracy")) for e in cols)})
     for k in ks:
         at_k = [r for r in mine if int(r["k"]) == k]

@@ -110,6 +110,14 @@ PRESETS: Dict[str, Preset] = {
                                   ks=(8, 16, 32), seeds=(0, 1, 2, 3, 4), seq_lens=(),
                                   train=replace(RECIPE, epochs=100, batch_size=16), spectral_sweep=_QUICK_SWEEP,
                                   finetune_curve=(1, 2, 5, 10), distill_temperatures=(2.0, 4.0)),
+    # the two smaller UEA/UCR sets: 40 and 50 training sequences (recipes measured on 3 seeds: LSTM 64 on
+    # BasicMotions 0.95-1.00, GRU 64 on GunPoint 0.95-0.97 at 200 epochs; LSTMs reached only 0.70-0.87 on GunPoint)
+    "basic-motions": Preset("basic-motions", task="basic-motions", cell="LSTM", hidden_sizes=(64,), ks=(8, 16, 32),
+                            seeds=(0, 1, 2, 3, 4), seq_lens=(), train=replace(RECIPE, epochs=100, batch_size=16),
+                            spectral_sweep=_QUICK_SWEEP),
+    "gun-point": Preset("gun-point", task="gun-point", cell="GRU", hidden_sizes=(64,), ks=(8, 16, 32),
+                        seeds=(0, 1, 2, 3, 4), seq_lens=(), train=replace(RECIPE, batch_size=16),
+                        spectral_sweep=_QUICK_SWEEP),
     # the paper's setting, sized for a GPU: Pixel-MNIST (T = 784)
     "paper": Preset("paper", task="pixel-mnist", hidden_sizes=(128, 256), ks=(32, 64, 96, 128), seeds=(0, 1, 2),
                     train=TrainConfig(epochs=100, lr=1e-4, batch_size=64, optimizer="rmsprop"),
@@ -269,8 +277,10 @@ TASKS = ("pixel-digits", "pixel-digits-permuted", "pixel-mnist", "pixel-mnist-pe
 
 
 #: The test accuracy a task's full network must reach before its comparisons count (the report marks the
-#: networks below it). The targets: pixel-digits IRNN m = 128, MNIST sample T = 49 m = 256, JapaneseVowels LSTM.
-ACCURACY_FLOORS: Dict[str, float] = {"pixel-digits": 0.90, "pixel-mnist": 0.90, "japanese-vowels": 0.95}
+#: networks below it). The targets: pixel-digits IRNN m = 128, MNIST sample T = 49 m = 256, JapaneseVowels LSTM; the
+#: two small UEA/UCR sets get 0.90, set before their runs.
+ACCURACY_FLOORS: Dict[str, float] = {"pixel-digits": 0.90, "pixel-mnist": 0.90, "japanese-vowels": 0.95,
+                                     "basic-motions": 0.90, "gun-point": 0.90}
 
 #: The seed of every validation split (fixed, so that all networks of a run share their training sequences).
 VALIDATION_SEED = 0

@@ -299,7 +299,10 @@ def test_distilled_baselines_and_fine_tuning_curves(tmp_path):
     assert curves and all(0 <= r["finetuned_1ep_accuracy"] <= 1 and 0 <= r["finetuned_2ep_accuracy"] <= 1
                           for r in curves)
     assert all(r.get("finetuned_1ep_accuracy") in (None, "") for r in pruned if r["method"].startswith("spectral ["))
-    table = curve_table(select_on_validation(rows), 8)
+    lm_row = {key: "" for key in rows[0]}  # what a language model's row looks like in the same table
+    lm_row.update(method="magnitude + recon.", hidden=8, k=3, test_perplexity=100.0, variant="", model_key="lm",
+                  rel_lam=1e-4, theta=1.0, Z="recurrent")
+    table = curve_table(select_on_validation(rows + [lm_row]), 8)  # a language-model row has no accuracy
     assert "| spectral [rel_lam=0.0001, theta=1, Z=recurrent] | 3 |" in table and "| distilled (trained" in table
     # a re-run finds every row (the distillation rows included) and trains nothing
     again = run_reproduce(preset, tmp_path, progress=False, log=lambda s: None)
