@@ -37,12 +37,18 @@ PEER_SHAPES = tuple((cell, layers, bi) for cell in ("RNN", "LSTM", "GRU") for la
 
 
 def torch_pruning_version() -> Optional[str]:
-    """The installed Torch-Pruning's version, or None."""
+    """The installed Torch-Pruning's version (its distribution's, which 1.6.1's own ``__version__`` string lags
+    behind), or None."""
     try:
         import torch_pruning
     except ImportError:
         return None
-    return str(getattr(torch_pruning, "__version__", "unknown"))
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch-pruning")
+    except metadata.PackageNotFoundError:  # imported from a source tree
+        return str(getattr(torch_pruning, "__version__", "unknown"))
 
 
 def _error(exc: BaseException) -> str:

@@ -88,3 +88,15 @@ def test_rows_are_paired_by_seed():
     table = summary_table(rows)
     assert "| 64 -> 16 | 0.900 | 0.820 | magnitude (0.750) | -0.073" in table  # spectral median over seeds 0-2
     assert "4.0x | 8.0x |" in table and "rel_lam" not in table
+
+
+def test_the_summary_names_the_best_pruning_method_beside_the_networks_trained_at_width_k():
+    rows = [_row("full network", 64, s, 0.9, params=400, macs=8000) for s in range(3)]
+    rows += [_row("spectral", 16, s, a) for s, a in enumerate([0.80, 0.82, 0.85])]
+    rows += [_row("magnitude", 16, s, a) for s, a in enumerate([0.70, 0.80, 0.75])]
+    rows += [_row("dense from scratch", 16, s, a) for s, a in enumerate([0.88, 0.89, 0.90])]
+    table = summary_table(rows)
+    line = next(line for line in table.splitlines() if "64 -> 16" in line)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[5] == "dense from scratch (0.890)" and cells[7] == "spectral loses"
+    assert cells[8] == "magnitude (0.750)" and cells[9].startswith(f"{np.mean([-0.10, -0.02, -0.10]):+.3f}")
