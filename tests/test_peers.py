@@ -76,6 +76,7 @@ def fake_peer(monkeypatch):
     fake.pruner = types.SimpleNamespace(MetaPruner=_FakePruner)
     fake.importance = types.SimpleNamespace(MagnitudeImportance=lambda p: None, TaylorImportance=lambda: None)
     monkeypatch.setitem(sys.modules, "torch_pruning", fake)
+    monkeypatch.setattr(peers, "torch_pruning_version", lambda: fake.__version__)
     yield _FakePruner
     _FakePruner.mode = "shrink"
 
