@@ -39,7 +39,9 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
 LINESTYLES = ("-", "--", "-.", ":")
 #: The order (and so the colour and marker) of the methods in every figure.
 METHOD_ORDER = ("spectral", "spectral (no recon.)", "leverage", "energy + recon.", "energy", "magnitude + recon.",
-                "magnitude", "random + recon.", "random", "dense from scratch")
+                "magnitude", "random + recon.", "random", "dense from scratch", "Taylor + recon.", "Taylor",
+                "mean activation + recon.", "mean activation", "APoZ + recon.", "APoZ", "geometric median + recon.",
+                "geometric median", "distilled")
 
 LAMBDA_REL = r"$\lambda\,/\,(\mathrm{Tr}\,\Sigma/m)$"
 
@@ -127,6 +129,8 @@ def method_styles(methods: Sequence[str]) -> Dict[str, Dict]:
         i = METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER) + extra.index(m)
         styles[m] = dict(color=palette[i % 10], marker=MARKERS[i % len(MARKERS)],
                          linestyle=LINESTYLES[(i // 10) % len(LINESTYLES)])
+    if "spectral" in styles:  # the method under study stands out from the other nineteen
+        styles["spectral"] = dict(styles["spectral"], color=(0.0, 0.0, 0.0), linestyle="-")
     return styles
 
 
@@ -201,11 +205,15 @@ def draw_accuracy_vs_k(rows: Sequence[Dict], *, wide: bool = False):
     methods = [m for m in dict.fromkeys(df["method"]) if m != "full network"]
     styles = method_styles(methods)
     fig, axes = _panels(len(widths), wide, height=2.4)
-    offsets = {m: (i - (len(methods) - 1) / 2) * 0.012 for i, m in enumerate(methods)}  # dodge error bars
+    # dodge the error bars within a quarter of the smallest gap between kept widths, however many methods there are,
+    # so that no point strays towards a neighbouring k
+    n = max(1, len(methods) - 1)
+    offsets = {m: (i / n - 0.5) * 0.25 for i, m in enumerate(methods)}
     for ax, m in zip(axes, widths):
         mine = df[df["hidden"] == m]
         pruned = mine[mine["method"] != "full network"]
-        span = max(1, pruned["k"].max() - pruned["k"].min()) if len(pruned) else 1
+        ks = sorted(pruned["k"].unique())
+        span = min((b - a for a, b in zip(ks, ks[1:])), default=1)
         for method in methods:
             g = mine[mine["method"] == method].groupby("k")["test_accuracy"]
             if g.ngroups == 0:
@@ -215,7 +223,7 @@ def draw_accuracy_vs_k(rows: Sequence[Dict], *, wide: bool = False):
             st = styles[method]
             ax.errorbar(x, med.to_numpy(), yerr=[med.to_numpy() - lo.to_numpy(), hi.to_numpy() - med.to_numpy()],
                         color=st["color"], marker=st["marker"], ls=st["linestyle"], capsize=1.5, elinewidth=0.6,
-                        label=method)
+                        label=method, **({"lw": 2.0, "zorder": 5} if method == "spectral" else {"lw": 1.0}))
         full = mine[mine["method"] == "full network"]["test_accuracy"]
         if len(full):
             ax.axhline(float(full.median()), color="black", ls="--", lw=0.8)
