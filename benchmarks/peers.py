@@ -153,7 +153,7 @@ def peer_table(rows: Sequence[Dict]) -> str:
     for r in rows:
         after = r.get("params_after", "")
         acc, lat = r.get("test_accuracy", ""), r.get("latency_s", "")
-        lines.append(f"| {r.get('model', 'untrained')} | {r['cell']} | {r['num_layers']} | "
+        lines.append(f"| {r.get('model') or 'untrained'} | {r['cell']} | {r['num_layers']} | "
                      f"{'yes' if r['bidirectional'] in (True, 'True') else 'no'} | {r['importance']} | "
                      f"{r['m']} -> {r['k']} | {r['outcome']} | {r.get('hidden_after', '')} | "
                      f"{r['params_before']} -> {after if after != '' else '-'} | "
