@@ -22,9 +22,13 @@ from benchmarks.tuning import chosen_settings_table, select_on_validation
 
 __all__ = ["accuracy_summary", "acceptance", "write_report", "build_report", "is_base", "variant_table"]
 
+#: The label of the distilled networks' rows (benchmarks.reproduce writes them).
+DISTILLED_LABEL = "distilled"
+
 BASELINES = ("spectral (no recon.)", "leverage", "random + recon.", "random", "magnitude + recon.", "magnitude",
              "energy + recon.", "energy", "Taylor + recon.", "Taylor", "mean activation + recon.", "mean activation",
-             "APoZ + recon.", "APoZ", "geometric median + recon.", "geometric median", "dense from scratch", "distilled")
+             "APoZ + recon.", "APoZ", "geometric median + recon.", "geometric median", "dense from scratch",
+             DISTILLED_LABEL)
 
 
 def _is_number(v) -> bool:
@@ -155,7 +159,7 @@ def _verdict(diff) -> str:
 
 
 #: Methods that train a network of width k instead of pruning the trained one.
-TRAINED_BASELINES = ("dense from scratch", "distilled")
+TRAINED_BASELINES = ("dense from scratch", DISTILLED_LABEL)
 
 
 def summary_table(rows: Sequence[Dict]) -> str:
@@ -301,8 +305,6 @@ def curve_table(rows: Sequence[Dict], hidden: int) -> str:
                              + " | ".join("" for _ in cols) + " |")
     return "\n".join(lines)
 
-
-DISTILLED_LABEL = "distilled"
 
 
 def _curve_lines(rows: Sequence[Dict], widths: Sequence[int]) -> List[str]:

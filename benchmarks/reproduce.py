@@ -11,6 +11,7 @@ loses at most one network's rows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -23,6 +24,7 @@ import torch
 from benchmarks.data import SequenceData, pixel_digits
 from benchmarks.demo import METHOD_TABLE, default_device
 from benchmarks.models import RNNClassifier
+from benchmarks.report import DISTILLED_LABEL
 from benchmarks.runio import ADDED, config_key, read_results, train_or_load, write_csv_atomic
 from benchmarks.tuning import sweep_label
 from benchmarks.training import RECIPE, TrainConfig, accuracy, torch_threads, train_classifier
@@ -248,28 +250,15 @@ def variant_label(seq_len: int, n_train: int) -> str:
     return f"T={seq_len}" if seq_len else f"n={n_train}" if n_train else "base"
 
 
-def _finetuned_accuracy(model, data: SequenceData, preset: Preset, seed: int, progress: bool) -> float:
-    """Test accuracy after ``preset.finetune_epochs`` more epochs of training on a copy of the pruned model."""
+def _finetuned_accuracy(model, data: SequenceData, preset: Preset, seed: int, progress: bool, epochs: int) -> float:
+    """Test accuracy after ``epochs`` more epochs of training on a copy of the pruned model, with the preset's
+    recipe (its schedule fitted to that budget, the best validation epoch kept)."""
     import copy
 
     tuned = copy.deepcopy(model)
-    config = replace(preset.train, epochs=preset.finetune_epochs)
-    train_classifier(tuned, data.x_train, data.y_train, config, seed=seed, progress=progress, val=data.val)
+    train_classifier(tuned, data.x_train, data.y_train, replace(preset.train, epochs=int(epochs)), seed=seed,
+                     progress=progress, val=data.val)
     return accuracy(tuned, data.x_test, data.y_test)
-
-
-def _finetune_curve(model, data: SequenceData, preset: Preset, seed: int, progress: bool) -> Dict[str, float]:
-    """``finetuned_<e>ep_accuracy`` for every budget e of ``preset.finetune_curve``: a copy of the pruned model
-    trained e epochs with the preset's recipe (its schedule fitted to e epochs, the best validation epoch kept)."""
-    import copy
-
-    out = {}
-    for epochs in preset.finetune_curve:
-        tuned = copy.deepcopy(model)
-        train_classifier(tuned, data.x_train, data.y_train, replace(preset.train, epochs=int(epochs)), seed=seed,
-                         progress=progress, val=data.val)
-        out[f"finetuned_{int(epochs)}ep_accuracy"] = accuracy(tuned, data.x_test, data.y_test)
-    return out
 
 
 TASKS = ("pixel-digits", "pixel-digits-permuted", "pixel-mnist", "pixel-mnist-permuted", "teacher",
@@ -319,10 +308,15 @@ def _load_task(preset: Preset, mnist_dir: Optional[Path]) -> SequenceData:
     raise ValueError(f"task: expected one of {TASKS}, got {preset.task!r}")
 
 
-def _train_or_load(mc: ModelConfig, data: SequenceData, out: Path, device, progress: bool) -> RNNClassifier:
+def _new_model(mc: ModelConfig, data: SequenceData, device) -> RNNClassifier:
+    """The untrained network of ``mc``, seeded with ``mc.seed``."""
     torch.manual_seed(mc.seed)
-    model = RNNClassifier(data.input_size, mc.hidden, data.n_classes, nonlinearity=mc.nonlinearity, irnn=mc.irnn,
-                          input_std=mc.input_std, cell=mc.cell, orthogonal=not mc.irnn).to(device)
+    return RNNClassifier(data.input_size, mc.hidden, data.n_classes, nonlinearity=mc.nonlinearity,
+                         irnn=mc.irnn, input_std=mc.input_std, cell=mc.cell, orthogonal=not mc.irnn).to(device)
+
+
+def _train_or_load(mc: ModelConfig, data: SequenceData, out: Path, device, progress: bool) -> RNNClassifier:
+    model = _new_model(mc, data, device)
     return train_or_load(model, out / "checkpoints" / f"rnn-{config_key(mc)}.pt",
                          lambda: train_classifier(model, data.x_train, data.y_train, mc.train, seed=mc.seed,
                                                   progress=progress, val=data.val), map_location=device)[0]
@@ -334,6 +328,13 @@ def _merge_rows(path: Path, rows: List[Dict], new: List[Dict]) -> List[Dict]:
     rows = [r for r in rows if r["row_key"] not in fresh] + list(new)
     write_csv_atomic(path, rows)
     return rows
+
+
+def _row_base(data: SequenceData, task_name: str, mc: ModelConfig, hidden: int, seed: int, variant: str,
+              settings: Dict) -> Dict:
+    """The columns a row shares with the other rows of its network: task, network, width, seed, keys, data size."""
+    return dict(task=task_name, cell=network_label(mc), hidden=hidden, seed=seed, model_key=config_key(mc),
+                seq_len=data.seq_len, n_train=int(data.x_train.shape[0]), variant=variant, **settings)
 
 
 def _row(data: SequenceData, base: Dict, method: str, k: int, model, seconds: float, **extra) -> Dict:
@@ -358,17 +359,24 @@ def _task_data(preset: Preset, data: Any) -> SequenceData:
     return _DATA_CACHE[key]
 
 
+def _in_task_threads(task: Callable) -> Callable:
+    """A task of the sweep (its first argument the preset) run with ``preset.train.threads`` torch threads wherever
+    it runs (here, in a pool, on Dask), so that its rows do not depend on the executor. Module-level, so that the
+    wrapped task still pickles by name."""
+    @functools.wraps(task)
+    def run(preset: Preset, *args, **kwargs):
+        with torch_threads(preset.train.threads):
+            return task(preset, *args, **kwargs)
+
+    return run
+
+
+@_in_task_threads
 def _network_rows(preset: Preset, data: Any, out: Path, device, m: int, seq_len: int, n_train: int, seed: int,
                   skip: frozenset, progress: bool) -> List[Dict]:
     """One task of the sweep: train (or load) one network and prune it with every method and k whose row is
     not in ``skip``; returns the rows (the caller writes the table). Runs with ``preset.train.threads`` torch
     threads wherever it runs, so that its rows do not depend on the executor."""
-    with torch_threads(preset.train.threads):
-        return _network_rows_here(preset, data, out, device, m, seq_len, n_train, seed, skip, progress)
-
-
-def _network_rows_here(preset: Preset, data: Any, out: Path, device, m: int, seq_len: int, n_train: int, seed: int,
-                       skip: frozenset, progress: bool) -> List[Dict]:
     data = _task_data(preset, data)
     out = Path(out)
     settings = preset.settings()
@@ -378,9 +386,7 @@ def _network_rows_here(preset: Preset, data: Any, out: Path, device, m: int, seq
     t0 = time.perf_counter()
     task = _variant_data(data, mc)
     model = _train_or_load(mc, task, out, torch.device(device), progress)
-    base = dict(task=data.name, cell=network_label(mc), hidden=m, seed=seed, model_key=config_key(mc),
-                seq_len=task.seq_len,
-                n_train=int(task.x_train.shape[0]), variant=variant_label(seq_len, n_train), **settings)
+    base = _row_base(task, data.name, mc, m, seed, variant_label(seq_len, n_train), settings)
     new = [dict(_row(task, base, "full network", m, model, time.perf_counter() - t0),
                 row_key=config_key(RowConfig(mc, "full network", m, **settings)))]
     stats = time_mean_covariance(model.rnn, task.x_train)
@@ -391,36 +397,33 @@ def _network_rows_here(preset: Preset, data: Any, out: Path, device, m: int, seq
         res = _prune(model, task, stats, k, method, recon, seed, setting, scores)
         extra = dict(setting)
         if preset.finetune_epochs > 0:
-            extra["finetuned_accuracy"] = _finetuned_accuracy(res.model, task, preset, seed, progress)
-        if preset.finetune_curve and not label.startswith("spectral ["):
-            extra.update(_finetune_curve(res.model, task, preset, seed, progress))
+            extra["finetuned_accuracy"] = _finetuned_accuracy(res.model, task, preset, seed, progress,
+                                                              preset.finetune_epochs)
+        if not label.startswith("spectral ["):  # the fine-tuning curves (none for the settings sweep)
+            extra.update({f"finetuned_{int(e)}ep_accuracy": _finetuned_accuracy(res.model, task, preset, seed,
+                                                                                 progress, e)
+                          for e in preset.finetune_curve})
         new.append(_row(task, base, label, k, res.model, time.perf_counter() - t1,
                         row_key=keys[(label, k)], dof=res.dof, loss_input=res.losses.get("input", ""), **extra))
     return new
 
 
+@_in_task_threads
 def _dense_rows(preset: Preset, data: Any, out: Path, device, k: int, seed: int, progress: bool) -> List[Dict]:
     """One task of the sweep: a dense network of width k trained from scratch, one row per compared width."""
-    with torch_threads(preset.train.threads):
-        return _dense_rows_here(preset, data, out, device, k, seed, progress)
-
-
-def _dense_rows_here(preset: Preset, data: Any, out: Path, device, k: int, seed: int, progress: bool) -> List[Dict]:
     data = _task_data(preset, data)
     settings = preset.settings()
     mc = _model_config(preset, k, seed)
     t0 = time.perf_counter()
     model = _train_or_load(mc, data, Path(out), torch.device(device), progress)
     # the same small network is the baseline of every width
-    return [_row(data, dict(task=data.name, cell=network_label(mc), hidden=m, seed=seed, model_key=config_key(mc),
-                            seq_len=data.seq_len,
-                            n_train=int(data.x_train.shape[0]), variant="base", **settings),
-                 DENSE, k, model, time.perf_counter() - t0,
+    return [_row(data, _row_base(data, data.name, mc, m, seed, "base", settings), DENSE, k, model,
+                 time.perf_counter() - t0,
                  row_key=config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings)))
             for m in preset.hidden_sizes]
 
 
-DISTILLED = "distilled"
+DISTILLED = DISTILLED_LABEL
 
 
 def _distill_key(preset: Preset, k: int, m: int, seed: int) -> str:
@@ -429,17 +432,12 @@ def _distill_key(preset: Preset, k: int, m: int, seed: int) -> str:
                                 **preset.settings()))
 
 
+@_in_task_threads
 def _distill_rows(preset: Preset, data: Any, out: Path, device, m: int, k: int, seed: int,
                   progress: bool) -> List[Dict]:
     """One task of the sweep: knowledge distillation from the full network of width m (seed ``seed``) into a dense
     network of width k, at every temperature of the preset; the row keeps the temperature with the best
     validation accuracy (ties to the lower temperature)."""
-    with torch_threads(preset.train.threads):
-        return _distill_rows_here(preset, data, out, device, m, k, seed, progress)
-
-
-def _distill_rows_here(preset: Preset, data: Any, out: Path, device, m: int, k: int, seed: int,
-                       progress: bool) -> List[Dict]:
     from benchmarks.training import logits, train_model
 
     data = _task_data(preset, data)
@@ -450,9 +448,7 @@ def _distill_rows_here(preset: Preset, data: Any, out: Path, device, m: int, k: 
     mc = _model_config(preset, k, seed)
     best = None
     for temperature in sorted(float(t) for t in preset.distill_temperatures):
-        torch.manual_seed(mc.seed)  # the dense baseline's initialisation
-        student = RNNClassifier(data.input_size, k, data.n_classes, nonlinearity=mc.nonlinearity, irnn=mc.irnn,
-                                input_std=mc.input_std, cell=mc.cell, orthogonal=not mc.irnn).to(device)
+        student = _new_model(mc, data, device)  # the dense baseline's initialisation
         path = Path(out) / "checkpoints" / f"distilled-{config_key(mc)}-m{m}-T{temperature:g}.pt"
         train_or_load(student, path, lambda: train_model(student, data.x_train, soft, mc.train, loss="distill",
                                                          temperature=temperature, seed=mc.seed, progress=progress,
@@ -461,8 +457,7 @@ def _distill_rows_here(preset: Preset, data: Any, out: Path, device, m: int, k: 
         if best is None or val > best[0]:
             best = (val, temperature, student)
     _, temperature, student = best
-    base = dict(task=data.name, cell=network_label(mc), hidden=m, seed=seed, model_key=config_key(mc),
-                seq_len=data.seq_len, n_train=int(data.x_train.shape[0]), variant="base", **preset.settings())
+    base = _row_base(data, data.name, mc, m, seed, "base", preset.settings())
     return [_row(data, base, DISTILLED, k, student, time.perf_counter() - t0, temperature=temperature,
                  row_key=_distill_key(preset, k, m, seed))]
 

@@ -165,39 +165,26 @@ def _train(model, x, y, config: TrainConfig, loss: str, seed: int, progress: boo
     return history
 
 
-@torch.no_grad()
 def _validation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> Tuple[float, float]:
     """(accuracy, mean cross-entropy) in eval mode; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    correct, total = 0, 0.0
-    for i in range(0, x.shape[0], batch_size):
-        out = model(x[i:i + batch_size].to(device)).cpu()
-        correct += int((out.argmax(dim=-1) == y[i:i + batch_size]).sum())
-        total += float(nn.functional.cross_entropy(out.double(), y[i:i + batch_size], reduction="sum"))
-    model.train(was_training)
-    n = max(1, x.shape[0])
-    return correct / n, total / n
+    if x.shape[0] == 0:
+        return 0.0, 0.0
+    out = logits(model, x, batch_size)
+    correct = int((out.argmax(dim=-1) == y).sum())
+    return correct / x.shape[0], float(nn.functional.cross_entropy(out.double(), y, reduction="mean"))
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Fraction of correctly classified sequences, measured in eval mode (the model's mode is restored)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, x.shape[0], batch_size):
-        pred = model(x[i:i + batch_size].to(device)).argmax(dim=-1).cpu()
-        correct += int((pred == y[i:i + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(1, x.shape[0])
+    if x.shape[0] == 0:
+        return 0.0
+    return int((logits(model, x, batch_size).argmax(dim=-1) == y).sum()) / x.shape[0]
 
 
 @torch.no_grad()
 def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """The model's outputs on ``x`` in eval mode, on the CPU (a teacher's soft targets)."""
+    """The model's outputs on ``x`` in eval mode, on the CPU (a teacher's soft targets); the model's mode is
+    restored."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -150,13 +150,13 @@ def test_every_network_task_runs_with_the_presets_thread_count(tmp_path, monkeyp
     import benchmarks.reproduce as rp
 
     seen = []
-    real = rp._network_rows_here
+    real = rp._train_or_load
 
-    def spy(*args, **kwargs):
+    def spy(*args, **kwargs):  # called inside the network's task
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rp, "_network_rows_here", spy)
+    monkeypatch.setattr(rp, "_train_or_load", spy)
     preset = Preset("t", hidden_sizes=(6,), ks=(3,), seeds=(0,), dense_baseline=False,
                     train=TrainConfig(epochs=1, batch_size=256, threads=1))
     before = torch.get_num_threads()
