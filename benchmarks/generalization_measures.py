@@ -33,26 +33,33 @@ def _column(rows: Sequence[Mapping], name: str) -> np.ndarray:
 
 
 def kendall_tau(measure: Sequence[float], gap: Sequence[float]) -> float:
-    """Kendall's tau-b between the two sequences (nan when either is constant)."""
+    """Kendall's tau-b between the two sequences (nan when either is constant). Positions where either value is
+    nan (a measure undefined for that network) are left out; nan when fewer than two remain."""
     x, y = np.asarray(measure, dtype=np.float64), np.asarray(gap, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or x.size < 2:
         raise ValueError(f"measure, gap: expected two sequences of equal length >= 2, got {x.shape} and {y.shape}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    if x.size < 2:
+        return math.nan
     if np.all(x == x[0]) or np.all(y == y[0]):
         return math.nan
     return float(stats.kendalltau(x, y).statistic)
 
 
-def granulated_kendall(rows: Sequence[Mapping], measure: str, gap: str, hyperparameters: Sequence[str]) -> Dict:
+def granulated_kendall(rows: Sequence[Mapping], measure: str, gap: str, hyperparameters: Sequence[str], *,
+                       fixed: Sequence[str] = ()) -> Dict:
     """``{"per_hyperparameter": {h: psi_h}, "overall": mean of psi_h, "groups": {h: number of groups}}``.
 
-    ``psi_h`` is the mean tau over the groups of rows that agree on every hyper-parameter but h and hold at least two
-    distinct values of h; groups where the measure or the gap is constant are left out (tau is undefined there).
+    ``psi_h`` is the mean tau over the groups of rows that agree on every hyper-parameter but h (and on every column
+    of ``fixed``, e.g. the seed of a repetition) and hold at least two distinct values of h; groups where the
+    measure or the gap is constant are left out (tau is undefined there).
     """
     if not hyperparameters:
         raise ValueError("hyperparameters: expected at least one column name")
     per, count = {}, {}
     for h in hyperparameters:
-        others = [o for o in hyperparameters if o != h]
+        others = [o for o in hyperparameters if o != h] + list(fixed)
         groups: Dict[tuple, List[Mapping]] = {}
         for r in rows:
             groups.setdefault(tuple(r[o] for o in others), []).append(r)
@@ -70,19 +77,22 @@ def granulated_kendall(rows: Sequence[Mapping], measure: str, gap: str, hyperpar
 
 
 def sign_error(rows: Sequence[Mapping], measure: str, gap: str, hyperparameters: Sequence[str], *,
-               noise: Optional[str] = None, noise_value: float = 0.0) -> Dict:
+               noise: Optional[str] = None, noise_value: float = 0.0, fixed: Sequence[str] = ()) -> Dict:
     """``{"overall": fraction, "per_hyperparameter": {h: fraction}, "pairs": {h: n}, "left_out": n}``.
 
     A coupled pair is two rows equal in every hyper-parameter but one (h). Its sign error is 1 when the measure and
     the gap move in opposite directions (or the measure does not move while the gap does). Pairs with
     ``|gap difference| <= noise_a + noise_b`` (``noise``: a column of per-network noise half-widths, e.g. the Hoeffding
-    half-width of the measured gap; or a constant ``noise_value`` per network) are left out.
+    half-width of the measured gap; or a constant ``noise_value`` per network) are left out. Pairs must also agree
+    on every column of ``fixed`` (e.g. the seed), and pairs where the measure is nan for either row are skipped.
     """
     per_errors: Dict[str, List[float]] = {h: [] for h in hyperparameters}
     left_out = 0
     for a, b in combinations(rows, 2):
         differ = [h for h in hyperparameters if a[h] != b[h]]
-        if len(differ) != 1:
+        if len(differ) != 1 or any(a[f] != b[f] for f in fixed):
+            continue
+        if math.isnan(float(a[measure])) or math.isnan(float(b[measure])):
             continue
         d_gap = float(b[gap]) - float(a[gap])
         slack = (float(a[noise]) + float(b[noise])) if noise is not None else 2.0 * noise_value

@@ -45,3 +45,25 @@ def test_sign_error_by_hand_with_and_without_noise():
     assert noisy["left_out"] == 1 and noisy["pairs"] == {"m": 1, "n": 2} and noisy["per_hyperparameter"]["m"] == 1.0
     wide = sign_error(TABLE, "measure", "gap", ["m", "n"], noise_value=0.06)
     assert wide["left_out"] == 2 and wide["overall"] == 0.0 and math.isnan(wide["per_hyperparameter"]["m"])
+
+
+def test_fixed_columns_split_groups_and_pairs():
+    # two seeds of the same two-network design: with the seed fixed, the cross-seed rows neither share a group nor
+    # form a pair. By hand, seed 0: (m=32, m=64) measure up, gap up (+1); seed 1: measure up, gap down (-1).
+    rows = [dict(m=32, seed=0, measure=1.0, gap=0.1), dict(m=64, seed=0, measure=2.0, gap=0.2),
+            dict(m=32, seed=1, measure=1.5, gap=0.5), dict(m=64, seed=1, measure=2.5, gap=0.3)]
+    fixed = granulated_kendall(rows, "measure", "gap", ["m"], fixed=["seed"])
+    assert fixed["per_hyperparameter"]["m"] == pytest.approx(0.0) and fixed["groups"] == {"m": 2}
+    # without the seed fixed the four rows A, B, C, D form one group: concordant (A,B) (A,C) (A,D) (B,D),
+    # discordant (B,C) (C,D), so tau = (4 - 2) / 6 = 1/3
+    assert granulated_kendall(rows, "measure", "gap", ["m"])["per_hyperparameter"]["m"] == pytest.approx(1 / 3)
+    s = sign_error(rows, "measure", "gap", ["m"], fixed=["seed"])
+    assert s["pairs"] == {"m": 2} and s["overall"] == pytest.approx(0.5)
+
+
+def test_nan_measures_are_left_out():
+    assert kendall_tau([1.0, math.nan, 3.0, 2.0], [1.0, 5.0, 3.0, 2.0]) == pytest.approx(1.0)
+    assert math.isnan(kendall_tau([math.nan, 1.0], [1.0, 2.0]))
+    rows = [dict(m=1, measure=math.nan, gap=0.0), dict(m=2, measure=1.0, gap=1.0), dict(m=3, measure=2.0, gap=2.0)]
+    s = sign_error(rows, "measure", "gap", ["m"])
+    assert s["pairs"] == {"m": 1} and s["overall"] == 0.0
