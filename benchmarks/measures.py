@@ -351,6 +351,10 @@ def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
 
 
+def _rate(v: float) -> str:
+    return "n/a (no pair outside the noise)" if math.isnan(v) else f"{v:.2f}"
+
+
 def measures_report(out, *, presets: Optional[Sequence[MeasuresPreset]] = None,
                     wall_seconds: Optional[float] = None) -> Path:
     """``DIR/measures.md`` and ``DIR/figures/measures-*.png|pdf`` from ``DIR/measures.csv`` alone."""
@@ -388,11 +392,12 @@ def measures_report(out, *, presets: Optional[Sequence[MeasuresPreset]] = None,
                   f"{min(float(r[GAP]) for r in mine):+.3f} to {max(float(r[GAP]) for r in mine):+.3f}; S12 bound "
                   f"{min(float(r['s12_bound']) for r in mine):.3g} to {max(float(r['s12_bound']) for r in mine):.3g} "
                   f"(trivial level 1).", ""]
-        head = ["measure", "tau", *[f"psi {h}" for h in varying], "psi", "sign-error", "pairs"]
+        head = ["measure", "tau", *[f"psi {h}" for h in varying], "psi", "sign-error", "pairs (left out)"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for e in sorted(table, key=lambda e: -e["psi"] if math.isfinite(e["psi"]) else math.inf):
             cells = [f"`{e['measure']}`", _fmt(e["tau"]), *[_fmt(e[f"psi_{h}"]) for h in varying], _fmt(e["psi"]),
-                     "n/a" if math.isnan(e["sign_error"]) else f"{e['sign_error']:.2f}", str(e["pairs"])]
+                     "n/a" if math.isnan(e["sign_error"]) else f"{e['sign_error']:.2f}",
+                     f"{e['pairs']} ({e['left_out']} within noise)"]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Best predictor per hyper-parameter (highest psi_h; its sign-error on the pairs that change "
                   "only h):", ""]
@@ -400,15 +405,16 @@ def measures_report(out, *, presets: Optional[Sequence[MeasuresPreset]] = None,
             ranked = [e for e in table if math.isfinite(e[f"psi_{h}"])]
             if not ranked:
                 continue
-            best = max(ranked, key=lambda e: e[f"psi_{h}"])
+            top = max(e[f"psi_{h}"] for e in ranked)
+            tied = [e for e in ranked if e[f"psi_{h}"] >= top - 1e-9]  # k, params and the bounds often tie
+            best = next((e for e in tied if e["measure"] == "s12_bound"), tied[0])
             s12 = next((e for e in table if e["measure"] == "s12_bound"), None)
-            se = best[f"sign_error_{h}"]
-            line = (f"- {h}: `{best['measure']}` (psi {best[f'psi_{h}']:+.2f}, sign-error "
-                    f"{'n/a' if math.isnan(se) else f'{se:.2f}'})")
-            if s12 is not None and s12 is not best:
-                s12_se = s12[f"sign_error_{h}"]
+            line = f"- {h}: `{best['measure']}` (psi {top:+.2f}, sign-error {_rate(best[f'sign_error_{h}'])})"
+            if len(tied) > 1:
+                line += ", tied with " + ", ".join(f"`{e['measure']}`" for e in tied if e is not best)
+            if s12 is not None and s12 not in tied:
                 line += (f"; the S12 bound: psi {_fmt(s12[f'psi_{h}'])}, sign-error "
-                         f"{'n/a' if math.isnan(s12_se) else f'{s12_se:.2f}'}")
+                         f"{_rate(s12[f'sign_error_{h}'])}")
             lines.append(line)
         lines.append("")
         for measure, label in _FIGURE_MEASURES:
