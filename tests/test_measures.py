@@ -4,9 +4,7 @@ functions applied by hand."""
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -127,3 +127,30 @@ def test_quantize_refuses_bad_input():
         quantize_elman(lstm, readout, x, y)
     with pytest.raises(ValueError, match="codes: expected integers in"):
         code_length(3, 1, {t: 0 for t in TENSORS}, {t: np.array([2]) for t in TENSORS})
+
+
+def test_occam_study_end_to_end_at_a_tiny_scale(tmp_path):
+    from dataclasses import replace
+
+    from benchmarks.occam import OccamConfig, digit_rows_split, run_occam
+    from benchmarks.training import TrainConfig
+
+    tiny = TrainConfig(epochs=1, lr=3e-3, batch_size=64, schedule="onecycle", threads=1)
+    config = OccamConfig(m=8, ks=(3,), levels=(1,), train=tiny, finetune=tiny, qat_epochs=2)
+    rows = run_occam(tmp_path, config, log=lambda s: None)
+    assert {r["method"] for r in rows} == {"spectral + fine-tune", "dense from scratch"}
+    x, y, x_t, y_t = digit_rows_split(config)
+    assert len(y) + len(y_t) == 1797 and len(y) == round(0.75 * 1797)
+    trivial = 1 - np.bincount(y.numpy()).max() / len(y)
+    for r in rows:
+        # the row's bound is O1 of its own S errors and code length
+        errors = round(r["train_error"] * r["n"])
+        assert r["occam_bound"] == pytest.approx(occam_bound(errors, r["n"], r["bits"]).bound)
+        assert r["trivial"] == pytest.approx(trivial) and r["n_test"] == len(y_t)
+        assert r["test_error_lo"] <= r["test_error"] <= r["test_error_hi"]
+    assert "| spectral + fine-tune | 3 | 1 |" in (tmp_path / "occam.md").read_text()
+    # resumed: nothing is quantized again
+    again = run_occam(tmp_path, config, log=lambda s: pytest.fail("a row was recomputed"))
+    assert len(again) == len(rows)
+    # a different split is a different sample
+    assert not torch.equal(digit_rows_split(replace(config, split_seed=1))[1], y)
