@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     oc.add_argument("--split-seed", type=int, default=None, help="seed of the uniformly random S/test split")
     pl = sub.add_parser("pydoc-lm", help="language models on the Python reference manual's text (pydoc_data): "
                                          "LSTM/GRU pruned by every method, fine-tuned, against dense baselines")
-    pl.add_argument("--preset", choices=("tiny", "char"), default="char")
+    pl.add_argument("--preset", choices=("tiny", "char", "char-wide"), default="char")
     pl.add_argument("--out", type=Path, default=None, help="output directory (default runs/pydoc-<preset>)")
     pl.add_argument("--workers", type=_workers, default=1, help="parallel processes, one model each (auto: one "
                                                                  "per core)")
