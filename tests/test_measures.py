@@ -100,3 +100,14 @@ def test_unknown_task_is_refused():
     net = replace(MEASURES_PRESETS["quick"]["teacher"].networks()[0], task="ptb")
     with pytest.raises(ValueError, match="task: expected one of"):
         _task_data(net)
+
+
+def test_mnist_sample_task_reads_the_bundled_images():
+    preset = MEASURES_PRESETS["full"]["mnist-sample"]
+    net = replace(preset.networks()[0], T=7, n=300)
+    x, y, xt, yt, bound, d_y = _task_data(net)
+    assert x.shape == (300, 7, 7) and xt.shape == (1000, 7, 7) and d_y == 10
+    assert float(x.max()) <= 1.0 and float(x.min()) >= 0.0
+    # every step's input norm lies within the bound the S11/S12 bounds are given
+    assert float(x.norm(dim=-1).max()) <= bound == pytest.approx(7 ** 0.5)
+    assert sorted(set(yt.tolist())) == list(range(10))
