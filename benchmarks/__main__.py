@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     me = sub.add_parser("measures", help="generalization-measures protocol: train and prune a grid of RNNs, rank "
                                          "the S11/S12 bounds and norm measures against the measured gap")
     me.add_argument("--preset", choices=("quick", "full"), default="quick")
-    me.add_argument("--task", choices=("all", "teacher", "pixel-digits", "mnist-sample"), default="all",
+    me.add_argument("--task", choices=("all", "teacher", "pixel-digits", "mnist-sample", "japanese-vowels"),
+                    default="all",
                     help="one task of the preset, or both (default)")
     me.add_argument("--out", type=Path, default=None, help="output directory (default runs/measures-<preset>)")
     me.add_argument("--workers", type=_workers, default=1, help="parallel processes, one network each (auto: one "

@@ -111,3 +111,11 @@ def test_mnist_sample_task_reads_the_bundled_images():
     # every step's input norm lies within the bound the S11/S12 bounds are given
     assert float(x.norm(dim=-1).max()) <= bound == pytest.approx(7 ** 0.5)
     assert sorted(set(yt.tolist())) == list(range(10))
+
+
+def test_japanese_vowels_task_regroups_and_bounds_its_inputs():
+    preset = MEASURES_PRESETS["full"]["japanese-vowels"]
+    net = replace(preset.networks()[0], T=5, n=135)
+    x, y, xt, yt, bound, d_y = _task_data(net)
+    assert x.shape == (135, 5, 60) and xt.shape == (370, 5, 60) and d_y == 9
+    assert float(x.norm(dim=-1).max()) <= bound <= float(x.norm(dim=-1).max()) + 0.01
