@@ -159,13 +159,7 @@ def main(argv=None) -> int:
     if args.command == "report":
         from benchmarks.report import build_report
 
-        try:
-            path = build_report(args.dir)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(f"report: {path}")
-        return 0
+        return _report_only(lambda: build_report(args.dir))
     if args.command == "mnist-sample":
         from benchmarks.mnist import export_mnist_sample
 
@@ -179,16 +173,10 @@ def main(argv=None) -> int:
     if args.command == "pydoc-lm":
         return _pydoc_lm(args, argv)
     if args.command == "nonvacuous":
-        import time
-
         from benchmarks.nonvacuous import run_nonvacuous
-        from benchmarks.runrecord import append_invocation, command_line, utc_now
 
-        t0, started = time.perf_counter(), utc_now()
-        run_nonvacuous(args.out, widths=args.widths, sizes=args.sizes, seeds=args.seeds,
-                       progress=not args.no_progress)
-        append_invocation(args.out, command=command_line(list(argv if argv is not None else sys.argv[1:])),
-                          started=started, wall_s=time.perf_counter() - t0)
+        _logged(args.out, argv, lambda: run_nonvacuous(args.out, widths=args.widths, sizes=args.sizes,
+                                                       seeds=args.seeds, progress=not args.no_progress))
         print((args.out / "nonvacuous.md").read_text())
         return 0
     if args.command == "reproduce":
@@ -220,65 +208,61 @@ def main(argv=None) -> int:
     return 0
 
 
-def _measures(args, argv) -> int:
+def _logged(out: Path, argv, run) -> None:
+    """``run()``, then the invocation (command line, start, wall time) appended to ``out``'s run log."""
     import time
 
-    from benchmarks.measures import MEASURES_PRESETS, measures_report, run_measures
     from benchmarks.runrecord import append_invocation, command_line, utc_now
+
+    t0, started = time.perf_counter(), utc_now()
+    run()
+    append_invocation(out, command=command_line(list(argv if argv is not None else sys.argv[1:])), started=started,
+                      wall_s=time.perf_counter() - t0)
+
+
+def _report_only(build) -> int:
+    """Rebuild a report from its directory alone: 0, or 2 with the reason when the directory has no table."""
+    try:
+        print(f"report: {build()}")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _measures(args, argv) -> int:
+    from benchmarks.measures import MEASURES_PRESETS, measures_report, run_measures
 
     out = args.out if args.out is not None else Path("runs") / f"measures-{args.preset}"
     presets = [p for task, p in MEASURES_PRESETS[args.preset].items() if args.task in ("all", task)]
     if args.report_only:
-        try:
-            print(f"report: {measures_report(out, presets=presets)}")
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        return 0
-    t0, started = time.perf_counter(), utc_now()
-    run_measures(presets, out, workers=_resolve_workers(args.workers, "cpu"), progress=not args.no_progress)
-    append_invocation(out, command=command_line(list(argv if argv is not None else sys.argv[1:])), started=started,
-                      wall_s=time.perf_counter() - t0)
+        return _report_only(lambda: measures_report(out, presets=presets))
+    _logged(out, argv, lambda: run_measures(presets, out, workers=_resolve_workers(args.workers, "cpu"),
+                                            progress=not args.no_progress))
     print(f"report: {out / 'measures.md'}")
     return 0
 
 
 def _pydoc_lm(args, argv) -> int:
-    import time
-
     from benchmarks.pydoc_lm import TEXT_PRESETS, pydoc_lm_report, run_pydoc_lm
-    from benchmarks.runrecord import append_invocation, command_line, utc_now
 
     preset = TEXT_PRESETS[args.preset]
     out = args.out if args.out is not None else Path("runs") / f"pydoc-{args.preset}"
     if args.report_only:
-        try:
-            print(f"report: {pydoc_lm_report(out, preset)}")
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        return 0
-    t0, started = time.perf_counter(), utc_now()
-    run_pydoc_lm(preset, out, workers=_resolve_workers(args.workers, "cpu"))
-    append_invocation(out, command=command_line(list(argv if argv is not None else sys.argv[1:])), started=started,
-                      wall_s=time.perf_counter() - t0)
+        return _report_only(lambda: pydoc_lm_report(out, preset))
+    _logged(out, argv, lambda: run_pydoc_lm(preset, out, workers=_resolve_workers(args.workers, "cpu")))
     print(f"report: {out / 'pydoc_lm.md'}")
     return 0
 
 
 def _occam(args, argv) -> int:
-    import time
     from dataclasses import replace
 
     from benchmarks.occam import OccamConfig, run_occam
-    from benchmarks.runrecord import append_invocation, command_line, utc_now
 
     changes = dict(m=args.hidden, ks=args.ks, levels=args.levels, seed=args.seed, split_seed=args.split_seed)
     config = replace(OccamConfig(), **{k: v for k, v in changes.items() if v is not None})
-    t0, started = time.perf_counter(), utc_now()
-    run_occam(args.out, config)
-    append_invocation(args.out, command=command_line(list(argv if argv is not None else sys.argv[1:])),
-                      started=started, wall_s=time.perf_counter() - t0)
+    _logged(args.out, argv, lambda: run_occam(args.out, config))
     print((args.out / "occam.md").read_text())
     return 0
 
