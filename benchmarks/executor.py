@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Hashable, Mapping, Optional, Tuple
 
 from theory._validation import Integer
 
-__all__ = ["run_tasks", "dask_executor", "TaskFailed"]
+__all__ = ["run_tasks", "run_here_or_in_workers", "dask_executor", "TaskFailed"]
 
 
 class TaskFailed(RuntimeError):
@@ -46,6 +46,18 @@ def dask_executor(address: str):
         raise ImportError("dask_executor: needs dask.distributed (pip install 'dask[distributed]')") from err
     client = Client(address)
     return client.get_executor(), client
+
+
+def run_here_or_in_workers(tasks: Mapping[Hashable, Tuple[Callable, tuple]], on_result: Callable[[Hashable, Any], None],
+                           *, executor: Optional[Executor] = None, workers: int = 1,
+                           log: Callable[[str], None] = print) -> None:
+    """Without ``executor`` and with one worker: every task in this process, in order (no spawned process, so the
+    caller's device, threads and progress bars apply; an error propagates at once). Otherwise :func:`run_tasks`."""
+    if executor is None and workers <= 1:
+        for key, (fn, args) in tasks.items():
+            on_result(key, fn(*args))
+    else:
+        run_tasks(tasks, on_result, executor=executor, workers=workers, log=log)
 
 
 def run_tasks(tasks: Mapping[Hashable, Tuple[Callable, tuple]], on_result: Callable[[Hashable, Any], None], *,

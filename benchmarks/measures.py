@@ -154,29 +154,31 @@ def _task_data(net: MeasuresNetwork):
         x, y = teacher.sample(net.n, seed=1000 + net.seed)
         xt, yt = teacher.sample(net.n_test, seed=10**6 + net.seed)
         return x.float(), y, xt.float(), yt, teacher.input_bound, 3
-    if net.task == "pixel-digits":
-        from benchmarks.data import pixel_digits, regroup_steps, subsample_train
+    if net.task not in _REAL_DATA:
+        raise ValueError(f"task: expected one of {MEASURES_TASKS}, got {net.task!r}")
+    from benchmarks.data import regroup_steps, subsample_train
 
-        # nested subsamples (seed 0): the training sets differ in n only, not with the network's seed
-        data = subsample_train(regroup_steps(pixel_digits(), net.T), net.n, seed=0)
-        return (data.x_train, data.y_train, data.x_test, data.y_test, math.sqrt(data.input_size),
-                data.n_classes)
-    if net.task == "mnist-sample":
-        from benchmarks.data import regroup_steps, subsample_train
-
-        data = subsample_train(regroup_steps(_mnist_sample(), net.T), net.n, seed=0)
-        return (data.x_train, data.y_train, data.x_test, data.y_test, math.sqrt(data.input_size),
-                data.n_classes)
+    # nested subsamples (seed 0): the training sets differ in n only, not with the network's seed
+    data = subsample_train(regroup_steps(_REAL_DATA[net.task](), net.T), net.n, seed=0)
     if net.task == "japanese-vowels":
-        from benchmarks.data import regroup_steps, subsample_train
-        from benchmarks.uea import uea_task
-
-        data = subsample_train(regroup_steps(uea_task("japanese-vowels"), net.T), net.n, seed=0)
         # standardised channels have no a-priori bound: the largest training step norm (rounded up) stands in for
         # B, which makes the S11/S12 values here measures, not bounds with a constant fixed before the data
         bound = math.ceil(float(data.x_train.norm(dim=-1).max()) * 100) / 100
-        return data.x_train, data.y_train, data.x_test, data.y_test, bound, data.n_classes
-    raise ValueError(f"task: expected one of {MEASURES_TASKS}, got {net.task!r}")
+    else:
+        bound = math.sqrt(data.input_size)  # pixels in [0, 1]
+    return data.x_train, data.y_train, data.x_test, data.y_test, bound, data.n_classes
+
+
+def _pixel_digits():
+    from benchmarks.data import pixel_digits
+
+    return pixel_digits()
+
+
+def _japanese_vowels():
+    from benchmarks.uea import uea_task
+
+    return uea_task("japanese-vowels")
 
 
 @lru_cache(maxsize=1)
@@ -189,6 +191,10 @@ def _mnist_sample():
     with tempfile.TemporaryDirectory() as tmp:
         export_mnist_sample(tmp)
         return pixel_mnist(tmp, downsample=4)
+
+
+#: The real data sets of the grid, each read at its own length T0 (regrouped to T and subsampled to n per network).
+_REAL_DATA = {"pixel-digits": _pixel_digits, "mnist-sample": _mnist_sample, "japanese-vowels": _japanese_vowels}
 
 
 def _trained(net: MeasuresNetwork, x, y, n_classes: int, ckpt_dir: Optional[Path], progress: bool):
@@ -279,16 +285,16 @@ def network_rows(preset: MeasuresPreset, net: MeasuresNetwork, ckpt_dir: Optiona
 # The run
 
 
-def _network_task(preset: MeasuresPreset, net: MeasuresNetwork, ckpt_dir: str) -> List[Dict]:
+def _network_task(preset: MeasuresPreset, net: MeasuresNetwork, ckpt_dir: str, progress: bool) -> List[Dict]:
     """One network's rows, at the training's torch thread count (in this process or a worker alike)."""
     with torch.random.fork_rng(), torch_threads(net.train.threads):
-        return network_rows(preset, net, Path(ckpt_dir))
+        return network_rows(preset, net, Path(ckpt_dir), progress)
 
 
 def run_measures(presets: Sequence[MeasuresPreset], out, *, workers: int = 1, progress: bool = True,
                  log: Callable[[str], None] = print) -> List[Dict]:
     """Run every network of ``presets`` not yet in ``DIR/measures.csv`` and write the report; returns the rows."""
-    from benchmarks.executor import run_tasks
+    from benchmarks.executor import run_here_or_in_workers
 
     out = Path(out)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -315,12 +321,9 @@ def run_measures(presets: Sequence[MeasuresPreset], out, *, workers: int = 1, pr
         log(f"[{done[0]}/{len(todo)}] {net.task} m={net.m} T={net.T} n={net.n} seed={net.seed}: full test error "
             f"{new[0]['full_test_error']:.3f} ({time.perf_counter() - t0:.0f} s)")
 
-    if workers <= 1:
-        for key, (preset, net) in todo.items():
-            merge(key, _network_task(preset, net, str(out / "checkpoints")))
-    else:
-        run_tasks({key: (_network_task, (preset, net, str(out / "checkpoints"))) for key, (preset, net)
-                   in todo.items()}, merge, workers=workers, log=log)
+    bars = progress and workers <= 1  # a worker's bars would interleave in the parent's terminal
+    run_here_or_in_workers({key: (_network_task, (preset, net, str(out / "checkpoints"), bars))
+                            for key, (preset, net) in todo.items()}, merge, workers=workers, log=log)
     measures_report(out, presets=presets, wall_seconds=time.perf_counter() - t0 if todo else None)
     return rows
 

@@ -74,11 +74,15 @@ def _test_error(net, x, y) -> int:
         return int((net(x).argmax(-1) != y).sum())
 
 
+def _row_key(config: OccamConfig, method: str, k: int, L: int) -> str:
+    return config_key(replace(config, ks=(k,), levels=(L,))) + f"-{method}"
+
+
 def _row(config, method, k, L, quantized, x_t, y_t, **extra) -> Dict:
     wrong = _test_error(quantized, x_t, y_t)
     lo, hi = clopper_pearson(wrong, len(y_t), config.confidence)
     b = quantized.bound
-    return dict(row_key=config_key(replace(config, ks=(k,), levels=(L,))) + f"-{method}", method=method,
+    return dict(row_key=_row_key(config, method, k, L), method=method,
                 m=config.m, k=k, levels=L, seed=config.seed, n=b.n, bits=b.bits,
                 bits_integers=quantized.bits["integers"], bits_scales=quantized.bits["scales"],
                 train_error=b.train_error, occam_bound=b.bound, pinsker_bound=b.pinsker, trivial=b.trivial,
@@ -117,8 +121,11 @@ def run_occam(out, config: OccamConfig = OccamConfig(), *, log: Callable[[str], 
                                                            f"{config.seed}-{config.split_seed}.pt")
         s11 = s11_bound(full.rnn, full.readout, x, y, **bound_args)
         full_test = _test_error(full, x_t, y_t) / len(y_t)
+        stats = None
         for k in config.ks:
-            pruned = spectral_prune(full, x, k=k)
+            # one covariance pass serves every k
+            pruned = spectral_prune(full, None if stats is not None else x, k=k, covariance=stats)
+            stats = pruned.covariance
             s12 = s12_bound(full.rnn, full.readout, pruned.units, pruned.A, x, y, with_full=False, **bound_args)
             pruned_test = _test_error(pruned.model, x_t, y_t) / len(y_t)
             tuned = pruned.model
@@ -129,8 +136,7 @@ def run_occam(out, config: OccamConfig = OccamConfig(), *, log: Callable[[str], 
                    config.seed, ck / f"occam-dense-{config_key(config)}-{k}.pt")
             for L in config.levels:
                 for method, net in (("spectral + fine-tune", tuned), ("dense from scratch", dense)):
-                    key = config_key(replace(config, ks=(k,), levels=(L,))) + f"-{method}"
-                    if key in have:
+                    if _row_key(config, method, k, L) in have:
                         continue
                     qz = quantize_elman(net.rnn, net.readout, x, y, levels=L, epochs=config.qat_epochs,
                                         penalty=config.penalty, delta=config.delta, trivial=trivial,

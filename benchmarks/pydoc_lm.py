@@ -8,7 +8,8 @@ or word perplexity) for its rows to count. Each trained model is pruned to every
 :data:`benchmarks.demo.METHOD_TABLE` (one covariance pass over calibration windows of the training text), each
 pruned model is measured as pruned and (for the methods of :data:`FINETUNED`) after ``finetune_epochs`` of fine-tuning, and a dense model of width k is
 trained from scratch with the full model's budget. Rows record validation and test bits per token, parameters,
-multiply-accumulates per token and the measured inference speed (tokens per second on the test stream).
+multiply-accumulates per token and the measured inference speed (tokens per second on the test stream, timed once
+per width: every model of one width has the same shapes).
 
 ``DIR/pydoc_lm.csv`` (rows keyed by configuration; checkpoints cached; atomic writes) and ``DIR/pydoc_lm.md``
 with per-k tables and paired per-seed differences against spectral pruning (95% bootstrap intervals).
@@ -21,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -109,17 +110,11 @@ def _speed(model, ids: torch.Tensor, bptt: int, repeats: int = 3) -> float:
     return sum(x.numel() for x, _ in windows) / best
 
 
-def _corpus(level: str):
-    from benchmarks.pydoc_text import pydoc_corpus
-
-    return pydoc_corpus(level)
-
-
-def _new_model(lc: TextLMConfig, vocab: int, hidden: Optional[int] = None):
+def _new_model(lc: TextLMConfig, vocab: int):
     from benchmarks.language import RNNLanguageModel
 
     torch.manual_seed(lc.seed)
-    return RNNLanguageModel(vocab, lc.embed, hidden or lc.hidden, cell=lc.cell)
+    return RNNLanguageModel(vocab, lc.embed, lc.hidden, cell=lc.cell)
 
 
 def _train(model, lc: TextLMConfig, corpus, path: Path, epochs: int, progress: bool):
@@ -131,31 +126,41 @@ def _train(model, lc: TextLMConfig, corpus, path: Path, epochs: int, progress: b
 
 
 def _model_rows(preset: TextPreset, lc: TextLMConfig, out: str, progress: bool = False) -> List[Dict]:
-    """Every row of one trained model: the full model, each method at each k before and after fine-tuning, and
-    the dense models of width k."""
+    """Every row of one trained model, on one torch thread (here or in a worker alike): the full model, each method
+    at each k before and after fine-tuning, and the dense models of width k."""
+    from benchmarks.training import torch_threads
+
+    with torch_threads(1):
+        return _model_rows_here(preset, lc, Path(out), progress)
+
+
+def _model_rows_here(preset: TextPreset, lc: TextLMConfig, out: Path, progress: bool) -> List[Dict]:
     from benchmarks.demo import METHOD_TABLE
     from benchmarks.language import bptt_batches, train_language_model
+    from benchmarks.pydoc_text import pydoc_corpus
     from pruning import spectral_prune, time_mean_covariance
     from pruning.modules import count_macs, count_parameters
 
-    torch.set_num_threads(1)
-    out = Path(out)
     ck = out / "checkpoints"
-    corpus = _corpus(lc.level)
+    corpus = pydoc_corpus(lc.level)
     t0 = time.perf_counter()
     model = _train(_new_model(lc, corpus.vocab_size), lc, corpus, ck / f"lm-{config_key(lc)}.pt", lc.epochs,
                    progress)
     base = dict(model_key=config_key(lc), corpus=corpus.name, level=lc.level, cell=lc.cell, hidden=lc.hidden,
                 seed=lc.seed, python=lc.python)
 
+    speeds: Dict[int, float] = {}  # every model of one width has the same shapes: time the forward pass once
+
     def row(method: str, k: int, net, finetuned: bool, seconds: float, val: bool = False) -> Dict:
+        if k not in speeds:
+            speeds[k] = _speed(net, corpus.test, lc.bptt)
         return dict(base, row_key=f"{config_key(lc)}-{method}-{k}-{int(finetuned)}-{preset.finetune_epochs}",
                     method=method, k=k, finetuned=int(finetuned),
                     val_bits=bits_per_token(net, corpus.valid, lc.bptt) if val else math.nan,
                     test_bits=bits_per_token(net, corpus.test, lc.bptt),
                     params=count_parameters(net.embedding, net.rnn, net.readout),
                     macs_per_token=count_macs(net.rnn, 1, net.readout),
-                    tokens_per_s=_speed(net, corpus.test, lc.bptt), seconds=seconds)
+                    tokens_per_s=speeds[k], seconds=seconds)
 
     rows = [row("full network", lc.hidden, model, False, time.perf_counter() - t0, val=True)]
     windows = [x for x, _ in bptt_batches(corpus.train, 32, lc.bptt)][:-1]
@@ -194,7 +199,7 @@ def _configs(preset: TextPreset) -> List[TextLMConfig]:
 def run_pydoc_lm(preset: TextPreset, out, *, workers: int = 1, progress: bool = False,
                  log: Callable[[str], None] = print) -> List[Dict]:
     """Run every model of ``preset`` not yet in ``DIR/pydoc_lm.csv``, then write the report."""
-    from benchmarks.executor import run_tasks
+    from benchmarks.executor import run_here_or_in_workers
 
     out = Path(out)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -213,12 +218,9 @@ def run_pydoc_lm(preset: TextPreset, out, *, workers: int = 1, progress: bool = 
         log(f"{lc.cell} m={lc.hidden} seed={lc.seed}: full validation {new[0]['val_bits']:.3f} bits/token "
             f"({time.perf_counter() - t0:.0f} s)")
 
-    if workers <= 1:
-        for key, lc in todo.items():
-            merge(key, _model_rows(preset, lc, str(out), progress))
-    else:
-        run_tasks({key: (_model_rows, (preset, lc, str(out))) for key, lc in todo.items()}, merge, workers=workers,
-                  log=log)
+    bars = progress and workers <= 1  # a worker's bars would interleave in the parent's terminal
+    run_here_or_in_workers({key: (_model_rows, (preset, lc, str(out), bars)) for key, lc in todo.items()}, merge,
+                           workers=workers, log=log)
     pydoc_lm_report(out, preset)
     return rows
 

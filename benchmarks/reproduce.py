@@ -484,7 +484,7 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
     ``concurrent.futures.Executor`` (e.g. a Dask cluster, :func:`benchmarks.executor.dask_executor`). Tasks
     are retried when a worker dies; this process alone writes the table, a configuration once.
     """
-    from benchmarks.executor import run_tasks
+    from benchmarks.executor import run_here_or_in_workers
 
     out = Path(out)
     device = torch.device(device) if device is not None else default_device()
@@ -558,11 +558,7 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
     for phase in (tasks, later):  # distillation after the teachers exist (a pool would otherwise train them twice)
         if not phase:
             continue
-        if parallel:
-            run_tasks(phase, merge, executor=executor, workers=workers, log=log)
-        else:
-            for key, (fn, args) in phase.items():
-                merge(key, fn(*args))
+        run_here_or_in_workers(phase, merge, executor=executor, workers=workers, log=log)
     return [r for r in read_results(path) if r["row_key"] in planned]
 
 

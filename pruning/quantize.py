@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -157,7 +157,7 @@ def _errors(rnn, readout, x, y, batch: int = 1024) -> int:
 def quantize_elman(rnn: nn.RNN, readout: nn.Linear, x: torch.Tensor, y: torch.Tensor, *, levels: int = 3,
                    epochs: int = 80, lr: float = 1e-3, batch_size: int = 32, penalty: float = 0.3,
                    delta: float = 0.05, trivial: float = 1.0, seed: int = 0, check_every: int = 4,
-                   log: Optional[callable] = None) -> QuantizedElman:
+                   log: Optional[Callable[[str], None]] = None) -> QuantizedElman:
     """Quantization-aware fine-tuning of ``(rnn, readout)`` on ``(x, y)`` (the sample S of the O1 bound).
 
     ``epochs`` with learned scales, then ``epochs // 4`` more with the scales snapped to the grid; ``penalty``
