@@ -52,52 +52,55 @@ def _weight_matrix(sigma: np.ndarray, theta: float, Z) -> np.ndarray | None:
 def _greedy(sigma: np.ndarray, k: int, tau: float, theta: float, Z) -> list[int]:
     """S4: greedy forward selection, with the residual kept in factored form.
 
-    After t steps ``R = Sigma - G G^T`` with ``G = [r_1 / sqrt(s_1), ..., r_t / sqrt(s_t)]`` (m x t). The gain of a
-    candidate j is ``(R M R)_jj / (R_jj + tau)``, so only the two diagonals ``d = diag R`` and ``q = diag(R M R)`` are
-    kept. Adding unit j with column ``r = R_{:,j} = Sigma_{:,j} - G G_{j,:}^T``, ``s = R_jj + tau`` and
-    ``p = R M r = Sigma (M r) - G (G^T M r)`` changes them by
+    After t steps ``R = Sigma - F^T F`` with ``F`` holding the rows ``u_i = r_i / sqrt(s_i)`` (t x m). The gain of a
+    candidate j is ``(R M R)_jj / (R_jj + tau)``, so only two diagonals are kept: ``e = diag R + tau`` and
+    ``q = diag(R M R)``. Adding unit j with column ``r = R_{:,j} = Sigma_{:,j} - F^T F_{:,j}``, ``s = e_j`` and
+    ``p = R M r = Sigma (M r) - F^T (F M r)`` changes them, with ``u = r / sqrt(s)`` and ``c = u^T M u``, by
 
-        d <- d - r * r / s,        q <- q - 2 r * p / s + r * r * (r^T M r) / s^2
+        e <- e - u * u,        q <- q - u * (2 p / sqrt(s) - c u)
 
-    (the diagonals of ``R - r r^T / s`` and of its ``R M R``). Each step costs one product with Sigma and two with G,
-    O(m^2 + m t), plus ``O(m r)`` for ``M r = r + theta Z^T (Z r)``; memory is Sigma, G and O(m) vectors.
+    (the diagonals of ``R - r r^T / s`` and of its ``R M R``). Each step costs one product with Sigma and three with
+    F, O(m^2 + m t), plus ``O(m r)`` for ``M r = r + theta Z^T (Z r)``; memory is Sigma, F and O(m) vectors. The
+    elementwise updates write into preallocated vectors: at m = 1024 a step's dozen vector operations cost about as
+    much as its product with Sigma, so each saved temporary counts.
     """
     m = sigma.shape[0]
     sigma = np.ascontiguousarray(sigma, dtype=np.float64)
     z = None if Z is None or theta == 0.0 else _as_downstream(Z, m)
-    d = np.diag(sigma).copy()
+    e = np.diag(sigma) + tau
     # q = diag(Sigma M Sigma) = squared column norms of Sigma, plus theta times those of Z Sigma
     q = np.einsum("ij,ij->j", sigma, sigma)
     if z is not None:
         zs = z @ sigma
         q += theta * np.einsum("ij,ij->j", zs, zs)
         del zs
-    # the factor stored by rows (row t is r_t / sqrt(s_t)): every product below reads contiguous memory
+    # the factor stored by rows: every product below reads contiguous memory
     F = np.empty((k, m))
-    gain = np.empty(m)
+    gain, p, w = np.empty(m), np.empty(m), np.empty(m)
+    taken = np.zeros(m, dtype=bool)
     selected: list[int] = []
     for t in range(k):
-        np.add(d, tau, out=gain)
-        np.divide(q, gain, out=gain)
-        gain[selected] = -np.inf  # explicit: round-off may leave a selected unit's d + tau <= 0
-        j = int(np.argmax(gain))  # the first of equal gains, as before
+        np.divide(q, e, out=gain)
+        np.putmask(gain, taken, -np.inf)  # explicit: round-off may leave a selected unit's e_j <= 0
+        j = int(np.argmax(gain))  # the first of equal gains
         selected.append(j)
+        taken[j] = True
         Ft = F[:t]
         r = sigma[j] - Ft.T @ Ft[:, j]  # column j of R, read as row j (Sigma and R are symmetric)
-        s = d[j] + tau
+        root = float(np.sqrt(e[j]))  # NaN, as before, if round-off left e_j < 0
         Mr = r if z is None else r + theta * (z.T @ (z @ r))
-        p = sigma @ Mr  # (BLAS symv reads half of Sigma but ran 3-7 times slower here from m = 1536 on)
+        np.dot(sigma, Mr, out=p)  # (BLAS symv reads half of Sigma but ran 3-7 times slower here from m = 1536 on)
         if t:
             p -= Ft.T @ (Ft @ Mr)
-        rr = r * r
-        p *= r
-        p *= 2.0 / s
-        rr_scaled = rr * (float(r @ Mr) / (s * s))
+        u = F[t]
+        np.multiply(r, 1.0 / root, out=u)
+        np.multiply(u, float(u @ Mr) / root, out=w)  # c u, with c = u^T M u = (u^T M r) / sqrt(s)
+        p *= 2.0 / root
+        p -= w
+        p *= u
         q -= p
-        q += rr_scaled
-        rr /= s
-        d -= rr
-        F[t] = r / np.sqrt(s)
+        np.multiply(u, u, out=w)
+        e -= w
     return selected
 
 
