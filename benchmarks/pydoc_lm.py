@@ -2,11 +2,12 @@
 
 The corpus is ``pydoc_data.topics`` (:mod:`benchmarks.pydoc_text`: split by topic, characters or PTB-style words;
 its Python version and SHA-256 go into every report). For each cell (LSTM, GRU), width m and seed, a language model
-(embedding, one recurrent layer, untied linear decoder) is trained with Adam and the one-cycle schedule, keeping the
-epoch of best validation perplexity; it must meet the preset's floor on the validation split (bits per character,
+(embedding, one or more recurrent layers, a linear decoder, untied or tied to the embedding) is trained with Adam and
+the one-cycle schedule, keeping the epoch of best validation perplexity; it must meet the preset's floor on the validation split (bits per character,
 or word perplexity) for its rows to count. Each trained model is pruned to every k by every method of
-:data:`benchmarks.demo.METHOD_TABLE` (one covariance pass over calibration windows of the training text), each
-pruned model is measured as pruned and (for the methods of :data:`FINETUNED`) after ``finetune_epochs`` of fine-tuning, and a dense model of width k is
+:data:`benchmarks.demo.METHOD_TABLE` (one covariance pass over calibration windows of the training text, every layer of
+a stack measured on the original network) and by the published criteria of :data:`benchmarks.reproduce.CRITERION_TABLE`
+that apply to its units (APoZ counts ReLU zeros and is left out: these are LSTM/GRU models), each pruned model is measured as pruned and (for the methods of :data:`FINETUNED`) after ``finetune_epochs`` of fine-tuning, and a dense model of width k is
 trained from scratch with the full model's budget. Rows record validation and test bits per token, parameters,
 multiply-accumulates per token and the measured inference speed (tokens per second on the test stream, timed once
 per width: every model of one width has the same shapes).
@@ -20,14 +21,15 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
 
-from benchmarks.runio import atomic_write_text, config_key, read_results, train_or_load, write_csv_atomic
+from benchmarks.reproduce import CRITERION_TABLE
+from benchmarks.runio import ADDED, atomic_write_text, config_key, read_results, train_or_load, write_csv_atomic
 
 __all__ = ["TextLMConfig", "TextPreset", "TEXT_PRESETS", "run_pydoc_lm", "pydoc_lm_report", "bits_per_token"]
 
@@ -47,6 +49,8 @@ class TextLMConfig:
     bptt: int = 100
     min_count: int = 3
     python: str = ""  # the corpus changes with the Python version; a model is keyed by it
+    num_layers: int = field(default=1, metadata=ADDED)
+    tied: bool = field(default=False, metadata=ADDED)  # decoder weight shared with the embedding (embed == hidden)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class TextPreset:
     embed: int = 64
     bptt: int = 100
     calibration_windows: int = 256
+    num_layers: int = 1
+    tied: bool = False  # needs embed == every width; a dense model of width k then has embedding width k
 
     def floor_text(self) -> str:
         return (f"validation bits per character <= {self.floor:g}" if self.level == "char"
@@ -80,8 +86,19 @@ TEXT_PRESETS: Dict[str, TextPreset] = {
     # cores did not fit the session that made the report)
     "char-wide": TextPreset("char-wide", "char", cells=("GRU",), widths=(512,), ks=(64, 128), seeds=(0, 1, 2),
                             epochs=10, floor=2.3),
+    # words (PTB-style: lower case, <unk> below 3 occurrences, <eos> per line; 1,526 words on Python 3.11), windows of
+    # 35 tokens as for PTB. Floor and epochs set from one pilot LSTM per preset (seed 0, validation only): the
+    # one-layer model reached perplexity 23.5 at its 8th epoch, the two-layer tied one 17.6 at its 5th of 8
+    "word": TextPreset("word", "word", cells=("LSTM", "GRU"), widths=(256,), ks=(32, 64, 128), seeds=(0, 1, 2, 3, 4),
+                       epochs=8, floor=30.0, bptt=35),
+    "word-deep": TextPreset("word-deep", "word", cells=("LSTM", "GRU"), widths=(256,), ks=(64, 128),
+                            seeds=(0, 1, 2, 3, 4), epochs=8, floor=30.0, bptt=35, embed=256, num_layers=2, tied=True),
 }
 
+
+#: The published criteria of the classification reports that apply to a language model's LSTM/GRU units (APoZ counts
+#: the zeros of ReLU units): (label, criterion of :data:`pruning.criteria.CRITERIA`, reconstruct with A_J).
+LM_CRITERIA = tuple(c for c in CRITERION_TABLE if c[1] != "apoz")
 
 #: The methods whose pruned models are also fine-tuned (every method is measured as pruned): spectral pruning with
 #: and without its reconstruction and the two simplest baselines with reconstruction, to fit a CPU budget.
@@ -114,7 +131,7 @@ def _new_model(lc: TextLMConfig, vocab: int):
     from benchmarks.language import RNNLanguageModel
 
     torch.manual_seed(lc.seed)
-    return RNNLanguageModel(vocab, lc.embed, lc.hidden, cell=lc.cell)
+    return RNNLanguageModel(vocab, lc.embed, lc.hidden, cell=lc.cell, num_layers=lc.num_layers, tied=lc.tied)
 
 
 def _train(model, lc: TextLMConfig, corpus, path: Path, epochs: int, progress: bool):
@@ -138,8 +155,9 @@ def _model_rows_here(preset: TextPreset, lc: TextLMConfig, out: Path, progress: 
     from benchmarks.demo import METHOD_TABLE
     from benchmarks.language import bptt_batches, train_language_model
     from benchmarks.pydoc_text import pydoc_corpus
-    from pruning import spectral_prune, time_mean_covariance
-    from pruning.modules import count_macs, count_parameters
+    from pruning import layer_covariances, spectral_prune
+    from pruning.criteria import prune_by_criterion
+    from pruning.modules import as_layers, count_macs, count_parameters
 
     ck = out / "checkpoints"
     corpus = pydoc_corpus(lc.level)
@@ -163,14 +181,22 @@ def _model_rows_here(preset: TextPreset, lc: TextLMConfig, out: Path, progress: 
                     tokens_per_s=speeds[k], seconds=seconds)
 
     rows = [row("full network", lc.hidden, model, False, time.perf_counter() - t0, val=True)]
-    windows = [x for x, _ in bptt_batches(corpus.train, 32, lc.bptt)][:-1]
-    calib = torch.cat(windows)[: preset.calibration_windows]
-    stats = time_mean_covariance(model.rnn, calib, input_transform=model.rnn_inputs)
+    windows = list(bptt_batches(corpus.train, 32, lc.bptt))[:-1]
+    calib = torch.cat([x for x, _ in windows])[: preset.calibration_windows]
+    # one pass for every layer of the original network (a stack is pruned with these: covariance_mode "original")
+    grid = layer_covariances(as_layers(model.rnn), calib, input_transform=model.rnn_inputs)
+    stats = grid[0][0] if len(grid) == 1 else grid
+    scores = _criterion_scores(model, calib, torch.cat([y for _, y in windows])[: preset.calibration_windows])
     for k in preset.ks:
-        for label, method, recon in METHOD_TABLE:
+        prunings = [(label, lambda method=method, recon=recon: spectral_prune(
+            model, None, k, covariance=stats, method=method, reconstruct=recon, seed=lc.seed).model)
+            for label, method, recon in METHOD_TABLE]
+        prunings += [(label, lambda crit=crit, recon=recon: prune_by_criterion(
+            model, None, k, method=crit, reconstruct=recon, scores=scores[crit], covariance=grid).model)
+            for label, crit, recon in LM_CRITERIA]
+        for label, prune in prunings:
             t1 = time.perf_counter()
-            pruned = spectral_prune(model, None, k, covariance=stats, method=method, reconstruct=recon,
-                                    seed=lc.seed).model
+            pruned = prune()
             rows.append(row(label, k, pruned, False, time.perf_counter() - t1))
             if preset.finetune_epochs and label in FINETUNED:
                 tuned = copy.deepcopy(pruned)
@@ -180,11 +206,22 @@ def _model_rows_here(preset: TextPreset, lc: TextLMConfig, out: Path, progress: 
                 rows.append(row(label, k, tuned, True, time.perf_counter() - t1))
         t1 = time.perf_counter()
         # keyed by the dense model's own configuration: every width m pruned to k shares it
-        dense_lc = replace(lc, hidden=k)
+        dense_lc = replace(lc, hidden=k, embed=k if lc.tied else lc.embed)
         dense = _train(_new_model(dense_lc, corpus.vocab_size), dense_lc, corpus,
                        ck / f"lm-dense-{config_key(dense_lc)}.pt", lc.epochs, progress)
         rows.append(row("dense from scratch", k, dense, False, time.perf_counter() - t1, val=True))
     return rows
+
+
+def _criterion_scores(model, tokens: torch.Tensor, targets: torch.Tensor) -> Dict[str, list]:
+    """The scores of every criterion of :data:`LM_CRITERIA` on the calibration windows (token ids, and the next token
+    of every step for the Taylor criterion's loss: the model's own next-token cross-entropy at every step)."""
+    from pruning.criteria import CRITERIA
+
+    with torch.no_grad():
+        inputs = model.rnn_inputs(tokens)
+    return {crit: CRITERIA[crit].scores((model.rnn, model.readout), inputs, targets=targets, steps="all")
+            for crit in dict.fromkeys(c for _, c, _ in LM_CRITERIA)}
 
 
 def _configs(preset: TextPreset) -> List[TextLMConfig]:
@@ -192,7 +229,7 @@ def _configs(preset: TextPreset) -> List[TextLMConfig]:
 
     py = sys.version.split()[0]
     return [TextLMConfig(preset.level, cell, m, seed, embed=preset.embed, epochs=preset.epochs, bptt=preset.bptt,
-                         python=py)
+                         python=py, num_layers=preset.num_layers, tied=preset.tied)
             for cell in preset.cells for m in preset.widths for seed in preset.seeds]
 
 
@@ -225,6 +262,13 @@ def run_pydoc_lm(preset: TextPreset, out, *, workers: int = 1, progress: bool = 
     return rows
 
 
+def _architecture(preset: TextPreset) -> str:
+    layers = "One-layer models" if preset.num_layers == 1 else f"{preset.num_layers}-layer models"
+    decoder = ("decoder tied to the embedding (untied once pruned: it becomes V A; a dense model of width k has "
+               "embedding width k)" if preset.tied else "untied decoder")
+    return f"{layers}, embedding {preset.embed}, {decoder}"
+
+
 def pydoc_lm_report(out, preset: TextPreset) -> Path:
     """``DIR/pydoc_lm.md`` from ``DIR/pydoc_lm.csv``: floors, per-k tables and paired differences."""
     from benchmarks.paired import paired_difference
@@ -239,8 +283,8 @@ def pydoc_lm_report(out, preset: TextPreset) -> Path:
     met = lambda r: (r["val_bits"] <= preset.floor if preset.level == "char" else 2 ** r["val_bits"] <= preset.floor)
     lines = [f"# Language models on pydoc text ({preset.level} level)", "",
              f"Corpus: `pydoc_data.topics` of Python {prov['python']} (SHA-256 `{prov['sha256'][:16]}...`), split "
-             f"by topic; {unit} (log2 perplexity) on the validation and test splits. One-layer models, embedding "
-             f"{preset.embed}, untied decoder, {preset.epochs} epochs of Adam (one-cycle, lr 3e-3, batch 64, "
+             f"by topic; {unit} (log2 perplexity) on the validation and test splits. {_architecture(preset)}, "
+             f"{preset.epochs} epochs of Adam (one-cycle, lr 3e-3, batch 64, "
              f"windows of {preset.bptt} tokens), best validation epoch kept. Pruned models are measured as pruned "
              f"and after {preset.finetune_epochs} epoch(s) of fine-tuning (lr 1e-3); dense models of width k get "
              f"the full model's training. Floor: {preset.floor_text()}.", ""]

@@ -156,8 +156,10 @@ def count_macs(rnn: nn.Module, T: int = 1, readout: Optional[nn.Linear] = None, 
 
 
 def count_parameters(*modules: nn.Module) -> int:
-    """Total number of parameters of the given modules."""
-    return int(sum(p.numel() for mod in modules for p in mod.parameters()))
+    """Total number of parameters of the given modules, a tensor shared between them (a decoder tied to its
+    embedding) counted once."""
+    distinct = {id(p): p for mod in modules for p in mod.parameters()}
+    return int(sum(p.numel() for p in distinct.values()))
 
 
 def module_summary(rnn: nn.Module) -> dict:

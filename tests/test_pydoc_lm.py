@@ -97,3 +97,52 @@ def test_training_lowers_the_bits_on_a_learnable_stream():
     before = bits_per_token(model, ids, 20)
     train_language_model(model, ids, epochs=2, batch_size=8, bptt=20, progress=False)
     assert bits_per_token(model, ids, 20) < before
+
+
+def test_criterion_pruning_of_a_tied_stack_leaves_the_original_model_intact():
+    """prune_by_criterion on a two-layer tied model: the pruned copy's decoder is V A (untied, width k), its embedding
+    is the original one, and the original model still shares one tensor between embedding and decoder."""
+    from benchmarks.pydoc_lm import _criterion_scores
+    from pruning import layer_covariances
+    from pruning.criteria import prune_by_criterion
+    from pruning.modules import as_layers
+
+    torch.manual_seed(4)
+    model = RNNLanguageModel(30, 12, 12, cell="GRU", num_layers=2, tied=True)
+    before = model.embedding.weight.detach().clone()
+    ids = torch.randint(0, 30, (2000,))
+    windows = list(bptt_batches(ids, 8, 20))[:-1]
+    x, y = torch.cat([w for w, _ in windows]), torch.cat([t for _, t in windows])
+    grid = layer_covariances(as_layers(model.rnn), x, input_transform=model.rnn_inputs)
+    scores = _criterion_scores(model, x, y)
+    assert set(scores) == {"taylor", "mean_activation", "geometric_median"}
+    for crit, s in scores.items():
+        pruned = prune_by_criterion(model, None, 5, method=crit, scores=s, covariance=grid).model
+        assert [layer.hidden_size for layer in as_layers(pruned.rnn)] == [5, 5]
+        assert pruned.readout.weight.shape == (30, 5)
+        assert torch.equal(pruned.embedding.weight, before)
+        assert pruned(ids[:40].view(2, 20)).shape == (2, 20, 30)
+    assert model.readout.weight is model.embedding.weight and torch.equal(model.embedding.weight, before)
+
+
+def test_a_two_layer_tied_word_preset_end_to_end(tmp_path):
+    """Every method (spectral, baselines, criteria) on a two-layer tied word-level GRU; parameter counts against a
+    count of the tensors, a tied tensor counted once (the dense model of width k has embedding width k)."""
+    from benchmarks.pydoc_lm import LM_CRITERIA, TextPreset, pydoc_lm_report
+    from benchmarks.pydoc_text import pydoc_corpus
+
+    preset = TextPreset("t", "word", cells=("GRU",), widths=(12,), ks=(6,), seeds=(0,), epochs=1, floor=1e9, embed=12,
+                        bptt=20, calibration_windows=16, num_layers=2, tied=True)
+    rows = run_pydoc_lm(preset, tmp_path, log=lambda _: None)
+    v = pydoc_corpus("word").vocab_size
+    gru = lambda d, k: 3 * (k * (d + k) + 2 * k)
+    expected = {"full network": v * 12 + gru(12, 12) + gru(12, 12) + v,  # tied: the decoder's weight is the embedding
+                "dense from scratch": v * 6 + gru(6, 6) + gru(6, 6) + v}
+    pruned_count = v * 12 + gru(12, 6) + gru(6, 6) + v * 6 + v  # untied once pruned
+    methods = {r["method"] for r in rows}
+    assert {label for label, _, _ in LM_CRITERIA} <= methods and "spectral" in methods
+    for r in rows:
+        assert r["params"] == expected.get(r["method"], pruned_count), r["method"]
+        assert 0 < r["test_bits"] < math.log2(v) + 1
+    text = pydoc_lm_report(tmp_path, preset).read_text()
+    assert "2-layer models, embedding 12, decoder tied to the embedding" in text

@@ -1,0 +1,98 @@
+"""Training curves of a run's full network (``python -m benchmarks training-curve DIR --width M --seed S``): the
+network of one width and seed of the run's preset (read from ``DIR/run.json``) trained again from its configuration with the per-epoch history kept (training loss, validation accuracy and
+loss), written as ``DIR/training_curve-m<M>-s<S>.csv`` and a figure beside it. Training is deterministic on a fixed
+thread count, so where the run directory holds the network's checkpoint, the retrained weights are compared with it
+and the answer is recorded: the curve is the history of the network the report measured, not of a look-alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+import dataclasses
+
+from benchmarks.reproduce import Preset, _model_config, _new_model, load_task
+from benchmarks.runio import atomic_write_text, config_key, write_csv_atomic
+from benchmarks.training import TrainConfig, accuracy, train_classifier
+
+__all__ = ["training_curve", "preset_of_run"]
+
+
+def preset_of_run(out) -> Preset:
+    """The preset a run directory was made with (``DIR/run.json``; JSON lists back to tuples, fields this version of
+    :class:`Preset` does not know are refused by name rather than dropped)."""
+    from benchmarks.runrecord import read_run_record
+
+    saved = dict(read_run_record(out)["preset"])
+    known = {f.name for f in dataclasses.fields(Preset)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise ValueError(f"out: {out}/run.json has preset fields this version does not know: {unknown}")
+
+    def tuples(v):
+        return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+
+    fields = {k: tuples(v) for k, v in saved.items()}
+    fields["train"] = TrainConfig(**saved["train"])
+    return Preset(**fields)
+
+
+def training_curve(preset: Preset, out, *, width: int, seed: int, mnist_dir: Optional[Path] = None,
+                   progress: bool = False) -> Dict:
+    """Retrain the full network (``width``, ``seed``) of ``preset`` keeping its history; write the curve under
+    ``out``; return a summary: best epoch, training/validation/test accuracy of the kept weights, and whether they
+    equal the checkpoint in ``out/checkpoints`` (None when there is none)."""
+    out = Path(out)
+    data = load_task(preset, mnist_dir)
+    mc = _model_config(preset, width, seed)
+    model = _new_model(mc, data, "cpu")
+    history = train_classifier(model, data.x_train, data.y_train, mc.train, seed=seed, progress=progress,
+                               val=data.val)
+    model.eval()
+    ckpt = out / "checkpoints" / f"rnn-{config_key(mc)}.pt"
+    same = None
+    if ckpt.exists():
+        saved = torch.load(ckpt, weights_only=True)
+        same = all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    rows = [dict(epoch=e + 1, train_loss=l, val_accuracy=a, val_loss=vl)
+            for e, (l, a, vl) in enumerate(zip(history.loss, history.val_accuracy, history.val_loss))]
+    stem = f"training_curve-m{width}-s{seed}"
+    write_csv_atomic(out / f"{stem}.csv", rows)
+    summary = dict(width=width, seed=seed, epochs=len(rows), best_epoch=history.best_epoch + 1,
+                   train_accuracy=accuracy(model, data.x_train, data.y_train),
+                   val_accuracy=accuracy(model, *data.val), test_accuracy=accuracy(model, data.x_test, data.y_test),
+                   equals_checkpoint=same)
+    _plot(rows, summary, out / f"{stem}.png", title=f"{data.name}, {mc.cell if mc.cell != 'RNN' else 'IRNN'} "
+                                                     f"{width}, seed {seed}")
+    atomic_write_text(out / f"{stem}.md", "| " + " | ".join(summary) + " |\n|" + "---|" * len(summary) + "\n| "
+                      + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in summary.values()) + " |\n")
+    return summary
+
+
+def _plot(rows, summary, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(epochs, [r["val_accuracy"] for r in rows], label="validation accuracy", color="black")
+    ax.axvline(summary["best_epoch"], color="grey", linestyle=":", label=f"kept epoch {summary['best_epoch']}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [r["train_loss"] for r in rows], label="training loss", color="tab:blue", alpha=0.7)
+    ax2.plot(epochs, [r["val_loss"] for r in rows], label="validation loss", color="tab:orange", alpha=0.7)
+    ax2.set_ylabel("cross-entropy")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
