@@ -3,12 +3,13 @@
 The corpus is ``pydoc_data.topics`` (:mod:`benchmarks.pydoc_text`: split by topic, characters or PTB-style words;
 its Python version and SHA-256 go into every report). For each cell (LSTM, GRU), width m and seed, a language model
 (embedding, one or more recurrent layers, a linear decoder, untied or tied to the embedding) is trained with Adam and
-the one-cycle schedule, keeping the epoch of best validation perplexity; it must meet the preset's floor on the validation split (bits per character,
-or word perplexity) for its rows to count. Each trained model is pruned to every k by every method of
+the one-cycle schedule, keeping the epoch of best validation perplexity; it must meet the preset's floor on the
+validation split (bits per character, or word perplexity) for its rows to count. Each trained model is pruned to every k by every method of
 :data:`benchmarks.demo.METHOD_TABLE` (one covariance pass over calibration windows of the training text, every layer of
 a stack measured on the original network) and by the published criteria of :data:`benchmarks.reproduce.CRITERION_TABLE`
-that apply to its units (APoZ counts ReLU zeros and is left out: these are LSTM/GRU models), each pruned model is measured as pruned and (for the methods of :data:`FINETUNED`) after ``finetune_epochs`` of fine-tuning, and a dense model of width k is
-trained from scratch with the full model's budget. Rows record validation and test bits per token, parameters,
+that apply to its units (APoZ counts ReLU zeros and is left out: these are LSTM/GRU models). Each pruned model is
+measured as pruned and (for the methods of :data:`FINETUNED`) after ``finetune_epochs`` of fine-tuning, and a dense
+model of width k is trained from scratch with the full model's budget. Rows record validation and test bits per token, parameters,
 multiply-accumulates per token and the measured inference speed (tokens per second on the test stream, timed once
 per width: every model of one width has the same shapes).
 
@@ -185,11 +186,10 @@ def _model_rows_here(preset: TextPreset, lc: TextLMConfig, out: Path, progress: 
     calib = torch.cat([x for x, _ in windows])[: preset.calibration_windows]
     # one pass for every layer of the original network (a stack is pruned with these: covariance_mode "original")
     grid = layer_covariances(as_layers(model.rnn), calib, input_transform=model.rnn_inputs)
-    stats = grid[0][0] if len(grid) == 1 else grid
     scores = _criterion_scores(model, calib, torch.cat([y for _, y in windows])[: preset.calibration_windows])
     for k in preset.ks:
         prunings = [(label, lambda method=method, recon=recon: spectral_prune(
-            model, None, k, covariance=stats, method=method, reconstruct=recon, seed=lc.seed).model)
+            model, None, k, covariance=grid, method=method, reconstruct=recon, seed=lc.seed).model)
             for label, method, recon in METHOD_TABLE]
         prunings += [(label, lambda crit=crit, recon=recon: prune_by_criterion(
             model, None, k, method=crit, reconstruct=recon, scores=scores[crit], covariance=grid).model)
