@@ -146,6 +146,27 @@ def _size_table(rows: Sequence[Dict]) -> str:
     return "\n".join(lines)
 
 
+def variant_paired_table(rows: Sequence[Dict], hidden: int) -> str:
+    """Per (T, n) variant and k at width ``hidden``: spectral pruning against the best other pruning method (by
+    median), with their paired per-seed difference and its 95% bootstrap interval, as in :func:`summary_table`."""
+    rows = [r for r in rows if int(r["hidden"]) == hidden and _is_number(r.get("test_accuracy"))]
+    variants = sorted({(int(r["seq_len"]), int(r["n_train"])) for r in rows}, key=lambda v: (-v[1], -v[0]))
+    lines = ["| T | n | k | full | spectral | best other pruning method | other - spectral [95% CI] | verdict |",
+             "|" + "---|" * 8]
+    for T, n in variants:
+        group = [r for r in rows if (int(r["seq_len"]), int(r["n_train"])) == (T, n)]
+        methods = [m for m in _compared(group) if m not in TRAINED_BASELINES]
+        full = [r["test_accuracy"] for r in group if r["method"] == "full network"]
+        paired = paired_table_rows(group, hidden=hidden, methods=methods)
+        for k in sorted({p["k"] for p in paired}):
+            best = max((p for p in paired if p["k"] == k), key=lambda p: p["median"])
+            d = best["diff"]
+            lines.append(f"| {T} | {n} | {k} | {np.median(full):.3f} | {best['reference_median']:.3f} | "
+                         f"{best['method']} ({best['median']:.3f}) | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | "
+                         f"{_verdict(d)} |")
+    return "\n".join(lines)
+
+
 def _compared(rows: Sequence[Dict]) -> List[str]:
     """The methods compared with spectral pruning: every method of the rows but the settings sweep and the full
     network."""
@@ -396,7 +417,10 @@ def write_report(out: Path, rows: Sequence[Dict], *, title: str, seeds: Sequence
                   "The same task re-read with consecutive input steps grouped into one (length T, T0 / T inputs "
                   "per step), or trained on n sequences drawn per seed; the first rows are the task as it is. Median test "
                   "accuracy (min-max) over seeds; the full network's value is repeated in every column.", "",
-                  variant_table([r for r in all_rows if int(r["hidden"]) == m0], m0), ""]
+                  variant_table([r for r in all_rows if int(r["hidden"]) == m0], m0), "",
+                  "Per variant and k, spectral pruning against the best other pruning method of the run (by median), "
+                  "paired by seed (the variants have no network trained at width k):", "",
+                  variant_paired_table([r for r in all_rows if int(r["hidden"]) == m0], m0), ""]
     parts += _curve_lines(rows, widths)
     parts += ["## Size after pruning", "", _size_table(rows), ""]
     lm = [r for r in rows if _is_number(r.get("test_perplexity"))]

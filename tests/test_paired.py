@@ -100,3 +100,27 @@ def test_the_summary_names_the_best_pruning_method_beside_the_networks_trained_a
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[5] == "dense from scratch (0.890)" and cells[7] == "spectral loses"
     assert cells[8] == "magnitude (0.750)" and cells[9].startswith(f"{np.mean([-0.10, -0.02, -0.10]):+.3f}")
+
+
+def test_the_variant_table_pairs_within_each_sequence_length_and_sample_size():
+    """Each (T, n) variant is paired on its own networks: the best other pruning method by median at each k, its mean
+    paired difference recomputed by hand; a dense baseline (base task only) never enters."""
+    from benchmarks.report import variant_paired_table
+
+    def row(method, k, seed, acc, T, n):
+        return dict(_row(method, k, seed, acc), seq_len=T, n_train=n)
+
+    rows = []
+    for T, n, spec, energy, mag in ((64, 500, [0.80, 0.82, 0.85], [0.70, 0.80, 0.75], [0.60, 0.65, 0.62]),
+                                    (16, 500, [0.50, 0.55, 0.60], [0.58, 0.61, 0.66], [0.10, 0.20, 0.15])):
+        rows += [row("full network", 64, s, 0.9, T, n) for s in range(3)]
+        rows += [row("spectral", 16, s, a, T, n) for s, a in enumerate(spec)]
+        rows += [row("energy", 16, s, a, T, n) for s, a in enumerate(energy)]
+        rows += [row("magnitude + recon.", 16, s, a, T, n) for s, a in enumerate(mag)]
+    rows += [row("dense from scratch", 16, s, 0.99, 64, 500) for s in range(3)]
+    lines = [line for line in variant_paired_table(rows, 64).splitlines() if line.startswith("| 64 |")
+             or line.startswith("| 16 |")]
+    assert len(lines) == 2
+    long, short = ([c.strip() for c in line.strip("|").split("|")] for line in lines)
+    assert long[5] == "energy (0.750)" and long[6].startswith(f"{np.mean([-0.10, -0.02, -0.10]):+.3f}")
+    assert short[5] == "energy (0.610)" and short[6].startswith(f"{np.mean([0.08, 0.06, 0.06]):+.3f}")
