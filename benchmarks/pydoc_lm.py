@@ -9,9 +9,9 @@ validation split (bits per character, or word perplexity) for its rows to count.
 a stack measured on the original network) and by the published criteria of :data:`benchmarks.reproduce.CRITERION_TABLE`
 that apply to its units (APoZ counts ReLU zeros and is left out: these are LSTM/GRU models). Each pruned model is
 measured as pruned and (for the methods of :data:`FINETUNED`) after ``finetune_epochs`` of fine-tuning, and a dense
-model of width k is trained from scratch with the full model's budget. Rows record validation and test bits per token, parameters,
-multiply-accumulates per token and the measured inference speed (tokens per second on the test stream, timed once
-per width: every model of one width has the same shapes).
+model of width k is trained from scratch with the full model's budget. Rows record validation and test bits per token,
+parameters, multiply-accumulates per token and the measured inference speed (tokens per second on the test stream,
+timed once per shape: width and embedding width).
 
 ``DIR/pydoc_lm.csv`` (rows keyed by configuration; checkpoints cached; atomic writes) and ``DIR/pydoc_lm.md``
 with per-k tables and paired per-seed differences against spectral pruning (95% bootstrap intervals).
@@ -168,18 +168,21 @@ def _model_rows_here(preset: TextPreset, lc: TextLMConfig, out: Path, progress: 
     base = dict(model_key=config_key(lc), corpus=corpus.name, level=lc.level, cell=lc.cell, hidden=lc.hidden,
                 seed=lc.seed, python=lc.python)
 
-    speeds: Dict[int, float] = {}  # every model of one width has the same shapes: time the forward pass once
+    # models of the same shapes run alike: time the forward pass once per shape (a pruned tied model keeps the full
+    # embedding width, the dense model of width k of a tied preset has embedding width k)
+    speeds: Dict[Tuple[int, ...], float] = {}
 
     def row(method: str, k: int, net, finetuned: bool, seconds: float, val: bool = False) -> Dict:
-        if k not in speeds:
-            speeds[k] = _speed(net, corpus.test, lc.bptt)
+        shape = (k, net.embedding.embedding_dim)
+        if shape not in speeds:
+            speeds[shape] = _speed(net, corpus.test, lc.bptt)
         return dict(base, row_key=f"{config_key(lc)}-{method}-{k}-{int(finetuned)}-{preset.finetune_epochs}",
                     method=method, k=k, finetuned=int(finetuned),
                     val_bits=bits_per_token(net, corpus.valid, lc.bptt) if val else math.nan,
                     test_bits=bits_per_token(net, corpus.test, lc.bptt),
                     params=count_parameters(net.embedding, net.rnn, net.readout),
                     macs_per_token=count_macs(net.rnn, 1, net.readout),
-                    tokens_per_s=speeds[k], seconds=seconds)
+                    tokens_per_s=speeds[shape], seconds=seconds)
 
     rows = [row("full network", lc.hidden, model, False, time.perf_counter() - t0, val=True)]
     windows = list(bptt_batches(corpus.train, 32, lc.bptt))[:-1]

@@ -146,3 +146,24 @@ def test_a_two_layer_tied_word_preset_end_to_end(tmp_path):
         assert 0 < r["test_bits"] < math.log2(v) + 1
     text = pydoc_lm_report(tmp_path, preset).read_text()
     assert "2-layer models, embedding 12, decoder tied to the embedding" in text
+
+
+def test_speeds_are_timed_per_shape(tmp_path, monkeypatch):
+    """A tied preset's dense model of width k has embedding width k, the pruned models of width k the full one: their
+    forward passes are timed separately (one timing per shape), never shared."""
+    import benchmarks.pydoc_lm as lm
+    from benchmarks.pydoc_lm import TextPreset
+
+    timed = []
+
+    def fake_speed(model, ids, bptt, repeats=3):
+        timed.append((model.rnn.hidden_size, model.embedding.embedding_dim))
+        return float(len(timed))
+
+    monkeypatch.setattr(lm, "_speed", fake_speed)
+    preset = TextPreset("t", "word", cells=("GRU",), widths=(12,), ks=(6,), seeds=(0,), epochs=1, floor=1e9, embed=12,
+                        bptt=20, calibration_windows=16, num_layers=2, tied=True, finetune_epochs=0)
+    rows = run_pydoc_lm(preset, tmp_path, log=lambda _: None)
+    assert sorted(timed) == [(6, 6), (6, 12), (12, 12)]
+    speed = {(r["method"], r["k"]): r["tokens_per_s"] for r in rows}
+    assert speed[("dense from scratch", 6)] != speed[("spectral", 6)] == speed[("random + recon.", 6)]
