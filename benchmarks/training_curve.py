@@ -1,19 +1,22 @@
-"""Training curves of a run's full network (``python -m benchmarks training-curve DIR --width M --seed S``): the
-network of one width and seed of the run's preset (read from ``DIR/run.json``) trained again from its configuration with the per-epoch history kept (training loss, validation accuracy and
-loss), written as ``DIR/training_curve-m<M>-s<S>.csv`` and a figure beside it. Training is deterministic on a fixed
-thread count, so where the run directory holds the network's checkpoint, the retrained weights are compared with it
-and the answer is recorded: the curve is the history of the network the report measured, not of a look-alike."""
+"""Training curves of a run's full network (``python -m benchmarks training-curve DIR --width M --seed S``).
+
+The network of one width and seed of the run's preset (read from ``DIR/run.json``) is trained again, on the CPU, from
+its configuration with the per-epoch history kept (training loss, validation accuracy and loss), written as
+``DIR/training_curve-m<M>-s<S>.csv`` with a figure and a summary beside it. Training is deterministic on one kind of
+CPU and a fixed thread count, so where the run directory holds the network's checkpoint, the retrained weights are
+compared with it and the answer is recorded: the curve is the history of the network the report measured, not of a
+look-alike. :func:`flat_baselines` (``python -m benchmarks flat-baselines DIR``) says how far the task's data allow.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 
-import dataclasses
-
-from benchmarks.reproduce import Preset, _model_config, _new_model, load_task
+from benchmarks.reproduce import Preset, _model_config, _new_model, load_task, network_label
 from benchmarks.runio import atomic_write_text, config_key, write_csv_atomic
 from benchmarks.training import TrainConfig, accuracy, train_classifier
 
@@ -64,8 +67,7 @@ def training_curve(preset: Preset, out, *, width: int, seed: int, mnist_dir: Opt
                    train_accuracy=accuracy(model, data.x_train, data.y_train),
                    val_accuracy=accuracy(model, *data.val), test_accuracy=accuracy(model, data.x_test, data.y_test),
                    equals_checkpoint=same)
-    _plot(rows, summary, out / f"{stem}.png", title=f"{data.name}, {mc.cell if mc.cell != 'RNN' else 'IRNN'} "
-                                                     f"{width}, seed {seed}")
+    _plot(rows, summary, out / f"{stem}.png", title=f"{data.name}, {network_label(mc)} {width}, seed {seed}")
     atomic_write_text(out / f"{stem}.md", "| " + " | ".join(summary) + " |\n|" + "---|" * len(summary) + "\n| "
                       + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in summary.values()) + " |\n")
     return summary

@@ -326,6 +326,10 @@ def test_fields_added_to_a_configuration_keep_the_keys_made_before_them():
     blob = {"type": "RowConfig", **dataclasses.asdict(row)}
     for f in ("finetune_curve", "distill_temperatures"):  # the key as it was computed before these fields existed
         blob.pop(f)
+    blob["model"]["train"].pop("weight_decay")  # a field of the nested training configuration, added later still
     before = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
     assert config_key(row) == before
     assert config_key(dataclasses.replace(row, finetune_curve=(1,))) != before
+    decayed = dataclasses.replace(mc, train=dataclasses.replace(mc.train, optimizer="adamw", weight_decay=0.01))
+    assert config_key(dataclasses.replace(row, model=decayed)) != config_key(
+        dataclasses.replace(row, model=dataclasses.replace(mc, train=dataclasses.replace(mc.train, optimizer="adamw"))))
