@@ -20,6 +20,16 @@ def _int_tuple(text: str):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
 
 
+def _positive_float_tuple(text: str):
+    try:
+        values = tuple(float(v) for v in text.split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    if any(not (v > 0 and v < float("inf")) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers > 0, got {text!r}")
+    return values
+
+
 def _workers(text: str) -> int:
     """``auto`` (0 here: resolved by :func:`_resolve_workers`) or a positive integer."""
     if text == "auto":
@@ -96,6 +106,12 @@ def main(argv=None) -> int:
                      help="override the preset's recurrent cell (RNN: Elman, see --nonlinearity)")
     rep.add_argument("--finetune-epochs", type=int, default=None,
                      help="also fine-tune each pruned network this many epochs (default 0: no fine-tuning)")
+    rep.add_argument("--finetune-curve", type=_int_tuple, default=None,
+                     help="comma-separated fine-tuning budgets in epochs, each pruned network fine-tuned separately "
+                          "for each (e.g. 1,2,5,10; '' for none)")
+    rep.add_argument("--distill-temperatures", type=_positive_float_tuple, default=None,
+                     help="comma-separated temperatures: also train dense width-k students on the full network's "
+                          "soft targets, keeping the temperature best on validation (e.g. 2,4; '' for none)")
     rep.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     rep.add_argument("--workers", type=_workers, default=1,
                      help="train and prune the networks in this many local processes (default 1: in this process; "
@@ -308,7 +324,12 @@ def _reproduce(args, argv) -> int:
     train = dataclasses.replace(preset.train, epochs=args.epochs) if args.epochs is not None else None
     preset = with_overrides(preset, seeds=args.seeds, hidden_sizes=args.hidden_sizes, ks=args.ks, train=train, mnist_downsample=args.mnist_downsample,
                             task=args.task, seq_lens=args.seq_lens, train_sizes=args.train_sizes,
-                            nonlinearity=args.nonlinearity, finetune_epochs=args.finetune_epochs, cell=args.cell)
+                            nonlinearity=args.nonlinearity, finetune_epochs=args.finetune_epochs, cell=args.cell,
+                            finetune_curve=args.finetune_curve, distill_temperatures=args.distill_temperatures)
+    if any(e < 1 for e in preset.finetune_curve):
+        print(f"error: --finetune-curve: expected positive numbers of epochs, got {preset.finetune_curve}",
+              file=sys.stderr)
+        return 2
     if max(preset.ks) > min(preset.hidden_sizes):
         print(f"error: --ks: every k must lie in 1..{min(preset.hidden_sizes)} (the smallest width), got "
               f"{','.join(map(str, preset.ks))}", file=sys.stderr)

@@ -404,13 +404,33 @@ def test_the_report_states_the_protocol_of_the_run():
 @pytest.mark.parametrize("argv,flag", [(["--ks", "32,200"], "--ks"), (["--ks", ""], "--ks"),
                                        (["--hidden-sizes", "0"], "--hidden-sizes"), (["--seeds", ""], "--seeds"),
                                        (["--hidden-sizes", "16", "--ks", "32"], "--ks"),
-                                       (["--task", "pixel-mnist"], "--mnist-dir")])
+                                       (["--task", "pixel-mnist"], "--mnist-dir"),
+                                       (["--finetune-curve", "1,0"], "--finetune-curve")])
 def test_reproduce_cli_refuses_bad_overrides_before_running(tmp_path, capsys, argv, flag):
     from benchmarks.__main__ import main
 
     assert main(["reproduce", "--out", str(tmp_path / "out"), "--no-progress"] + argv) == 2
     assert capsys.readouterr().err.startswith(f"error: {flag}:")
     assert not (tmp_path / "out").exists()
+
+
+def test_reproduce_cli_passes_curves_and_distillation_to_the_preset(tmp_path, monkeypatch, capsys):
+    """--finetune-curve and --distill-temperatures reach the preset the run is made with ('' clears them); a
+    temperature that is not a positive number is refused by the parser."""
+    import benchmarks.reproduce as rep
+    from benchmarks.__main__ import main
+
+    seen = []
+    monkeypatch.setattr(rep, "reproduce_and_report", lambda preset, out, **kw: seen.append(preset) or out / "r.md")
+    assert main(["reproduce", "--out", str(tmp_path), "--finetune-curve", "1,2,5", "--distill-temperatures", "2,4.5"]) == 0
+    assert seen[-1].finetune_curve == (1, 2, 5) and seen[-1].distill_temperatures == (2.0, 4.5)
+    assert main(["reproduce", "--preset", "japanese-vowels", "--out", str(tmp_path), "--finetune-curve", "",
+                 "--distill-temperatures", ""]) == 0
+    assert seen[-1].finetune_curve == () and seen[-1].distill_temperatures == ()
+    for bad in ("0", "-1", "nan", "two"):
+        with pytest.raises(SystemExit):
+            main(["reproduce", "--out", str(tmp_path), "--distill-temperatures", bad])
+    assert "--distill-temperatures" in capsys.readouterr().err
 
 
 def test_the_report_title_names_the_overridden_fields():
