@@ -322,9 +322,14 @@ def _new_model(mc: ModelConfig, data: SequenceData, device) -> RNNClassifier:
                          irnn=mc.irnn, input_std=mc.input_std, cell=mc.cell, orthogonal=not mc.irnn).to(device)
 
 
+def checkpoint_path(out: Path, mc: ModelConfig) -> Path:
+    """Where a run directory keeps the trained network of ``mc``."""
+    return Path(out) / "checkpoints" / f"rnn-{config_key(mc)}.pt"
+
+
 def _train_or_load(mc: ModelConfig, data: SequenceData, out: Path, device, progress: bool) -> RNNClassifier:
     model = _new_model(mc, data, device)
-    return train_or_load(model, out / "checkpoints" / f"rnn-{config_key(mc)}.pt",
+    return train_or_load(model, checkpoint_path(out, mc),
                          lambda: train_classifier(model, data.x_train, data.y_train, mc.train, seed=mc.seed,
                                                   progress=progress, val=data.val), map_location=device)[0]
 

@@ -16,8 +16,8 @@ from typing import Dict, Optional
 
 import torch
 
-from benchmarks.reproduce import Preset, _model_config, _new_model, load_task, network_label
-from benchmarks.runio import atomic_write_text, config_key, write_csv_atomic
+from benchmarks.reproduce import Preset, _model_config, _new_model, checkpoint_path, load_task, network_label
+from benchmarks.runio import atomic_write_text, write_csv_atomic
 from benchmarks.training import TrainConfig, accuracy, train_classifier
 
 __all__ = ["training_curve", "preset_of_run", "flat_baselines"]
@@ -54,7 +54,7 @@ def training_curve(preset: Preset, out, *, width: int, seed: int, mnist_dir: Opt
     history = train_classifier(model, data.x_train, data.y_train, mc.train, seed=seed, progress=progress,
                                val=data.val)
     model.eval()
-    ckpt = out / "checkpoints" / f"rnn-{config_key(mc)}.pt"
+    ckpt = checkpoint_path(out, mc)
     same = None
     if ckpt.exists():
         saved = torch.load(ckpt, weights_only=True)
