@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from benchmarks.runio import atomic_write_text
+from benchmarks.training import one_cycle_scheduler
 from pruning.covariance import progress_bar
 
 __all__ = ["Corpus", "ptb_corpus", "write_synthetic_corpus", "bptt_batches", "RNNLanguageModel", "perplexity",
@@ -196,8 +197,7 @@ def train_language_model(model: RNNLanguageModel, ids: torch.Tensor, *, epochs: 
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     windows = list(bptt_batches(ids, batch_size, bptt))
-    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(windows), pct_start=0.1)
-             if schedule == "onecycle" else None)
+    sched = one_cycle_scheduler(opt, lr, epochs * len(windows)) if schedule == "onecycle" else None
     gen = torch.Generator().manual_seed(seed)
     history: List[float] = []
     best: Optional[Tuple[float, Dict[str, torch.Tensor]]] = None

@@ -15,7 +15,7 @@ from benchmarks.runio import ADDED
 from pruning.covariance import progress_bar
 
 __all__ = ["TrainConfig", "TrainHistory", "RECIPE", "train_model", "train_classifier", "accuracy", "torch_threads",
-           "distillation_loss", "logits"]
+           "distillation_loss", "logits", "one_cycle_scheduler"]
 
 SCHEDULES = ("constant", "onecycle")
 
@@ -110,6 +110,21 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return t * t * nn.functional.kl_div(log_student, target, reduction="batchmean")
 
 
+def one_cycle_scheduler(opt: torch.optim.Optimizer, max_lr: float, total_steps: int):
+    """The one-cycle schedule of every training run here: ``OneCycleLR`` with a cosine warm-up over 10% of the steps
+    from ``max_lr / 25``, then a cosine decay to ``max_lr / 25 / 10^4``.
+
+    torch's ``OneCycleLR`` divides by zero on its first step when the warm-up ends exactly at step 0
+    (``0.1 * total_steps == 1``: 10 steps, e.g. a 5-epoch fine-tuning budget on a training set of two batches).
+    There the warm-up is made longer by 1e-9 of a step, which gives step 0 the initial rate (the schedule's limit
+    from longer budgets); every other budget gets torch's schedule unchanged, so earlier runs are reproduced."""
+    pct_start = 0.1
+    if float(pct_start * total_steps) - 1 == 0:
+        pct_start = (1 + 1e-9) / total_steps
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start,
+                                               anneal_strategy="cos")
+
+
 def _train(model, x, y, config: TrainConfig, loss: str, seed: int, progress: bool, val,
            temperature: float = 1.0) -> TrainHistory:
     if config.weight_decay and config.optimizer != "adamw":
@@ -137,8 +152,7 @@ def _train(model, x, y, config: TrainConfig, loss: str, seed: int, progress: boo
     scheduler = None
     if config.schedule == "onecycle" and config.epochs > 0:
         steps = config.epochs * math.ceil(x.shape[0] / config.batch_size)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.1,
-                                                        anneal_strategy="cos")
+        scheduler = one_cycle_scheduler(opt, config.lr, steps)
     best_state, best = None, (-1.0, -math.inf)
     model.train()
     bar = progress_bar(range(config.epochs), progress, desc="train", unit="epoch")

@@ -333,3 +333,51 @@ def test_fields_added_to_a_configuration_keep_the_keys_made_before_them():
     decayed = dataclasses.replace(mc, train=dataclasses.replace(mc.train, optimizer="adamw", weight_decay=0.01))
     assert config_key(dataclasses.replace(row, model=decayed)) != config_key(
         dataclasses.replace(row, model=dataclasses.replace(mc, train=dataclasses.replace(mc.train, optimizer="adamw"))))
+
+
+def test_one_cycle_scheduler_runs_every_budget_and_keeps_torchs_schedule_elsewhere():
+    # torch's OneCycleLR divides by zero at 10 steps (its warm-up ends exactly at step 0): a 5-epoch fine-tuning
+    # budget on two batches per epoch hit it
+    from benchmarks.training import one_cycle_scheduler
+
+    for total in range(1, 41):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = one_cycle_scheduler(opt, 1.0, total)
+        lrs = []
+        for _ in range(total):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert all(math.isfinite(lr) and 0 < lr <= 1.0 for lr in lrs), total
+        if total != 10:  # unchanged: torch's own schedule at pct_start 0.1
+            ref_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+            ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=1.0, total_steps=total, pct_start=0.1,
+                                                      anneal_strategy="cos")
+            ref_lrs = []
+            for _ in range(total):
+                ref_lrs.append(ref_opt.param_groups[0]["lr"])
+                ref_opt.step()
+                ref.step()
+            assert lrs == ref_lrs, total
+    # at 10 steps: the initial rate first, then the cosine decay from the peak (the limit from longer budgets)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = one_cycle_scheduler(opt, 1e-2, 10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    peak, start, end = 1e-2, 1e-2 / 25, 1e-2 / 25 / 1e4
+    assert lrs[0] == pytest.approx(start, rel=1e-6)
+    for i in range(1, 10):
+        expected = end + (peak - end) * (1 + math.cos(math.pi * i / 9)) / 2
+        assert lrs[i] == pytest.approx(expected, rel=1e-6)
+
+
+def test_five_epochs_on_two_batches_train():
+    data = _toy()
+    model = RNNClassifier(2, 4, 3, irnn=False)
+    batch = math.ceil(data.x_train.shape[0] / 2)
+    hist = train_classifier(model, data.x_train, data.y_train, TrainConfig(epochs=5, lr=1e-2, batch_size=batch,
+                                                                           schedule="onecycle"), progress=False)
+    assert len(hist.loss) == 5 and all(math.isfinite(v) for v in hist.loss)
