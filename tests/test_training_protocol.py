@@ -335,38 +335,31 @@ def test_fields_added_to_a_configuration_keep_the_keys_made_before_them():
         dataclasses.replace(row, model=dataclasses.replace(mc, train=dataclasses.replace(mc.train, optimizer="adamw"))))
 
 
+def _scheduled_rates(make_scheduler, total):
+    """The learning rate of each of ``total`` steps of a fresh SGD optimizer under ``make_scheduler(opt)``."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
 def test_one_cycle_scheduler_runs_every_budget_and_keeps_torchs_schedule_elsewhere():
     # torch's OneCycleLR divides by zero at 10 steps (its warm-up ends exactly at step 0): a 5-epoch fine-tuning
     # budget on two batches per epoch hit it
     from benchmarks.training import one_cycle_scheduler
 
     for total in range(1, 41):
-        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        sched = one_cycle_scheduler(opt, 1.0, total)
-        lrs = []
-        for _ in range(total):
-            lrs.append(opt.param_groups[0]["lr"])
-            opt.step()
-            sched.step()
+        lrs = _scheduled_rates(lambda opt: one_cycle_scheduler(opt, 1.0, total), total)
         assert all(math.isfinite(lr) and 0 < lr <= 1.0 for lr in lrs), total
         if total != 10:  # unchanged: torch's own schedule at pct_start 0.1
-            ref_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-            ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=1.0, total_steps=total, pct_start=0.1,
-                                                      anneal_strategy="cos")
-            ref_lrs = []
-            for _ in range(total):
-                ref_lrs.append(ref_opt.param_groups[0]["lr"])
-                ref_opt.step()
-                ref.step()
-            assert lrs == ref_lrs, total
+            assert lrs == _scheduled_rates(lambda opt: torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=1.0, total_steps=total, pct_start=0.1, anneal_strategy="cos"), total), total
     # at 10 steps: the initial rate first, then the cosine decay from the peak (the limit from longer budgets)
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = one_cycle_scheduler(opt, 1e-2, 10)
-    lrs = []
-    for _ in range(10):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = _scheduled_rates(lambda opt: one_cycle_scheduler(opt, 1e-2, 10), 10)
     peak, start, end = 1e-2, 1e-2 / 25, 1e-2 / 25 / 1e4
     assert lrs[0] == pytest.approx(start, rel=1e-6)
     for i in range(1, 10):
