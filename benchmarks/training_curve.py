@@ -19,6 +19,7 @@ import torch
 from benchmarks.reproduce import Preset, _model_config, _new_model, checkpoint_path, load_task, network_label
 from benchmarks.runio import atomic_write_text, write_csv_atomic
 from benchmarks.training import TrainConfig, accuracy, train_classifier
+from pruning.fileio import atomic_write
 
 __all__ = ["training_curve", "preset_of_run", "flat_baselines"]
 
@@ -116,7 +117,5 @@ def _plot(rows, summary, path: Path, title: str) -> None:
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center right")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
     plt.close(fig)
-    tmp.replace(path)
