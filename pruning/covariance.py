@@ -30,18 +30,78 @@ PRECISION = Options(PRECISIONS)
 
 
 def _gram_float32(H: torch.Tensor) -> torch.Tensor:
-    """``H^T H`` of float32 states (rows x m) in float32, from its upper triangle: four block rows
-    ``H[:, I]^T H[:, I:]`` (5/8 of the multiply-adds of a general product), then mirrored. Torch's own kernels on any
-    device: calling a second BLAS (SciPy's ``ssyrk``) between torch's operations made both slower here, because
-    their thread pools compete for the same cores."""
+    """``H^T H`` of float32 states (rows x m) in float32.
+
+    On CPU, oneDNN's float32 weight-gradient product when torch has it (:func:`_onednn_gram`): it reads the states
+    in the layout the recurrent module wrote them, and on the AMD CPUs of this project it ran 1.5-2x faster than
+    the BLAS product below (MKL takes its AVX2 path there; docs/performance.md). Otherwise, from the upper triangle:
+    four block rows ``H[:, I]^T H[:, I:]`` (5/8 of the multiply-adds of a general product), then mirrored. Torch's
+    own kernels either way: calling a second BLAS (SciPy's ``ssyrk``) between torch's operations made both slower
+    here, because their thread pools compete for the same cores. Every path is a float32 dot product of each pair
+    of columns, so the round-off bound of :meth:`CovarianceStats.update` holds for all of them."""
     m = H.shape[1]
+    if H.device.type == "cpu" and m >= _ONEDNN_MIN_WIDTH and _onednn_gram_usable():
+        return _onednn_gram(H)
     if m < 128:
         return H.T @ H
     step = -(-m // 4)
-    upper = torch.empty(m, m, dtype=H.dtype, device=H.device)
+    G = torch.empty(m, m, dtype=H.dtype, device=H.device)
     for i in range(0, m, step):
-        upper[i:i + step, i:] = H[:, i:i + step].T @ H[:, i:]
-    return upper.triu() + upper.triu(1).T  # the lower triangle was never written: take it from the upper
+        G[i:i + step, i:] = H[:, i:i + step].T @ H[:, i:]
+    return G.triu() + G.triu(1).T  # the lower triangle was never written: take it from the upper
+
+
+#: Below this width the BLAS product is as fast as oneDNN's (measured on 6,400 states).
+_ONEDNN_MIN_WIDTH = 64
+
+
+def _onednn_gram(H: torch.Tensor) -> torch.Tensor:
+    """``H^T H`` through ``torch.mkldnn_linear_backward_weights``, the weight gradient of a linear layer,
+    ``grad_output^T input``, with both set to ``H``: a float32 product over the rows that oneDNN computes from
+    row-major states, whatever torch's matmul-precision settings (it has no reduced-precision mode)."""
+    a = H.contiguous().to_mkldnn()
+    shape_only = H.new_zeros(1).expand(H.shape[1], H.shape[1])  # the op reads only the weight's shape and dtype
+    return torch.mkldnn_linear_backward_weights(a, a, shape_only, False)[0]
+
+
+_ONEDNN_STATE: dict = {}
+
+
+def _onednn_gram_usable() -> bool:
+    """Whether the oneDNN product may be used: torch was built with oneDNN, the user has not switched it off
+    (``torch.backends.mkldnn.flags(enabled=False)``), and, once per process, the product of a small random matrix
+    agrees with the float64 one within the float32 round-off bound (an op that changed or vanished in a later torch
+    release falls back to the BLAS product instead of giving a wrong answer)."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    if "ok" not in _ONEDNN_STATE:
+        _ONEDNN_STATE["ok"] = _onednn_self_test()
+    return _ONEDNN_STATE["ok"]
+
+
+def _onednn_self_test() -> bool:
+    try:
+        gen = torch.Generator().manual_seed(0)
+        H = torch.randn(300, _ONEDNN_MIN_WIDTH + 3, generator=gen)
+        G = _onednn_gram(H)
+    except Exception:  # the op is private to torch: any failure means "not usable", never a crash
+        return False
+    H64 = H.double()
+    n, u = H.shape[0], 2.0 ** -24
+    bound = n * u / (1 - n * u) * (H64.abs().T @ H64.abs())
+    return (isinstance(G, torch.Tensor) and G.shape == (H.shape[1], H.shape[1]) and G.dtype == torch.float32
+            and bool(((G.double() - H64.T @ H64).abs() <= bound).all()))
+
+
+def _state_rows(states: torch.Tensor) -> torch.Tensor:
+    """The states (..., m) as a matrix with one state per row, in the order they lie in memory.
+
+    A sum of outer products does not depend on the order of its terms, so the rows are not put in (batch, time)
+    order: a batch-first recurrent module returns its output as a transposed view of a time-major tensor, and
+    ``reshape`` would copy it (about 7% of a forward pass at m = 256, T = 100)."""
+    if states.ndim == 3 and not states.is_contiguous() and states.transpose(0, 1).is_contiguous():
+        states = states.transpose(0, 1)
+    return states.reshape(-1, states.shape[-1])
 
 
 @dataclass
@@ -94,14 +154,15 @@ class CovarianceStats:
         """Add a batch of states (..., m), in place: ``outer_sum += H^T H``, ``count += rows``.
 
         ``precision="float32"`` (the default) forms each batch's Gram matrix in float32 when the states are float32 or
-        narrower (its upper triangle only, :func:`_gram_float32`) and adds it to the float64 running sum; float64 states always get a float64 product. ``"float64"`` converts the states and
+        narrower (:func:`_gram_float32`: oneDNN's product on CPU, the upper triangle elsewhere) and adds it to the
+        float64 running sum; float64 states always get a float64 product. ``"float64"`` converts the states and
         forms the product in float64. The float32 product of a batch of ``n_b`` states differs from the float64 one
         by at most ``gamma(n_b) (|H|^T |H|)_ij`` entrywise, ``gamma(n) = n u / (1 - n u)``, ``u = 2^-24``
         (docs/numerics.md); across batches the sums are float64.
 
         A NaN or inf state makes its column's sum of squares non-finite, so the m diagonal entries of the running
         sum are checked instead of every state; the error names ``name``."""
-        H = states.reshape(-1, states.shape[-1])
+        H = _state_rows(states)
         if H.shape[1] != self.width:
             raise ValueError(f"{name}: expected states of width {self.width}, got {H.shape[1]}")
         H = H.to(self.outer_sum.device)
@@ -205,6 +266,25 @@ def time_mean_covariance(
                              progress=progress, precision=precision, lengths=lengths)[0][0]
 
 
+def _add_batch(layers: Sequence[nn.Module], x, stats: dict, last: int, directions: int, batch: str,
+               precision: str) -> None:
+    """Run one batch through ``layers[:last + 1]`` and add the states of the layers in ``stats``. A function of its
+    own so that the batch's states are freed when it returns: held past the next batch's forward pass, they kept
+    the allocator from reusing their memory, which cost 10-20% of a forward pass (m = 256, T = 100)."""
+    packed = isinstance(x, PackedSequence)
+    for l in range(last + 1):
+        x, _ = layers[l](x)
+        if l not in stats:
+            continue
+        m = layers[l].hidden_size
+        # a packed output holds exactly the real steps' states, in both directions
+        states = _state_rows(x.data if packed else x)
+        for d in range(directions):
+            stats[l][d].update(states[:, d * m:(d + 1) * m],
+                               f"data: the hidden states of {batch} (layer {l}; the network diverges on it)",
+                               precision=precision)
+
+
 def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Optional[Sequence[int]] = None,
                       device=None, batch_size: int = 256,
                       input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
@@ -245,17 +325,7 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
                 continue
             if not torch.isfinite(raw).all():
                 raise ValueError(f"data: batch {i} contains NaN or inf inputs")
-            for l in range(last + 1):
-                x, _ = layers[l](x)
-                if l not in stats:
-                    continue
-                m = layers[l].hidden_size
-                # a packed output holds exactly the real steps' states, in both directions
-                states = (x.data if packed else x).reshape(-1, D * m)
-                for d in range(D):
-                    stats[l][d].update(states[:, d * m:(d + 1) * m],
-                                       f"data: the hidden states of batch {i} (layer {l}; the network diverges on "
-                                       f"it)", precision=precision)
+            _add_batch(layers, x, stats, last, D, f"batch {i}", precision)
     if not stats[collect[0]][0].count:
         raise ValueError("data: no data; expected at least one non-empty batch of sequences")
     return [stats[l] for l in collect]

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import pruning.covariance as cov_module
 from pruning import CovarianceStats, time_mean_covariance
 from reference_impl import make_rnn, numpy_rnn_states, rnn_weights
 
@@ -92,15 +93,27 @@ def test_errors_name_the_problem():
         CovarianceStats.zeros(3).mean()
 
 
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn-if-built", "blas"])
 @pytest.mark.parametrize("cell, m", [("RNN", 40), ("LSTM", 160), ("GRU", 300)])
-def test_float32_products_stay_within_their_round_off_bound(cell, m):
+def test_float32_products_stay_within_their_round_off_bound(cell, m, onednn, monkeypatch):
     """Per batch, the float32 Gram of n_b float32 states is within gamma(n_b) (|H|^T |H|)_ij of the exact one,
-    gamma(n) = n u / (1 - n u), u = 2^-24 (docs/numerics.md); the batches add up in float64."""
+    gamma(n) = n u / (1 - n u), u = 2^-24 (docs/numerics.md); the batches add up in float64. Both CPU products:
+    oneDNN's (used from width 64 when torch has it) and the BLAS upper triangle (oneDNN switched off)."""
+    calls = []
+    real = cov_module._onednn_gram
+    monkeypatch.setattr(cov_module, "_onednn_gram", lambda H: calls.append(H.shape) or real(H))
     torch.manual_seed(1)
     rnn = getattr(torch.nn, cell)(3, m, batch_first=True)
     x = torch.randn(48, 25, 3)
     batch_size = 16
-    f32 = time_mean_covariance(rnn, x, batch_size=batch_size)
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.set_flags(_enabled=onednn)  # (its flags() context also sets TF32 and warns about it)
+    try:
+        f32 = time_mean_covariance(rnn, x, batch_size=batch_size)
+    finally:
+        torch.backends.mkldnn.set_flags(_enabled=was)
+    expect_onednn = onednn and m >= cov_module._ONEDNN_MIN_WIDTH and torch.backends.mkldnn.is_available()
+    assert bool(calls) == expect_onednn
     f64 = time_mean_covariance(rnn, x, batch_size=batch_size, precision="float64")
     assert f32.count == f64.count == 48 * 25
     with torch.no_grad():
@@ -126,3 +139,45 @@ def test_precision_is_checked_and_float64_states_keep_float64_products():
     assert torch.equal(a.outer_sum, b.outer_sum)  # nothing is rounded to float32 for a float64 network
     with pytest.raises(ValueError, match="precision: expected one of"):
         time_mean_covariance(rnn, x, precision="half")
+
+
+def test_a_failing_onednn_product_falls_back_to_blas(monkeypatch):
+    """The oneDNN product goes through an undocumented torch op, so it is used only after a self-test per process:
+    an op that raises, or one that returns a wrong product, leaves the BLAS product in charge, and the statistics stay
+    right."""
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(2, 96, batch_first=True)
+    x = torch.randn(12, 9, 2)
+    exact = time_mean_covariance(rnn, x, precision="float64").outer_sum
+
+    def wrong(grad_output, inputs, weight, bias_defined):
+        return torch.zeros(weight.shape), None
+
+    def broken(*args):
+        raise RuntimeError("op removed")
+
+    for replacement in (wrong, broken):
+        monkeypatch.setattr(cov_module, "_ONEDNN_STATE", {})
+        monkeypatch.setattr(torch, "mkldnn_linear_backward_weights", replacement)
+        assert not cov_module._onednn_gram_usable()
+        got = time_mean_covariance(rnn, x).outer_sum
+        torch.testing.assert_close(got, exact, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_first_states_are_read_in_place():
+    """A batch-first module returns a transposed view of a time-major tensor; its rows are taken in memory order
+    (no copy), and the statistics equal those of the time-major module on the same sequences."""
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(3, 20, batch_first=True)
+    x = torch.randn(7, 11, 3)
+    with torch.no_grad():
+        out = rnn(x)[0]
+    assert not out.is_contiguous()
+    rows = cov_module._state_rows(out)
+    assert rows.data_ptr() == out.data_ptr() and rows.shape == (77, 20)
+    torch.testing.assert_close(rows, out.transpose(0, 1).reshape(-1, 20), rtol=0, atol=0)
+    time_major = copy.deepcopy(rnn)
+    time_major.batch_first = False
+    a = time_mean_covariance(rnn, x, precision="float64")
+    b = time_mean_covariance(time_major, x.transpose(0, 1), precision="float64")
+    torch.testing.assert_close(a.outer_sum, b.outer_sum, rtol=1e-12, atol=1e-12)
