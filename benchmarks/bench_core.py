@@ -63,7 +63,7 @@ def _overhead(device: str):
         sync()
 
     t_fwd, t32, t64, t_own, t_blas = timed_interleaved(
-        [forward_only, covariance("float32"), covariance("float64"), pass_products, blas_products], repeat=7)
+        [forward_only, covariance("float32"), covariance("float64"), pass_products, blas_products], repeat=15)
     return t_fwd, t32, t64, t_own, t_blas, covariance("float32")
 
 
