@@ -93,6 +93,15 @@ def _onednn_self_test() -> bool:
             and bool(((G.double() - H64.T @ H64).abs() <= bound).all()))
 
 
+def _float32_products_are_exact(device: torch.device) -> bool:
+    """Whether a float32 product on ``device`` is an IEEE float32 product, as the round-off bound assumes. A CUDA
+    build with TF32 allowed (``torch.backends.cuda.matmul.allow_tf32``, which
+    ``torch.set_float32_matmul_precision("high")`` sets) rounds the factors to 10 bits, an error some 2^13 times
+    larger; the pass then multiplies in float64 instead. The flag is only read: switching it off and on around the
+    product would touch the caller's global settings."""
+    return device.type != "cuda" or not torch.backends.cuda.matmul.allow_tf32
+
+
 def _state_rows(states: torch.Tensor) -> torch.Tensor:
     """The states (..., m) as a matrix with one state per row, in the order they lie in memory.
 
@@ -155,26 +164,33 @@ class CovarianceStats:
 
         ``precision="float32"`` (the default) forms each batch's Gram matrix in float32 when the states are float32 or
         narrower (:func:`_gram_float32`: oneDNN's product on CPU, the upper triangle elsewhere) and adds it to the
-        float64 running sum; float64 states always get a float64 product. ``"float64"`` converts the states and
+        float64 running sum; float64 states always get a float64 product, and so do states on a CUDA device while
+        TF32 products are allowed there (their factors are rounded to 10 bits). ``"float64"`` converts the states and
         forms the product in float64. The float32 product of a batch of ``n_b`` states differs from the float64 one
         by at most ``gamma(n_b) (|H|^T |H|)_ij`` entrywise, ``gamma(n) = n u / (1 - n u)``, ``u = 2^-24``
         (docs/numerics.md); across batches the sums are float64.
 
         A NaN or inf state makes its column's sum of squares non-finite, so the m diagonal entries of the running
         sum are checked instead of every state; the error names ``name``."""
+        if not self._add(states, name, precision):
+            raise ValueError(f"{name}: contain NaN or inf")
+        return self
+
+    def _add(self, states: torch.Tensor, name: str, precision: str) -> torch.Tensor:
+        """:meth:`update` without its check: returns whether the running sum is still finite as a 0-d tensor on
+        the statistics' device, which the caller may read later (reading it on a GPU waits for the device)."""
         H = _state_rows(states)
         if H.shape[1] != self.width:
             raise ValueError(f"{name}: expected states of width {self.width}, got {H.shape[1]}")
         H = H.to(self.outer_sum.device)
-        if PRECISION.check(precision, "precision") == "float32" and H.dtype != torch.float64:
+        if (PRECISION.check(precision, "precision") == "float32" and H.dtype != torch.float64
+                and _float32_products_are_exact(H.device)):
             self.outer_sum += _gram_float32(H.to(torch.float32))
         else:
             H = H.to(torch.float64)
             self.outer_sum.addmm_(H.T, H)
         self.count += H.shape[0]
-        if not torch.isfinite(self.outer_sum.diagonal()).all():
-            raise ValueError(f"{name}: contain NaN or inf")
-        return self
+        return torch.isfinite(self.outer_sum.diagonal()).all()
 
     @classmethod
     def zeros(cls, m: int, device=None) -> "CovarianceStats":
@@ -266,8 +282,39 @@ def time_mean_covariance(
                              progress=progress, precision=precision, lengths=lengths)[0][0]
 
 
+class _FiniteChecks:
+    """The pass's NaN/inf checks, each a 0-d boolean tensor with the error it raises when false.
+
+    On CPU a check is read at once. On a GPU reading it waits for the device, so the checks are kept and read
+    together every ``every`` checks and at the end of the pass: the device then runs ahead of the Python loop
+    instead of idling at two synchronisations per batch. The error is the same, naming the first failing batch; it
+    only comes later."""
+
+    def __init__(self, device: torch.device, every: int = 256):
+        self.deferred = device.type != "cpu"
+        self.every = every
+        self.pending: list = []
+
+    def add(self, ok: torch.Tensor, message: str) -> None:
+        if not self.deferred:
+            if not ok:
+                raise ValueError(message)
+            return
+        self.pending.append((ok, message))
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        flags = torch.stack([ok for ok, _ in self.pending]).cpu()  # one synchronisation for all of them
+        pending, self.pending = self.pending, []
+        if not bool(flags.all()):
+            raise ValueError(pending[int((~flags).nonzero()[0])][1])
+
+
 def _add_batch(layers: Sequence[nn.Module], x, stats: dict, last: int, directions: int, batch: str,
-               precision: str) -> None:
+               precision: str, checks: _FiniteChecks) -> None:
     """Run one batch through ``layers[:last + 1]`` and add the states of the layers in ``stats``. A function of its
     own so that the batch's states are freed when it returns: held past the next batch's forward pass, they kept
     the allocator from reusing their memory, which cost 10-20% of a forward pass (m = 256, T = 100)."""
@@ -280,9 +327,9 @@ def _add_batch(layers: Sequence[nn.Module], x, stats: dict, last: int, direction
         # a packed output holds exactly the real steps' states, in both directions
         states = _state_rows(x.data if packed else x)
         for d in range(directions):
-            stats[l][d].update(states[:, d * m:(d + 1) * m],
-                               f"data: the hidden states of {batch} (layer {l}; the network diverges on it)",
-                               precision=precision)
+            name = f"data: the hidden states of {batch} (layer {l}; the network diverges on it)"
+            checks.add(stats[l][d]._add(states[:, d * m:(d + 1) * m], name, precision),
+                       f"{name}: contain NaN or inf")
 
 
 def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Optional[Sequence[int]] = None,
@@ -311,6 +358,7 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
                       progress, desc="covariance", unit="batch")
     last = max(collect)
     layout = "(batch, T, d_x)" if first.batch_first else "(T, batch, d_x)"
+    checks = _FiniteChecks(device)
     with torch.no_grad():
         for i, batch in enumerate(it):
             x = pack(batch, input_transform, batch_first=first.batch_first, device=device, dtype=dtype)
@@ -323,9 +371,9 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
                                  f"input_size={first.input_size}")
             if raw.numel() == 0:
                 continue
-            if not torch.isfinite(raw).all():
-                raise ValueError(f"data: batch {i} contains NaN or inf inputs")
-            _add_batch(layers, x, stats, last, D, f"batch {i}", precision)
+            checks.add(torch.isfinite(raw).all(), f"data: batch {i} contains NaN or inf inputs")
+            _add_batch(layers, x, stats, last, D, f"batch {i}", precision, checks)
+    checks.flush()
     if not stats[collect[0]][0].count:
         raise ValueError("data: no data; expected at least one non-empty batch of sequences")
     return [stats[l] for l in collect]

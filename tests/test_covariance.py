@@ -181,3 +181,48 @@ def test_batch_first_states_are_read_in_place():
     a = time_mean_covariance(rnn, x, precision="float64")
     b = time_mean_covariance(time_major, x.transpose(0, 1), precision="float64")
     torch.testing.assert_close(a.outer_sum, b.outer_sum, rtol=1e-12, atol=1e-12)
+
+
+def test_deferred_finiteness_checks_name_the_first_failing_batch(monkeypatch):
+    """On a GPU the NaN/inf checks are read in groups (one synchronisation per group) instead of per batch. Forced on
+    here: the statistics are bitwise those of the immediate checks, and a NaN input or a diverging network is still
+    refused with the message naming the first failing batch, whether it falls inside a group or at the end."""
+
+    class Deferred(cov_module._FiniteChecks):
+        def __init__(self, device, every=256):
+            super().__init__(device, every=3)
+            self.deferred = True
+
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(2, 16, batch_first=True)
+    x = torch.randn(20, 6, 2)
+    immediate = time_mean_covariance(rnn, x, batch_size=2)
+    monkeypatch.setattr(cov_module, "_FiniteChecks", Deferred)
+    deferred = time_mean_covariance(rnn, x, batch_size=2)
+    assert torch.equal(deferred.outer_sum, immediate.outer_sum) and deferred.count == immediate.count
+    for bad in (1, 4, 9):  # inside the first group, inside a later one, in the last (partial) group
+        y = x.clone()
+        y[2 * bad, 3, 1] = float("nan")
+        with pytest.raises(ValueError, match=rf"data: batch {bad} contains NaN or inf inputs"):
+            time_mean_covariance(rnn, y, batch_size=2)
+    big = torch.nn.RNN(2, 16, batch_first=True, nonlinearity="relu")
+    with torch.no_grad():
+        big.weight_hh_l0.fill_(1e30)  # float32 states overflow within three steps
+        big.weight_ih_l0.fill_(1e30)
+    with pytest.raises(ValueError, match="hidden states of batch 0"):
+        time_mean_covariance(big, torch.ones(4, 6, 2), batch_size=2)
+
+
+def test_tf32_on_cuda_sends_the_products_to_float64():
+    """TF32 rounds a float32 product's factors to 10 bits, far outside the float32 bound; while a CUDA build allows
+    it, the pass multiplies in float64 there (the flag is read, never changed). CPU products are IEEE whatever it
+    says."""
+    was = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for allowed in (False, True):
+            torch.backends.cuda.matmul.allow_tf32 = allowed
+            assert cov_module._float32_products_are_exact(torch.device("cuda")) is (not allowed)
+            assert cov_module._float32_products_are_exact(torch.device("cpu"))
+            assert torch.backends.cuda.matmul.allow_tf32 is allowed
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = was

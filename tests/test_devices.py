@@ -71,6 +71,27 @@ def test_float32_statistics_on_a_device_stay_float64(device):
     np.testing.assert_allclose(stats.outer_sum.cpu().numpy(), reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tf32", [False, True])
+def test_float32_products_on_a_device_meet_the_float32_bound_even_with_tf32_allowed(device, tf32):
+    """The float32 products of a pass on the device are within the float32 round-off bound of the float64 sum of
+    the same states (docs/numerics.md), also while TF32 is allowed, which would round their factors to 10 bits."""
+    torch.manual_seed(3)
+    rnn = nn.GRU(3, 160, batch_first=True).to(device)
+    x = torch.randn(48, 25, 3, device=device)
+    was = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        f32 = time_mean_covariance(rnn, x, batch_size=16)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = was
+    with torch.no_grad():
+        H = rnn(x)[0].reshape(-1, 160).double()
+    n_b, u = 16 * 25, 2.0 ** -24
+    bound = n_b * u / (1 - n_b * u) * (H.abs().T @ H.abs())
+    assert bool(((f32.outer_sum - H.T @ H).abs() <= bound + 1e-12).all())
+
+
 @pytest.mark.parametrize("device", DEVICES[1:])  # on the CPU, tests/test_reproduce.py runs the same sweep
 def test_a_tiny_sweep_runs_on_a_device(tmp_path, device):
     from benchmarks.reproduce import Preset, run_reproduce
