@@ -93,7 +93,7 @@ def _onednn_self_test() -> bool:
             and bool(((G.double() - H64.T @ H64).abs() <= bound).all()))
 
 
-def _float32_products_are_exact(device: torch.device) -> bool:
+def _float32_products_are_ieee(device: torch.device) -> bool:
     """Whether a float32 product on ``device`` is an IEEE float32 product, as the round-off bound assumes. A CUDA
     build with TF32 allowed (``torch.backends.cuda.matmul.allow_tf32``, which
     ``torch.set_float32_matmul_precision("high")`` sets) rounds the factors to 10 bits, an error some 2^13 times
@@ -184,7 +184,7 @@ class CovarianceStats:
             raise ValueError(f"{name}: expected states of width {self.width}, got {H.shape[1]}")
         H = H.to(self.outer_sum.device)
         if (PRECISION.check(precision, "precision") == "float32" and H.dtype != torch.float64
-                and _float32_products_are_exact(H.device)):
+                and _float32_products_are_ieee(H.device)):
             self.outer_sum += _gram_float32(H.to(torch.float32))
         else:
             H = H.to(torch.float64)
