@@ -167,6 +167,47 @@ def variant_paired_table(rows: Sequence[Dict], hidden: int) -> str:
     return "\n".join(lines)
 
 
+def variant_curve_table(rows: Sequence[Dict], hidden: int) -> str:
+    """Per (T, n) variant and k at width ``hidden``: spectral pruning's fine-tuning curve (its default setting, the
+    row that is fine-tuned) against the curve of the pruning method best after the largest budget (by median), with
+    their paired per-seed difference after that budget and its 95% bootstrap interval. Empty without curves."""
+    import re
+
+    rows = [r for r in rows if int(r["hidden"]) == hidden and _is_number(r.get("test_accuracy"))]
+    budgets = sorted({int(g.group(1)) for r in rows for key in r
+                      for g in [re.fullmatch(r"finetuned_(\d+)ep_accuracy", key)] if g and _is_number(r.get(key))})
+    if not budgets:
+        return ""
+    last = f"finetuned_{budgets[-1]}ep_accuracy"
+    curve_cols = ["test_accuracy"] + [f"finetuned_{e}ep_accuracy" for e in budgets]
+
+    def curve(of: Sequence[Dict]) -> str:
+        return " / ".join(f"{np.median([r[c] for r in of if _is_number(r.get(c))]):.3f}" for c in curve_cols)
+
+    lines = ["| T | n | k | spectral: none / " + " / ".join(f"{e}" for e in budgets) + " epochs | best other "
+             f"pruning method after {budgets[-1]} epochs: none / ... / {budgets[-1]} | other - spectral after "
+             f"{budgets[-1]} epochs [95% CI] | verdict |", "|" + "---|" * 7]
+    variants = sorted({(int(r["seq_len"]), int(r["n_train"])) for r in rows}, key=lambda v: (-v[1], -v[0]))
+    for T, n in variants:
+        group = [r for r in rows if (int(r["seq_len"]), int(r["n_train"])) == (T, n)]
+        with_curve = {r["method"] for r in group if _is_number(r.get(last))}
+        # the fine-tuned spectral row is the default setting's: labelled with its settings once the run is tuned
+        reference = next((m for m in sorted(with_curve) if m.startswith("spectral [")),
+                         "spectral" if "spectral" in with_curve else None)
+        if reference is None:
+            continue
+        others = sorted(m for m in with_curve if not m.startswith("spectral") and m not in TRAINED_BASELINES)
+        paired = paired_table_rows(group, hidden=hidden, reference=reference, metric=last, methods=others)
+        for k in sorted({p["k"] for p in paired}):
+            best = max((p for p in paired if p["k"] == k), key=lambda p: p["median"])
+            d = best["diff"]
+            at_k = [r for r in group if int(r["k"]) == k]
+            lines.append(f"| {T} | {n} | {k} | {curve([r for r in at_k if r['method'] == reference])} | "
+                         f"{best['method']}: {curve([r for r in at_k if r['method'] == best['method']])} | "
+                         f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {_verdict(d)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def _compared(rows: Sequence[Dict]) -> List[str]:
     """The methods compared with spectral pruning: every method of the rows but the settings sweep and the full
     network."""
@@ -421,6 +462,12 @@ def write_report(out: Path, rows: Sequence[Dict], *, title: str, seeds: Sequence
                   "Per variant and k, spectral pruning against the best other pruning method of the run (by median), "
                   "paired by seed (the variants have no network trained at width k):", "",
                   variant_paired_table([r for r in all_rows if int(r["hidden"]) == m0], m0), ""]
+        curves = variant_curve_table(all_rows, m0)
+        if curves:
+            parts += ["Fine-tuning curves per variant: median test accuracy of spectral pruning's start (its default "
+                      "setting, the row that is fine-tuned) and of the pruning method best after the largest budget, "
+                      "after 0, 1, ... epochs of fine-tuning (a separate run per budget), with their paired per-seed "
+                      "difference after the largest budget:", "", curves, ""]
     parts += _curve_lines(rows, widths)
     parts += ["## Size after pruning", "", _size_table(rows), ""]
     lm = [r for r in rows if _is_number(r.get("test_perplexity"))]

@@ -124,3 +124,32 @@ def test_the_variant_table_pairs_within_each_sequence_length_and_sample_size():
     long, short = ([c.strip() for c in line.strip("|").split("|")] for line in lines)
     assert long[5] == "energy (0.750)" and long[6].startswith(f"{np.mean([-0.10, -0.02, -0.10]):+.3f}")
     assert short[5] == "energy (0.610)" and short[6].startswith(f"{np.mean([0.08, 0.06, 0.06]):+.3f}")
+
+
+def test_the_variant_curve_table_pairs_after_the_largest_budget():
+    """Per (T, n) variant, spectral pruning's fine-tuned start (the default setting's row, labelled with its settings
+    once tuned) against the pruning method best after the largest budget: its medians along the curve and the mean
+    paired difference recomputed by hand. Networks trained at width k and rows without a curve never enter."""
+    from benchmarks.report import variant_curve_table
+
+    def row(method, seed, acc, e1, e5, T):
+        return dict(_row(method, 16, seed, acc), seq_len=T, n_train=500,
+                    finetuned_1ep_accuracy=e1, finetuned_5ep_accuracy=e5)
+
+    spec = "spectral [rel_lam=0.0001, theta=1, Z=recurrent]"
+    rows = []
+    for T, s5, a5, m5 in ((64, [0.80, 0.84, 0.82], [0.78, 0.86, 0.83], [0.70, 0.72, 0.71]),
+                          (8, [0.90, 0.91, 0.92], [0.85, 0.88, 0.86], [0.89, 0.93, 0.94])):
+        rows += [row(spec, s, 0.5 + s / 100, 0.6, a, T) for s, a in enumerate(s5)]
+        rows += [row("APoZ", s, 0.3, 0.5, a, T) for s, a in enumerate(a5)]
+        rows += [row("magnitude + recon.", s, 0.4, 0.55, a, T) for s, a in enumerate(m5)]
+        rows += [dict(_row("spectral", 16, s, 0.99), seq_len=T, n_train=500) for s in range(3)]  # no curve
+    rows += [row("dense from scratch", s, 0.99, 0.99, 0.99, 64) for s in range(3)]
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+             for line in variant_curve_table(rows, 64).splitlines() if line.startswith(("| 64 |", "| 8 |"))}
+    long, short = lines["64"], lines["8"]
+    assert long[3] == "0.510 / 0.600 / 0.820" and long[4] == "APoZ: 0.300 / 0.500 / 0.830"
+    assert long[5].startswith(f"{np.mean([-0.02, 0.02, 0.01]):+.3f}")
+    assert short[4] == "magnitude + recon.: 0.400 / 0.550 / 0.930"
+    assert short[5].startswith(f"{np.mean([-0.01, 0.02, 0.02]):+.3f}")
+    assert variant_curve_table([_row("spectral", 16, s, 0.5) for s in range(3)], 64) == ""  # no curves: no table
