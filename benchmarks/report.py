@@ -171,11 +171,8 @@ def variant_curve_table(rows: Sequence[Dict], hidden: int) -> str:
     """Per (T, n) variant and k at width ``hidden``: spectral pruning's fine-tuning curve (its default setting, the
     row that is fine-tuned) against the curve of the pruning method best after the largest budget (by median), with
     their paired per-seed difference after that budget and its 95% bootstrap interval. Empty without curves."""
-    import re
-
     rows = [r for r in rows if int(r["hidden"]) == hidden and _is_number(r.get("test_accuracy"))]
-    budgets = sorted({int(g.group(1)) for r in rows for key in r
-                      for g in [re.fullmatch(r"finetuned_(\d+)ep_accuracy", key)] if g and _is_number(r.get(key))})
+    budgets = _curve_budgets(rows)
     if not budgets:
         return ""
     last = f"finetuned_{budgets[-1]}ep_accuracy"
@@ -330,13 +327,18 @@ def _invocation_lines(invocations: Sequence[Dict], other_rows: int, compute_s: f
     return lines
 
 
+def _curve_budgets(rows: Sequence[Dict]) -> List[int]:
+    """The fine-tuning budgets (epochs) that some row has a number for (columns ``finetuned_<e>ep_accuracy``)."""
+    import re
+
+    return sorted({int(g.group(1)) for r in rows for key in r
+                   for g in [re.fullmatch(r"finetuned_(\d+)ep_accuracy", key)] if g and _is_number(r.get(key))})
+
+
 def curve_table(rows: Sequence[Dict], hidden: int) -> str:
     """Median test accuracy after e epochs of fine-tuning from each pruned start (columns ``finetuned_<e>ep_accuracy``)
     at width ``hidden``, one line per method and k, with the dense and distilled networks (no fine-tuning) beside."""
-    import re
-
-    cols = sorted({int(m.group(1)) for r in rows for key in r for m in [re.fullmatch(r"finetuned_(\d+)ep_accuracy", key)]
-                   if m and _is_number(r.get(key))})
+    cols = _curve_budgets(rows)
     mine = [r for r in rows if int(r["hidden"]) == hidden and is_base(r)]
     if not cols or not mine:
         return ""
