@@ -57,17 +57,18 @@ class _PeakRSS:
 
 
 def _measure(fn):
-    """Best wall time of up to three calls (one when a call takes over 0.5 s), then the peak memory of one more call.
+    """Best wall time of up to three calls (fewer once 6 s are spent: a 4 s call gets a second one, since single calls
+    at m = 4096 varied by a third between runs), then the peak memory of one more call.
 
     The memory is sampled by a thread every 2 ms, so it is measured apart from the timed calls: on 2 cores the
     sampler's wake-ups stalled torch's parallel regions and made a 3 ms pass take 20 ms."""
-    seconds = float("inf")
+    seconds, spent = float("inf"), 0.0
     for _ in range(3):
         t0 = time.perf_counter()
         fn()
         elapsed = time.perf_counter() - t0
-        seconds = min(seconds, elapsed)
-        if elapsed > 0.5:
+        seconds, spent = min(seconds, elapsed), spent + elapsed
+        if spent > 6.0:
             break
     with _PeakRSS() as mem:
         out = fn()
