@@ -112,6 +112,9 @@ def main(argv=None) -> int:
     rep.add_argument("--distill-temperatures", type=_positive_float_tuple, default=None,
                      help="comma-separated temperatures: also train dense width-k students on the full network's "
                           "soft targets, keeping the temperature best on validation (e.g. 2,4; '' for none)")
+    rep.add_argument("--variant-baselines", action="store_true", default=None,
+                     help="also train the networks of width k (dense, and distilled with --distill-temperatures) "
+                          "for every T and n of the sweeps, not only for the task as it is")
     rep.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     rep.add_argument("--workers", type=_workers, default=1,
                      help="train and prune the networks in this many local processes (default 1: in this process; "
@@ -325,7 +328,8 @@ def _reproduce(args, argv) -> int:
     preset = with_overrides(preset, seeds=args.seeds, hidden_sizes=args.hidden_sizes, ks=args.ks, train=train, mnist_downsample=args.mnist_downsample,
                             task=args.task, seq_lens=args.seq_lens, train_sizes=args.train_sizes,
                             nonlinearity=args.nonlinearity, finetune_epochs=args.finetune_epochs, cell=args.cell,
-                            finetune_curve=args.finetune_curve, distill_temperatures=args.distill_temperatures)
+                            finetune_curve=args.finetune_curve, distill_temperatures=args.distill_temperatures,
+                            variant_baselines=args.variant_baselines)
     if any(e < 1 for e in preset.finetune_curve):
         print(f"error: --finetune-curve: expected positive numbers of epochs, got {preset.finetune_curve}",
               file=sys.stderr)

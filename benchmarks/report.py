@@ -148,22 +148,35 @@ def _size_table(rows: Sequence[Dict]) -> str:
 
 def variant_paired_table(rows: Sequence[Dict], hidden: int) -> str:
     """Per (T, n) variant and k at width ``hidden``: spectral pruning against the best other pruning method (by
-    median), with their paired per-seed difference and its 95% bootstrap interval, as in :func:`summary_table`."""
+    median), with their paired per-seed difference and its 95% bootstrap interval, as in :func:`summary_table`; and,
+    where the variants have networks trained at width k (dense, distilled), against the better of those too."""
     rows = [r for r in rows if int(r["hidden"]) == hidden and _is_number(r.get("test_accuracy"))]
     variants = sorted({(int(r["seq_len"]), int(r["n_train"])) for r in rows}, key=lambda v: (-v[1], -v[0]))
-    lines = ["| T | n | k | full | spectral | best other pruning method | other - spectral [95% CI] | verdict |",
-             "|" + "---|" * 8]
+    trained_anywhere = any(r["method"] in TRAINED_BASELINES and not is_base(r) for r in rows)
+    lines = ["| T | n | k | full | spectral | best other pruning method | other - spectral [95% CI] | verdict |"
+             + (" best network trained at width k | other - spectral [95% CI] | verdict |" if trained_anywhere else ""),
+             "|" + "---|" * (11 if trained_anywhere else 8)]
+
+    def cells(p) -> str:
+        d = p["diff"]
+        return f"{p['method']} ({p['median']:.3f}) | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {_verdict(d)}"
+
     for T, n in variants:
         group = [r for r in rows if (int(r["seq_len"]), int(r["n_train"])) == (T, n)]
-        methods = [m for m in _compared(group) if m not in TRAINED_BASELINES]
+        methods = _compared(group)
         full = [r["test_accuracy"] for r in group if r["method"] == "full network"]
         paired = paired_table_rows(group, hidden=hidden, methods=methods)
         for k in sorted({p["k"] for p in paired}):
-            best = max((p for p in paired if p["k"] == k), key=lambda p: p["median"])
-            d = best["diff"]
-            lines.append(f"| {T} | {n} | {k} | {np.median(full):.3f} | {best['reference_median']:.3f} | "
-                         f"{best['method']} ({best['median']:.3f}) | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | "
-                         f"{_verdict(d)} |")
+            at_k = [p for p in paired if p["k"] == k]
+            pruning = [p for p in at_k if p["method"] not in TRAINED_BASELINES]
+            trained = [p for p in at_k if p["method"] in TRAINED_BASELINES]
+            if not pruning:
+                continue
+            best = max(pruning, key=lambda p: p["median"])
+            line = (f"| {T} | {n} | {k} | {np.median(full):.3f} | {best['reference_median']:.3f} | {cells(best)} |")
+            if trained_anywhere:
+                line += (f" {cells(max(trained, key=lambda p: p['median']))} |" if trained else " | | |")
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -462,7 +475,10 @@ def write_report(out: Path, rows: Sequence[Dict], *, title: str, seeds: Sequence
                   "accuracy (min-max) over seeds; the full network's value is repeated in every column.", "",
                   variant_table([r for r in all_rows if int(r["hidden"]) == m0], m0), "",
                   "Per variant and k, spectral pruning against the best other pruning method of the run (by median), "
-                  "paired by seed (the variants have no network trained at width k):", "",
+                  "paired by seed" + (", and against the better network trained at width k for the variant (dense "
+                                      "from scratch, distilled):" if any(r["method"] in TRAINED_BASELINES
+                                                                         for r in swept)
+                                      else " (the variants have no network trained at width k):"), "",
                   variant_paired_table([r for r in all_rows if int(r["hidden"]) == m0], m0), ""]
         curves = variant_curve_table(all_rows, m0)
         if curves:

@@ -74,6 +74,9 @@ class Preset:
     # (:func:`benchmarks.data.regroup_steps`), and n training sequences drawn per seed
     seq_lens: Tuple[int, ...] = ()
     train_sizes: Tuple[int, ...] = ()
+    # also train the networks of width k (dense, and distilled when distill_temperatures is set) for every T and n
+    # of the sweeps, not only for the task as it is
+    variant_baselines: bool = False
     # the non-vacuous bound study (benchmarks/nonvacuous.py): student widths and training-set sizes; empty
     # sizes skip it (its table still enters the report when DIR/nonvacuous.csv exists from a separate run)
     nonvacuous_widths: Tuple[int, ...] = (32, 128)
@@ -421,43 +424,61 @@ def _network_rows(preset: Preset, data: Any, out: Path, device, m: int, seq_len:
 
 
 @_in_task_threads
-def _dense_rows(preset: Preset, data: Any, out: Path, device, k: int, seed: int, progress: bool) -> List[Dict]:
-    """One task of the sweep: a dense network of width k trained from scratch, one row per compared width."""
+def _dense_rows(preset: Preset, data: Any, out: Path, device, k: int, seed: int, progress: bool,
+                seq_len: int = 0, n_train: int = 0) -> List[Dict]:
+    """One task of the sweep: a dense network of width k trained from scratch, one row per compared width (every
+    width for the task as it is; the sweeps' width for a T or n variant)."""
     data = _task_data(preset, data)
     settings = preset.settings()
-    mc = _model_config(preset, k, seed)
+    mc = _model_config(preset, k, seed, seq_len, n_train)
+    task = _variant_data(data, mc)
     t0 = time.perf_counter()
-    model = _train_or_load(mc, data, Path(out), torch.device(device), progress)
+    model = _train_or_load(mc, task, Path(out), torch.device(device), progress)
     # the same small network is the baseline of every width
-    return [_row(data, _row_base(data, data.name, mc, m, seed, "base", settings), DENSE, k, model,
-                 time.perf_counter() - t0,
+    return [_row(task, _row_base(task, data.name, mc, m, seed, variant_label(seq_len, n_train), settings), DENSE, k,
+                 model, time.perf_counter() - t0,
                  row_key=config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings)))
-            for m in preset.hidden_sizes]
+            for m in _compared_widths(preset, seq_len, n_train)]
+
+
+def _compared_widths(preset: Preset, seq_len: int, n_train: int) -> Tuple[int, ...]:
+    """The widths whose pruned networks a network trained at width k is compared with: all of them for the task as
+    it is, the sweeps' width (the first) for a T or n variant."""
+    return (preset.hidden_sizes[0],) if seq_len or n_train else tuple(preset.hidden_sizes)
+
+
+def _baseline_variants(preset: Preset) -> List[Tuple[int, int]]:
+    """(seq_len, n_train) of every task variant that gets networks trained at width k."""
+    sweeps = ([(T, 0) for T in preset.seq_lens] + [(0, n) for n in preset.train_sizes]
+              if preset.variant_baselines else [])
+    return [(0, 0)] + sweeps
 
 
 DISTILLED = DISTILLED_LABEL
 
 
-def _distill_key(preset: Preset, k: int, m: int, seed: int) -> str:
-    return config_key(RowConfig(_model_config(preset, k, seed), DISTILLED, k, compared_width=m,
+def _distill_key(preset: Preset, k: int, m: int, seed: int, seq_len: int = 0, n_train: int = 0) -> str:
+    return config_key(RowConfig(_model_config(preset, k, seed, seq_len, n_train), DISTILLED, k, compared_width=m,
                                 distill_temperatures=tuple(float(t) for t in preset.distill_temperatures),
                                 **preset.settings()))
 
 
 @_in_task_threads
 def _distill_rows(preset: Preset, data: Any, out: Path, device, m: int, k: int, seed: int,
-                  progress: bool) -> List[Dict]:
-    """One task of the sweep: knowledge distillation from the full network of width m (seed ``seed``) into a dense
-    network of width k, at every temperature of the preset; the row keeps the temperature with the best
-    validation accuracy (ties to the lower temperature)."""
+                  progress: bool, seq_len: int = 0, n_train: int = 0) -> List[Dict]:
+    """One task of the sweep: knowledge distillation from the full network of width m (seed ``seed``; of the T or
+    n variant when given) into a dense network of width k, at every temperature of the preset; the row keeps the
+    temperature with the best validation accuracy (ties to the lower temperature)."""
     from benchmarks.training import logits, train_model
 
-    data = _task_data(preset, data)
+    full_data = _task_data(preset, data)
     device = torch.device(device)
     t0 = time.perf_counter()
-    teacher = _train_or_load(_model_config(preset, m, seed), data, Path(out), device, progress)
+    teacher_config = _model_config(preset, m, seed, seq_len, n_train)
+    data = _variant_data(full_data, teacher_config)
+    teacher = _train_or_load(teacher_config, data, Path(out), device, progress)
     soft = logits(teacher, data.x_train)
-    mc = _model_config(preset, k, seed)
+    mc = _model_config(preset, k, seed, seq_len, n_train)
     best = None
     for temperature in sorted(float(t) for t in preset.distill_temperatures):
         student = _new_model(mc, data, device)  # the dense baseline's initialisation
@@ -469,9 +490,9 @@ def _distill_rows(preset: Preset, data: Any, out: Path, device, m: int, k: int, 
         if best is None or val > best[0]:
             best = (val, temperature, student)
     _, temperature, student = best
-    base = _row_base(data, data.name, mc, m, seed, "base", preset.settings())
+    base = _row_base(data, full_data.name, mc, m, seed, variant_label(seq_len, n_train), preset.settings())
     return [_row(data, base, DISTILLED, k, student, time.perf_counter() - t0, temperature=temperature,
-                 row_key=_distill_key(preset, k, m, seed))]
+                 row_key=_distill_key(preset, k, m, seed, seq_len, n_train))]
 
 
 def _row_keys(preset: Preset, mc: ModelConfig, entries) -> Dict[Tuple[str, int], str]:
@@ -531,27 +552,31 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
                 _network_rows, (preset, data_ref, out, dev, m, seq_len, n_train, seed,
                                 frozenset(v for v in keys.values() if v in done), progress and not parallel))
     if preset.dense_baseline:
-        for k in preset.ks:
-            for seed in preset.seeds:
-                mc = _model_config(preset, k, seed)
-                row_keys = {config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings))
-                            for m in preset.hidden_sizes}
-                planned |= row_keys
-                if row_keys <= done:
-                    continue
-                tasks[("dense", k, seed)] = (_dense_rows, (preset, data_ref, out, dev, k, seed,
-                                                           progress and not parallel))
+        for seq_len, n_train in _baseline_variants(preset):
+            for k in preset.ks:
+                for seed in preset.seeds:
+                    mc = _model_config(preset, k, seed, seq_len, n_train)
+                    row_keys = {config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings))
+                                for m in _compared_widths(preset, seq_len, n_train)}
+                    planned |= row_keys
+                    if row_keys <= done:
+                        continue
+                    tasks[("dense", k, seed, seq_len, n_train)] = (
+                        _dense_rows, (preset, data_ref, out, dev, k, seed, progress and not parallel, seq_len,
+                                      n_train))
 
     later: Dict[Any, Tuple[Callable, tuple]] = {}  # tasks that need the trained full networks
     if preset.distill_temperatures:
-        for m in preset.hidden_sizes:
-            for k in preset.ks:
-                for seed in preset.seeds:
-                    key = _distill_key(preset, k, m, seed)
-                    planned.add(key)
-                    if key not in done:
-                        later[("distill", m, k, seed)] = (_distill_rows, (preset, data_ref, out, dev, m, k, seed,
-                                                                           progress and not parallel))
+        for seq_len, n_train in _baseline_variants(preset):
+            for m in _compared_widths(preset, seq_len, n_train):
+                for k in preset.ks:
+                    for seed in preset.seeds:
+                        key = _distill_key(preset, k, m, seed, seq_len, n_train)
+                        planned.add(key)
+                        if key not in done:
+                            later[("distill", m, k, seed, seq_len, n_train)] = (
+                                _distill_rows, (preset, data_ref, out, dev, m, k, seed, progress and not parallel,
+                                                seq_len, n_train))
 
     def merge(key, new: List[Dict]) -> None:
         nonlocal rows
@@ -562,10 +587,10 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
             log(f"m={m} seed={seed} {variant_label(seq_len, n_train)}: full accuracy {new[0]['test_accuracy']:.3f}, "
                 f"{len(new) - 1} pruned rows")
         elif key[0] == "distill":
-            log(f"distilled m={key[1]} -> k={key[2]} seed={key[3]}: accuracy {new[0]['test_accuracy']:.3f} "
-                f"(T = {new[0]['temperature']:g})")
+            log(f"distilled m={key[1]} -> k={key[2]} seed={key[3]} {variant_label(*key[4:])}: accuracy "
+                f"{new[0]['test_accuracy']:.3f} (temperature {new[0]['temperature']:g})")
         else:
-            log(f"dense k={key[1]} seed={key[2]}: accuracy {new[-1]['test_accuracy']:.3f}")
+            log(f"dense k={key[1]} seed={key[2]} {variant_label(*key[3:])}: accuracy {new[-1]['test_accuracy']:.3f}")
 
     for phase in (tasks, later):  # distillation after the teachers exist (a pool would otherwise train them twice)
         if not phase:
@@ -668,6 +693,10 @@ def protocol_text(preset: Preset, data: SequenceData, mnist_dir: Optional[Path] 
         dense += (f" Distilled baselines: dense networks of width k trained with the same recipe on the full "
                   f"network's soft targets at temperature T in {{{', '.join(f'{t:g}' for t in preset.distill_temperatures)}}}, "
                   f"T chosen on the validation split.")
+    if dense and preset.variant_baselines and (preset.seq_lens or preset.train_sizes):
+        dense += (" Every sequence-length and sample-size variant has its own networks of width k, trained on that "
+                  "variant's data" + (" (distilled from that variant's full network)." if preset.distill_temperatures
+                                      else "."))
     n_val = 0 if data.x_val is None else data.x_val.shape[0]
     val = (f", {n_val:,} validation sequences held out of the training split (stratified, seed {VALIDATION_SEED}) "
            f"for the best checkpoint and for choosing lambda, theta and Z" if n_val else "")

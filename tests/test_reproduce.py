@@ -488,3 +488,47 @@ def test_long_sequences_give_an_inf_S10_bound_that_the_figure_leaves_out(tmp_pat
     fig = draw_approximation_vs_T(approx)
     (measured, bound) = fig.axes[0].get_lines()[:2]
     assert math.isnan(bound.get_ydata()[1]) and math.isfinite(bound.get_ydata()[0])  # the inf point is undrawn
+
+
+def test_variant_baselines_train_width_k_networks_for_each_sweep_variant(tmp_path):
+    """With variant_baselines, every T and n variant gets its own dense and distilled networks of width k, trained
+    on that variant's data (the distilled one from that variant's full network), compared with the sweeps' width
+    only. The rows of the task as it is keep the keys of a run without it, and the report pairs each variant's
+    spectral pruning with its own width-k networks."""
+    import dataclasses
+
+    import torch
+
+    from benchmarks.reproduce import _model_config, _new_model, _variant_data, checkpoint_path
+
+    plain = dataclasses.replace(TINY, hidden_sizes=(8, 10), ks=(4,), seeds=(0, 1), seq_lens=(16,),
+                                train_sizes=(100,), distill_temperatures=(2.0,))
+    with_baselines = dataclasses.replace(plain, variant_baselines=True)
+    base_only = run_reproduce(plain, tmp_path / "plain", progress=False, log=lambda s: None)
+    rows = run_reproduce(with_baselines, tmp_path / "v", progress=False, log=lambda s: None)
+    trained = [r for r in rows if r["method"] in ("dense from scratch", "distilled")]
+    plain_trained = [r for r in base_only if r["method"] in ("dense from scratch", "distilled")]
+    assert {r["row_key"] for r in plain_trained} == {r["row_key"] for r in trained if r["variant"] == "base"}
+    for variant, (T, n) in (("T=16", (16, 0)), ("n=100", (0, 100))):
+        mine = [r for r in trained if r["variant"] == variant]
+        # per method and seed one row, compared with the sweeps' width (the first) only
+        assert sorted((r["method"], r["seed"], r["hidden"]) for r in mine) == sorted(
+            (m, s, 8) for m in ("dense from scratch", "distilled") for s in (0, 1))
+        for r in mine:
+            if r["method"] != "dense from scratch":
+                continue
+            mc = _model_config(with_baselines, 4, r["seed"], T, n)
+            task = _variant_data(load_task(with_baselines), mc)
+            net = _new_model(mc, task, torch.device("cpu"))
+            net.load_state_dict(torch.load(checkpoint_path(tmp_path / "v", mc), weights_only=True))
+            with torch.no_grad():
+                acc = float((net(task.x_test).argmax(1) == task.y_test).float().mean())
+            assert r["test_accuracy"] == pytest.approx(acc) and r["seq_len"] == task.seq_len
+            assert r["n_train"] == task.x_train.shape[0]
+    text = write_report(tmp_path / "v", [r for r in rows], title="t", seeds=(0, 1)).read_text()
+    assert "best network trained at width k" in text
+    (line,) = [x for x in text.splitlines() if x.startswith("| 16 |") and "| 4 |" in x and "[" in x]
+    assert "dense from scratch" in line or "distilled" in line
+    # a second run trains nothing more
+    again = run_reproduce(with_baselines, tmp_path / "v", progress=False, log=lambda s: None)
+    assert sorted(r["row_key"] for r in again) == sorted(r["row_key"] for r in rows)
