@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,15 +43,21 @@ def is_base(row: Dict) -> bool:
 SWEEP_METHODS = ("spectral", "spectral (no recon.)", "magnitude + recon.", "random + recon.", "full network")
 
 
+def _variant_groups(rows: Sequence[Dict]) -> List[Tuple[Tuple[int, int], List[Dict]]]:
+    """The rows grouped by (T, n) variant, the task as it is first (most sequences, then longest)."""
+    groups: Dict[Tuple[int, int], List[Dict]] = {}
+    for r in rows:
+        groups.setdefault((int(r["seq_len"]), int(r["n_train"])), []).append(r)
+    return sorted(groups.items(), key=lambda item: (-item[0][1], -item[0][0]))
+
+
 def variant_table(rows: Sequence[Dict], hidden: int, methods: Sequence[str] = SWEEP_METHODS) -> str:
     """Median test accuracy over seeds per (T, n) variant and method, one column per k, at width ``hidden``."""
     rows = [r for r in rows if int(r["hidden"]) == hidden and _is_number(r.get("test_accuracy"))
             and r["method"] in methods and r["method"] != "dense from scratch"]
     ks = sorted({int(r["k"]) for r in rows if r["method"] != "full network"})
-    variants = sorted({(int(r["seq_len"]), int(r["n_train"])) for r in rows}, key=lambda v: (-v[1], -v[0]))
     lines = ["| T | n | method | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 3)]
-    for T, n in variants:
-        group = [r for r in rows if (int(r["seq_len"]), int(r["n_train"])) == (T, n)]
+    for (T, n), group in _variant_groups(rows):
         for m in methods:
             cells = []
             for k in ks:
@@ -151,7 +157,6 @@ def variant_paired_table(rows: Sequence[Dict], hidden: int) -> str:
     median), with their paired per-seed difference and its 95% bootstrap interval, as in :func:`summary_table`; and,
     where the variants have networks trained at width k (dense, distilled), against the better of those too."""
     rows = [r for r in rows if int(r["hidden"]) == hidden and _is_number(r.get("test_accuracy"))]
-    variants = sorted({(int(r["seq_len"]), int(r["n_train"])) for r in rows}, key=lambda v: (-v[1], -v[0]))
     trained_anywhere = any(r["method"] in TRAINED_BASELINES and not is_base(r) for r in rows)
     lines = ["| T | n | k | full | spectral | best other pruning method | other - spectral [95% CI] | verdict |"
              + (" best network trained at width k | other - spectral [95% CI] | verdict |" if trained_anywhere else ""),
@@ -161,8 +166,7 @@ def variant_paired_table(rows: Sequence[Dict], hidden: int) -> str:
         d = p["diff"]
         return f"{p['method']} ({p['median']:.3f}) | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {_verdict(d)}"
 
-    for T, n in variants:
-        group = [r for r in rows if (int(r["seq_len"]), int(r["n_train"])) == (T, n)]
+    for (T, n), group in _variant_groups(rows):
         methods = _compared(group)
         full = [r["test_accuracy"] for r in group if r["method"] == "full network"]
         paired = paired_table_rows(group, hidden=hidden, methods=methods)
@@ -197,9 +201,7 @@ def variant_curve_table(rows: Sequence[Dict], hidden: int) -> str:
     lines = ["| T | n | k | spectral: none / " + " / ".join(f"{e}" for e in budgets) + " epochs | best other "
              f"pruning method after {budgets[-1]} epochs: none / ... / {budgets[-1]} | other - spectral after "
              f"{budgets[-1]} epochs [95% CI] | verdict |", "|" + "---|" * 7]
-    variants = sorted({(int(r["seq_len"]), int(r["n_train"])) for r in rows}, key=lambda v: (-v[1], -v[0]))
-    for T, n in variants:
-        group = [r for r in rows if (int(r["seq_len"]), int(r["n_train"])) == (T, n)]
+    for (T, n), group in _variant_groups(rows):
         with_curve = {r["method"] for r in group if _is_number(r.get(last))}
         # the fine-tuned spectral row is the default setting's: labelled with its settings once the run is tuned
         reference = next((m for m in sorted(with_curve) if m.startswith("spectral [")),

@@ -436,9 +436,16 @@ def _dense_rows(preset: Preset, data: Any, out: Path, device, k: int, seed: int,
     model = _train_or_load(mc, task, Path(out), torch.device(device), progress)
     # the same small network is the baseline of every width
     return [_row(task, _row_base(task, data.name, mc, m, seed, variant_label(seq_len, n_train), settings), DENSE, k,
-                 model, time.perf_counter() - t0,
-                 row_key=config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings)))
-            for m in _compared_widths(preset, seq_len, n_train)]
+                 model, time.perf_counter() - t0, row_key=key)
+            for m, key in _dense_keys(preset, k, seed, seq_len, n_train).items()]
+
+
+def _dense_keys(preset: Preset, k: int, seed: int, seq_len: int = 0, n_train: int = 0) -> Dict[int, str]:
+    """The row key of the dense network of width k for each width it is compared with (the run's plan and the
+    rows it writes use these same keys)."""
+    mc = _model_config(preset, k, seed, seq_len, n_train)
+    return {m: config_key(RowConfig(mc, DENSE, k, compared_width=m, **preset.settings()))
+            for m in _compared_widths(preset, seq_len, n_train)}
 
 
 def _compared_widths(preset: Preset, seq_len: int, n_train: int) -> Tuple[int, ...]:
@@ -555,9 +562,7 @@ def run_reproduce(preset: Preset, out: Path, *, mnist_dir: Optional[Path] = None
         for seq_len, n_train in _baseline_variants(preset):
             for k in preset.ks:
                 for seed in preset.seeds:
-                    mc = _model_config(preset, k, seed, seq_len, n_train)
-                    row_keys = {config_key(RowConfig(mc, DENSE, k, compared_width=m, **settings))
-                                for m in _compared_widths(preset, seq_len, n_train)}
+                    row_keys = set(_dense_keys(preset, k, seed, seq_len, n_train).values())
                     planned |= row_keys
                     if row_keys <= done:
                         continue
