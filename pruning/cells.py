@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from pruning.covariance import CovarianceStats, progress_bar
-from pruning.unitwise import ReadoutPathError, eval_mode, follows_maps, random_maps, run_twice, times
+from pruning.unitwise import (ReadoutPathError, eval_mode, follows_maps, output_tensors, random_maps,
+                              rerun_with_inputs, run_twice, same_outputs, times)
 
 __all__ = ["CELLS", "cell_as_layer", "layer_as_cell", "cell_statistics", "check_cell_readout_path"]
 
@@ -133,7 +134,7 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable) -> None:
 
     handles = [cell.register_forward_pre_hook(undo, with_kwargs=True), cell.register_forward_hook(perturb)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record(p)) for p in parts.readout_paths]
-    plain, perturbed = run_twice(model, forward, batch, seen, handles, lambda: state.update(perturb=True))
+    plain, perturbed, out = run_twice(model, forward, batch, seen, handles, lambda: state.update(perturb=True))
     tol = 1e-8 if cell.weight_hh.dtype == torch.float64 else 1e-3
     for path in parts.readout_paths:
         if not follows_maps(plain[path], perturbed[path], [M], tol):
@@ -141,3 +142,26 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable) -> None:
                 f"readout: {path!r} does not read a unit-wise linear function of the states of {parts.rnn_path!r}: "
                 f"something in the model's loop between the cell and the read-out depends on the hidden width (a "
                 f"norm, a linear layer, a nonlinearity, or a read of the LSTM cell state); name a different read-out")
+    _check_no_other_reader(parts, forward, batch, perturbed, out, tol)
+
+
+def _check_no_other_reader(parts, forward: Callable, batch: Any, perturbed: dict, out: Any, tol: float) -> None:
+    """The cell form of the whole-model check that nothing but the read-outs reads the states: the model is rerun
+    with the cell left as it is and each read-out's input replaced by what it received in the perturbed run, and
+    must return what the perturbed run returned. A loop's returned states cannot be told apart from a read of them
+    here (the perturbed run handed out ``h M``), so returned tensors of the state width are left out of the
+    comparison; any other output that changes means the loop reads the states elsewhere."""
+    model, cell = parts.model, parts.rnn
+    width = cell.hidden_size
+    keep = [t for t in output_tensors(out) if not (t.ndim and t.shape[-1] == width)]
+    if not keep:
+        return
+    rerun = rerun_with_inputs(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths})
+    if rerun is not None and same_outputs(keep, [t for t in rerun if not (t.ndim and t.shape[-1] == width)], tol):
+        return
+    heads = ", ".join(repr(p) for p in parts.readout_paths)
+    raise ReadoutPathError(
+        f"readout: the model's output depends on the states of {parts.rnn_path!r} other than through the read-out(s) "
+        f"{heads}: the model's loop reads them elsewhere (a second linear head not named in readout, or a term "
+        f"computed from the states or the LSTM cell state). Only the read-outs absorb the reconstruction A_J, so that "
+        f"part would silently read the k kept units instead of all m; name every linear read-out in readout=[...]")

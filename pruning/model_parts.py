@@ -10,7 +10,8 @@ forward pre-hook, exactly what the recurrent module received (a tensor in its ow
 embeddings and packing inside the model need no protocol. :func:`check_readout_path` verifies that what lies between
 the recurrent module and each read-out is a unit-wise linear map of the states (dropout in eval mode, identity,
 indexing, pooling or masked means over time), which is what lets a read-out absorb ``A_J`` (docs/method.md,
-section 4); a norm layer, another linear layer, attention or a nonlinearity there is refused with its name.
+section 4); a norm layer, another linear layer, attention or a nonlinearity there is refused with its name, and so is
+a model whose output reads the states anywhere but through the read-outs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_pat
 from pruning.modules import check_readout, check_recurrent, directions, output_width
 from pruning.recurrent_stack import RecurrentStack
 from pruning.sequences import check_lengths
-from pruning.unitwise import ReadoutPathError, eval_mode, follows_maps, random_maps, run_twice, times
+from pruning.unitwise import (ReadoutPathError, eval_mode, follows_maps, output_tensors, random_maps,
+                              rerun_with_inputs, run_twice, same_outputs, times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -291,7 +293,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     gen = torch.Generator().manual_seed(0)
     seen: dict = {p: [] for p in parts.readout_paths}
     order: List[Tuple[str, nn.Module]] = []
-    state = dict(perturb=False, after_rnn=False, readout_seen=False)
+    state = dict(perturb=False, after_rnn=False, readout_seen=False, output_too=True)
     p0 = next(rnn.parameters())
     maps = random_maps([m] * D, gen, p0)
     other = -1.3  # the other layers' final states and the LSTM cell states: any change a read of them would show
@@ -301,7 +303,9 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         if not state["perturb"]:
             return out
         y, h = out
-        if isinstance(y, PackedSequence):
+        if not state["output_too"]:
+            pass
+        elif isinstance(y, PackedSequence):
             y = PackedSequence(times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
         else:
             y = times(y, maps)
@@ -334,8 +338,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     handles += [model.get_submodule(p).register_forward_pre_hook(record_input(p)) for p in parts.readout_paths]
     handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in model.named_modules()
                 if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())]
-    plain, perturbed = run_twice(model, forward, batch, seen, handles,
-                                 lambda: state.update(perturb=True, after_rnn=False))
+    plain, perturbed, out = run_twice(model, forward, batch, seen, handles,
+                                      lambda: state.update(perturb=True, after_rnn=False))
     tol = 1e-9 if p0.dtype == torch.float64 else 2e-4
     for path in parts.readout_paths:
         if follows_maps(plain[path], perturbed[path], maps, tol):
@@ -351,6 +355,51 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                          f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
                          f"that read its states, with only dropout, identity, indexing or pooling over time between "
                          f"them; name a different read-out, or prune a model whose head reads the states directly")
+    _check_no_other_reader(parts, forward, batch, perturbed, out, perturb_output, state, tol)
+
+
+def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, perturbed: dict, out: Any,
+                           perturb_output: Callable, state: dict, tol: float) -> None:
+    """Refuse a model whose output depends on the recurrent module's output other than through the read-outs.
+
+    The read-outs are the only part of the model that absorbs ``A_J``; a term computed from the states elsewhere (a
+    second head not named in ``readout``, a norm penalty, a skip connection) would silently read the k kept units
+    instead of the m original ones. The test reruns the model with the recurrent output left as it is (its final
+    states changed as in the perturbed run) and each read-out's input replaced by what it received in the perturbed
+    run: if only the read-outs read the output, the model returns exactly what it returned in the perturbed run.
+    A model whose forward returns no floating-point tensor cannot be checked this way and is left alone."""
+    model, rnn = parts.model, parts.rnn
+    expected = output_tensors(out)
+    if not expected:
+        return
+    widths = {output_width(rnn), output_width(rnn) // directions(rnn)}
+    after_rnn: List[str] = []
+
+    def note(path):
+        def hook(module, args):
+            if state["after_rnn"] and any(isinstance(t, torch.Tensor) and t.ndim and t.shape[-1] in widths
+                                          for t in args) and path not in after_rnn:
+                after_rnn.append(path)
+        return hook
+
+    state.update(perturb=True, output_too=False, after_rnn=False)
+    skip = set(parts.readout_paths) | {parts.rnn_path}
+    handles = [rnn.register_forward_hook(perturb_output)]
+    handles += [mod.register_forward_pre_hook(note(p)) for p, mod in model.named_modules()
+                if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())
+                and not isinstance(mod, _UNITWISE)]
+    rerun = rerun_with_inputs(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, handles)
+    if rerun is not None and same_outputs(expected, rerun, tol):
+        return
+    heads = ", ".join(repr(p) for p in parts.readout_paths)
+    named = (f" (module(s) run after it with inputs of the state width: {', '.join(repr(p) for p in after_rnn)})"
+             if after_rnn else "")
+    raise ReadoutPathError(
+        f"readout: the model's output depends on {parts.rnn_path!r}'s output other than through the read-out(s) "
+        f"{heads}: something else reads the states{named}: a second linear head not named in readout, a term computed "
+        f"from the states such as a norm or a skip connection, or the states returned themselves. Only the read-outs "
+        f"absorb the reconstruction A_J, so that part would silently read the k kept units instead of all m; name "
+        f"every linear read-out in readout=[...], or pass forward=... returning only what the read-outs compute")
 
 
 def _check_if_callable(parts: ModelParts, data: torch.Tensor, rnn: nn.Module) -> None:

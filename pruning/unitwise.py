@@ -4,12 +4,14 @@ on the hidden dimension, and the error a failed check raises (docs/usage.md, who
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
-__all__ = ["ReadoutPathError", "eval_mode", "random_maps", "times", "run_twice", "follows_maps"]
+__all__ = ["ReadoutPathError", "eval_mode", "random_maps", "times", "run_twice", "follows_maps", "output_tensors",
+           "same_outputs", "rerun_with_inputs"]
 
 
 class ReadoutPathError(ValueError):
@@ -44,10 +46,10 @@ def times(x: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def run_twice(model: nn.Module, forward: Callable, batch: Any, seen: Dict[str, List[torch.Tensor]], handles,
-              start_perturbing: Callable[[], None]) -> Tuple[Dict[str, List[torch.Tensor]], Dict[str, list]]:
+              start_perturbing: Callable[[], None]) -> Tuple[Dict[str, List[torch.Tensor]], Dict[str, list], Any]:
     """Run ``forward(model, batch)`` once plainly and once after ``start_perturbing()``, in eval mode without
     gradients; ``seen`` is filled by the caller's hooks (``handles``, removed at the end). Returns what the hooks
-    recorded in each run."""
+    recorded in each run and what the perturbed run's forward returned."""
     try:
         with eval_mode(model), torch.no_grad():
             forward(model, batch)
@@ -55,11 +57,38 @@ def run_twice(model: nn.Module, forward: Callable, batch: Any, seen: Dict[str, L
             for v in seen.values():
                 v.clear()
             start_perturbing()
-            forward(model, batch)
+            out = forward(model, batch)
     finally:
         for h in handles:
             h.remove()
-    return plain, {p: list(v) for p, v in seen.items()}
+    return plain, {p: list(v) for p, v in seen.items()}, out
+
+
+def output_tensors(out: Any) -> List[torch.Tensor]:
+    """The floating-point tensors in what a forward returned: a tensor, a PackedSequence's data, and those inside
+    tuples, lists and dicts (a model's output object such as a named tuple included), in a fixed order."""
+    if isinstance(out, PackedSequence):
+        out = out.data
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() or out.is_complex() else []
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in output_tensors(item)]
+    return []
+
+
+def same_outputs(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], tol: float) -> bool:
+    """Whether two runs returned the same tensors, each to ``tol`` relative to its largest entry."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x.shape != y.shape:
+            return False
+        scale = float(x.abs().max()) if x.numel() else 0.0
+        if x.numel() and float((x - y).abs().max()) > tol * (scale + 1e-30):
+            return False
+    return True
 
 
 def follows_maps(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor], maps: Sequence[torch.Tensor],
@@ -73,3 +102,31 @@ def follows_maps(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor], 
         if a.shape != b.shape or float((expected - b).abs().max()) > tol * (float(expected.abs().max()) + 1e-30):
             return False
     return True
+
+
+def rerun_with_inputs(model: nn.Module, forward: Callable, batch: Any, recorded: Dict[str, List[torch.Tensor]],
+                      handles=()) -> Optional[List[torch.Tensor]]:
+    """Run ``forward(model, batch)`` once more, in eval mode without gradients, with the input of each module in
+    ``recorded`` (by path) replaced call by call by the tensors recorded for it; ``handles`` are the caller's other
+    hooks, removed at the end with these. Returns the floating-point tensors the forward returned, or None when a
+    module was called more often than recorded or with another shape (the runs took different routes)."""
+    calls = {p: iter(v) for p, v in recorded.items()}
+    mismatch: List[str] = []
+
+    def substitute(path):
+        def hook(module, args):
+            replacement = next(calls[path], None)
+            if replacement is None or replacement.shape != args[0].shape:
+                mismatch.append(path)
+                return None
+            return (replacement.to(args[0].dtype),) + tuple(args[1:])
+        return hook
+
+    handles = list(handles) + [model.get_submodule(p).register_forward_pre_hook(substitute(p)) for p in recorded]
+    try:
+        with eval_mode(model), torch.no_grad():
+            out = output_tensors(forward(model, batch))
+    finally:
+        for h in handles:
+            h.remove()
+    return None if mismatch else out

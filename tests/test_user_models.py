@@ -144,6 +144,103 @@ def test_width_dependent_modules_between_rnn_and_readout_are_refused_by_name(mod
         spectral_prune(model, x, k=4)
 
 
+class _SideTerm(torch.nn.Module):
+    """A head on the last step plus a term computed from the states outside any read-out."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.RNN(3, 8, batch_first=True)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        o = self.rnn(x)[0][:, -1]
+        return self.head(o) + o.pow(2).mean(-1, keepdim=True)
+
+
+class _GatedHead(torch.nn.Module):
+    """A head scaled by a gate that reads the same states through a second linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(3, 8, batch_first=True)
+        self.head = torch.nn.Linear(8, 2)
+        self.gate = torch.nn.Linear(8, 1)
+
+    def forward(self, x):
+        o = self.rnn(x)[0][:, -1]
+        return self.head(o) * torch.sigmoid(self.gate(o))
+
+
+class _ReturnsStates(torch.nn.Module):
+    """Returns the head's output and the recurrent output sequence itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.LSTM(3, 8, batch_first=True)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        o = self.rnn(x)[0]
+        return {"logits": self.head(o[:, -1]), "states": o}
+
+
+@pytest.mark.parametrize("model,readout,named", [
+    (_SideTerm(), None, ""),
+    (_GatedHead(), "head", r".*'gate'"),
+    (_ReturnsStates(), None, ""),
+])
+def test_a_model_that_reads_the_states_outside_its_readouts_is_refused(model, readout, named):
+    """Only the named read-outs absorb A_J: anything else computed from the states would silently read the kept
+    units. Before this check the side term was pruned without a word, and the gate failed in the smoke test with a
+    message about constants of the old width."""
+    x = torch.randn(12, 5, 3)
+    with pytest.raises(ValueError, match=r"readout: the model's output depends on 'rnn''s output other than through "
+                                         r"the read-out\(s\) 'head': something else reads the states" + named):
+        spectral_prune(model, x, k=4, readout=readout)
+
+
+def test_the_refusal_of_other_readers_keeps_what_the_method_covers():
+    """A model returning its final states (a language model carrying them to the next chunk) and one that takes a
+    mask from the states are still pruned; a model returning its states is pruned through a forward that returns
+    the logits only. Each pruned model equals the pair route's pruned pair (float64, the same units and weights)."""
+    torch.manual_seed(3)
+
+    class CarriesState(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(3, 8, batch_first=True)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            o, (h, c) = self.rnn(x)
+            return self.head(o), (h, c)
+
+    class MaskFromStates(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.RNN(3, 8, nonlinearity="relu", batch_first=True)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            o = self.rnn(x)[0]
+            keep = (o != 0).any(-1, keepdim=True).to(o.dtype)  # steps where some unit is active
+            return self.head((o * keep).sum(1) / keep.sum(1).clamp(min=1))
+
+    x = torch.randn(30, 6, 3, dtype=torch.float64)
+    returns_states = _ReturnsStates().double()
+    cases = [(CarriesState().double(), None, lambda out: out[0]),
+             (MaskFromStates().double(), None, lambda out: out),
+             (returns_states, lambda model, batch: model(batch)["logits"], lambda out: out["logits"])]
+    for model, forward, logits in cases:
+        res = spectral_prune(model, x, k=5, forward=forward)
+        pair = spectral_prune((model.rnn, model.head), x, k=5)
+        assert res.units == pair.units
+        torch.testing.assert_close(res.model.head.weight, pair.readout.weight, rtol=1e-12, atol=1e-14)
+        with torch.no_grad():
+            out = res.model(x)
+        assert logits(out).shape[-1] == 2 and res.model.rnn.hidden_size == 5
+
+
 def test_the_rnn_and_readout_protocol_is_checked_too():
     class Protocol(torch.nn.Module):
         def __init__(self):
@@ -253,8 +350,10 @@ def test_error_target_on_a_whole_model(trained):
 class CellLoop(torch.nn.Module):
     """A cell stepped by the user's own loop; the head reads the last state."""
 
-    def __init__(self, cell: str, hidden: int = 6, norm: bool = False, fixed_width: bool = False):
+    def __init__(self, cell: str, hidden: int = 6, norm: bool = False, fixed_width: bool = False, side: str = "",
+                 returns_state: bool = False):
         super().__init__()
+        self.side, self.returns_state = side, returns_state
         kw = dict(nonlinearity="relu") if cell == "RNNCell" else {}
         self.step = getattr(torch.nn, cell)(3, hidden, dtype=torch.float64, **kw)
         self.head = torch.nn.Linear(hidden, 2, dtype=torch.float64)
@@ -265,10 +364,14 @@ class CellLoop(torch.nn.Module):
         width = self.fixed or self.step.hidden_size
         h = x.new_zeros(x.shape[0], width)
         state = (h, h.clone()) if isinstance(self.step, torch.nn.LSTMCell) else h
+        penalty = x.new_zeros(x.shape[0], 1)
         for t in range(x.shape[1]):
             state = self.step(x[:, t], state)
+            if self.side:  # a term read from the hidden ("h") or the LSTM cell ("c") state at every step
+                penalty = penalty + state[self.side == "c"].abs().mean(-1, keepdim=True)
         h = state[0] if isinstance(state, tuple) else state
-        return self.head(self.norm(h) if self.norm is not None else h)
+        out = self.head(self.norm(h) if self.norm is not None else h) + penalty
+        return (out, state) if self.returns_state else out
 
 
 @pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell", "GRUCell"])
@@ -303,10 +406,29 @@ def test_cell_models_refuse_what_they_cannot_prune():
     with pytest.raises(ValueError, match=r"model: the pruned model fails on a batch of data .* use "
                                          r"self.step.hidden_size"):
         spectral_prune(CellLoop("LSTMCell", fixed_width=True), x, k=3)
+    for side in ("h", "c"):
+        with pytest.raises(ValueError, match=r"readout: the model's output depends on the states of 'step' other "
+                                             r"than through the read-out\(s\) 'head'"):
+            spectral_prune(CellLoop("LSTMCell", side=side), x, k=3)
     with pytest.raises(ValueError, match="target: not supported for the RNN cell 'step'"):
         spectral_prune(CellLoop("GRUCell"), x, target=0.1)
     with pytest.raises(ValueError, match="lengths: 'step' is a cell"):
         spectral_prune(CellLoop("GRUCell"), x, k=2, lengths=[5] * 10)
+
+
+def test_a_cell_loop_that_returns_its_state_is_still_pruned():
+    """A loop returning its final state with the head's output: the state is carried, not read elsewhere, and the
+    pruned loop returns the same outputs as the one that does not return it."""
+    torch.manual_seed(11)
+    x = torch.randn(10, 5, 3, dtype=torch.float64)
+    plain = CellLoop("LSTMCell")
+    carrying = CellLoop("LSTMCell", returns_state=True)
+    carrying.load_state_dict(plain.state_dict())
+    a, b = spectral_prune(plain, x, k=3).model, spectral_prune(carrying, x, k=3).model
+    with torch.no_grad():
+        out, (h, c) = b(x)
+        torch.testing.assert_close(out, a(x), rtol=0, atol=0)
+    assert h.shape == c.shape == (10, 3)
 
 
 def test_cell_models_round_trip_through_the_cli(tmp_path, capsys):
