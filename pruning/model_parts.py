@@ -177,6 +177,13 @@ class _Refused(Exception):
     pass
 
 
+def _all_zero(hx: Any) -> bool:
+    """Whether an initial state (a tensor, or an LSTM's pair) is zero everywhere: the run is then the module's run
+    from its default state."""
+    parts = hx if isinstance(hx, (tuple, list)) else (hx,)
+    return all(isinstance(t, torch.Tensor) and not bool(t.any()) for t in parts)
+
+
 class RecurrentInputs:
     """Re-iterable view of what a model's recurrent module receives while the model runs on ``data``.
 
@@ -185,8 +192,9 @@ class RecurrentInputs:
     argument of every call of the recurrent module: a tensor in the module's layout or a PackedSequence. With
     ``lengths`` (one length per sequence of a tensor, or one array per batch of an iterable) a padded tensor the module
     receives is packed first, so padding steps stay out of the statistics. Every call of the module is a batch of
-    sequences (a model may call it more than once per batch). An initial state passed to the module is refused: the
-    statistics are those of runs from the zero state.
+    sequences (a model may call it more than once per batch). A nonzero initial state passed to the module is
+    refused: the statistics are those of runs from the zero state (an all-zero ``hx``, the usual
+    ``torch.zeros(num_layers, batch, hidden_size)``, is the same run and passes).
     """
 
     def __init__(self, parts: ModelParts, data: Any, *, forward: Optional[Callable[[nn.Module, Any], Any]] = None,
@@ -219,9 +227,9 @@ class RecurrentInputs:
                 return
             x = args[0] if args else kwargs.get("input")
             hx = args[1] if len(args) > 1 else kwargs.get("hx")
-            if hx is not None:
-                raise _Refused(f"data: the model passes an initial state to {self.parts.rnn_path!r}; spectral "
-                               f"pruning takes its statistics from runs that start at the zero state")
+            if hx is not None and not _all_zero(hx):
+                raise _Refused(f"data: the model passes a nonzero initial state to {self.parts.rnn_path!r}; "
+                               f"spectral pruning takes its statistics from runs that start at the zero state")
             calls.append(x)
 
         lengths = self._lengths()

@@ -282,6 +282,36 @@ def test_ambiguous_or_missing_modules_list_the_candidates():
         spectral_prune(both, torch.randn(2, 3), k=2)
 
 
+@pytest.mark.parametrize("module", ["GRU", "LSTM"])
+def test_an_all_zero_initial_state_is_the_default_run_and_prunes(module):
+    """The tutorial pattern ``self.rnn(x, zeros)``: the same run as without ``hx``, so the same units and weights as
+    the model that passes none; a model that builds the zeros at its old width fails in the smoke test, naming the
+    fix."""
+    class ZeroState(torch.nn.Module):
+        def __init__(self, width_from_module=True):
+            super().__init__()
+            self.rnn = getattr(torch.nn, module)(3, 6, num_layers=2, batch_first=True, dtype=torch.float64)
+            self.head = torch.nn.Linear(6, 2, dtype=torch.float64)
+            self.hidden = None if width_from_module else 6
+
+        def forward(self, x, zero_state=True):
+            if not zero_state:
+                return self.head(self.rnn(x)[0][:, -1])
+            h0 = x.new_zeros(2, x.shape[0], self.hidden or self.rnn.hidden_size)
+            return self.head(self.rnn(x, (h0, h0) if module == "LSTM" else h0)[0][:, -1])
+
+    torch.manual_seed(12)
+    model, x = ZeroState(), torch.randn(16, 5, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, k=3)
+    plain = spectral_prune(model, x, k=3, forward=lambda m, b: m(b, zero_state=False))
+    assert [lp.units for lp in res.layers] == [lp.units for lp in plain.layers] and res.model.rnn.hidden_size == 3
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(x), plain.model(x, zero_state=False), rtol=0, atol=0)
+    fixed = ZeroState(width_from_module=False)
+    with pytest.raises(ValueError, match=r"model: the pruned model fails .* use self.rnn.hidden_size"):
+        spectral_prune(fixed, x, k=3)
+
+
 def test_initial_states_and_misread_layouts_are_refused():
     class WithState(torch.nn.Module):
         def __init__(self):
@@ -293,7 +323,7 @@ def test_initial_states_and_misread_layouts_are_refused():
             h0 = torch.ones(1, x.shape[0], 4)
             return self.head(self.rnn_(x, h0)[0])
 
-    with pytest.raises(ValueError, match="data: the model passes an initial state to 'rnn_'"):
+    with pytest.raises(ValueError, match="data: the model passes a nonzero initial state to 'rnn_'"):
         spectral_prune(WithState(), torch.randn(5, 4, 3), k=2)
 
     class TimeMajorInputs(torch.nn.Module):  # takes (T, batch, d) and keeps the RNN time-major
