@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from pruning.covariance import CovarianceStats, progress_bar
-from pruning.unitwise import (ReadoutPathError, eval_mode, follows_maps, output_tensors, random_maps,
-                              rerun_with_inputs, run_twice, same_outputs, times)
+from pruning.unitwise import (ReadoutPathError, eval_mode, follows_maps, only_readouts_read, random_maps, run_twice,
+                              times)
 
 __all__ = ["CELLS", "cell_as_layer", "layer_as_cell", "cell_statistics", "check_cell_readout_path"]
 
@@ -152,12 +152,8 @@ def _check_no_other_reader(parts, forward: Callable, batch: Any, perturbed: dict
     here (the perturbed run handed out ``h M``), so returned tensors of the state width are left out of the
     comparison; any other output that changes means the loop reads the states elsewhere."""
     model, cell = parts.model, parts.rnn
-    width = cell.hidden_size
-    keep = [t for t in output_tensors(out) if not (t.ndim and t.shape[-1] == width)]
-    if not keep:
-        return
-    rerun = rerun_with_inputs(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths})
-    if rerun is not None and same_outputs(keep, [t for t in rerun if not (t.ndim and t.shape[-1] == width)], tol):
+    if only_readouts_read(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out,
+                          [cell.hidden_size], tol):
         return
     heads = ", ".join(repr(p) for p in parts.readout_paths)
     raise ReadoutPathError(

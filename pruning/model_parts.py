@@ -30,8 +30,8 @@ from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_pat
 from pruning.modules import check_readout, check_recurrent, directions, output_width
 from pruning.recurrent_stack import RecurrentStack
 from pruning.sequences import check_lengths
-from pruning.unitwise import (ReadoutPathError, eval_mode, follows_maps, output_tensors, random_maps,
-                              rerun_with_inputs, run_twice, same_outputs, times)
+from pruning.unitwise import (ReadoutPathError, eval_mode, follows_maps, only_readouts_read, random_maps, run_twice,
+                              times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -375,11 +375,10 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
     instead of the m original ones. The test reruns the model with the recurrent output left as it is (its final
     states changed as in the perturbed run) and each read-out's input replaced by what it received in the perturbed
     run: if only the read-outs read the output, the model returns exactly what it returned in the perturbed run.
-    A model whose forward returns no floating-point tensor cannot be checked this way and is left alone."""
+    Returned tensors whose last dimension is the state width are left out of the comparison: the states returned
+    themselves (the output sequence, the final states) change with the perturbation without being read, and cannot
+    be told apart from a read here. A model whose forward returns nothing else is left alone."""
     model, rnn = parts.model, parts.rnn
-    expected = output_tensors(out)
-    if not expected:
-        return
     widths = {output_width(rnn), output_width(rnn) // directions(rnn)}
     after_rnn: List[str] = []
 
@@ -396,18 +395,18 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
     handles += [mod.register_forward_pre_hook(note(p)) for p, mod in model.named_modules()
                 if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())
                 and not isinstance(mod, _UNITWISE)]
-    rerun = rerun_with_inputs(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, handles)
-    if rerun is not None and same_outputs(expected, rerun, tol):
+    if only_readouts_read(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out, widths, tol,
+                          handles):
         return
     heads = ", ".join(repr(p) for p in parts.readout_paths)
     named = (f" (module(s) run after it with inputs of the state width: {', '.join(repr(p) for p in after_rnn)})"
              if after_rnn else "")
     raise ReadoutPathError(
         f"readout: the model's output depends on {parts.rnn_path!r}'s output other than through the read-out(s) "
-        f"{heads}: something else reads the states{named}: a second linear head not named in readout, a term computed "
-        f"from the states such as a norm or a skip connection, or the states returned themselves. Only the read-outs "
-        f"absorb the reconstruction A_J, so that part would silently read the k kept units instead of all m; name "
-        f"every linear read-out in readout=[...], or pass forward=... returning only what the read-outs compute")
+        f"{heads}: something else reads the states{named}, such as a second linear head not named in readout, a gate, "
+        f"or a term computed from the states (a norm penalty, a skip connection). Only the read-outs absorb the "
+        f"reconstruction A_J, so that part would silently read the k kept units instead of all m; name every linear "
+        f"read-out in readout=[...], or prune a model whose output reads the states only through them")
 
 
 def _check_if_callable(parts: ModelParts, data: torch.Tensor, rnn: nn.Module) -> None:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 __all__ = ["ReadoutPathError", "eval_mode", "random_maps", "times", "run_twice", "follows_maps", "output_tensors",
-           "same_outputs", "rerun_with_inputs"]
+           "same_outputs", "rerun_with_inputs", "only_readouts_read"]
 
 
 class ReadoutPathError(ValueError):
@@ -130,3 +130,21 @@ def rerun_with_inputs(model: nn.Module, forward: Callable, batch: Any, recorded:
         for h in handles:
             h.remove()
     return None if mismatch else out
+
+
+def only_readouts_read(model: nn.Module, forward: Callable, batch: Any, recorded: Dict[str, List[torch.Tensor]],
+                       out: Any, widths: Sequence[int], tol: float, handles=()) -> bool:
+    """Whether ``forward(model, batch)``, rerun with each read-out's input replaced by what it received in the
+    perturbed run (``recorded``) and the caller's ``handles`` in place, returns what that run returned (``out``).
+    Returned tensors whose last dimension is in ``widths`` (the states themselves) are left out; with nothing else
+    returned there is nothing to compare, and the answer is yes."""
+    def compared(tensors):
+        return [t for t in tensors if not (t.ndim and t.shape[-1] in widths)]
+
+    expected = compared(output_tensors(out))
+    if not expected:
+        for h in handles:
+            h.remove()
+        return True
+    rerun = rerun_with_inputs(model, forward, batch, recorded, handles)
+    return rerun is not None and same_outputs(expected, compared(rerun), tol)

@@ -171,6 +171,19 @@ class _GatedHead(torch.nn.Module):
         return self.head(o) * torch.sigmoid(self.gate(o))
 
 
+class _SkipTerm(torch.nn.Module):
+    """Adds two of the last step's units to the head's output: a skip connection around the read-out."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.LSTM(3, 8, batch_first=True)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        o = self.rnn(x)[0][:, -1]
+        return self.head(o) + o[:, :2]
+
+
 class _ReturnsStates(torch.nn.Module):
     """Returns the head's output and the recurrent output sequence itself."""
 
@@ -187,7 +200,7 @@ class _ReturnsStates(torch.nn.Module):
 @pytest.mark.parametrize("model,readout,named", [
     (_SideTerm(), None, ""),
     (_GatedHead(), "head", r".*'gate'"),
-    (_ReturnsStates(), None, ""),
+    (_SkipTerm(), None, ""),
 ])
 def test_a_model_that_reads_the_states_outside_its_readouts_is_refused(model, readout, named):
     """Only the named read-outs absorb A_J: anything else computed from the states would silently read the kept
@@ -200,9 +213,10 @@ def test_a_model_that_reads_the_states_outside_its_readouts_is_refused(model, re
 
 
 def test_the_refusal_of_other_readers_keeps_what_the_method_covers():
-    """A model returning its final states (a language model carrying them to the next chunk) and one that takes a
-    mask from the states are still pruned; a model returning its states is pruned through a forward that returns
-    the logits only. Each pruned model equals the pair route's pruned pair (float64, the same units and weights)."""
+    """A model returning its final states (a language model carrying them to the next chunk), one returning its
+    output sequence beside the logits (for an activation penalty in training) and one that takes a mask from the
+    states are still pruned, through the model's forward or one that returns the logits only. Each pruned model
+    equals the pair route's pruned pair (float64, the same units and weights)."""
     torch.manual_seed(3)
 
     class CarriesState(torch.nn.Module):
@@ -230,6 +244,7 @@ def test_the_refusal_of_other_readers_keeps_what_the_method_covers():
     returns_states = _ReturnsStates().double()
     cases = [(CarriesState().double(), None, lambda out: out[0]),
              (MaskFromStates().double(), None, lambda out: out),
+             (returns_states, None, lambda out: out["logits"]),
              (returns_states, lambda model, batch: model(batch)["logits"], lambda out: out["logits"])]
     for model, forward, logits in cases:
         res = spectral_prune(model, x, k=5, forward=forward)
