@@ -92,6 +92,11 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_or_rnn: expected an nn.Module, a (rnn, readout) pair, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        # a scripted or traced model's submodules are compiled: no RNN module to find, no hooks to capture inputs
+        raise TypeError(f"model_or_rnn: got a TorchScript module ({type(model).__name__}); spectral pruning reads and "
+                        f"rebuilds the eager modules, so pass the model before torch.jit.script/trace (a pruned "
+                        f"model can be scripted again afterwards)")
     if rnn is None:
         found = [(p, m) for p, m in model.named_modules() if isinstance(m, _RECURRENT + _CELLS) and p]
         found = [(p, m) for p, m in found if not any(p.startswith(q + ".") for q, _ in found)]

@@ -327,6 +327,16 @@ def test_an_all_zero_initial_state_is_the_default_run_and_prunes(module):
         spectral_prune(fixed, x, k=3)
 
 
+@pytest.mark.parametrize("compile_with", ["script", "trace"])
+def test_a_torchscript_model_is_refused_with_the_way_out(compile_with):
+    model, x = LastStepHead(), torch.randn(4, 5, 3)
+    compiled = torch.jit.script(model) if compile_with == "script" else torch.jit.trace(model, x)
+    with pytest.raises(TypeError, match=r"model_or_rnn: got a TorchScript module .* pass the model before "
+                                        r"torch.jit.script/trace"):
+        spectral_prune(compiled, x, k=2)
+    spectral_prune(model, x, k=2)  # the eager model it came from prunes
+
+
 def test_initial_states_and_misread_layouts_are_refused():
     class WithState(torch.nn.Module):
         def __init__(self):
