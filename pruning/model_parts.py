@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
 from pruning.modules import check_readout, check_recurrent, directions, output_width
 from pruning.recurrent_stack import RecurrentStack
-from pruning.sequences import check_lengths
+from pruning.sequences import OnePass, check_lengths
 from pruning.unitwise import (ReadoutPathError, eval_mode, follows_maps, only_readouts_read, random_maps, run_twice,
                               times)
 
@@ -284,9 +284,20 @@ class RecurrentInputs:
 
     def first(self) -> Any:
         """One batch of the user's data (for the checks)."""
-        for batch, _ in _model_batches(self.data, self.batch_size):
-            return batch
-        raise ValueError("data: no batch of calibration data")
+        return first_batch(self.data, self.batch_size)
+
+
+def first_batch(data: Any, batch_size: int) -> Any:
+    """The first batch of the user's data, still part of the pass when the data are a one-shot iterator
+    (:class:`~pruning.sequences.OnePass`, peeked at rather than read)."""
+    if isinstance(data, OnePass):
+        try:
+            return data.peek()
+        except StopIteration:
+            raise ValueError("data: no batch of calibration data") from None
+    for batch, _ in _model_batches(data, batch_size):
+        return batch
+    raise ValueError("data: no batch of calibration data")
 
 
 def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None) -> None:
@@ -547,7 +558,7 @@ def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, 
                          f"what a step is; lengths= does not apply")
     stats = None
     if data is not None:
-        first = next(iter(_model_batches(data, batch_size)))[0]
+        first = first_batch(data, batch_size)
         if check:
             check_cell_readout_path(parts, first, forward)
         stats = cell_statistics(parts.model, parts.rnn, parts.rnn_path, _model_batches(data, batch_size), forward,

@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 
 from pruning.compress import compress_layer
 from pruning.covariance import PRECISION
-from pruning.sequences import BATCH_SIZE
+from pruning.sequences import BATCH_SIZE, one_pass_if_iterator
 from pruning.model_parts import resolve_subject
 from pruning.modules import as_layers, assemble
 from pruning.result import PruneResult
@@ -129,6 +129,7 @@ def spectral_prune(
                                readout=readout, forward=forward)
     batch_size = BATCH_SIZE.check(batch_size, "batch_size")
     precision = PRECISION.check(precision, "precision")
+    data = one_pass_if_iterator(data)  # a generator is read once: the checks peek at its first batch
     subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
                               batch_size=batch_size, precision=precision, progress=progress)
     if subject.covariance is not None and covariance is None:

@@ -19,6 +19,7 @@ stacked layers.
 
 from __future__ import annotations
 
+import collections.abc
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional
 
@@ -29,9 +30,53 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_sequenc
 from theory._validation import Integer, as_lengths
 
 __all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences",
-           "check_lengths", "BATCH_SIZE"]
+           "check_lengths", "BATCH_SIZE", "OnePass", "one_pass_if_iterator", "is_one_shot"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
+
+
+class OnePass:
+    """Data given as a one-shot iterator (a generator, ``iter(batches)``, ``map(...)``), read once.
+
+    A call that must read the data twice (a stacked network measured layer by layer, one pass per layer) would find
+    the iterator exhausted the second time; iterating this wrapper a second time raises an error that says so
+    instead. :meth:`peek` looks at the first batch (for a whole model's checks) without losing it from the pass."""
+
+    def __init__(self, iterator: Iterator[Any], name: str = "data"):
+        self._iterator, self._name = iterator, name
+        self._head: List[Any] = []
+        self._started = False
+
+    def peek(self) -> Any:
+        """The first batch, which the pass will still yield; raises StopIteration when there is none."""
+        if self._started:
+            raise RuntimeError("OnePass.peek: the pass has already started")
+        if not self._head:
+            self._head.append(next(self._iterator))
+        return self._head[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._started:
+            raise ValueError(f"{self._name}: a generator or other one-shot iterator can be read only once, and this "
+                             f"call reads the data again (a stacked network is measured layer by layer, one pass per "
+                             f"layer); pass a list of batches, a tensor or a DataLoader, which can be read again, or "
+                             f"covariance_mode='original' (one pass for all layers)")
+        self._started = True
+        head, self._head = self._head, []
+        yield from head
+        yield from self._iterator
+
+
+def is_one_shot(data: Any) -> bool:
+    """Whether ``data`` is a one-shot iterator (a generator, ``iter(...)``, ``map(...)``). Only the iterator protocol
+    is looked at: nothing is read, and no DataLoader workers are started."""
+    return isinstance(data, collections.abc.Iterator) and not isinstance(data, (torch.Tensor, OnePass))
+
+
+def one_pass_if_iterator(data: Any, name: str = "data") -> Any:
+    """``data`` wrapped in :class:`OnePass` when it is a one-shot iterator; anything that can be iterated again (a
+    tensor, a list, a DataLoader) as it is."""
+    return OnePass(data, name) if is_one_shot(data) else data
 
 
 def batch_dim(ndim: int, batch_first: bool) -> int:

@@ -29,7 +29,8 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from pruning.compress import compress_layer, compress_stack
 from pruning.covariance import model_device
-from pruning.sequences import as_tensor, batch_dim, count_sequences, iter_sequence_batches, pack
+from pruning.sequences import (as_tensor, batch_dim, count_sequences, is_one_shot, iter_sequence_batches,
+                               one_pass_if_iterator, pack)
 from pruning.model_parts import resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn
 from pruning.result import PruneResult
@@ -157,6 +158,11 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     settings.pop("covariance_mode", None)
     if data is None:
         raise ValueError("data: calibration data is required with target=")
+    if is_one_shot(holdout_data):
+        raise TypeError("holdout_data: a generator or other one-shot iterator can be read only once, and the search "
+                        "measures the error on the held-out data for every k it tries; pass a tensor, a list of "
+                        "batches or a DataLoader")
+    data = one_pass_if_iterator(data)  # the statistics take one pass (the original network's covariances)
     subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
                               batch_size=batch_size)
     if subject.cell:

@@ -160,3 +160,86 @@ def test_cli_reads_padded_data_with_lengths_and_packed_sequences(tmp_path, capsy
 
 def factory():
     return _module("GRU", 6, 1, True, True, 3)
+
+
+class _Classifier(torch.nn.Module):
+    def __init__(self, layers: int = 1, cell: bool = False):
+        super().__init__()
+        self.cell = cell
+        self.rnn = (torch.nn.GRUCell(3, 6, dtype=torch.float64) if cell
+                    else torch.nn.GRU(3, 6, num_layers=layers, batch_first=True, dtype=torch.float64))
+        self.head = torch.nn.Linear(6, 2, dtype=torch.float64)
+
+    def forward(self, x):
+        if not self.cell:
+            return self.head(self.rnn(x)[0][:, -1])
+        h = x.new_zeros(x.shape[0], self.rnn.hidden_size)
+        for t in range(x.shape[1]):
+            h = self.rnn(x[:, t], h)
+        return self.head(h)
+
+
+def _batches(seed: int = 0):
+    x = torch.randn(23, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return list(torch.split(x, 6))
+
+
+@pytest.mark.parametrize("subject", ["pair", "model", "cell"])
+def test_a_generator_gives_every_batch_once_like_a_list(subject):
+    """A generator of batches is read once. A whole model's checks look at its first batch before the pass; they
+    used to take it from the generator, so the statistics silently left that batch out. Now the statistics equal
+    those of the same batches as a list."""
+    torch.manual_seed(0)
+    model = _Classifier(cell=subject == "cell")
+    target = (model.rnn, model.head) if subject == "pair" else model
+    listed = spectral_prune(target, _batches(), k=3)
+    generated = spectral_prune(target, (b for b in _batches()), k=3)
+    assert generated.covariance.count == listed.covariance.count == 23 * 5
+    torch.testing.assert_close(generated.covariance.outer_sum, listed.covariance.outer_sum, rtol=0, atol=0)
+    assert generated.units == listed.units
+
+
+@pytest.mark.parametrize("subject", ["pair", "model"])
+def test_a_generator_read_twice_is_refused_and_one_pass_serves(subject):
+    """A stacked network measured layer by layer reads its data once per layer: a generator would be empty the
+    second time, which was reported as 'no data'. It is refused saying why, and the one-pass mode prunes from it
+    exactly as from a list."""
+    torch.manual_seed(1)
+    model = _Classifier(layers=2)
+    target = (model.rnn, model.head) if subject == "pair" else model
+    with pytest.raises(ValueError, match=r"data: a generator or other one-shot iterator can be read only once.* "
+                                         r"covariance_mode='original'"):
+        spectral_prune(target, iter(_batches()), k=3)
+    listed = spectral_prune(target, _batches(), k=3, covariance_mode="original")
+    generated = spectral_prune(target, iter(_batches()), k=3, covariance_mode="original")
+    for a, b in zip(generated.covariance, listed.covariance):
+        torch.testing.assert_close(a[0].outer_sum, b[0].outer_sum, rtol=0, atol=0)
+
+
+def test_the_error_target_search_refuses_held_out_data_it_could_read_only_once():
+    """The search measures the held-out error for every k it tries: a generator there was empty from the second k
+    on, and the search then stopped with 'the read-out of the full network is zero'."""
+    from pruning import prune_to_target
+
+    torch.manual_seed(2)
+    model = _Classifier()
+    with pytest.raises(TypeError, match=r"holdout_data: a generator or other one-shot iterator can be read only once"):
+        prune_to_target((model.rnn, model.head), _batches(), 0.1, holdout_data=iter(_batches(1)))
+    listed = prune_to_target(model, _batches(), 0.1, holdout_data=_batches(1))
+    generated = prune_to_target(model, iter(_batches()), 0.1, holdout_data=_batches(1))
+    assert generated.search["evaluated"] == listed.search["evaluated"]
+    torch.testing.assert_close(generated.covariance.outer_sum, listed.covariance.outer_sum, rtol=0, atol=0)
+
+
+def test_only_one_shot_iterators_are_wrapped_and_peeking_loses_nothing():
+    from pruning.sequences import OnePass, is_one_shot, one_pass_if_iterator
+
+    batches = _batches()
+    loader = torch.utils.data.DataLoader(torch.cat(batches), batch_size=6)
+    for reusable in (batches, tuple(batches), torch.cat(batches), loader):
+        assert not is_one_shot(reusable) and one_pass_if_iterator(reusable) is reusable
+    once = one_pass_if_iterator(b for b in batches)
+    assert isinstance(once, OnePass) and once.peek() is batches[0] and once.peek() is batches[0]
+    assert [b.shape[0] for b in once] == [b.shape[0] for b in batches]
+    with pytest.raises(ValueError, match="data: a generator or other one-shot iterator can be read only once"):
+        list(once)
