@@ -32,7 +32,7 @@ from pruning.covariance import model_device
 from pruning.sequences import (as_tensor, batch_dim, count_sequences, is_one_shot, iter_sequence_batches,
                                one_pass_if_iterator, pack)
 from pruning.model_parts import resolve_subject
-from pruning.modules import as_layers, assemble, check_rnn
+from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
 from pruning.steps import (LayerStatistics, PruneSettings, Timings, consumer_weights, describe_layer, resolve_lambda,
                            select_layer_units)
@@ -107,21 +107,36 @@ def relative_output_error(full, pruned, data: Any, *, input_transform=None, batc
                           device=None, lengths: Any = None) -> float:
     """``sum ||f_t - f#_t||^2 / sum ||V h_t||^2`` over every sequence and real step of ``data`` (the read-out bias
     cancels in the numerator and is left out of the denominator). ``full`` and ``pruned`` are ``(rnn, readout)``
-    pairs; ``data`` and ``lengths`` take the forms of :func:`pruning.sequences.iter_sequence_batches`."""
-    (rnn, head), (rnn_s, head_s) = full, pruned
+    pairs (or models with ``.rnn`` and ``.readout``); ``data`` and ``lengths`` take the forms of
+    :func:`pruning.sequences.iter_sequence_batches`."""
+    return _relative_error(full, pruned, data, input_transform=input_transform, batch_size=batch_size, device=device,
+                           lengths=lengths, name="data")
+
+
+@torch.no_grad()
+def _relative_error(full, pruned, data: Any, *, input_transform, batch_size: int, device, lengths: Any,
+                    name: str) -> float:
+    rnn, head, _ = split_model(full, "full")
+    rnn_s, head_s, _ = split_model(pruned, "pruned")
+    if head_s.out_features != head.out_features:
+        raise ValueError(f"pruned: its read-out has {head_s.out_features} outputs, the full network's "
+                         f"{head.out_features}")
     device = torch.device(device) if device is not None else model_device(rnn)
     mods = [copy.deepcopy(mod).to(device) if model_device(mod) != device else mod for mod in (rnn, head, rnn_s, head_s)]
     dtype = next(rnn.parameters()).dtype
     num = den = 0.0
+    rows = 0
     for batch in iter_sequence_batches(data, batch_size, batch_first=rnn.batch_first, lengths=lengths):
         x = pack(batch, input_transform, batch_first=rnn.batch_first, device=device, dtype=dtype)
         f = _head_outputs(mods[0], mods[1], x)
         g = _head_outputs(mods[2], mods[3], x)
         num += float(((f - g) ** 2).sum())
         den += float((f ** 2).sum())
+        rows += f.shape[0]
+    if not rows:
+        raise ValueError(f"{name}: no data; expected at least one non-empty batch of sequences")
     if not den > 0:
-        raise ValueError("holdout_data: the read-out of the full network is zero on it; the relative error is "
-                         "undefined")
+        raise ValueError(f"{name}: the read-out of the full network is zero on it; the relative error is undefined")
     return num / den
 
 
@@ -223,9 +238,9 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
                 A = [[reconstruction_matrix(statistics.layer(l)[d][0], units[l][d], lams[l][d]) for d in range(D)]
                      for l in range(len(layers))] if chosen.reconstruct else None
                 small = compress_stack(rnn, readout, units, A)
-                errors[k] = float(relative_output_error((rnn, readout), small, held_out.data,
-                                                        input_transform=transform, batch_size=batch_size,
-                                                        device=device, lengths=held_out.lengths))
+                errors[k] = _relative_error((rnn, readout), small, held_out.data, input_transform=transform,
+                                            batch_size=batch_size, device=device, lengths=held_out.lengths,
+                                            name="holdout_data" if holdout_data is not None else "data (its held-out part)")
         return errors[k]
 
     k = _search(error, max(widths), tol, criterion, search, errors)

@@ -164,3 +164,31 @@ def test_batched_data_hold_out_whole_batches_by_a_seeded_choice():
 
     small = (res.rnn, res.readout)
     assert relative_output_error(pair, small, held) == pytest.approx(res.search["error"], rel=1e-9)
+
+
+def test_relative_output_error_refuses_what_it_cannot_measure_by_name():
+    """Empty data used to be reported as a zero read-out 'on holdout_data', and a model that is not a pair as a
+    failed tuple unpacking."""
+    from pruning.target import relative_output_error
+
+    torch.manual_seed(5)
+    rnn, head = torch.nn.GRU(3, 6, batch_first=True), torch.nn.Linear(6, 2)
+    x = torch.randn(8, 4, 3)
+    small = spectral_prune((rnn, head), x, k=3)
+    pruned = (small.rnn, small.readout)
+    with pytest.raises(ValueError, match=r"^data: no data"):
+        relative_output_error((rnn, head), pruned, [])
+    with pytest.raises(TypeError, match=r"^full: expected \(rnn, nn.Linear\)"):
+        relative_output_error(torch.nn.Sequential(), pruned, x)
+    with pytest.raises(ValueError, match=r"^pruned: its read-out has 3 outputs, the full network's 2"):
+        relative_output_error((rnn, head), (small.rnn, torch.nn.Linear(3, 3)), x)
+    zero = torch.nn.Linear(6, 2)
+    torch.nn.init.zeros_(zero.weight)
+    with pytest.raises(ValueError, match=r"^data: the read-out of the full network is zero"):
+        relative_output_error((rnn, zero), pruned, x)
+    # what it measures: the squared output error over the energy of V h, computed here directly
+    with torch.no_grad():
+        f = rnn(x)[0] @ head.weight.T
+        g = small.rnn(x)[0] @ small.readout.weight.T
+    expected = float(((f - g) ** 2).sum() / (f ** 2).sum())
+    assert relative_output_error((rnn, head), pruned, x) == pytest.approx(expected, rel=1e-5)
