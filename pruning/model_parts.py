@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
-from pruning.modules import check_readout, check_recurrent, directions, output_width
+from pruning.modules import check_readout, check_recurrent, directions, is_quantized_recurrent, output_width
 from pruning.recurrent_stack import RecurrentStack
 from pruning.sequences import OnePass, check_lengths
 from pruning.unitwise import (ReadoutPathError, eval_mode, follows_maps, only_readouts_read, random_maps, run_twice,
@@ -101,8 +101,12 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
         found = [(p, m) for p, m in model.named_modules() if isinstance(m, _RECURRENT + _CELLS) and p]
         found = [(p, m) for p, m in found if not any(p.startswith(q + ".") for q, _ in found)]
         if not found:
+            quantized = [p for p, m in model.named_modules() if is_quantized_recurrent(m)]
+            hint = (f"; {quantized[0]!r} is a quantized {type(model.get_submodule(quantized[0])).__name__}, which "
+                    f"holds packed integer weights: prune the float model, then quantize the pruned one"
+                    if quantized else "")
             raise TypeError(f"model_or_rnn: expected a pair (rnn, readout) or a model holding an nn.RNN, nn.LSTM, "
-                            f"nn.GRU, RecurrentStack or an RNN cell, got a {type(model).__name__} with none")
+                            f"nn.GRU, RecurrentStack or an RNN cell, got a {type(model).__name__} with none{hint}")
         if len(found) != 1:
             listed = ", ".join(_describe(p, m) for p, m in found)
             raise ValueError(f"rnn: expected exactly one recurrent module in the model, found {len(found)}: {listed}; "

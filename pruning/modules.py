@@ -39,12 +39,33 @@ def check_recurrent(rnn: Any, name: str = "rnn") -> nn.Module:
         return rnn
     if type(rnn) not in _GATES:
         raise TypeError(f"{name}: expected torch.nn.RNN, nn.LSTM, nn.GRU (or a RecurrentStack), "
-                        f"got {type(rnn).__name__}")
+                        f"got {type(rnn).__name__}{_why_not(rnn)}")
     if isinstance(rnn, nn.LSTM) and rnn.proj_size:
         raise ValueError(f"{name}: LSTMs with proj_size > 0 are not supported (got proj_size={rnn.proj_size})")
     if isinstance(rnn, nn.RNN) and rnn.nonlinearity not in ("relu", "tanh"):
         raise ValueError(f"{name}: unsupported nonlinearity {rnn.nonlinearity!r}")
     return rnn
+
+
+def _why_not(module: Any) -> str:
+    """What to do with a module that holds a recurrent layer in a form the pruning cannot read."""
+    from torch.nn.utils import parametrize
+
+    if isinstance(module, nn.Module) and parametrize.is_parametrized(module) and type(module).__bases__[-1] in _GATES:
+        names = ", ".join(sorted(module.parametrizations.keys()))
+        return (f" (a {type(module).__bases__[-1].__name__} with parametrized {names}): remove the parametrizations "
+                f"first with torch.nn.utils.parametrize.remove_parametrizations(module, name), which keeps the "
+                f"weights they compute")
+    if is_quantized_recurrent(module):
+        return (": a quantized recurrent module holds packed integer weights; prune the float model, then quantize "
+                "the pruned one")
+    return ""
+
+
+def is_quantized_recurrent(module: Any) -> bool:
+    """Whether ``module`` is one of torch's quantized RNN/LSTM/GRU modules (``torch.ao.nn.quantized``)."""
+    cls = type(module)
+    return "quantized" in cls.__module__ and any(k in cls.__name__ for k in ("LSTM", "GRU", "RNN"))
 
 
 def directions(rnn: nn.Module) -> int:

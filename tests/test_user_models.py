@@ -3,6 +3,7 @@ time-major bidirectional LSTM fed packed by the model itself, padded variable-le
 clear refusals of what the method does not cover."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -509,3 +510,40 @@ def test_cell_models_round_trip_through_the_cli(tmp_path, capsys):
 def build_cell_loop() -> CellLoop:
     torch.manual_seed(11)
     return CellLoop("LSTMCell")
+
+
+def test_parametrized_and_quantized_recurrent_modules_are_refused_with_the_way_out():
+    """A weight-normed GRU and a dynamically quantized LSTM are not the eager modules the pruning reads: each is
+    refused saying what to do, and doing it prunes (the parametrization removed, keeping the weights it computes)."""
+    from torch.nn.utils import parametrizations, parametrize
+
+    class Model(torch.nn.Module):
+        def __init__(self, rnn):
+            super().__init__()
+            self.rnn, self.head = rnn, torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    torch.manual_seed(13)
+    x = torch.randn(10, 4, 3)
+    normed = Model(parametrizations.weight_norm(torch.nn.GRU(3, 6, batch_first=True), name="weight_hh_l0"))
+    with torch.no_grad():
+        before = normed(x)
+    with pytest.raises(TypeError, match=r"rnn \('rnn'\): .*got ParametrizedGRU \(a GRU with parametrized "
+                                        r"weight_hh_l0\): remove the parametrizations first"):
+        spectral_prune(normed, x, k=3)
+    parametrize.remove_parametrizations(normed.rnn, "weight_hh_l0")
+    full = spectral_prune(normed, x, k=6, rel_lam=1e-12).model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(full(x), before, rtol=1e-4, atol=1e-5)
+    quantize = getattr(getattr(torch, "ao", None), "quantization", None)
+    if quantize is None or not hasattr(quantize, "quantize_dynamic"):
+        return
+    plain = Model(torch.nn.LSTM(3, 6, batch_first=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's eager quantization is deprecated in favour of torchao
+        quantized = quantize.quantize_dynamic(plain, {torch.nn.LSTM})
+    with pytest.raises(TypeError, match=r"'rnn' is a quantized LSTM, which holds packed integer weights: prune the "
+                                        r"float model, then quantize the pruned one"):
+        spectral_prune(quantized, x, k=3)
