@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from pruning.cli import device_argument
+
 
 def _int_tuple(text: str):
     try:
@@ -79,7 +81,8 @@ def main(argv=None) -> int:
     demo.add_argument("--theta", type=float, default=d.theta)
     demo.add_argument("--Z", choices=("recurrent", "readout", "both"), default=d.Z)
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="checkpoints and results.csv")
-    demo.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    demo.add_argument("--device", type=device_argument, default=None,
+                      help="torch device (default: cuda if available, else cpu)")
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--json", action="store_true", help="print the full result as JSON")
     rep = sub.add_parser("reproduce", help="run a preset (resumable) and write DIR/report.md with figures")
@@ -115,7 +118,8 @@ def main(argv=None) -> int:
     rep.add_argument("--variant-baselines", action="store_true", default=None,
                      help="also train the networks of width k (dense, and distilled with --distill-temperatures) "
                           "for every T and n of the sweeps, not only for the task as it is")
-    rep.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    rep.add_argument("--device", type=device_argument, default=None,
+                      help="torch device (default: cuda if available, else cpu)")
     rep.add_argument("--workers", type=_workers, default=1,
                      help="train and prune the networks in this many local processes (default 1: in this process; "
                           "auto: one per core). The rows do not depend on it: every network runs with the preset's "

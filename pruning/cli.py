@@ -61,6 +61,17 @@ def _numbers(cast):
     return parse
 
 
+def device_argument(text: str) -> str:
+    """argparse type of ``--device``: a device this machine can run on, kept as the text given."""
+    from pruning.covariance import check_device
+
+    try:
+        check_device(text, "--device")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--device: ")) from None
+    return text
+
+
 def load_calibration(path, *, states: bool = False, with_lengths: bool = False) -> Any:
     """Calibration inputs (or, with ``states``, hidden states) from a ``torch.save`` file, in a form
     :func:`pruning.spectral_prune` accepts: a tensor, a PackedSequence, a list of batches or of sequences of different
@@ -279,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="sequences per batch of the covariance pass")
     p.add_argument("--precision", choices=("float32", "float64"), default="float32",
                    help="each batch's Gram matrix in float32 (float32 models; summed in float64) or float64")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", type=device_argument, default=None,
+                   help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--onnx", type=Path, default=None, metavar="PATH",
                    help="also write the pruned model as ONNX (example inputs: the first calibration sequences)")

@@ -212,6 +212,36 @@ class CovarianceStats:
         return cls.zeros(H.shape[-1], device=H.device).update(H, name, precision=precision)
 
 
+def check_device(device: Any, name: str = "device") -> torch.device:
+    """``device`` as a torch.device, refused by name when it cannot run here: no such device type, a CUDA or MPS
+    device this machine lacks, or the meta device (which holds no values)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{name}: expected a torch device such as 'cpu' or 'cuda:0', got {device!r} ({err})") from None
+    if device.type == "meta":
+        raise ValueError(f"{name}: the meta device holds no values; expected 'cpu' or an accelerator")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}: {str(device)!r} requested, but torch finds no CUDA device here "
+                         f"(torch.cuda.is_available() is False); use 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{name}: {str(device)!r} requested, but torch finds {torch.cuda.device_count()} CUDA "
+                         f"device(s)")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{name}: 'mps' requested, but torch finds no MPS device here; use 'cpu'")
+    return device
+
+
+def resolve_device(device: Any, module: nn.Module, name: str = "device") -> torch.device:
+    """``device`` checked (:func:`check_device`), or the device of ``module``'s parameters when it is None; a module
+    whose parameters are on the meta device is refused."""
+    here = model_device(module)
+    if here.type == "meta":
+        raise ValueError(f"rnn: its parameters are on the meta device and hold no values; load the trained weights "
+                         f"first (e.g. module.to_empty(device='cpu') and load_state_dict)")
+    return here if device is None else check_device(device, name)
+
+
 def model_device(module: nn.Module) -> torch.device:
     """Device of a module's first parameter (CPU for a module without parameters)."""
     for p in module.parameters():
@@ -347,7 +377,7 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
     precision = PRECISION.check(precision, "precision")
     collect = list(range(len(layers))) if collect is None else list(collect)
     here = model_device(layers[0])
-    device = torch.device(device) if device is not None else here
+    device = resolve_device(device, layers[0])
     if device != here:
         layers = [copy.deepcopy(layer).to(device) for layer in layers]
     first = layers[0]

@@ -28,7 +28,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from pruning.compress import compress_layer, compress_stack
-from pruning.covariance import model_device
+from pruning.covariance import model_device, resolve_device
 from pruning.sequences import (as_tensor, batch_dim, count_sequences, is_one_shot, iter_sequence_batches,
                                one_pass_if_iterator, pack)
 from pruning.model_parts import resolve_subject
@@ -121,7 +121,7 @@ def _relative_error(full, pruned, data: Any, *, input_transform, batch_size: int
     if head_s.out_features != head.out_features:
         raise ValueError(f"pruned: its read-out has {head_s.out_features} outputs, the full network's "
                          f"{head.out_features}")
-    device = torch.device(device) if device is not None else model_device(rnn)
+    device = resolve_device(device, rnn)
     mods = [copy.deepcopy(mod).to(device) if model_device(mod) != device else mod for mod in (rnn, head, rnn_s, head_s)]
     dtype = next(rnn.parameters()).dtype
     num = den = 0.0

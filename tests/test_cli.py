@@ -141,3 +141,21 @@ def test_module_entry_point(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "6 -> 3" in proc.stdout
     assert json.loads((tmp_path / "p.json").read_text())["after"]["T"] == 5
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "argument --device: expected a torch device such as 'cpu' or 'cuda:0', got 'tpu'"),
+    ("meta", "argument --device: the meta device holds no values"),
+    ("cuda:64", "argument --device: 'cuda:64' requested, but torch finds"),
+])
+def test_a_device_this_machine_lacks_is_refused_before_anything_runs(tmp_path, capsys, device, message):
+    from benchmarks.__main__ import main as benchmarks_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("prune", "--checkpoint", tmp_path / "m.pt", "--data", tmp_path / "x.pt", "--k", "2",
+                "--out", tmp_path / "p.safetensors", "--device", device)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        benchmarks_main(["demo", "--out", str(tmp_path / "demo"), "--device", device])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

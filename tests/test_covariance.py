@@ -226,3 +226,24 @@ def test_tf32_on_cuda_sends_the_products_to_float64():
             assert torch.backends.cuda.matmul.allow_tf32 is allowed
     finally:
         torch.backends.cuda.matmul.allow_tf32 = was
+
+
+def test_devices_that_cannot_run_here_are_refused_by_name():
+    """They used to surface as torch's own AssertionError ('Torch not compiled with CUDA enabled'), a parse error
+    without the argument's name, or 'Cannot copy out of meta tensor'."""
+    from pruning import spectral_prune
+
+    rnn, head = torch.nn.GRU(3, 4, batch_first=True), torch.nn.Linear(4, 2)
+    x = torch.randn(5, 3, 3)
+    missing = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(ValueError, match=rf"^device: '{missing}' requested, but torch finds"):
+        time_mean_covariance(rnn, x, device=missing)
+    with pytest.raises(ValueError, match=rf"^device: '{missing}' requested, but torch finds"):
+        spectral_prune((rnn, head), x, k=2, device=missing)
+    with pytest.raises(ValueError, match=r"^device: expected a torch device such as 'cpu' or 'cuda:0', got 'gpu0'"):
+        time_mean_covariance(rnn, x, device="gpu0")
+    with pytest.raises(ValueError, match=r"^device: the meta device holds no values"):
+        time_mean_covariance(rnn, x, device="meta")
+    with pytest.raises(ValueError, match=r"^rnn: its parameters are on the meta device"):
+        time_mean_covariance(torch.nn.GRU(3, 4, batch_first=True, device="meta"), x)
+    assert time_mean_covariance(rnn, x, device=torch.device("cpu")).count == 15
