@@ -220,10 +220,7 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
         save_atomic(out, result.model if user_model is not None else (result.rnn, result.readout))
         atomic_write_text(summary, json.dumps(dict(report, format="pickle"), indent=2, default=str) + "\n")
     else:
-        paths = (subject.parts.rnn_path, subject.parts.readout_paths) if subject.parts is not None else \
-            ("rnn", ("readout",))
-        save_pruned(out, result.rnn, result.heads, model=result.model, paths=paths, summary=report,
-                    json_path=summary)
+        save_pruned(out, result, summary=report, json_path=summary)
     if onnx_path is not None:
         from pruning.export import export_onnx
 

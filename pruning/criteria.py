@@ -331,4 +331,5 @@ def prune_by_criterion(model_or_rnn: Any, data: Any, k, *, method: str, reconstr
     small, head = compress_stack(rnn, readout, units, A)
     new_model = None if model is None else replace_modules(ModelParts(model, "rnn", ("readout",)), small, [head])
     return PruneResult(rnn=small, readout=head, model=new_model, layers=results, theta=math.nan, Z="", method=method,
-                       reconstruct=reconstruct, covariance_mode="original", covariance=stats, heads=[head])
+                       reconstruct=reconstruct, covariance_mode="original", covariance=stats, heads=[head],
+                       paths=None if model is None else ("rnn", ("readout",)))

@@ -472,6 +472,13 @@ class Subject:
     sample: Any = None
     forward: Optional[Callable] = None
 
+    @property
+    def paths(self) -> Optional[Tuple[str, Tuple[str, ...]]]:
+        """Where the recurrent module and the read-outs sit in the model (None for a pair)."""
+        if self.parts is not None:
+            return self.parts.rnn_path, tuple(self.parts.readout_paths)
+        return None if self.model is None else ("rnn", ("readout",))
+
     def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray]) -> Tuple[nn.Module, nn.Linear, List[nn.Linear],
                                                                               Optional[nn.Module]]:
         """``(rnn, readout, heads, model)`` for the pruned recurrent module ``rnn`` whose last layer's states are

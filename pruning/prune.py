@@ -169,5 +169,6 @@ def spectral_prune(
         small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below)
     return PruneResult(rnn=small, readout=head, model=model, heads=heads, layers=results,
                        theta=settings.theta, Z=settings.Z, method=settings.method, reconstruct=settings.reconstruct,
-                       covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats())
+                       covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats(),
+                       paths=subject.paths)
 

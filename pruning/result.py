@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from torch import nn
@@ -76,6 +76,9 @@ class PruneResult:
     heads : list[torch.nn.Linear]
         Every compressed read-out, in the order of the ``readout`` paths (``[readout]`` for one head; with several
         heads ``readout`` is their rows stacked, the weight that reads the states).
+    paths : (str, tuple of str) or None
+        Where the recurrent module and the read-outs sit in ``model`` (None for a pair): what :meth:`save` records
+        so that :func:`pruning.load_pruned` puts the pruned modules back in the same places.
     """
 
     rnn: nn.Module
@@ -91,6 +94,15 @@ class PruneResult:
     covariance: Any = None
     search: Optional[dict] = None
     heads: List[nn.Linear] = field(default_factory=list)
+    paths: Optional[Tuple[str, Tuple[str, ...]]] = None
+
+    def save(self, path, *, summary: Optional[Dict[str, Any]] = None, json_path=None):
+        """Write the pruned pair or model with :func:`pruning.save_pruned` (safetensors and a JSON description,
+        atomically), recording where its modules sit; returns the JSON path. :func:`pruning.load_pruned` reads it
+        back (with ``model=`` a fresh instance of the original architecture for a whole model)."""
+        from pruning.serialization import save_pruned
+
+        return save_pruned(path, self, summary=summary, json_path=json_path)
 
     def _only(self) -> LayerPrune:
         if len(self.layers) != 1:

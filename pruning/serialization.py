@@ -17,7 +17,7 @@ import importlib
 import json
 import pickle
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -245,21 +245,37 @@ def _tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
-def save_pruned(path, rnn: nn.Module, readout, *, model: Optional[nn.Module] = None,
-                paths: Tuple[str, Any] = ("rnn", "readout"), summary: Optional[Dict[str, Any]] = None,
+def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = None,
+                paths: Optional[Tuple[str, Any]] = None, summary: Optional[Dict[str, Any]] = None,
                 json_path=None) -> Path:
     """Write the pruned weights to ``path`` (safetensors) and the architecture, with ``summary``, to ``json_path``
-    (default: ``path`` with suffix ``.json``, where :func:`load_pruned` looks); both atomically. ``readout`` is one
-    ``nn.Linear`` or a list of them (several heads). With ``model`` the whole model's weights are written, and
-    ``paths`` name its recurrent module and read-out(s) (a path or a list of paths, one per head). Returns the
-    JSON path."""
+    (default: ``path`` with suffix ``.json``, where :func:`load_pruned` looks); both atomically. Returns the JSON
+    path.
+
+    ``save_pruned(path, result)`` writes what :func:`pruning.spectral_prune` returned: the pair, or the whole model
+    with the places its modules sit in (``result.save(path)`` does the same). Or give the modules: ``rnn`` and
+    ``readout`` (one ``nn.Linear`` or a list of them, several heads); with ``model`` the whole model's weights are
+    written, and ``paths`` name its recurrent module and read-out(s) (a path or a list of paths, one per head;
+    default ``("rnn", "readout")``), which must be where ``rnn`` and the heads sit in ``model``."""
     from safetensors.torch import save
 
+    from pruning.result import PruneResult
+
+    if isinstance(rnn, PruneResult):
+        if readout is not None or model is not None or paths is not None:
+            raise ValueError("readout, model, paths: save_pruned(path, result) takes them from the result")
+        result = rnn
+        rnn, readout, model, paths = result.rnn, result.heads or [result.readout], result.model, result.paths
+    if readout is None:
+        raise TypeError("readout: expected the pruned read-out (or pass the PruneResult as the second argument)")
+    paths = paths if paths is not None else ("rnn", "readout")
     path = Path(path)
     heads = [readout] if isinstance(readout, nn.Linear) else list(readout)
     head_paths = [paths[1]] if isinstance(paths[1], str) else list(paths[1])
     if model is not None and len(head_paths) != len(heads):
         raise ValueError(f"paths: expected one read-out path per head ({len(heads)}), got {head_paths!r}")
+    if model is not None:
+        _check_placed(model, [paths[0]] + head_paths, [rnn] + heads)
     record = dict(summary or {})
     arch = describe_architecture(rnn, heads[0])
     arch.update(heads=[_describe_linear(h) for h in heads],
@@ -273,6 +289,22 @@ def save_pruned(path, rnn: nn.Module, readout, *, model: Optional[nn.Module] = N
     json_path = Path(json_path) if json_path is not None else path.with_suffix(".json")
     atomic_write_text(json_path, json.dumps(record, indent=2, default=str) + "\n")
     return json_path
+
+
+def _check_placed(model: nn.Module, paths: List[str], modules: List[nn.Module]) -> None:
+    """Refuse paths that do not lead to the given modules in ``model``: the file would describe one place and
+    :func:`load_pruned` would put the pruned modules in another (or fail on the weights)."""
+    for p, module in zip(paths, modules):
+        try:
+            found = model.get_submodule(p)
+        except AttributeError:
+            found = None
+        if found is not module:
+            what = "the recurrent module" if p == paths[0] else "the read-out"
+            raise ValueError(f"paths: model.{p} is not {what} passed (the model's modules are "
+                             f"{', '.join(repr(n) for n, _ in model.named_children())}); pass paths=(rnn_path, "
+                             f"readout_path) naming where they sit, or save_pruned(path, result) with the "
+                             f"PruneResult, which knows")
 
 
 def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:

@@ -288,7 +288,7 @@ def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settin
         small, head, heads, new_model = subject.rebuild(assemble(new_layers, rnn.dropout), below)
     return PruneResult(rnn=small, readout=head, model=new_model, heads=heads, layers=results, theta=settings.theta,
                        Z=settings.Z, method="greedy", reconstruct=settings.reconstruct, covariance_mode="original",
-                       timings=dict(timings), covariance=statistics.stats())
+                       timings=dict(timings), covariance=statistics.stats(), paths=subject.paths)
 
 
 def _unreachable(tol: float, criterion: str, K: int, errors: Dict[int, float]) -> str:

@@ -168,3 +168,60 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         os.umask(old)
     for name in ("p.safetensors", "p.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_a_result_saves_its_models_wherever_their_modules_sit(tmp_path):
+    """``res.save(path)`` records where the recurrent module and the read-out sit, so a model that keeps them under
+    its own names (a ModuleList, a ModuleDict, a cell) comes back bitwise. The module-wise call that the docs used
+    to show wrote the default places ``.rnn``/``.readout`` for such a model, and loading it then failed; it is
+    now refused when the paths do not lead to the modules."""
+    from safetensors.torch import load_file
+
+    class Listed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([torch.nn.Linear(3, 3), torch.nn.LSTM(3, 8, batch_first=True)])
+            self.heads = torch.nn.ModuleDict({"cls": torch.nn.Linear(8, 2)})
+
+        def forward(self, x):
+            return self.heads["cls"](self.layers[1](self.layers[0](x))[0][:, -1])
+
+    class Stepped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.step, self.head = torch.nn.GRUCell(3, 6), torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = x.new_zeros(x.shape[0], self.step.hidden_size)
+            for t in range(x.shape[1]):
+                h = self.step(x[:, t], h)
+            return self.head(h)
+
+    x = torch.randn(12, 5, 3)
+    for build, places in ((Listed, ("layers.1", ("heads.cls",))), (Stepped, ("step", ("head",)))):
+        torch.manual_seed(14)
+        res = spectral_prune(build(), x, k=3)
+        assert res.paths == places
+        path = tmp_path / f"{build.__name__}.safetensors"
+        with pytest.raises(ValueError, match=r"^paths: model.rnn is not the recurrent module passed"):
+            save_pruned(path, res.rnn, res.readout, model=res.model)
+        assert not path.exists()
+        res.save(path)
+        back = load_pruned(path, model=build()).eval()
+        with torch.no_grad():
+            assert torch.equal(back(x), res.model.eval()(x))
+        save_pruned(tmp_path / "again.safetensors", res.rnn, res.heads, model=res.model,
+                    paths=(places[0], list(places[1])))  # the module-wise call, with the right paths
+        again = load_file(tmp_path / "again.safetensors")
+        assert again.keys() == load_file(path).keys()
+        assert all(torch.equal(t, load_file(path)[name]) for name, t in again.items())
+        described = [json.loads(f.read_text())["architecture"] for f in (tmp_path / "again.json", path.with_suffix(
+            ".json"))]
+        assert described[0] == described[1]
+    pair = spectral_prune((torch.nn.GRU(3, 4, batch_first=True), torch.nn.Linear(4, 2)), x, k=2)
+    assert pair.paths is None
+    save_pruned(tmp_path / "pair.safetensors", pair)
+    small, head = load_pruned(tmp_path / "pair.safetensors")
+    assert torch.equal(head.weight, pair.readout.weight)
+    with pytest.raises(ValueError, match=r"^readout, model, paths: save_pruned\(path, result\) takes them"):
+        save_pruned(tmp_path / "x.safetensors", pair, pair.readout)
