@@ -259,9 +259,8 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
     default ``("rnn", "readout")``), which must be where ``rnn`` and the heads sit in ``model``."""
     from safetensors.torch import save
 
-    from pruning.result import PruneResult
-
-    if isinstance(rnn, PruneResult):
+    # a PruneResult, recognised by its fields (pruning.result imports this module for PruneResult.save)
+    if all(hasattr(rnn, a) for a in ("rnn", "readout", "model", "heads", "paths", "layers")):
         if readout is not None or model is not None or paths is not None:
             raise ValueError("readout, model, paths: save_pruned(path, result) takes them from the result")
         result = rnn
