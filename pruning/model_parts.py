@@ -451,6 +451,27 @@ def replace_modules(parts: ModelParts, rnn: nn.Module, readouts: Sequence[nn.Lin
     return new
 
 
+def _hidden_sizes(rnn: nn.Module) -> List[int]:
+    """The hidden width of every layer of a recurrent module (a cell, a native module or a RecurrentStack)."""
+    sizes = getattr(rnn, "hidden_sizes", None)
+    return list(sizes) if sizes is not None else [int(rnn.hidden_size)]
+
+
+def _width_attributes(model: nn.Module, widths: set, rnn_path: str) -> List[Tuple[str, int]]:
+    """Integer attributes of the model and its modules (outside the recurrent module) equal to one of ``widths``:
+    the constants a forward may build initial states from (``self.nhid``)."""
+    found = []
+    for path, module in model.named_modules():
+        if path == rnn_path or path.startswith(rnn_path + "."):
+            continue
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.Dropout, nn.LayerNorm)):
+            continue  # their sizes are their own, rebuilt with the modules
+        for name, value in vars(module).items():
+            if isinstance(value, int) and not isinstance(value, bool) and value in widths and not name.startswith("_"):
+                found.append((f"self.{path + '.' if path else ''}{name}", value))
+    return found
+
+
 @dataclass
 class Subject:
     """What the pruning steps work on, whatever the user passed: the recurrent module, the weight that reads its
@@ -509,8 +530,13 @@ class Subject:
             with eval_mode(model), torch.no_grad():
                 (self.forward or default_forward)(model, self.sample)
         except Exception as err:  # noqa: BLE001 - whatever the user's forward raises, say where it came from
+            path = self.parts.rnn_path
+            old = set(_hidden_sizes(self.rnn)) - set(_hidden_sizes(model.get_submodule(path)))
+            named = _width_attributes(model, old, path)
+            hint = (f" ({', '.join(f'{a} = {v}' for a, v in named)} in the model equal{'s' if len(named) == 1 else ''}"
+                    f" the old width)" if named else "")
             raise ValueError(f"model: the pruned model fails on a batch of data ({type(err).__name__}: {err}); its "
-                             f"forward may build tensors of the old hidden width: use "
+                             f"forward may build tensors of the old hidden width{hint}: use "
                              f"self.{self.parts.rnn_path}.hidden_size instead of a constant") from err
 
     def with_data(self, data: Any, lengths: Any) -> "Subject":

@@ -547,3 +547,50 @@ def test_parametrized_and_quantized_recurrent_modules_are_refused_with_the_way_o
     with pytest.raises(TypeError, match=r"'rnn' is a quantized LSTM, which holds packed integer weights: prune the "
                                         r"float model, then quantize the pruned one"):
         spectral_prune(quantized, x, k=3)
+
+
+class _WordLM(torch.nn.Module):
+    """The layout of the common word-level language model: time-major tokens, an embedding, a stacked LSTM whose
+    initial state the caller builds with ``init_hidden``, a decoder (optionally tied) and log-probabilities."""
+
+    def __init__(self, tie: bool, width_from_module: bool, vocab: int = 40, width: int = 12):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.rnn = torch.nn.LSTM(width, width, 2)
+        self.decoder = torch.nn.Linear(width, vocab)
+        if tie:
+            self.decoder.weight = self.embed.weight
+        self.nhid, self.nlayers, self.vocab = width, 2, vocab
+        self.width_from_module = width_from_module
+
+    def forward(self, tokens, hidden):
+        out, hidden = self.rnn(self.embed(tokens), hidden)
+        return torch.log_softmax(self.decoder(out).view(-1, self.vocab), dim=1), hidden
+
+    def init_hidden(self, batch):
+        width = self.rnn.hidden_size if self.width_from_module else self.nhid
+        zeros = self.embed.weight.new_zeros(self.nlayers, batch, width)
+        return zeros, zeros.clone()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_the_common_word_language_model_prunes_once_its_state_follows_the_module(tie):
+    """Its initial state is all zeros (accepted), it returns its final states beside the log-probabilities (not a
+    read of them), and its decoder may be tied. Built from the ``self.nhid`` constant, the state no longer fits the
+    pruned module: the error names that attribute. Built from ``self.rnn.hidden_size``, the model prunes, and at
+    full width with a tiny lambda it computes what it computed before."""
+    torch.manual_seed(15)
+    batches = [torch.randint(0, 40, (10, 4)) for _ in range(4)]  # (T, batch) token ids
+
+    def forward(model, tokens):
+        return model(tokens, model.init_hidden(tokens.shape[1]))
+
+    with pytest.raises(ValueError, match=r"old hidden width \(self.nhid = 12 in the model equals the old width\): "
+                                         r"use self.rnn.hidden_size"):
+        spectral_prune(_WordLM(tie, width_from_module=False), batches, k=6, forward=forward)
+    model = _WordLM(tie, width_from_module=True).eval()
+    small = spectral_prune(model, batches, k=6, forward=forward)
+    assert small.model.rnn.hidden_size == 6 and small.model.decoder.in_features == 6
+    full = spectral_prune(model, batches, k=12, rel_lam=1e-12, forward=forward).model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(forward(full, batches[0])[0], forward(model, batches[0])[0], rtol=0, atol=1e-4)
