@@ -123,10 +123,15 @@ class CovarianceStats:
         float64 tensor (m, m), the sum of ``h_t h_t^T`` over all sequences and time steps.
     count : int
         Number of hidden states summed (sequences x time steps).
+    pruned_below : bool
+        True for the statistics of a layer measured with the layers below it already pruned (a stack pruned with
+        ``covariance_mode="sequential"``): they describe that network, not the original one, and are refused where
+        the original network's statistics are expected (``covariance=``).
     """
 
     outer_sum: torch.Tensor
     count: int
+    pruned_below: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.outer_sum, torch.Tensor):
@@ -157,7 +162,8 @@ class CovarianceStats:
             raise TypeError(f"other: expected CovarianceStats, got {type(other).__name__}")
         if other.width != self.width:
             raise ValueError(f"other: width {other.width} differs from {self.width}")
-        return CovarianceStats(self.outer_sum + other.outer_sum.to(self.outer_sum.device), self.count + other.count)
+        return CovarianceStats(self.outer_sum + other.outer_sum.to(self.outer_sum.device), self.count + other.count,
+                               self.pruned_below or other.pruned_below)
 
     def update(self, states: torch.Tensor, name: str = "states", *, precision: str = "float32") -> "CovarianceStats":
         """Add a batch of states (..., m), in place: ``outer_sum += H^T H``, ``count += rows``.

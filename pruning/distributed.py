@@ -58,7 +58,8 @@ def all_reduce_stats(stats: Any, group=None) -> Any:
     out, offset = [], 0
     for leaf in leaves:
         n = leaf.outer_sum.numel()
-        out.append(CovarianceStats(flat[offset:offset + n].reshape(leaf.outer_sum.shape).clone(), 0))
+        out.append(CovarianceStats(flat[offset:offset + n].reshape(leaf.outer_sum.shape).clone(), 0,
+                                   leaf.pruned_below))
         offset += n
     for leaf, count in zip(out, flat[offset:].tolist()):
         leaf.count = int(round(count))

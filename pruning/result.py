@@ -69,7 +69,9 @@ class PruneResult:
     covariance : CovarianceStats, list or None
         The statistics of the pass: one CovarianceStats for a single layer-direction, else a list per
         layer of one per direction (None when plain matrices were given). Pass them back through
-        ``covariance=`` to prune again without another pass (``covariance_mode="original"``).
+        ``covariance=`` to prune again without another pass. A stack pruned with ``covariance_mode="sequential"``
+        measured its layers above the first on the network with the layers below pruned; those statistics are
+        marked ``pruned_below`` and refused there, so prune with ``covariance_mode="original"`` to reuse them.
     search : dict or None
         With ``target=``: the tolerance, criterion, the k found, its error, every evaluated
         ``{k: error}`` and the seconds the search took.

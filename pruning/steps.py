@@ -146,6 +146,8 @@ class LayerStatistics:
             current = layer if maps_below is None else compress_layer(
                 layer, [np.arange(m)] * self.D, [np.eye(m)] * self.D, maps_below)
             self.grid[l] = self._measure(list(compressed_below) + [current], [l])[0]
+            for _, stats in self.grid[l]:
+                stats.pruned_below = bool(compressed_below)
         return self.grid[l]
 
     def stats(self):
@@ -180,6 +182,11 @@ def _as_stats_grid(covariance, L: int, D: int, widths: List[int]):
             if sigma.shape[0] != widths[l]:
                 raise ValueError(f"covariance: expected shape ({widths[l]}, {widths[l]}) for layer {l} of width "
                                  f"{widths[l]}, got {sigma.shape}")
+            if isinstance(c, CovarianceStats) and c.pruned_below:
+                raise ValueError(f"covariance: the statistics of layer {l} were measured with the layers below it "
+                                 f"pruned (covariance_mode='sequential'), so they describe that network, not the "
+                                 f"original one that covariance= stands for; prune with covariance_mode='original' "
+                                 f"to get statistics that can be given back")
             cells.append((sigma, c if isinstance(c, CovarianceStats) else None))
         out.append(cells)
     return out

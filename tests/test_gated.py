@@ -208,6 +208,17 @@ def test_sequential_and_original_covariance_modes_differ_only_above_the_first_la
     # the original-mode statistics can be reused; the sequential ones are refused for a different plan
     again = spectral_prune((rnn, head), None, [3, 3], covariance=orig.covariance)
     assert [lp.units for lp in again.layers] == [lp.units for lp in orig.layers]
+    for l in range(2):
+        torch.testing.assert_close(again.covariance[l][0].outer_sum, orig.covariance[l][0].outer_sum, rtol=0, atol=0)
+    # the sequential ones describe the network with layer 0 pruned: given back as the original network's they were
+    # taken for it without a word (a result labelled 'original' from other statistics); they are refused, by layer
+    assert [c[0].pruned_below for c in seq.covariance] == [False, True]
+    assert not any(c[0].pruned_below for c in orig.covariance)
+    with pytest.raises(ValueError, match=r"^covariance: the statistics of layer 1 were measured with the layers below "
+                                         r"it pruned \(covariance_mode='sequential'\)"):
+        spectral_prune((rnn, head), None, [4, 2], covariance=seq.covariance)
+    merged = seq.covariance[1][0].merge(orig.covariance[1][0])
+    assert merged.pruned_below and merged.count == 2 * orig.covariance[1][0].count
 
 
 def test_bad_arguments_name_the_problem():
