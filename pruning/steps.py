@@ -219,9 +219,12 @@ def choose_lambda(sigma: np.ndarray, settings: PruneSettings, target_dof: Option
 
 
 def _per_layer(value, L: int, name: str) -> list:
-    if value is None or np.isscalar(value):
+    if value is None or np.isscalar(value) or getattr(value, "ndim", None) == 0:  # 0-d arrays and tensors too
         return [value] * L
-    values = list(value)
+    try:
+        values = list(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected a number or one per layer, got {type(value).__name__}") from None
     if len(values) != L:
         raise ValueError(f"{name}: expected one value or one per layer ({L}), got {len(values)}")
     return values

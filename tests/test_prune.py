@@ -129,3 +129,18 @@ def test_bad_models_and_data(setup):
     dead, dead_head = make_rnn(4, d_x=2, seed=0, bias=False)
     with pytest.raises(ValueError, match="every hidden state is zero"):
         spectral_prune((dead, dead_head), torch.zeros(3, 5, 2, dtype=torch.float64), 2)
+
+
+def test_widths_given_as_0d_arrays_or_tensors_are_their_integers():
+    """``k=torch.tensor(3)`` was 'iteration over a 0-d tensor' from deep inside; 0-d integer arrays and tensors
+    are now the integer they hold (alone or per layer), and anything else is refused naming k."""
+    torch.manual_seed(16)
+    pair = (torch.nn.GRU(3, 8, batch_first=True), torch.nn.Linear(8, 2))
+    x = torch.randn(10, 4, 3)
+    units = spectral_prune(pair, x, k=3).units
+    for k in (np.array(3), torch.tensor(3), np.int16(3), torch.tensor([3]), [np.array(3)]):
+        assert spectral_prune(pair, x, k=k).units == units
+    for bad, error in ((torch.tensor(3.0), TypeError), (torch.tensor(True), TypeError), (object(), TypeError),
+                       (torch.tensor(9), ValueError)):
+        with pytest.raises(error, match=r"^k: expected"):
+            spectral_prune(pair, x, k=bad)

@@ -90,7 +90,8 @@ class Real(Constraint):
 
 @dataclass(frozen=True)
 class Integer(Constraint):
-    """An integer (Python or NumPy; not a bool, not a float) in ``[low, high]``, returned as int."""
+    """An integer (Python or NumPy, or a 0-d integer array or tensor; not a bool, not a float) in ``[low, high]``,
+    returned as int."""
 
     low: Optional[int] = None
     high: Optional[int] = None
@@ -100,6 +101,8 @@ class Integer(Constraint):
         return self.what or _interval_text(self.low, self.high, "both", "an integer")
 
     def check(self, value: Any, name: str) -> int:
+        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # np.array(3), torch.tensor(3)
+            value = value.item()
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
             self.fail(value, name, self.describe(), TypeError)
         v = int(value)
