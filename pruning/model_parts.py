@@ -331,12 +331,9 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         if not state["perturb"]:
             return out
         y, h = out
-        if not state["output_too"]:
-            pass
-        elif isinstance(y, PackedSequence):
-            y = PackedSequence(times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
-        else:
-            y = times(y, maps)
+        if state["output_too"]:  # off in the rerun of _check_no_other_reader, which changes the final states only
+            y = (PackedSequence(times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
+                 if isinstance(y, PackedSequence) else times(y, maps))
 
         def last_rows(s):
             # the last layer's rows (a RecurrentStack pads them to its widest layer): their first m entries times M
