@@ -192,3 +192,41 @@ def test_the_many_to_one_form_reads_each_sequences_last_step(**kw):
         scale = 1e-15 * (1.0 + float(head(rnn(x)[0]).pow(2).sum(-1).mean()))  # round-off of f - f# near zero
     assert measured == pytest.approx(np.mean([a[0] for a in alone]), rel=1e-8, abs=scale)
     assert measured <= bound * (1 + 1e-8) + 1e-10
+
+
+def test_a_time_major_rnn_reads_its_inputs_in_its_own_layout():
+    """The bounds take x in the RNN's layout, as the module and the covariance pass do. They used to read every x as
+    (n, T, d_x): time-major data given to a time-major RNN (torch's default) was read as T sequences of length n,
+    silently when n == T. Each function on the time-major twin and time-major data equals the batch-first result
+    exactly (float64), and the per-step labels of S11/S12 follow the same layout."""
+    from theory import network_outputs, s10_bias_bound, s11_bound, s12_bound
+
+    rnn, head = make_rnn(6, d_x=2, d_y=3, seed=4)  # batch first
+    twin = torch.nn.RNN(2, 6, nonlinearity="relu", batch_first=False, dtype=torch.float64)
+    twin.load_state_dict(rnn.state_dict())
+    x = torch.randn(7, 7, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))  # n == T
+    xt = x.transpose(0, 1)
+    sigma = time_mean_covariance(rnn, x).mean()
+    J, lam = [0, 2, 5], 1e-3
+    A = reconstruction_matrix(sigma, J, lam)
+    lengths = [7, 3, 5, 1, 7, 2, 6]
+    a, b = s9_trace(rnn, head, J, A, x, lengths), s9_trace(twin, head, J, A, xt, lengths)
+    np.testing.assert_array_equal(a.output_error, b.output_error)
+    np.testing.assert_array_equal(a.state_bound, b.state_bound)
+    assert measured_time_mean_error(rnn, head, J, A, x) == measured_time_mean_error(twin, head, J, A, xt)
+    assert s10_last_step_bound(rnn, head, J, A, x, lengths) == s10_last_step_bound(twin, head, J, A, xt, lengths)
+    for mode in ("last", "mean"):
+        assert s10_bias_bound(sigma, J, lam, rnn, head, x, mode=mode) == \
+            s10_bias_bound(sigma, J, lam, twin, head, xt, mode=mode)
+        np.testing.assert_array_equal(network_outputs(rnn, head, x, mode=mode),
+                                      network_outputs(twin, head, xt, mode=mode))
+    bound = float(x.norm(dim=-1).max())
+    y_last = torch.randint(0, 3, (7,), generator=torch.Generator().manual_seed(6))
+    y_steps = torch.randint(0, 3, (7, 7), generator=torch.Generator().manual_seed(7))
+    for mode, y, y_twin in (("last", y_last, y_last), ("mean", y_steps, y_steps.T)):
+        assert s11_bound(rnn, head, x, y, input_bound=bound, mode=mode).bound == \
+            s11_bound(twin, head, xt, y_twin, input_bound=bound, mode=mode).bound
+        assert s12_bound(rnn, head, J, A, x, y, input_bound=bound, mode=mode).bound == \
+            s12_bound(twin, head, J, A, xt, y_twin, input_bound=bound, mode=mode).bound
+    with pytest.raises(ValueError, match=r"x: expected sequences of shape \(T, n, 2\) \(time-major"):
+        s9_trace(twin, head, J, A, xt[..., :1], None)

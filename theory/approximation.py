@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from theory.elman import compressed_weights, elman_states, elman_weights, sequence_inputs, step_mask
+from theory.elman import compressed_weights, elman_states, elman_weights, rnn_inputs, step_mask
 from theory.information import information_loss, reconstruction_matrix
 
 __all__ = [
@@ -110,7 +110,7 @@ def _trajectories(rnn: nn.RNN, readout: nn.Linear, J, A, x):
     """Full and compressed states on ``x`` and the residuals ``r_t = h_t - A h_{t,J}`` (float64)."""
     w = elman_weights(rnn, readout)
     units, a, small = compressed_weights(w, J, A)
-    xt = sequence_inputs(x, rnn.input_size)
+    xt = rnn_inputs(x, rnn)
     h = elman_states(w.W, w.U, w.b, xt, w.nonlinearity)
     h_s = elman_states(small.W, small.U, small.b, xt, w.nonlinearity)
     return w.W, w.V, units, small.W, small.V, h, h_s, h - h[..., units] @ a.T
@@ -121,13 +121,13 @@ def s9_trace(rnn: nn.RNN, readout: nn.Linear, J, A, x, lengths=None) -> Approxim
 
     Parameters
     ----------
-    rnn, readout : the full network (single-layer Elman RNN, batch-first inputs)
+    rnn, readout : the full network (single-layer Elman RNN, either layout)
     J : sequence of int
         Kept units.
     A : array-like (m, k)
         Any reconstruction matrix (``A_J``, or ``I_{F,J}`` for "without reconstruction").
-    x : array-like (n, T, d_x)
-        Input sequences.
+    x : array-like (n, T, d_x), or (T, n, d_x) for a time-major RNN (``batch_first=False``)
+        Input sequences, in the RNN's own layout.
     lengths : array-like of int (n,), optional
         The real length of each right-padded sequence.
     """
@@ -205,7 +205,7 @@ def s10_bias_bound(sigma, J, lam, rnn: nn.RNN, readout: nn.Linear, x, *, mode: s
     ``A = A_J`` is built from it.
     """
     if mode == "mean":
-        return s10_bound(sigma, J, lam, rnn, readout, sequence_inputs(x, rnn.input_size).shape[1])
+        return s10_bound(sigma, J, lam, rnn, readout, rnn_inputs(x, rnn).shape[1])
     if mode == "last":
         return s10_last_step_bound(rnn, readout, J, reconstruction_matrix(sigma, J, lam), x, lengths)[1]
     raise ValueError(f"mode: expected one of ('last', 'mean'), got {mode!r}")

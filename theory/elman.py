@@ -19,7 +19,7 @@ from theory._validation import as_float64_array, as_lengths
 from theory.information import as_units
 
 __all__ = ["step_mask", "ElmanWeights", "check_rnn", "check_readout", "elman_weights", "activation", "elman_states",
-           "sequence_inputs", "compressed_weights"]
+           "sequence_inputs", "rnn_inputs", "compressed_weights"]
 
 
 def check_rnn(rnn: Any, name: str = "rnn") -> nn.RNN:
@@ -99,15 +99,26 @@ def elman_states(W: torch.Tensor, U: torch.Tensor, b: torch.Tensor, x: torch.Ten
     return out
 
 
-def sequence_inputs(x: Any, input_size: int, name: str = "x") -> torch.Tensor:
-    """Input sequences as a float64 tensor (n, T, d_x), batch first, with n, T >= 1 and d_x = ``input_size``."""
+def sequence_inputs(x: Any, input_size: int, name: str = "x", *, batch_first: bool = True) -> torch.Tensor:
+    """Input sequences as a float64 tensor (n, T, d_x), batch first, with n, T >= 1 and d_x = ``input_size``.
+
+    ``x`` is read in the layout of the module it is for: ``(n, T, d_x)`` when ``batch_first`` (pass the module's
+    ``batch_first``), else ``(T, n, d_x)``, as the module itself and the covariance pass read it."""
     xt = torch.as_tensor(as_float64_array(x, name))
+    layout = f"(n, T, {input_size}) (batch first)" if batch_first else \
+        f"(T, n, {input_size}) (time-major, as the RNN's batch_first=False)"
     if xt.ndim != 3 or xt.shape[-1] != input_size:
-        raise ValueError(f"{name}: expected sequences of shape (n, T, {input_size}) (batch first), got "
-                         f"{tuple(xt.shape)}")
+        raise ValueError(f"{name}: expected sequences of shape {layout}, got {tuple(xt.shape)}")
+    if not batch_first:
+        xt = xt.transpose(0, 1)
     if xt.shape[0] == 0 or xt.shape[1] == 0:
         raise ValueError(f"{name}: expected at least one sequence of length >= 1")
     return xt
+
+
+def rnn_inputs(x: Any, rnn: Any, name: str = "x") -> torch.Tensor:
+    """:func:`sequence_inputs` for ``rnn``: its input size and its layout (``rnn.batch_first``)."""
+    return sequence_inputs(x, rnn.input_size, name, batch_first=bool(getattr(rnn, "batch_first", True)))
 
 
 def step_mask(lengths: Any, n: int, T: int, name: str = "lengths") -> Optional[torch.Tensor]:

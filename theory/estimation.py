@@ -30,7 +30,7 @@ from torch import nn
 
 from theory._validation import (NON_NEGATIVE, POSITIVE, PROBABILITY, Integer, Options, OrNone, as_float64_array,
                                 check_params)
-from theory.elman import ElmanWeights, compressed_weights, elman_weights, sequence_inputs
+from theory.elman import ElmanWeights, compressed_weights, elman_weights, rnn_inputs
 from theory.losses import LOSS_NAMES, cross_entropy_loss, margin_ramp_loss, squared_loss
 
 __all__ = [
@@ -400,9 +400,10 @@ def _check_bound_args(y, **values) -> dict:
     return p
 
 
-def _bounded_inputs(x, input_size: int, input_bound: float) -> torch.Tensor:
-    """The inputs as a float64 tensor (validated as for S9/S10), checked against S11's ``R_x``."""
-    xt = sequence_inputs(x, input_size)
+def _bounded_inputs(x, rnn: nn.RNN, input_bound: float) -> torch.Tensor:
+    """The inputs as a float64 tensor, batch first (validated as for S9/S10, in the RNN's layout), checked against
+    S11's ``R_x``."""
+    xt = rnn_inputs(x, rnn)
     biggest = float(torch.linalg.vector_norm(xt, dim=-1).max())
     if biggest > input_bound * (1 + 1e-9):
         raise ValueError(f"input_bound: the inputs have ||x_t|| up to {biggest:.4g} > input_bound = {input_bound:.4g};"
@@ -410,15 +411,28 @@ def _bounded_inputs(x, input_size: int, input_bound: float) -> torch.Tensor:
     return xt
 
 
+def _sequences_first(y, rnn: nn.RNN, mode: str):
+    """Per-step labels or targets (``mode="mean"``) of a time-major RNN come ``(T, n, ...)``, in its layout like its
+    inputs: returned with the sequences first, as the losses read them. Per-sequence ones are left as they are."""
+    if mode != "mean" or getattr(rnn, "batch_first", True):
+        return y
+    arr = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+    if arr.ndim < 2:
+        raise ValueError(f"y: expected per-step labels or targets (T, n, ...) in the time-major RNN's layout for "
+                         f"mode='mean', got shape {arr.shape}")
+    return np.swapaxes(arr, 0, 1)
+
+
 def _mode_outputs(f: torch.Tensor, mode: str) -> torch.Tensor:
     return f[:, -1] if mode == "last" else f
 
 
 def network_outputs(rnn: nn.RNN, readout: nn.Linear, x, *, mode: str = "last") -> np.ndarray:
-    """Outputs in float64: ``f_T`` (n, d_y) for ``mode="last"``, every ``f_t`` (n, T, d_y) for "mean"."""
+    """Outputs in float64: ``f_T`` (n, d_y) for ``mode="last"``, every ``f_t`` (n, T, d_y) for "mean", sequences
+    first whatever the layout of ``x`` (the RNN's own: (T, n, d_x) for ``batch_first=False``)."""
     mode = _MODE.check(mode, "mode")
     w = elman_weights(rnn, readout)
-    return _mode_outputs(w.outputs(sequence_inputs(x, rnn.input_size)), mode).numpy()
+    return _mode_outputs(w.outputs(rnn_inputs(x, rnn)), mode).numpy()
 
 
 def _inputs_for(weights: ElmanWeights, xt: torch.Tensor, loss: LossSpec, *, k: int, n: int, T: int, p: dict,
@@ -435,10 +449,11 @@ def s11_bound(rnn: nn.RNN, readout: nn.Linear, x, y, *, loss: str = "margin", in
 
     Parameters
     ----------
-    rnn, readout : the network (single-layer Elman RNN, batch-first inputs, a linear read-out)
-    x : array-like (n, T, d_x)
+    rnn, readout : the network (single-layer Elman RNN, either layout, a linear read-out)
+    x : array-like (n, T, d_x), or (T, n, d_x) for a time-major RNN (``batch_first=False``)
         The training inputs; ``||x_t|| <= input_bound`` must hold almost surely (it is checked here).
     y : labels (n,) / (n, T) for "margin" and "cross_entropy"; targets (n, d_y) / (n, T, d_y) for "squared"
+        (per-step ones in the RNN's layout: (T, n) / (T, n, d_y) for a time-major RNN)
     loss : {"margin", "cross_entropy", "squared"}
         "margin" bounds the ramp risk, hence the test error rate.
     mode : {"last", "mean"}
@@ -453,9 +468,9 @@ def s11_bound(rnn: nn.RNN, readout: nn.Linear, x, y, *, loss: str = "margin", in
     p = _check_bound_args(y, loss=loss, input_bound=input_bound, delta=delta, mode=mode, target_bound=target_bound,
                           gamma=gamma, eps=eps)
     w = elman_weights(rnn, readout)
-    xt = _bounded_inputs(x, rnn.input_size, p["input_bound"])
+    xt = _bounded_inputs(x, rnn, p["input_bound"])
     f = _mode_outputs(w.outputs(xt), p["mode"]).numpy()
-    return _s11_from_outputs(w, f, y, xt, p)
+    return _s11_from_outputs(w, f, _sequences_first(y, rnn, p["mode"]), xt, p)
 
 
 def _s11_from_outputs(w: ElmanWeights, f: np.ndarray, y, xt: torch.Tensor, p: dict) -> EstimationBound:
@@ -511,9 +526,10 @@ def s12_bound(rnn: nn.RNN, readout: nn.Linear, J, A, x, y, *, loss: str = "margi
     p = _check_bound_args(y, loss=loss, input_bound=input_bound, delta=delta, mode=mode, target_bound=target_bound,
                           gamma=gamma, eps=eps)
     spec = LOSSES[p["loss"]]
+    y = _sequences_first(y, rnn, p["mode"])
     w = elman_weights(rnn, readout)
     units, _, small = compressed_weights(w, J, A)
-    xt = _bounded_inputs(x, rnn.input_size, p["input_bound"])
+    xt = _bounded_inputs(x, rnn, p["input_bound"])
     f = _mode_outputs(w.outputs(xt), p["mode"]).numpy()
     f_s = _mode_outputs(small.outputs(xt), p["mode"]).numpy()
     msd = float(np.sum((f - f_s) ** 2, axis=-1).mean())  # over sequences (and steps)
