@@ -18,7 +18,7 @@ from typing import Any, List
 import torch
 
 from pruning.covariance import CovarianceStats
-from pruning.sequences import batch_dim
+from pruning.sequences import batch_dim, is_one_shot
 
 __all__ = ["all_reduce_stats", "shard"]
 
@@ -73,9 +73,21 @@ def all_reduce_stats(stats: Any, group=None) -> Any:
     return rebuild(stats)
 
 
+class _EveryNth:
+    """Every ``world_size``-th batch of a re-iterable source (a DataLoader), starting at ``rank``; read again as
+    often as the source can be, so a stack measured layer by layer gets its data once per layer."""
+
+    def __init__(self, data: Any, rank: int, world_size: int):
+        self.data, self.rank, self.world_size = data, rank, world_size
+
+    def __iter__(self):
+        return (batch for i, batch in enumerate(self.data) if i % self.world_size == self.rank)
+
+
 def shard(data: Any, rank: int, world_size: int, *, batch_first: bool = True) -> Any:
     """This rank's sequences: every ``world_size``-th sequence starting at ``rank`` (a tensor of all sequences),
-    or every ``world_size``-th batch (any other iterable of batches)."""
+    or every ``world_size``-th batch (any other iterable of batches: a list for a list, a source that can be read
+    again for a DataLoader, a generator for a generator)."""
     if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
         raise ValueError(f"rank, world_size: expected 0 <= rank < world_size, got rank={rank!r}, "
                          f"world_size={world_size!r}")
@@ -83,4 +95,8 @@ def shard(data: Any, rank: int, world_size: int, *, batch_first: bool = True) ->
         dim = batch_dim(data.ndim, batch_first)
         idx = torch.arange(rank, data.shape[dim], world_size, device=data.device)
         return data.index_select(dim, idx)
-    return (batch for i, batch in enumerate(data) if i % world_size == rank)
+    if isinstance(data, (list, tuple)):
+        return list(data[rank::world_size])
+    if is_one_shot(data):
+        return (batch for i, batch in enumerate(data) if i % world_size == rank)
+    return _EveryNth(data, rank, world_size)

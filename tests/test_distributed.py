@@ -72,6 +72,12 @@ def test_shard_covers_every_sequence_once():
     xt = x.transpose(0, 1)  # (T, batch, d_x)
     assert shard(xt, 1, 3, batch_first=False).flatten().tolist() == [1.0, 4.0, 7.0]
     assert [b.item() for b in shard(iter(torch.arange(5.0)), 0, 2)] == [0.0, 2.0, 4.0]
+    # a list's or a DataLoader's shard can be read again (a stack measured layer by layer reads it once per layer)
+    batches = list(torch.arange(5.0).reshape(5, 1))
+    assert [b.item() for b in shard(batches, 1, 2)] == [1.0, 3.0] and isinstance(shard(batches, 1, 2), list)
+    loader = torch.utils.data.DataLoader(torch.arange(6.0), batch_size=2)
+    part = shard(loader, 0, 2)
+    assert [b.tolist() for b in part] == [b.tolist() for b in part] == [[0.0, 1.0], [4.0, 5.0]]
     with pytest.raises(ValueError, match="rank, world_size"):
         shard(x, 3, 3)
 
