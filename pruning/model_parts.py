@@ -375,7 +375,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         where = (f"module(s) {', '.join(repr(s) for s in suspects)} between {parts.rnn_path!r} and {path!r} depend "
                  f"on the hidden width" if suspects else
                  f"a computation in the model's forward between {parts.rnn_path!r} and {path!r} (not a module: e.g. a "
-                 f"functional norm, a nonlinearity, max-pooling over time, attention, or a read of an earlier layer's or the cell state)")
+                 f"functional norm, a nonlinearity, max-pooling over time, attention, or a read of an earlier "
+                 f"layer's or the cell state)")
         raise ReadoutPathError(f"readout: {path!r} does not read a unit-wise linear function of {parts.rnn_path!r}'s "
                          f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
                          f"that read its states, with only dropout, identity, indexing or pooling over time between "
