@@ -225,6 +225,7 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         orders = [[select_layer_units(statistics.layer(l)[d][0], widths[l], lams[l][d], chosen, layers[l], d,
                                       consumers[l])[0] for d in range(D)] for l in range(len(layers))]
     errors: Dict[int, float] = {}
+    held_name = "holdout_data" if holdout_data is not None else "data (its held-out part)"
 
     def prefix(k: int):
         return [[orders[l][d][:min(k, widths[l])] for d in range(D)] for l in range(len(layers))]
@@ -240,7 +241,7 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
                 small = compress_stack(rnn, readout, units, A)
                 errors[k] = _relative_error((rnn, readout), small, held_out.data, input_transform=transform,
                                             batch_size=batch_size, device=device, lengths=held_out.lengths,
-                                            name="holdout_data" if holdout_data is not None else "data (its held-out part)")
+                                            name=held_name)
         return errors[k]
 
     k = _search(error, max(widths), tol, criterion, search, errors)
