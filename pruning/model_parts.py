@@ -257,6 +257,8 @@ class RecurrentInputs:
                         active[0] = False
                     if not calls:
                         raise ValueError(f"data: the model ran on batch {i} without calling {self.parts.rnn_path!r}")
+                    if i == 0 and self.lengths is None and not isinstance(calls[0], PackedSequence):
+                        _warn_if_padded(batch, self.parts)
                     for x in list(calls):
                         yield self._checked(x, n, lens, i)
             finally:
@@ -289,6 +291,43 @@ class RecurrentInputs:
     def first(self) -> Any:
         """One batch of the user's data (for the checks)."""
         return first_batch(self.data, self.batch_size)
+
+
+#: Keys of a dict batch that say its sequences are padded (Hugging Face style inputs and common names).
+_PADDING_KEYS = ("attention_mask", "lengths", "length", "seq_lens", "seq_lengths", "src_key_padding_mask")
+
+
+def _warn_if_padded(batch: Any, parts: ModelParts) -> None:
+    """Warn when the recurrent module receives plain (not packed) tensors and the batch itself says its sequences are
+    padded: a padding-mask key in a dict batch, or the padding token of one of the model's embeddings among its
+    token ids. The padding steps then enter the statistics, which the read-out never sees; ``lengths=`` leaves them
+    out. Only a warning: a model may mean its padding steps (and they are counted as it computes them)."""
+    import warnings
+
+    reason = None
+    if isinstance(batch, dict):
+        for key in _PADDING_KEYS:
+            value = batch.get(key)
+            if not isinstance(value, torch.Tensor) or not value.numel():
+                continue
+            padded = (bool((value == 0).any()) if key == "attention_mask" else bool(value.any())
+                      if key == "src_key_padding_mask" else bool(value.min() < value.max()))
+            if padded:
+                reason = f"the batches carry {key!r}, which marks padding"
+                break
+    if reason is None:
+        pads = {m.padding_idx for m in parts.model.modules()
+                if isinstance(m, nn.Embedding) and m.padding_idx is not None}
+        items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else [batch]
+        ids = [t for t in items if isinstance(t, torch.Tensor) and not t.is_floating_point() and t.dtype != torch.bool]
+        hit = sorted(p for p in pads if any(bool((t == p).any()) for t in ids))
+        if hit:
+            reason = f"their token ids hold the padding index {hit[0]} of the model's embedding"
+    if reason is not None:
+        warnings.warn(f"data: {parts.rnn_path!r} receives padded tensors ({reason}) and no lengths= were given, so "
+                      f"the padding steps enter the statistics; pass lengths= (one array of sequence lengths per "
+                      f"batch, or per sequence of one tensor), or pack the sequences inside the model",
+                      UserWarning, stacklevel=2)
 
 
 def first_batch(data: Any, batch_size: int) -> Any:

@@ -87,7 +87,8 @@ def test_a_model_that_runs_padded_inputs_is_packed_by_lengths():
     for l in range(2):
         for d in range(2):
             torch.testing.assert_close(res.covariance[l][d].outer_sum, ref[l][d].outer_sum, rtol=1e-12, atol=1e-12)
-    without = spectral_prune(pads, x, k=3, batch_size=8)
+    with pytest.warns(UserWarning, match="padding index 0 of the model's embedding"):  # and it says so
+        without = spectral_prune(pads, x, k=3, batch_size=8)
     assert without.covariance[0][0].count == 30 * x.shape[1] > int(lengths.sum())
 
 
@@ -594,3 +595,53 @@ def test_the_common_word_language_model_prunes_once_its_state_follows_the_module
     full = spectral_prune(model, batches, k=12, rel_lam=1e-12, forward=forward).model.eval()
     with torch.no_grad():
         torch.testing.assert_close(forward(full, batches[0])[0], forward(model, batches[0])[0], rtol=0, atol=1e-4)
+
+
+class _MaskedMean(torch.nn.Module):
+    """Hugging Face style inputs: token ids and an attention mask; the LSTM runs over the padding, the mean skips it."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(30, 6, padding_idx=0)
+        self.lstm = torch.nn.LSTM(6, 8, batch_first=True)
+        self.cls = torch.nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        out, _ = self.lstm(self.embed(input_ids))
+        m = attention_mask[..., None].to(out.dtype)
+        return {"logits": self.cls((out * m).sum(1) / m.sum(1).clamp(min=1))}
+
+
+def test_padding_that_would_enter_the_statistics_is_warned_about():
+    """A model that runs its recurrent module over padding (no packing) and data that say they are padded: without
+    lengths= the padding steps are counted, which the head never reads. A warning says so; lengths= counts exactly
+    the real steps, and unpadded data or a model that packs raise no warning."""
+    torch.manual_seed(17)
+    ids = torch.randint(1, 30, (16, 7))
+    mask = torch.ones(16, 7, dtype=torch.long)
+    mask[::2, 4:] = 0
+    ids[mask == 0] = 0
+    batches = [dict(input_ids=ids[i:i + 8], attention_mask=mask[i:i + 8]) for i in (0, 8)]
+    with pytest.warns(UserWarning, match=r"data: 'lstm' receives padded tensors \(the batches carry 'attention_mask', "
+                                         r"which marks padding\) and no lengths= were given"):
+        counted = spectral_prune(_MaskedMean(), batches, k=4).covariance.count
+    assert counted == 16 * 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        real = spectral_prune(_MaskedMean(), batches, k=4, lengths=[b["attention_mask"].sum(1) for b in batches])
+        assert real.covariance.count == int(mask.sum())
+        full = [dict(input_ids=ids[i:i + 8].clamp(min=1), attention_mask=torch.ones(8, 7, dtype=torch.long))
+                for i in (0, 8)]
+        spectral_prune(_MaskedMean(), full, k=4)
+        spectral_prune(TokenClassifier(hidden=6), make_data(20, seed=3)[0], k=3)  # packs its padded tokens itself
+
+    class TokensOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = _MaskedMean()
+
+        def forward(self, input_ids):
+            return self.inner(input_ids, (input_ids != 0).long())
+
+    with pytest.warns(UserWarning, match=r"their token ids hold the padding index 0 of the model's embedding"):
+        spectral_prune(TokensOnly(), ids, k=4, rnn="inner.lstm", readout="inner.cls")
