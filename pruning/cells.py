@@ -97,7 +97,7 @@ def cell_statistics(model: nn.Module, cell: nn.Module, path: str, batches, forwa
     return stats
 
 
-def check_cell_readout_path(parts, batch: Any, forward: Callable) -> None:
+def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_given: bool = True) -> None:
     """Refuse read-outs that do not read a unit-wise linear function of the cell's states (module docstring)."""
     model, cell = parts.model, parts.rnn
     M = random_maps([cell.hidden_size], torch.Generator().manual_seed(0), cell.weight_hh)[0]
@@ -134,7 +134,8 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable) -> None:
 
     handles = [cell.register_forward_pre_hook(undo, with_kwargs=True), cell.register_forward_hook(perturb)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record(p)) for p in parts.readout_paths]
-    plain, perturbed, out = run_twice(model, forward, batch, seen, handles, lambda: state.update(perturb=True))
+    plain, perturbed, out = run_twice(model, forward, batch, seen, handles, lambda: state.update(perturb=True),
+                                      forward_given=forward_given)
     tol = 1e-8 if cell.weight_hh.dtype == torch.float64 else 1e-3
     for path in parts.readout_paths:
         if not follows_maps(plain[path], perturbed[path], [M], tol):

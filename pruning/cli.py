@@ -164,7 +164,7 @@ def _finite(x: float):
 def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, device=None,
                      progress: bool = True, model: Optional[str] = None, trust: bool = False,
                      pickle_output: bool = False, rnn_path: Optional[str] = None, readout_paths=None,
-                     onnx_path=None, **settings) -> dict:
+                     onnx_path=None, forward: Optional[str] = None, **settings) -> dict:
     """Load a checkpoint (safely, see :func:`pruning.serialization.load_checkpoint`), prune it with
     :func:`pruning.spectral_prune` (``settings``), and write the pruned weights to ``out`` as safetensors with the
     architecture and the summary in JSON (``summary``, default ``out`` with suffix ``.json``), or with
@@ -172,7 +172,8 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
 
     ``model`` is ``package.module:factory`` for checkpoints that hold weights only; ``trust`` allows reading a
     pickled model (which runs code from the file). ``rnn_path`` and ``readout_paths`` name the recurrent module and
-    read-out(s) of a whole model (``--rnn``, ``--readout``); then ``data`` are the model's inputs."""
+    read-out(s) of a whole model (``--rnn``, ``--readout``); then ``data`` are the model's inputs, given to it by the
+    function ``forward`` names (``package.module:function``, called as ``function(model, batch)``; ``--forward``)."""
     from pruning.fileio import atomic_write_text, save_atomic
     from pruning.cells import cell_as_layer
     from pruning.model_parts import resolve_subject
@@ -190,6 +191,8 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     if summary.resolve() == out.resolve():
         raise ValueError(f"--summary: must differ from --out ({str(out)!r})")
     factory = import_factory(model) if model is not None else None
+    if forward is not None:
+        settings["forward"] = import_factory(forward, "--forward")
     loaded = load_checkpoint(checkpoint, factory=factory, trust=trust)
     target = loaded if not isinstance(loaded, list) else tuple(loaded)
     calib, lengths = load_calibration(data, with_lengths=True) if data is not None else (None, None)
@@ -267,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dotted path of the recurrent module in the model (default: its only one, or .rnn)")
     p.add_argument("--readout", default=None, metavar="PATH[,PATH]",
                    help="dotted path(s) of the linear read-out(s) of the recurrent module (default: the only one)")
+    p.add_argument("--forward", default=None, metavar="PACKAGE.MODULE:FUNCTION",
+                   help="for a whole model whose forward takes more than a batch (an initial state, a mask): the "
+                        "function that runs it, called as function(model, batch) (default: model(batch))")
     p.add_argument("--out", type=Path, required=True,
                    help="where to write the pruned weights (*.safetensors; with --pickle, a torch pickle)")
     p.add_argument("--pickle", action="store_true",
@@ -347,7 +353,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   summary=args.summary, device=device, progress=not args.no_progress,
                                   model=args.model, trust=args.trust_checkpoint, pickle_output=args.pickle,
                                   rnn_path=args.rnn, readout_paths=None if args.readout is None
-                                  else args.readout.split(","), onnx_path=args.onnx, **settings)
+                                  else args.readout.split(","), onnx_path=args.onnx, forward=args.forward,
+                                  **settings)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

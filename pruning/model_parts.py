@@ -353,6 +353,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     attention, nonlinearities and anything that reads an earlier layer's or the cell state fail. The modules run in
     between whose inputs have the state width are named in the error.
     """
+    given = forward is not None
     forward = forward if forward is not None else default_forward
     model, rnn = parts.model, parts.rnn
     D = directions(rnn)
@@ -403,7 +404,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in model.named_modules()
                 if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())]
     plain, perturbed, out = run_twice(model, forward, batch, seen, handles,
-                                      lambda: state.update(perturb=True, after_rnn=False))
+                                      lambda: state.update(perturb=True, after_rnn=False), forward_given=given)
     tol = 1e-9 if p0.dtype == torch.float64 else 2e-4
     for path in parts.readout_paths:
         if follows_maps(plain[path], perturbed[path], maps, tol):
@@ -625,7 +626,7 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
 
 
 def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, precision, progress) -> Subject:
-
+    given = forward is not None
     forward = forward if forward is not None else default_forward
     if lengths is not None:
         raise ValueError(f"lengths: {parts.rnn_path!r} is a cell stepped by the model's own loop, which decides "
@@ -634,7 +635,7 @@ def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, 
     if data is not None:
         first = first_batch(data, batch_size)
         if check:
-            check_cell_readout_path(parts, first, forward)
+            check_cell_readout_path(parts, first, forward, forward_given=given)
         stats = cell_statistics(parts.model, parts.rnn, parts.rnn_path, _model_batches(data, batch_size), forward,
                                 precision=precision, progress=progress)
     heads = parts.readouts

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 __all__ = ["ReadoutPathError", "eval_mode", "random_maps", "times", "run_twice", "follows_maps", "output_tensors",
-           "same_outputs", "rerun_with_inputs", "only_readouts_read"]
+           "same_outputs", "rerun_with_inputs", "only_readouts_read", "forward_failed"]
 
 
 class ReadoutPathError(ValueError):
@@ -46,13 +46,18 @@ def times(x: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def run_twice(model: nn.Module, forward: Callable, batch: Any, seen: Dict[str, List[torch.Tensor]], handles,
-              start_perturbing: Callable[[], None]) -> Tuple[Dict[str, List[torch.Tensor]], Dict[str, list], Any]:
+              start_perturbing: Callable[[], None], *, forward_given: bool = False
+              ) -> Tuple[Dict[str, List[torch.Tensor]], Dict[str, list], Any]:
     """Run ``forward(model, batch)`` once plainly and once after ``start_perturbing()``, in eval mode without
     gradients; ``seen`` is filled by the caller's hooks (``handles``, removed at the end). Returns what the hooks
-    recorded in each run and what the perturbed run's forward returned."""
+    recorded in each run and what the perturbed run's forward returned. The plain run is the first time the user's
+    forward meets the data, so its failure is reported as such (``forward_given``: the user passed ``forward``)."""
     try:
         with eval_mode(model), torch.no_grad():
-            forward(model, batch)
+            try:
+                forward(model, batch)
+            except Exception as err:  # noqa: BLE001 - the user's code: say where it failed and what to do
+                raise forward_failed(err, forward_given) from err
             plain = {p: list(v) for p, v in seen.items()}
             for v in seen.values():
                 v.clear()
@@ -62,6 +67,16 @@ def run_twice(model: nn.Module, forward: Callable, batch: Any, seen: Dict[str, L
         for h in handles:
             h.remove()
     return plain, {p: list(v) for p, v in seen.items()}, out
+
+
+def forward_failed(err: Exception, forward_given: bool) -> ValueError:
+    """The error for a model's forward that fails on the first batch of data."""
+    what = f"{type(err).__name__}: {err}"
+    if forward_given:
+        return ValueError(f"forward: fails on the first batch of data ({what})")
+    return ValueError(f"model: its forward fails on the first batch of data, given as model(batch) ({what}); a "
+                      f"forward that takes more than the batch (an initial state, a mask) needs forward=, a function "
+                      f"forward(model, batch) (on the command line: --forward PACKAGE.MODULE:FUNCTION)")
 
 
 def output_tensors(out: Any) -> List[torch.Tensor]:

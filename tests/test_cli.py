@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks.language import RNNLanguageModel
-from pruning import RecurrentStack, count_macs, count_parameters, spectral_prune
+from pruning import RecurrentStack, count_macs, count_parameters, load_pruned, spectral_prune
 from pruning.cli import main
 from pruning.covariance import CovarianceStats
 
@@ -159,3 +159,55 @@ def test_a_device_this_machine_lacks_is_refused_before_anything_runs(tmp_path, c
         benchmarks_main(["demo", "--out", str(tmp_path / "demo"), "--device", device])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_model_whose_forward_takes_more_than_a_batch_prunes_with_forward(tmp_path, monkeypatch, capsys):
+    """A language model called as model(tokens, hidden) failed with the model's own TypeError and no way around it
+    on the command line; the error now says what to pass, and --forward names the function that runs the model."""
+    import textwrap
+
+    from safetensors.torch import save_file
+
+    (tmp_path / "lm_zoo.py").write_text(textwrap.dedent("""
+        import torch
+
+        class WordLM(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embed = torch.nn.Embedding(40, 12)
+                self.rnn = torch.nn.LSTM(12, 12, 2)
+                self.decoder = torch.nn.Linear(12, 40)
+
+            def forward(self, tokens, hidden):
+                out, hidden = self.rnn(self.embed(tokens), hidden)
+                return self.decoder(out), hidden
+
+        def build():
+            return WordLM()
+
+        def forward(model, tokens):
+            zeros = model.embed.weight.new_zeros(2, tokens.shape[1], model.rnn.hidden_size)
+            return model(tokens, (zeros, zeros.clone()))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lm_zoo
+
+    torch.manual_seed(18)
+    model = lm_zoo.build()
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    batches = [torch.randint(0, 40, (10, 4)) for _ in range(3)]  # time-major token batches
+    torch.save(batches, tmp_path / "calib.pt")
+    args = ["prune", "--checkpoint", tmp_path / "w.safetensors", "--model", "lm_zoo:build", "--data",
+            tmp_path / "calib.pt", "--k", "6", "--out", tmp_path / "p.safetensors"]
+    assert run_cli(*args) == 2
+    assert "needs forward=, a function forward(model, batch) (on the command line: --forward" in \
+        capsys.readouterr().err
+    assert run_cli(*args, "--forward", "lm_zoo:forward") == 0
+    expected = spectral_prune(model, batches, k=6, forward=lm_zoo.forward)
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert [lp["units"] for lp in summary["layers"]] == [lp.units for lp in expected.layers]
+    rebuilt = load_pruned(tmp_path / "p.safetensors", model=lm_zoo.build()).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(lm_zoo.forward(rebuilt, batches[0])[0],
+                                   lm_zoo.forward(expected.model.eval(), batches[0])[0], rtol=0, atol=0)
+    sys.modules.pop("lm_zoo", None)

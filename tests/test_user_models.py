@@ -645,3 +645,13 @@ def test_padding_that_would_enter_the_statistics_is_warned_about():
 
     with pytest.warns(UserWarning, match=r"their token ids hold the padding index 0 of the model's embedding"):
         spectral_prune(TokensOnly(), ids, k=4, rnn="inner.lstm", readout="inner.cls")
+
+
+def test_a_forward_that_fails_on_the_data_is_reported_with_what_to_pass():
+    model = _WordLM(tie=False, width_from_module=True)
+    tokens = torch.randint(0, 40, (10, 4))
+    with pytest.raises(ValueError, match=r"^model: its forward fails on the first batch of data, given as "
+                                         r"model\(batch\) \(TypeError: .*\); a forward that takes more than the batch"):
+        spectral_prune(model, [tokens], k=4)
+    with pytest.raises(ValueError, match=r"^forward: fails on the first batch of data \(RuntimeError: broken\)"):
+        spectral_prune(model, [tokens], k=4, forward=lambda m, b: (_ for _ in ()).throw(RuntimeError("broken")))
