@@ -178,8 +178,13 @@ def count_macs(rnn: nn.Module, T: int = 1, readout: Optional[nn.Linear] = None, 
 
 def count_parameters(*modules: nn.Module) -> int:
     """Total number of parameters of the given modules, a tensor shared between them (a decoder tied to its
-    embedding) counted once."""
-    distinct = {id(p): p for mod in modules for p in mod.parameters()}
+    embedding) counted once. A pair ``(rnn, readout)`` may be passed as one argument."""
+    flat = [m for mod in modules for m in (mod if isinstance(mod, (tuple, list)) else (mod,))]
+    for i, mod in enumerate(flat):
+        if not isinstance(mod, nn.Module):
+            raise TypeError(f"modules: expected torch modules (or pairs of them), got {type(mod).__name__} at "
+                            f"position {i}")
+    distinct = {id(p): p for mod in flat for p in mod.parameters()}
     return int(sum(p.numel() for p in distinct.values()))
 
 

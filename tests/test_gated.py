@@ -128,6 +128,9 @@ def test_parameter_and_mac_counts_against_hand_derived_formulas(cell, G):
     small = (2 * (G * k0 * (d_x + k0) + 2 * G * k0) + 2 * (G * k1 * (2 * k0 + k1) + 2 * G * k1)
              + d_y * 2 * k1 + d_y)
     assert count_parameters(res.rnn, res.readout) == small
+    assert count_parameters((res.rnn, res.readout)) == small  # a pair as one argument
+    with pytest.raises(TypeError, match=r"^modules: expected torch modules \(or pairs of them\), got NoneType"):
+        count_parameters(None)
     assert count_macs(res.rnn, T, res.readout) == T * (2 * G * (k0 * d_x + k0 * k0) + 2 * G * (k1 * 2 * k0 + k1 * k1)) \
         + d_y * 2 * k1
 
