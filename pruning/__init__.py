@@ -12,7 +12,8 @@ Public surface (statements S1-S13 as numbered in ``docs/method.md``):
 * :func:`spectral_prune`: the steps of :mod:`pruning.steps` in one call, returning a :class:`PruneResult`; with
   ``target=``, the smallest k meeting an error tolerance (:func:`prune_to_target`);
 * :func:`save_pruned`, :func:`load_pruned`, :func:`load_checkpoint`: safetensors out and in, checkpoints read
-  without running their code (:mod:`pruning.serialization`).
+  without running their code (:mod:`pruning.serialization`); :func:`save_statistics`, :func:`load_statistics`: a
+  covariance pass kept for later prunes.
 
 Layering: this package imports ``theory`` and never ``benchmarks`` or ``checks``.
 """
@@ -25,7 +26,7 @@ from pruning.prune import spectral_prune
 from pruning.recurrent_stack import RecurrentStack
 from pruning.result import LayerPrune, PruneResult
 from pruning.selection import METHODS, LeverageSample, leverage_sample, select_units
-from pruning.serialization import load_checkpoint, load_pruned, save_pruned
+from pruning.serialization import load_checkpoint, load_pruned, load_statistics, save_pruned, save_statistics
 from pruning.steps import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, PruneSettings
 from pruning.target import prune_to_target, relative_output_error
 from theory.information import information_loss, reconstruction_matrix, residual_covariance, selection_objective
@@ -60,5 +61,7 @@ __all__ = [
     "DEFAULT_Z",
     "load_pruned",
     "save_pruned",
+    "load_statistics",
+    "save_statistics",
     "load_checkpoint",
 ]

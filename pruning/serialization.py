@@ -8,7 +8,10 @@ found online could run code the moment it is pruned. Here:
   file) are loaded into a model that a named factory builds (``package.module:function``);
 * :func:`save_pruned` writes the pruned weights as safetensors next to a JSON description of the pruned
   architecture (module types, widths per layer, every constructor setting), and :func:`load_pruned` rebuilds the
-  modules from that description without unpickling anything.
+  modules from that description without unpickling anything;
+* :func:`save_statistics` writes the statistics of a covariance pass (one :class:`CovarianceStats` or the
+  ``[layer][direction]`` grid of a result) as one safetensors file, and :func:`load_statistics` reads them back
+  bitwise, so an expensive pass is taken once and pruned from in later processes (``covariance=``).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from pruning.modules import check_recurrent, module_summary
 from pruning.recurrent_stack import RecurrentStack
 
 __all__ = ["load_checkpoint", "import_factory", "describe_architecture", "build_architecture", "save_pruned",
-           "load_pruned", "UntrustedCheckpoint"]
+           "load_pruned", "UntrustedCheckpoint", "save_statistics", "load_statistics"]
 
 FORMAT = "spectral-rnn-pruning/1"
+STATISTICS_FORMAT = "spectral-rnn-statistics/1"
 
 
 class UntrustedCheckpoint(ValueError):
@@ -349,3 +353,56 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
         raise ValueError(f"path: the weights do not fit the described architecture: "
                          f"{str(err).splitlines()[0]}") from None
     return model if record.get("kind") == "model" else (rnn, readout)
+
+
+def save_statistics(path, stats: Any) -> Path:
+    """Write the statistics of a covariance pass to ``path`` (safetensors, atomically): one
+    :class:`~pruning.covariance.CovarianceStats` or a ``[layer][direction]`` grid of them (what
+    ``PruneResult.covariance`` holds). The float64 sums, the counts and the ``pruned_below`` marks are kept exactly;
+    :func:`load_statistics` reads them back. Returns the path."""
+    from safetensors.torch import save
+
+    from pruning.covariance import CovarianceStats
+
+    single = isinstance(stats, CovarianceStats)
+    grid = [[stats]] if single else stats
+    if not (isinstance(grid, (list, tuple)) and grid and all(
+            isinstance(row, (list, tuple)) and row and all(isinstance(c, CovarianceStats) for c in row)
+            for row in grid)):
+        raise TypeError(f"stats: expected a CovarianceStats or a [layer][direction] list of them (what "
+                        f"PruneResult.covariance holds), got {type(stats).__name__}")
+    tensors = {f"{l}.{d}": c.outer_sum.detach().to("cpu").contiguous() for l, row in enumerate(grid)
+               for d, c in enumerate(row)}
+    layout = dict(single=single, counts=[[c.count for c in row] for row in grid],
+                  pruned_below=[[c.pruned_below for c in row] for row in grid])
+    metadata = {"spectral": STATISTICS_FORMAT, "layout": json.dumps(layout)}
+    path = Path(path)
+    atomic_write(path, lambda fh: fh.write(save(tensors, metadata=metadata)))
+    return path
+
+
+def load_statistics(path) -> Any:
+    """The statistics :func:`save_statistics` wrote, as they were: one CovarianceStats or the grid of them (on CPU).
+    Pass them to :func:`pruning.spectral_prune` through ``covariance=``."""
+    from safetensors import safe_open
+
+    from pruning.covariance import CovarianceStats
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no such file {str(path)!r}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            if metadata.get("spectral") != STATISTICS_FORMAT:
+                raise ValueError(f"path: {str(path)!r} holds no statistics written by save_statistics")
+            layout = json.loads(metadata["layout"])
+            grid = [[CovarianceStats(fh.get_tensor(f"{l}.{d}"), int(count), bool(mark))
+                     for d, (count, mark) in enumerate(zip(counts, marks))]
+                    for l, (counts, marks) in enumerate(zip(layout["counts"], layout["pruned_below"]))]
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged file: say which
+        raise ValueError(f"path: {str(path)!r} is not a readable statistics file ({type(err).__name__}: {err})") \
+            from None
+    return grid[0][0] if layout["single"] else grid

@@ -225,3 +225,47 @@ def test_a_result_saves_its_models_wherever_their_modules_sit(tmp_path):
     assert torch.equal(head.weight, pair.readout.weight)
     with pytest.raises(ValueError, match=r"^readout, model, paths: save_pruned\(path, result\) takes them"):
         save_pruned(tmp_path / "x.safetensors", pair, pair.readout)
+
+
+def test_statistics_are_saved_and_read_back_bitwise(tmp_path):
+    """An expensive pass is taken once: its statistics (one CovarianceStats, or a result's [layer][direction] grid)
+    go to a safetensors file and come back with the same float64 sums, counts and pruned_below marks, so pruning
+    from them gives the same units and weights, and sequential-mode statistics are still refused there."""
+    from pruning import load_statistics, save_statistics, time_mean_covariance
+    from pruning.covariance import CovarianceStats
+
+    torch.manual_seed(19)
+    x = torch.randn(20, 5, 3)
+    gru, head = torch.nn.GRU(3, 8, batch_first=True), torch.nn.Linear(8, 2)
+    one = time_mean_covariance(gru, x)
+    save_statistics(tmp_path / "one.safetensors", one)
+    back = load_statistics(tmp_path / "one.safetensors")
+    assert isinstance(back, CovarianceStats) and back.count == one.count and not back.pruned_below
+    assert torch.equal(back.outer_sum, one.outer_sum)
+    assert spectral_prune((gru, head), None, k=3, covariance=back).units == spectral_prune((gru, head), x, k=3).units
+
+    lstm, head2 = torch.nn.LSTM(3, 8, num_layers=2, bidirectional=True, batch_first=True), torch.nn.Linear(16, 2)
+    for mode in ("original", "sequential"):
+        res = spectral_prune((lstm, head2), x, k=3, covariance_mode=mode)
+        save_statistics(tmp_path / f"{mode}.safetensors", res.covariance)
+        grid = load_statistics(tmp_path / f"{mode}.safetensors")
+        for row, ref in zip(grid, res.covariance):
+            for c, r in zip(row, ref):
+                assert torch.equal(c.outer_sum, r.outer_sum) and (c.count, c.pruned_below) == (r.count, r.pruned_below)
+    again = spectral_prune((lstm, head2), None, k=3, covariance=load_statistics(tmp_path / "original.safetensors"))
+    ref = spectral_prune((lstm, head2), x, k=3, covariance_mode="original")
+    assert [lp.units for lp in again.layers] == [lp.units for lp in ref.layers]
+    assert torch.equal(again.readout.weight, ref.readout.weight)
+    with pytest.raises(ValueError, match=r"^covariance: the statistics of layer 1 were measured with the layers"):
+        spectral_prune((lstm, head2), None, k=3, covariance=load_statistics(tmp_path / "sequential.safetensors"))
+
+    with pytest.raises(TypeError, match=r"^stats: expected a CovarianceStats or a \[layer\]\[direction\] list"):
+        save_statistics(tmp_path / "bad.safetensors", [one, one])
+    save_pruned(tmp_path / "p.safetensors", spectral_prune((gru, head), x, k=3))
+    with pytest.raises(ValueError, match=r"^path: .* holds no statistics written by save_statistics"):
+        load_statistics(tmp_path / "p.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    with pytest.raises(ValueError, match=r"^path: .* is not a readable statistics file"):
+        load_statistics(tmp_path / "junk.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"^path: no such file"):
+        load_statistics(tmp_path / "none.safetensors")
