@@ -125,6 +125,21 @@ def _checked_calibration(obj: Any, what: str, states: bool) -> Any:
                     f"with key 'inputs', got {type(obj).__name__}")
 
 
+def _check_states_grid(cov: Any, rnn: Any) -> None:
+    """``--states`` must give one tensor of states per layer and direction of the network."""
+    from pruning.cells import cell_as_layer
+    from pruning.modules import as_layers, directions
+
+    layers = as_layers(cell_as_layer(rnn) if isinstance(rnn, torch.nn.RNNCellBase) else rnn)
+    L, D = len(layers), directions(layers[0])
+    shape = (1, 1) if not isinstance(cov, list) else (len(cov), len(cov[0]) if cov else 0)
+    if shape != (L, D) or (isinstance(cov, list) and any(len(row) != D for row in cov)):
+        raise ValueError(f"--states: the network has {L} layer(s) and {D} direction(s); give its hidden states as "
+                         f"one tensor (..., m) for a single layer-direction, or a list per layer of lists per "
+                         f"direction of them (layer l's outputs of the original network), got "
+                         f"{'one tensor' if not isinstance(cov, list) else f'{shape[0]} x {shape[1]}'}")
+
+
 def _sequence_length(data: Any, batch_first: bool) -> Optional[int]:
     """Length T of the longest calibration sequence, for the per-sequence MAC count (None when unknown)."""
     from torch.nn.utils.rnn import PackedSequence
@@ -199,6 +214,8 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     cov = load_calibration(states, states=True) if states is not None else None
     subject = resolve_subject(target, None, rnn=rnn_path, readout=readout_paths)
     rnn, readout, user_model = subject.rnn, subject.readout, subject.model
+    if cov is not None:
+        _check_states_grid(cov, subject.rnn)
     # a whole model found by path takes batch-first inputs; the MAC count needs only their length
     T = _sequence_length(calib, rnn.batch_first if subject.parts is None else True) if calib is not None else None
     t0 = time.perf_counter()

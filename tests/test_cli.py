@@ -211,3 +211,24 @@ def test_a_model_whose_forward_takes_more_than_a_batch_prunes_with_forward(tmp_p
         torch.testing.assert_close(lm_zoo.forward(rebuilt, batches[0])[0],
                                    lm_zoo.forward(expected.model.eval(), batches[0])[0], rtol=0, atol=0)
     sys.modules.pop("lm_zoo", None)
+
+
+def test_states_of_a_stack_are_one_tensor_per_layer_and_direction(tmp_path, capsys):
+    """A single tensor of states for a 2-layer network was refused as 'covariance: expected one covariance per
+    layer', naming an argument the command line does not have; the error now names --states and the form it
+    takes, and that form prunes as the API does from the same states."""
+    torch.manual_seed(20)
+    lstm, head = torch.nn.LSTM(3, 8, num_layers=2, batch_first=True), torch.nn.Linear(8, 2)
+    torch.save((lstm, head), tmp_path / "m.pt")
+    states = [[torch.randn(10, 5, 8)], [torch.randn(10, 5, 8)]]
+    torch.save(states[1][0], tmp_path / "one.pt")
+    torch.save(states, tmp_path / "grid.pt")
+    args = ["prune", "--checkpoint", tmp_path / "m.pt", "--trust-checkpoint", "--k", "3", "--out",
+            tmp_path / "p.safetensors"]
+    assert run_cli(*args, "--states", tmp_path / "one.pt") == 2
+    assert "--states: the network has 2 layer(s) and 1 direction(s)" in capsys.readouterr().err
+    assert run_cli(*args, "--states", tmp_path / "grid.pt") == 0
+    grid = [[CovarianceStats.from_states(s) for s in row] for row in states]
+    expected = spectral_prune((lstm, head), None, k=3, covariance=grid)
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert [lp["units"] for lp in summary["layers"]] == [lp.units for lp in expected.layers]
