@@ -238,8 +238,16 @@ def main(argv=None) -> int:
         print((args.out / "layer_modes.md").read_text())
         return 0
 
+    from benchmarks.demo import check_demo_config
+
     cfg = DemoConfig(hidden=args.hidden, ks=args.ks, seed=args.seed, train=TrainConfig(epochs=args.epochs),
                      rel_lam=args.rel_lam, theta=args.theta, Z=args.Z)
+    try:
+        check_demo_config(cfg)
+    except (ValueError, TypeError) as err:  # "rel_lam: ..." -> "--rel-lam: ...", the flag the user typed
+        name, _, reason = str(err).partition(":")
+        print(f"error: --{name.replace('_', '-')}:{reason}", file=sys.stderr)
+        return 2
     result = run_demo(cfg, out=args.out, progress=not args.no_progress, device=args.device)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -327,6 +335,10 @@ def _reproduce(args, argv) -> int:
             flag = "--" + name.replace("_", "-")
             print(f"error: {flag}: expected comma-separated {'non-negative' if name == 'seeds' else 'positive'} "
                   f"integers, got {value or 'nothing'}", file=sys.stderr)
+            return 2
+    for flag, value, low in (("--epochs", args.epochs, 1), ("--finetune-epochs", args.finetune_epochs, 0)):
+        if value is not None and value < low:
+            print(f"error: {flag}: expected an integer >= {low}, got {value}", file=sys.stderr)
             return 2
     train = dataclasses.replace(preset.train, epochs=args.epochs) if args.epochs is not None else None
     preset = with_overrides(preset, seeds=args.seeds, hidden_sizes=args.hidden_sizes, ks=args.ks, train=train, mnist_downsample=args.mnist_downsample,

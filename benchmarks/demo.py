@@ -81,6 +81,21 @@ def _trained_model(cfg: DemoConfig, data, out: Optional[Path], progress: bool,
     return train_or_load(model, out / "checkpoints" / f"irnn-{cfg.model_key()}.pt", train, map_location=device)
 
 
+def check_demo_config(cfg: DemoConfig) -> None:
+    """Refuse, by name and before anything is trained, settings the run would fail on after training."""
+    from pruning.steps import PruneSettings
+
+    if cfg.hidden < 1:
+        raise ValueError(f"hidden: expected a width of at least 1, got {cfg.hidden}")
+    if any(not 1 <= k <= cfg.hidden for k in cfg.ks):
+        raise ValueError(f"ks: every k must lie in 1..hidden={cfg.hidden}, got {cfg.ks}")
+    if cfg.train.epochs < 1:
+        raise ValueError(f"epochs: expected at least 1 training epoch, got {cfg.train.epochs}")
+    if cfg.seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {cfg.seed}")
+    PruneSettings.checked(theta=cfg.theta, Z=cfg.Z, rel_lam=cfg.rel_lam, seed=cfg.seed)
+
+
 def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Optional[Path] = None, progress: bool = True,
              methods: Sequence[Tuple[str, str, bool]] = METHOD_TABLE, device=None) -> Dict:
     """Train (or load), prune to every k with every method, and measure test accuracy.
@@ -90,9 +105,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Optional[Path] = None, prog
     with ``out`` it also writes ``out/results.csv`` atomically.
     """
     t_start = time.perf_counter()
+    check_demo_config(cfg)
     data = pixel_digits()
-    if any(not 1 <= k <= cfg.hidden for k in cfg.ks):
-        raise ValueError(f"ks: every k must lie in 1..hidden={cfg.hidden}, got {cfg.ks}")
     device = torch.device(device) if device is not None else default_device()
     model, cached = _trained_model(cfg, data, out, progress, device)
     t_train = time.perf_counter() - t_start

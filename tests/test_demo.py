@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks.data import pixel_digits
@@ -46,3 +47,32 @@ def test_demo_runs_end_to_end_and_caches_the_model(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
     assert strip(second["rows"]) == strip(first["rows"])  # seeded: identical results (timings aside)
     assert "| spectral |" in format_table(second)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ks", "0"], "--ks: every k must lie in 1..hidden=128"),
+    (["--epochs", "-1"], "--epochs: expected at least 1 training epoch, got -1"),
+    (["--rel-lam", "0"], "--rel-lam: expected a finite number > 0"),
+    (["--theta", "-1"], "--theta: expected a finite number >= 0"),
+    (["--seed", "-5"], "--seed: expected a non-negative integer"),
+    (["--hidden", "0"], "--hidden: expected a width of at least 1"),
+])
+def test_bad_demo_flags_are_refused_before_training(tmp_path, capsys, flags, message):
+    """They used to end in a traceback, and --rel-lam and --theta only after the network had trained; --epochs -1
+    ran. Now each is one line naming the flag, and nothing is written."""
+    from benchmarks.__main__ import main
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {err[len('error: '):]}" and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "demo").exists()
+
+
+def test_bad_reproduce_epochs_are_refused(tmp_path, capsys):
+    from benchmarks.__main__ import main
+
+    for flags, message in ((["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
+                           (["--finetune-epochs", "-2"], "--finetune-epochs: expected an integer >= 0, got -2")):
+        assert main(["reproduce", "--out", str(tmp_path / "r"), "--no-progress", *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
