@@ -502,8 +502,8 @@ def _width_attributes(model: nn.Module, widths: set, rnn_path: str) -> List[Tupl
     for path, module in model.named_modules():
         if path == rnn_path or path.startswith(rnn_path + "."):
             continue
-        if isinstance(module, (nn.Linear, nn.Embedding, nn.Dropout, nn.LayerNorm)):
-            continue  # their sizes are their own, rebuilt with the modules
+        if type(module).__module__.startswith("torch."):
+            continue  # torch's own modules: their sizes are their own (a Linear's in_features), not the model's
         for name, value in vars(module).items():
             if isinstance(value, int) and not isinstance(value, bool) and value in widths and not name.startswith("_"):
                 found.append((f"self.{path + '.' if path else ''}{name}", value))
