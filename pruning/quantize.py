@@ -56,8 +56,9 @@ class QuantizedElman:
         return int(self.bits["total"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The read-out of the last step, for ``x`` in the layout of the network that was quantized."""
         out, _ = self.rnn(x)
-        return self.readout(out[:, -1])
+        return self.readout(out[:, -1] if self.rnn.batch_first else out[-1])
 
 
 def code_length(k: int, levels: int, exponents: Dict[str, int], codes: Dict[str, np.ndarray]) -> Dict[str, int]:
@@ -128,12 +129,14 @@ class _Quantizer(nn.Module):
                     .numpy() for t in TENSORS}
 
 
-def _decode(levels: int, exponents: Dict[str, int], codes: Dict[str, np.ndarray], nonlinearity: str):
-    """The float32 modules of a code word: the decoder every user of the bound runs."""
+def _decode(levels: int, exponents: Dict[str, int], codes: Dict[str, np.ndarray], nonlinearity: str,
+            batch_first: bool = True):
+    """The float32 modules of a code word: the decoder every user of the bound runs (in the quantized network's
+    layout)."""
     w = {t: torch.from_numpy(codes[t].astype(np.float32)) * float(2.0 ** (exponents[t] / SCALE_STEPS))
          for t in TENSORS}
     k, d_x = w["U"].shape
-    rnn = nn.RNN(d_x, k, nonlinearity=nonlinearity, batch_first=True)
+    rnn = nn.RNN(d_x, k, nonlinearity=nonlinearity, batch_first=batch_first)
     readout = nn.Linear(k, w["V"].shape[0])
     with torch.no_grad():
         rnn.weight_hh_l0.copy_(w["W"])
@@ -147,10 +150,12 @@ def _decode(levels: int, exponents: Dict[str, int], codes: Dict[str, np.ndarray]
 
 def _errors(rnn, readout, x, y, batch: int = 1024) -> int:
     wrong = 0
-    with torch.no_grad():
+    with torch.no_grad():  # x is sequences first whatever the module's layout
         for i in range(0, x.shape[0], batch):
-            out, _ = rnn(x[i:i + batch])
-            wrong += int((readout(out[:, -1]).argmax(-1) != y[i:i + batch]).sum())
+            xb = x[i:i + batch]
+            out, _ = rnn(xb if rnn.batch_first else xb.transpose(0, 1))
+            last = out[:, -1] if rnn.batch_first else out[-1]
+            wrong += int((readout(last).argmax(-1) != y[i:i + batch]).sum())
     return wrong
 
 
@@ -159,6 +164,9 @@ def quantize_elman(rnn: nn.RNN, readout: nn.Linear, x: torch.Tensor, y: torch.Te
                    delta: float = 0.05, trivial: float = 1.0, seed: int = 0, check_every: int = 4,
                    log: Optional[Callable[[str], None]] = None) -> QuantizedElman:
     """Quantization-aware fine-tuning of ``(rnn, readout)`` on ``(x, y)`` (the sample S of the O1 bound).
+
+    ``x`` is in the RNN's own layout: ``(n, T, d_x)``, or ``(T, n, d_x)`` for a time-major RNN (``batch_first=False``);
+    ``y`` holds the n labels.
 
     ``epochs`` with learned scales, then ``epochs // 4`` more with the scales snapped to the grid; ``penalty``
     weighs ``mean |z|`` (the integers' magnitude, whose entropy the code pays for) against the cross-entropy.
@@ -170,8 +178,11 @@ def quantize_elman(rnn: nn.RNN, readout: nn.Linear, x: torch.Tensor, y: torch.Te
     levels = Integer(1, None).check(levels, "levels")
     epochs = Integer(1, None).check(epochs, "epochs")
     Real(0.0, None).check(penalty, "penalty")
+    if x.ndim == 3 and not rnn.batch_first:
+        x = x.transpose(0, 1)  # sequences first, as the quantized network steps them
     if x.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"x, y: expected (n, T, d_x) inputs and n labels with n >= 1, got {tuple(x.shape)} and "
+        layout = "(n, T, d_x)" if rnn.batch_first else "(T, n, d_x) (the RNN is time-major)"
+        raise ValueError(f"x, y: expected {layout} inputs and n labels with n >= 1, got {tuple(x.shape)} and "
                          f"{tuple(y.shape)}")
     x = x.detach().to("cpu", torch.float32)
     y = y.detach().to("cpu")
@@ -208,7 +219,7 @@ def quantize_elman(rnn: nn.RNN, readout: nn.Linear, x: torch.Tensor, y: torch.Te
                 cand = q
             exps, codes = cand.exponents(), cand.codes()
             bits = code_length(k, levels, exps, codes)
-            dec = _decode(levels, exps, codes, rnn.nonlinearity)
+            dec = _decode(levels, exps, codes, rnn.nonlinearity, rnn.batch_first)
             b = occam_bound(_errors(*dec, x, y), n, bits["total"], delta=delta, trivial=trivial)
             history.append(dict(epoch=epoch, bits=bits["total"], train_error=b.train_error, bound=b.bound))
             if log is not None:

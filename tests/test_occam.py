@@ -154,3 +154,17 @@ def test_occam_study_end_to_end_at_a_tiny_scale(tmp_path):
     assert len(again) == len(rows)
     # a different split is a different sample
     assert not torch.equal(digit_rows_split(replace(config, split_seed=1))[1], y)
+
+
+def test_a_time_major_network_is_quantized_from_data_in_its_own_layout():
+    """x in the RNN's layout, as everywhere else: the time-major twin, given the same sequences time-major, gets the
+    same code word, and the decoded network keeps its layout. It used to read every x as (n, T, d_x)."""
+    rnn, readout, x, y = _tiny_problem()
+    twin = torch.nn.RNN(rnn.input_size, rnn.hidden_size, nonlinearity="tanh", batch_first=False)
+    twin.load_state_dict(rnn.state_dict())
+    a = quantize_elman(rnn, readout, x, y, levels=2, epochs=4, check_every=2)
+    b = quantize_elman(twin, readout, x.transpose(0, 1), y, levels=2, epochs=4, check_every=2)
+    assert a.exponents == b.exponents and all(np.array_equal(a.codes[t], b.codes[t]) for t in TENSORS)
+    assert a.bound.bound == b.bound.bound and not b.rnn.batch_first
+    with torch.no_grad():
+        torch.testing.assert_close(b(x.transpose(0, 1)), a(x), rtol=0, atol=1e-6)
