@@ -293,6 +293,8 @@ class RecurrentInputs:
         return first_batch(self.data, self.batch_size)
 
 
+#: Keys of a dict batch that hold targets, not inputs (their class 0 is not a padding token).
+_LABEL_KEYS = ("labels", "label", "targets", "target", "y")
 #: Keys of a dict batch that say its sequences are padded (Hugging Face style inputs and common names).
 _PADDING_KEYS = ("attention_mask", "lengths", "length", "seq_lens", "seq_lengths", "src_key_padding_mask")
 
@@ -318,7 +320,9 @@ def _warn_if_padded(batch: Any, parts: ModelParts) -> None:
     if reason is None:
         pads = {m.padding_idx for m in parts.model.modules()
                 if isinstance(m, nn.Embedding) and m.padding_idx is not None}
-        items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else [batch]
+        # what the model reads: a tuple's first item (the rest are targets), a dict's values other than labels
+        items = ([v for k, v in batch.items() if k not in _LABEL_KEYS] if isinstance(batch, dict)
+                 else batch[:1] if isinstance(batch, (tuple, list)) else [batch])
         ids = [t for t in items if isinstance(t, torch.Tensor) and not t.is_floating_point() and t.dtype != torch.bool]
         hit = sorted(p for p in pads if any(bool((t == p).any()) for t in ids))
         if hit:

@@ -626,14 +626,6 @@ def test_padding_that_would_enter_the_statistics_is_warned_about():
                                          r"which marks padding\) and no lengths= were given"):
         counted = spectral_prune(_MaskedMean(), batches, k=4).covariance.count
     assert counted == 16 * 7
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        real = spectral_prune(_MaskedMean(), batches, k=4, lengths=[b["attention_mask"].sum(1) for b in batches])
-        assert real.covariance.count == int(mask.sum())
-        full = [dict(input_ids=ids[i:i + 8].clamp(min=1), attention_mask=torch.ones(8, 7, dtype=torch.long))
-                for i in (0, 8)]
-        spectral_prune(_MaskedMean(), full, k=4)
-        spectral_prune(TokenClassifier(hidden=6), make_data(20, seed=3)[0], k=3)  # packs its padded tokens itself
 
     class TokensOnly(torch.nn.Module):
         def __init__(self):
@@ -642,6 +634,20 @@ def test_padding_that_would_enter_the_statistics_is_warned_about():
 
         def forward(self, input_ids):
             return self.inner(input_ids, (input_ids != 0).long())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        real = spectral_prune(_MaskedMean(), batches, k=4, lengths=[b["attention_mask"].sum(1) for b in batches])
+        assert real.covariance.count == int(mask.sum())
+        full = [dict(input_ids=ids[i:i + 8].clamp(min=1), attention_mask=torch.ones(8, 7, dtype=torch.long))
+                for i in (0, 8)]
+        spectral_prune(_MaskedMean(), full, k=4)
+        spectral_prune(TokenClassifier(hidden=6), make_data(20, seed=3)[0], k=3)  # packs its padded tokens itself
+        # labels of class 0 beside unpadded tokens are targets, not padding
+        labels = torch.zeros(16, dtype=torch.long)
+        spectral_prune(TokensOnly(), [(ids.clamp(min=1), labels)], k=4, rnn="inner.lstm", readout="inner.cls")
+        spectral_prune(_MaskedMean(), [dict(full[0], labels=labels[:8])], k=4,
+                       forward=lambda m, b: m(b["input_ids"], b["attention_mask"]))
 
     with pytest.warns(UserWarning, match=r"their token ids hold the padding index 0 of the model's embedding"):
         spectral_prune(TokensOnly(), ids, k=4, rnn="inner.lstm", readout="inner.cls")
