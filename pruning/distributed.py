@@ -97,6 +97,5 @@ def shard(data: Any, rank: int, world_size: int, *, batch_first: bool = True) ->
         return data.index_select(dim, idx)
     if isinstance(data, (list, tuple)):
         return list(data[rank::world_size])
-    if is_one_shot(data):
-        return (batch for i, batch in enumerate(data) if i % world_size == rank)
-    return _EveryNth(data, rank, world_size)
+    every = _EveryNth(data, rank, world_size)
+    return iter(every) if is_one_shot(data) else every  # a generator's shard is read once, like the generator

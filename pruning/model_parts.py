@@ -347,6 +347,14 @@ def first_batch(data: Any, batch_size: int) -> Any:
     raise ValueError("data: no batch of calibration data")
 
 
+def _other_leaf_modules(parts: ModelParts) -> List[Tuple[str, nn.Module]]:
+    """The model's leaf modules other than the recurrent module (and its parts) and the read-outs: where the read-out
+    checks look for what else touches the states."""
+    skip = set(parts.readout_paths) | {parts.rnn_path}
+    return [(p, mod) for p, mod in parts.model.named_modules()
+            if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())]
+
+
 def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None) -> None:
     """Refuse a model whose read-outs do not read a unit-wise linear function of the recurrent module's output.
 
@@ -402,11 +410,9 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                 order.append((path, module, args))
         return hook
 
-    skip = set(parts.readout_paths) | {parts.rnn_path}
     handles = [rnn.register_forward_hook(perturb_output)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record_input(p)) for p in parts.readout_paths]
-    handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in model.named_modules()
-                if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())]
+    handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in _other_leaf_modules(parts)]
     plain, perturbed, out = run_twice(model, forward, batch, seen, handles,
                                       lambda: state.update(perturb=True, after_rnn=False), forward_given=given)
     tol = 1e-9 if p0.dtype == torch.float64 else 2e-4
@@ -452,11 +458,9 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
         return hook
 
     state.update(perturb=True, output_too=False, after_rnn=False)
-    skip = set(parts.readout_paths) | {parts.rnn_path}
     handles = [rnn.register_forward_hook(perturb_output)]
-    handles += [mod.register_forward_pre_hook(note(p)) for p, mod in model.named_modules()
-                if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())
-                and not isinstance(mod, _UNITWISE)]
+    handles += [mod.register_forward_pre_hook(note(p)) for p, mod in _other_leaf_modules(parts)
+                if not isinstance(mod, _UNITWISE)]
     if only_readouts_read(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out, widths, tol,
                           handles):
         return
