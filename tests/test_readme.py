@@ -1,5 +1,5 @@
-"""Every Python snippet of README.md runs as written (in order, in one fresh interpreter), and every link to a
-file of the repository points to a file that exists."""
+"""Every Python snippet of README.md and of docs/usage.md runs as written (in order, in one fresh interpreter per
+page) and does what its comments say, and every link to a file of the repository points to a file that exists."""
 
 import re
 import subprocess
@@ -20,6 +20,22 @@ def test_readme_snippets_run():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "torch.Size([64, 3])" in done.stdout
+
+
+def test_usage_snippets_run_and_match_their_comments():
+    snippets = _snippets((ROOT / "docs" / "usage.md").read_text())
+    assert len(snippets) >= 4
+    # what the comments of the snippets claim, checked after they ran
+    claims = """
+assert (small_rnn.hidden_size, tuple(small_readout.weight.shape)) == (32, (10, 32))
+assert len(res.layers) == 4 and res.readout.in_features == 128
+assert [lp.k for lp in res.layers] == [96, 96, 64, 64]
+print("claims hold")
+"""
+    code = "\n".join(snippets) + claims
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "claims hold" in done.stdout
 
 
 def test_links_to_repository_files_exist():
