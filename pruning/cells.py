@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from pruning.covariance import CovarianceStats, progress_bar
-from pruning.unitwise import (ReadoutPathError, eval_mode, follows_maps, only_readouts_read, random_maps, run_twice,
-                              times)
+from pruning.sequences import check_rows_reached
+from pruning.unitwise import (ReadoutPathError, check_rows_are_sequences, eval_mode, follows_maps, only_readouts_read,
+                              random_maps, run_twice, times)
 
 __all__ = ["CELLS", "cell_as_layer", "layer_as_cell", "cell_statistics", "check_cell_readout_path"]
 
@@ -70,26 +71,39 @@ def _state(out: Any) -> torch.Tensor:
 
 
 def cell_statistics(model: nn.Module, cell: nn.Module, path: str, batches, forward: Callable, *,
-                    precision: str = "float32", progress: bool = False) -> CovarianceStats:
+                    precision: str = "float32", progress: bool = False, data: Any = None) -> CovarianceStats:
     """The time-mean covariance of the cell's output states over every call while ``forward(model, batch)`` runs on
-    each batch (eval mode, no gradients)."""
+    each batch (eval mode, no gradients). ``batches`` yields ``(batch, n)``, with ``n`` the rows of ``data`` (a
+    tensor split along dimension 0) in the batch, or None: each such batch must reach the cell as ``n`` sequences,
+    and the first is checked once more on fewer rows (:class:`pruning.sequences.SplitProbe`), so that time-major
+    data are not cut into runs of steps."""
     stats = CovarianceStats.zeros(cell.hidden_size)
-    calls = [0]
+    sizes: list = []
+    counting = [True]
 
     def hook(module, args, out):
         h = _state(out)
-        stats.update(h.reshape(-1, h.shape[-1]), f"data: the states of {path!r} (the network diverges on these "
-                                                    f"inputs?)", precision=precision)
-        calls[0] += 1
+        sizes.append(h.shape[0] if h.ndim == 2 else 1)
+        if counting[0]:
+            stats.update(h.reshape(-1, h.shape[-1]), f"data: the states of {path!r} (the network diverges on these "
+                                                        f"inputs?)", precision=precision)
 
     handle = cell.register_forward_hook(hook)
     try:
         with eval_mode(model), torch.no_grad():
-            for i, (batch, _) in enumerate(progress_bar(batches, progress, desc="covariance", unit="batch")):
-                before = calls[0]
+            for i, (batch, n) in enumerate(progress_bar(batches, progress, desc="covariance", unit="batch")):
+                sizes.clear()
                 forward(model, batch)
-                if calls[0] == before:
+                if not sizes:
                     raise ValueError(f"data: the model ran on batch {i} without calling {path!r}")
+                if n is not None:
+                    check_rows_reached(n, sizes, path)
+                if i == 0 and n is not None:
+                    counting[0] = False  # the check's run on fewer rows must not enter the statistics
+                    try:
+                        check_rows_are_sequences(model, cell, path, forward, data, n, first_chunk_checked=True)
+                    finally:
+                        counting[0] = True
     finally:
         handle.remove()
     if stats.count == 0:

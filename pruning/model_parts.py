@@ -29,9 +29,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
 from pruning.modules import check_readout, check_recurrent, directions, is_quantized_recurrent, output_width
 from pruning.recurrent_stack import RecurrentStack
-from pruning.sequences import OnePass, check_lengths
-from pruning.unitwise import (ReadoutPathError, eval_mode, follows_maps, only_readouts_read, random_maps, run_twice,
-                              times)
+from pruning.sequences import OnePass, check_lengths, check_rows_reached, sequences_in
+from pruning.unitwise import (ReadoutPathError, check_rows_are_sequences, eval_mode, follows_maps, only_readouts_read,
+                              random_maps, run_twice, times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -255,11 +255,18 @@ class RecurrentInputs:
                         raise ValueError(str(err)) from None
                     finally:
                         active[0] = False
-                    if not calls:
+                    received = list(calls)
+                    if not received:
                         raise ValueError(f"data: the model ran on batch {i} without calling {self.parts.rnn_path!r}")
-                    if i == 0 and self.lengths is None and not isinstance(calls[0], PackedSequence):
+                    if i == 0 and self.lengths is None and not isinstance(received[0], PackedSequence):
                         _warn_if_padded(batch, self.parts)
-                    for x in list(calls):
+                    if n is not None:
+                        check_rows_reached(n, [sequences_in(x, rnn.batch_first) for x in received],
+                                           self.parts.rnn_path)
+                    if i == 0 and n is not None:
+                        check_rows_are_sequences(self.parts.model, rnn, self.parts.rnn_path, self.forward,
+                                                 self.data, n, first_chunk_checked=True)
+                    for x in received:
                         yield self._checked(x, n, lens, i)
             finally:
                 handle.remove()
@@ -645,7 +652,7 @@ def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, 
         if check:
             check_cell_readout_path(parts, first, forward, forward_given=given)
         stats = cell_statistics(parts.model, parts.rnn, parts.rnn_path, _model_batches(data, batch_size), forward,
-                                precision=precision, progress=progress)
+                                precision=precision, progress=progress, data=data)
     heads = parts.readouts
     return Subject(cell_as_layer(parts.rnn), combined_readout(heads), heads, parts.model, parts, None, None, None,
                    covariance=stats, cell=True, sample=first if data is not None else None, forward=forward)

@@ -34,6 +34,7 @@ from pruning.sequences import (as_tensor, batch_dim, count_sequences, is_one_sho
 from pruning.model_parts import resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
+from pruning.unitwise import check_rows_are_sequences
 from pruning.steps import (LayerStatistics, PruneSettings, Timings, consumer_weights, describe_layer, resolve_lambda,
                            select_layer_units)
 from theory._validation import Options, Real, check_params
@@ -204,6 +205,11 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     elif holdout_data is not None:
         calib, held, calib_lengths, held_lengths = data, holdout_data, lengths, holdout_lengths
     else:
+        if subject.parts is not None and isinstance(data, (torch.Tensor, np.ndarray)) and len(data) > 1:
+            # the held-out sequences are drawn along dimension 0, which must hold the model's sequences: time-major
+            # inputs would be shuffled in time, even where they fit in one batch of the covariance pass
+            check_rows_are_sequences(subject.parts.model, subject.parts.rnn, subject.parts.rnn_path,
+                                     subject.data.forward, data, min(len(data), batch_size))
         calib, held, calib_lengths, held_lengths = split_holdout(data, holdout, batch_first=split_batch_first,
                                                                  seed=0 if seed is None else seed, lengths=lengths)
     calibration = subject.with_data(calib, calib_lengths)

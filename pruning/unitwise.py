@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from pruning.sequences import SplitProbe, check_rows_reached, sequences_in
+
 __all__ = ["ReadoutPathError", "eval_mode", "random_maps", "times", "run_twice", "follows_maps", "output_tensors",
-           "same_outputs", "rerun_with_inputs", "only_readouts_read", "forward_failed"]
+           "same_outputs", "rerun_with_inputs", "only_readouts_read", "forward_failed", "check_rows_are_sequences"]
 
 
 class ReadoutPathError(ValueError):
@@ -163,3 +166,42 @@ def only_readouts_read(model: nn.Module, forward: Callable, batch: Any, recorded
         return True
     rerun = rerun_with_inputs(model, forward, batch, recorded, handles)
     return rerun is not None and same_outputs(expected, compared(rerun), tol)
+
+
+def _sequences_reaching(model: nn.Module, module: nn.Module, forward: Callable, batch: Any, path: str,
+                        rows: int) -> List[int]:
+    """The number of sequences of each call of ``module`` (a recurrent module or cell) while ``forward(model,
+    batch)`` runs, in eval mode without gradients; a failure of the model is reported as a failed row check."""
+    cell = isinstance(module, nn.RNNCellBase)
+    batch_first = bool(getattr(module, "batch_first", False))
+    counts: List[int] = []
+
+    def hook(mod, args, kwargs):
+        x = args[0] if args else kwargs.get("input")
+        counts.append(sequences_in(x, batch_first, cell))
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with eval_mode(model), torch.no_grad():
+            forward(model, batch)
+    except Exception as err:  # noqa: BLE001 - the user's model on part of the data: say why it ran and what to do
+        check_rows_reached(rows, [], path, err)
+    finally:
+        handle.remove()
+    return counts
+
+
+def check_rows_are_sequences(model: nn.Module, module: nn.Module, path: str, forward: Callable, data: Any, n: int,
+                             *, first_chunk_checked: bool = False) -> None:
+    """Check that dimension 0 of a data tensor holds the model's sequences before the library cuts or samples along
+    it: its first ``n`` rows must reach ``module`` as ``n`` sequences (unless the caller saw that already,
+    ``first_chunk_checked``), and then fewer rows as that many (:class:`pruning.sequences.SplitProbe`), since
+    time-major data of ``n`` sequences would pass the first test."""
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if not first_chunk_checked:
+        check_rows_reached(n, _sequences_reaching(model, module, forward, data[:n], path, n), path)
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    probe = SplitProbe(data, n, path)
+    probe.check(_sequences_reaching(model, module, forward, probe.chunk, path, probe.rows))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from pruning import layer_covariances, load_pruned, spectral_prune
+from pruning import layer_covariances, load_pruned, spectral_prune, time_mean_covariance
 from pruning.__main__ import main
 from pruning.compress import state_map
 from pruning.modules import as_layers
@@ -362,11 +362,18 @@ def test_initial_states_and_misread_layouts_are_refused():
         def forward(self, x):
             return self.head(self.enc(x)[0])
 
-    with pytest.raises(ValueError, match=r"data: a chunk of 4 sequences \(dimension 0 of data\) reached 'enc' as 6"):
+    with pytest.raises(ValueError, match=r"data: 4 rows of data \(dimension 0\) reached 'enc' as at most 6 "
+                                         r"sequences per call, not 4; .* pass data as an iterable of batches"):
         spectral_prune(TimeMajorInputs(), torch.randn(10, 6, 3), k=2, batch_size=4)
-    # given as batches in the model's own layout, it works
-    res = spectral_prune(TimeMajorInputs(), list(torch.randn(10, 6, 3).split(4, dim=0)), k=2)
+    # given as batches of sequences in the model's own layout (split along dimension 1), it works, and the
+    # statistics are those of the pair route over the whole sequences
+    x = torch.randn(10, 6, 3)
+    model = TimeMajorInputs()
+    res = spectral_prune(model, list(x.split(4, dim=1)), k=2)
+    ref = time_mean_covariance(model.enc, x)
     assert res.layers[0].k == 2
+    assert res.covariance.count == ref.count == 60
+    np.testing.assert_allclose(res.covariance.mean(), ref.mean(), rtol=1e-6, atol=1e-9)
 
 
 def test_cli_prunes_a_state_dict_by_module_path(trained, tmp_path, capsys):
@@ -429,6 +436,71 @@ class CellLoop(torch.nn.Module):
         h = state[0] if isinstance(state, tuple) else state
         out = self.head(self.norm(h) if self.norm is not None else h) + penalty
         return (out, state) if self.returns_state else out
+
+
+class _TimeMajorLoop(CellLoop):
+    """A cell loop that takes time-major inputs (T, batch, d)."""
+
+    def forward(self, x):
+        return super().forward(x.transpose(0, 1))
+
+
+def test_time_major_data_cut_into_runs_of_steps_is_refused_even_where_the_shapes_agree():
+    """A whole model's data tensor is split along dimension 0. Time-major data of exactly ``batch_size`` sequences
+    reach the module as ``batch_size`` sequences per chunk, as batch-first data would, and were cut into runs of
+    ``batch_size`` steps, each started from the zero state, without a word; a cell loop was never checked at all. A
+    second run on fewer rows tells the layouts apart, for modules, cells and the held-out split of ``target=``; the
+    run that checks adds nothing to the statistics."""
+    torch.manual_seed(0)
+
+    class TimeMajor(torch.nn.Module):
+        def __init__(self, transpose: bool = False):
+            super().__init__()
+            self.transpose = transpose
+            self.enc, self.head = torch.nn.GRU(3, 4, dtype=torch.float64), torch.nn.Linear(4, 2, dtype=torch.float64)
+
+        def forward(self, x):  # time-major inputs, or batch-first ones it transposes itself
+            return self.head(self.enc(x.transpose(0, 1) if self.transpose else x)[0][-1])
+
+    x = torch.randn(12, 4, 3, dtype=torch.float64)
+    # as time-major data: 12 steps of 4 sequences, cut into chunks of 4 steps
+    with pytest.raises(ValueError, match=r"^data: 3 rows of data \(dimension 0\) reached 'enc' as at most 4 sequences "
+                                         r"per call, not 3; .* time-major .* pass data as an iterable of batches"):
+        spectral_prune(TimeMajor(), x, k=2, batch_size=4)
+    # in one batch the pass is right, but target='s held-out split along dimension 0 would shuffle the steps
+    with pytest.raises(ValueError, match=r"^data: 12 rows of data \(dimension 0\) reached 'enc' as at most 4 "):
+        spectral_prune(TimeMajor(), x, target=0.1)
+    # as batch-first data of 12 sequences of 4 steps (T == batch_size), the same shapes are accepted
+    model = TimeMajor(transpose=True)
+    res = spectral_prune(model, x, k=2, batch_size=4)
+    ref = time_mean_covariance(model.enc, x.transpose(0, 1), precision="float64")
+    assert res.covariance.count == ref.count == 48
+    torch.testing.assert_close(res.covariance.outer_sum, ref.outer_sum, rtol=1e-12, atol=1e-12)
+    assert spectral_prune(model, x, target=0.5).k >= 1
+
+    # cell loops: time-major data are refused whether or not their width equals batch_size
+    for shape in [(12, 4, 3), (12, 5, 3)]:
+        with pytest.raises(ValueError, match=r"^data: \d+ rows of data \(dimension 0\) reached 'step' as at most "
+                                             rf"{shape[1]} sequences per call"):
+            spectral_prune(_TimeMajorLoop("GRUCell"), torch.randn(*shape, dtype=torch.float64), k=2, batch_size=4)
+    loop = CellLoop("GRUCell")
+    res = spectral_prune(loop, x, k=2, batch_size=4)  # 12 sequences of 4 steps
+    from pruning.cells import cell_as_layer
+    ref = time_mean_covariance(cell_as_layer(loop.step), x, precision="float64")
+    assert res.covariance.count == ref.count == 48
+    torch.testing.assert_close(res.covariance.outer_sum, ref.outer_sum, rtol=1e-12, atol=1e-12)
+
+    class FixedBatch(TimeMajor):
+        def forward(self, x):
+            if x.shape[0] != 4:
+                raise RuntimeError("this model runs batches of 4")
+            return super().forward(x)
+
+    with pytest.raises(ValueError, match=r"^data: the model failed on the first 3 rows of data \(dimension 0\), run "
+                                         r"to check that they hold 3 sequences \(RuntimeError: this model runs batches "
+                                         r"of 4\); .* its batch size is fixed, pass data as an iterable of batches"):
+        spectral_prune(FixedBatch(transpose=True), x, k=2, batch_size=4)
+    assert spectral_prune(FixedBatch(transpose=True), list(x.split(4)), k=2).covariance.count == 48
 
 
 @pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell", "GRUCell"])
