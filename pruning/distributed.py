@@ -6,15 +6,16 @@ all-reduce of the float64 sums and counts gives every rank the statistics of the
 single-process result up to the order of summation::
 
     torch.distributed.init_process_group("gloo")            # or "nccl", launched by torchrun
-    mine = shard(x, rank=dist.get_rank(), world_size=dist.get_world_size())
+    mine = shard(x, rank=dist.get_rank(), world_size=dist.get_world_size(), batch_first=rnn.batch_first)
     stats = all_reduce_stats(time_mean_covariance(rnn, mine))
     res = spectral_prune((rnn, readout), covariance=stats, k=64)   # the same on every rank
 """
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Optional
 
+import numpy as np
 import torch
 
 from pruning.covariance import CovarianceStats
@@ -84,15 +85,29 @@ class _EveryNth:
         return (batch for i, batch in enumerate(self.data) if i % self.world_size == self.rank)
 
 
-def shard(data: Any, rank: int, world_size: int, *, batch_first: bool = True) -> Any:
-    """This rank's sequences: every ``world_size``-th sequence starting at ``rank`` (a tensor of all sequences),
-    or every ``world_size``-th batch (any other iterable of batches: a list for a list, a source that can be read
-    again for a DataLoader, a generator for a generator)."""
+def shard(data: Any, rank: int, world_size: int, *, batch_first: Optional[bool] = None) -> Any:
+    """This rank's sequences: every ``world_size``-th sequence starting at ``rank`` (a tensor or array of all
+    sequences), or every ``world_size``-th batch (any other iterable of batches: a list for a list, a source that can
+    be read again for a DataLoader, a generator for a generator).
+
+    ``batch_first`` says where the sequences of a 3-D tensor lie: the recurrent module's own ``batch_first`` for its
+    inputs, True for a whole model's inputs (sequences along dimension 0). It is required there, because torch's
+    recurrent modules are time-major by default and sharding ``(T, batch, d_x)`` along dimension 0 would give each
+    rank every ``world_size``-th step of every sequence. A 2-D tensor holds sequences along dimension 0 (token ids
+    ``(batch, T)``), as everywhere in the library."""
     if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
         raise ValueError(f"rank, world_size: expected 0 <= rank < world_size, got rank={rank!r}, "
                          f"world_size={world_size!r}")
-    if isinstance(data, torch.Tensor):
-        dim = batch_dim(data.ndim, batch_first)
+    if batch_first is not None and not isinstance(batch_first, bool):
+        raise TypeError(f"batch_first: expected True or False, got {batch_first!r}")
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        if data.ndim == 3 and batch_first is None:
+            raise ValueError("batch_first: required to shard a 3-D tensor: pass the recurrent module's batch_first "
+                             "(True for a whole model's inputs); sharding time-major (T, batch, d_x) data along "
+                             "dimension 0 would split every sequence's steps")
+        dim = batch_dim(data.ndim, bool(batch_first))
+        if isinstance(data, np.ndarray):
+            return np.take(data, np.arange(rank, data.shape[dim], world_size), axis=dim)
         idx = torch.arange(rank, data.shape[dim], world_size, device=data.device)
         return data.index_select(dim, idx)
     if isinstance(data, (list, tuple)):

@@ -24,7 +24,7 @@ WORKER = textwrap.dedent("""
     rnn = torch.nn.RNN(3, 12, nonlinearity="relu", batch_first=True, dtype=torch.float64)
     lstm = torch.nn.LSTM(3, 6, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
     x = torch.randn(37, 9, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    mine = shard(x, rank, world)
+    mine = shard(x, rank, world, batch_first=True)
     single = all_reduce_stats(time_mean_covariance(rnn, mine, batch_size=5))
     grid = all_reduce_stats(layer_covariances(as_layers(lstm), mine, batch_size=4))
     if rank == 0:
@@ -67,10 +67,17 @@ def test_two_gloo_ranks_give_the_single_process_statistics(tmp_path):
 
 def test_shard_covers_every_sequence_once():
     x = torch.arange(10.0).reshape(10, 1, 1)
-    parts = [shard(x, r, 3) for r in range(3)]
+    parts = [shard(x, r, 3, batch_first=True) for r in range(3)]
     assert sorted(torch.cat(parts).flatten().tolist()) == list(range(10))
     xt = x.transpose(0, 1)  # (T, batch, d_x)
     assert shard(xt, 1, 3, batch_first=False).flatten().tolist() == [1.0, 4.0, 7.0]
+    assert shard(xt.numpy(), 1, 3, batch_first=False).flatten().tolist() == [1.0, 4.0, 7.0]
+    assert shard(torch.arange(10).reshape(5, 2), 1, 2).tolist() == [[2, 3], [6, 7]]  # token ids (batch, T)
+    # torch's modules are time-major by default: a 3-D tensor needs its layout said, or a rank gets every third step
+    with pytest.raises(ValueError, match=r"batch_first: required to shard a 3-D tensor"):
+        shard(xt, 1, 3)
+    with pytest.raises(TypeError, match=r"batch_first: expected True or False"):
+        shard(xt, 1, 3, batch_first=1)
     assert [b.item() for b in shard(iter(torch.arange(5.0)), 0, 2)] == [0.0, 2.0, 4.0]
     # a list's or a DataLoader's shard can be read again (a stack measured layer by layer reads it once per layer)
     batches = list(torch.arange(5.0).reshape(5, 1))
@@ -79,7 +86,7 @@ def test_shard_covers_every_sequence_once():
     part = shard(loader, 0, 2)
     assert [b.tolist() for b in part] == [b.tolist() for b in part] == [[0.0, 1.0], [4.0, 5.0]]
     with pytest.raises(ValueError, match="rank, world_size"):
-        shard(x, 3, 3)
+        shard(x, 3, 3, batch_first=True)
 
 
 def test_all_reduce_needs_an_initialised_group():
