@@ -65,7 +65,8 @@ class PruneResult:
     theta, Z, method, reconstruct, covariance_mode
         The selection settings.
     timings : dict
-        Seconds spent in ``covariance``, ``selection``, ``reconstruction`` and ``compress``.
+        Seconds spent in ``covariance``, ``selection``, ``reconstruction``, ``losses`` (the S1/S2 losses and N(lambda)
+        reported in ``layers``) and ``compress``.
     covariance : CovarianceStats, list or None
         The statistics of the pass: one CovarianceStats for a single layer-direction, else a list per
         layer of one per direction (None when plain matrices were given). Pass them back through

@@ -29,7 +29,7 @@ from pruning.modules import directions
 from pruning.result import LayerPrune
 from pruning.selection import METHOD, kept_width, leverage_sample, select_checked
 from theory._validation import (POSITIVE, Boolean, Options, OrNone, Real, as_covariance_matrix, check_params)
-from theory.information import THETA, information_loss, reconstruction_matrix
+from theory.information import THETA, information_losses, reconstruction_matrix
 from theory.spectrum import degrees_of_freedom, lambda_for_dof
 
 __all__ = ["DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES", "COVARIANCE_MODES", "PruneSettings",
@@ -80,7 +80,7 @@ class PruneSettings:
 class Timings(dict):
     """Seconds spent per step; ``with timings("selection"): ...`` adds the block's wall time."""
 
-    STEPS = ("covariance", "selection", "reconstruction", "compress")
+    STEPS = ("covariance", "selection", "reconstruction", "losses", "compress")
 
     def __init__(self):
         super().__init__({step: 0.0 for step in self.STEPS})
@@ -311,11 +311,12 @@ def describe_layer(sigma: np.ndarray, units: Sequence[int], tau: np.ndarray, lam
     m = layer.hidden_size
     with timings("reconstruction"):
         A = reconstruction_matrix(sigma, units, tau) if settings.reconstruct else None
-    losses = {"input": information_loss(sigma, units, tau),
-              "recurrent": information_loss(sigma, units, tau, downstream_weight(layer, d, consumer, "recurrent")),
-              "readout": information_loss(sigma, units, tau, consumer[:, d * m:(d + 1) * m])}
+    with timings("losses"):  # the S1/S2 losses and N(lambda) (S7) reported beside the pruned network
+        losses = information_losses(sigma, units, tau, {"recurrent": downstream_weight(layer, d, consumer, "recurrent"),
+                                                        "readout": consumer[:, d * m:(d + 1) * m]})
+        dof = degrees_of_freedom(sigma, lam)
     z_loss = losses["recurrent"] + losses["readout"] if settings.Z == "both" else losses[settings.Z]
     losses["objective"] = losses["input"] + float(settings.theta) * z_loss
     lp = LayerPrune(layer=l, direction=d, units=list(units), A=A, m=m, k=len(units), lam=lam,
-                    tau=np.asarray(tau, dtype=np.float64), losses=losses, dof=degrees_of_freedom(sigma, lam))
+                    tau=np.asarray(tau, dtype=np.float64), losses=losses, dof=dof)
     return lp, state_map(m, np.asarray(units), A)

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pruning import information_loss, reconstruction_matrix, residual_covariance, selection_objective
+from theory.information import information_losses
 from reference_impl import ridge_objective_minimum
 
 seeds = st.integers(0, 2**31 - 1)
@@ -52,6 +53,22 @@ def test_s2_closed_form_equals_direct_minimisation(seed, m, r, data, vector_tau,
     # S2: one matrix serves both losses, B = Z A_J
     A = reconstruction_matrix(sigma, J, lam)
     np.testing.assert_allclose(Z @ A, B, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(B).max()))
+
+
+@given(seed=seeds, m=st.integers(1, 24), data=st.data(), vector_tau=st.booleans(), log_lam=st.floats(-6, 2))
+def test_losses_from_one_residual_equal_each_direct_minimisation(seed, m, data, vector_tau, log_lam):
+    """information_losses (what spectral_prune reports) forms R(J) once for S1 and every S2; each value is the
+    direct regularised least-squares minimum, including a square downstream weight (the recurrent one)."""
+    k = data.draw(st.integers(1, m))
+    rng, H, sigma, J, tau, lam = _setup(seed, m, k, vector_tau, log_lam)
+    weights = {"recurrent": rng.standard_normal((m, m)), "readout": rng.standard_normal((3, m))}
+    got = information_losses(sigma, J, lam, weights)
+    assert set(got) == {"input", "recurrent", "readout"}
+    direct, _ = ridge_objective_minimum(H, H, J, tau)
+    assert got["input"] == pytest.approx(direct, rel=1e-7, abs=1e-9 * np.trace(sigma))
+    for name, Z in weights.items():
+        direct, _ = ridge_objective_minimum(H, H @ Z.T, J, tau)
+        assert got[name] == pytest.approx(direct, rel=1e-7, abs=1e-9 * np.trace(Z @ sigma @ Z.T))
 
 
 @given(seed=seeds, m=st.integers(2, 16), data=st.data(), log_lam=st.floats(-4, 1))

@@ -49,7 +49,7 @@ def test_agrees_with_the_parts(setup):
     assert res.dof == pytest.approx(degrees_of_freedom(sigma, lam), rel=1e-12)
     small, small_head = compress(rnn, head, J, res.A)
     assert torch.equal(small.weight_hh_l0, res.rnn.weight_hh_l0) and torch.equal(small_head.weight, res.readout.weight)
-    assert set(res.timings) == {"covariance", "selection", "reconstruction", "compress"}
+    assert set(res.timings) == {"covariance", "selection", "reconstruction", "losses", "compress"}
 
 
 def test_model_input_gives_a_pruned_model_copy(setup):

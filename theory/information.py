@@ -14,7 +14,7 @@ Everything is float64 and uses Cholesky solves (never an explicit inverse).
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -23,6 +23,7 @@ from theory._validation import Real, as_covariance_matrix, as_float64_array, as_
 
 __all__ = [
     "information_loss",
+    "information_losses",
     "reconstruction_matrix",
     "residual_covariance",
     "selection_objective",
@@ -118,6 +119,12 @@ def _as_downstream(Z, m: int) -> np.ndarray:
     return z
 
 
+def _weighted_trace(z: np.ndarray, R: np.ndarray) -> float:
+    """``Tr Z R Z^T`` as the sum of ``(Z R) * Z``: one BLAS product. (A three-operand ``einsum`` without
+    ``optimize`` runs a plain triple loop: 2.5 s at m = 2048 with ``Z = W_hh``, against about 0.1 s.)"""
+    return float(np.sum((z @ R) * z))
+
+
 def information_loss(sigma, J, lam, Z=None) -> float:
     """Input (S1) or output (S2) information loss of keeping the units ``J``.
 
@@ -142,8 +149,18 @@ def information_loss(sigma, J, lam, Z=None) -> float:
     R = residual_covariance(sigma, J, lam)
     if Z is None:
         return float(np.trace(R))
-    z = _as_downstream(Z, R.shape[0])
-    return float(np.einsum("ij,jk,ik->", z, R, z))
+    return _weighted_trace(_as_downstream(Z, R.shape[0]), R)
+
+
+def information_losses(sigma, J, lam, downstream: Dict[str, Any]) -> Dict[str, float]:
+    """S1 and several S2 losses of one unit set from one residual: ``{"input": Tr R(J)}`` and, for each
+    ``name: Z`` of ``downstream``, ``Tr Z R(J) Z^T``, each equal to :func:`information_loss` with that ``Z``
+    (forming ``R(J)``, an O(m^2 |J|) product, once instead of once per loss)."""
+    R = residual_covariance(sigma, J, lam)
+    losses = {"input": float(np.trace(R))}
+    for name, Z in downstream.items():
+        losses[name] = _weighted_trace(_as_downstream(Z, R.shape[0]), R)
+    return losses
 
 
 def selection_objective(sigma, J, lam, *, theta: float = 0.0, Z=None) -> float:
@@ -152,8 +169,7 @@ def selection_objective(sigma, J, lam, *, theta: float = 0.0, Z=None) -> float:
     R = residual_covariance(sigma, J, lam)
     value = float(np.trace(R))
     if theta and Z is not None:
-        z = _as_downstream(Z, R.shape[0])
-        value += theta * float(np.einsum("ij,jk,ik->", z, R, z))
+        value += theta * _weighted_trace(_as_downstream(Z, R.shape[0]), R)
     return value
 
 
