@@ -2,7 +2,8 @@
 number of sequences n, with the fitted exponent of each, so that the cost of a larger network can be predicted.
 
 Stages: the covariance pass (float32 products), greedy selection to k = m/4, compression (A_J and the smaller
-module) and the error-target search (bisection over one greedy order). Each is timed alone on an Elman RNN
+module), the S1/S2 losses and N(lambda) that ``spectral_prune`` reports beside the pruned network, and the
+error-target search (k = 1, 2, 4, ... then bisection, over one greedy order computed as far as it asks). Each is timed alone on an Elman RNN
 (single-threaded numbers would differ; the run uses torch's threads). Peak memory is the largest resident set
 size above the process's level before the stage, sampled every 2 ms. Compressed inference (m -> m/4) is timed for
 m up to 4096.
@@ -21,6 +22,8 @@ import torch
 
 from benchmarks.conftest import timed
 from pruning import compress, reconstruction_matrix, select_units, spectral_prune, time_mean_covariance
+from theory import degrees_of_freedom
+from theory.information import information_losses
 
 OUT = Path(".benchmarks")
 WIDTHS = (128, 256, 512, 1024, 2048, 4096)
@@ -82,7 +85,7 @@ def _rnn(m, seed=0):
     return rnn, head
 
 
-def _stages(m: int, T: int, n: int, target_search: bool):
+def _stages(m: int, T: int, n: int):
     rnn, head = _rnn(m)
     x = torch.randn(n, T, 4)
     k = max(1, m // 4)
@@ -95,9 +98,11 @@ def _stages(m: int, T: int, n: int, target_search: bool):
     rows.append(dict(stage="selection", m=m, T=T, n=n, seconds=t, peak_mib=mib))
     t, mib, _ = _measure(lambda: compress(rnn, head, units, reconstruction_matrix(sigma, units, lam)))
     rows.append(dict(stage="compression", m=m, T=T, n=n, seconds=t, peak_mib=mib))
-    if target_search:
-        t, mib, _ = _measure(lambda: spectral_prune((rnn, head), x, target=0.05, covariance=None))
-        rows.append(dict(stage="target search", m=m, T=T, n=n, seconds=t, peak_mib=mib))
+    weights = {"recurrent": rnn.weight_hh_l0.detach().double().numpy(), "readout": head.weight.detach().double().numpy()}
+    t, mib, _ = _measure(lambda: (information_losses(sigma, units, lam, weights), degrees_of_freedom(sigma, lam)))
+    rows.append(dict(stage="losses and N(lambda)", m=m, T=T, n=n, seconds=t, peak_mib=mib))
+    t, mib, _ = _measure(lambda: spectral_prune((rnn, head), x, target=0.05, covariance=None))
+    rows.append(dict(stage="target search", m=m, T=T, n=n, seconds=t, peak_mib=mib))
     return rows
 
 
@@ -142,21 +147,21 @@ def _draw(rows, path):
 def test_scaling_curves(benchmark, report_ratio):
     from benchmarks.runio import atomic_write_text, write_csv_atomic
 
-    _stages(64, 10, 8, target_search=True)  # warm-up: first calls pay for imports and allocations
+    _stages(64, 10, 8)  # warm-up: first calls pay for imports and allocations
     rows = []
     for m in WIDTHS:
-        rows += [dict(r, axis="m") for r in _stages(m, 50, 32, target_search=m <= 1024)]
+        rows += [dict(r, axis="m") for r in _stages(m, 50, 32)]
     for T in LENGTHS:
-        rows += [dict(r, axis="T") for r in _stages(256, T, 32, target_search=True)]
+        rows += [dict(r, axis="T") for r in _stages(256, T, 32)]
     for n in SIZES:
-        rows += [dict(r, axis="n") for r in _stages(256, 50, n, target_search=True)]
+        rows += [dict(r, axis="n") for r in _stages(256, 50, n)]
     OUT.mkdir(exist_ok=True)
     write_csv_atomic(OUT / "scaling.csv", rows)
     text = ["Scaling of each stage (Elman RNN, d_x = 4, k = m/4, batch 64; best of up to three calls; peak resident "
             "memory above the level before the stage in one further call, 0 where it stayed within memory already "
             "held; exponent: "
             "least-squares slope of log time on log size over the three largest sizes).", "",
-            "Against the width m (T = 50, n = 32; the error-target search up to m = 1024):", "",
+            "Against the width m (T = 50, n = 32):", "",
             _table([r for r in rows if r["axis"] == "m"], "m"), "",
             "Against the length T (m = 256, n = 32):", "", _table([r for r in rows if r["axis"] == "T"], "T"), "",
             "Against the number of sequences n (m = 256, T = 50):", "",

@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=0.25,
                    help="with --target: fraction of the calibration sequences held out to measure the error")
     p.add_argument("--search", choices=("bisect", "scan"), default="bisect",
-                   help="with --target: bisection over the greedy order, or every k (the exact minimum)")
+                   help="with --target: doubling k then bisection over the greedy order, or k = 1, 2, ... in turn "
+                        "(the exact minimum)")
     p.add_argument("--rnn", default=None, metavar="PATH",
                    help="dotted path of the recurrent module in the model (default: its only one, or .rnn)")
     p.add_argument("--readout", default=None, metavar="PATH[,PATH]",

@@ -112,8 +112,9 @@ def spectral_prune(
         approximation error is at most ``target`` (:func:`pruning.prune_to_target`; greedy method,
         original-network covariances). ``criterion`` is ``"measured"`` (S10's left-hand side on
         held-out sequences: ``holdout_data``, or a ``holdout`` fraction of ``data``) or ``"s10"`` (the S10
-        bound on the calibration data; single-layer Elman RNNs). ``search`` is ``"bisect"`` (over one
-        greedy order) or ``"scan"`` (every k: the exact minimum when the error is not monotone in k).
+        bound on the calibration data; single-layer Elman RNNs). ``search`` is ``"bisect"`` (k = 1, 2, 4, ...
+        until one passes, then bisection, over one greedy order) or ``"scan"`` (k = 1, 2, 3, ... until one passes:
+        the exact minimum when the error is not monotone in k).
 
     Returns
     -------

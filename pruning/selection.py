@@ -26,7 +26,7 @@ from theory.information import THETA, _as_downstream, _residual, as_tau
 from theory.spectrum import leverage_scores
 
 __all__ = ["select_units", "select_checked", "leverage_sample", "LeverageSample", "METHODS", "EXHAUSTIVE_LIMIT",
-           "kept_width", "METHOD"]
+           "kept_width", "METHOD", "GreedyOrder"]
 
 METHODS = ("greedy", "greedy_naive", "exhaustive", "leverage", "random", "magnitude", "energy")
 #: ``"exhaustive"`` refuses problems with more subsets than this.
@@ -50,7 +50,17 @@ def _weight_matrix(sigma: np.ndarray, theta: float, Z) -> np.ndarray | None:
 
 
 def _greedy(sigma: np.ndarray, k: int, tau: float, theta: float, Z) -> list[int]:
-    """S4: greedy forward selection, with the residual kept in factored form.
+    """S4: greedy forward selection of k units (:class:`GreedyOrder` run to k steps)."""
+    return GreedyOrder(sigma, tau, theta, Z, capacity=k).units(k)
+
+
+class GreedyOrder:
+    """S4's greedy order, computed as far as it is asked for and extended on demand.
+
+    Greedy selection is nested: its first k units are the greedy selection of k units, so one order serves every
+    k, and a search over k (:func:`pruning.prune_to_target`) needs it only as far as the largest k it tries.
+    :meth:`units` returns the first k units, running further steps from the state where the last call stopped; the
+    steps are the same computation whether they run in one call or several.
 
     After t steps ``R = Sigma - F^T F`` with ``F`` holding the rows ``u_i = r_i / sqrt(s_i)`` (t x m). The gain of a
     candidate j is ``(R M R)_jj / (R_jj + tau)``, so only two diagonals are kept: ``e = diag R + tau`` and
@@ -64,26 +74,49 @@ def _greedy(sigma: np.ndarray, k: int, tau: float, theta: float, Z) -> list[int]
     elementwise updates write into preallocated vectors: at m = 1024 a step's dozen vector operations cost about as
     much as its product with Sigma, so each saved temporary counts.
     """
-    m = sigma.shape[0]
-    sigma = np.ascontiguousarray(sigma, dtype=np.float64)
-    z = None if Z is None or theta == 0.0 else _as_downstream(Z, m)
-    e = np.diag(sigma) + tau
-    # q = diag(Sigma M Sigma) = squared column norms of Sigma, plus theta times those of Z Sigma
-    q = np.einsum("ij,ij->j", sigma, sigma)
-    if z is not None:
-        zs = z @ sigma
-        q += theta * np.einsum("ij,ij->j", zs, zs)
-        del zs
-    # the factor stored by rows: every product below reads contiguous memory
-    F = np.empty((k, m))
-    gain, p, w = np.empty(m), np.empty(m), np.empty(m)
-    taken = np.zeros(m, dtype=bool)
-    selected: list[int] = []
-    for t in range(k):
+
+    def __init__(self, sigma: np.ndarray, tau: float, theta: float, Z, capacity: int = 0):
+        m = sigma.shape[0]
+        self.sigma = np.ascontiguousarray(sigma, dtype=np.float64)
+        self.tau, self.theta = tau, theta
+        self.z = None if Z is None or theta == 0.0 else _as_downstream(Z, m)
+        self.e = np.diag(self.sigma) + tau
+        # q = diag(Sigma M Sigma) = squared column norms of Sigma, plus theta times those of Z Sigma
+        self.q = np.einsum("ij,ij->j", self.sigma, self.sigma)
+        if self.z is not None:
+            zs = self.z @ self.sigma
+            self.q += theta * np.einsum("ij,ij->j", zs, zs)
+            del zs
+        # the factor stored by rows: every product below reads contiguous memory
+        self.F = np.empty((min(max(capacity, 1), m), m))
+        self.gain, self.p, self.w = np.empty(m), np.empty(m), np.empty(m)
+        self.taken = np.zeros(m, dtype=bool)
+        self.selected: list[int] = []
+
+    @property
+    def width(self) -> int:
+        """Number of units m."""
+        return self.sigma.shape[0]
+
+    def units(self, k: int) -> list[int]:
+        """The first k units of the greedy order (1 <= k <= m)."""
+        if not 0 <= k <= self.width:
+            raise ValueError(f"k: expected 0 <= k <= m = {self.width}, got {k}")
+        if k > self.F.shape[0]:  # grow the factor geometrically, so extending one step at a time stays O(m k)
+            F = np.empty((min(max(k, 2 * self.F.shape[0]), self.width), self.width))
+            F[:len(self.selected)] = self.F[:len(self.selected)]
+            self.F = F
+        for t in range(len(self.selected), k):
+            self._step(t)
+        return self.selected[:k]
+
+    def _step(self, t: int) -> None:
+        sigma, z, theta, F = self.sigma, self.z, self.theta, self.F
+        e, q, gain, p, w, taken = self.e, self.q, self.gain, self.p, self.w, self.taken
         np.divide(q, e, out=gain)
         np.putmask(gain, taken, -np.inf)  # explicit: round-off may leave a selected unit's e_j <= 0
         j = int(np.argmax(gain))  # the first of equal gains
-        selected.append(j)
+        self.selected.append(j)
         taken[j] = True
         Ft = F[:t]
         r = sigma[j] - Ft.T @ Ft[:, j]  # column j of R, read as row j (Sigma and R are symmetric)
@@ -101,7 +134,6 @@ def _greedy(sigma: np.ndarray, k: int, tau: float, theta: float, Z) -> list[int]
         q -= p
         np.multiply(u, u, out=w)
         e -= w
-    return selected
 
 
 def _objective(sigma: np.ndarray, J: list[int], tau: float, extra: np.ndarray | None) -> float:

@@ -27,7 +27,7 @@ from pruning.compress import compress_layer, state_map
 from pruning.covariance import CovarianceStats, layer_covariances
 from pruning.modules import directions
 from pruning.result import LayerPrune
-from pruning.selection import METHOD, kept_width, leverage_sample, select_checked
+from pruning.selection import METHOD, GreedyOrder, kept_width, leverage_sample, select_checked
 from theory._validation import (POSITIVE, Boolean, Options, OrNone, Real, as_covariance_matrix, check_params)
 from theory.information import THETA, information_losses, reconstruction_matrix
 from theory.spectrum import degrees_of_freedom, lambda_for_dof
@@ -296,6 +296,14 @@ def select_layer_units(sigma: np.ndarray, k: int, lam: float, settings: PruneSet
     units = select_checked(sigma, k, lam, theta=settings.theta, Z=downstream_weight(layer, d, consumer, settings.Z),
                            method=settings.method, seed=settings.seed, outgoing=outgoing)
     return units, np.full(len(units), lam)
+
+
+def greedy_order(sigma: np.ndarray, lam: float, settings: PruneSettings, layer: nn.Module, d: int,
+                 consumer: np.ndarray) -> GreedyOrder:
+    """Step 3 for a search over k: the greedy order (S4) of one layer-direction with the settings of
+    :func:`select_layer_units`, computed as far as it is asked for (its first k units are the greedy selection of
+    k units)."""
+    return GreedyOrder(sigma, lam, float(settings.theta), downstream_weight(layer, d, consumer, settings.Z))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ reproduce protocol gained a validation split, a one-cycle learning-rate schedule
 ``val_accuracy`` columns (run with ``val_fraction=0`` and a constant rate, the new code matched the previous record
 in every value of every row; only the ``cell`` column was new), so that the case now covers the new protocol; and
 recorded again when the criteria of ``pruning.criteria`` entered the sweep (every earlier row unchanged but one dense
-baseline, whose best epoch moved when ties in validation accuracy went to the lower validation loss).
+baseline, whose best epoch moved when ties in validation accuracy went to the lower validation loss). The
+``prune.target`` case alone was updated when the error-target search changed from bisection over [1, m] to k = 1,
+2, 4, ... then bisection: the same k and error, and the same errors at the k both searches evaluate; only the set
+of evaluated k changed.
 
 Run ``python tests/regression_cases.py tests/data/regression_fixture.json`` to write the file again (only when a change of numbers is
 intended and explained in its commit).

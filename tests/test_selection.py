@@ -47,6 +47,23 @@ def test_s4_greedy_selects_exactly_what_naive_greedy_selects(seed, m, data, with
     assert len(set(fast)) == k
 
 
+@given(seed=seeds, m=st.integers(1, 40), data=st.data(), with_z=st.booleans(), low_rank=st.booleans(),
+       log_rel_lam=st.floats(-6, 1), theta=st.sampled_from([0.0, 0.5, 3.0]))
+def test_greedy_order_extended_in_pieces_is_the_greedy_selection_of_every_k(seed, m, data, with_z, low_rank,
+                                                                           log_rel_lam, theta):
+    """S4 is nested: the order that the error-target search extends on demand gives, for every k, exactly the units
+    select_units picks for k in one run, wherever the pieces end (including growing its factor past its capacity)."""
+    from pruning.selection import GreedyOrder
+
+    _, sigma, Z = _problem(seed, m, with_z, low_rank)
+    lam = 10.0 ** log_rel_lam * np.trace(sigma) / m
+    cuts = sorted(data.draw(st.lists(st.integers(1, m), min_size=1, max_size=5)))
+    order = GreedyOrder(sigma, lam, theta, Z, capacity=data.draw(st.integers(0, m)))
+    for k in cuts:
+        assert order.units(k) == select_units(sigma, k, lam, theta=theta if Z is not None else 0.0, Z=Z)
+    assert order.units(1) == order.selected[:1]  # asking for fewer runs nothing
+
+
 @given(seed=seeds, m=st.integers(2, 30), with_z=st.booleans(), log_rel_lam=st.floats(-6, 1))
 def test_s4_objective_is_non_increasing_along_the_selection(seed, m, with_z, log_rel_lam):
     _, sigma, Z = _problem(seed, m, with_z, False)

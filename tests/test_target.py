@@ -70,7 +70,9 @@ def test_returned_k_is_minimal_for_the_measured_error(cell, m, layers, bidirecti
         assert k == min(kk for kk, e in errors.items() if e <= tol)
     scan = spectral_prune(pair, x, target=tol, search="scan")
     assert scan.search["k"] == min(kk for kk, e in errors.items() if e <= tol)
-    assert len(res.search["evaluated"]) <= int(np.ceil(np.log2(m))) + 2
+    # k = 1, 2, 4, ... then bisection: 2 ceil(log2 k) evaluations at most, and the greedy order run to at most 2k
+    assert len(res.search["evaluated"]) <= max(1, 2 * int(np.ceil(np.log2(k))))
+    assert res.search["greedy_steps"] <= min(m, max(1, 2 * (k - 1)))
 
 
 @pytest.mark.parametrize("cell, rho", [("tanh", 0.5), ("relu", 1.0), ("tanh", 1.5)])
