@@ -75,8 +75,8 @@ def cell_statistics(model: nn.Module, cell: nn.Module, path: str, batches, forwa
     """The time-mean covariance of the cell's output states over every call while ``forward(model, batch)`` runs on
     each batch (eval mode, no gradients). ``batches`` yields ``(batch, n)``, with ``n`` the rows of ``data`` (a
     tensor split along dimension 0) in the batch, or None: each such batch must reach the cell as ``n`` sequences,
-    and the first is checked once more on fewer rows (:class:`pruning.sequences.SplitProbe`), so that time-major
-    data are not cut into runs of steps."""
+    and the first is checked once more on fewer rows (:func:`pruning.unitwise.check_rows_are_sequences`), so that
+    time-major data are not cut into runs of steps."""
     stats = CovarianceStats.zeros(cell.hidden_size)
     sizes: list = []
     counting = [True]

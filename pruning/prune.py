@@ -69,7 +69,7 @@ def spectral_prune(
         only real steps enter the statistics (:mod:`pruning.sequences`). For a whole model, a tensor is split along
         dimension 0 into batches of ``batch_size`` and each batch (or each item of an iterable) is given to the model
         by ``forward``; dimension 0 must then hold sequences (checked: time-major inputs go as an iterable of
-        batches, :class:`pruning.sequences.SplitProbe`).
+        batches, :func:`pruning.unitwise.check_rows_are_sequences`).
     rnn, readout : str, or str / list of str, optional
         Dotted paths of the recurrent module and of its read-out(s) in the model (e.g. ``rnn="encoder"``,
         ``readout=["head", "aux_head"]``). Every read-out absorbs A_J. What lies between them must be a unit-wise

@@ -30,7 +30,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_sequenc
 from theory._validation import Integer, as_lengths
 
 __all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences",
-           "check_lengths", "BATCH_SIZE", "OnePass", "one_pass_if_iterator", "is_one_shot", "SplitProbe",
+           "check_lengths", "BATCH_SIZE", "OnePass", "one_pass_if_iterator", "is_one_shot",
            "check_rows_reached", "sequences_in"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
@@ -80,27 +80,6 @@ def one_pass_if_iterator(data: Any, name: str = "data") -> Any:
     return OnePass(data, name) if is_one_shot(data) else data
 
 
-class SplitProbe:
-    """Whether dimension 0 of a whole model's data tensor holds its sequences.
-
-    Such a tensor is split along dimension 0 into chunks of ``n`` rows, each a batch the model runs on. Time-major
-    inputs ``(T, batch, ...)`` would then be cut into runs of ``n`` steps, each started again from the zero state. A
-    chunk that reaches the recurrent module (or cell) as another number of sequences shows it
-    (:func:`check_rows_reached`), but when the data hold exactly ``n`` sequences they reach it as ``n`` either way.
-    So the model runs once more, on :attr:`chunk`, the first :attr:`rows` rows (``n - 1``, or 2 when ``n`` is 1),
-    and the module must receive that many sequences."""
-
-    def __init__(self, data: Any, n: int, path: str):
-        data = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
-        self.rows = n - 1 if n > 1 else 2  # the data have more rows than a chunk, so both sizes exist
-        self.chunk, self.path = data[:self.rows], path
-
-    def check(self, received: List[int], failure: Optional[BaseException] = None) -> None:
-        """Raise unless the module received :attr:`rows` sequences from :attr:`chunk` (``received``: the number of
-        sequences of each call; ``failure``: what the model raised on the chunk)."""
-        check_rows_reached(self.rows, received, self.path, failure)
-
-
 _SPLIT_FIX = ("a tensor of data is split along dimension 0 into batches of sequences. If the model's inputs are "
               "time-major (T, batch, ...), or its batch size is fixed, pass data as an iterable of batches")
 
@@ -114,9 +93,9 @@ def check_rows_reached(rows: int, received: List[int], path: str, failure: Optio
                          f"{_SPLIT_FIX}") from failure
     if received and max(received) == rows:
         return
-    got = f"at most {max(received)}" if received else "no"
-    raise ValueError(f"data: {rows} rows of data (dimension 0) reached {path!r} as {got} sequences per call, not "
-                     f"{rows}; {_SPLIT_FIX}")
+    got = f"at most {max(received)} sequence{'s' if max(received) != 1 else ''}" if received else "no sequences"
+    raise ValueError(f"data: {rows} rows of data (dimension 0) reached {path!r} as {got} per call, not {rows}; "
+                     f"{_SPLIT_FIX}")
 
 
 def sequences_in(x: Any, batch_first: bool, cell: bool = False) -> int:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from pruning.sequences import SplitProbe, check_rows_reached, sequences_in
+from pruning.sequences import check_rows_reached, sequences_in
 
 __all__ = ["ReadoutPathError", "eval_mode", "random_maps", "times", "run_twice", "follows_maps", "output_tensors",
            "same_outputs", "rerun_with_inputs", "only_readouts_read", "forward_failed", "check_rows_are_sequences"]
@@ -193,15 +193,17 @@ def _sequences_reaching(model: nn.Module, module: nn.Module, forward: Callable, 
 
 def check_rows_are_sequences(model: nn.Module, module: nn.Module, path: str, forward: Callable, data: Any, n: int,
                              *, first_chunk_checked: bool = False) -> None:
-    """Check that dimension 0 of a data tensor holds the model's sequences before the library cuts or samples along
-    it: its first ``n`` rows must reach ``module`` as ``n`` sequences (unless the caller saw that already,
-    ``first_chunk_checked``), and then fewer rows as that many (:class:`pruning.sequences.SplitProbe`), since
-    time-major data of ``n`` sequences would pass the first test."""
+    """Check that dimension 0 of a whole model's data tensor holds its sequences, before the library cuts it into
+    batches of ``n`` rows or samples rows from it. Time-major inputs ``(T, batch, ...)`` would be cut into runs of
+    ``n`` steps, each started again from the zero state, or shuffled in time.
+
+    The first ``n`` rows must reach ``module`` (a recurrent module or cell) as ``n`` sequences (unless the caller saw
+    that already, ``first_chunk_checked``). Time-major data of exactly ``n`` sequences would pass that test, so the
+    model runs once more on the first ``n - 1`` rows (2 when ``n`` is 1; the data have more rows than a chunk), which
+    must reach it as that many sequences."""
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
     if not first_chunk_checked:
         check_rows_reached(n, _sequences_reaching(model, module, forward, data[:n], path, n), path)
-    if isinstance(data, np.ndarray):
-        data = torch.from_numpy(data)
-    probe = SplitProbe(data, n, path)
-    probe.check(_sequences_reaching(model, module, forward, probe.chunk, path, probe.rows))
+    rows = n - 1 if n > 1 else 2
+    check_rows_reached(rows, _sequences_reaching(model, module, forward, data[:rows], path, rows), path)
