@@ -150,3 +150,29 @@ def test_lengths_average_over_real_steps_only(seed, n, T):
     np.testing.assert_allclose(got, ref, rtol=1e-12)
     with pytest.raises(ValueError, match="lengths: given for outputs of shape"):
         zero_one_loss(f[:, 0], y[:, 0], lengths=lengths)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, m=st.integers(1, 200), where=st.sampled_from(["none", "first", "last", "everywhere"]))
+def test_covariances_are_symmetrised_exactly_without_touching_the_input(seed, m, where):
+    """The validated covariance is (S + S^T) / 2 bit for bit, the input array is never written, an exactly symmetric
+    float64 input is returned as it is (read, not copied), and round-off asymmetry anywhere (in the first 64 x 64
+    tile, only in the last, or everywhere) is removed."""
+    from theory._validation import as_covariance_matrix
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((2 * m + 3, m))
+    S = X.T @ X
+    S = 0.5 * (S + S.T)
+    scale = float(np.abs(S).max())
+    if where == "everywhere":
+        S = S + 1e-12 * scale * rng.standard_normal((m, m))
+    elif where in ("first", "last") and m > 1:
+        i = (1, 0) if where == "first" else (m - 1, m - 2)  # in the first tile visited, or only in the last
+        S[i] += 1e-12 * scale
+    before = S.copy()
+    out = as_covariance_matrix(S)
+    np.testing.assert_array_equal(S, before)
+    np.testing.assert_array_equal(out, (S + S.T) * 0.5)
+    np.testing.assert_array_equal(out, out.T)
+    assert (out is S) == bool(np.array_equal(S, S.T))

@@ -194,6 +194,7 @@ def as_covariance_matrix(sigma: Any, name: str = "sigma") -> np.ndarray:
 
     Accepts anything with a ``mean()`` method and a ``count`` (a ``CovarianceStats``: its mean is taken), a torch
     tensor or an array. The result is symmetrised exactly, so later Cholesky factorisations see a symmetric matrix.
+    An exactly symmetric float64 array is returned as it is, not copied: callers read it and never write to it.
     """
     if hasattr(sigma, "mean") and hasattr(sigma, "count") and callable(sigma.mean):
         sigma = sigma.mean()
@@ -217,18 +218,28 @@ def as_covariance_matrix(sigma: Any, name: str = "sigma") -> np.ndarray:
 def _symmetrised(s: np.ndarray, tile: int = 64) -> Tuple[np.ndarray, float]:
     """``((s + s^T) / 2, max |s - s^T|)`` tile by tile: reading ``s^T`` whole is a strided pass over the matrix,
     slower than the rest of the check together (measured at m = 1024); pairs of tiles stay in cache. 64 x 64 tiles
-    ran 15-28% faster than 128 x 128 and 32 x 32 ones from m = 256 to 4096 here (3.1 ms at m = 1024)."""
+    ran 15-28% faster than 128 x 128 and 32 x 32 ones from m = 256 to 4096 here.
+
+    A matrix that is already exactly symmetric (every ``CovarianceStats.mean()`` is) is only read, and returned as
+    it is: 1.7 ms instead of 3.1 ms at m = 1024. The first asymmetric tile starts a copy, whose tiles before it are
+    already symmetric."""
     m = s.shape[0]
-    out = np.empty_like(s)
+    out = None
     worst = 0.0
     for i in range(0, m, tile):
         for j in range(i, m, tile):
             a, b = s[i:i + tile, j:j + tile], s[j:j + tile, i:i + tile].T
-            worst = max(worst, float(np.abs(a - b).max()))
+            d = np.subtract(a, b)
+            gap = float(np.abs(d, out=d).max())
+            worst = max(worst, gap)
+            if gap == 0.0 and out is None:
+                continue
+            if out is None:
+                out = s.copy()
             mean = (a + b) * 0.5
             out[i:i + tile, j:j + tile] = mean
             out[j:j + tile, i:i + tile] = mean.T
-    return out, worst
+    return (s if out is None else out), worst
 
 
 def as_lengths(lengths: Any, n: int, T: int, name: str = "lengths", where: str = "") -> np.ndarray:
