@@ -83,7 +83,7 @@ def cell_statistics(model: nn.Module, cell: nn.Module, path: str, batches, forwa
 
     def hook(module, args, out):
         h = _state(out)
-        sizes.append(h.shape[0] if h.ndim == 2 else 1)
+        sizes.append(h.shape[0] if h.ndim == 2 else None)  # an unbatched step (one sequence) holds no batch to count
         if counting[0]:
             stats.update(h.reshape(-1, h.shape[-1]), f"data: the states of {path!r} (the network diverges on these "
                                                         f"inputs?)", precision=precision)

@@ -261,17 +261,17 @@ class RecurrentInputs:
                     if i == 0 and self.lengths is None and not isinstance(received[0], PackedSequence):
                         _warn_if_padded(batch, self.parts)
                     if n is not None:
-                        check_rows_reached(n, [sequences_in(x, rnn.batch_first) for x in received],
-                                           self.parts.rnn_path)
-                    if i == 0 and n is not None:
-                        check_rows_are_sequences(self.parts.model, rnn, self.parts.rnn_path, self.forward,
-                                                 self.data, n, first_chunk_checked=True)
+                        for x in received:  # every batched call holds the chunk's n rows as n sequences
+                            check_rows_reached(n, [sequences_in(x, rnn.batch_first)], self.parts.rnn_path)
+                        if i == 0:
+                            check_rows_are_sequences(self.parts.model, rnn, self.parts.rnn_path, self.forward,
+                                                     self.data, n, first_chunk_checked=True)
                     for x in received:
-                        yield self._checked(x, n, lens, i)
+                        yield self._checked(x, lens, i)
             finally:
                 handle.remove()
 
-    def _checked(self, x: Any, n: Optional[int], lens: Any, i: int) -> Any:
+    def _checked(self, x: Any, lens: Any, i: int) -> Any:
         rnn = self.parts.rnn
         if isinstance(x, PackedSequence):
             if lens is not None:
@@ -281,10 +281,6 @@ class RecurrentInputs:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"data: {self.parts.rnn_path!r} received {type(x).__name__} in batch {i}")
         bdim = 0 if rnn.batch_first else 1
-        if n is not None and x.ndim == 3 and x.shape[bdim] != n:
-            raise ValueError(f"data: a chunk of {n} sequences (dimension 0 of data) reached {self.parts.rnn_path!r} as "
-                             f"{x.shape[bdim]} sequences; if the model's inputs are not batch-first, pass data as "
-                             f"an iterable of batches")
         if lens is None:
             return x
         if x.ndim != 3:

@@ -84,31 +84,34 @@ _SPLIT_FIX = ("a tensor of data is split along dimension 0 into batches of seque
               "time-major (T, batch, ...), or its batch size is fixed, pass data as an iterable of batches")
 
 
-def check_rows_reached(rows: int, received: List[int], path: str, failure: Optional[BaseException] = None) -> None:
+def check_rows_reached(rows: int, received: List[Optional[int]], path: str,
+                       failure: Optional[BaseException] = None) -> None:
     """Raise unless ``rows`` rows of a data tensor reached the module at ``path`` as ``rows`` sequences: the largest
-    number of sequences of its calls (``received``; a loop over steps may shrink its batch as sequences end)."""
+    number of sequences of its calls (``received``; a loop over steps may shrink its batch as sequences end). A call
+    given one unbatched sequence (None, :func:`sequences_in`) does not tell: a model that runs its sequences one at a
+    time passes. A model that did not call the module at all does not."""
     if failure is not None:
         raise ValueError(f"data: the model failed on the first {rows} rows of data (dimension 0), run to check "
                          f"that they hold {rows} sequences ({type(failure).__name__}: {failure}); "
                          f"{_SPLIT_FIX}") from failure
-    if received and max(received) == rows:
+    batched = [r for r in received if r is not None]
+    if received and (not batched or max(batched) == rows):
         return
-    got = f"at most {max(received)} sequence{'s' if max(received) != 1 else ''}" if received else "no sequences"
+    got = f"at most {max(batched)} sequence{'s' if max(batched) != 1 else ''}" if batched else "no sequences"
     raise ValueError(f"data: {rows} rows of data (dimension 0) reached {path!r} as {got} per call, not {rows}; "
                      f"{_SPLIT_FIX}")
 
 
-def sequences_in(x: Any, batch_first: bool, cell: bool = False) -> int:
-    """How many sequences a recurrent module's input holds: a PackedSequence's first batch size, a batched tensor's
-    batch dimension, 1 for one unbatched sequence ``(T, d_x)``; for a cell (``cell``), the rows of its ``(batch,
-    d_x)`` step, 1 for an unbatched ``(d_x,)``; -1 for anything else."""
+def sequences_in(x: Any, batch_first: bool, cell: bool = False) -> Optional[int]:
+    """How many sequences a batched input of a recurrent module holds: a PackedSequence's first batch size or a
+    ``(batch, T, d_x)`` / ``(T, batch, d_x)`` tensor's batch dimension; for a cell (``cell``), the rows of its
+    ``(batch, d_x)`` step. None for an unbatched input (one sequence ``(T, d_x)``, one step ``(d_x,)``) or anything
+    else: it holds no batch to count."""
     if isinstance(x, PackedSequence):
         return int(x.batch_sizes[0])
-    if not isinstance(x, torch.Tensor):
-        return -1
-    if cell:
-        return int(x.shape[0]) if x.ndim == 2 else (1 if x.ndim == 1 else -1)
-    return int(x.shape[batch_dim(3, batch_first)]) if x.ndim == 3 else (1 if x.ndim == 2 else -1)
+    if isinstance(x, torch.Tensor) and x.ndim == (2 if cell else 3):
+        return int(x.shape[0 if cell else batch_dim(3, batch_first)])
+    return None
 
 
 def batch_dim(ndim: int, batch_first: bool) -> int:

@@ -503,6 +503,44 @@ def test_time_major_data_cut_into_runs_of_steps_is_refused_even_where_the_shapes
     assert spectral_prune(FixedBatch(transpose=True), list(x.split(4)), k=2).covariance.count == 48
 
 
+def test_models_that_run_one_sequence_at_a_time_are_not_taken_for_time_major():
+    """A model that loops over its batch and runs the recurrent module (or cell) on one unbatched sequence at a time
+    gives no batch to count: the row check lets it pass, and the statistics are those of every sequence."""
+    from pruning.cells import cell_as_layer
+
+    class OneByOne(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 6, batch_first=True, dtype=torch.float64)
+            self.fc = torch.nn.Linear(6, 2, dtype=torch.float64)
+
+        def forward(self, x):
+            return torch.stack([self.fc(self.rnn(seq)[0][-1]) for seq in x])
+
+    class OneByOneCell(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = torch.nn.GRUCell(3, 6, dtype=torch.float64)
+            self.fc = torch.nn.Linear(6, 2, dtype=torch.float64)
+
+        def forward(self, x):
+            outs = []
+            for seq in x:
+                h = seq.new_zeros(self.cell.hidden_size)
+                for t in range(seq.shape[0]):
+                    h = self.cell(seq[t], h)
+                outs.append(self.fc(h))
+            return torch.stack(outs)
+
+    torch.manual_seed(0)
+    x = torch.randn(10, 5, 3, dtype=torch.float64)
+    for model, layer in [(m := OneByOne(), m.rnn), (c := OneByOneCell(), cell_as_layer(c.cell))]:
+        res = spectral_prune(model, x, k=3, batch_size=4)
+        ref = time_mean_covariance(layer, x, precision="float64")
+        assert res.covariance.count == ref.count == 50
+        torch.testing.assert_close(res.covariance.outer_sum, ref.outer_sum, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell", "GRUCell"])
 def test_cells_stepped_by_the_users_loop_prune_like_the_layer_they_step(cell):
     """Statistics from hooks on every call equal those of the equivalent single-layer module on the same sequences;
