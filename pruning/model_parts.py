@@ -376,7 +376,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     gen = torch.Generator().manual_seed(0)
     seen: dict = {p: [] for p in parts.readout_paths}
     order: List[Tuple[str, nn.Module]] = []
-    state = dict(perturb=False, after_rnn=False, readout_seen=False, output_too=True)
+    state = dict(perturb=False, after_rnn=False, readout_seen=False)
     p0 = next(rnn.parameters())
     maps = random_maps([m] * D, gen, p0)
     other = -1.3  # the other layers' final states and the LSTM cell states: any change a read of them would show
@@ -386,9 +386,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         if not state["perturb"]:
             return out
         y, h = out
-        if state["output_too"]:  # off in the rerun of _check_no_other_reader, which changes the final states only
-            y = (PackedSequence(times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
-                 if isinstance(y, PackedSequence) else times(y, maps))
+        y = (PackedSequence(times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
+             if isinstance(y, PackedSequence) else times(y, maps))
 
         def last_rows(s):
             # the last layer's rows (a RecurrentStack pads them to its widest layer): their first m entries times M
@@ -443,10 +442,10 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
 
     The read-outs are the only part of the model that absorbs ``A_J``; a term computed from the states elsewhere (a
     second head not named in ``readout``, a norm penalty, a skip connection) would silently read the k kept units
-    instead of the m original ones. The test reruns the model with the recurrent output left as it is (its final
-    states changed as in the perturbed run) and each read-out's input replaced by what it received in the perturbed
-    run: if only the read-outs read the output, the model returns exactly what it returned in the perturbed run.
-    Returned tensors whose last dimension is the state width are left out of the comparison: the states returned
+    instead of the m original ones, and so would a term computed from the final states ``h_n`` or an LSTM's cell
+    states ``c_n`` (a gate, a second head on ``c_n``). The test reruns the model with the recurrent module's output and
+    final states left as they are and each read-out's input replaced by what it received in the perturbed run: if
+    only the read-outs read them, the model returns exactly what it returned in the perturbed run. Returned tensors whose last dimension is the state width are left out of the comparison: the states returned
     themselves (the output sequence, the final states) change with the perturbation without being read, and cannot
     be told apart from a read here. A model whose forward returns nothing else is left alone."""
     model, rnn = parts.model, parts.rnn
@@ -460,7 +459,7 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
                 after_rnn.append(path)
         return hook
 
-    state.update(perturb=True, output_too=False, after_rnn=False)
+    state.update(perturb=False, after_rnn=False)
     handles = [rnn.register_forward_hook(perturb_output)]
     handles += [mod.register_forward_pre_hook(note(p)) for p, mod in _other_leaf_modules(parts)
                 if not isinstance(mod, _UNITWISE)]
@@ -473,7 +472,8 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
     raise ReadoutPathError(
         f"readout: the model's output depends on {parts.rnn_path!r}'s output other than through the read-out(s) "
         f"{heads}: something else reads the states{named}, such as a second linear head not named in readout, a gate, "
-        f"or a term computed from the states (a norm penalty, a skip connection). Only the read-outs absorb the "
+        f"or a term computed from the states, the final states h_n or the LSTM cell states c_n (a norm penalty, a "
+        f"skip connection). Only the read-outs absorb the "
         f"reconstruction A_J, so that part would silently read the k kept units instead of all m; name every linear "
         f"read-out in readout=[...], or prune a model whose output reads the states only through them")
 

@@ -199,15 +199,44 @@ class _ReturnsStates(torch.nn.Module):
         return {"logits": self.head(o[:, -1]), "states": o}
 
 
+class _FinalStateGate(torch.nn.Module):
+    """A head on the mean of the outputs, scaled by a gate computed from the final state h_n."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(3, 8, batch_first=True)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        o, h = self.rnn(x)
+        return self.head(o.mean(1)) * torch.sigmoid(h[-1].sum(-1, keepdim=True))
+
+
+class _CellStateTerm(torch.nn.Module):
+    """A head on the last step plus a term from the LSTM's final cell states c_n."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.LSTM(3, 8, batch_first=True)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        o, (_, c) = self.rnn(x)
+        return self.head(o[:, -1]) + c[-1].tanh().mean(-1, keepdim=True)
+
+
 @pytest.mark.parametrize("model,readout,named", [
     (_SideTerm(), None, ""),
     (_GatedHead(), "head", r".*'gate'"),
     (_SkipTerm(), None, ""),
+    (_FinalStateGate(), None, ""),
+    (_CellStateTerm(), None, ""),
 ])
 def test_a_model_that_reads_the_states_outside_its_readouts_is_refused(model, readout, named):
     """Only the named read-outs absorb A_J: anything else computed from the states would silently read the kept
     units. Before this check the side term was pruned without a word, and the gate failed in the smoke test with a
-    message about constants of the old width."""
+    message about constants of the old width; the gate on h_n and the term from c_n were pruned without a word until
+    the check's rerun stopped carrying the perturbed final states over."""
     x = torch.randn(12, 5, 3)
     with pytest.raises(ValueError, match=r"readout: the model's output depends on 'rnn''s output other than through "
                                          r"the read-out\(s\) 'head': something else reads the states" + named):
