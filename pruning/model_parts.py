@@ -193,6 +193,15 @@ def _all_zero(hx: Any) -> bool:
     return all(isinstance(t, torch.Tensor) and not bool(t.any()) for t in parts)
 
 
+def _refuse_initial_state(args: tuple, kwargs: dict, path: str) -> None:
+    """Raise :class:`_Refused` when a call of the recurrent module passes a nonzero initial state."""
+    hx = args[1] if len(args) > 1 else kwargs.get("hx")
+    if hx is not None and not _all_zero(hx):
+        raise _Refused(f"data: the model passes a nonzero initial state to {path!r}; spectral pruning takes its "
+                       f"statistics from runs that start at the zero state (a model that carries the final state of "
+                       f"one call into the next, over chunks of a sequence, is not supported)")
+
+
 class RecurrentInputs:
     """Re-iterable view of what a model's recurrent module receives while the model runs on ``data``.
 
@@ -234,12 +243,8 @@ class RecurrentInputs:
         def hook(module, args, kwargs):
             if not active[0]:
                 return
-            x = args[0] if args else kwargs.get("input")
-            hx = args[1] if len(args) > 1 else kwargs.get("hx")
-            if hx is not None and not _all_zero(hx):
-                raise _Refused(f"data: the model passes a nonzero initial state to {self.parts.rnn_path!r}; "
-                               f"spectral pruning takes its statistics from runs that start at the zero state")
-            calls.append(x)
+            _refuse_initial_state(args, kwargs, self.parts.rnn_path)
+            calls.append(args[0] if args else kwargs.get("input"))
 
         lengths = self._lengths()
         with eval_mode(self.parts.model), torch.no_grad():
@@ -412,11 +417,24 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                 order.append((path, module, args))
         return hook
 
-    handles = [rnn.register_forward_hook(perturb_output)]
+    refusals: List[str] = []
+
+    def initial_state(module, args, kwargs):
+        # before anything else: a model that hands the final state of one call to the next would otherwise fail
+        # the test below, blamed on a computation between the module and its read-out
+        try:
+            _refuse_initial_state(args, kwargs, parts.rnn_path)
+        except _Refused as err:
+            refusals.append(str(err))
+
+    handles = [rnn.register_forward_hook(perturb_output), rnn.register_forward_pre_hook(initial_state,
+                                                                                          with_kwargs=True)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record_input(p)) for p in parts.readout_paths]
     handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in _other_leaf_modules(parts)]
     plain, perturbed, out = run_twice(model, forward, batch, seen, handles,
                                       lambda: state.update(perturb=True, after_rnn=False), forward_given=given)
+    if refusals:
+        raise ValueError(refusals[0])
     tol = 1e-9 if p0.dtype == torch.float64 else 2e-4
     for path in parts.readout_paths:
         if follows_maps(plain[path], perturbed[path], maps, tol):
