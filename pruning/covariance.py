@@ -11,14 +11,14 @@ from __future__ import annotations
 import copy
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from pruning.sequences import as_tensor, batch_dim, iter_sequence_batches, pack
+from pruning.sequences import SequenceBatch, as_tensor, batch_dim, iter_sequence_batches, pack
 from theory._validation import Options
 
 __all__ = ["CovarianceStats", "time_mean_covariance", "layer_covariances", "model_device", "batch_dim",
@@ -350,13 +350,15 @@ class _FiniteChecks:
 
 
 def _add_batch(layers: Sequence[nn.Module], x, stats: dict, last: int, directions: int, batch: str,
-               precision: str, checks: _FiniteChecks) -> None:
-    """Run one batch through ``layers[:last + 1]`` and add the states of the layers in ``stats``. A function of its
-    own so that the batch's states are freed when it returns: held past the next batch's forward pass, they kept
-    the allocator from reusing their memory, which cost 10-20% of a forward pass (m = 256, T = 100)."""
+               precision: str, checks: _FiniteChecks, top: Any = None) -> None:
+    """Run one batch through ``layers[:last + 1]`` and add the states of the layers in ``stats``. ``top``, when
+    given, is the output the last layer already returned on this batch (the model's own run of its recurrent module,
+    :func:`module_output_covariances`): it is used instead of running that layer again. A function of its own so
+    that the batch's states are freed when it returns: held past the next batch's forward pass, they kept the
+    allocator from reusing their memory, which cost 10-20% of a forward pass (m = 256, T = 100)."""
     packed = isinstance(x, PackedSequence)
     for l in range(last + 1):
-        x, _ = layers[l](x)
+        x = top if top is not None and l == last else layers[l](x)[0]
         if l not in stats:
             continue
         m = layers[l].hidden_size
@@ -380,6 +382,37 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
     float64 whatever the modules' dtype; memory is O(batch x T x width + width^2).
     """
     layers = list(layers)
+    batches = iter_sequence_batches(data, batch_size, batch_first=layers[0].batch_first, lengths=lengths)
+    return _covariances(layers, ((b, None) for b in batches), collect, device, input_transform, progress, precision)
+
+
+def module_output_covariances(layers: Sequence[nn.Module], calls: Iterable[Tuple[Any, Any]], *, device=None,
+                              progress: bool = False, precision: str = "float32") -> List[List[CovarianceStats]]:
+    """:func:`layer_covariances` of all layers over the calls a model made of its recurrent module, given as
+    ``(input, output)`` pairs: the input a tensor in the module's layout or a PackedSequence, the output what the
+    module returned on it in the model's run, or None.
+
+    The last layer's states are the module's output, so they are taken from it instead of running the network
+    again; only the layers below it (of a stacked module) are run. Where the output is None, or was computed in
+    another dtype than the module's parameters (autocast), the batch is run as :func:`layer_covariances` runs it. The
+    statistics are those :func:`layer_covariances` computes from the inputs alone (the same states, in the same
+    precision), on ``device`` (default: the module's)."""
+    layers = list(layers)
+    dtype = next(layers[0].parameters()).dtype
+
+    def batches():
+        for x, y in calls:
+            out = y[0] if isinstance(y, tuple) and not isinstance(y, PackedSequence) else y
+            raw = out.data if isinstance(out, PackedSequence) else out
+            top = out if isinstance(raw, torch.Tensor) and raw.dtype == dtype else None
+            yield (SequenceBatch(packed=x) if isinstance(x, PackedSequence) else SequenceBatch(x)), top
+
+    return _covariances(layers, batches(), None, device, None, progress, precision)
+
+
+def _covariances(layers: List[nn.Module], batches: Iterable[Tuple[SequenceBatch, Any]], collect, device,
+                 input_transform, progress: bool, precision: str) -> List[List[CovarianceStats]]:
+    """The pass over ``(batch, top)`` pairs (``top``: the last layer's output on the batch, or None)."""
     precision = PRECISION.check(precision, "precision")
     collect = list(range(len(layers))) if collect is None else list(collect)
     here = model_device(layers[0])
@@ -390,13 +423,13 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
     dtype = next(first.parameters()).dtype
     D = 2 if first.bidirectional else 1
     stats = {l: [CovarianceStats.zeros(layers[l].hidden_size, device=device) for _ in range(D)] for l in collect}
-    it = progress_bar(iter_sequence_batches(data, batch_size, batch_first=first.batch_first, lengths=lengths),
-                      progress, desc="covariance", unit="batch")
+    it = progress_bar(batches, progress, desc="covariance", unit="batch")
     last = max(collect)
+    top_usable = last == len(layers) - 1
     layout = "(batch, T, d_x)" if first.batch_first else "(T, batch, d_x)"
     checks = _FiniteChecks(device)
     with torch.no_grad():
-        for i, batch in enumerate(it):
+        for i, (batch, top) in enumerate(it):
             x = pack(batch, input_transform, batch_first=first.batch_first, device=device, dtype=dtype)
             packed = isinstance(x, PackedSequence)
             raw = x.data if packed else x
@@ -408,7 +441,9 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
             if raw.numel() == 0:
                 continue
             checks.add(torch.isfinite(raw).all(), f"data: batch {i} contains NaN or inf inputs")
-            _add_batch(layers, x, stats, last, D, f"batch {i}", precision, checks)
+            _add_batch(layers, x, stats, last, D, f"batch {i}", precision, checks,
+                       top.to(device) if top is not None and top_usable else None)
+            del batch, top, x, raw  # not held while the next batch is made (the model's run, for a whole model)
     checks.flush()
     if not stats[collect[0]][0].count:
         raise ValueError("data: no data; expected at least one non-empty batch of sequences")

@@ -193,6 +193,16 @@ def _all_zero(hx: Any) -> bool:
     return all(isinstance(t, torch.Tensor) and not bool(t.any()) for t in parts)
 
 
+def _version(y: Any) -> Optional[int]:
+    """The version counter of a module's output (of a PackedSequence's data), which every in-place change moves;
+    None where it cannot be read (a tensor made in inference mode has none)."""
+    t = y.data if isinstance(y, PackedSequence) else y
+    try:
+        return int(t._version) if isinstance(t, torch.Tensor) else None
+    except RuntimeError:
+        return None
+
+
 def _refuse_initial_state(args: tuple, kwargs: dict, path: str) -> None:
     """Raise :class:`_Refused` when a call of the recurrent module passes a nonzero initial state."""
     hx = args[1] if len(args) > 1 else kwargs.get("hx")
@@ -235,8 +245,17 @@ class RecurrentInputs:
         raise ValueError("lengths: fewer per-batch lengths than batches of data")
 
     def __iter__(self) -> Iterator[Any]:
+        for x, _ in self.calls():
+            yield x
+
+    def calls(self) -> Iterator[Tuple[Any, Any]]:
+        """Each call's input as iterating yields it, with the output (the first element of what the module returned)
+        that the model's run computed from it, or None where that output is not the output of that input: the
+        input was packed here (``lengths=``), or the model changed the output in place after the call (its version
+        counter moved), or its version cannot be read (a tensor made in inference mode)."""
         rnn = self.parts.rnn
         calls: List[Any] = []
+        outputs: List[Any] = []
         active = [False]  # only the calls made by the model's forward on our batch: the consumer of the
         # yielded inputs may run the same module itself
 
@@ -246,13 +265,20 @@ class RecurrentInputs:
             _refuse_initial_state(args, kwargs, self.parts.rnn_path)
             calls.append(args[0] if args else kwargs.get("input"))
 
+        def keep_output(module, args, out):
+            if active[0]:
+                y = out[0] if isinstance(out, tuple) and not isinstance(out, PackedSequence) else out
+                outputs.append((y, _version(y)))
+
         lengths = self._lengths()
         with eval_mode(self.parts.model), torch.no_grad():
             handle = rnn.register_forward_pre_hook(hook, with_kwargs=True)
+            out_handle = rnn.register_forward_hook(keep_output)
             try:
                 for i, (batch, n) in enumerate(_model_batches(self.data, self.batch_size)):
                     lens = next(lengths)
                     calls.clear()
+                    outputs.clear()
                     active[0] = True
                     try:
                         self.forward(self.parts.model, batch)
@@ -271,10 +297,20 @@ class RecurrentInputs:
                         if i == 0:
                             check_rows_are_sequences(self.parts.model, rnn, self.parts.rnn_path, self.forward,
                                                      self.data, n, first_chunk_checked=True)
-                    for x in received:
-                        yield self._checked(x, lens, i)
+                    made = list(outputs) if len(outputs) == len(received) else [(None, None)] * len(received)
+                    calls.clear()
+                    outputs.clear()
+                    while received:
+                        x, (y, version) = received.pop(0), made.pop(0)
+                        checked = self._checked(x, lens, i)
+                        same = checked is x and version is not None and _version(y) == version
+                        yield checked, (y if same else None)
+                        # held while the next batch runs, this batch's tensors would keep the allocator from
+                        # reusing their memory
+                        del x, y, checked
             finally:
                 handle.remove()
+                out_handle.remove()
 
     def _checked(self, x: Any, lens: Any, i: int) -> Any:
         rnn = self.parts.rnn

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from pruning.compress import compress_layer, state_map
-from pruning.covariance import CovarianceStats, layer_covariances
+from pruning.covariance import CovarianceStats, layer_covariances, module_output_covariances
 from pruning.modules import directions
 from pruning.result import LayerPrune
 from pruning.selection import METHOD, GreedyOrder, kept_width, leverage_sample, select_checked
@@ -131,9 +131,15 @@ class LayerStatistics:
         if self.data is None:
             raise ValueError("data: calibration data is required unless covariance= is given")
         with self.timings("covariance"):
-            out = layer_covariances(run_layers, self.data, collect=collect, device=self.device,
-                                    batch_size=self.batch_size, input_transform=self.input_transform,
-                                    progress=self.progress, precision=self.precision, lengths=self.lengths)
+            if (run_layers is self.layers and collect is None and self.input_transform is None
+                    and self.lengths is None and callable(getattr(self.data, "calls", None))):
+                # a whole model's run already computed the top layer's states: not run a second time
+                out = module_output_covariances(run_layers, self.data.calls(), device=self.device,
+                                                progress=self.progress, precision=self.precision)
+            else:
+                out = layer_covariances(run_layers, self.data, collect=collect, device=self.device,
+                                        batch_size=self.batch_size, input_transform=self.input_transform,
+                                        progress=self.progress, precision=self.precision, lengths=self.lengths)
         return [[(c.mean(), c) for c in row] for row in out]
 
     def layer(self, l: int, compressed_below: Sequence[nn.Module] = (), maps_below=None):

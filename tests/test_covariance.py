@@ -247,3 +247,46 @@ def test_devices_that_cannot_run_here_are_refused_by_name():
     with pytest.raises(ValueError, match=r"^rnn: its parameters are on the meta device"):
         time_mean_covariance(torch.nn.GRU(3, 4, batch_first=True, device="meta"), x)
     assert time_mean_covariance(rnn, x, device=torch.device("cpu")).count == 15
+
+
+def _count_calls(module):
+    calls = []
+    module.register_forward_pre_hook(lambda mod, args: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("layers,packed", [(1, False), (2, False), (2, True)])
+def test_the_module_output_of_a_models_run_stands_for_the_top_layer(layers, packed):
+    """A whole model's run already computed its recurrent module's output, which is the top layer's states: the
+    pass takes them from it and runs only the layers below. The statistics are bit for bit those of the pass that
+    runs every layer on the inputs (the same float32 states and products), and the top layer is never run."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from pruning.covariance import layer_covariances, module_output_covariances
+    from pruning.modules import as_layers
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 12, num_layers=layers, bidirectional=True, batch_first=True)
+    batches = [torch.randn(6, 9, 3) for _ in range(3)]
+    if packed:
+        batches = [pack_padded_sequence(b, torch.tensor([9, 4, 7, 1, 9, 2]), batch_first=True, enforce_sorted=False)
+                   for b in batches]
+    with torch.no_grad():
+        calls = [(b, lstm(b)[0]) for b in batches]
+    run = as_layers(lstm)
+    expected = layer_covariances(run, iter(batches))
+    counted = [_count_calls(layer) for layer in run]
+    got = module_output_covariances(run, iter(calls))
+    assert len(counted[-1]) == 0 and all(len(c) == len(batches) for c in counted[:-1])
+    for e_row, g_row in zip(expected, got):
+        for e, g in zip(e_row, g_row):
+            assert g.count == e.count
+            assert torch.equal(g.outer_sum, e.outer_sum)
+    # without the outputs (None), or with outputs of another dtype (a run under autocast), every layer runs
+    for given in ([(b, None) for b in batches], [(b, y.to(torch.bfloat16) if isinstance(y, torch.Tensor) else
+                                                  y._replace(data=y.data.to(torch.bfloat16))) for b, y in calls]):
+        before = len(counted[-1])
+        again = module_output_covariances(run, iter(given))
+        assert len(counted[-1]) == before + len(batches)
+        assert all(torch.equal(g.outer_sum, e.outer_sum) for e_row, g_row in zip(expected, again)
+                   for e, g in zip(e_row, g_row))

@@ -814,3 +814,51 @@ def test_a_forward_that_fails_on_the_data_is_reported_with_what_to_pass():
         spectral_prune(model, [tokens], k=4)
     with pytest.raises(ValueError, match=r"^forward: fails on the first batch of data \(RuntimeError: broken\)"):
         spectral_prune(model, [tokens], k=4, forward=lambda m, b: (_ for _ in ()).throw(RuntimeError("broken")))
+
+
+class _ChangesItsStatesInPlace(torch.nn.Module):
+    """Scales the recurrent output in place after the call, as a model that zeroes padding steps in place does."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(3, 6, batch_first=True)
+        self.head = torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        o = self.rnn(x)[0]
+        o.mul_(2.0)
+        return self.head(o[:, -1])
+
+
+def test_the_covariance_pass_reuses_the_models_run_of_its_recurrent_module():
+    """The model's own run computed the recurrent module's output on every batch; the pass takes the states from it
+    instead of running the module again: one call per batch, where there were two. The statistics are those of the
+    pair route on the module's inputs."""
+    torch.manual_seed(0)
+    model = LastStepHead()
+    model.gru = torch.nn.GRU(3, 8, batch_first=True)  # one layer: its output is all the states
+    calls = []
+    model.gru.register_forward_pre_hook(lambda mod, args: calls.append(1))
+    counts = []
+    for n in (40, 80):
+        calls.clear()
+        res = spectral_prune(model, torch.randn(n, 7, 3), k=4, batch_size=10)
+        counts.append(len(calls))
+        assert res.covariance.count == n * 7
+    assert counts[1] - counts[0] == 4  # four more batches, one call each
+    x = torch.randn(30, 7, 3)
+    res = spectral_prune(model, x, k=4, batch_size=10)
+    ref = time_mean_covariance(model.gru, x, batch_size=10)
+    assert torch.equal(res.covariance.outer_sum, ref.outer_sum)
+
+
+def test_outputs_changed_in_place_after_the_call_are_run_again():
+    """Where the model changed the module's output in place after the call (its version counter moved), what the
+    run left is not the states: the pass runs the module on its inputs, as the pair route does. (Outputs in
+    another dtype than the module's, from autocast, are run again too: tests/test_covariance.py.)"""
+    torch.manual_seed(1)
+    model = _ChangesItsStatesInPlace()
+    x = torch.randn(30, 7, 3)
+    res = spectral_prune(model, x, k=3, batch_size=10)
+    ref = time_mean_covariance(model.rnn, x, batch_size=10)
+    assert torch.equal(res.covariance.outer_sum, ref.outer_sum)
