@@ -425,6 +425,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     def perturb_output(module, args, out):
         state["after_rnn"] = True
         if not state["perturb"]:
+            state["out_dtype"] = (out[0].data if isinstance(out[0], PackedSequence) else out[0]).dtype
             return out
         y, h = out
         y = (PackedSequence(times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
@@ -472,9 +473,18 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     if refusals:
         raise ValueError(refusals[0])
     tol = 1e-9 if p0.dtype == torch.float64 else 2e-4
+    out_dtype = state.get("out_dtype", p0.dtype)
     for path in parts.readout_paths:
         if follows_maps(plain[path], perturbed[path], maps, tol):
             continue
+        if out_dtype != p0.dtype and out_dtype in (torch.float16, torch.bfloat16):
+            # a tolerance loose enough for 16-bit states would let weak nonlinearities (tanh of small states) pass
+            raise ReadoutPathError(
+                f"readout: {parts.rnn_path!r} ran under autocast in the model's forward (its output is "
+                f"{str(out_dtype).replace('torch.', '')}, its parameters {str(p0.dtype).replace('torch.', '')}), so "
+                f"the check that {path!r} reads a unit-wise linear function of its states cannot tell rounding from "
+                f"a computation in between. Prune the model with autocast off around the recurrent module (its "
+                f"pruned copy may run under autocast again)")
         width = D * m
         suspects = [p for p, mod, args in order if not isinstance(mod, _UNITWISE)
                     and any(isinstance(t, torch.Tensor) and width in t.shape for t in args)]

@@ -862,3 +862,24 @@ def test_outputs_changed_in_place_after_the_call_are_run_again():
     res = spectral_prune(model, x, k=3, batch_size=10)
     ref = time_mean_covariance(model.rnn, x, batch_size=10)
     assert torch.equal(res.covariance.outer_sum, ref.outer_sum)
+
+
+def test_a_recurrent_module_run_under_autocast_is_refused_for_what_it_is():
+    """Under autocast the module's states are bfloat16, rounded far past the read-out check's tolerance: the check
+    failed and blamed 'a computation between the module and the head'. A tolerance loose enough for 16-bit states
+    would let tanh of small LSTM states through, so the refusal says what happened and what to do."""
+
+    class UnderAutocast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(3, 6, batch_first=True)
+            self.head = torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                o = self.rnn(x)[0]
+            return self.head(o.mean(1).float())
+
+    with pytest.raises(ValueError, match=r"readout: 'rnn' ran under autocast in the model's forward \(its output is "
+                                         r"bfloat16, its parameters float32\).*with autocast off"):
+        spectral_prune(UnderAutocast(), torch.randn(20, 5, 3), k=3)
