@@ -232,6 +232,7 @@ class RecurrentInputs:
         if not callable(self.forward):
             raise TypeError(f"forward: expected a callable forward(model, batch), got {type(forward).__name__}")
         self.lengths = lengths
+        self._rows_checked = False
 
     def _lengths(self) -> Iterator[Any]:
         if self.lengths is None:
@@ -294,9 +295,10 @@ class RecurrentInputs:
                     if n is not None:
                         for x in received:  # every batched call holds the chunk's n rows as n sequences
                             check_rows_reached(n, [sequences_in(x, rnn.batch_first)], self.parts.rnn_path)
-                        if i == 0:
+                        if i == 0 and not self._rows_checked:  # the same data and model every time
                             check_rows_are_sequences(self.parts.model, rnn, self.parts.rnn_path, self.forward,
                                                      self.data, n, first_chunk_checked=True)
+                            self._rows_checked = True
                     made = list(outputs) if len(outputs) == len(received) else [(None, None)] * len(received)
                     calls.clear()
                     outputs.clear()

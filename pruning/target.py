@@ -118,31 +118,75 @@ def relative_output_error(full, pruned, data: Any, *, input_transform=None, batc
                            lengths=lengths, name="data")
 
 
+#: The held-out inputs and the full network's outputs on them are kept between the evaluations of a search up to
+#: this many bytes; past it they are computed again for each evaluation, so that memory stays O(batch).
+REFERENCE_CACHE_BYTES = 512 * 2 ** 20
+
+
+class _Reference:
+    """The full network's read-out outputs (without bias, float64) on ``data``, batch by batch with the inputs
+    they came from, for comparing pruned networks with it. The first complete pass keeps them when they fit in
+    ``REFERENCE_CACHE_BYTES``: a search then runs the full network (and, for a whole model, the model that yields
+    the recurrent inputs) once instead of at every k it tries."""
+
+    def __init__(self, full, data: Any, *, input_transform, batch_size: int, device, lengths: Any, name: str):
+        self.rnn, self.head, _ = split_model(full, "full")
+        self.device = resolve_device(device, self.rnn)
+        self.mods = [copy.deepcopy(mod).to(self.device) if model_device(mod) != self.device else mod
+                     for mod in (self.rnn, self.head)]
+        self.data, self.input_transform, self.batch_size, self.lengths, self.name = (
+            data, input_transform, batch_size, lengths, name)
+        self.kept: Optional[list] = None
+
+    def batches(self):
+        """``(x, f)`` per batch: the recurrent module's input on the device, and the full network's outputs."""
+        if self.kept is not None:
+            yield from self.kept
+            return
+        rnn = self.rnn
+        dtype = next(rnn.parameters()).dtype
+        kept: Optional[list] = []
+        size = 0
+        for batch in iter_sequence_batches(self.data, self.batch_size, batch_first=rnn.batch_first,
+                                           lengths=self.lengths):
+            x = pack(batch, self.input_transform, batch_first=rnn.batch_first, device=self.device, dtype=dtype)
+            f = _head_outputs(self.mods[0], self.mods[1], x)
+            if kept is not None:
+                raw = x.data if isinstance(x, PackedSequence) else x
+                size += raw.numel() * raw.element_size() + f.numel() * f.element_size()
+                kept = kept + [(x, f)] if size <= REFERENCE_CACHE_BYTES else None
+            yield x, f
+        self.kept = kept
+
+    @torch.no_grad()
+    def error(self, pruned) -> float:
+        """The relative output error of ``pruned`` against the full network (:func:`relative_output_error`)."""
+        rnn_s, head_s, _ = split_model(pruned, "pruned")
+        if head_s.out_features != self.head.out_features:
+            raise ValueError(f"pruned: its read-out has {head_s.out_features} outputs, the full network's "
+                             f"{self.head.out_features}")
+        mods = [copy.deepcopy(mod).to(self.device) if model_device(mod) != self.device else mod
+                for mod in (rnn_s, head_s)]
+        num = den = 0.0
+        rows = 0
+        for x, f in self.batches():
+            g = _head_outputs(mods[0], mods[1], x)
+            num += float(((f - g) ** 2).sum())
+            den += float((f ** 2).sum())
+            rows += f.shape[0]
+        if not rows:
+            raise ValueError(f"{self.name}: no data; expected at least one non-empty batch of sequences")
+        if not den > 0:
+            raise ValueError(f"{self.name}: the read-out of the full network is zero on it; the relative error is "
+                             f"undefined")
+        return num / den
+
+
 @torch.no_grad()
 def _relative_error(full, pruned, data: Any, *, input_transform, batch_size: int, device, lengths: Any,
                     name: str) -> float:
-    rnn, head, _ = split_model(full, "full")
-    rnn_s, head_s, _ = split_model(pruned, "pruned")
-    if head_s.out_features != head.out_features:
-        raise ValueError(f"pruned: its read-out has {head_s.out_features} outputs, the full network's "
-                         f"{head.out_features}")
-    device = resolve_device(device, rnn)
-    mods = [copy.deepcopy(mod).to(device) if model_device(mod) != device else mod for mod in (rnn, head, rnn_s, head_s)]
-    dtype = next(rnn.parameters()).dtype
-    num = den = 0.0
-    rows = 0
-    for batch in iter_sequence_batches(data, batch_size, batch_first=rnn.batch_first, lengths=lengths):
-        x = pack(batch, input_transform, batch_first=rnn.batch_first, device=device, dtype=dtype)
-        f = _head_outputs(mods[0], mods[1], x)
-        g = _head_outputs(mods[2], mods[3], x)
-        num += float(((f - g) ** 2).sum())
-        den += float((f ** 2).sum())
-        rows += f.shape[0]
-    if not rows:
-        raise ValueError(f"{name}: no data; expected at least one non-empty batch of sequences")
-    if not den > 0:
-        raise ValueError(f"{name}: the read-out of the full network is zero on it; the relative error is undefined")
-    return num / den
+    return _Reference(full, data, input_transform=input_transform, batch_size=batch_size, device=device,
+                      lengths=lengths, name=name).error(pruned)
 
 
 def _s10_relative(rnn, readout, sigma, units, lam, T) -> float:
@@ -242,6 +286,10 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         with timings("selection"):
             return [[orders[l][d].units(min(k, widths[l])) for d in range(D)] for l in range(len(layers))]
 
+    reference = None if criterion == "s10" else _Reference(
+        (rnn, readout), held_out.data, input_transform=transform, batch_size=batch_size, device=device,
+        lengths=held_out.lengths, name=held_name)
+
     def error(k: int) -> float:
         if k not in errors:
             units = prefix(k)
@@ -250,10 +298,7 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
             else:
                 A = [[reconstruction_matrix(statistics.layer(l)[d][0], units[l][d], lams[l][d]) for d in range(D)]
                      for l in range(len(layers))] if chosen.reconstruct else None
-                small = compress_stack(rnn, readout, units, A)
-                errors[k] = _relative_error((rnn, readout), small, held_out.data, input_transform=transform,
-                                            batch_size=batch_size, device=device, lengths=held_out.lengths,
-                                            name=held_name)
+                errors[k] = reference.error(compress_stack(rnn, readout, units, A))
         return errors[k]
 
     k = _search(error, max(widths), tol, criterion, search, errors)

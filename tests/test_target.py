@@ -194,3 +194,48 @@ def test_relative_output_error_refuses_what_it_cannot_measure_by_name():
         g = small.rnn(x)[0] @ small.readout.weight.T
     expected = float(((f - g) ** 2).sum() / (f ** 2).sum())
     assert relative_output_error((rnn, head), pruned, x) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_the_full_networks_outputs_on_held_out_data_are_computed_once_per_search(cache, monkeypatch):
+    """The held-out inputs and the full network's outputs on them are kept between the search's evaluations
+    (within pruning.target.REFERENCE_CACHE_BYTES): the full network runs on the held-out data once, not at every k.
+    Without room for them it runs at every k, and the errors are the same to the bit."""
+    import pruning.target as target_module
+
+    pair = make("tanh", 8, seed=3)
+    x = torch.randn(40, 6, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    calls = []
+    pair[0].register_forward_pre_hook(lambda mod, args: calls.append(1))
+    res_kept = spectral_prune(pair, x, target=0.01, batch_size=4)
+    kept_calls = len(calls)
+    calls.clear()
+    monkeypatch.setattr(target_module, "REFERENCE_CACHE_BYTES", 0 if not cache else 2 ** 30)
+    res = spectral_prune(pair, x, target=0.01, batch_size=4)
+    evaluations, held_batches = len(res.search["evaluated"]), 3  # 10 held-out sequences in batches of 4
+    assert evaluations >= 3 and res.search["evaluated"] == res_kept.search["evaluated"]
+    assert len(calls) - kept_calls == (0 if cache else (evaluations - 1) * held_batches)
+
+
+def test_a_whole_models_row_check_runs_once_per_data():
+    """The check that dimension 0 of a whole model's data holds its sequences runs the model once more on part of
+    the data; iterating the same inputs again (a search measures the held-out part at every k it tries when they do
+    not fit in memory) does not repeat it."""
+    from pruning.model_parts import RecurrentInputs, locate
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 5, batch_first=True)
+            self.head = torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    model = Model()
+    runs = []
+    model.register_forward_pre_hook(lambda mod, args: runs.append(args[0].shape[0]))
+    inputs = RecurrentInputs(locate(model, None, None), torch.randn(20, 4, 3), batch_size=8)
+    for _ in range(3):
+        assert sum(x.shape[0] for x in inputs) == 20
+    assert runs == [8, 7, 8, 4] + [8, 8, 4] * 2  # the batches, and 7 = 8 - 1 rows checked once
