@@ -193,6 +193,17 @@ def _all_zero(hx: Any) -> bool:
     return all(isinstance(t, torch.Tensor) and not bool(t.any()) for t in parts)
 
 
+#: A whole model's recurrent inputs are kept for a stack pruned layer by layer (``covariance_mode="sequential"``) up to
+#: this many bytes, so that its passes after the first replay them instead of running the model again.
+INPUT_CACHE_BYTES = 512 * 2 ** 20
+
+
+def _held_bytes(x: Any) -> int:
+    """The memory a recorded input keeps alive: the whole storage of a tensor (a view keeps its base)."""
+    t = x.data if isinstance(x, PackedSequence) else x
+    return t.untyped_storage().nbytes() if isinstance(t, torch.Tensor) else 0
+
+
 def _version(y: Any) -> Optional[int]:
     """The version counter of a module's output (of a PackedSequence's data), which every in-place change moves;
     None where it cannot be read (a tensor made in inference mode has none)."""
@@ -233,6 +244,8 @@ class RecurrentInputs:
             raise TypeError(f"forward: expected a callable forward(model, batch), got {type(forward).__name__}")
         self.lengths = lengths
         self._rows_checked = False
+        self._keep_bytes = 0
+        self._kept: Optional[List[Any]] = None
 
     def _lengths(self) -> Iterator[Any]:
         if self.lengths is None:
@@ -253,7 +266,14 @@ class RecurrentInputs:
         """Each call's input as iterating yields it, with the output (the first element of what the module returned)
         that the model's run computed from it, or None where that output is not the output of that input: the
         input was packed here (``lengths=``), or the model changed the output in place after the call (its version
-        counter moved), or its version cannot be read (a tensor made in inference mode)."""
+        counter moved), or its version cannot be read (a tensor made in inference mode). Inputs kept from an earlier
+        pass (:meth:`keep`) are replayed without running the model, with None for every output."""
+        if self._kept is not None:
+            for x in self._kept:
+                yield x, None
+            return
+        kept: Optional[List[Any]] = [] if self._keep_bytes > 0 else None
+        size = 0
         rnn = self.parts.rnn
         calls: List[Any] = []
         outputs: List[Any] = []
@@ -306,6 +326,12 @@ class RecurrentInputs:
                         x, (y, version) = received.pop(0), made.pop(0)
                         checked = self._checked(x, lens, i)
                         same = checked is x and version is not None and _version(y) == version
+                        if kept is not None:
+                            size += _held_bytes(checked)
+                            if size <= self._keep_bytes:
+                                kept.append(checked)
+                            else:
+                                kept = None
                         yield checked, (y if same else None)
                         # held while the next batch runs, this batch's tensors would keep the allocator from
                         # reusing their memory
@@ -313,6 +339,16 @@ class RecurrentInputs:
             finally:
                 handle.remove()
                 out_handle.remove()
+        if kept is not None and self._keep_bytes > 0:  # a complete pass, within the budget
+            self._kept = kept
+
+    def keep(self, nbytes: Optional[int] = None) -> None:
+        """Keep the inputs of the next complete pass, if they take at most ``nbytes`` (default
+        :data:`INPUT_CACHE_BYTES`), and replay them in the passes after it instead of running the model again (a
+        stack pruned layer by layer makes one pass per layer). ``keep(0)`` drops what was kept."""
+        self._keep_bytes = int(INPUT_CACHE_BYTES if nbytes is None else nbytes)
+        if self._keep_bytes <= 0:
+            self._kept = None
 
     def _checked(self, x: Any, lens: Any, i: int) -> Any:
         rnn = self.parts.rnn

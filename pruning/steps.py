@@ -25,6 +25,7 @@ from torch import nn
 
 from pruning.compress import compress_layer, state_map
 from pruning.covariance import CovarianceStats, layer_covariances, module_output_covariances
+from pruning.model_parts import RecurrentInputs
 from pruning.modules import directions
 from pruning.result import LayerPrune
 from pruning.selection import METHOD, GreedyOrder, kept_width, leverage_sample, select_checked
@@ -126,13 +127,16 @@ class LayerStatistics:
             self.mode = mode
             if mode == "original" or L == 1:
                 self.grid = self._measure(self.layers, None)
+            elif isinstance(data, RecurrentInputs):
+                # one pass per layer: a whole model's recurrent inputs are replayed instead of running it L times
+                data.keep()
 
     def _measure(self, run_layers: Sequence[nn.Module], collect):
         if self.data is None:
             raise ValueError("data: calibration data is required unless covariance= is given")
         with self.timings("covariance"):
             if (run_layers is self.layers and collect is None and self.input_transform is None
-                    and self.lengths is None and callable(getattr(self.data, "calls", None))):
+                    and self.lengths is None and isinstance(self.data, RecurrentInputs)):
                 # a whole model's run already computed the top layer's states: not run a second time
                 out = module_output_covariances(run_layers, self.data.calls(), device=self.device,
                                                 progress=self.progress, precision=self.precision)
@@ -154,6 +158,8 @@ class LayerStatistics:
             self.grid[l] = self._measure(list(compressed_below) + [current], [l])[0]
             for _, stats in self.grid[l]:
                 stats.pruned_below = bool(compressed_below)
+            if all(row is not None for row in self.grid) and isinstance(self.data, RecurrentInputs):
+                self.data.keep(0)  # the last pass: the kept inputs are not needed any more
         return self.grid[l]
 
     def stats(self):

@@ -154,7 +154,10 @@ class _Reference:
             if kept is not None:
                 raw = x.data if isinstance(x, PackedSequence) else x
                 size += raw.numel() * raw.element_size() + f.numel() * f.element_size()
-                kept = kept + [(x, f)] if size <= REFERENCE_CACHE_BYTES else None
+                if size <= REFERENCE_CACHE_BYTES:
+                    kept.append((x, f))
+                else:
+                    kept = None
             yield x, f
         self.kept = kept
 

@@ -200,13 +200,20 @@ def test_a_generator_gives_every_batch_once_like_a_list(subject):
 
 
 @pytest.mark.parametrize("subject", ["pair", "model"])
-def test_a_generator_read_twice_is_refused_and_one_pass_serves(subject):
+def test_a_generator_read_twice_is_refused_and_one_pass_serves(subject, monkeypatch):
     """A stacked network measured layer by layer reads its data once per layer: a generator would be empty the
     second time, which was reported as 'no data'. It is refused saying why, and the one-pass mode prunes from it
-    exactly as from a list."""
+    exactly as from a list. A whole model's recurrent inputs are kept after the first pass when they fit
+    (pruning.model_parts.INPUT_CACHE_BYTES), so its generator serves every layer; without room it is refused."""
+    import pruning.model_parts as model_parts
+
     torch.manual_seed(1)
     model = _Classifier(layers=2)
     target = (model.rnn, model.head) if subject == "pair" else model
+    if subject == "model":
+        kept = spectral_prune(target, iter(_batches()), k=3)
+        assert [lp.units for lp in kept.layers] == [lp.units for lp in spectral_prune(target, _batches(), k=3).layers]
+        monkeypatch.setattr(model_parts, "INPUT_CACHE_BYTES", 0)
     with pytest.raises(ValueError, match=r"data: a generator or other one-shot iterator can be read only once.* "
                                          r"covariance_mode='original'"):
         spectral_prune(target, iter(_batches()), k=3)

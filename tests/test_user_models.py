@@ -883,3 +883,63 @@ def test_a_recurrent_module_run_under_autocast_is_refused_for_what_it_is():
     with pytest.raises(ValueError, match=r"readout: 'rnn' ran under autocast in the model's forward \(its output is "
                                          r"bfloat16, its parameters float32\).*with autocast off"):
         spectral_prune(UnderAutocast(), torch.randn(20, 5, 3), k=3)
+
+
+def test_kept_recurrent_inputs_are_replayed_without_running_the_model(monkeypatch):
+    """RecurrentInputs.keep(): the inputs of a complete pass are kept within the budget and replayed by the passes
+    after it, without running the model; past the budget, or after keep(0), the model runs again."""
+    import pruning.model_parts as model_parts
+    from pruning.model_parts import RecurrentInputs, locate
+
+    model = LastStepHead()
+    runs = []
+    model.register_forward_pre_hook(lambda mod, args: runs.append(1))
+    x = torch.randn(20, 4, 3)
+
+    def passes(budget):
+        inputs = RecurrentInputs(locate(model, None, None), x, batch_size=8)
+        inputs.keep(budget)
+        runs.clear()
+        first = list(inputs)
+        after_first = len(runs)
+        second = list(inputs)
+        assert len(first) == len(second) == 3
+        assert all(torch.equal(a, b) for a, b in zip(first, second))
+        return after_first, len(runs) - after_first, inputs
+
+    ran_first, ran_again, inputs = passes(2 ** 20)
+    assert ran_first == 4 and ran_again == 0  # three batches and the row check, then nothing
+    assert [y for _, y in inputs.calls()] == [None] * 3  # a replay has no outputs: the pass runs the module
+    inputs.keep(0)
+    runs.clear()
+    list(inputs)
+    assert len(runs) == 3
+    assert passes(100)[1] == 3  # 20 x 4 x 3 floats do not fit in 100 bytes
+    monkeypatch.setattr(model_parts, "INPUT_CACHE_BYTES", 7)
+    inputs = RecurrentInputs(locate(model, None, None), x, batch_size=8)
+    inputs.keep()  # the default budget is read when keep() is called
+    assert inputs._keep_bytes == 7
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_a_stack_pruned_layer_by_layer_runs_the_model_once(layers, monkeypatch):
+    """Sequential mode makes one pass per layer over the recurrent inputs; a whole model runs once, and the
+    passes after the first replay its inputs. The result is that of running the model at every pass."""
+    import pruning.model_parts as model_parts
+
+    torch.manual_seed(5)
+    model = LastStepHead()
+    model.gru = torch.nn.GRU(3, 8, num_layers=layers, batch_first=True, dtype=torch.float64)
+    model.out = model.out.double()
+    x = torch.randn(30, 6, 3, dtype=torch.float64)
+    runs = []
+    model.register_forward_pre_hook(lambda mod, args: runs.append(1))
+    kept = spectral_prune(model, x, k=4, batch_size=10)
+    runs_kept = len(runs)
+    runs.clear()
+    monkeypatch.setattr(model_parts, "INPUT_CACHE_BYTES", 0)
+    again = spectral_prune(model, x, k=4, batch_size=10)
+    assert len(runs) - runs_kept == 3 * (layers - 1)  # three batches per further layer
+    assert [lp.units for lp in kept.layers] == [lp.units for lp in again.layers]
+    for a, b in zip(kept.layers, again.layers):
+        np.testing.assert_array_equal(a.A, b.A)
