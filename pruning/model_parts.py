@@ -198,10 +198,18 @@ def _all_zero(hx: Any) -> bool:
 INPUT_CACHE_BYTES = 512 * 2 ** 20
 
 
-def _held_bytes(x: Any) -> int:
-    """The memory a recorded input keeps alive: the whole storage of a tensor (a view keeps its base)."""
+def _held_bytes(x: Any, seen: set) -> int:
+    """The memory a recorded input keeps alive: the whole storage of a tensor (a view keeps its base), counted once
+    for all the inputs that share it (the chunks of one tensor; ``seen`` holds the storages counted so far)."""
     t = x.data if isinstance(x, PackedSequence) else x
-    return t.untyped_storage().nbytes() if isinstance(t, torch.Tensor) else 0
+    if not isinstance(t, torch.Tensor):
+        return 0
+    storage = t.untyped_storage()
+    key = (storage.data_ptr(), str(t.device))
+    if key in seen:
+        return 0
+    seen.add(key)
+    return storage.nbytes()
 
 
 def _version(y: Any) -> Optional[int]:
@@ -268,12 +276,13 @@ class RecurrentInputs:
         input was packed here (``lengths=``), or the model changed the output in place after the call (its version
         counter moved), or its version cannot be read (a tensor made in inference mode). Inputs kept from an earlier
         pass (:meth:`keep`) are replayed without running the model, with None for every output."""
-        if self._kept is not None:
-            for x in self._kept:
+        if self._kept is not None and all(_version(x) == version for x, version in self._kept):
+            for x, _ in self._kept:
                 yield x, None
             return
+        self._kept = None  # (an input written in place since, e.g. a buffer the model reuses: run the model again)
         kept: Optional[List[Any]] = [] if self._keep_bytes > 0 else None
-        size = 0
+        size, storages = 0, set()
         rnn = self.parts.rnn
         calls: List[Any] = []
         outputs: List[Any] = []
@@ -327,9 +336,10 @@ class RecurrentInputs:
                         checked = self._checked(x, lens, i)
                         same = checked is x and version is not None and _version(y) == version
                         if kept is not None:
-                            size += _held_bytes(checked)
-                            if size <= self._keep_bytes:
-                                kept.append(checked)
+                            size += _held_bytes(checked, storages)
+                            version = _version(checked)
+                            if size <= self._keep_bytes and version is not None:
+                                kept.append((checked, version))
                             else:
                                 kept = None
                         yield checked, (y if same else None)

@@ -35,7 +35,7 @@ from pruning.compress import compress_layer, compress_stack
 from pruning.covariance import model_device, resolve_device
 from pruning.sequences import (as_tensor, batch_dim, count_sequences, is_one_shot, iter_sequence_batches,
                                one_pass_if_iterator, pack)
-from pruning.model_parts import resolve_subject
+from pruning.model_parts import _held_bytes, _version, resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences
@@ -140,22 +140,24 @@ class _Reference:
 
     def batches(self):
         """``(x, f)`` per batch: the recurrent module's input on the device, and the full network's outputs."""
-        if self.kept is not None:
-            yield from self.kept
+        if self.kept is not None and all(_version(x) == version for x, _, version in self.kept):
+            for x, f, _ in self.kept:
+                yield x, f
             return
+        self.kept = None  # (an input written in place since, e.g. a buffer a whole model reuses: computed again)
         rnn = self.rnn
         dtype = next(rnn.parameters()).dtype
         kept: Optional[list] = []
-        size = 0
+        size, storages = 0, set()
         for batch in iter_sequence_batches(self.data, self.batch_size, batch_first=rnn.batch_first,
                                            lengths=self.lengths):
             x = pack(batch, self.input_transform, batch_first=rnn.batch_first, device=self.device, dtype=dtype)
             f = _head_outputs(self.mods[0], self.mods[1], x)
             if kept is not None:
-                raw = x.data if isinstance(x, PackedSequence) else x
-                size += raw.numel() * raw.element_size() + f.numel() * f.element_size()
-                if size <= REFERENCE_CACHE_BYTES:
-                    kept.append((x, f))
+                size += _held_bytes(x, storages) + f.numel() * f.element_size()
+                version = _version(x)
+                if size <= REFERENCE_CACHE_BYTES and version is not None:
+                    kept.append((x, f, version))
                 else:
                     kept = None
             yield x, f
