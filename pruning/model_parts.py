@@ -337,9 +337,9 @@ class RecurrentInputs:
                         same = checked is x and version is not None and _version(y) == version
                         if kept is not None:
                             size += _held_bytes(checked, storages)
-                            version = _version(checked)
-                            if size <= self._keep_bytes and version is not None:
-                                kept.append((checked, version))
+                            in_version = _version(checked)
+                            if size <= self._keep_bytes and in_version is not None:
+                                kept.append((checked, in_version))
                             else:
                                 kept = None
                         yield checked, (y if same else None)
