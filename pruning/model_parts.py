@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -653,6 +654,8 @@ class Subject:
     #: one batch of the user's data and how the model takes it: the pruned model is run on it once (smoke test)
     sample: Any = None
     forward: Optional[Callable] = None
+    #: the seconds the cell's statistics took (measured while resolving the subject, reported as "covariance")
+    covariance_seconds: float = 0.0
 
     @property
     def paths(self) -> Optional[Tuple[str, Tuple[str, ...]]]:
@@ -759,8 +762,11 @@ def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, 
         first = first_batch(data, batch_size)
         if check:
             check_cell_readout_path(parts, first, forward, forward_given=given)
+        t0 = time.perf_counter()
         stats = cell_statistics(parts.model, parts.rnn, parts.rnn_path, _model_batches(data, batch_size), forward,
                                 precision=precision, progress=progress, data=data)
+        seconds = time.perf_counter() - t0
     heads = parts.readouts
     return Subject(cell_as_layer(parts.rnn), combined_readout(heads), heads, parts.model, parts, None, None, None,
-                   covariance=stats, cell=True, sample=first if data is not None else None, forward=forward)
+                   covariance=stats, cell=True, sample=first if data is not None else None, forward=forward,
+                   covariance_seconds=seconds if data is not None else 0.0)

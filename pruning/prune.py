@@ -146,6 +146,8 @@ def spectral_prune(
     if target_dof is not None and (lam is not None or rel_lam is not None):
         raise ValueError("target_dof: lambda is determined by the target; do not also pass lam or rel_lam")
     timings = Timings()
+    if covariance is subject.covariance:
+        timings["covariance"] += subject.covariance_seconds  # a cell's statistics, measured by the model's run
     statistics = LayerStatistics(layers, subject.data, covariance=covariance, mode=covariance_mode,
                                  batch_size=batch_size, device=device, input_transform=subject.transform,
                                  progress=progress, timings=timings, precision=precision, lengths=subject.lengths)

@@ -3,6 +3,7 @@ time-major bidirectional LSTM fed packed by the model itself, padded variable-le
 clear refusals of what the method does not cover."""
 
 import json
+import time
 import warnings
 
 import numpy as np
@@ -606,6 +607,25 @@ def test_cells_stepped_by_the_users_loop_prune_like_the_layer_they_step(cell):
         torch.testing.assert_close(res.model(x), expected, rtol=1e-10, atol=1e-12)
         full = spectral_prune(model, x, k=6, rel_lam=1e-12).model
         torch.testing.assert_close(full(x), model(x), rtol=0, atol=1e-9)
+
+
+def test_a_cell_models_covariance_time_is_reported(monkeypatch):
+    """A cell's statistics are measured by hooks while the model runs, before the pruning steps; their time was left
+    out of res.timings, which read 0.0 s for the covariance. It is now the time of that pass."""
+    import pruning.cells as cells
+    import pruning.model_parts as model_parts
+
+    real = cells.cell_statistics
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model_parts, "cell_statistics", slow)
+    x = torch.randn(10, 5, 3, dtype=torch.float64)
+    start = time.perf_counter()
+    res = spectral_prune(CellLoop("LSTMCell"), x, k=3)
+    assert 0.05 <= res.timings["covariance"] <= time.perf_counter() - start
 
 
 def test_cell_models_refuse_what_they_cannot_prune():
