@@ -21,8 +21,8 @@ from torch import nn
 
 from pruning.covariance import CovarianceStats, progress_bar
 from pruning.sequences import check_rows_reached
-from pruning.unitwise import (ReadoutPathError, check_rows_are_sequences, eval_mode, follows_maps, only_readouts_read,
-                              random_maps, run_twice, times)
+from pruning.unitwise import (ReadoutPathError, check_readouts_called, check_rows_are_sequences, eval_mode,
+                              follows_maps, only_readouts_read, random_maps, run_twice, times)
 
 __all__ = ["CELLS", "cell_as_layer", "layer_as_cell", "cell_statistics", "check_cell_readout_path"]
 
@@ -151,6 +151,7 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_giv
     plain, perturbed, out = run_twice(model, forward, batch, seen, handles, lambda: state.update(perturb=True),
                                       forward_given=forward_given)
     tol = 1e-8 if cell.weight_hh.dtype == torch.float64 else 1e-3
+    check_readouts_called(plain)
     for path in parts.readout_paths:
         if not follows_maps(plain[path], perturbed[path], [M], tol):
             raise ReadoutPathError(

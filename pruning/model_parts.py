@@ -31,8 +31,8 @@ from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_pat
 from pruning.modules import check_readout, check_recurrent, directions, is_quantized_recurrent, output_width
 from pruning.recurrent_stack import RecurrentStack
 from pruning.sequences import OnePass, check_lengths, check_rows_reached, sequences_in
-from pruning.unitwise import (ReadoutPathError, check_rows_are_sequences, eval_mode, follows_maps, only_readouts_read,
-                              random_maps, run_twice, times)
+from pruning.unitwise import (ReadoutPathError, check_readouts_called, check_rows_are_sequences, eval_mode,
+                              follows_maps, only_readouts_read, random_maps, run_twice, times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -523,6 +523,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         raise ValueError(refusals[0])
     tol = 1e-9 if p0.dtype == torch.float64 else 2e-4
     out_dtype = state.get("out_dtype", p0.dtype)
+    check_readouts_called(plain)
     for path in parts.readout_paths:
         if follows_maps(plain[path], perturbed[path], maps, tol):
             continue

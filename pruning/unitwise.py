@@ -72,6 +72,18 @@ def run_twice(model: nn.Module, forward: Callable, batch: Any, seen: Dict[str, L
     return plain, {p: list(v) for p, v in seen.items()}, out
 
 
+def check_readouts_called(recorded: Dict[str, List[torch.Tensor]]) -> None:
+    """Refuse a named read-out that the model's forward never called (its inputs, recorded by a hook on the call, are
+    what the read-out checks compare): a weight used functionally, ``F.linear(x, self.head.weight)``, is the usual
+    cause, and would otherwise be reported as a computation between the recurrent module and the read-out."""
+    for path, inputs in recorded.items():
+        if not inputs:
+            raise ReadoutPathError(
+                f"readout: {path!r} is never called by the model's forward on the first batch (is its weight used "
+                f"functionally, as in F.linear(x, self.{path}.weight)?); the read-out checks and the pruned model "
+                f"need the module itself called on the states, self.{path}(x)")
+
+
 def forward_failed(err: Exception, forward_given: bool) -> ValueError:
     """The error for a model's forward that fails on the first batch of data."""
     what = f"{type(err).__name__}: {err}"

@@ -1022,3 +1022,28 @@ def test_the_search_does_not_replay_held_out_inputs_written_in_place_since():
     plain = spectral_prune(model, x, target=0.02, batch_size=4)
     assert len(res.search["evaluated"]) >= 3
     assert res.search["evaluated"] == plain.search["evaluated"]
+
+
+@pytest.mark.parametrize("cell", [False, True])
+def test_a_read_out_used_only_through_its_weight_is_refused_for_what_it_is(cell):
+    """A head whose weight the forward uses functionally, F.linear(h, self.head.weight, self.head.bias), is never
+    called, so the read-out check recorded no input and blamed 'a computation between the module and the head'."""
+
+    class Functional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRUCell(3, 8) if cell else torch.nn.GRU(3, 8, batch_first=True)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            if cell:
+                h = x.new_zeros(x.shape[0], 8)
+                for t in range(x.shape[1]):
+                    h = self.rnn(x[:, t], h)
+            else:
+                h = self.rnn(x)[0][:, -1]
+            return torch.nn.functional.linear(h, self.head.weight, self.head.bias)
+
+    with pytest.raises(ValueError, match=r"readout: 'head' is never called by the model's forward .*F\.linear\(x, "
+                                         r"self\.head\.weight\).*self\.head\(x\)"):
+        spectral_prune(Functional(), torch.randn(12, 5, 3), k=4, readout="head")
