@@ -406,6 +406,7 @@ def module_output_covariances(layers: Sequence[nn.Module], calls: Iterable[Tuple
             raw = out.data if isinstance(out, PackedSequence) else out
             top = out if isinstance(raw, torch.Tensor) and raw.dtype == dtype else None
             yield (SequenceBatch(packed=x) if isinstance(x, PackedSequence) else SequenceBatch(x)), top
+            del x, y, out, raw, top  # not held while the model runs on the next batch
 
     return _covariances(layers, batches(), None, device, None, progress, precision)
 
