@@ -30,7 +30,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
 from pruning.modules import check_readout, check_recurrent, directions, is_quantized_recurrent, output_width
 from pruning.recurrent_stack import RecurrentStack
-from pruning.sequences import OnePass, check_lengths, check_rows_reached, sequences_in
+from pruning.sequences import OnePass, check_lengths, check_rows_reached, sequences_in, storage_bytes, version_of
 from pruning.unitwise import (ReadoutPathError, check_readouts_called, check_rows_are_sequences, eval_mode,
                               follows_maps, only_readouts_read, random_maps, run_twice, times)
 
@@ -199,30 +199,6 @@ def _all_zero(hx: Any) -> bool:
 INPUT_CACHE_BYTES = 512 * 2 ** 20
 
 
-def _held_bytes(x: Any, seen: set) -> int:
-    """The memory a recorded input keeps alive: the whole storage of a tensor (a view keeps its base), counted once
-    for all the inputs that share it (the chunks of one tensor; ``seen`` holds the storages counted so far)."""
-    t = x.data if isinstance(x, PackedSequence) else x
-    if not isinstance(t, torch.Tensor):
-        return 0
-    storage = t.untyped_storage()
-    key = (storage.data_ptr(), str(t.device))
-    if key in seen:
-        return 0
-    seen.add(key)
-    return storage.nbytes()
-
-
-def _version(y: Any) -> Optional[int]:
-    """The version counter of a module's output (of a PackedSequence's data), which every in-place change moves;
-    None where it cannot be read (a tensor made in inference mode has none)."""
-    t = y.data if isinstance(y, PackedSequence) else y
-    try:
-        return int(t._version) if isinstance(t, torch.Tensor) else None
-    except RuntimeError:
-        return None
-
-
 def _refuse_initial_state(args: tuple, kwargs: dict, path: str) -> None:
     """Raise :class:`_Refused` when a call of the recurrent module passes a nonzero initial state."""
     hx = args[1] if len(args) > 1 else kwargs.get("hx")
@@ -277,7 +253,7 @@ class RecurrentInputs:
         input was packed here (``lengths=``), or the model changed the output in place after the call (its version
         counter moved), or its version cannot be read (a tensor made in inference mode). Inputs kept from an earlier
         pass (:meth:`keep`) are replayed without running the model, with None for every output."""
-        if self._kept is not None and all(_version(x) == version for x, version in self._kept):
+        if self._kept is not None and all(version_of(x) == version for x, version in self._kept):
             for x, _ in self._kept:
                 yield x, None
             return
@@ -299,7 +275,7 @@ class RecurrentInputs:
         def keep_output(module, args, out):
             if active[0]:
                 y = out[0] if isinstance(out, tuple) and not isinstance(out, PackedSequence) else out
-                outputs.append((y, _version(y)))
+                outputs.append((y, version_of(y)))
 
         lengths = self._lengths()
         with eval_mode(self.parts.model), torch.no_grad():
@@ -335,10 +311,10 @@ class RecurrentInputs:
                     while received:
                         x, (y, version) = received.pop(0), made.pop(0)
                         checked = self._checked(x, lens, i)
-                        same = checked is x and version is not None and _version(y) == version
+                        same = checked is x and version is not None and version_of(y) == version
                         if kept is not None:
-                            size += _held_bytes(checked, storages)
-                            in_version = _version(checked)
+                            size += storage_bytes(checked, storages)
+                            in_version = version_of(checked)
                             if size <= self._keep_bytes and in_version is not None:
                                 kept.append((checked, in_version))
                             else:

@@ -31,7 +31,7 @@ from theory._validation import Integer, as_lengths
 
 __all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences",
            "check_lengths", "BATCH_SIZE", "OnePass", "one_pass_if_iterator", "is_one_shot",
-           "check_rows_reached", "sequences_in"]
+           "check_rows_reached", "sequences_in", "storage_bytes", "version_of"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
 
@@ -268,3 +268,27 @@ def count_sequences(data: Any, batch_first: bool, lengths: Any = None) -> Option
     if isinstance(data, (list, tuple)) and _looks_like_sequences(list(data)):
         return len(data)
     return None
+
+
+def storage_bytes(x: Any, seen: set) -> int:
+    """The memory a recorded input keeps alive: the whole storage of a tensor (a view keeps its base), counted once
+    for all the inputs that share it (the chunks of one tensor; ``seen`` holds the storages counted so far)."""
+    t = x.data if isinstance(x, PackedSequence) else x
+    if not isinstance(t, torch.Tensor):
+        return 0
+    storage = t.untyped_storage()
+    key = (storage.data_ptr(), str(t.device))
+    if key in seen:
+        return 0
+    seen.add(key)
+    return storage.nbytes()
+
+
+def version_of(y: Any) -> Optional[int]:
+    """The version counter of a tensor (of a PackedSequence's data), which every in-place change moves, views included;
+    None where it cannot be read (a tensor made in inference mode has none)."""
+    t = y.data if isinstance(y, PackedSequence) else y
+    try:
+        return int(t._version) if isinstance(t, torch.Tensor) else None
+    except RuntimeError:
+        return None

@@ -34,8 +34,8 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from pruning.compress import compress_layer, compress_stack
 from pruning.covariance import model_device, resolve_device
 from pruning.sequences import (as_tensor, batch_dim, count_sequences, is_one_shot, iter_sequence_batches,
-                               one_pass_if_iterator, pack)
-from pruning.model_parts import _held_bytes, _version, resolve_subject
+                               one_pass_if_iterator, pack, storage_bytes, version_of)
+from pruning.model_parts import resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences
@@ -140,7 +140,7 @@ class _Reference:
 
     def batches(self):
         """``(x, f)`` per batch: the recurrent module's input on the device, and the full network's outputs."""
-        if self.kept is not None and all(_version(x) == version for x, _, version in self.kept):
+        if self.kept is not None and all(version_of(x) == version for x, _, version in self.kept):
             for x, f, _ in self.kept:
                 yield x, f
             return
@@ -154,8 +154,8 @@ class _Reference:
             x = pack(batch, self.input_transform, batch_first=rnn.batch_first, device=self.device, dtype=dtype)
             f = _head_outputs(self.mods[0], self.mods[1], x)
             if kept is not None:
-                size += _held_bytes(x, storages) + f.numel() * f.element_size()
-                version = _version(x)
+                size += storage_bytes(x, storages) + f.numel() * f.element_size()
+                version = version_of(x)
                 if size <= REFERENCE_CACHE_BYTES and version is not None:
                     kept.append((x, f, version))
                 else:
