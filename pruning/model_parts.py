@@ -535,9 +535,10 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
     instead of the m original ones, and so would a term computed from the final states ``h_n`` or an LSTM's cell
     states ``c_n`` (a gate, a second head on ``c_n``). The test reruns the model with the recurrent module's output and
     final states left as they are and each read-out's input replaced by what it received in the perturbed run: if
-    only the read-outs read them, the model returns exactly what it returned in the perturbed run. Returned tensors whose last dimension is the state width are left out of the comparison: the states returned
-    themselves (the output sequence, the final states) change with the perturbation without being read, and cannot
-    be told apart from a read here. A model whose forward returns nothing else is left alone."""
+    only the read-outs read them, the model returns exactly what it returned in the perturbed run. Returned tensors
+    whose last dimension is the state width are left out of the comparison: the states returned themselves (the
+    output sequence, the final states) change with the perturbation without being read, and cannot be told apart
+    from a read here. A model whose forward returns nothing else is left alone."""
     model, rnn = parts.model, parts.rnn
     widths = {output_width(rnn), output_width(rnn) // directions(rnn)}
     after_rnn: List[str] = []
