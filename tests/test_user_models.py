@@ -1047,3 +1047,18 @@ def test_a_read_out_used_only_through_its_weight_is_refused_for_what_it_is(cell)
     with pytest.raises(ValueError, match=r"readout: 'head' is never called by the model's forward .*F\.linear\(x, "
                                          r"self\.head\.weight\).*self\.head\(x\)"):
         spectral_prune(Functional(), torch.randn(12, 5, 3), k=4, readout="head")
+
+
+def test_the_checks_run_on_a_few_rows_of_a_data_tensor():
+    """The read-out checks (three forward passes) and the pruned model's smoke test run on the first CHECK_ROWS rows
+    of a data tensor, not on a whole batch: only the covariance pass runs the model on full batches."""
+    from pruning.model_parts import CHECK_ROWS
+
+    model = LastStepHead()
+    runs = []
+    model.register_forward_pre_hook(lambda mod, args: runs.append(args[0].shape[0]))
+    spectral_prune(model, torch.randn(100, 5, 3), k=4, batch_size=64)
+    assert runs.count(64) == 1 and runs.count(36) == 1  # the pass
+    assert runs.count(63) == 1  # the row check
+    # the three read-out checks, and the smoke test of the pruned copy (a deep copy keeps the hook)
+    assert runs.count(CHECK_ROWS) == 4 and len(runs) == 7
