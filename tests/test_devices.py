@@ -100,3 +100,39 @@ def test_a_tiny_sweep_runs_on_a_device(tmp_path, device):
     preset = Preset("tiny", hidden_sizes=(8,), ks=(4,), seeds=(0,), train=TrainConfig(epochs=1, batch_size=256))
     rows = run_reproduce(preset, tmp_path, device=device, progress=False, log=lambda s: None)
     assert len(rows) == 1 + 9 + 1 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
+
+
+def _all_stats(covariance):
+    return [c for row in covariance for c in row] if isinstance(covariance, list) else [covariance]
+
+
+class _Tagger(nn.Module):
+    def __init__(self, layers):
+        super().__init__()
+        self.embed = nn.Embedding(30, 4)
+        self.encoder = nn.LSTM(4, 12, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, tokens):
+        return self.head(self.encoder(self.embed(tokens))[0].mean(1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layers,mode", [(1, "sequential"), (2, "original"), (2, "sequential")])
+def test_a_whole_model_on_a_device_prunes_like_the_cpu(device, layers, mode):
+    """The whole-model route on the device: the top layer's states taken from the model's own run ("original", and
+    one layer), and a stack's later passes replaying the recorded inputs ("sequential"), give the CPU's units and,
+    within float64 round-off, its statistics."""
+    torch.manual_seed(4)
+    model = _Tagger(layers).double()
+    tokens = torch.randint(0, 30, (40, 9))
+    cpu = spectral_prune(model, tokens, k=5, batch_size=16, covariance_mode=mode)
+    dev = spectral_prune(copy.deepcopy(model).to(device), tokens.to(device), k=5, batch_size=16,
+                         covariance_mode=mode)
+    assert [lp.units for lp in dev.layers] == [lp.units for lp in cpu.layers]
+    for a, b in zip(_all_stats(dev.covariance), _all_stats(cpu.covariance)):
+        assert a.outer_sum.device.type == device and a.count == b.count
+        np.testing.assert_allclose(a.outer_sum.cpu().numpy(), b.outer_sum.numpy(), rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        np.testing.assert_allclose(dev.model(tokens.to(device)).cpu().numpy(), cpu.model(tokens).numpy(),
+                                   rtol=1e-9, atol=1e-9)
