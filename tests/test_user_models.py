@@ -965,27 +965,29 @@ def test_a_stack_pruned_layer_by_layer_runs_the_model_once(layers, monkeypatch):
         np.testing.assert_array_equal(a.A, b.A)
 
 
+class _Buffered(torch.nn.Module):
+    """Copies each batch into one buffer it reuses and runs its recurrent module on the buffer (when ``buffered``)."""
+
+    def __init__(self, rnn, rows: int, steps: int):
+        super().__init__()
+        self.rnn, self.head = rnn, torch.nn.Linear(rnn.hidden_size, 2, dtype=torch.float64)
+        self.buffer = torch.zeros(rows, steps, rnn.input_size, dtype=torch.float64)
+        self.buffered = True
+
+    def forward(self, x):
+        if self.buffered:
+            self.buffer[:x.shape[0]].copy_(x)
+            x = self.buffer[:x.shape[0]]
+        return self.head(self.rnn(x)[0][:, -1])
+
+
 def test_kept_inputs_written_in_place_since_are_not_replayed():
     """A model that feeds its recurrent module from one buffer it reuses for every batch overwrites the inputs a
     pass kept: their version counters moved, and the next pass runs the model again instead of replaying the last
     batch's contents three times. The stack's statistics equal those of the same model without the buffer."""
 
-    class Buffered(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.gru = torch.nn.GRU(3, 6, num_layers=2, batch_first=True, dtype=torch.float64)
-            self.out = torch.nn.Linear(6, 2, dtype=torch.float64)
-            self.buffer = torch.zeros(8, 4, 3, dtype=torch.float64)
-            self.buffered = True
-
-        def forward(self, x):
-            if self.buffered:
-                self.buffer[:x.shape[0]].copy_(x)
-                x = self.buffer[:x.shape[0]]
-            return self.out(self.gru(x)[0][:, -1])
-
     torch.manual_seed(6)
-    model = Buffered()
+    model = _Buffered(torch.nn.GRU(3, 6, num_layers=2, batch_first=True, dtype=torch.float64), rows=8, steps=4)
     x = torch.randn(20, 4, 3, dtype=torch.float64)
     res = spectral_prune(model, x, k=3, batch_size=8)
     model.buffered = False
@@ -1000,22 +1002,8 @@ def test_the_search_does_not_replay_held_out_inputs_written_in_place_since():
     module from one reused buffer overwrites them. The search then measures them again, and its errors equal those
     of the same model without the buffer."""
 
-    class Buffered(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = torch.nn.RNN(3, 8, batch_first=True, dtype=torch.float64)
-            self.head = torch.nn.Linear(8, 2, dtype=torch.float64)
-            self.buffer = torch.zeros(4, 5, 3, dtype=torch.float64)
-            self.buffered = True
-
-        def forward(self, x):
-            if self.buffered:
-                self.buffer[:x.shape[0]].copy_(x)
-                x = self.buffer[:x.shape[0]]
-            return self.head(self.rnn(x)[0][:, -1])
-
     torch.manual_seed(7)
-    model = Buffered()
+    model = _Buffered(torch.nn.RNN(3, 8, batch_first=True, dtype=torch.float64), rows=4, steps=5)
     x = torch.randn(40, 5, 3, dtype=torch.float64)
     res = spectral_prune(model, x, target=0.02, batch_size=4)
     model.buffered = False
