@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from pruning.sequences import SequenceBatch, as_tensor, batch_dim, iter_sequence_batches, pack
+from pruning.sequences import SequenceBatch, as_tensor, batch_dim, count_batches, iter_sequence_batches, pack
 from theory._validation import Options
 
 __all__ = ["CovarianceStats", "time_mean_covariance", "layer_covariances", "model_device", "batch_dim",
@@ -383,7 +383,9 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
     """
     layers = list(layers)
     batches = iter_sequence_batches(data, batch_size, batch_first=layers[0].batch_first, lengths=lengths)
-    return _covariances(layers, ((b, None) for b in batches), collect, device, input_transform, progress, precision)
+    total = count_batches(data, batch_size, batch_first=layers[0].batch_first, lengths=lengths) if progress else None
+    return _covariances(layers, ((b, None) for b in batches), collect, device, input_transform, progress, precision,
+                        total)
 
 
 def module_output_covariances(layers: Sequence[nn.Module], calls: Iterable[Tuple[Any, Any]], *, device=None,
@@ -412,8 +414,10 @@ def module_output_covariances(layers: Sequence[nn.Module], calls: Iterable[Tuple
 
 
 def _covariances(layers: List[nn.Module], batches: Iterable[Tuple[SequenceBatch, Any]], collect, device,
-                 input_transform, progress: bool, precision: str) -> List[List[CovarianceStats]]:
-    """The pass over ``(batch, top)`` pairs (``top``: the last layer's output on the batch, or None)."""
+                 input_transform, progress: bool, precision: str,
+                 total: Optional[int] = None) -> List[List[CovarianceStats]]:
+    """The pass over ``(batch, top)`` pairs (``top``: the last layer's output on the batch, or None); ``total``: the
+    number of batches where it is known (the progress bar's)."""
     precision = PRECISION.check(precision, "precision")
     collect = list(range(len(layers))) if collect is None else list(collect)
     here = model_device(layers[0])
@@ -424,7 +428,7 @@ def _covariances(layers: List[nn.Module], batches: Iterable[Tuple[SequenceBatch,
     dtype = next(first.parameters()).dtype
     D = 2 if first.bidirectional else 1
     stats = {l: [CovarianceStats.zeros(layers[l].hidden_size, device=device) for _ in range(D)] for l in collect}
-    it = progress_bar(batches, progress, desc="covariance", unit="batch")
+    it = progress_bar(batches, progress, desc="covariance", unit="batch", total=total)
     last = max(collect)
     top_usable = last == len(layers) - 1
     layout = "(batch, T, d_x)" if first.batch_first else "(T, batch, d_x)"

@@ -31,7 +31,7 @@ from theory._validation import Integer, as_lengths
 
 __all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences",
            "check_lengths", "BATCH_SIZE", "OnePass", "one_pass_if_iterator", "is_one_shot",
-           "check_rows_reached", "sequences_in", "storage_bytes", "version_of"]
+           "check_rows_reached", "sequences_in", "storage_bytes", "version_of", "count_batches"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
 
@@ -268,6 +268,26 @@ def count_sequences(data: Any, batch_first: bool, lengths: Any = None) -> Option
     if isinstance(data, (list, tuple)) and _looks_like_sequences(list(data)):
         return len(data)
     return None
+
+
+def count_batches(data: Any, batch_size: int, *, batch_first: bool = True, lengths: Any = None) -> Optional[int]:
+    """The number of batches :func:`iter_sequence_batches` yields for ``data``, when it can be told without reading
+    the data (a tensor, a PackedSequence, a list or anything with ``len``, such as a DataLoader); None for a
+    generator. For a progress bar's total."""
+    if isinstance(data, PackedSequence):
+        return 1
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        if np.ndim(data) == 3 or (np.ndim(data) == 2 and lengths is not None):
+            return -(-int(data.shape[0 if batch_first else 1]) // batch_size)
+        return 1
+    if isinstance(data, (list, tuple)) and lengths is None and _looks_like_sequences(list(data)):
+        return -(-len(data) // batch_size)
+    if is_one_shot(data) or isinstance(data, OnePass):
+        return None
+    try:
+        return len(data)
+    except TypeError:
+        return None
 
 
 def storage_bytes(x: Any, seen: set) -> int:

@@ -250,3 +250,44 @@ def test_only_one_shot_iterators_are_wrapped_and_peeking_loses_nothing():
     assert [b.shape[0] for b in once] == [b.shape[0] for b in batches]
     with pytest.raises(ValueError, match="data: a generator or other one-shot iterator can be read only once"):
         list(once)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 30), T=st.integers(1, 6), batch_size=st.integers(1, 12), batch_first=st.booleans(),
+       form=st.sampled_from(["tensor", "array", "unbatched", "tokens+lengths", "sequences", "batches", "tuples",
+                             "loader", "packed", "generator"]))
+def test_the_batch_count_of_a_progress_bar_is_the_number_of_batches_read(n, T, batch_size, batch_first, form):
+    """count_batches, the covariance pass's progress-bar total, equals the number of batches iter_sequence_batches
+    yields for every form of data whose length can be told without reading it, and is None for a generator."""
+    from pruning.sequences import count_batches
+
+    gen = torch.Generator().manual_seed(n * 31 + T)
+    n = max(n, 1) if form in ("sequences", "packed", "unbatched") else n
+    x = torch.randn(n, T, 2, generator=gen)
+    lengths = None
+    if form == "tensor":
+        data = x if batch_first else x.transpose(0, 1)
+    elif form == "array":
+        data = (x if batch_first else x.transpose(0, 1)).numpy()
+    elif form == "unbatched":
+        data = x[0]
+    elif form == "tokens+lengths":
+        data, lengths = torch.randint(1, 9, (n, T)), torch.randint(1, T + 1, (n,))
+        data = data if batch_first else data.T
+    elif form == "sequences":
+        data = [torch.randn(1 + i % T, 2) for i in range(n)] + [torch.randn(T + 1, 2)]
+    elif form in ("batches", "tuples"):
+        data = [x[i:i + batch_size] for i in range(0, n, batch_size)]
+        data = [(b, torch.zeros(len(b))) for b in data] if form == "tuples" else data
+    elif form == "loader":
+        data = torch.utils.data.DataLoader(x, batch_size=batch_size)
+    elif form == "packed":
+        data = pack_sequence([torch.randn(T, 2)] * n)
+    else:
+        data = (b for b in [x])
+    counted = count_batches(data, batch_size, batch_first=batch_first, lengths=lengths)
+    if form == "generator":
+        assert counted is None
+        return
+    read = sum(1 for _ in iter_sequence_batches(data, batch_size, batch_first=batch_first, lengths=lengths))
+    assert counted == read
