@@ -59,20 +59,26 @@ def test_the_trained_classifier_prunes_by_module_path_and_keeps_its_accuracy(tra
     assert model.encoder.hidden_size == 16 and model.head.in_features == 32
 
 
-def test_found_without_paths_and_equal_to_the_pair_route(trained):
-    """The hooks capture exactly the packed embedded sequences: the same units and A_J as giving the LSTM those
-    inputs directly, in float64."""
+@pytest.mark.parametrize("mode", ["sequential", "original"])
+def test_found_without_paths_and_equal_to_the_pair_route(trained, mode):
+    """The hooks capture exactly the packed embedded sequences: the same units, A_J and statistics as giving the
+    LSTM those inputs directly, in float64 ("original": the top layer's states from the model's packed output;
+    "sequential": the recorded packed inputs replayed for the second layer)."""
     model = TokenClassifier(hidden=6, dtype=torch.float64)
     model.load_state_dict({k: v for k, v in TokenClassifier(hidden=6, dtype=torch.float64).state_dict().items()})
     x, _, lengths = make_data(40, seed=3)
-    by_hooks = spectral_prune(model, x, k=[3, 2], batch_size=16)  # the only LSTM, the only Linear reading 12
+    # the only LSTM, the only Linear reading 12
+    by_hooks = spectral_prune(model, x, k=[3, 2], batch_size=16, covariance_mode=mode)
     with torch.no_grad():
         emb = model.embed(x).transpose(0, 1)
     packed = pack_padded_sequence(emb, lengths, enforce_sorted=False)
-    direct = spectral_prune((model.encoder, model.head), packed, k=[3, 2])
+    direct = spectral_prune((model.encoder, model.head), packed, k=[3, 2], covariance_mode=mode)
     for a, b in zip(by_hooks.layers, direct.layers):
         assert a.units == b.units
         np.testing.assert_allclose(a.A, b.A, rtol=1e-9, atol=1e-12)
+    for row_a, row_b in zip(by_hooks.covariance, direct.covariance):
+        for a, b in zip(row_a, row_b):
+            torch.testing.assert_close(a.outer_sum, b.outer_sum, rtol=1e-12, atol=1e-12)
     assert by_hooks.covariance[0][0].count == int(lengths.sum())  # real steps only, no padding
 
 
