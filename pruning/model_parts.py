@@ -31,8 +31,8 @@ from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_pat
 from pruning.modules import check_readout, check_recurrent, directions, is_quantized_recurrent, output_width
 from pruning.recurrent_stack import RecurrentStack
 from pruning.sequences import OnePass, check_lengths, check_rows_reached, sequences_in, storage_bytes, version_of
-from pruning.unitwise import (ReadoutPathError, check_readouts_called, check_rows_are_sequences, eval_mode,
-                              follows_maps, only_readouts_read, random_maps, run_twice, times)
+from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
+                              eval_mode, follows_maps, only_readouts_read, random_maps, run_twice, times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -401,12 +401,6 @@ def _warn_if_padded(batch: Any, parts: ModelParts) -> None:
                       f"the padding steps enter the statistics; pass lengths= (one array of sequence lengths per "
                       f"batch, or per sequence of one tensor), or pack the sequences inside the model",
                       UserWarning, stacklevel=2)
-
-
-#: The rows of a whole model's data tensor that the read-out checks and the pruned model's smoke test run on (three
-#: and one forward passes): a unit-wise linear path shows on any rows, and a whole batch of 256 made the checks cost
-#: about a third of the covariance pass over 2,000 sequences. Iterables of batches give their first batch.
-CHECK_ROWS = 32
 
 
 def first_batch(data: Any, batch_size: int) -> Any:

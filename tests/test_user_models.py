@@ -1044,8 +1044,9 @@ def test_a_read_out_used_only_through_its_weight_is_refused_for_what_it_is(cell)
 
 
 def test_the_checks_run_on_a_few_rows_of_a_data_tensor():
-    """The read-out checks (three forward passes) and the pruned model's smoke test run on the first CHECK_ROWS rows
-    of a data tensor, not on a whole batch: only the covariance pass runs the model on full batches."""
+    """The read-out checks (three forward passes), the second run of the row check and the pruned model's smoke test
+    run on the first CHECK_ROWS rows of a data tensor, not on a whole batch: only the covariance pass runs the model
+    on full batches."""
     from pruning.model_parts import CHECK_ROWS
 
     model = LastStepHead()
@@ -1053,6 +1054,6 @@ def test_the_checks_run_on_a_few_rows_of_a_data_tensor():
     model.register_forward_pre_hook(lambda mod, args: runs.append(args[0].shape[0]))
     spectral_prune(model, torch.randn(100, 5, 3), k=4, batch_size=64)
     assert runs.count(64) == 1 and runs.count(36) == 1  # the pass
-    assert runs.count(63) == 1  # the row check
-    # the three read-out checks, and the smoke test of the pruned copy (a deep copy keeps the hook)
-    assert runs.count(CHECK_ROWS) == 4 and len(runs) == 7
+    assert runs.count(63) == 0  # the row check runs on CHECK_ROWS rows too (any number but 64 tells)
+    # the three read-out checks, the row check, and the smoke test of the pruned copy (a deep copy keeps the hook)
+    assert runs.count(CHECK_ROWS) == 5 and len(runs) == 7
