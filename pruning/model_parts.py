@@ -30,6 +30,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
 from pruning.modules import check_readout, check_recurrent, directions, is_quantized_recurrent, output_width
 from pruning.recurrent_stack import RecurrentStack
+from pruning import sequences
 from pruning.sequences import OnePass, check_lengths, check_rows_reached, sequences_in, storage_bytes, version_of
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
                               eval_mode, follows_maps, only_readouts_read, random_maps, run_twice, times)
@@ -194,9 +195,6 @@ def _all_zero(hx: Any) -> bool:
     return all(isinstance(t, torch.Tensor) and not bool(t.any()) for t in parts)
 
 
-#: A whole model's recurrent inputs are kept for a stack pruned layer by layer (``covariance_mode="sequential"``) up to
-#: this many bytes, so that its passes after the first replay them instead of running the model again.
-INPUT_CACHE_BYTES = 512 * 2 ** 20
 
 
 def _refuse_initial_state(args: tuple, kwargs: dict, path: str) -> None:
@@ -331,9 +329,9 @@ class RecurrentInputs:
 
     def keep(self, nbytes: Optional[int] = None) -> None:
         """Keep the inputs of the next complete pass, if they take at most ``nbytes`` (default
-        :data:`INPUT_CACHE_BYTES`), and replay them in the passes after it instead of running the model again (a
+        :data:`pruning.sequences.INPUT_CACHE_BYTES`), and replay them in the passes after it instead of running the model again (a
         stack pruned layer by layer makes one pass per layer). ``keep(0)`` drops what was kept."""
-        self._keep_bytes = int(INPUT_CACHE_BYTES if nbytes is None else nbytes)
+        self._keep_bytes = int(sequences.INPUT_CACHE_BYTES if nbytes is None else nbytes)
         if self._keep_bytes <= 0:
             self._kept = None
 

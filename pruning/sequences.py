@@ -20,8 +20,9 @@ stacked layers.
 from __future__ import annotations
 
 import collections.abc
+import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -35,6 +36,12 @@ __all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
 
+#: The data of a stack pruned layer by layer (``covariance_mode="sequential"``, one pass per layer) are kept after the
+#: first pass up to this many bytes, so that the passes after it replay them: a whole model's recurrent inputs
+#: (:meth:`pruning.model_parts.RecurrentInputs.keep`), which are not then computed by running the model again, and
+#: the batches of a generator (:meth:`OnePass.keep`), which could not be read again.
+INPUT_CACHE_BYTES = 512 * 2 ** 20
+
 
 class OnePass:
     """Data given as a one-shot iterator (a generator, ``iter(batches)``, ``map(...)``), read once.
@@ -47,6 +54,15 @@ class OnePass:
         self._iterator, self._name = iterator, name
         self._head: List[Any] = []
         self._started = False
+        self._keep_bytes = 0
+        self._kept: Optional[List[Tuple[Any, tuple]]] = None
+
+    def keep(self, nbytes: Optional[int] = None) -> None:
+        """Keep the batches of the pass, if they take at most ``nbytes`` (default :data:`INPUT_CACHE_BYTES`) and hold
+        only tensors, so that a later pass replays them instead of failing; ``keep(0)`` drops them."""
+        self._keep_bytes = int(INPUT_CACHE_BYTES if nbytes is None else nbytes)
+        if self._keep_bytes <= 0:
+            self._kept = None
 
     def peek(self) -> Any:
         """The first batch, which the pass will still yield; raises StopIteration when there is none."""
@@ -58,14 +74,56 @@ class OnePass:
 
     def __iter__(self) -> Iterator[Any]:
         if self._started:
+            if self._kept is not None and all(_versions(item) == versions for item, versions in self._kept):
+                for item, _ in self._kept:
+                    yield item
+                return
+            kept = (f" (its batches were not kept for the passes after the first: they take more than "
+                    f"pruning.sequences.INPUT_CACHE_BYTES = {self._keep_bytes} bytes, hold something other than "
+                    f"tensors, or were written in place since)" if self._keep_bytes > 0 else "")
             raise ValueError(f"{self._name}: a generator or other one-shot iterator can be read only once, and this "
                              f"call reads the data again (a stacked network is measured layer by layer, one pass per "
-                             f"layer); pass a list of batches, a tensor or a DataLoader, which can be read again, or "
-                             f"covariance_mode='original' (one pass for all layers)")
+                             f"layer){kept}; pass a list of batches, a tensor or a DataLoader, which can be read "
+                             f"again, or covariance_mode='original' (one pass for all layers)")
         self._started = True
         head, self._head = self._head, []
-        yield from head
-        yield from self._iterator
+        kept: Optional[List[Tuple[Any, tuple]]] = [] if self._keep_bytes > 0 else None
+        size, storages = 0, set()
+        for item in itertools.chain(head, self._iterator):
+            if kept is not None:
+                tensors = _leaf_tensors(item)
+                size += sum(storage_bytes(t, storages) for t in tensors or ())
+                versions = _versions(item)
+                if tensors is not None and size <= self._keep_bytes and None not in versions:
+                    kept.append((item, versions))
+                else:
+                    kept = None
+            yield item
+        self._kept = kept
+
+
+def _leaf_tensors(item: Any) -> Optional[List[torch.Tensor]]:
+    """The tensors a batch holds (in tuples, lists and dicts; a PackedSequence's data), or None when it holds anything
+    else (a NumPy array, whose changes in place could not be seen)."""
+    if isinstance(item, PackedSequence):
+        return [item.data]
+    if isinstance(item, torch.Tensor):
+        return [item]
+    if isinstance(item, dict):
+        item = list(item.values())
+    if isinstance(item, (tuple, list)):
+        found: List[torch.Tensor] = []
+        for part in item:
+            tensors = _leaf_tensors(part)
+            if tensors is None:
+                return None
+            found += tensors
+        return found
+    return None
+
+
+def _versions(item: Any) -> tuple:
+    return tuple(version_of(t) for t in _leaf_tensors(item) or ())
 
 
 def is_one_shot(data: Any) -> bool:

@@ -29,6 +29,7 @@ from pruning.model_parts import RecurrentInputs
 from pruning.modules import directions
 from pruning.result import LayerPrune
 from pruning.selection import METHOD, GreedyOrder, kept_width, leverage_sample, select_checked
+from pruning.sequences import OnePass
 from theory._validation import (POSITIVE, Boolean, Options, OrNone, Real, as_covariance_matrix, check_params)
 from theory.information import THETA, information_losses, reconstruction_matrix
 from theory.spectrum import degrees_of_freedom, lambda_for_dof
@@ -127,8 +128,9 @@ class LayerStatistics:
             self.mode = mode
             if mode == "original" or L == 1:
                 self.grid = self._measure(self.layers, None)
-            elif isinstance(data, RecurrentInputs):
-                # one pass per layer: a whole model's recurrent inputs are replayed instead of running it L times
+            elif isinstance(data, (RecurrentInputs, OnePass)):
+                # one pass per layer: a whole model's recurrent inputs are replayed instead of running it L times,
+                # and a generator's batches instead of failing at the second pass
                 data.keep()
 
     def _measure(self, run_layers: Sequence[nn.Module], collect):
@@ -158,7 +160,7 @@ class LayerStatistics:
             self.grid[l] = self._measure(list(compressed_below) + [current], [l])[0]
             for _, stats in self.grid[l]:
                 stats.pruned_below = bool(compressed_below)
-            if all(row is not None for row in self.grid) and isinstance(self.data, RecurrentInputs):
+            if all(row is not None for row in self.grid) and isinstance(self.data, (RecurrentInputs, OnePass)):
                 self.data.keep(0)  # the last pass: the kept inputs are not needed any more
         return self.grid[l]
 

@@ -200,20 +200,23 @@ def test_a_generator_gives_every_batch_once_like_a_list(subject):
 
 
 @pytest.mark.parametrize("subject", ["pair", "model"])
-def test_a_generator_read_twice_is_refused_and_one_pass_serves(subject, monkeypatch):
+def test_a_generator_read_twice_is_kept_or_refused_and_one_pass_serves(subject, monkeypatch):
     """A stacked network measured layer by layer reads its data once per layer: a generator would be empty the
-    second time, which was reported as 'no data'. It is refused saying why, and the one-pass mode prunes from it
-    exactly as from a list. A whole model's recurrent inputs are kept after the first pass when they fit
-    (pruning.model_parts.INPUT_CACHE_BYTES), so its generator serves every layer; without room it is refused."""
-    import pruning.model_parts as model_parts
+    second time, which was reported as 'no data'. Its batches (for a whole model, its recurrent inputs) are now kept
+    after the first pass when they fit in pruning.sequences.INPUT_CACHE_BYTES and hold only tensors, and the layers
+    above replay them: the result is that of a list. Without room it is refused saying why, and the one-pass mode
+    prunes from it exactly as from a list."""
+    import pruning.sequences as sequences_module
 
     torch.manual_seed(1)
     model = _Classifier(layers=2)
     target = (model.rnn, model.head) if subject == "pair" else model
-    if subject == "model":
-        kept = spectral_prune(target, iter(_batches()), k=3)
-        assert [lp.units for lp in kept.layers] == [lp.units for lp in spectral_prune(target, _batches(), k=3).layers]
-        monkeypatch.setattr(model_parts, "INPUT_CACHE_BYTES", 0)
+    kept = spectral_prune(target, iter(_batches()), k=3)
+    listed = spectral_prune(target, _batches(), k=3)
+    assert [lp.units for lp in kept.layers] == [lp.units for lp in listed.layers]
+    for a, b in zip(kept.covariance, listed.covariance):
+        torch.testing.assert_close(a[0].outer_sum, b[0].outer_sum, rtol=0, atol=0)
+    monkeypatch.setattr(sequences_module, "INPUT_CACHE_BYTES", 0)
     with pytest.raises(ValueError, match=r"data: a generator or other one-shot iterator can be read only once.* "
                                          r"covariance_mode='original'"):
         spectral_prune(target, iter(_batches()), k=3)
@@ -291,3 +294,31 @@ def test_the_batch_count_of_a_progress_bar_is_the_number_of_batches_read(n, T, b
         return
     read = sum(1 for _ in iter_sequence_batches(data, batch_size, batch_first=batch_first, lengths=lengths))
     assert counted == read
+
+
+def test_a_one_pass_keeps_its_batches_only_when_it_can_replay_them_faithfully():
+    """OnePass.keep(): tensor batches within the budget are replayed as they were; batches over the budget, holding
+    NumPy arrays (whose changes in place cannot be seen) or written in place since (a generator that reuses one
+    buffer) are not, and the second pass is refused saying why."""
+    from pruning.sequences import OnePass
+
+    batches = [(torch.randn(4, 3, 2), torch.arange(4)) for _ in range(3)]
+    data = OnePass(iter(batches))
+    data.keep(2 ** 20)
+    first, again = list(data), list(data)
+    assert all(a is b for a, b in zip(first, again)) and len(again) == 3
+
+    def reusing_one_buffer():
+        buffer = torch.zeros(4, 3, 2)
+        for b, _ in batches:
+            buffer.copy_(b)
+            yield buffer
+
+    for source, budget in ((iter(batches), 10), (iter([b.numpy() for b, _ in batches]), 2 ** 20),
+                           (reusing_one_buffer(), 2 ** 20)):
+        data = OnePass(source)
+        data.keep(budget)
+        list(data)
+        with pytest.raises(ValueError, match=r"can be read only once.*its batches were not kept for the passes after "
+                                             r"the first: they take more than pruning\.sequences\.INPUT_CACHE_BYTES"):
+            list(data)

@@ -914,7 +914,7 @@ def test_a_recurrent_module_run_under_autocast_is_refused_for_what_it_is():
 def test_kept_recurrent_inputs_are_replayed_without_running_the_model(monkeypatch):
     """RecurrentInputs.keep(): the inputs of a complete pass are kept within the budget and replayed by the passes
     after it, without running the model; past the budget, or after keep(0), the model runs again."""
-    import pruning.model_parts as model_parts
+    import pruning.sequences as sequences_module
     from pruning.model_parts import RecurrentInputs, locate
 
     model = LastStepHead()
@@ -941,7 +941,7 @@ def test_kept_recurrent_inputs_are_replayed_without_running_the_model(monkeypatc
     list(inputs)
     assert len(runs) == 3
     assert passes(100)[1] == 3  # 20 x 4 x 3 floats do not fit in 100 bytes
-    monkeypatch.setattr(model_parts, "INPUT_CACHE_BYTES", 7)
+    monkeypatch.setattr(sequences_module, "INPUT_CACHE_BYTES", 7)
     inputs = RecurrentInputs(locate(model, None, None), x, batch_size=8)
     inputs.keep()  # the default budget is read when keep() is called
     assert inputs._keep_bytes == 7
@@ -951,7 +951,7 @@ def test_kept_recurrent_inputs_are_replayed_without_running_the_model(monkeypatc
 def test_a_stack_pruned_layer_by_layer_runs_the_model_once(layers, monkeypatch):
     """Sequential mode makes one pass per layer over the recurrent inputs; a whole model runs once, and the
     passes after the first replay its inputs. The result is that of running the model at every pass."""
-    import pruning.model_parts as model_parts
+    import pruning.sequences as sequences_module
 
     torch.manual_seed(5)
     model = LastStepHead()
@@ -963,7 +963,7 @@ def test_a_stack_pruned_layer_by_layer_runs_the_model_once(layers, monkeypatch):
     kept = spectral_prune(model, x, k=4, batch_size=10)
     runs_kept = len(runs)
     runs.clear()
-    monkeypatch.setattr(model_parts, "INPUT_CACHE_BYTES", 0)
+    monkeypatch.setattr(sequences_module, "INPUT_CACHE_BYTES", 0)
     again = spectral_prune(model, x, k=4, batch_size=10)
     assert len(runs) - runs_kept == 3 * (layers - 1)  # three batches per further layer
     assert [lp.units for lp in kept.layers] == [lp.units for lp in again.layers]
