@@ -31,7 +31,7 @@ from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_pat
 from pruning.modules import check_readout, check_recurrent, directions, is_quantized_recurrent, output_width
 from pruning.recurrent_stack import RecurrentStack
 from pruning import sequences
-from pruning.sequences import OnePass, check_lengths, check_rows_reached, sequences_in, storage_bytes, version_of
+from pruning.sequences import KeptPass, OnePass, check_lengths, check_rows_reached, sequences_in, version_of
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
                               eval_mode, follows_maps, only_readouts_read, random_maps, run_twice, times)
 
@@ -195,8 +195,6 @@ def _all_zero(hx: Any) -> bool:
     return all(isinstance(t, torch.Tensor) and not bool(t.any()) for t in parts)
 
 
-
-
 def _refuse_initial_state(args: tuple, kwargs: dict, path: str) -> None:
     """Raise :class:`_Refused` when a call of the recurrent module passes a nonzero initial state."""
     hx = args[1] if len(args) > 1 else kwargs.get("hx")
@@ -228,7 +226,7 @@ class RecurrentInputs:
         self.lengths = lengths
         self._rows_checked = False
         self._keep_bytes = 0
-        self._kept: Optional[List[Any]] = None
+        self._kept: Optional[KeptPass] = None
 
     def _lengths(self) -> Iterator[Any]:
         if self.lengths is None:
@@ -251,13 +249,12 @@ class RecurrentInputs:
         input was packed here (``lengths=``), or the model changed the output in place after the call (its version
         counter moved), or its version cannot be read (a tensor made in inference mode). Inputs kept from an earlier
         pass (:meth:`keep`) are replayed without running the model, with None for every output."""
-        if self._kept is not None and all(version_of(x) == version for x, version in self._kept):
-            for x, _ in self._kept:
+        replayed = self._kept.replay() if self._kept is not None else None
+        if replayed is not None:
+            for x in replayed:
                 yield x, None
             return
-        self._kept = None  # (an input written in place since, e.g. a buffer the model reuses: run the model again)
-        kept: Optional[List[Any]] = [] if self._keep_bytes > 0 else None
-        size, storages = 0, set()
+        kept = KeptPass(self._keep_bytes)  # (nothing kept, or an input written in place since: run the model again)
         rnn = self.parts.rnn
         calls: List[Any] = []
         outputs: List[Any] = []
@@ -310,13 +307,7 @@ class RecurrentInputs:
                         x, (y, version) = received.pop(0), made.pop(0)
                         checked = self._checked(x, lens, i)
                         same = checked is x and version is not None and version_of(y) == version
-                        if kept is not None:
-                            size += storage_bytes(checked, storages)
-                            in_version = version_of(checked)
-                            if size <= self._keep_bytes and in_version is not None:
-                                kept.append((checked, in_version))
-                            else:
-                                kept = None
+                        kept.add(checked, [checked])
                         yield checked, (y if same else None)
                         # held while the next batch runs, this batch's tensors would keep the allocator from
                         # reusing their memory
@@ -324,13 +315,12 @@ class RecurrentInputs:
             finally:
                 handle.remove()
                 out_handle.remove()
-        if kept is not None and self._keep_bytes > 0:  # a complete pass, within the budget
-            self._kept = kept
+        self._kept = kept  # a complete pass
 
     def keep(self, nbytes: Optional[int] = None) -> None:
         """Keep the inputs of the next complete pass, if they take at most ``nbytes`` (default
-        :data:`pruning.sequences.INPUT_CACHE_BYTES`), and replay them in the passes after it instead of running the model again (a
-        stack pruned layer by layer makes one pass per layer). ``keep(0)`` drops what was kept."""
+        :data:`pruning.sequences.INPUT_CACHE_BYTES`), and replay them in the passes after it instead of running the
+        model again (a stack pruned layer by layer makes one pass per layer). ``keep(0)`` drops what was kept."""
         self._keep_bytes = int(sequences.INPUT_CACHE_BYTES if nbytes is None else nbytes)
         if self._keep_bytes <= 0:
             self._kept = None

@@ -32,7 +32,7 @@ from theory._validation import Integer, as_lengths
 
 __all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences",
            "check_lengths", "BATCH_SIZE", "OnePass", "one_pass_if_iterator", "is_one_shot",
-           "check_rows_reached", "sequences_in", "storage_bytes", "version_of", "count_batches"]
+           "check_rows_reached", "sequences_in", "storage_bytes", "version_of", "count_batches", "KeptPass"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
 
@@ -41,6 +41,38 @@ BATCH_SIZE = Integer(1, None, what="a positive integer")
 #: (:meth:`pruning.model_parts.RecurrentInputs.keep`), which are not then computed by running the model again, and
 #: the batches of a generator (:meth:`OnePass.keep`), which could not be read again.
 INPUT_CACHE_BYTES = 512 * 2 ** 20
+
+
+class KeptPass:
+    """The items of one pass over data, kept for the passes after it within a budget of bytes.
+
+    Each item is added with the tensors it holds; their storages count once each against ``budget`` (a view keeps
+    its whole base), and their version counters are recorded. The pass is given up, for good, at the first item
+    over the budget, holding something other than tensors (``tensors=None``: a NumPy array's changes in place could
+    not be seen) or a tensor without a version counter (made in inference mode). :meth:`replay` returns the items
+    only while none of their tensors has been written in place since (a model or generator that reuses one buffer
+    would otherwise replay its last batch for every batch)."""
+
+    def __init__(self, budget: int):
+        self._items: Optional[List[Tuple[Any, List[torch.Tensor], tuple]]] = [] if budget > 0 else None
+        self._budget, self._size, self._storages = budget, 0, set()
+
+    def add(self, item: Any, tensors: Optional[List[Any]]) -> None:
+        if self._items is None:
+            return
+        versions = None if tensors is None else tuple(version_of(t) for t in tensors)
+        self._size += sum(storage_bytes(t, self._storages) for t in tensors or ())
+        if versions is None or None in versions or self._size > self._budget:
+            self._items = None
+        else:
+            self._items.append((item, tensors, versions))
+
+    def replay(self) -> Optional[List[Any]]:
+        """The items, or None when they were given up or one of their tensors changed since it was added."""
+        if self._items is None or any(tuple(version_of(t) for t in tensors) != versions
+                                      for _, tensors, versions in self._items):
+            return None
+        return [item for item, _, _ in self._items]
 
 
 class OnePass:
@@ -55,7 +87,7 @@ class OnePass:
         self._head: List[Any] = []
         self._started = False
         self._keep_bytes = 0
-        self._kept: Optional[List[Tuple[Any, tuple]]] = None
+        self._kept: Optional[KeptPass] = None
 
     def keep(self, nbytes: Optional[int] = None) -> None:
         """Keep the batches of the pass, if they take at most ``nbytes`` (default :data:`INPUT_CACHE_BYTES`) and hold
@@ -74,32 +106,24 @@ class OnePass:
 
     def __iter__(self) -> Iterator[Any]:
         if self._started:
-            if self._kept is not None and all(_versions(item) == versions for item, versions in self._kept):
-                for item, _ in self._kept:
-                    yield item
+            items = self._kept.replay() if self._kept is not None else None
+            if items is not None:
+                yield from items
                 return
-            kept = (f" (its batches were not kept for the passes after the first: they take more than "
-                    f"pruning.sequences.INPUT_CACHE_BYTES = {self._keep_bytes} bytes, hold something other than "
-                    f"tensors, or were written in place since)" if self._keep_bytes > 0 else "")
+            why = (f" (its batches were not kept for the passes after the first: they take more than "
+                   f"pruning.sequences.INPUT_CACHE_BYTES = {self._keep_bytes} bytes, hold something other than "
+                   f"tensors, or were written in place since)" if self._keep_bytes > 0 else "")
             raise ValueError(f"{self._name}: a generator or other one-shot iterator can be read only once, and this "
                              f"call reads the data again (a stacked network is measured layer by layer, one pass per "
-                             f"layer){kept}; pass a list of batches, a tensor or a DataLoader, which can be read "
+                             f"layer){why}; pass a list of batches, a tensor or a DataLoader, which can be read "
                              f"again, or covariance_mode='original' (one pass for all layers)")
         self._started = True
         head, self._head = self._head, []
-        kept: Optional[List[Tuple[Any, tuple]]] = [] if self._keep_bytes > 0 else None
-        size, storages = 0, set()
+        kept = KeptPass(self._keep_bytes)
         for item in itertools.chain(head, self._iterator):
-            if kept is not None:
-                tensors = _leaf_tensors(item)
-                size += sum(storage_bytes(t, storages) for t in tensors or ())
-                versions = _versions(item)
-                if tensors is not None and size <= self._keep_bytes and None not in versions:
-                    kept.append((item, versions))
-                else:
-                    kept = None
+            kept.add(item, _leaf_tensors(item))
             yield item
-        self._kept = kept
+        self._kept = kept  # a complete pass
 
 
 def _leaf_tensors(item: Any) -> Optional[List[torch.Tensor]]:
@@ -121,9 +145,6 @@ def _leaf_tensors(item: Any) -> Optional[List[torch.Tensor]]:
         return found
     return None
 
-
-def _versions(item: Any) -> tuple:
-    return tuple(version_of(t) for t in _leaf_tensors(item) or ())
 
 
 def is_one_shot(data: Any) -> bool:

@@ -33,8 +33,8 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from pruning.compress import compress_layer, compress_stack
 from pruning.covariance import model_device, resolve_device
-from pruning.sequences import (as_tensor, batch_dim, count_sequences, is_one_shot, iter_sequence_batches,
-                               one_pass_if_iterator, pack, storage_bytes, version_of)
+from pruning.sequences import (KeptPass, as_tensor, batch_dim, count_sequences, is_one_shot, iter_sequence_batches,
+                               one_pass_if_iterator, pack)
 from pruning.model_parts import resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
@@ -136,32 +136,25 @@ class _Reference:
                      for mod in (self.rnn, self.head)]
         self.data, self.input_transform, self.batch_size, self.lengths, self.name = (
             data, input_transform, batch_size, lengths, name)
-        self.kept: Optional[list] = None
+        self.kept: Optional[KeptPass] = None
 
     def batches(self):
         """``(x, f)`` per batch: the recurrent module's input on the device, and the full network's outputs."""
-        if self.kept is not None and all(version_of(x) == version for x, _, version in self.kept):
-            for x, f, _ in self.kept:
-                yield x, f
+        replayed = self.kept.replay() if self.kept is not None else None
+        if replayed is not None:
+            yield from replayed
             return
-        self.kept = None  # (an input written in place since, e.g. a buffer a whole model reuses: computed again)
+        # (nothing kept, or an input written in place since, e.g. a buffer a whole model reuses: computed again)
         rnn = self.rnn
         dtype = next(rnn.parameters()).dtype
-        kept: Optional[list] = []
-        size, storages = 0, set()
+        kept = KeptPass(REFERENCE_CACHE_BYTES)
         for batch in iter_sequence_batches(self.data, self.batch_size, batch_first=rnn.batch_first,
                                            lengths=self.lengths):
             x = pack(batch, self.input_transform, batch_first=rnn.batch_first, device=self.device, dtype=dtype)
             f = _head_outputs(self.mods[0], self.mods[1], x)
-            if kept is not None:
-                size += storage_bytes(x, storages) + f.numel() * f.element_size()
-                version = version_of(x)
-                if size <= REFERENCE_CACHE_BYTES and version is not None:
-                    kept.append((x, f, version))
-                else:
-                    kept = None
+            kept.add((x, f), [x, f])
             yield x, f
-        self.kept = kept
+        self.kept = kept  # a complete pass
 
     @torch.no_grad()
     def error(self, pruned) -> float:
