@@ -3,8 +3,9 @@
 The checkpoint is read without running code from it (:mod:`pruning.serialization`): weights (``.safetensors`` or a
 ``torch.save`` of a state_dict) go into the model that ``--model package.module:factory`` builds; a pickled model is
 read only with ``--trust-checkpoint``. The calibration data is a ``torch.save`` of the inputs (read with
-``weights_only=True``); or, with ``--states``, hidden states already computed (one tensor (..., m) for a single
-layer-direction, or a list per layer of lists per direction). The pruned weights are written as safetensors with a
+``weights_only=True``), a NumPy ``.npy``/``.npz`` file or a ``.safetensors`` file; or, with ``--states``, hidden
+states already computed (one tensor (..., m) for a single layer-direction, or a list per layer of lists per
+direction). The pruned weights are written as safetensors with a
 JSON description of the architecture and a summary of the pruning (``--pickle``: a torch pickle instead).
 """
 
@@ -15,9 +16,11 @@ import json
 import math
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, List, Optional
 
+import numpy as np
 import torch
 
 __all__ = ["main", "prune_checkpoint", "load_calibration"]
@@ -37,8 +40,10 @@ executed. A checkpoint that holds a pickled model (torch.save(model)) would run 
 when it is loaded, so it is refused unless you pass --trust-checkpoint.
 
 The calibration data is a torch.save of the inputs: a tensor of all sequences, a list of batch tensors, a tuple
-whose first item is the inputs, or a dict with key 'inputs' (read with weights_only=True). With --states, hidden
-states already computed are read instead.
+whose first item is the inputs, or a dict with key 'inputs' and optionally 'lengths' (read with weights_only=True);
+or a NumPy .npy array, an .npz archive or a .safetensors file ('inputs' and optionally 'lengths'). Floating
+inputs are converted to the model's dtype (NumPy saves float64). With --states, hidden states already computed are
+read instead.
 
 The pruned weights are written atomically as safetensors, with a JSON file beside them that describes the pruned
 architecture (module types, widths, every constructor setting) and summarises the pruning (kept units, information
@@ -73,29 +78,101 @@ def device_argument(text: str) -> str:
 
 
 def load_calibration(path, *, states: bool = False, with_lengths: bool = False) -> Any:
-    """Calibration inputs (or, with ``states``, hidden states) from a ``torch.save`` file, in a form
-    :func:`pruning.spectral_prune` accepts: a tensor, a PackedSequence, a list of batches or of sequences of different
-    lengths, or a dict ``{"inputs": padded, "lengths": lengths}``. With ``with_lengths``, returns
-    ``(inputs, lengths)`` (``lengths`` None unless the dict holds them)."""
-    from torch.nn.utils.rnn import PackedSequence
-
+    """Calibration inputs (or, with ``states``, hidden states) from a file, in a form :func:`pruning.spectral_prune`
+    accepts: a tensor, a PackedSequence, a list of batches or of sequences of different lengths, or a dict
+    ``{"inputs": padded, "lengths": lengths}`` (``"states"`` with ``states``). The file is a ``torch.save`` (read
+    with ``weights_only=True``), a NumPy ``.npy`` array, an ``.npz`` archive or a ``.safetensors`` file (a dict of
+    arrays: the key ``inputs``, with ``lengths`` beside it; or an ``.npz`` of one array saved without a name).
+    With ``with_lengths``, returns ``(inputs, lengths)`` (``lengths`` None unless the dict holds them)."""
     path = Path(path)
     what = "--states" if states else "--data"
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no such file {str(path)!r}")
-    # a PackedSequence is a named tuple of tensors: allowing it runs no code from the file
-    with torch.serialization.safe_globals([PackedSequence]):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = _read_data_file(path, what)
     lengths = None
     if isinstance(obj, dict):
         key = "states" if states else "inputs"
+        if key not in obj and list(obj) == ["arr_0"]:
+            key = "arr_0"  # np.savez(path, array): one array saved without a name
         if key not in obj:
-            raise ValueError(f"{what}: a dict must hold the {key} under the key {key!r}; got keys {sorted(obj)}")
+            raise ValueError(f"{what}: a dict or archive must hold the {key} under the key {key!r}; got keys "
+                             f"{sorted(obj)}")
         lengths = obj.get("lengths") if not states else None
         obj = obj[key]
     if with_lengths:
         return _checked_calibration(obj, what, states), lengths
     return _checked_calibration(obj, what, states)
+
+
+_NUMPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_data_file(path: Path, what: str) -> Any:
+    """What the file holds: by its content for NumPy's formats (an ``.npy`` array; an ``.npz`` archive, a zip of
+    ``.npy`` entries), by its suffix for safetensors, otherwise a ``torch.save`` read without running code."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    from pruning.serialization import UntrustedCheckpoint, _torch_load_weights_only
+
+    with open(path, "rb") as f:
+        head = f.read(len(_NUMPY_MAGIC))
+    if head == _NUMPY_MAGIC:
+        return _numpy_tensor(_numpy_load(path, what), what, path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if names and all(n.endswith(".npy") for n in names):
+            with _numpy_load(path, what) as archive:
+                return {k: _numpy_tensor(archive[k], what, path, k) for k in archive.files}
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{what}: {str(path)!r} is not a readable safetensors file ({err})") from None
+    # a PackedSequence is a named tuple of tensors: allowing it runs no code from the file
+    try:
+        with torch.serialization.safe_globals([PackedSequence]):
+            return _torch_load_weights_only(path, what, "torch.save file, .npy, .npz or .safetensors file")
+    except UntrustedCheckpoint:
+        raise ValueError(f"{what}: {str(path)!r} holds a pickled object other than tensors, lists, tuples and "
+                         f"dicts of them, and loading it would run code from the file; save the inputs as tensors "
+                         f"(or NumPy arrays)") from None
+
+
+def _numpy_load(path: Path, what: str):
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        # object arrays (ragged sequences) are pickles, whose loading runs code
+        raise ValueError(f"{what}: {str(path)!r} could not be read without unpickling ({err}); save sequences of "
+                         f"different lengths padded, with their lengths beside them: np.savez(path, inputs=padded, "
+                         f"lengths=lengths)") from None
+
+
+def _numpy_tensor(array: np.ndarray, what: str, path: Path, key: Optional[str] = None) -> torch.Tensor:
+    where = f"{str(path)!r}" + (f" (array {key!r})" if key is not None else "")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    try:
+        return torch.from_numpy(np.ascontiguousarray(array))
+    except TypeError:
+        raise TypeError(f"{what}: {where} holds an array of dtype {array.dtype}; expected numbers") from None
+
+
+def _to_dtype(data: Any, dtype: torch.dtype) -> Any:
+    """``data`` with its floating tensors in ``dtype`` (integer tensors, token ids, unchanged)."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    if isinstance(data, PackedSequence):
+        return data._replace(data=data.data.to(dtype)) if data.data.is_floating_point() else data
+    if isinstance(data, torch.Tensor):
+        return data.to(dtype) if data.is_floating_point() else data
+    if isinstance(data, (list, tuple)):
+        return type(data)(_to_dtype(item, dtype) for item in data)
+    return data
 
 
 def _checked_calibration(obj: Any, what: str, states: bool) -> Any:
@@ -214,6 +291,9 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     cov = load_calibration(states, states=True) if states is not None else None
     subject = resolve_subject(target, None, rnn=rnn_path, readout=readout_paths)
     rnn, readout, user_model = subject.rnn, subject.readout, subject.model
+    if calib is not None:
+        # NumPy writes float64 by default: floating inputs are given to the model in its recurrent module's dtype
+        calib = _to_dtype(calib, next(rnn.parameters()).dtype)
     if cov is not None:
         _check_states_grid(cov, subject.rnn)
     # a whole model found by path takes batch-first inputs; the MAC count needs only their length
@@ -268,8 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that holds a pickled model (loading it runs code from the file)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, help="torch.save of calibration inputs")
-    src.add_argument("--states", type=Path, help="torch.save of hidden states already computed")
+    src.add_argument("--data", type=Path, help="calibration inputs: a torch.save file, .npy, .npz or .safetensors "
+                     "(floating inputs are converted to the model's dtype)")
+    src.add_argument("--states", type=Path, help="hidden states already computed (torch.save, .npy, .npz or "
+                     ".safetensors)")
     width = p.add_mutually_exclusive_group(required=True)
     width.add_argument("--k", type=_numbers(int), help="kept width, or one per layer (comma-separated)")
     width.add_argument("--ratio", type=_numbers(float), help="fraction of units to keep (or one per layer)")
@@ -321,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FUNCTION",
                    help="for a whole model: the function that builds the original (unpruned) model")
     e.add_argument("--data", type=Path, required=True,
-                   help="torch.save of example inputs (the batch and time axes stay dynamic)")
+                   help="example inputs, as for prune's --data (the batch and time axes stay dynamic)")
     e.add_argument("--out", type=Path, required=True, help="the ONNX file to write")
     return parser
 
@@ -344,7 +426,8 @@ def export_pruned(pruned, data, out, *, model: Optional[str] = None) -> Path:
 
     target = load_pruned(pruned, model=import_factory(model)() if model is not None else None)
     batch_first = True if isinstance(target, torch.nn.Module) else target[0].batch_first
-    return export_onnx(target, example_inputs(load_calibration(data), batch_first), out)
+    dtype = next((target if isinstance(target, torch.nn.Module) else target[0]).parameters()).dtype
+    return export_onnx(target, example_inputs(_to_dtype(load_calibration(data), dtype), batch_first), out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

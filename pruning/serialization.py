@@ -68,7 +68,22 @@ def _read_safetensors(path: Path, name: str) -> Dict[str, torch.Tensor]:
         raise ValueError(f"{name}: {str(path)!r} is not a readable safetensors file ({err})") from None
 
 
-def _torch_load_weights_only(path: Path, name: str) -> Any:
+def _load_failure(err: BaseException) -> str:
+    """The reason a ``torch.load`` failed, in one line: torch's refusals of a weights-only load carry several
+    paragraphs of advice about ``weights_only`` (which does not apply to a damaged or foreign file) before the
+    unpickler's own message, which is the part kept."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _torch_load_weights_only(path: Path, name: str, what: str = "torch checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``, with a one-line ValueError naming ``name`` and ``what`` the file
+    should be when it is damaged or of another format, and :class:`UntrustedCheckpoint` when it holds a pickled
+    object (whose loading would run code)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -79,9 +94,9 @@ def _torch_load_weights_only(path: Path, name: str) -> Any:
                 f"{name}: {str(path)!r} holds a pickled object, and loading it would run code from the file. If you "
                 f"trust it, pass --trust-checkpoint (trust=True); otherwise save its state_dict and pass "
                 f"--model package.module:factory") from None
-        raise ValueError(f"{name}: {str(path)!r} is not a readable torch checkpoint ({err})") from None
+        raise ValueError(f"{name}: {str(path)!r} is not a readable {what} ({_load_failure(err)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ValueError(f"{name}: {str(path)!r} is not a readable torch checkpoint ({err})") from None
+        raise ValueError(f"{name}: {str(path)!r} is not a readable {what} ({_load_failure(err)})") from None
 
 
 def _torch_load_trusted(path: Path, name: str) -> Any:
@@ -94,7 +109,7 @@ def _torch_load_trusted(path: Path, name: str) -> Any:
         raise ValueError(f"{name}: the pickled model's class cannot be found ({err}); is the code that defined it "
                          f"importable (PYTHONPATH)?") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{name}: {str(path)!r} is not a readable torch checkpoint ({err})") from None
+        raise ValueError(f"{name}: {str(path)!r} is not a readable torch checkpoint ({_load_failure(err)})") from None
 
 
 def _is_state_dict(obj: Any) -> bool:

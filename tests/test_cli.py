@@ -232,3 +232,157 @@ def test_states_of_a_stack_are_one_tensor_per_layer_and_direction(tmp_path, caps
     expected = spectral_prune((lstm, head), None, k=3, covariance=grid)
     summary = json.loads((tmp_path / "p.json").read_text())
     assert [lp["units"] for lp in summary["layers"]] == [lp.units for lp in expected.layers]
+
+
+_CLASSIFIER = """
+import torch
+
+class Classifier(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.GRU(3, 10, batch_first=True)
+        self.head = torch.nn.Linear(10, 4)
+
+    def forward(self, x):
+        return self.head(self.encoder(x)[0][:, -1])
+
+def build():
+    return Classifier()
+"""
+
+
+@pytest.fixture
+def classifier_zoo(tmp_path, monkeypatch):
+    """A whole model built by --model from weights only, and importable for the reference run."""
+    from safetensors.torch import save_file
+
+    (tmp_path / "classifier_zoo.py").write_text(_CLASSIFIER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import classifier_zoo
+
+    torch.manual_seed(21)
+    model = classifier_zoo.build()
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    yield model
+    sys.modules.pop("classifier_zoo", None)
+
+
+@pytest.mark.parametrize("form", ["npy", "npy_big_endian", "npz_named", "npz_unnamed", "safetensors", "torch"])
+def test_numpy_and_safetensors_data_prune_as_the_api_does(tmp_path, classifier_zoo, form):
+    """A NumPy array saved with np.save was read with torch.load and failed with a traceback from the unpickler.
+    .npy, .npz and .safetensors files are now read (without unpickling), and NumPy's float64 is given to the model
+    in its dtype: the units and the pruned model are those of the API on the float32 tensor."""
+    import numpy as np
+    from safetensors.torch import save_file
+
+    x = torch.randn(60, 8, 3, generator=torch.Generator().manual_seed(22))
+    x64 = x.double().numpy()  # NumPy's default dtype, which the model does not take
+    data = tmp_path / f"x.{form.split('_')[0]}"
+    if form == "npy":
+        np.save(data, x64)
+    elif form == "npy_big_endian":
+        np.save(data, x64.astype(">f8"))
+    elif form == "npz_named":
+        np.savez(data, inputs=x64)
+    elif form == "npz_unnamed":
+        np.savez(data, x64)
+    elif form == "safetensors":
+        save_file({"inputs": x.double()}, data)
+    else:
+        torch.save(x.double(), data)
+    assert run_cli("prune", "--checkpoint", tmp_path / "w.safetensors", "--model", "classifier_zoo:build",
+                   "--data", data, "--k", "4", "--out", tmp_path / "p.safetensors") == 0
+    expected = spectral_prune(classifier_zoo, x, k=4)
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert summary["layers"][0]["units"] == expected.units
+    import classifier_zoo as zoo
+
+    rebuilt = load_pruned(tmp_path / "p.safetensors", model=zoo.build()).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), expected.model.eval()(x), rtol=0, atol=0)
+
+
+def test_npz_lengths_pack_the_padding_as_the_api_does(tmp_path):
+    """``np.savez(path, inputs=padded, lengths=lengths)`` is the NumPy form of ``{"inputs", "lengths"}``: the padding
+    steps stay out of the statistics as with ``lengths=`` in the API."""
+    import numpy as np
+
+    torch.manual_seed(23)
+    gru, head = torch.nn.GRU(2, 9, batch_first=True), torch.nn.Linear(9, 3)
+    torch.save((gru, head), tmp_path / "g.pt")
+    x = torch.randn(40, 10, 2)
+    lengths = torch.randint(1, 11, (40,))
+    x[torch.arange(10)[None, :] >= lengths[:, None]] = 1e3  # padding that would dominate Sigma if counted
+    np.savez(tmp_path / "x.npz", inputs=x.numpy(), lengths=lengths.numpy())
+    assert run_cli("prune", "--checkpoint", tmp_path / "g.pt", "--trust-checkpoint", "--data", tmp_path / "x.npz",
+                   "--k", "3", "--out", tmp_path / "p.safetensors") == 0
+    summary = json.loads((tmp_path / "p.json").read_text())
+    expected = spectral_prune((gru, head), x, k=3, lengths=lengths)
+    assert summary["layers"][0]["units"] == expected.units
+    assert summary["layers"][0]["units"] != spectral_prune((gru, head), x, k=3).units
+
+
+def test_numpy_states_give_the_same_selection(tmp_path):
+    import numpy as np
+
+    torch.manual_seed(24)
+    gru, head = torch.nn.GRU(2, 10, batch_first=True), torch.nn.Linear(10, 3)
+    torch.save((gru, head), tmp_path / "g.pt")
+    H = torch.randn(30, 7, 10, dtype=torch.float64) * torch.linspace(0.1, 2.0, 10)
+    np.save(tmp_path / "h.npy", H.numpy())
+    assert run_cli("prune", "--checkpoint", tmp_path / "g.pt", "--trust-checkpoint", "--states", tmp_path / "h.npy",
+                   "--k", "4", "--out", tmp_path / "p.safetensors") == 0
+    summary = json.loads((tmp_path / "p.json").read_text())
+    expected = spectral_prune((gru, head), None, k=4, covariance=CovarianceStats.from_states(H))
+    assert summary["layers"][0]["units"] == expected.units
+
+
+@pytest.mark.parametrize("case, message", [
+    ("object_npy", "could not be read without unpickling"),
+    ("string_npy", "holds an array of dtype <U1; expected numbers"),
+    ("npz_keys", "must hold the inputs under the key 'inputs'; got keys ['a', 'b']"),
+    ("garbage", "is not a readable torch.save file, .npy, .npz or .safetensors file ("),
+    ("bad_safetensors", "is not a readable safetensors file"),
+    ("pickled_class", "holds a pickled object other than tensors"),
+])
+def test_unreadable_data_files_give_one_line_errors(tmp_path, capsys, case, message):
+    """Each was a traceback (the unpickler's, or torch's several paragraphs about weights_only)."""
+    import numpy as np
+
+    rnn, head = lstm_pair()
+    torch.save((rnn, head), tmp_path / "m.pt")
+    x = np.random.default_rng(0).standard_normal((5, 4, 3))
+    data = tmp_path / {"object_npy": "x.npy", "string_npy": "x.npy", "npz_keys": "x.npz",
+                       "bad_safetensors": "x.safetensors"}.get(case, "x.pt")
+    if case == "object_npy":
+        np.save(data, np.array([x[0], x[1, :2]], dtype=object), allow_pickle=True)
+    elif case == "string_npy":
+        np.save(data, np.array(["a", "b"]))
+    elif case == "npz_keys":
+        np.savez(data, a=x, b=x)
+    elif case in ("garbage", "bad_safetensors"):
+        data.write_bytes(b"not a data file")
+    else:
+        torch.save({"inputs": torch.as_tensor(x), "why": argparse_namespace()}, data)
+    out = tmp_path / "p.safetensors"
+    assert run_cli("prune", "--checkpoint", tmp_path / "m.pt", "--trust-checkpoint", "--data", data, "--k", "6",
+                   "--out", out) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def argparse_namespace():
+    import argparse
+
+    return argparse.Namespace(note="an object whose unpickling names a class")
+
+
+def test_a_damaged_checkpoint_gives_the_unpicklers_reason_in_one_line(tmp_path, capsys):
+    (tmp_path / "m.pt").write_bytes(b"garbage")
+    torch.save(torch.randn(3, 4, 2), tmp_path / "x.pt")
+    assert run_cli("prune", "--checkpoint", tmp_path / "m.pt", "--data", tmp_path / "x.pt", "--k", "2",
+                   "--out", tmp_path / "p.safetensors") == 2
+    err = capsys.readouterr().err
+    assert "is not a readable torch checkpoint (" in err and "weights_only" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -111,3 +111,26 @@ def test_cli_prune_with_onnx_and_export(tmp_path, capsys):
         ref = pruned(x).numpy()
     for name in ("a.onnx", "b.onnx"):
         np.testing.assert_allclose(_run(tmp_path / name, x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_export_takes_numpy_example_inputs_in_the_models_dtype(tmp_path, capsys):
+    """The export command reads its example inputs as prune reads --data: a float64 .npy array (NumPy's default)
+    is given to the float32 model in its dtype, and the ONNX file computes what the pruned model does."""
+    torch.manual_seed(25)
+    rnn, head = torch.nn.LSTM(3, 10, batch_first=True), torch.nn.Linear(10, 2)
+    torch.save((rnn, head), tmp_path / "m.pt")
+    x = np.random.default_rng(25).standard_normal((20, 6, 3))
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "p.safetensors"
+    assert main(["prune", "--checkpoint", str(tmp_path / "m.pt"), "--trust-checkpoint", "--data",
+                 str(tmp_path / "x.npy"), "--k", "4", "--out", str(out), "--no-progress"]) == 0, \
+        capsys.readouterr().err
+    assert main(["export", "--pruned", str(out), "--data", str(tmp_path / "x.npy"), "--out",
+                 str(tmp_path / "p.onnx")]) == 0, capsys.readouterr().err
+    from pruning import load_pruned
+
+    small, small_head = load_pruned(out)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    with torch.no_grad():
+        ref = small_head(small(xt)[0]).numpy()
+    np.testing.assert_allclose(_run(tmp_path / "p.onnx", xt), ref, rtol=1e-4, atol=1e-5)
