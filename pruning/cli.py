@@ -84,10 +84,10 @@ def load_calibration(path, *, states: bool = False, with_lengths: bool = False) 
     with ``weights_only=True``), a NumPy ``.npy`` array, an ``.npz`` archive or a ``.safetensors`` file (a dict of
     arrays: the key ``inputs``, with ``lengths`` beside it; or an ``.npz`` of one array saved without a name).
     With ``with_lengths``, returns ``(inputs, lengths)`` (``lengths`` None unless the dict holds them)."""
-    path = Path(path)
+    from pruning.fileio import existing_file
+
     what = "--states" if states else "--data"
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: no such file {str(path)!r}")
+    path = existing_file(path, what)
     obj = _read_data_file(path, what)
     lengths = None
     if isinstance(obj, dict):

@@ -9,7 +9,18 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-__all__ = ["atomic_write", "atomic_write_text", "save_atomic", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "atomic_write_text", "save_atomic", "remove_stale_temporaries", "existing_file"]
+
+
+def existing_file(path, name: str) -> Path:
+    """``path`` as a Path, after checking that it is a file to read: FileNotFoundError when nothing is there,
+    ValueError for a directory; both name the argument ``name``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name}: {str(path)!r} is a directory; expected a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file {str(path)!r}")
+    return path
 
 
 def atomic_write(path, write: Callable[[BinaryIO], Any]) -> None:

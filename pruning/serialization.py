@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from pruning.fileio import atomic_write, atomic_write_text
+from pruning.fileio import atomic_write, atomic_write_text, existing_file
 from pruning.modules import check_recurrent, module_summary
 from pruning.recurrent_stack import RecurrentStack
 
@@ -125,9 +125,7 @@ def load_checkpoint(path, *, factory: Optional[Callable[[], Any]] = None, trust:
     * ``torch.save`` of a model or pair: refused with :class:`UntrustedCheckpoint` unless ``trust`` (then the pickle
       is read, which runs code from the file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: no such file {str(path)!r}")
+    path = existing_file(path, name)
     if path.suffix == ".safetensors":
         weights = _read_safetensors(path, name)
     else:
@@ -337,9 +335,7 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
     original architecture (e.g. from the factory that made it); its recurrent module and read-out are replaced by
     the pruned ones and every weight is loaded, so it is returned pruned.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no such file {str(path)!r}")
+    path = existing_file(path, "path")
     json_path = Path(summary_path) if summary_path is not None else path.with_suffix(".json")
     try:
         record = json.loads(json_path.read_text())
@@ -403,9 +399,7 @@ def load_statistics(path) -> Any:
 
     from pruning.covariance import CovarianceStats
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no such file {str(path)!r}")
+    path = existing_file(path, "path")
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}

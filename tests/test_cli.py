@@ -386,3 +386,15 @@ def test_a_damaged_checkpoint_gives_the_unpicklers_reason_in_one_line(tmp_path, 
     err = capsys.readouterr().err
     assert "is not a readable torch checkpoint (" in err and "weights_only" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argument", ["--checkpoint", "--data"])
+def test_a_directory_is_named_as_one(tmp_path, capsys, argument):
+    """A directory was reported as 'no such file'."""
+    rnn, head = lstm_pair()
+    torch.save((rnn, head), tmp_path / "m.pt")
+    torch.save(torch.randn(5, 4, 3), tmp_path / "x.pt")
+    paths = {"--checkpoint": tmp_path / "m.pt", "--data": tmp_path / "x.pt", argument: tmp_path}
+    assert run_cli("prune", "--checkpoint", paths["--checkpoint"], "--trust-checkpoint", "--data", paths["--data"],
+                   "--k", "6", "--out", tmp_path / "p.safetensors") == 2
+    assert f"error: {argument}: {str(tmp_path)!r} is a directory; expected a file" in capsys.readouterr().err
