@@ -14,7 +14,7 @@ unchanged and each read-out's input must come out multiplied by ``M``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -71,12 +71,14 @@ def _state(out: Any) -> torch.Tensor:
 
 
 def cell_statistics(model: nn.Module, cell: nn.Module, path: str, batches, forward: Callable, *,
-                    precision: str = "float32", progress: bool = False, data: Any = None) -> CovarianceStats:
+                    precision: str = "float32", progress: bool = False, data: Any = None,
+                    total: Optional[int] = None) -> CovarianceStats:
     """The time-mean covariance of the cell's output states over every call while ``forward(model, batch)`` runs on
     each batch (eval mode, no gradients). ``batches`` yields ``(batch, n)``, with ``n`` the rows of ``data`` (a
     tensor split along dimension 0) in the batch, or None: each such batch must reach the cell as ``n`` sequences,
     and the first is checked once more on fewer rows (:func:`pruning.unitwise.check_rows_are_sequences`), so that
-    time-major data are not cut into runs of steps."""
+    time-major data are not cut into runs of steps. ``total``: the number of batches, where known (the progress
+    bar's)."""
     stats = CovarianceStats.zeros(cell.hidden_size)
     sizes: list = []
     counting = [True]
@@ -91,7 +93,7 @@ def cell_statistics(model: nn.Module, cell: nn.Module, path: str, batches, forwa
     handle = cell.register_forward_hook(hook)
     try:
         with eval_mode(model), torch.no_grad():
-            for i, (batch, n) in enumerate(progress_bar(batches, progress, desc="covariance", unit="batch")):
+            for i, (batch, n) in enumerate(progress_bar(batches, progress, desc="covariance", unit="batch", total=total)):
                 sizes.clear()
                 forward(model, batch)
                 if not sizes:

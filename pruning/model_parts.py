@@ -184,6 +184,21 @@ def _model_batches(data: Any, batch_size: int) -> Iterator[Tuple[Any, Optional[i
         yield batch, None
 
 
+def _count_model_batches(data: Any, batch_size: int) -> Optional[int]:
+    """The number of batches :func:`_model_batches` yields, where it can be told without reading the data (a
+    progress bar's total); None for a generator."""
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return -(-int(data.shape[0]) // batch_size) if np.ndim(data) > 0 and data.shape[0] > 0 else None
+    if isinstance(data, PackedSequence):
+        return 1
+    if sequences.is_one_shot(data) or isinstance(data, OnePass):
+        return None
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
 class _Refused(Exception):
     pass
 
@@ -224,6 +239,7 @@ class RecurrentInputs:
         if not callable(self.forward):
             raise TypeError(f"forward: expected a callable forward(model, batch), got {type(forward).__name__}")
         self.lengths = lengths
+        self.progress = False  # a bar over the model's batches (or the kept inputs), set by the pass that reads them
         self._rows_checked = False
         self._keep_bytes = 0
         self._kept: Optional[KeptPass] = None
@@ -249,9 +265,11 @@ class RecurrentInputs:
         input was packed here (``lengths=``), or the model changed the output in place after the call (its version
         counter moved), or its version cannot be read (a tensor made in inference mode). Inputs kept from an earlier
         pass (:meth:`keep`) are replayed without running the model, with None for every output."""
+        from pruning.covariance import progress_bar
+
         replayed = self._kept.replay() if self._kept is not None else None
         if replayed is not None:
-            for x in replayed:
+            for x in progress_bar(replayed, self.progress, desc="covariance", unit="batch", total=len(replayed)):
                 yield x, None
             return
         kept = KeptPass(self._keep_bytes)  # (nothing kept, or an input written in place since: run the model again)
@@ -277,7 +295,9 @@ class RecurrentInputs:
             handle = rnn.register_forward_pre_hook(hook, with_kwargs=True)
             out_handle = rnn.register_forward_hook(keep_output)
             try:
-                for i, (batch, n) in enumerate(_model_batches(self.data, self.batch_size)):
+                batches = progress_bar(_model_batches(self.data, self.batch_size), self.progress, desc="covariance",
+                                       unit="batch", total=_count_model_batches(self.data, self.batch_size))
+                for i, (batch, n) in enumerate(batches):
                     lens = next(lengths)
                     calls.clear()
                     outputs.clear()
@@ -730,7 +750,8 @@ def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, 
             check_cell_readout_path(parts, first, forward, forward_given=given)
         t0 = time.perf_counter()
         stats = cell_statistics(parts.model, parts.rnn, parts.rnn_path, _model_batches(data, batch_size), forward,
-                                precision=precision, progress=progress, data=data)
+                                precision=precision, progress=progress, data=data,
+                                total=_count_model_batches(data, batch_size))
         seconds = time.perf_counter() - t0
     heads = parts.readouts
     return Subject(cell_as_layer(parts.rnn), combined_readout(heads), heads, parts.model, parts, None, None, None,

@@ -104,6 +104,12 @@ class OnePass:
             self._head.append(next(self._iterator))
         return self._head[0]
 
+    def replay_length(self) -> Optional[int]:
+        """The number of batches the next pass replays, or None before a complete pass was kept (a generator's length
+        is known once it has been read)."""
+        items = self._kept.replay() if self._started and self._kept is not None else None
+        return None if items is None else len(items)
+
     def __iter__(self) -> Iterator[Any]:
         if self._started:
             items = self._kept.replay() if self._kept is not None else None
@@ -351,8 +357,9 @@ def count_sequences(data: Any, batch_first: bool, lengths: Any = None) -> Option
 
 def count_batches(data: Any, batch_size: int, *, batch_first: bool = True, lengths: Any = None) -> Optional[int]:
     """The number of batches :func:`iter_sequence_batches` yields for ``data``, when it can be told without reading
-    the data (a tensor, a PackedSequence, a list or anything with ``len``, such as a DataLoader); None for a
-    generator. For a progress bar's total."""
+    the data (a tensor, a PackedSequence, a list or anything with ``len``, such as a DataLoader, or a generator's
+    batches kept by :meth:`OnePass.keep` for a later pass); None for a generator otherwise. For a progress bar's
+    total."""
     if isinstance(data, PackedSequence):
         return 1
     if isinstance(data, (torch.Tensor, np.ndarray)):
@@ -361,7 +368,9 @@ def count_batches(data: Any, batch_size: int, *, batch_first: bool = True, lengt
         return 1
     if isinstance(data, (list, tuple)) and lengths is None and _looks_like_sequences(list(data)):
         return -(-len(data) // batch_size)
-    if is_one_shot(data) or isinstance(data, OnePass):
+    if isinstance(data, OnePass):
+        return data.replay_length()
+    if is_one_shot(data):
         return None
     try:
         return len(data)

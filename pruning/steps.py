@@ -136,16 +136,21 @@ class LayerStatistics:
     def _measure(self, run_layers: Sequence[nn.Module], collect):
         if self.data is None:
             raise ValueError("data: calibration data is required unless covariance= is given")
+        # a whole model's bar counts the model's batches (RecurrentInputs), not the calls of its recurrent module
+        whole_model = isinstance(self.data, RecurrentInputs)
+        if whole_model:
+            self.data.progress = self.progress
+        progress = self.progress and not whole_model
         with self.timings("covariance"):
             if (run_layers is self.layers and collect is None and self.input_transform is None
-                    and self.lengths is None and isinstance(self.data, RecurrentInputs)):
+                    and self.lengths is None and whole_model):
                 # a whole model's run already computed the top layer's states: not run a second time
                 out = module_output_covariances(run_layers, self.data.calls(), device=self.device,
-                                                progress=self.progress, precision=self.precision)
+                                                progress=progress, precision=self.precision)
             else:
                 out = layer_covariances(run_layers, self.data, collect=collect, device=self.device,
                                         batch_size=self.batch_size, input_transform=self.input_transform,
-                                        progress=self.progress, precision=self.precision, lengths=self.lengths)
+                                        progress=progress, precision=self.precision, lengths=self.lengths)
         return [[(c.mean(), c) for c in row] for row in out]
 
     def layer(self, l: int, compressed_below: Sequence[nn.Module] = (), maps_below=None):
