@@ -63,6 +63,13 @@ class ModelParts:
         return [self.model.get_submodule(p) for p in self.readout_paths]
 
 
+def _other_linears(model: nn.Module, rnn: str) -> str:
+    """The model's linear layers outside the recurrent module, for an error that found no read-out among them."""
+    found = [_describe(p, m) for p, m in model.named_modules()
+             if isinstance(m, nn.Linear) and not p.startswith(rnn + ".")]
+    return f" (the model's linear layers: {', '.join(found[:6])}{', ...' if len(found) > 6 else ''})" if found else ""
+
+
 def _describe(path: str, module: nn.Module) -> str:
     if isinstance(module, nn.Linear):
         return f"{path!r} (Linear {module.in_features} -> {module.out_features})"
@@ -125,8 +132,9 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
                  and not p.startswith(rnn + ".")]
         if len(heads) != 1:
             listed = ", ".join(_describe(p, model.get_submodule(p)) for p in heads) or "none"
+            others = "" if heads else _other_linears(model, rnn)
             raise ValueError(f"readout: expected exactly one nn.Linear reading the {width} outputs of {rnn!r}, found "
-                             f"{len(heads)}: {listed}; name the read-out(s), e.g. readout='head' or "
+                             f"{len(heads)}: {listed}{others}; name the read-out(s), e.g. readout='head' or "
                              f"readout=['head', 'aux']")
         readout = heads
     paths = (readout,) if isinstance(readout, str) else tuple(readout)

@@ -3,6 +3,7 @@ time-major bidirectional LSTM fed packed by the model itself, padded variable-le
 clear refusals of what the method does not cover."""
 
 import json
+import re
 import time
 import warnings
 
@@ -1057,3 +1058,43 @@ def test_the_checks_run_on_a_few_rows_of_a_data_tensor():
     assert runs.count(63) == 0  # the row check runs on CHECK_ROWS rows too (any number but 64 tells)
     # the three read-out checks, the row check, and the smoke test of the pruned copy (a deep copy keeps the hook)
     assert runs.count(CHECK_ROWS) == 5 and len(runs) == 7
+
+
+class _FlattenedSteps(torch.nn.Module):
+    """A head over the flattened outputs of all steps, (batch, T * m): not a read-out of states."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(3, 8, batch_first=True)
+        self.fc = torch.nn.Linear(5 * 8, 2)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0].reshape(x.shape[0], -1))
+
+
+class _DirectionsSummed(torch.nn.Module):
+    """A head over the two directions' states added, which pruning cannot rewrite (each direction keeps its units)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(3, 8, batch_first=True, bidirectional=True)
+        self.fc = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        out = self.rnn(x)[0]
+        return self.fc(out[:, -1, :8] + out[:, 0, 8:])
+
+
+@pytest.mark.parametrize("model, hint", [
+    (_FlattenedSteps, r"in_features=40 does not match .* 8; 40 = 5 x 8: a layer over several steps' states"),
+    (_DirectionsSummed, r"in_features=8 does not match .* 16; a layer that reads part of the states, or the "
+                        r"directions summed"),
+])
+def test_a_linear_layer_of_another_width_is_refused_saying_why(model, hint):
+    """Both were refused as 'found 0: none', without naming the model's linear layer or why it does not count."""
+    x = torch.randn(20, 5, 3)
+    name = "'fc' (Linear 40 -> 2)" if model is _FlattenedSteps else "'fc' (Linear 8 -> 2)"
+    with pytest.raises(ValueError, match=r"found 0: none \(the model's linear layers: " + re.escape(name)):
+        spectral_prune(model(), x, k=4)
+    with pytest.raises(ValueError, match=hint):
+        spectral_prune(model(), x, k=4, rnn="rnn", readout="fc")

@@ -47,8 +47,20 @@ def check_readout(readout: Any, width: int, name: str = "readout") -> nn.Linear:
         raise TypeError(f"{name}: expected a torch.nn.Linear read-out, got {type(readout).__name__}")
     if readout.in_features != width:
         raise ValueError(f"{name}: in_features={readout.in_features} does not match the RNN's output width "
-                         f"(directions x hidden_size) {width}")
+                         f"(directions x hidden_size) {width}{_width_hint(readout.in_features, width)}")
     return readout
+
+
+def _width_hint(features: int, width: int) -> str:
+    """Why a linear layer of another input width is not a read-out of the states, where its width suggests it."""
+    if features > width and features % width == 0:
+        return (f"; {features} = {features // width} x {width}: a layer over several steps' states concatenated (a "
+                f"flattened output) is not supported: the read-out must be applied to states (every step's, one "
+                f"step's, or a pool over steps)")
+    if features < width:
+        return ("; a layer that reads part of the states, or the directions summed, cannot be rewritten for the "
+                "kept units")
+    return ""
 
 
 @dataclass(frozen=True)
