@@ -33,8 +33,8 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from pruning.compress import compress_layer, compress_stack
 from pruning.covariance import model_device, resolve_device
-from pruning.sequences import (KeptPass, as_tensor, batch_dim, count_sequences, is_one_shot, iter_sequence_batches,
-                               one_pass_if_iterator, pack)
+from pruning.sequences import (KeptPass, OnePass, as_tensor, batch_dim, count_sequences, is_one_shot,
+                               iter_sequence_batches, one_pass_if_iterator, pack)
 from pruning.model_parts import resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
@@ -51,6 +51,24 @@ CRITERIA = ("measured", "s10")
 _CONSTRAINTS = dict(target=Real(0.0, None, closed="neither", what="a positive relative error tolerance"),
                     criterion=Options(CRITERIA), search=Options(("bisect", "scan")))
 _HOLDOUT = Real(0.0, 1.0, closed="neither", what="a fraction in (0, 1)")
+
+
+def _read_once(iterator: Any) -> list:
+    """A generator's held-out batches as a list: the search measures the error on them for every k it tries, and a
+    generator can be read only once. They are kept as :class:`pruning.sequences.KeptPass` keeps a pass (within
+    ``REFERENCE_CACHE_BYTES``, tensors only, and only if none was written in place while the generator ran: one buffer
+    reused for every batch would leave the last batch in every place of the list)."""
+    batches = OnePass(iter(iterator), "holdout_data")
+    batches.keep(REFERENCE_CACHE_BYTES)
+    for _ in batches:
+        pass
+    if batches.replay_length() is None:
+        raise ValueError(f"holdout_data: a generator is read once and its batches kept for the search, which measures "
+                         f"the error on them for every k it tries; these take more than "
+                         f"pruning.target.REFERENCE_CACHE_BYTES = {REFERENCE_CACHE_BYTES} bytes, hold something other "
+                         f"than tensors (NumPy arrays), or were written in place while the generator ran (one buffer "
+                         f"reused for every batch); pass a tensor, a list of batches or a DataLoader")
+    return list(batches)
 
 
 def split_holdout(data: Any, holdout: float, *, batch_first: bool, seed: int = 0, lengths: Any = None):
@@ -222,9 +240,7 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     if data is None:
         raise ValueError("data: calibration data is required with target=")
     if is_one_shot(holdout_data):
-        raise TypeError("holdout_data: a generator or other one-shot iterator can be read only once, and the search "
-                        "measures the error on the held-out data for every k it tries; pass a tensor, a list of "
-                        "batches or a DataLoader")
+        holdout_data = _read_once(holdout_data)
     data = one_pass_if_iterator(data)  # the statistics take one pass (the original network's covariances)
     subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
                               batch_size=batch_size)

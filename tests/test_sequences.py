@@ -226,19 +226,45 @@ def test_a_generator_read_twice_is_kept_or_refused_and_one_pass_serves(subject, 
         torch.testing.assert_close(a[0].outer_sum, b[0].outer_sum, rtol=0, atol=0)
 
 
-def test_the_error_target_search_refuses_held_out_data_it_could_read_only_once():
+@pytest.mark.parametrize("subject", ["pair", "model"])
+def test_the_error_target_search_reads_held_out_generators_once(subject):
     """The search measures the held-out error for every k it tries: a generator there was empty from the second k
-    on, and the search then stopped with 'the read-out of the full network is zero'."""
+    on (the search then stopped with 'the read-out of the full network is zero'), and was then refused. Its batches
+    are now read once and kept: the search evaluates the same errors and finds the same k as with a list."""
     from pruning import prune_to_target
 
     torch.manual_seed(2)
     model = _Classifier()
-    with pytest.raises(TypeError, match=r"holdout_data: a generator or other one-shot iterator can be read only once"):
-        prune_to_target((model.rnn, model.head), _batches(), 0.1, holdout_data=iter(_batches(1)))
-    listed = prune_to_target(model, _batches(), 0.1, holdout_data=_batches(1))
-    generated = prune_to_target(model, iter(_batches()), 0.1, holdout_data=_batches(1))
-    assert generated.search["evaluated"] == listed.search["evaluated"]
+    target = (model.rnn, model.head) if subject == "pair" else model
+    listed = prune_to_target(target, _batches(), 0.1, holdout_data=_batches(1))
+    generated = prune_to_target(target, iter(_batches()), 0.1, holdout_data=(b for b in _batches(1)))
+    assert len(listed.search["evaluated"]) > 2  # several k, each measured on all held-out batches
+    assert generated.search["evaluated"] == listed.search["evaluated"] and generated.k == listed.k
     torch.testing.assert_close(generated.covariance.outer_sum, listed.covariance.outer_sum, rtol=0, atol=0)
+
+
+def _one_buffer(batches):
+    """A generator that reuses one buffer for every batch, as a data pipeline that fills it in place does."""
+    buffer = batches[0].clone()
+    for b in batches:
+        buffer[: len(b)].copy_(b)
+        yield buffer[: len(b)]
+
+
+@pytest.mark.parametrize("case", ["over_budget", "one_buffer", "numpy"])
+def test_held_out_generators_that_cannot_be_kept_are_refused_saying_why(monkeypatch, case):
+    import pruning.target as target_module
+    from pruning import prune_to_target
+
+    torch.manual_seed(2)
+    model = _Classifier()
+    held = {"over_budget": (b for b in _batches(1)), "one_buffer": _one_buffer(_batches(1)),
+            "numpy": (b.numpy() for b in _batches(1))}[case]
+    if case == "over_budget":
+        monkeypatch.setattr(target_module, "REFERENCE_CACHE_BYTES", 1000)
+    with pytest.raises(ValueError, match=r"holdout_data: a generator is read once and its batches kept .* take more "
+                                         r"than pruning.target.REFERENCE_CACHE_BYTES .*NumPy arrays.*one buffer"):
+        prune_to_target((model.rnn, model.head), _batches(), 0.1, holdout_data=held)
 
 
 def test_only_one_shot_iterators_are_wrapped_and_peeking_loses_nothing():
