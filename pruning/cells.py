@@ -93,7 +93,8 @@ def cell_statistics(model: nn.Module, cell: nn.Module, path: str, batches, forwa
     handle = cell.register_forward_hook(hook)
     try:
         with eval_mode(model), torch.no_grad():
-            for i, (batch, n) in enumerate(progress_bar(batches, progress, desc="covariance", unit="batch", total=total)):
+            bar = progress_bar(batches, progress, desc="covariance", unit="batch", total=total)
+            for i, (batch, n) in enumerate(bar):
                 sizes.clear()
                 forward(model, batch)
                 if not sizes:

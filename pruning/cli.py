@@ -5,8 +5,8 @@ The checkpoint is read without running code from it (:mod:`pruning.serialization
 read only with ``--trust-checkpoint``. The calibration data is a ``torch.save`` of the inputs (read with
 ``weights_only=True``), a NumPy ``.npy``/``.npz`` file or a ``.safetensors`` file; or, with ``--states``, hidden
 states already computed (one tensor (..., m) for a single layer-direction, or a list per layer of lists per
-direction). The pruned weights are written as safetensors with a
-JSON description of the architecture and a summary of the pruning (``--pickle``: a torch pickle instead).
+direction). The pruned weights are written as safetensors with a JSON description of the architecture and a summary
+of the pruning (``--pickle``: a torch pickle instead).
 """
 
 from __future__ import annotations
