@@ -224,7 +224,8 @@ def _refuse_initial_state(args: tuple, kwargs: dict, path: str) -> None:
     if hx is not None and not _all_zero(hx):
         raise _Refused(f"data: the model passes a nonzero initial state to {path!r}; spectral pruning takes its "
                        f"statistics from runs that start at the zero state (a model that carries the final state of "
-                       f"one call into the next, over chunks of a sequence, is not supported)")
+                       f"one call into the next, over chunks of a sequence, or a decoder started from an encoder's "
+                       f"state, is not supported)")
 
 
 class RecurrentInputs:
@@ -535,6 +536,12 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                  f"a computation in the model's forward between {parts.rnn_path!r} and {path!r} (not a module: e.g. a "
                  f"functional norm, a nonlinearity, max-pooling over time, attention, or a read of an earlier "
                  f"layer's or the cell state)")
+        recurrent = [p for p in suspects if isinstance(model.get_submodule(p), _RECURRENT + _CELLS)]
+        if recurrent:
+            where += (f" ({recurrent[0]!r} is a recurrent module reading its states: a stack built from separate "
+                      f"modules, or an encoder whose states feed another recurrent module, is not pruned as one; "
+                      f"prune the module whose states the linear head reads, or hold a plain stack's layers in one "
+                      f"module, nn.{type(parts.rnn).__name__}(num_layers=...) or pruning.RecurrentStack)")
         raise ReadoutPathError(f"readout: {path!r} does not read a unit-wise linear function of {parts.rnn_path!r}'s "
                          f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
                          f"that read its states, with only dropout, identity, indexing or pooling over time between "

@@ -1098,3 +1098,51 @@ def test_a_linear_layer_of_another_width_is_refused_saying_why(model, hint):
         spectral_prune(model(), x, k=4)
     with pytest.raises(ValueError, match=hint):
         spectral_prune(model(), x, k=4, rnn="rnn", readout="fc")
+
+
+class _ModuleListStack(torch.nn.Module):
+    """A stack built from separate single-layer modules, as a user writes it to add something per layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([torch.nn.LSTM(3, 8, batch_first=True),
+                                           torch.nn.LSTM(8, 8, batch_first=True)])
+        self.fc = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)[0]
+        return self.fc(x[:, -1])
+
+
+class _EncoderDecoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.GRU(3, 8, batch_first=True)
+        self.dec = torch.nn.GRU(3, 8, batch_first=True)
+        self.fc = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        _, h = self.enc(x)
+        return self.fc(self.dec(x.flip(1), h)[0])
+
+
+def test_a_recurrent_module_reading_the_states_is_named_as_such():
+    """The first layer of a stack held in a ModuleList, and an encoder whose final state starts a decoder, were
+    refused as 'module(s) depend on the hidden width' (or as chunked data); the errors now say what the module is
+    and what can be pruned. The last layer of the ModuleList stack, read by the head, prunes."""
+    torch.manual_seed(30)
+    x = torch.randn(20, 5, 3)
+    stack = _ModuleListStack().eval()
+    with pytest.raises(ValueError, match=r"'layers.1' is a recurrent module reading its states: a stack built from "
+                                         r"separate modules.*nn.LSTM\(num_layers=...\) or pruning.RecurrentStack"):
+        spectral_prune(stack, x, k=4, rnn="layers.0", readout="fc")
+    res = spectral_prune(stack, x, k=8, rnn="layers.1", readout="fc", rel_lam=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(x), stack(x), rtol=0, atol=2e-4)
+    seq2seq = _EncoderDecoder().eval()
+    with pytest.raises(ValueError, match=r"'dec' is a recurrent module reading its states.* an encoder whose states "
+                                         r"feed another recurrent module"):
+        spectral_prune(seq2seq, x, k=4, rnn="enc", readout="fc")
+    with pytest.raises(ValueError, match=r"nonzero initial state to 'dec'.*a decoder started from an encoder's state"):
+        spectral_prune(seq2seq, x, k=4, rnn="dec", readout="fc")
