@@ -77,16 +77,17 @@ def device_argument(text: str) -> str:
     return text
 
 
-def load_calibration(path, *, states: bool = False, with_lengths: bool = False) -> Any:
+def load_calibration(path, *, states: bool = False, with_lengths: bool = False, name: Optional[str] = None) -> Any:
     """Calibration inputs (or, with ``states``, hidden states) from a file, in a form :func:`pruning.spectral_prune`
     accepts: a tensor, a PackedSequence, a list of batches or of sequences of different lengths, or a dict
     ``{"inputs": padded, "lengths": lengths}`` (``"states"`` with ``states``). The file is a ``torch.save`` (read
     with ``weights_only=True``), a NumPy ``.npy`` array, an ``.npz`` archive or a ``.safetensors`` file (a dict of
     arrays: the key ``inputs``, with ``lengths`` beside it; or an ``.npz`` of one array saved without a name).
-    With ``with_lengths``, returns ``(inputs, lengths)`` (``lengths`` None unless the dict holds them)."""
+    With ``with_lengths``, returns ``(inputs, lengths)`` (``lengths`` None unless the dict holds them). ``name``: the
+    option the errors name (default ``--data``, or ``--states``)."""
     from pruning.fileio import existing_file
 
-    what = "--states" if states else "--data"
+    what = name or ("--states" if states else "--data")
     path = existing_file(path, what)
     obj = _read_data_file(path, what)
     lengths = None
@@ -288,12 +289,20 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     loaded = load_checkpoint(checkpoint, factory=factory, trust=trust)
     target = loaded if not isinstance(loaded, list) else tuple(loaded)
     calib, lengths = load_calibration(data, with_lengths=True) if data is not None else (None, None)
+    recorded = dict(settings)  # what the summary records: the held-out data by their path
+    held_path = settings.pop("holdout_data", None)
+    if held_path is not None:
+        settings["holdout_data"], settings["holdout_lengths"] = load_calibration(held_path, with_lengths=True,
+                                                                               name="--holdout-data")
+        recorded["holdout_data"] = str(held_path)
     cov = load_calibration(states, states=True) if states is not None else None
     subject = resolve_subject(target, None, rnn=rnn_path, readout=readout_paths)
     rnn, readout, user_model = subject.rnn, subject.readout, subject.model
     if calib is not None:
         # NumPy writes float64 by default: floating inputs are given to the model in its recurrent module's dtype
         calib = _to_dtype(calib, next(rnn.parameters()).dtype)
+    if settings.get("holdout_data") is not None:
+        settings["holdout_data"] = _to_dtype(settings["holdout_data"], next(rnn.parameters()).dtype)
     if cov is not None:
         _check_states_grid(cov, subject.rnn)
     # a whole model found by path takes batch-first inputs; the MAC count needs only their length
@@ -306,7 +315,7 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     pruned_rnn = cell_as_layer(result.rnn) if isinstance(result.rnn, torch.nn.RNNCellBase) else result.rnn
     report = dict(
         checkpoint=str(checkpoint), out=str(out), calibration=str(data if data is not None else states),
-        settings=dict(settings), covariance_mode=result.covariance_mode,
+        settings=recorded, covariance_mode=result.covariance_mode,
         before=dict(module=module_summary(rnn), **_size(rnn, readout, T)),
         after=dict(module=module_summary(pruned_rnn), **_size(pruned_rnn, result.readout, T)),
         layers=[dict(layer=lp.layer, direction=lp.direction, m=lp.m, k=lp.k, units=[int(u) for u in lp.units],
@@ -363,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --target: error measured on held-out sequences, or the S10 bound (Elman RNNs)")
     p.add_argument("--holdout", type=float, default=0.25,
                    help="with --target: fraction of the calibration sequences held out to measure the error")
+    p.add_argument("--holdout-data", type=Path, default=None, metavar="PATH",
+                   help="with --target: held-out inputs to measure the error on, in the forms --data takes (with "
+                        "their lengths for padded ones), instead of a --holdout fraction of --data")
     p.add_argument("--search", choices=("bisect", "scan"), default="bisect",
                    help="with --target: doubling k then bisection over the greedy order, or k = 1, 2, ... in turn "
                         "(the exact minimum)")
@@ -447,8 +459,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                     seed=args.seed, covariance_mode=args.covariance_mode, batch_size=args.batch_size,
                     precision=args.precision)
     if args.target is not None:
-        settings.update(target=args.target, criterion=args.criterion, holdout=args.holdout, search=args.search)
+        settings.update(target=args.target, criterion=args.criterion, holdout=args.holdout, search=args.search,
+                        holdout_data=args.holdout_data)
         settings.pop("covariance_mode")
+    else:
+        search_only = [flag for flag, given in (("--holdout", args.holdout != 0.25),
+                                                ("--holdout-data", args.holdout_data is not None),
+                                                ("--criterion", args.criterion != "measured"),
+                                                ("--search", args.search != "bisect")) if given]
+        if search_only:
+            parser.error(f"{', '.join(search_only)}: settings of the error-target search; give --target")
     try:
         report = prune_checkpoint(args.checkpoint, args.out, data=args.data, states=args.states,
                                   summary=args.summary, device=device, progress=not args.no_progress,

@@ -45,6 +45,7 @@ def spectral_prune(
     criterion: str = "measured",
     holdout: float = 0.25,
     holdout_data: Any = None,
+    holdout_lengths: Any = None,
     search: str = "bisect",
     precision: str = "float32",
     lengths: Any = None,
@@ -111,7 +112,8 @@ def spectral_prune(
         Instead of a width: the smallest k (the same in every layer, capped at its width) whose relative
         approximation error is at most ``target`` (:func:`pruning.prune_to_target`; greedy method,
         original-network covariances). ``criterion`` is ``"measured"`` (S10's left-hand side on
-        held-out sequences: ``holdout_data``, or a ``holdout`` fraction of ``data``) or ``"s10"`` (the S10
+        held-out sequences: ``holdout_data``, with ``holdout_lengths`` for padded ones as ``lengths`` for
+        ``data``, or a ``holdout`` fraction of ``data``) or ``"s10"`` (the S10
         bound on the calibration data; single-layer Elman RNNs). ``search`` is ``"bisect"`` (k = 1, 2, 4, ...
         until one passes, then bisection, over one greedy order) or ``"scan"`` (k = 1, 2, 3, ... until one passes:
         the exact minimum when the error is not monotone in k).
@@ -124,11 +126,19 @@ def spectral_prune(
         from pruning.target import prune_to_target
 
         return prune_to_target(model_or_rnn, data, target, criterion=criterion, holdout=holdout,
-                               holdout_data=holdout_data, search=search, k=k, ratio=ratio, target_dof=target_dof,
-                               lam=lam, rel_lam=rel_lam, theta=theta, Z=Z, method=method, reconstruct=reconstruct,
+                               holdout_data=holdout_data, holdout_lengths=holdout_lengths, search=search, k=k,
+                               ratio=ratio, target_dof=target_dof, lam=lam, rel_lam=rel_lam, theta=theta, Z=Z, method=method, reconstruct=reconstruct,
                                seed=seed, covariance=covariance, batch_size=batch_size, device=device,
                                progress=progress, precision=precision, lengths=lengths, rnn=rnn,
                                readout=readout, forward=forward)
+    # the error target's settings would be ignored without one: say so rather than prune as if they applied
+    ignored = [name for name, given in (("holdout", holdout != 0.25), ("holdout_data", holdout_data is not None),
+                                         ("holdout_lengths", holdout_lengths is not None),
+                                         ("criterion", criterion != "measured"), ("search", search != "bisect"))
+               if given]
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)}: settings of the error-target search, which only target= runs; "
+                         f"give target=, or leave them out")
     batch_size = BATCH_SIZE.check(batch_size, "batch_size")
     precision = PRECISION.check(precision, "precision")
     data = one_pass_if_iterator(data)  # a generator is read once: the checks peek at its first batch

@@ -239,6 +239,9 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     settings.pop("covariance_mode", None)
     if data is None:
         raise ValueError("data: calibration data is required with target=")
+    if holdout_lengths is not None and holdout_data is None:
+        raise ValueError("holdout_lengths: the lengths of holdout_data's sequences; give holdout_data as well (the "
+                         "held-out part of data keeps its lengths from lengths=)")
     if is_one_shot(holdout_data):
         holdout_data = _read_once(holdout_data)
     data = one_pass_if_iterator(data)  # the statistics take one pass (the original network's covariances)

@@ -239,3 +239,54 @@ def test_a_whole_models_row_check_runs_once_per_data():
     for _ in range(3):
         assert sum(x.shape[0] for x in inputs) == 20
     assert runs == [8, 7, 8, 4] + [8, 8, 4] * 2  # the batches, and 7 = 8 - 1 rows checked once
+
+
+def _padded_holdout(seed=40):
+    """Held-out sequences of different lengths, padded with values that would dominate the error if counted."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(24, 7, 3, generator=gen, dtype=torch.float64)
+    lengths = torch.randint(1, 8, (24,), generator=gen)
+    x[torch.arange(7)[None, :] >= lengths[:, None]] = 50.0
+    return x, lengths
+
+
+def test_spectral_prune_passes_holdout_lengths_and_refuses_search_settings_without_a_target():
+    """spectral_prune took holdout_data but not its lengths, so padded held-out steps entered the measured error; and
+    holdout settings given with a width were ignored without a word."""
+    from pruning import prune_to_target
+
+    pair = make("GRU", 6)
+    x = torch.randn(40, 7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(41))
+    held, lengths = _padded_holdout()
+    direct = prune_to_target(pair, x, 0.05, holdout_data=held, holdout_lengths=lengths, search="scan")
+    res = spectral_prune(pair, x, target=0.05, holdout_data=held, holdout_lengths=lengths, search="scan")
+    assert res.search["evaluated"] == direct.search["evaluated"]
+    padded = spectral_prune(pair, x, target=0.05, holdout_data=held, search="scan")
+    assert padded.search["evaluated"] != res.search["evaluated"]  # the padding counted there
+    for given in (dict(holdout_data=held), dict(holdout_lengths=lengths), dict(holdout=0.5), dict(search="scan"),
+                  dict(criterion="s10")):
+        name = next(iter(given))
+        with pytest.raises(ValueError, match=f"^{name}: settings of the error-target search, which only target= runs"):
+            spectral_prune(pair, x, k=3, **given)
+    with pytest.raises(ValueError, match="holdout_lengths: the lengths of holdout_data's sequences; give holdout_data"):
+        spectral_prune(pair, x, target=0.05, holdout_lengths=lengths)
+
+
+def test_cli_holdout_data_with_lengths_measures_as_the_api(tmp_path, capsys):
+    rnn, head = make("LSTM", 8)
+    torch.save((rnn, head), tmp_path / "m.pt")
+    x = torch.randn(30, 7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(42))
+    torch.save(x, tmp_path / "x.pt")
+    held, lengths = _padded_holdout()
+    np.savez(tmp_path / "held.npz", inputs=held.numpy(), lengths=lengths.numpy())
+    args = ["prune", "--checkpoint", str(tmp_path / "m.pt"), "--trust-checkpoint", "--data", str(tmp_path / "x.pt"),
+            "--out", str(tmp_path / "p.safetensors"), "--no-progress"]
+    assert main(args + ["--target", "0.05", "--holdout-data", str(tmp_path / "held.npz"), "--search", "scan"]) == 0
+    summary = json.loads((tmp_path / "p.json").read_text())
+    expected = spectral_prune((rnn, head), x, target=0.05, holdout_data=held, holdout_lengths=lengths, search="scan")
+    assert summary["search"]["evaluated"] == {str(k): v for k, v in expected.search["evaluated"].items()}
+    assert summary["settings"]["holdout_data"] == str(tmp_path / "held.npz")
+    assert summary["search"]["holdout_sequences"] == 24
+    with pytest.raises(SystemExit):
+        main(args + ["--k", "3", "--holdout-data", str(tmp_path / "held.npz")])
+    assert "--holdout-data: settings of the error-target search; give --target" in capsys.readouterr().err
