@@ -34,7 +34,8 @@ from pruning.modules import (as_layers, assemble, check_readout, check_recurrent
 from theory._validation import as_float64_array
 from theory.information import as_units
 
-__all__ = ["compress", "compress_stack", "compress_layer", "compress_readout", "state_map"]
+__all__ = ["compress", "compress_stack", "compress_layer", "compress_readout", "compress_reader", "compress_head",
+           "state_map"]
 
 
 def _as_reconstruction(A, m: int, k: int) -> np.ndarray:
@@ -113,6 +114,25 @@ def compress_readout(readout: nn.Linear, maps: Sequence[np.ndarray]) -> nn.Linea
             head.bias.copy_(readout.bias)
     head.train(readout.training)
     return head
+
+
+def compress_reader(reader: nn.Module, maps: Sequence[np.ndarray]) -> nn.Module:
+    """A recurrent module that reads the compressed layer's states as its input (the next layer of a stack built
+    from separate modules): its first layer's input weights absorb the maps, ``[W_ih[:, block_d] M_d]_d``, as the
+    next layer of a native stack does; every other weight is kept (a fresh module of the same settings, with the
+    native type when its layers have one width)."""
+    layers = as_layers(reader)
+    first = layers[0]
+    m = first.hidden_size
+    D = directions(first)
+    layers[0] = compress_layer(first, [np.arange(m)] * D, [np.eye(m)] * D, input_maps=maps)
+    return assemble(layers, float(getattr(reader, "dropout", 0.0)))
+
+
+def compress_head(head: nn.Module, maps: Sequence[np.ndarray]) -> nn.Module:
+    """A read-out of the compressed last layer: a linear read-out (:func:`compress_readout`) or a recurrent module
+    reading the states (:func:`compress_reader`)."""
+    return compress_readout(head, maps) if isinstance(head, nn.Linear) else compress_reader(head, maps)
 
 
 def compress_stack(rnn: nn.Module, readout: nn.Linear, units, A=None) -> Tuple[nn.Module, nn.Linear]:

@@ -97,7 +97,8 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
 
     ``rnn`` is a path such as ``"encoder"`` (default: the model's only recurrent module); ``readout`` a path or a
     list of paths of ``nn.Linear`` modules that read the recurrent module's output (default: the only such linear
-    layer). Ambiguity is an error that lists the candidates with their paths.
+    layer), or of recurrent modules that read it as their input (named only). Ambiguity is an error that lists the
+    candidates with their paths.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_or_rnn: expected an nn.Module, a (rnn, readout) pair, got {type(model).__name__}")
@@ -141,15 +142,53 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
     if not paths or len(set(paths)) != len(paths):
         raise ValueError(f"readout: expected one or more distinct module paths, got {readout!r}")
     for p in paths:
-        check_readout(_get(model, p, "readout"), width, f"readout ({p!r})")
-        if p == rnn or p.startswith(rnn + "."):
+        if p == rnn:
+            raise ValueError(f"readout: {p!r} is the recurrent module itself; name the module(s) that read its states")
+        if p.startswith(rnn + "."):
             raise ValueError(f"readout: {p!r} is part of the recurrent module {rnn!r}")
+        if rnn.startswith(p + "."):
+            raise ValueError(f"readout: {p!r} holds the recurrent module {rnn!r}")
+        head = _get(model, p, "readout")
+        if isinstance(head, _RECURRENT):
+            _check_reader(head, module, width, rnn, p)
+        else:
+            check_readout(head, width, f"readout ({p!r})")
     return ModelParts(model, rnn, paths)
 
 
-def combined_readout(readouts: Sequence[nn.Linear]) -> nn.Linear:
-    """One linear layer whose rows are every read-out's rows: the weight that reads the states in the output loss
-    (S2 with Z = the read-out) and in the error-target search, for models with several heads."""
+def _check_reader(head: nn.Module, module: nn.Module, width: int, rnn: str, path: str) -> None:
+    """A recurrent module named as a read-out: the next layer of a stack built from separate modules, which reads the
+    states as its input; its first layer's input weights absorb ``A_J``."""
+    if isinstance(module, _CELLS):
+        raise ValueError(f"readout ({path!r}): a recurrent module reading the states of the cell {rnn!r} is not "
+                         f"supported; name the linear layer(s) that read them")
+    check_recurrent(head, f"readout ({path!r})")
+    if head.input_size != width:
+        raise ValueError(f"readout ({path!r}): a recurrent module read-out takes the {width} outputs of {rnn!r} as "
+                         f"its input; its input_size is {head.input_size}")
+
+
+def reading_linear(head: nn.Module) -> nn.Linear:
+    """The linear map by which a read-out reads the states: a linear read-out itself; for a recurrent module that reads
+    them as its input, its first layer's input weights of every direction, stacked (``W_ih``, without bias), as for
+    the next layer of a native stack (S2 with Z = the next consumer)."""
+    if isinstance(head, nn.Linear):
+        return head
+    from pruning.modules import as_layers
+
+    first = as_layers(head)[0]
+    w = torch.cat([getattr(first, f"weight_ih_l0{s}") for s in ("", "_reverse")[:directions(first)]])
+    out = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        out.weight.copy_(w)
+    return out
+
+
+def combined_readout(readouts: Sequence[nn.Module]) -> nn.Linear:
+    """One linear layer whose rows are every read-out's rows (:func:`reading_linear`): the weight that reads the
+    states in the output loss (S2 with Z = the read-out) and in the error-target search, for models with several
+    heads or a recurrent module reading the states."""
+    readouts = [reading_linear(r) for r in readouts]
     if len(readouts) == 1:
         return readouts[0]
     w = readouts[0].weight
@@ -438,7 +477,7 @@ def _other_leaf_modules(parts: ModelParts) -> List[Tuple[str, nn.Module]]:
     checks look for what else touches the states."""
     skip = set(parts.readout_paths) | {parts.rnn_path}
     return [(p, mod) for p, mod in parts.model.named_modules()
-            if p and p not in skip and not p.startswith(parts.rnn_path + ".") and not list(mod.children())]
+            if p and not any(p == q or p.startswith(q + ".") for q in skip) and not list(mod.children())]
 
 
 def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None) -> None:
@@ -486,7 +525,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
 
     def record_input(path):
         def hook(module, args):
-            seen[path].append(args[0].detach().clone())
+            x = args[0]  # a recurrent module reading the states may take them packed
+            seen[path].append((x.data if isinstance(x, PackedSequence) else x).detach().clone())
             state["readout_seen"] = True
         return hook
 
@@ -538,10 +578,9 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                  f"layer's or the cell state)")
         recurrent = [p for p in suspects if isinstance(model.get_submodule(p), _RECURRENT + _CELLS)]
         if recurrent:
-            where += (f" ({recurrent[0]!r} is a recurrent module reading its states: a stack built from separate "
-                      f"modules, or an encoder whose states feed another recurrent module, is not pruned as one; "
-                      f"prune the module whose states the linear head reads, or hold a plain stack's layers in one "
-                      f"module, nn.{type(parts.rnn).__name__}(num_layers=...) or pruning.RecurrentStack)")
+            where += (f" ({recurrent[0]!r} is a recurrent module reading its states: if it reads them as its input, "
+                      f"the next layer of a stack built from separate modules, name it as the read-out, "
+                      f"readout={recurrent[0]!r}, and its input weights absorb A_J)")
         raise ReadoutPathError(f"readout: {path!r} does not read a unit-wise linear function of {parts.rnn_path!r}'s "
                          f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
                          f"that read its states, with only dropout, identity, indexing or pooling over time between "
@@ -643,7 +682,7 @@ class Subject:
 
     rnn: nn.Module
     readout: nn.Linear
-    heads: List[nn.Linear]
+    heads: List[nn.Module]  # linear read-outs, or recurrent modules reading the states as their input
     model: Optional[nn.Module]
     parts: Optional[ModelParts]
     data: Any
@@ -671,10 +710,10 @@ class Subject:
         approximated by ``maps`` (one per direction): every head absorbs them; ``rnn`` goes back into a cell for a
         cell's model; ``readout`` is the combined head (the one head of a single-head model), ``model`` a copy of the
         user's model holding the pruned modules."""
-        from pruning.compress import compress_readout
+        from pruning.compress import compress_head
 
-        heads = [compress_readout(h, maps) for h in self.heads]
-        readout = heads[0] if len(heads) == 1 else combined_readout(heads)
+        heads = [compress_head(h, maps) for h in self.heads]
+        readout = combined_readout(heads)
         if self.cell:
             rnn = layer_as_cell(rnn)
         if self.parts is not None:

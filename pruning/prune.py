@@ -75,7 +75,9 @@ def spectral_prune(
         Dotted paths of the recurrent module and of its read-out(s) in the model (e.g. ``rnn="encoder"``,
         ``readout=["head", "aux_head"]``). Every read-out absorbs A_J. What lies between them must be a unit-wise
         linear map of the states (dropout, identity, indexing, pooling over time); a norm layer, another linear
-        layer or attention is refused with its name (:func:`pruning.model_parts.check_readout_path`).
+        layer or attention is refused with its name (:func:`pruning.model_parts.check_readout_path`). A
+        recurrent module that reads the states as its input (the next layer of a stack built from separate modules)
+        may be named as a read-out: its input weights absorb A_J.
     forward : callable, optional
         ``forward(model, batch)`` runs the model on one batch (default: ``model(batch)``, ``model(batch[0])`` for
         a tuple, ``model(**batch)`` for a dict).
@@ -127,10 +129,10 @@ def spectral_prune(
 
         return prune_to_target(model_or_rnn, data, target, criterion=criterion, holdout=holdout,
                                holdout_data=holdout_data, holdout_lengths=holdout_lengths, search=search, k=k,
-                               ratio=ratio, target_dof=target_dof, lam=lam, rel_lam=rel_lam, theta=theta, Z=Z, method=method, reconstruct=reconstruct,
-                               seed=seed, covariance=covariance, batch_size=batch_size, device=device,
-                               progress=progress, precision=precision, lengths=lengths, rnn=rnn,
-                               readout=readout, forward=forward)
+                               ratio=ratio, target_dof=target_dof, lam=lam, rel_lam=rel_lam, theta=theta, Z=Z,
+                               method=method, reconstruct=reconstruct, seed=seed, covariance=covariance,
+                               batch_size=batch_size, device=device, progress=progress, precision=precision,
+                               lengths=lengths, rnn=rnn, readout=readout, forward=forward)
     # the error target's settings would be ignored without one: say so rather than prune as if they applied
     ignored = [name for name, given in (("holdout", holdout != 0.25), ("holdout_data", holdout_data is not None),
                                          ("holdout_lengths", holdout_lengths is not None),

@@ -76,9 +76,11 @@ class PruneResult:
     search : dict or None
         With ``target=``: the tolerance, criterion, the k found, its error, every evaluated
         ``{k: error}`` and the seconds the search took.
-    heads : list[torch.nn.Linear]
-        Every compressed read-out, in the order of the ``readout`` paths (``[readout]`` for one head; with several
-        heads ``readout`` is their rows stacked, the weight that reads the states).
+    heads : list[torch.nn.Module]
+        Every compressed read-out, in the order of the ``readout`` paths (``[readout]`` for one linear head; with
+        several heads ``readout`` is their rows stacked, the weight that reads the states). A recurrent module named
+        as the read-out (the next layer of a stack built from separate modules) is here with its input weights
+        compressed, and ``readout`` is then those weights as a linear layer without bias.
     paths : (str, tuple of str) or None
         Where the recurrent module and the read-outs sit in ``model`` (None for a pair): what :meth:`save` records
         so that :func:`pruning.load_pruned` puts the pruned modules back in the same places.

@@ -202,7 +202,17 @@ def describe_architecture(rnn: nn.Module, readout: nn.Linear) -> Dict[str, Any]:
         check_recurrent(rnn)
         summary = module_summary(rnn)
     summary["dtype"] = str(p.dtype).replace("torch.", "")
-    return dict(rnn=summary, readout=_describe_linear(readout))
+    return dict(rnn=summary, readout=_describe_head(readout))
+
+
+def _describe_head(head: nn.Module) -> Dict[str, Any]:
+    """A read-out's description: a linear layer's sizes, or a recurrent module's settings (a module that reads the
+    states as its input, the next layer of a stack built from separate modules)."""
+    if isinstance(head, nn.Linear):
+        return _describe_linear(head)
+    summary = module_summary(check_recurrent(head, "readout"))
+    summary["dtype"] = str(next(head.parameters()).dtype).replace("torch.", "")
+    return summary
 
 
 def _describe_linear(readout: nn.Linear) -> Dict[str, Any]:
@@ -221,32 +231,49 @@ def build_architecture(arch: Dict[str, Any]) -> Tuple[nn.Module, nn.Linear]:
     """Fresh modules (random weights) of the architecture :func:`describe_architecture` wrote."""
     try:
         r, h = arch["rnn"], arch["readout"]
-        dtype = _dtype(r.get("dtype", "float32"))
-        classes = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
-        if r["type"] in _CELL_TYPES:
-            kw = dict(bias=r["bias"], dtype=dtype)
-            if r["type"] == "RNNCell":
-                kw["nonlinearity"] = r["nonlinearity"]
-            rnn = _CELL_TYPES[r["type"]](r["input_size"], r["hidden_size"], **kw)
-        elif r["type"] == "RecurrentStack":
-            rnn = RecurrentStack(r["cell"], r["input_size"], r["hidden_sizes"], bias=r["bias"],
-                                 batch_first=r["batch_first"], bidirectional=r["bidirectional"],
-                                 nonlinearity=r.get("nonlinearity", "tanh"), dropout=r.get("dropout", 0.0),
-                                 dtype=dtype)
-        elif r["type"] in classes:
-            if len(set(r["hidden_sizes"])) != 1:
-                raise ValueError(f"architecture: a native {r['type']} has one width, got {r['hidden_sizes']}")
-            kw = dict(num_layers=r["num_layers"], bias=r["bias"], batch_first=r["batch_first"],
-                      bidirectional=r["bidirectional"], dropout=r.get("dropout", 0.0), dtype=dtype)
-            if r["type"] == "RNN":
-                kw["nonlinearity"] = r["nonlinearity"]
-            rnn = classes[r["type"]](r["input_size"], r["hidden_sizes"][0], **kw)
-        else:
-            raise ValueError(f"architecture: unknown module type {r['type']!r}")
-        readout = _build_linear(h)
+        rnn = _build_recurrent(r)
+        readout = _build_head(h)
     except KeyError as err:
         raise ValueError(f"architecture: the description lacks {err}") from None
     return rnn, readout
+
+
+def _build_head(h: Dict[str, Any]) -> nn.Module:
+    """A fresh read-out of the description :func:`_describe_head` wrote."""
+    if "type" not in h:
+        return _build_linear(h)
+    try:
+        return _build_recurrent(h)
+    except KeyError as err:
+        raise ValueError(f"architecture: the read-out description lacks {err}") from None
+
+
+def _build_recurrent(r: Dict[str, Any]) -> nn.Module:
+    """A fresh recurrent module or cell of the description :func:`describe_architecture` wrote (KeyError where it
+    lacks a setting)."""
+    dtype = _dtype(r.get("dtype", "float32"))
+    classes = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
+    if r["type"] in _CELL_TYPES:
+        kw = dict(bias=r["bias"], dtype=dtype)
+        if r["type"] == "RNNCell":
+            kw["nonlinearity"] = r["nonlinearity"]
+        rnn = _CELL_TYPES[r["type"]](r["input_size"], r["hidden_size"], **kw)
+    elif r["type"] == "RecurrentStack":
+        rnn = RecurrentStack(r["cell"], r["input_size"], r["hidden_sizes"], bias=r["bias"],
+                             batch_first=r["batch_first"], bidirectional=r["bidirectional"],
+                             nonlinearity=r.get("nonlinearity", "tanh"), dropout=r.get("dropout", 0.0),
+                             dtype=dtype)
+    elif r["type"] in classes:
+        if len(set(r["hidden_sizes"])) != 1:
+            raise ValueError(f"architecture: a native {r['type']} has one width, got {r['hidden_sizes']}")
+        kw = dict(num_layers=r["num_layers"], bias=r["bias"], batch_first=r["batch_first"],
+                  bidirectional=r["bidirectional"], dropout=r.get("dropout", 0.0), dtype=dtype)
+        if r["type"] == "RNN":
+            kw["nonlinearity"] = r["nonlinearity"]
+        rnn = classes[r["type"]](r["input_size"], r["hidden_sizes"][0], **kw)
+    else:
+        raise ValueError(f"architecture: unknown module type {r['type']!r}")
+    return rnn
 
 
 def _build_linear(h: Dict[str, Any]) -> nn.Linear:
@@ -286,7 +313,7 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
         raise TypeError("readout: expected the pruned read-out (or pass the PruneResult as the second argument)")
     paths = paths if paths is not None else ("rnn", "readout")
     path = Path(path)
-    heads = [readout] if isinstance(readout, nn.Linear) else list(readout)
+    heads = [readout] if isinstance(readout, nn.Module) else list(readout)
     head_paths = [paths[1]] if isinstance(paths[1], str) else list(paths[1])
     if model is not None and len(head_paths) != len(heads):
         raise ValueError(f"paths: expected one read-out path per head ({len(heads)}), got {head_paths!r}")
@@ -294,7 +321,7 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
         _check_placed(model, [paths[0]] + head_paths, [rnn] + heads)
     record = dict(summary or {})
     arch = describe_architecture(rnn, heads[0])
-    arch.update(heads=[_describe_linear(h) for h in heads],
+    arch.update(heads=[_describe_head(h) for h in heads],
                 paths=dict(rnn=paths[0], readout=head_paths[0], heads=head_paths))
     record.update(format=FORMAT, weights=path.name, kind="model" if model is not None else "pair",
                   architecture=arch)
@@ -354,7 +381,7 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
         _set_module(model, paths["rnn"], rnn)
         head_paths = paths.get("heads", [paths["readout"]])
         for p, desc in zip(head_paths, arch.get("heads", [arch["readout"]])):
-            _set_module(model, p, _build_linear(desc))
+            _set_module(model, p, _build_head(desc))
         target: nn.Module = model
     else:
         target = _Pair(rnn, readout)

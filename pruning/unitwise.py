@@ -146,10 +146,16 @@ def rerun_with_inputs(model: nn.Module, forward: Callable, batch: Any, recorded:
     def substitute(path):
         def hook(module, args):
             replacement = next(calls[path], None)
-            if replacement is None or replacement.shape != args[0].shape:
+            x = args[0]
+            packed = isinstance(x, PackedSequence)  # a recurrent module reading the states may take them packed
+            t = x.data if packed else x
+            if replacement is None or replacement.shape != t.shape:
                 mismatch.append(path)
                 return None
-            return (replacement.to(args[0].dtype),) + tuple(args[1:])
+            new = replacement.to(t.dtype)
+            if packed:
+                new = PackedSequence(new, x.batch_sizes, x.sorted_indices, x.unsorted_indices)
+            return (new,) + tuple(args[1:])
         return hook
 
     handles = list(handles) + [model.get_submodule(p).register_forward_pre_hook(substitute(p)) for p in recorded]

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pruning import layer_covariances, load_pruned, spectral_prune, time_mean_covariance
 from pruning.__main__ import main
@@ -326,8 +326,10 @@ def test_ambiguous_or_missing_modules_list_the_candidates():
         spectral_prune(m, torch.randn(2, 3, 3), k=2, rnn="encoder")
     with pytest.raises(TypeError, match=r"rnn \('head'\): expected torch.nn.RNN"):
         spectral_prune(m, torch.randn(2, 3, 3), k=2, rnn="head")
-    with pytest.raises(TypeError, match=r"readout \('words'\): expected a torch.nn.Linear read-out, got LSTM"):
+    with pytest.raises(ValueError, match=r"readout: 'words' is the recurrent module itself"):
         spectral_prune(m, torch.randn(2, 3, 3), k=2, rnn="words", readout="words")
+    with pytest.raises(TypeError, match=r"readout: expected a torch.nn.Linear read-out, got LSTM"):
+        spectral_prune((m.words, m.words), torch.randn(2, 3, 3), k=2)  # a pair's read-out is linear
     with pytest.raises(TypeError, match=r"model_or_rnn: .* a Linear with none"):
         spectral_prune(torch.nn.Linear(2, 2), torch.randn(2, 2), k=1)
     both = torch.nn.Module()
@@ -1101,13 +1103,16 @@ def test_a_linear_layer_of_another_width_is_refused_saying_why(model, hint):
 
 
 class _ModuleListStack(torch.nn.Module):
-    """A stack built from separate single-layer modules, as a user writes it to add something per layer."""
+    """A stack built from separate single-layer modules, as a user writes it to add something per layer; the layer
+    above reads the one below as its input."""
 
-    def __init__(self):
+    def __init__(self, cell=torch.nn.LSTM, bidirectional=False, upper_layers=1):
         super().__init__()
-        self.layers = torch.nn.ModuleList([torch.nn.LSTM(3, 8, batch_first=True),
-                                           torch.nn.LSTM(8, 8, batch_first=True)])
-        self.fc = torch.nn.Linear(8, 2)
+        D = 2 if bidirectional else 1
+        self.layers = torch.nn.ModuleList([
+            cell(3, 8, batch_first=True, bidirectional=bidirectional),
+            cell(8 * D, 8, num_layers=upper_layers, batch_first=True, bidirectional=bidirectional)])
+        self.fc = torch.nn.Linear(8 * D, 2)
 
     def forward(self, x):
         for layer in self.layers:
@@ -1116,33 +1121,137 @@ class _ModuleListStack(torch.nn.Module):
 
 
 class _EncoderDecoder(torch.nn.Module):
+    """A decoder started from the encoder's final state, reading the encoder's outputs."""
+
     def __init__(self):
         super().__init__()
         self.enc = torch.nn.GRU(3, 8, batch_first=True)
-        self.dec = torch.nn.GRU(3, 8, batch_first=True)
+        self.dec = torch.nn.GRU(8, 8, batch_first=True)
         self.fc = torch.nn.Linear(8, 2)
 
     def forward(self, x):
-        _, h = self.enc(x)
-        return self.fc(self.dec(x.flip(1), h)[0])
+        out, h = self.enc(x)
+        return self.fc(self.dec(out, h)[0][:, -1])
 
 
-def test_a_recurrent_module_reading_the_states_is_named_as_such():
-    """The first layer of a stack held in a ModuleList, and an encoder whose final state starts a decoder, were
-    refused as 'module(s) depend on the hidden width' (or as chunked data); the errors now say what the module is
-    and what can be pruned. The last layer of the ModuleList stack, read by the head, prunes."""
-    torch.manual_seed(30)
-    x = torch.randn(20, 5, 3)
-    stack = _ModuleListStack().eval()
-    with pytest.raises(ValueError, match=r"'layers.1' is a recurrent module reading its states: a stack built from "
-                                         r"separate modules.*nn.LSTM\(num_layers=...\) or pruning.RecurrentStack"):
-        spectral_prune(stack, x, k=4, rnn="layers.0", readout="fc")
-    res = spectral_prune(stack, x, k=8, rnn="layers.1", readout="fc", rel_lam=1e-12)
+def _native_pair(stack):
+    """The ModuleList stack's two layers loaded into one native module, with the same head."""
+    lower, upper = stack.layers
+    native = type(lower)(3, 8, num_layers=2, batch_first=True, bidirectional=lower.bidirectional)
+    weights = {n.replace("_l0", "_l1"): p for n, p in upper.named_parameters() if "_l0" in n}
+    weights.update(dict(lower.named_parameters()))
+    native.load_state_dict(weights)
+    return native
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_recurrent_module_reading_the_states_is_a_read_out(cell, bidirectional):
+    """The lower layer of a stack held in a ModuleList was refused ('module(s) depend on the hidden width'). Named as
+    the read-out, the layer above reads the states as its input and its first layer's input weights absorb A_J, as
+    the next layer of a native stack does: the same units and A_J as the native stack's first layer pruned on the
+    original network with the layer above kept whole, input weights W_ih M (float64 reference), every other weight
+    unchanged, and the model's output that of the pruned modules composed by hand."""
+    torch.manual_seed(31)
+    x = torch.randn(40, 6, 3)
+    stack = _ModuleListStack(getattr(torch.nn, cell), bidirectional, upper_layers=2).eval()
+    res = spectral_prune(stack, x, k=4, rnn="layers.0", readout="layers.1")
+    native = spectral_prune((_native_pair(stack), torch.nn.Linear(8 * (2 if bidirectional else 1), 2)), x,
+                            k=[4, 8], covariance_mode="original")
+    for ours, theirs in zip(res.layers, native.layers):  # the lower layer's directions
+        assert list(ours.units) == list(theirs.units)
+        np.testing.assert_allclose(ours.A, theirs.A, rtol=1e-12, atol=1e-12)
+    upper, new_upper = stack.layers[1], res.model.layers[1]
+    maps = [state_map(8, np.asarray(lp.units), lp.A) for lp in res.layers]
+    for name, weight in upper.named_parameters():
+        new = getattr(new_upper, name)
+        if name.startswith("weight_ih_l0"):
+            W = weight.detach().double().numpy()
+            expected = np.hstack([W[:, 8 * d:8 * (d + 1)] @ M for d, M in enumerate(maps)])
+            np.testing.assert_allclose(new.detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(new, weight), name
+    assert res.heads == [new_upper] and res.readout.weight.shape == (new_upper.weight_ih_l0.shape[0] *
+                                                                     (2 if bidirectional else 1), 4 * len(maps))
     with torch.no_grad():
-        torch.testing.assert_close(res.model(x), stack(x), rtol=0, atol=2e-4)
-    seq2seq = _EncoderDecoder().eval()
-    with pytest.raises(ValueError, match=r"'dec' is a recurrent module reading its states.* an encoder whose states "
-                                         r"feed another recurrent module"):
-        spectral_prune(seq2seq, x, k=4, rnn="enc", readout="fc")
+        by_hand = res.model.fc(new_upper(res.rnn(x)[0])[0][:, -1])
+        torch.testing.assert_close(res.model(x), by_hand, rtol=0, atol=0)
+    # not named, the head is taken for the read-out and refused, pointing at the module that reads the states
+    with pytest.raises(ValueError, match=r"'layers.1' is a recurrent module reading its states: .* name it as the "
+                                         r"read-out, readout='layers.1'"):
+        spectral_prune(stack, x, k=4, rnn="layers.0")
+
+
+def test_a_recurrent_read_out_saves_loads_and_meets_an_error_target(tmp_path):
+    torch.manual_seed(32)
+    x = torch.randn(60, 6, 3)
+    stack = _ModuleListStack(torch.nn.GRU).eval()
+    res = spectral_prune(stack, x, k=3, rnn="layers.0", readout="layers.1")
+    res.save(tmp_path / "p.safetensors")
+    back = load_pruned(tmp_path / "p.safetensors", model=_ModuleListStack(torch.nn.GRU)).eval()
+    with torch.no_grad():
+        assert torch.equal(back(x), res.model(x))
+    assert back.layers[1].input_size == 3
+    searched = spectral_prune(stack, x, target=0.05, rnn="layers.0", readout="layers.1", search="scan")
+    k = searched.search["k"]
+    assert searched.search["error"] <= 0.05 and (k == 1 or searched.search["evaluated"][k - 1] > 0.05)
+    assert main(["prune", "--checkpoint", str(tmp_path / "m.pt"), "--trust-checkpoint", "--data",
+                 str(tmp_path / "x.pt"), "--rnn", "layers.0", "--readout", "layers.1", "--k", "3", "--out",
+                 str(tmp_path / "c.safetensors"), "--no-progress"]) == 2  # nothing saved yet: a one-line error
+    torch.save(stack, tmp_path / "m.pt")
+    torch.save(x, tmp_path / "x.pt")
+    assert main(["prune", "--checkpoint", str(tmp_path / "m.pt"), "--trust-checkpoint", "--data",
+                 str(tmp_path / "x.pt"), "--rnn", "layers.0", "--readout", "layers.1", "--k", "3", "--out",
+                 str(tmp_path / "c.safetensors"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "c.json").read_text())
+    assert summary["layers"][0]["units"] == [int(u) for u in res.units]
+    assert summary["architecture"]["heads"][0]["type"] == "GRU"
+
+
+def test_recurrent_read_outs_that_do_not_read_the_states_as_input_are_refused():
+    torch.manual_seed(33)
+    x = torch.randn(20, 5, 3)
+    # the decoder also starts from the encoder's final state: a second, nonlinear read of the states
+    with pytest.raises(ValueError, match=r"the model's output depends on 'enc''s output other than through the "
+                                         r"read-out\(s\) 'dec'"):
+        spectral_prune(_EncoderDecoder().eval(), x, k=4, rnn="enc", readout="dec")
     with pytest.raises(ValueError, match=r"nonzero initial state to 'dec'.*a decoder started from an encoder's state"):
-        spectral_prune(seq2seq, x, k=4, rnn="dec", readout="fc")
+        spectral_prune(_EncoderDecoder().eval(), x, k=4, rnn="dec", readout="fc")
+    wrong = torch.nn.Module()
+    wrong.rnn, wrong.other, wrong.head = torch.nn.GRU(3, 8), torch.nn.GRU(5, 8), torch.nn.Linear(8, 2)
+    with pytest.raises(ValueError, match=r"readout \('other'\): a recurrent module read-out takes the 8 outputs of "
+                                         r"'rnn' as its input; its input_size is 5"):
+        spectral_prune(wrong, x, k=4, rnn="rnn", readout="other")
+
+
+class _PackedModuleListStack(torch.nn.Module):
+    """Token ids packed once, time-major, through a bidirectional layer and the layer above it as separate modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(30, 4, padding_idx=0)
+        self.layers = torch.nn.ModuleList([torch.nn.LSTM(4, 8, bidirectional=True), torch.nn.LSTM(16, 8)])
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, tokens):
+        lengths = (tokens != 0).sum(1).clamp(min=1)
+        x = pack_padded_sequence(self.emb(tokens).transpose(0, 1), lengths, enforce_sorted=False)
+        for layer in self.layers:
+            x = layer(x)[0]
+        out = pad_packed_sequence(x)[0]
+        return self.fc(out.sum(0) / lengths[:, None])
+
+
+def test_a_recurrent_read_out_of_packed_states_reproduces_the_model_with_every_unit():
+    """The layer above takes the states packed: the read-out checks record and replace the packed data, and with
+    every unit kept and a tiny lambda the pruned model is the model."""
+    torch.manual_seed(34)
+    tokens = torch.randint(1, 30, (50, 9))
+    for i, n in enumerate(torch.randint(1, 10, (50,)).tolist()):
+        tokens[i, n:] = 0
+    model = _PackedModuleListStack().eval()
+    res = spectral_prune(model, tokens, k=8, rnn="layers.0", readout="layers.1", rel_lam=1e-10)
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(tokens), model(tokens), rtol=0, atol=2e-5)
+    small = spectral_prune(model, tokens, k=3, rnn="layers.0", readout="layers.1")
+    assert small.model.layers[1].input_size == 6 and small.model.layers[0].hidden_size == 3
