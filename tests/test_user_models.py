@@ -1195,9 +1195,6 @@ def test_a_recurrent_read_out_saves_loads_and_meets_an_error_target(tmp_path):
     searched = spectral_prune(stack, x, target=0.05, rnn="layers.0", readout="layers.1", search="scan")
     k = searched.search["k"]
     assert searched.search["error"] <= 0.05 and (k == 1 or searched.search["evaluated"][k - 1] > 0.05)
-    assert main(["prune", "--checkpoint", str(tmp_path / "m.pt"), "--trust-checkpoint", "--data",
-                 str(tmp_path / "x.pt"), "--rnn", "layers.0", "--readout", "layers.1", "--k", "3", "--out",
-                 str(tmp_path / "c.safetensors"), "--no-progress"]) == 2  # nothing saved yet: a one-line error
     torch.save(stack, tmp_path / "m.pt")
     torch.save(x, tmp_path / "x.pt")
     assert main(["prune", "--checkpoint", str(tmp_path / "m.pt"), "--trust-checkpoint", "--data",
