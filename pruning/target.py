@@ -258,6 +258,11 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     if criterion == "s10" and subject.parts is not None:
         raise ValueError("criterion: 's10' needs the RNN's own inputs (a pair (rnn, readout)), not a whole model")
     if criterion == "s10":
+        if holdout_data is not None or holdout != 0.25:
+            # the bound is computed on the calibration data: held-out data would be ignored
+            raise ValueError(f"{'holdout_data' if holdout_data is not None else 'holdout'}: criterion 's10' bounds "
+                             f"the error on the calibration data and holds nothing out; leave it out, or use "
+                             f"criterion='measured'")
         check_rnn(rnn, "rnn (criterion='s10' is the S10 bound, stated for single-layer Elman RNNs)")
         if transform is not None:
             raise ValueError("criterion: 's10' needs the RNN's inputs as data; this model maps its inputs first")

@@ -290,3 +290,14 @@ def test_cli_holdout_data_with_lengths_measures_as_the_api(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(args + ["--k", "3", "--holdout-data", str(tmp_path / "held.npz")])
     assert "--holdout-data: settings of the error-target search; give --target" in capsys.readouterr().err
+
+
+def test_the_s10_criterion_refuses_held_out_settings_it_would_ignore():
+    """criterion='s10' bounds the error on the calibration data: holdout_data and holdout were ignored there."""
+    pair = make("relu", 6)
+    x = torch.rand(20, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(43))
+    for given in (dict(holdout_data=x[:5]), dict(holdout=0.5)):
+        name = next(iter(given))
+        with pytest.raises(ValueError, match=f"^{name}: criterion 's10' bounds the error on the calibration data"):
+            spectral_prune(pair, x, target=0.5, criterion="s10", **given)
+    assert spectral_prune(pair, x, target=0.5, criterion="s10").search["criterion"] == "s10"
