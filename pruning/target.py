@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from pruning.compress import compress_layer, compress_stack
+from pruning.compress import compress_layer, compress_stack, state_map
 from pruning.covariance import model_device, resolve_device
 from pruning.sequences import (KeptPass, OnePass, as_tensor, batch_dim, count_sequences, is_one_shot,
                                iter_sequence_batches, one_pass_if_iterator, pack)
-from pruning.model_parts import resolve_subject
+from pruning.model_parts import _model_batches, default_forward, resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
-from pruning.unitwise import check_rows_are_sequences
+from pruning.unitwise import check_rows_are_sequences, eval_mode
 from pruning.steps import (LayerStatistics, PruneSettings, Timings, consumer_weights, describe_layer, greedy_order,
                            resolve_lambda)
 from theory._validation import Options, Real, check_params
@@ -198,6 +198,59 @@ class _Reference:
         return num / den
 
 
+class _ModelReference:
+    """The relative error of a pruned whole model's read-out outputs (without bias, float64) against the original's,
+    on ``data``, as the models' own forward computes them: for a model that steps an RNN cell in its own loop, whose
+    read-outs' inputs exist only inside that run. Both models run on every batch; the original's outputs of the
+    first complete pass are kept (within ``REFERENCE_CACHE_BYTES``) for the evaluations after it."""
+
+    def __init__(self, subject, data: Any, *, batch_size: int, name: str):
+        self.parts, self.forward = subject.parts, subject.forward or default_forward
+        self.data, self.batch_size, self.name = data, batch_size, name
+        self.kept: Optional[KeptPass] = None
+
+    def _outputs(self, model, batch) -> list:
+        found: list = []
+
+        def hook(module, args, out):
+            found.append(torch.nn.functional.linear(args[0], module.weight).to(torch.float64))
+
+        handles = [model.get_submodule(p).register_forward_hook(hook) for p in self.parts.readout_paths]
+        try:
+            with eval_mode(model), torch.no_grad():
+                self.forward(model, batch)
+        finally:
+            for h in handles:
+                h.remove()
+        return found
+
+    def error(self, pruned) -> float:
+        replayed = self.kept.replay() if self.kept is not None else None
+        kept = KeptPass(REFERENCE_CACHE_BYTES) if replayed is None else None
+        num = den = 0.0
+        calls = 0
+        for i, (batch, _) in enumerate(_model_batches(self.data, self.batch_size)):
+            f = replayed[i] if replayed is not None else self._outputs(self.parts.model, batch)
+            if kept is not None:
+                kept.add(f, list(f))
+            g = self._outputs(pruned, batch)
+            if len(f) != len(g) or any(a.shape != b.shape for a, b in zip(f, g)):
+                raise ValueError(f"{self.name}: the pruned model called its read-outs {len(g)} times on batch {i}, "
+                                 f"the original {len(f)} times (or with other shapes); the error cannot be compared")
+            for a, b in zip(f, g):
+                num += float(((a - b) ** 2).sum())
+                den += float((a ** 2).sum())
+            calls += len(f)
+        if kept is not None:
+            self.kept = kept
+        if not calls:
+            raise ValueError(f"{self.name}: no data; expected at least one non-empty batch of sequences")
+        if not den > 0:
+            raise ValueError(f"{self.name}: the read-out of the full network is zero on it; the relative error is "
+                             f"undefined")
+        return num / den
+
+
 @torch.no_grad()
 def _relative_error(full, pruned, data: Any, *, input_transform, batch_size: int, device, lengths: Any,
                     name: str) -> float:
@@ -245,11 +298,20 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     if is_one_shot(holdout_data):
         holdout_data = _read_once(holdout_data)
     data = one_pass_if_iterator(data)  # the statistics take one pass (the original network's covariances)
-    subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
-                              batch_size=batch_size)
-    if subject.cell:
-        raise ValueError(f"target: not supported for the RNN cell {subject.parts.rnn_path!r} (the search measures the "
-                         f"error of whole sequences); give k, ratio or target_dof")
+    # an RNN cell's statistics are taken while the model runs, so its data are split before they are measured
+    cell = resolve_subject(model_or_rnn, None, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
+                           batch_size=batch_size, check=False).cell
+    if cell:
+        if criterion == "s10":
+            raise ValueError("criterion: 's10' needs the RNN's own inputs (a pair (rnn, readout)), not a whole model")
+        held_name = "holdout_data" if holdout_data is not None else "data (its held-out part)"
+        calib, held = (data, holdout_data) if holdout_data is not None else split_holdout(
+            data, holdout, batch_first=True, seed=0 if seed is None else seed)[:2]
+        subject = resolve_subject(model_or_rnn, calib, rnn=rnn, readout=readout, forward=forward,
+                                  batch_size=batch_size, precision=precision, progress=progress)
+    else:
+        subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
+                                  batch_size=batch_size)
     rnn, readout = subject.rnn, subject.readout
     chosen = PruneSettings.checked(method="greedy", seed=seed, **settings)
     transform = subject.transform
@@ -257,7 +319,9 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     split_batch_first = rnn.batch_first if subject.parts is None else True
     if criterion == "s10" and subject.parts is not None:
         raise ValueError("criterion: 's10' needs the RNN's own inputs (a pair (rnn, readout)), not a whole model")
-    if criterion == "s10":
+    if cell:
+        calib_lengths = held_lengths = None
+    elif criterion == "s10":
         if holdout_data is not None or holdout != 0.25:
             # the bound is computed on the calibration data: held-out data would be ignored
             raise ValueError(f"{'holdout_data' if holdout_data is not None else 'holdout'}: criterion 's10' bounds "
@@ -283,15 +347,18 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
                                      subject.data.forward, data, min(len(data), batch_size))
         calib, held, calib_lengths, held_lengths = split_holdout(data, holdout, batch_first=split_batch_first,
                                                                  seed=0 if seed is None else seed, lengths=lengths)
-    calibration = subject.with_data(calib, calib_lengths)
-    held_out = subject.with_data(held, held_lengths) if held is not None else None
+    calibration = subject.with_data(calib, calib_lengths) if not cell else subject
+    held_out = subject.with_data(held, held_lengths) if held is not None and not cell else None
 
     layers = as_layers(rnn)
     widths = [layer.hidden_size for layer in layers]
     timings = Timings()
-    statistics = LayerStatistics(layers, calibration.data, mode="original", batch_size=batch_size, device=device,
-                                 input_transform=transform, progress=progress, timings=timings,
-                                 precision=precision, lengths=calibration.lengths)
+    if cell:
+        timings["covariance"] += subject.covariance_seconds  # measured by hooks while the model ran
+    statistics = LayerStatistics(layers, calibration.data, covariance=subject.covariance if cell else None,
+                                 mode="original", batch_size=batch_size, device=device, input_transform=transform,
+                                 progress=progress, timings=timings, precision=precision,
+                                 lengths=calibration.lengths)
     consumers = consumer_weights(layers, readout)
     D = statistics.D
     # the greedy order of every layer-direction (greedy is nested, S4), computed as far as the search asks
@@ -303,20 +370,29 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
                    for d in range(D)] for l in range(len(layers))]
     errors: Dict[int, float] = {}
     held_name = "holdout_data" if holdout_data is not None else "data (its held-out part)"
+    if cell:
+        reference = _ModelReference(subject, held, batch_size=batch_size, name=held_name)
 
     def prefix(k: int):
         with timings("selection"):
             return [[orders[l][d].units(min(k, widths[l])) for d in range(D)] for l in range(len(layers))]
 
-    reference = None if criterion == "s10" else _Reference(
-        (rnn, readout), held_out.data, input_transform=transform, batch_size=batch_size, device=device,
-        lengths=held_out.lengths, name=held_name)
+    if not cell:
+        reference = None if criterion == "s10" else _Reference(
+            (rnn, readout), held_out.data, input_transform=transform, batch_size=batch_size, device=device,
+            lengths=held_out.lengths, name=held_name)
 
     def error(k: int) -> float:
         if k not in errors:
             units = prefix(k)
             if criterion == "s10":
                 errors[k] = _s10_relative(rnn, readout, statistics.layer(0)[0][0], units[0][0], lams[0][0], T)
+            elif cell:  # the model runs its own loop: the pruned model is built and run on the held-out data
+                sigma = statistics.layer(0)[0][0]
+                A = reconstruction_matrix(sigma, units[0][0], lams[0][0]) if chosen.reconstruct else None
+                M = state_map(widths[0], np.asarray(units[0][0]), A)
+                small = compress_layer(layers[0], units[0], [M])
+                errors[k] = reference.error(subject.rebuild(small, [M])[3])
             else:
                 A = [[reconstruction_matrix(statistics.layer(l)[d][0], units[l][d], lams[l][d]) for d in range(D)]
                      for l in range(len(layers))] if chosen.reconstruct else None
@@ -327,7 +403,7 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     result = _prune_with(rnn, subject, layers, statistics, consumers, prefix(k), lams, chosen, timings)
     result.search = dict(target=tol, criterion=criterion, k=k, error=errors[k], evaluated=dict(sorted(errors.items())),
                          search=search, holdout_sequences=None if held is None else count_sequences(
-                             held, split_batch_first),
+                             held, True if cell else split_batch_first),
                          greedy_steps=max(len(o.selected) for row in orders for o in row),
                          seconds=time.perf_counter() - t_start)
     return result

@@ -649,8 +649,10 @@ def test_cell_models_refuse_what_they_cannot_prune():
         with pytest.raises(ValueError, match=r"readout: the model's output depends on the states of 'step' other "
                                              r"than through the read-out\(s\) 'head'"):
             spectral_prune(CellLoop("LSTMCell", side=side), x, k=3)
-    with pytest.raises(ValueError, match="target: not supported for the RNN cell 'step'"):
-        spectral_prune(CellLoop("GRUCell"), x, target=0.1)
+    with pytest.raises(ValueError, match="criterion: 's10' needs the RNN's own inputs"):
+        spectral_prune(CellLoop("GRUCell"), x, target=0.1, criterion="s10")
+    with pytest.raises(ValueError, match="lengths: 'step' is a cell"):
+        spectral_prune(CellLoop("GRUCell"), x, target=0.1, lengths=[5] * 10)
     with pytest.raises(ValueError, match="lengths: 'step' is a cell"):
         spectral_prune(CellLoop("GRUCell"), x, k=2, lengths=[5] * 10)
 
@@ -1252,3 +1254,45 @@ def test_a_recurrent_read_out_of_packed_states_reproduces_the_model_with_every_u
         torch.testing.assert_close(res.model(tokens), model(tokens), rtol=0, atol=2e-5)
     small = spectral_prune(model, tokens, k=3, rnn="layers.0", readout="layers.1")
     assert small.model.layers[1].input_size == 6 and small.model.layers[0].hidden_size == 3
+
+
+class _EveryStepCell(CellLoop):
+    """A cell loop whose head reads the state at every step (a sequence labeller)."""
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[0], self.step.hidden_size)
+        state = (h, h.clone()) if isinstance(self.step, torch.nn.LSTMCell) else h
+        outs = []
+        for t in range(x.shape[1]):
+            state = self.step(x[:, t], state)
+            outs.append(self.head(state[0] if isinstance(state, tuple) else state))
+        return torch.stack(outs, 1)
+
+
+@pytest.mark.parametrize("model", [CellLoop("LSTMCell", hidden=12), CellLoop("GRUCell", hidden=12),
+                                   _EveryStepCell("LSTMCell", hidden=12), _EveryStepCell("RNNCell", hidden=12)])
+def test_an_error_target_on_a_cell_loop_measures_what_pruning_at_each_k_gives(model):
+    """target= was refused for RNN cells. The search now builds the pruned model at each k it tries and runs it on
+    the held-out sequences: its errors are those of the model pruned at that k from scratch on the calibration part
+    and measured through the model's own output (less the bias), and the k it returns is the smallest that meets the
+    target (search='scan')."""
+    from pruning.target import split_holdout
+
+    torch.manual_seed(35)
+    model.eval()
+    x = torch.randn(80, 6, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, target=0.05, search="scan")
+    k, evaluated = res.search["k"], res.search["evaluated"]
+    assert evaluated[k] <= 0.05 and (k == 1 or evaluated[k - 1] > 0.05) and sorted(evaluated) == list(range(1, k + 1))
+    calib, held = split_holdout(x, 0.25, batch_first=True, seed=0)[:2]
+    assert res.search["holdout_sequences"] == len(held) == 20
+    with torch.no_grad():
+        full = model(held) - model.head.bias
+        for kk in {max(k - 1, 1), k}:
+            pruned = spectral_prune(model, calib, k=kk).model.eval()
+            measured = float(((full - (pruned(held) - pruned.head.bias)) ** 2).sum() / (full ** 2).sum())
+            assert evaluated[kk] == pytest.approx(measured, rel=1e-9, abs=1e-15)
+    assert res.model.step.hidden_size == k and res.k == k
+    separate = spectral_prune(model, calib, target=0.05, search="scan", holdout_data=held)
+    assert separate.search["evaluated"] == evaluated
+
