@@ -304,7 +304,6 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     if cell:
         if criterion == "s10":
             raise ValueError("criterion: 's10' needs the RNN's own inputs (a pair (rnn, readout)), not a whole model")
-        held_name = "holdout_data" if holdout_data is not None else "data (its held-out part)"
         calib, held = (data, holdout_data) if holdout_data is not None else split_holdout(
             data, holdout, batch_first=True, seed=0 if seed is None else seed)[:2]
         subject = resolve_subject(model_or_rnn, calib, rnn=rnn, readout=readout, forward=forward,
