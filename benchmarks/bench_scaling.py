@@ -118,7 +118,7 @@ def _exponent(xs, ys) -> float:
 def _table(rows, axis):
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     values = sorted({r[axis] for r in rows})
-    lines = [f"| stage | " + " | ".join(f"{axis}={v}" for v in values) + " | exponent |",
+    lines = ["| stage | " + " | ".join(f"{axis}={v}" for v in values) + " | exponent |",
              "|---|" + "---|" * (len(values) + 1)]
     for stage in stages:
         mine = {r[axis]: r for r in rows if r["stage"] == stage}

@@ -15,9 +15,8 @@ legends sit outside the axes.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 import torch

@@ -342,7 +342,7 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pruning.steps import COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES
+    from pruning.steps import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES
     from pruning.selection import METHODS
 
     parser = argparse.ArgumentParser(prog="python -m pruning", description=DESCRIPTION,

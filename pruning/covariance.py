@@ -243,8 +243,8 @@ def resolve_device(device: Any, module: nn.Module, name: str = "device") -> torc
     whose parameters are on the meta device is refused."""
     here = model_device(module)
     if here.type == "meta":
-        raise ValueError(f"rnn: its parameters are on the meta device and hold no values; load the trained weights "
-                         f"first (e.g. module.to_empty(device='cpu') and load_state_dict)")
+        raise ValueError("rnn: its parameters are on the meta device and hold no values; load the trained weights "
+                         "first (e.g. module.to_empty(device='cpu') and load_state_dict)")
     return here if device is None else check_device(device, name)
 
 

@@ -22,7 +22,6 @@ intended and explained in its commit).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys

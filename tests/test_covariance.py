@@ -283,10 +283,10 @@ def test_the_module_output_of_a_models_run_stands_for_the_top_layer(layers, pack
             assert g.count == e.count
             assert torch.equal(g.outer_sum, e.outer_sum)
     # without the outputs (None), or with outputs of another dtype (a run under autocast), every layer runs
-    for given in ([(b, None) for b in batches], [(b, y.to(torch.bfloat16) if isinstance(y, torch.Tensor) else
+    for calls_given in ([(b, None) for b in batches], [(b, y.to(torch.bfloat16) if isinstance(y, torch.Tensor) else
                                                   y._replace(data=y.data.to(torch.bfloat16))) for b, y in calls]):
         before = len(counted[-1])
-        again = module_output_covariances(run, iter(given))
+        again = module_output_covariances(run, iter(calls_given))
         assert len(counted[-1]) == before + len(batches)
         assert all(torch.equal(g.outer_sum, e.outer_sum) for e_row, g_row in zip(expected, again)
                    for e, g in zip(e_row, g_row))

@@ -5,7 +5,6 @@ last step, a mean or a sum over time, or the last layer's final state), in eithe
 it must keep the units the pair route keeps for its recurrent module and head, and return exactly what the pair
 route's pruned modules return through the same map (float64)."""
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -161,7 +161,6 @@ def test_batched_data_hold_out_whole_batches_by_a_seeded_choice():
     res = spectral_prune(pair, batches, target=0.3, seed=3)
     assert res.search["error"] <= 0.3
     # the error is measured on exactly those held-out batches
-    from pruning import compress_stack
     from pruning.target import relative_output_error
 
     small = (res.rnn, res.readout)
@@ -263,11 +262,11 @@ def test_spectral_prune_passes_holdout_lengths_and_refuses_search_settings_witho
     assert res.search["evaluated"] == direct.search["evaluated"]
     padded = spectral_prune(pair, x, target=0.05, holdout_data=held, search="scan")
     assert padded.search["evaluated"] != res.search["evaluated"]  # the padding counted there
-    for given in (dict(holdout_data=held), dict(holdout_lengths=lengths), dict(holdout=0.5), dict(search="scan"),
-                  dict(criterion="s10")):
-        name = next(iter(given))
+    for setting in (dict(holdout_data=held), dict(holdout_lengths=lengths), dict(holdout=0.5), dict(search="scan"),
+                    dict(criterion="s10")):
+        name = next(iter(setting))
         with pytest.raises(ValueError, match=f"^{name}: settings of the error-target search, which only target= runs"):
-            spectral_prune(pair, x, k=3, **given)
+            spectral_prune(pair, x, k=3, **setting)
     with pytest.raises(ValueError, match="holdout_lengths: the lengths of holdout_data's sequences; give holdout_data"):
         spectral_prune(pair, x, target=0.05, holdout_lengths=lengths)
 
@@ -296,8 +295,8 @@ def test_the_s10_criterion_refuses_held_out_settings_it_would_ignore():
     """criterion='s10' bounds the error on the calibration data: holdout_data and holdout were ignored there."""
     pair = make("relu", 6)
     x = torch.rand(20, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(43))
-    for given in (dict(holdout_data=x[:5]), dict(holdout=0.5)):
-        name = next(iter(given))
+    for setting in (dict(holdout_data=x[:5]), dict(holdout=0.5)):
+        name = next(iter(setting))
         with pytest.raises(ValueError, match=f"^{name}: criterion 's10' bounds the error on the calibration data"):
-            spectral_prune(pair, x, target=0.5, criterion="s10", **given)
+            spectral_prune(pair, x, target=0.5, criterion="s10", **setting)
     assert spectral_prune(pair, x, target=0.5, criterion="s10").search["criterion"] == "s10"

@@ -16,7 +16,7 @@ from pruning import layer_covariances, load_pruned, spectral_prune, time_mean_co
 from pruning.__main__ import main
 from pruning.compress import state_map
 from pruning.modules import as_layers
-from user_model_zoo import (PAD, FunctionalNonlinearity, LastStateHead, LastStepHead, NormBetween, TokenClassifier,
+from user_model_zoo import (FunctionalNonlinearity, LastStateHead, LastStepHead, NormBetween, TokenClassifier,
                             TwoHeads, build_classifier, make_data)
 
 
