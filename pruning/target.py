@@ -190,12 +190,17 @@ class _Reference:
             num += float(((f - g) ** 2).sum())
             den += float((f ** 2).sum())
             rows += f.shape[0]
-        if not rows:
-            raise ValueError(f"{self.name}: no data; expected at least one non-empty batch of sequences")
-        if not den > 0:
-            raise ValueError(f"{self.name}: the read-out of the full network is zero on it; the relative error is "
-                             f"undefined")
-        return num / den
+        return _relative(num, den, rows, self.name)
+
+
+def _relative(num: float, den: float, count: int, name: str) -> float:
+    """``num / den``, the squared output error relative to the full network's output energy, after ``count``
+    outputs (rows or read-out calls) were compared on the data ``name`` names."""
+    if not count:
+        raise ValueError(f"{name}: no data; expected at least one non-empty batch of sequences")
+    if not den > 0:
+        raise ValueError(f"{name}: the read-out of the full network is zero on it; the relative error is undefined")
+    return num / den
 
 
 class _ModelReference:
@@ -243,12 +248,7 @@ class _ModelReference:
             calls += len(f)
         if kept is not None:
             self.kept = kept
-        if not calls:
-            raise ValueError(f"{self.name}: no data; expected at least one non-empty batch of sequences")
-        if not den > 0:
-            raise ValueError(f"{self.name}: the read-out of the full network is zero on it; the relative error is "
-                             f"undefined")
-        return num / den
+        return _relative(num, den, calls, self.name)
 
 
 @torch.no_grad()
@@ -371,15 +371,15 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     held_name = "holdout_data" if holdout_data is not None else "data (its held-out part)"
     if cell:
         reference = _ModelReference(subject, held, batch_size=batch_size, name=held_name)
+    elif criterion == "s10":
+        reference = None
+    else:
+        reference = _Reference((rnn, readout), held_out.data, input_transform=transform, batch_size=batch_size,
+                               device=device, lengths=held_out.lengths, name=held_name)
 
     def prefix(k: int):
         with timings("selection"):
             return [[orders[l][d].units(min(k, widths[l])) for d in range(D)] for l in range(len(layers))]
-
-    if not cell:
-        reference = None if criterion == "s10" else _Reference(
-            (rnn, readout), held_out.data, input_transform=transform, batch_size=batch_size, device=device,
-            lengths=held_out.lengths, name=held_name)
 
     def error(k: int) -> float:
         if k not in errors:
