@@ -22,7 +22,8 @@ from torch import nn
 from pruning.covariance import CovarianceStats, progress_bar
 from pruning.sequences import check_rows_reached
 from pruning.unitwise import (ReadoutPathError, check_readouts_called, check_rows_are_sequences, eval_mode,
-                              follows_maps, only_readouts_read, random_maps, run_twice, times)
+                              check_tolerance, follows_maps, inverse_map, other_reads, random_maps,
+                              returned_state_error, run_twice, times)
 
 __all__ = ["CELLS", "cell_as_layer", "layer_as_cell", "cell_statistics", "check_cell_readout_path"]
 
@@ -120,13 +121,14 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_giv
     M = random_maps([cell.hidden_size], torch.Generator().manual_seed(0), cell.weight_hh)[0]
     state = dict(perturb=False)
     seen = {p: [] for p in parts.readout_paths}
-    scale = -1.3  # the LSTM cell state, changed and restored the same way
+    M_inverse = inverse_map(M)
+    scale = -2.0  # the LSTM cell state, changed and restored the same way (a power of two: exactly)
 
     def unperturbed(hx):
-        # h M was handed out; h = (h M) M^{-1} comes back in, by a solve (row vectors: M^T h^T = (h M)^T)
+        # h M was handed out; h = (h M) M^{-1} comes back in, exactly (M permutes and scales by powers of two)
         if isinstance(hx, tuple):
-            return torch.linalg.solve(M.T, hx[0].unsqueeze(-1)).squeeze(-1), hx[1] / scale
-        return torch.linalg.solve(M.T, hx.unsqueeze(-1)).squeeze(-1)
+            return hx[0] @ M_inverse, hx[1] / scale
+        return hx @ M_inverse
 
     def undo(module, args, kwargs):
         if not state["perturb"]:
@@ -151,9 +153,10 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_giv
 
     handles = [cell.register_forward_pre_hook(undo, with_kwargs=True), cell.register_forward_hook(perturb)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record(p)) for p in parts.readout_paths]
-    plain, perturbed, out = run_twice(model, forward, batch, seen, handles, lambda: state.update(perturb=True),
+    plain, perturbed, out, plain_out = run_twice(model, forward, batch, seen, handles,
+                                                 lambda: state.update(perturb=True),
                                       forward_given=forward_given)
-    tol = 1e-8 if cell.weight_hh.dtype == torch.float64 else 1e-3
+    tol = check_tolerance(cell.weight_hh.dtype, 1e-3, 1e-8)
     check_readouts_called(plain)
     for path in parts.readout_paths:
         if not follows_maps(plain[path], perturbed[path], [M], tol):
@@ -161,19 +164,25 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_giv
                 f"readout: {path!r} does not read a unit-wise linear function of the states of {parts.rnn_path!r}: "
                 f"something in the model's loop between the cell and the read-out depends on the hidden width (a "
                 f"norm, a linear layer, a nonlinearity, or a read of the LSTM cell state); name a different read-out")
-    _check_no_other_reader(parts, forward, batch, perturbed, out, tol)
+    _check_no_other_reader(parts, forward, batch, perturbed, (out, plain_out), (M, scale), tol)
 
 
-def _check_no_other_reader(parts, forward: Callable, batch: Any, perturbed: dict, out: Any, tol: float) -> None:
+def _check_no_other_reader(parts, forward: Callable, batch: Any, perturbed: dict, outs: tuple, perturbation: tuple,
+                           tol: float) -> None:
     """The cell form of the whole-model check that nothing but the read-outs reads the states: the model is rerun
     with the cell left as it is and each read-out's input replaced by what it received in the perturbed run, and
-    must return what the perturbed run returned. A loop's returned states cannot be told apart from a read of them
-    here (the perturbed run handed out ``h M``), so returned tensors of the state width are left out of the
-    comparison; any other output that changes means the loop reads the states elsewhere."""
+    must return what the perturbed run returned. A returned tensor of the state width may instead be the loop's
+    states themselves, which the perturbed run returned as ``h M`` (an LSTM's cell state times its factor); one
+    computed from them otherwise is refused (:func:`pruning.unitwise.other_reads`). ``outs``: what the perturbed and
+    the plain run returned; ``perturbation``: the map ``M`` and the cell state's factor."""
     model, cell = parts.model, parts.rnn
-    if only_readouts_read(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out,
-                          [cell.hidden_size], tol):
+    (out, plain_out), (M, scale) = outs, perturbation
+    found = other_reads(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out, plain_out,
+                        [cell.hidden_size], [M], scale, tol)
+    if found is None:
         return
+    if found.startswith("returned"):
+        raise ReadoutPathError(returned_state_error(found, parts.rnn_path))
     heads = ", ".join(repr(p) for p in parts.readout_paths)
     raise ReadoutPathError(
         f"readout: the model's output depends on the states of {parts.rnn_path!r} other than through the read-out(s) "

@@ -33,7 +33,8 @@ from pruning.recurrent_stack import RecurrentStack
 from pruning import sequences
 from pruning.sequences import KeptPass, OnePass, check_lengths, check_rows_reached, sequences_in, version_of
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
-                              eval_mode, follows_maps, only_readouts_read, random_maps, run_twice, times)
+                              check_tolerance, eval_mode, follows_maps, other_reads, random_maps,
+                              returned_state_error, run_twice, times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -484,7 +485,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     """Refuse a model whose read-outs do not read a unit-wise linear function of the recurrent module's output.
 
     The test is exact in law: the recurrent module's output ``O`` (and the last layer's final state) is replaced by
-    ``O M`` for a random map ``M`` per direction, the other layers' final states and LSTM cell states scaled by -1.3,
+    ``O M`` for a random map ``M`` per direction, the other layers' final states and LSTM cell states scaled by -2,
     and each read-out's input must then be its unperturbed input times ``M``. Dropout (eval mode), identity,
     indexing, concatenation of directions, pooling and masked means over time pass; norm layers, linear layers,
     attention, nonlinearities and anything that reads an earlier layer's or the cell state fail. The modules run in
@@ -501,7 +502,9 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     state = dict(perturb=False, after_rnn=False, readout_seen=False)
     p0 = next(rnn.parameters())
     maps = random_maps([m] * D, gen, p0)
-    other = -1.3  # the other layers' final states and the LSTM cell states: any change a read of them would show
+    # the other layers' final states and the LSTM cell states: any change a read of them would show, and a power of
+    # two, so that the states returned themselves are their plain values times it without rounding
+    other = -2.0
 
     def perturb_output(module, args, out):
         state["after_rnn"] = True
@@ -550,24 +553,18 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                                                                                           with_kwargs=True)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record_input(p)) for p in parts.readout_paths]
     handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in _other_leaf_modules(parts)]
-    plain, perturbed, out = run_twice(model, forward, batch, seen, handles,
-                                      lambda: state.update(perturb=True, after_rnn=False), forward_given=given)
+    plain, perturbed, out, plain_out = run_twice(model, forward, batch, seen, handles,
+                                                 lambda: state.update(perturb=True, after_rnn=False),
+                                                 forward_given=given)
     if refusals:
         raise ValueError(refusals[0])
-    tol = 1e-9 if p0.dtype == torch.float64 else 2e-4
     out_dtype = state.get("out_dtype", p0.dtype)
+    # states in 16 bits (a 16-bit model, or autocast around the module) are checked at their own precision
+    tol = check_tolerance(out_dtype if out_dtype in (torch.float16, torch.bfloat16) else p0.dtype, 2e-4, 1e-9)
     check_readouts_called(plain)
     for path in parts.readout_paths:
         if follows_maps(plain[path], perturbed[path], maps, tol):
             continue
-        if out_dtype != p0.dtype and out_dtype in (torch.float16, torch.bfloat16):
-            # a tolerance loose enough for 16-bit states would let weak nonlinearities (tanh of small states) pass
-            raise ReadoutPathError(
-                f"readout: {parts.rnn_path!r} ran under autocast in the model's forward (its output is "
-                f"{str(out_dtype).replace('torch.', '')}, its parameters {str(p0.dtype).replace('torch.', '')}), so "
-                f"the check that {path!r} reads a unit-wise linear function of its states cannot tell rounding from "
-                f"a computation in between. Prune the model with autocast off around the recurrent module (its "
-                f"pruned copy may run under autocast again)")
         width = D * m
         suspects = [p for p, mod, args in order if not isinstance(mod, _UNITWISE)
                     and any(isinstance(t, torch.Tensor) and width in t.shape for t in args)]
@@ -585,11 +582,12 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                          f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
                          f"that read its states, with only dropout, identity, indexing or pooling over time between "
                          f"them; name a different read-out, or prune a model whose head reads the states directly")
-    _check_no_other_reader(parts, forward, batch, perturbed, out, perturb_output, state, tol)
+    _check_no_other_reader(parts, forward, batch, perturbed, (out, plain_out), perturb_output, state, (maps, other),
+                           tol)
 
 
-def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, perturbed: dict, out: Any,
-                           perturb_output: Callable, state: dict, tol: float) -> None:
+def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, perturbed: dict, outs: tuple,
+                           perturb_output: Callable, state: dict, perturbation: tuple, tol: float) -> None:
     """Refuse a model whose output depends on the recurrent module's output other than through the read-outs.
 
     The read-outs are the only part of the model that absorbs ``A_J``; a term computed from the states elsewhere (a
@@ -597,11 +595,14 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
     instead of the m original ones, and so would a term computed from the final states ``h_n`` or an LSTM's cell
     states ``c_n`` (a gate, a second head on ``c_n``). The test reruns the model with the recurrent module's output and
     final states left as they are and each read-out's input replaced by what it received in the perturbed run: if
-    only the read-outs read them, the model returns exactly what it returned in the perturbed run. Returned tensors
-    whose last dimension is the state width are left out of the comparison: the states returned themselves (the
-    output sequence, the final states) change with the perturbation without being read, and cannot be told apart
-    from a read here. A model whose forward returns nothing else is left alone."""
+    only the read-outs read them, the model returns exactly what it returned in the perturbed run. A returned tensor
+    of the state width may instead be the states themselves (the output sequence, the final states), which the
+    perturbed run returned times the perturbation; one computed from them otherwise (normalized states) is refused,
+    since it would be computed from the k kept units (:func:`pruning.unitwise.other_reads`). ``outs``: what the
+    perturbed and the plain run returned; ``perturbation``: the maps per direction and the other states' factor."""
     model, rnn = parts.model, parts.rnn
+    out, plain_out = outs
+    maps, other = perturbation
     widths = {output_width(rnn), output_width(rnn) // directions(rnn)}
     after_rnn: List[str] = []
 
@@ -616,9 +617,12 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
     handles = [rnn.register_forward_hook(perturb_output)]
     handles += [mod.register_forward_pre_hook(note(p)) for p, mod in _other_leaf_modules(parts)
                 if not isinstance(mod, _UNITWISE)]
-    if only_readouts_read(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out, widths, tol,
-                          handles):
+    found = other_reads(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out, plain_out,
+                        sorted(widths), maps, other, tol, handles)
+    if found is None:
         return
+    if found.startswith("returned"):
+        raise ReadoutPathError(returned_state_error(found, parts.rnn_path))
     heads = ", ".join(repr(p) for p in parts.readout_paths)
     named = (f" (module(s) run after it with inputs of the state width: {', '.join(repr(p) for p in after_rnn)})"
              if after_rnn else "")

@@ -13,8 +13,9 @@ from torch.nn.utils.rnn import PackedSequence
 
 from pruning.sequences import check_rows_reached, sequences_in
 
-__all__ = ["ReadoutPathError", "eval_mode", "random_maps", "times", "run_twice", "follows_maps", "output_tensors",
-           "same_outputs", "rerun_with_inputs", "only_readouts_read", "forward_failed", "check_rows_are_sequences"]
+__all__ = ["ReadoutPathError", "eval_mode", "random_maps", "inverse_map", "check_tolerance", "times", "run_twice",
+           "follows_maps", "output_tensors", "same_outputs", "rerun_with_inputs", "other_reads", "returned_state_error",
+           "forward_failed", "check_rows_are_sequences"]
 
 
 class ReadoutPathError(ValueError):
@@ -34,9 +35,50 @@ def eval_mode(model: nn.Module):
 
 
 def random_maps(widths: Sequence[int], gen: torch.Generator, like: torch.Tensor) -> List[torch.Tensor]:
-    """Random maps, one per direction, on the device and in the dtype of ``like``."""
-    # well conditioned, so that a true unit-wise linear path passes at the dtype's tolerance: I + N(0, 1/m)
-    return [(torch.eye(m) + torch.randn(m, m, generator=gen) / m ** 0.5).to(like) for m in widths]
+    """Random maps, one per direction, on the device and in the dtype of ``like``: each a permutation of the units
+    with a random sign and a factor 1/2, 1 or 2 per unit.
+
+    Such a map is exact in floating point: a state times it, and any sum of such products (a pooling over time, a
+    masked mean), is the unperturbed value permuted and scaled without a rounding of its own, so a unit-wise linear
+    path passes the checks in 16-bit states as in float64, up to a change in the order of a sum. It still exposes
+    what the checks look for: a mixing of units (a linear layer, a norm, attention) through the permutation and the
+    unequal factors, a nonlinearity through the factors and signs (a positively homogeneous one, ReLU or max-pooling
+    over time, through the signs). Where the width allows, the permutation moves every unit, and both signs and two
+    factors occur."""
+    maps = []
+    for m in widths:
+        order = torch.randperm(m, generator=gen)
+        perm = torch.empty(m, dtype=torch.long)
+        perm[order] = order.roll(-1)  # one cycle through all units: none stays in place (m > 1)
+        sign = torch.randint(0, 2, (m,), generator=gen) * 2.0 - 1.0
+        power = torch.randint(-1, 2, (m,), generator=gen).to(torch.float64)
+        sign[0], power[0] = -1.0, 1.0
+        if m > 1:
+            sign[1], power[1] = 1.0, -1.0
+        M = torch.zeros(m, m, dtype=torch.float64)
+        M[torch.arange(m), perm] = sign * 2.0 ** power
+        maps.append(M.to(like))
+    return maps
+
+
+def inverse_map(M: torch.Tensor) -> torch.Tensor:
+    """The inverse of a map of :func:`random_maps` (the transpose with each entry's reciprocal), exact."""
+    inverse = torch.zeros_like(M)
+    nonzero = M != 0
+    inverse[nonzero] = 1.0 / M[nonzero]
+    return inverse.T
+
+
+def check_tolerance(dtype: torch.dtype, wide: float, double: float) -> float:
+    """The relative tolerance of a read-out check on states of ``dtype``: ``double`` in float64, ``wide`` in float32,
+    and four units in the last place of a 16-bit format, where the maps of :func:`random_maps` leave only the order
+    of a sum to differ (a nonlinearity weaker than that, tanh of states below 0.09 in bfloat16, is not told from
+    rounding)."""
+    if dtype == torch.float64:
+        return double
+    if dtype in (torch.float16, torch.bfloat16):
+        return max(wide, 4 * torch.finfo(dtype).eps)
+    return wide
 
 
 def times(x: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -50,15 +92,16 @@ def times(x: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def run_twice(model: nn.Module, forward: Callable, batch: Any, seen: Dict[str, List[torch.Tensor]], handles,
               start_perturbing: Callable[[], None], *, forward_given: bool = False
-              ) -> Tuple[Dict[str, List[torch.Tensor]], Dict[str, list], Any]:
+              ) -> Tuple[Dict[str, List[torch.Tensor]], Dict[str, list], Any, Any]:
     """Run ``forward(model, batch)`` once plainly and once after ``start_perturbing()``, in eval mode without
     gradients; ``seen`` is filled by the caller's hooks (``handles``, removed at the end). Returns what the hooks
-    recorded in each run and what the perturbed run's forward returned. The plain run is the first time the user's
-    forward meets the data, so its failure is reported as such (``forward_given``: the user passed ``forward``)."""
+    recorded in each run, what the perturbed run's forward returned, and what the plain run's returned. The plain run
+    is the first time the user's forward meets the data, so its failure is reported as such (``forward_given``: the
+    user passed ``forward``)."""
     try:
         with eval_mode(model), torch.no_grad():
             try:
-                forward(model, batch)
+                plain_out = forward(model, batch)
             except Exception as err:  # noqa: BLE001 - the user's code: say where it failed and what to do
                 raise forward_failed(err, forward_given) from err
             plain = {p: list(v) for p, v in seen.items()}
@@ -69,7 +112,7 @@ def run_twice(model: nn.Module, forward: Callable, batch: Any, seen: Dict[str, L
     finally:
         for h in handles:
             h.remove()
-    return plain, {p: list(v) for p, v in seen.items()}, out
+    return plain, {p: list(v) for p, v in seen.items()}, out, plain_out
 
 
 def check_readouts_called(recorded: Dict[str, List[torch.Tensor]]) -> None:
@@ -168,22 +211,77 @@ def rerun_with_inputs(model: nn.Module, forward: Callable, batch: Any, recorded:
     return None if mismatch else out
 
 
-def only_readouts_read(model: nn.Module, forward: Callable, batch: Any, recorded: Dict[str, List[torch.Tensor]],
-                       out: Any, widths: Sequence[int], tol: float, handles=()) -> bool:
-    """Whether ``forward(model, batch)``, rerun with each read-out's input replaced by what it received in the
-    perturbed run (``recorded``) and the caller's ``handles`` in place, returns what that run returned (``out``).
-    Returned tensors whose last dimension is in ``widths`` (the states themselves) are left out; with nothing else
-    returned there is nothing to compare, and the answer is yes."""
-    def compared(tensors):
-        return [t for t in tensors if not (t.ndim and t.shape[-1] in widths)]
+def _close(expected: torch.Tensor, got: torch.Tensor, tol: float) -> bool:
+    return float((expected - got).abs().max()) <= tol * (float(expected.abs().max()) + 1e-30)
 
-    expected = compared(output_tensors(out))
-    if not expected:
+
+def _unitwise_image(before: torch.Tensor, after: torch.Tensor, maps: Sequence[torch.Tensor], other: float,
+                    tol: float) -> bool:
+    """Whether ``after`` (a tensor of the perturbed run) is ``before`` (the same tensor of the plain run) unchanged,
+    times ``other``, times one direction's map or times the maps of all directions: as a whole, or else each slice
+    along dimension 0 one of these (the final states ``h_n``, whose rows are layers and directions)."""
+    if before.shape != after.shape:
+        return False
+    if before.numel() == 0:
+        return True
+    dtype = maps[0].dtype
+    before, after = before.to(dtype), after.to(dtype)
+
+    def one(a: torch.Tensor, b: torch.Tensor) -> bool:
+        width = a.shape[-1]
+        images = [a, a * other] + [a @ M for M in maps if M.shape[0] == width]
+        if len(maps) > 1 and width == sum(M.shape[0] for M in maps):
+            images.append(times(a, maps))
+        return any(_close(image, b, tol) for image in images)
+
+    return one(before, after) or (before.ndim > 1 and all(one(a, b) for a, b in zip(before, after)))
+
+
+def other_reads(model: nn.Module, forward: Callable, batch: Any, recorded: Dict[str, List[torch.Tensor]],
+                out: Any, plain_out: Any, widths: Sequence[int], maps: Sequence[torch.Tensor], other: float,
+                tol: float, handles=()) -> Optional[str]:
+    """Whether anything but the read-outs reads the states, judged from what the forward returns: ``None`` when
+    nothing does, ``"elsewhere"`` when a returned tensor depends on them otherwise, and ``"returned I SHAPE"`` when
+    returned tensor I (of the state width) is computed from them.
+
+    The forward is rerun with each read-out's input replaced by what it received in the perturbed run
+    (``recorded``) and the caller's ``handles`` in place (the recurrent module unperturbed): every returned tensor
+    must then be what the perturbed run returned (``out``), as a read through the read-outs only is. A returned
+    tensor whose last dimension is in ``widths`` may instead be the states themselves (the final states a language
+    model carries to its next chunk, the output sequence): then the perturbed run returned the plain run's tensor
+    (``plain_out``) times the perturbation (``maps`` per direction, ``other`` for the other layers' final states and
+    the LSTM cell states), which indexing and pooling over time keep. A tensor of the state width computed from the
+    states otherwise (normalized, or through a nonlinearity) is neither: after pruning it would be computed from the
+    k kept units."""
+    got, plain = output_tensors(out), output_tensors(plain_out)
+    if not got:
         for h in handles:
             h.remove()
-        return True
+        return None
     rerun = rerun_with_inputs(model, forward, batch, recorded, handles)
-    return rerun is not None and same_outputs(expected, compared(rerun), tol)
+    if rerun is None or len(rerun) != len(got) or len(plain) != len(got):
+        return "elsewhere"
+    for i, (p, g, r) in enumerate(zip(plain, got, rerun)):
+        if same_outputs([g], [r], tol):
+            continue
+        if g.ndim and g.shape[-1] in widths:
+            if _unitwise_image(p, g, maps, other, tol):
+                continue
+            return f"returned {i} {tuple(g.shape)}"
+        return "elsewhere"
+    return None
+
+
+def returned_state_error(which: str, rnn_path: str) -> str:
+    """The refusal's words for a returned tensor of the state width computed from the states (``which`` as
+    :func:`other_reads` reports it)."""
+    _, index, shape = which.split(" ", 2)
+    return (f"readout: the model returns a tensor of the state width computed from {rnn_path!r}'s states other than "
+            f"by indexing or pooling over time (floating-point output {index} of what the forward returns, shape "
+            f"{shape}: normalized states, say, or a nonlinearity of them). After pruning it would be computed from "
+            f"the k kept units instead of all m, without an error; pass forward=, a function forward(model, batch) "
+            f"that returns only what the read-outs compute (on the command line --forward), or prune a model that "
+            f"returns the states themselves")
 
 
 def _sequences_reaching(model: nn.Module, module: nn.Module, forward: Callable, batch: Any, path: str,

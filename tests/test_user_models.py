@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pruning import layer_covariances, load_pruned, spectral_prune, time_mean_covariance
 from pruning.__main__ import main
@@ -895,25 +897,70 @@ def test_outputs_changed_in_place_after_the_call_are_run_again():
     assert torch.equal(res.covariance.outer_sum, ref.outer_sum)
 
 
-def test_a_recurrent_module_run_under_autocast_is_refused_for_what_it_is():
-    """Under autocast the module's states are bfloat16, rounded far past the read-out check's tolerance: the check
-    failed and blamed 'a computation between the module and the head'. A tolerance loose enough for 16-bit states
-    would let tanh of small LSTM states through, so the refusal says what happened and what to do."""
+class _UnderAutocast(torch.nn.Module):
+    def __init__(self, between: str = ""):
+        super().__init__()
+        self.between = between
+        self.rnn = torch.nn.LSTM(3, 6, batch_first=True)
+        self.head = torch.nn.Linear(6, 2)
 
-    class UnderAutocast(torch.nn.Module):
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            o = self.rnn(x)[0]
+        pooled = o.mean(1).float()
+        return self.head(pooled.tanh() if self.between == "tanh" else pooled)
+
+
+def test_a_recurrent_module_run_under_autocast_prunes_and_a_nonlinearity_there_is_still_refused():
+    """Under autocast the module's states are bfloat16. With the dense random maps the read-out check used before,
+    their rounding went far past its tolerance, so such a model was refused (asked to turn autocast off). The maps
+    are now exact in floating point and the tolerance follows the states' dtype: the model prunes, with the units of
+    the pair route (the pass runs the module again, in float32, on the recorded inputs), and its pruned copy runs
+    under autocast. A tanh between the module and the head is still refused."""
+    torch.manual_seed(4)
+    model, x = _UnderAutocast(), torch.randn(20, 5, 3)
+    res = spectral_prune(model, x, k=3)
+    pair = spectral_prune((model.rnn, model.head), x, k=3)
+    assert res.units == pair.units
+    torch.testing.assert_close(res.model.head.weight, pair.readout.weight, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        assert res.model(x).shape == (20, 2) and res.model.rnn.hidden_size == 3
+    nonlinear = _UnderAutocast("tanh")
+    nonlinear.load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match=r"readout: 'head' does not read a unit-wise linear function of 'rnn''s "
+                                         r"output"):
+        spectral_prune(nonlinear, x, k=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("pool", ["mean", "sum", "last"])
+def test_a_16_bit_model_pooling_its_states_prunes_as_in_float64(dtype, pool):
+    """A 16-bit model whose head reads the mean or sum of the states over time was refused: the dense maps' rounding
+    in 16 bits exceeded the check's float32 tolerance, and the refusal blamed a computation between the module and
+    the head. It now prunes, with the units and head weights of the pair route (which has no read-out check), and
+    the pruned model stays in the model's dtype."""
+    torch.manual_seed(8)
+
+    class Pooled(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.rnn = torch.nn.LSTM(3, 6, batch_first=True)
-            self.head = torch.nn.Linear(6, 2)
+            self.rnn = torch.nn.GRU(3, 8, batch_first=True)
+            self.head = torch.nn.Linear(8, 2)
 
         def forward(self, x):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                o = self.rnn(x)[0]
-            return self.head(o.mean(1).float())
+            o = self.rnn(x)[0]
+            return self.head(o.mean(1) if pool == "mean" else o.sum(1) if pool == "sum" else o[:, -1])
 
-    with pytest.raises(ValueError, match=r"readout: 'rnn' ran under autocast in the model's forward \(its output is "
-                                         r"bfloat16, its parameters float32\).*with autocast off"):
-        spectral_prune(UnderAutocast(), torch.randn(20, 5, 3), k=3)
+    x = torch.randn(40, 6, 3)
+    model = Pooled().to(dtype)
+    res = spectral_prune(model, x.to(dtype), k=3)
+    with torch.no_grad():
+        out = res.model(x.to(dtype))
+    assert out.dtype == dtype and out.shape == (40, 2) and res.model.rnn.hidden_size == 3
+    assert res.model.head.weight.dtype == dtype
+    pair = spectral_prune((model.rnn, model.head), x.to(dtype), k=3)
+    assert res.units == pair.units
+    assert torch.equal(res.model.head.weight, pair.readout.weight)
 
 
 def test_kept_recurrent_inputs_are_replayed_without_running_the_model(monkeypatch):
@@ -1296,3 +1343,202 @@ def test_an_error_target_on_a_cell_loop_measures_what_pruning_at_each_k_gives(mo
     separate = spectral_prune(model, calib, target=0.05, search="scan", holdout_data=held)
     assert separate.search["evaluated"] == evaluated
 
+
+
+class _ReturnsComputedStates(torch.nn.Module):
+    """Logits from a linear head, and beside them a tensor of the state width computed from the states (``what``):
+    normalized last states (an embedding for retrieval), tanh of the output sequence, or the mean of the two
+    directions (whose units are not the same units after pruning)."""
+
+    def __init__(self, what: str):
+        super().__init__()
+        self.what = what
+        self.rnn = torch.nn.GRU(3, 8, batch_first=True, bidirectional=what == "directions", dtype=torch.float64)
+        self.head = torch.nn.Linear(self.rnn.hidden_size * (2 if what == "directions" else 1), 2,
+                                    dtype=torch.float64)
+
+    def forward(self, x):
+        o = self.rnn(x)[0]
+        if self.what == "normalized":
+            extra = torch.nn.functional.normalize(o[:, -1], dim=-1)
+        elif self.what == "tanh":
+            extra = o.tanh()
+        else:
+            m = self.rnn.hidden_size
+            extra = (o[..., :m] + o[..., m:]) / 2
+        return self.head(o[:, -1]), extra
+
+
+class _CellLoopReturnsNormalized(CellLoop):
+    def forward(self, x):
+        out, (h, _) = super().forward(x)
+        return out, torch.nn.functional.normalize(h, dim=-1)
+
+
+@pytest.mark.parametrize("model,index,shape", [
+    (_ReturnsComputedStates("normalized"), 1, (12, 8)),
+    (_ReturnsComputedStates("tanh"), 1, (12, 5, 8)),
+    (_ReturnsComputedStates("directions"), 1, (12, 5, 8)),
+    (_CellLoopReturnsNormalized("LSTMCell", returns_state=True), 1, (12, 6)),
+])
+def test_a_returned_tensor_of_the_state_width_computed_from_the_states_is_refused(model, index, shape):
+    """A returned tensor of the state width was left out of the check that only the read-outs read the states (it
+    could not be told from the states themselves), so normalized states returned beside the logits were pruned
+    without a word and came back computed from the k kept units. The plain run's output tells them apart: the states
+    themselves, indexed or pooled, come back times the perturbation. The refusal names the output and the way out,
+    forward= returning the read-outs' outputs only, which then prunes the model."""
+    torch.manual_seed(5)
+    x = torch.randn(12, 5, 3, dtype=torch.float64)
+    path = "step" if isinstance(model, CellLoop) else "rnn"
+    shape_text = re.escape(str(shape))
+    with pytest.raises(ValueError, match=rf"readout: the model returns a tensor of the state width computed from "
+                                         rf"'{path}''s states .* output {index} .* shape {shape_text}.*forward="):
+        spectral_prune(model, x, k=4)
+    res = spectral_prune(model, x, k=4, forward=lambda model, batch: model(batch)[0])
+    with torch.no_grad():
+        assert res.model(x)[0].shape == (12, 2)
+
+
+class _ReturnsStatesEveryWay(torch.nn.Module):
+    """A stacked, optionally bidirectional LSTM whose forward returns, beside the logits, what models return for
+    their own use: the output sequence (packed when ``packed``), its mean over time, the last step, (h_n, c_n), the
+    top layer's final state of each direction, an input embedding of the state width (not computed from the states)
+    and the logits of a second head whose output width is the state width."""
+
+    def __init__(self, bidirectional: bool, packed: bool):
+        super().__init__()
+        self.packed = packed
+        self.embed = torch.nn.Linear(3, 8, dtype=torch.float64)
+        self.rnn = torch.nn.LSTM(8, 8, num_layers=2, batch_first=True, bidirectional=bidirectional,
+                                 dtype=torch.float64)
+        width = 16 if bidirectional else 8
+        self.head = torch.nn.Linear(width, 2, dtype=torch.float64)
+        self.wide = torch.nn.Linear(width, width, dtype=torch.float64)
+
+    def forward(self, x):
+        e = self.embed(x)
+        if self.packed:
+            lengths = torch.arange(x.shape[0]) % x.shape[1] + 1
+            packed, (h, c) = self.rnn(pack_padded_sequence(e, lengths, batch_first=True, enforce_sorted=False))
+            o = pad_packed_sequence(packed, batch_first=True)[0]
+            last = o[torch.arange(x.shape[0]), lengths - 1]
+        else:
+            packed = None
+            o, (h, c) = self.rnn(e)
+            last = o[:, -1]
+        returned = [o, o.mean(1), last, h, c, h[-1], e, self.wide(last)]
+        if packed is not None:
+            returned.append(packed)
+        return self.head(last), returned
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("packed", [False, True])
+def test_returned_states_indexed_or_pooled_and_other_returned_tensors_still_prune(bidirectional, packed):
+    """The refusal above must not catch what models return of their states: each is the states times the
+    perturbation (the other layers' final states and the cell states times a scalar, h_n's top rows times each
+    direction's map), a tensor that does not depend on the states, or a read-out's output. The model prunes with
+    the same units and head weights as the pair route with both heads as one read-out (float64)."""
+    torch.manual_seed(6)
+    model = _ReturnsStatesEveryWay(bidirectional, packed)
+    x = torch.randn(12, 5, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, k=4, readout=["head", "wide"])
+    both = torch.nn.Linear(model.head.in_features, 2 + model.wide.out_features, dtype=torch.float64)
+    with torch.no_grad():  # the pair route's one read-out: the two heads' rows
+        both.weight.copy_(torch.cat([model.head.weight, model.wide.weight]))
+        both.bias.copy_(torch.cat([model.head.bias, model.wide.bias]))
+    lengths = dict(lengths=torch.arange(12) % 5 + 1) if packed else {}
+    pair = spectral_prune((model.rnn, both), model.embed(x).detach(), k=4, **lengths)
+    assert [layer.units for layer in res.layers] == [layer.units for layer in pair.layers]
+    torch.testing.assert_close(res.model.head.weight, pair.readout.weight[:2], rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        logits, returned = res.model(x)
+    assert logits.shape == (12, 2) and returned[0].shape[-1] == (8 if bidirectional else 4)
+
+
+def test_a_cell_loop_that_returns_every_state_still_prunes():
+    """A cell loop returning the sequence of its states and the last (h, c) beside the logits prunes as the loop
+    that returns the logits only."""
+    class Returns(CellLoop):
+        def forward(self, x):
+            h = x.new_zeros(x.shape[0], self.step.hidden_size)
+            state, states = (h, h.clone()), []
+            for t in range(x.shape[1]):
+                state = self.step(x[:, t], state)
+                states.append(state[0])
+            return self.head(state[0]), torch.stack(states, 1), state
+
+    torch.manual_seed(7)
+    x = torch.randn(10, 5, 3, dtype=torch.float64)
+    plain, returning = CellLoop("LSTMCell"), Returns("LSTMCell")
+    returning.load_state_dict(plain.state_dict())
+    a, b = spectral_prune(plain, x, k=3), spectral_prune(returning, x, k=3)
+    assert a.units == b.units
+    with torch.no_grad():
+        out, states, (h, c) = b.model(x)
+        torch.testing.assert_close(out, a.model(x), rtol=0, atol=0)
+    assert states.shape == (10, 5, 3) and h.shape == c.shape == (10, 3)
+
+
+_BETWEEN = {
+    "tanh": lambda model, o: torch.tanh(o[:, -1]),
+    "relu": lambda model, o: torch.relu(o[:, -1]),
+    "max over time": lambda model, o: o.max(1).values,
+    "normalize": lambda model, o: torch.nn.functional.normalize(o[:, -1], dim=-1),
+    "layer norm": lambda model, o: model.norm(o[:, -1]),
+    "linear layer": lambda model, o: model.mid(o[:, -1]),
+    "per-unit gain": lambda model, o: o[:, -1] * torch.linspace(0.5, 1.5, o.shape[-1], dtype=o.dtype),
+    "mean of |h|": lambda model, o: o.abs().mean(1),
+    "softmax over units": lambda model, o: torch.softmax(o[:, -1], -1),
+    "attention over time": lambda model, o: (torch.softmax(o.sum(-1, keepdim=True), 1) * o).sum(1),
+    "mean of squares": lambda model, o: (o ** 2).mean(1),
+}
+
+
+class _Between(torch.nn.Module):
+    def __init__(self, between: str):
+        super().__init__()
+        self.between = between
+        self.rnn = torch.nn.GRU(4, 16, batch_first=True)
+        self.mid, self.norm, self.head = torch.nn.Linear(16, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(_BETWEEN[self.between](self, self.rnn(x)[0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("between", sorted(_BETWEEN))
+def test_a_computation_between_the_states_and_the_head_is_refused_in_every_dtype(between, dtype):
+    """The read-out check's maps permute the units with signs and factors 1/2, 1, 2, exact in floating point so that
+    16-bit states can be checked at their own precision; they must still expose every computation that is not
+    unit-wise linear, the positively homogeneous ones (ReLU, max over time) through the signs included."""
+    torch.manual_seed(9)
+    model = _Between(between).to(dtype)
+    with pytest.raises(ValueError, match=r"readout: 'head' does not read a unit-wise linear function of 'rnn''s "
+                                         r"output"):
+        spectral_prune(model, torch.randn(32, 12, 4).to(dtype), k=4, readout="head")
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 70), seed=st.integers(0, 2 ** 31 - 1),
+       dtype=st.sampled_from([torch.float64, torch.float32, torch.bfloat16, torch.float16]))
+def test_the_check_maps_are_exact_and_move_every_unit(m, seed, dtype):
+    """Each map is a permutation with signs and factors 1/2, 1, 2: a tensor times it is the tensor's columns
+    permuted and scaled with no rounding (compared bit for bit with the indexed computation), its inverse undoes it
+    exactly, and where the width allows no unit stays in place and both signs and two factors occur."""
+    from pruning.unitwise import inverse_map, random_maps
+
+    M = random_maps([m], torch.Generator().manual_seed(seed), torch.zeros((), dtype=dtype))[0]
+    assert M.dtype == dtype
+    rows, cols = torch.nonzero(M, as_tuple=True)
+    assert torch.equal(rows, torch.arange(m)) and sorted(cols.tolist()) == list(range(m))
+    values = M[rows, cols].double()
+    assert set(values.abs().tolist()) <= {0.5, 1.0, 2.0}
+    x = (torch.randn(5, 7, m, generator=torch.Generator().manual_seed(seed + 1)) * 3).to(dtype)
+    by_index = torch.zeros_like(x)
+    by_index[..., cols] = x * M[rows, cols]
+    assert torch.equal(x @ M, by_index)
+    assert torch.equal((x @ M) @ inverse_map(M), x)
+    if m > 1:
+        assert bool((cols != rows).all())
+        assert (values > 0).any() and (values < 0).any() and len(set(values.abs().tolist())) >= 2
