@@ -4,6 +4,8 @@ on the hidden dimension, and the error a failed check raises (docs/usage.md, who
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -139,13 +141,16 @@ def forward_failed(err: Exception, forward_given: bool) -> ValueError:
 
 def output_tensors(out: Any) -> List[torch.Tensor]:
     """The floating-point tensors in what a forward returned: a tensor, a PackedSequence's data, and those inside
-    tuples, lists and dicts (a model's output object such as a named tuple included), in a fixed order."""
+    tuples, lists, dicts and dataclasses (a model's output object such as a named tuple, a ``ModelOutput`` or a
+    dataclass of its own), in a fixed order."""
     if isinstance(out, PackedSequence):
         out = out.data
     if isinstance(out, torch.Tensor):
         return [out] if out.is_floating_point() or out.is_complex() else []
     if isinstance(out, dict):
         out = list(out.values())
+    elif dataclasses.is_dataclass(out) and not isinstance(out, type):
+        out = [getattr(out, field.name) for field in dataclasses.fields(out)]
     if isinstance(out, (tuple, list)):
         return [t for item in out for t in output_tensors(item)]
     return []
@@ -257,6 +262,10 @@ def other_reads(model: nn.Module, forward: Callable, batch: Any, recorded: Dict[
     if not got:
         for h in handles:
             h.remove()
+        warnings.warn(f"model: its forward returns no floating-point tensor that the library can look into (it "
+                      f"returned {type(out).__name__}), so whether anything besides the read-outs reads the states "
+                      f"was not checked; pass forward=, a function forward(model, batch) that returns the model's "
+                      f"outputs as tensors, to have it checked", stacklevel=2)
         return None
     rerun = rerun_with_inputs(model, forward, batch, recorded, handles)
     if rerun is None or len(rerun) != len(got) or len(plain) != len(got):

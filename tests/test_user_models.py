@@ -1542,3 +1542,48 @@ def test_the_check_maps_are_exact_and_move_every_unit(m, seed, dtype):
     if m > 1:
         assert bool((cols != rows).all())
         assert (values > 0).any() and (values < 0).any() and len(set(values.abs().tolist())) >= 2
+
+
+def test_outputs_in_a_dataclass_are_checked_and_an_opaque_output_is_warned_about():
+    """A model returning its own dataclass was not looked into, so a gate on h_n inside it was pruned without a word.
+    Dataclass fields are now compared like a dict's values: the gate is refused, and plain logits with the states
+    beside them prune as the pair route does. A forward whose output holds no floating-point tensor the library can
+    see (an object of its own, or class indices) gets a warning that the check did not run."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Output:
+        logits: torch.Tensor
+        states: torch.Tensor
+
+    class Returns(torch.nn.Module):
+        def __init__(self, gate: bool):
+            super().__init__()
+            self.gate = gate
+            self.rnn = torch.nn.GRU(4, 8, batch_first=True, dtype=torch.float64)
+            self.head = torch.nn.Linear(8, 3, dtype=torch.float64)
+
+        def forward(self, x):
+            o, h = self.rnn(x)
+            logits = self.head(o[:, -1])
+            if self.gate:
+                logits = logits * torch.sigmoid(h[-1].sum(-1, keepdim=True))
+            return Output(logits, o)
+
+    class Opaque:
+        def __init__(self, logits):
+            self.logits = logits
+
+    torch.manual_seed(12)
+    x = torch.randn(16, 6, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"the model's output depends on 'rnn''s output other than through the "
+                                         r"read-out\(s\) 'head'"):
+        spectral_prune(Returns(gate=True), x, k=3)
+    plain = Returns(gate=False)
+    res = spectral_prune(plain, x, k=3)
+    assert res.units == spectral_prune((plain.rnn, plain.head), x, k=3).units
+    for forward in (lambda model, batch: Opaque(model(batch).logits),
+                    lambda model, batch: model(batch).logits.argmax(-1)):
+        with pytest.warns(UserWarning, match=r"model: its forward returns no floating-point tensor .* was not "
+                                             r"checked; pass forward="):
+            spectral_prune(Returns(gate=True), x, k=3, forward=forward)
