@@ -40,13 +40,14 @@ def random_maps(widths: Sequence[int], gen: torch.Generator, like: torch.Tensor)
     """Random maps, one per direction, on the device and in the dtype of ``like``: each a permutation of the units
     with a random sign and a factor 1/2, 1 or 2 per unit.
 
-    Such a map is exact in floating point: a state times it, and any sum of such products (a pooling over time, a
-    masked mean), is the unperturbed value permuted and scaled without a rounding of its own, so a unit-wise linear
-    path passes the checks in 16-bit states as in float64, up to a change in the order of a sum. It still exposes
-    what the checks look for: a mixing of units (a linear layer, a norm, attention) through the permutation and the
-    unequal factors, a nonlinearity through the factors and signs (a positively homogeneous one, ReLU or max-pooling
-    over time, through the signs). Where the width allows, the permutation moves every unit, and both signs and two
-    factors occur."""
+    Such a map is exact in floating point (but for a 16-bit value so small that its half is subnormal, which loses
+    bits far below the checks' tolerance relative to the largest entry): a state times it, and any sum of such
+    products (a pooling over time, a masked mean), is the unperturbed value permuted and scaled without a rounding of
+    its own, so a unit-wise linear path passes the checks in 16-bit states as in float64, up to a change in the order
+    of a sum. It still exposes what the checks look for: a mixing of units (a linear layer, a norm, attention)
+    through the permutation and the unequal factors, a nonlinearity through the factors and signs (a positively
+    homogeneous one, ReLU or max-pooling over time, through the signs). Where the width allows, the permutation moves
+    every unit, and both signs and two factors occur."""
     maps = []
     for m in widths:
         order = torch.randperm(m, generator=gen)
