@@ -112,13 +112,13 @@ def spectral_prune(
         matrix is formed before the float64 sum (``"float32"`` for float32 networks, or ``"float64"``).
     target : float, optional
         Instead of a width: the smallest k (the same in every layer, capped at its width) whose relative
-        approximation error is at most ``target`` (:func:`pruning.prune_to_target`; greedy method,
-        original-network covariances). ``criterion`` is ``"measured"`` (S10's left-hand side on
-        held-out sequences: ``holdout_data``, with ``holdout_lengths`` for padded ones as ``lengths`` for
-        ``data``, or a ``holdout`` fraction of ``data``) or ``"s10"`` (the S10
-        bound on the calibration data; single-layer Elman RNNs). ``search`` is ``"bisect"`` (k = 1, 2, 4, ...
-        until one passes, then bisection, over one greedy order) or ``"scan"`` (k = 1, 2, 3, ... until one passes:
-        the exact minimum when the error is not monotone in k).
+        approximation error is at most ``target`` (:func:`pruning.prune_to_target`; greedy method; a stack in
+        ``covariance_mode``, its layers above the first measured again for each k tried in sequential mode).
+        ``criterion`` is ``"measured"`` (S10's left-hand side on held-out sequences: ``holdout_data``, with
+        ``holdout_lengths`` for padded ones as ``lengths`` for ``data``, or a ``holdout`` fraction of ``data``) or
+        ``"s10"`` (the S10 bound on the calibration data; single-layer Elman RNNs). ``search`` is ``"bisect"``
+        (k = 1, 2, 4, ... until one passes, then bisection, over one greedy order) or ``"scan"`` (k = 1, 2, 3, ...
+        until one passes: the exact minimum when the error is not monotone in k).
 
     Returns
     -------
@@ -131,8 +131,9 @@ def spectral_prune(
                                holdout_data=holdout_data, holdout_lengths=holdout_lengths, search=search, k=k,
                                ratio=ratio, target_dof=target_dof, lam=lam, rel_lam=rel_lam, theta=theta, Z=Z,
                                method=method, reconstruct=reconstruct, seed=seed, covariance=covariance,
-                               batch_size=batch_size, device=device, progress=progress, precision=precision,
-                               lengths=lengths, rnn=rnn, readout=readout, forward=forward)
+                               covariance_mode=covariance_mode, batch_size=batch_size, device=device,
+                               progress=progress, precision=precision, lengths=lengths, rnn=rnn, readout=readout,
+                               forward=forward)
     # the error target's settings would be ignored without one: say so rather than prune as if they applied
     ignored = [name for name, given in (("holdout", holdout != 0.25), ("holdout_data", holdout_data is not None),
                                          ("holdout_lengths", holdout_lengths is not None),

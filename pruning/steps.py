@@ -13,6 +13,7 @@ The error-target search (:mod:`pruning.target`) composes the same steps with ano
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ class LayerStatistics:
         self.input_transform, self.progress, self.precision = input_transform, progress, precision
         self.lengths = lengths
         self.timings = timings if timings is not None else Timings()
+        self.release_kept = True  # the last layer's pass frees the kept inputs (copies for a search keep them)
         L = len(self.layers)
         self.grid: List[Optional[List[Tuple[np.ndarray, Optional[CovarianceStats]]]]] = [None] * L
         if covariance is not None:
@@ -164,9 +166,24 @@ class LayerStatistics:
             self.grid[l] = self._measure(list(compressed_below) + [current], [l])[0]
             for _, stats in self.grid[l]:
                 stats.pruned_below = bool(compressed_below)
-            if all(row is not None for row in self.grid) and isinstance(self.data, (RecurrentInputs, OnePass)):
-                self.data.keep(0)  # the last pass: the kept inputs are not needed any more
+            if self.release_kept and all(row is not None for row in self.grid):
+                self.release()  # the last pass: the kept inputs are not needed any more
         return self.grid[l]
+
+    def release(self) -> None:
+        """Free the recurrent inputs kept for the passes of sequential mode."""
+        if isinstance(self.data, (RecurrentInputs, OnePass)):
+            self.data.keep(0)
+
+    def with_first_layer_only(self) -> "LayerStatistics":
+        """For the error-target search in sequential mode: a copy that shares layer 0's statistics (those of the
+        original network in either mode) and measures the layers above again when asked, on the layers below as
+        that copy's caller prunes them. It keeps the recurrent inputs after its last pass, for the next copy;
+        :meth:`release` frees them."""
+        other = copy.copy(self)
+        other.grid = [self.layer(0)] + [None] * (len(self.layers) - 1)
+        other.release_kept = False
+        return other
 
     def stats(self):
         """What :attr:`PruneResult.covariance` holds: one CovarianceStats, or a [layer][direction] grid of them;

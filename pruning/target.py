@@ -1,7 +1,9 @@
 """Pruning to an error target instead of a width: the smallest k whose approximation error is below a tolerance.
 
 Greedy selection is nested (the units chosen for k are the first k chosen for any larger k, S4), so one greedy
-order serves every candidate k, as its prefix, and the order is computed only as far as the largest k tried
+order serves every candidate k, as its prefix (of every layer in ``covariance_mode="original"``, of the first layer in
+sequential mode, where each layer above is measured and ordered again for each k on the layers below pruned to k),
+and the order is computed only as far as the largest k tried
 (:class:`pruning.selection.GreedyOrder`). The search tries k = 1, 2, 4, ... until one meets the target, then
 bisects between the last k that missed and that one: about ``2 log2 k`` evaluations of the error and a greedy run
 to at most ``2k`` steps, for the k it returns. A full greedy run to k = m costs O(m^3) (56 s at m = 4096 on 2
@@ -39,8 +41,8 @@ from pruning.model_parts import _model_batches, default_forward, resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences, eval_mode
-from pruning.steps import (LayerStatistics, PruneSettings, Timings, consumer_weights, describe_layer, greedy_order,
-                           resolve_lambda)
+from pruning.steps import (COVARIANCE_MODES, LayerStatistics, PruneSettings, Timings, consumer_weights, describe_layer,
+                           greedy_order, resolve_lambda)
 from theory._validation import Options, Real, check_params
 from theory.approximation import s10_bound
 from theory.information import reconstruction_matrix
@@ -274,8 +276,11 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     """The smallest k (same for every layer, at most its width) whose error criterion is ``<= target``.
 
     See the module docstring for the criteria. ``settings`` are the selection settings of
-    :func:`pruning.spectral_prune` (``lam``/``rel_lam``, ``theta``, ``Z``, ``reconstruct``); the method is greedy and
-    stacks use the original network's covariances (one pass). Returns a :class:`PruneResult` with ``search`` filled
+    :func:`pruning.spectral_prune` (``lam``/``rel_lam``, ``theta``, ``Z``, ``reconstruct``, ``covariance_mode``); the
+    method is greedy. A stack in ``covariance_mode="sequential"`` (the default) measures its layers above the first
+    again for each k tried, on the layers below pruned to that k (one pass per layer above and k, the recurrent
+    inputs of a whole model replayed), as ``spectral_prune(k=...)`` would; ``"original"`` measures every layer once.
+    Returns a :class:`PruneResult` with ``search`` filled
     in: the target, criterion, k found, its error, every evaluated ``{k: error}``, the number of greedy steps run
     (``greedy_steps``, the longest order of a layer-direction) and the seconds taken.
     """
@@ -289,7 +294,7 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         raise ValueError("method: an error target needs the nested greedy order; use method='greedy'")
     if settings.pop("covariance", None) is not None:
         raise ValueError("covariance: not supported with target= (the search measures its own statistics)")
-    settings.pop("covariance_mode", None)
+    mode = Options(COVARIANCE_MODES).check(settings.pop("covariance_mode", "sequential"), "covariance_mode")
     if data is None:
         raise ValueError("data: calibration data is required with target=")
     if holdout_lengths is not None and holdout_data is None:
@@ -351,22 +356,34 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
 
     layers = as_layers(rnn)
     widths = [layer.hidden_size for layer in layers]
+    # sequential mode: layer 0's statistics serve every k; each layer above is measured again for each k tried, on
+    # the layers below pruned to that k, and gets its own greedy order there
+    sequential = mode == "sequential" and len(layers) > 1
     timings = Timings()
     if cell:
         timings["covariance"] += subject.covariance_seconds  # measured by hooks while the model ran
     statistics = LayerStatistics(layers, calibration.data, covariance=subject.covariance if cell else None,
-                                 mode="original", batch_size=batch_size, device=device, input_transform=transform,
-                                 progress=progress, timings=timings, precision=precision,
+                                 mode=mode if sequential else "original", batch_size=batch_size, device=device,
+                                 input_transform=transform, progress=progress, timings=timings, precision=precision,
                                  lengths=calibration.lengths)
     consumers = consumer_weights(layers, readout)
     D = statistics.D
-    # the greedy order of every layer-direction (greedy is nested, S4), computed as far as the search asks
-    lams = [[resolve_lambda(sigma, chosen.lam, chosen.rel_lam, f" of layer {l}, direction {d}"
-                            if len(layers) * D > 1 else "") for d, (sigma, _) in enumerate(statistics.layer(l))]
-            for l in range(len(layers))]
-    with timings("selection"):
-        orders = [[greedy_order(statistics.layer(l)[d][0], lams[l][d], chosen, layers[l], d, consumers[l])
-                   for d in range(D)] for l in range(len(layers))]
+
+    def lam_of(sigma, l: int, d: int) -> float:
+        return resolve_lambda(sigma, chosen.lam, chosen.rel_lam,
+                              f" of layer {l}, direction {d}" if len(layers) * D > 1 else "")
+
+    def order_of(sigma, lam: float, l: int, d: int):
+        with timings("selection"):
+            return greedy_order(sigma, lam, chosen, layers[l], d, consumers[l])
+
+    # the greedy order of every layer-direction measured once (greedy is nested, S4), computed as far as the search
+    # asks: every layer's in original mode, layer 0's in sequential mode
+    measured_once = range(1 if sequential else len(layers))
+    lams = [[lam_of(sigma, l, d) for d, (sigma, _) in enumerate(statistics.layer(l))] for l in measured_once]
+    orders = [[order_of(statistics.layer(l)[d][0], lams[l][d], l, d) for d in range(D)] for l in measured_once]
+    per_k: Dict[int, tuple] = {}  # sequential mode: k -> (its statistics, units, lambdas, A_J)
+    upper_orders: list = []  # sequential mode: the greedy orders of the layers above 0, one per k and direction
     errors: Dict[int, float] = {}
     held_name = "holdout_data" if holdout_data is not None else "data (its held-out part)"
     if cell:
@@ -381,9 +398,39 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         with timings("selection"):
             return [[orders[l][d].units(min(k, widths[l])) for d in range(D)] for l in range(len(layers))]
 
+    def sequential_at(k: int) -> tuple:
+        # what spectral_prune(k=k, covariance_mode="sequential") computes, with layer 0's order shared
+        if k not in per_k:
+            stats_k = statistics.with_first_layer_only()
+            units, lams_k, A, new_layers, below = [], [], [], [], None
+            for l, layer in enumerate(layers):
+                row_units, row_lams, row_A, maps = [], [], [], []
+                for d, (sigma, _) in enumerate(stats_k.layer(l, new_layers, below)):
+                    if l == 0:
+                        lam, order = lams[0][d], orders[0][d]
+                    else:
+                        lam = lam_of(sigma, l, d)
+                        order = order_of(sigma, lam, l, d)
+                        upper_orders.append(order)  # counted in greedy_steps
+                    with timings("selection"):
+                        J = order.units(min(k, widths[l]))
+                    A_ld = reconstruction_matrix(sigma, J, lam) if chosen.reconstruct else None
+                    row_units.append(J)
+                    row_lams.append(lam)
+                    row_A.append(A_ld)
+                    maps.append(state_map(widths[l], np.asarray(J), A_ld))
+                with timings("compress"):
+                    new_layers.append(compress_layer(layer, row_units, maps, below))
+                below = maps
+                units.append(row_units)
+                lams_k.append(row_lams)
+                A.append(row_A)
+            per_k[k] = (stats_k, units, lams_k, A if chosen.reconstruct else None)
+        return per_k[k]
+
     def error(k: int) -> float:
         if k not in errors:
-            units = prefix(k)
+            units = prefix(k) if not sequential else None
             if criterion == "s10":
                 errors[k] = _s10_relative(rnn, readout, statistics.layer(0)[0][0], units[0][0], lams[0][0], T)
             elif cell:  # the model runs its own loop: the pruned model is built and run on the held-out data
@@ -392,6 +439,9 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
                 M = state_map(widths[0], np.asarray(units[0][0]), A)
                 small = compress_layer(layers[0], units[0], [M])
                 errors[k] = reference.error(subject.rebuild(small, [M])[3])
+            elif sequential:
+                _, units, _, A = sequential_at(k)
+                errors[k] = reference.error(compress_stack(rnn, readout, units, A))
             else:
                 A = [[reconstruction_matrix(statistics.layer(l)[d][0], units[l][d], lams[l][d]) for d in range(D)]
                      for l in range(len(layers))] if chosen.reconstruct else None
@@ -399,11 +449,18 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         return errors[k]
 
     k = _search(error, max(widths), tol, criterion, search, errors)
-    result = _prune_with(rnn, subject, layers, statistics, consumers, prefix(k), lams, chosen, timings)
+    if sequential:
+        stats_k, units, lams_k, _ = sequential_at(k)
+        statistics.release()
+        result = _prune_with(rnn, subject, layers, stats_k, consumers, units, lams_k, chosen, timings, mode)
+    else:
+        result = _prune_with(rnn, subject, layers, statistics, consumers, prefix(k), lams, chosen, timings,
+                             "original")
     result.search = dict(target=tol, criterion=criterion, k=k, error=errors[k], evaluated=dict(sorted(errors.items())),
                          search=search, holdout_sequences=None if held is None else count_sequences(
                              held, True if cell else split_batch_first),
-                         greedy_steps=max(len(o.selected) for row in orders for o in row),
+                         greedy_steps=max(len(o.selected) for o in [o for row in orders for o in row]
+                                          + upper_orders),
                          seconds=time.perf_counter() - t_start)
     return result
 
@@ -431,7 +488,8 @@ def _search(error, K: int, tol: float, criterion: str, search: str, errors: Dict
     return hi
 
 
-def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settings, timings) -> PruneResult:
+def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settings, timings,
+                mode: str) -> PruneResult:
     """Steps 4 and 5 for given unit sets: the reconstruction, the losses and the compressed modules."""
     results, new_layers, below = [], [], None
     for l, layer in enumerate(layers):
@@ -447,7 +505,7 @@ def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settin
     with timings("compress"):
         small, head, heads, new_model = subject.rebuild(assemble(new_layers, rnn.dropout), below)
     return PruneResult(rnn=small, readout=head, model=new_model, heads=heads, layers=results, theta=settings.theta,
-                       Z=settings.Z, method="greedy", reconstruct=settings.reconstruct, covariance_mode="original",
+                       Z=settings.Z, method="greedy", reconstruct=settings.reconstruct, covariance_mode=mode,
                        timings=dict(timings), covariance=statistics.stats(), paths=subject.paths)
 
 
