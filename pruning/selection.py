@@ -100,7 +100,12 @@ class GreedyOrder:
         self.e = np.diag(self.sigma) + tau
         # q = diag(Sigma M Sigma) = squared column norms of Sigma, plus theta times those of Z Sigma
         self.q = np.einsum("ij,ij->j", self.sigma, self.sigma)
-        if self.z is not None:
+        if self.z is not None and self.precompute_after == 0:
+            # with G at hand, diag(Sigma G Sigma) costs m^3 and an m x m temporary, not r m^2 and r x m (4m x m for
+            # an LSTM)
+            self.G = theta * (self.z.T @ self.z)
+            self.q += np.einsum("ij,ij->j", self.G @ self.sigma, self.sigma)
+        elif self.z is not None:
             zs = self.z @ self.sigma
             self.q += theta * np.einsum("ij,ij->j", zs, zs)
             del zs
