@@ -382,7 +382,9 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     measured_once = range(1 if sequential else len(layers))
     lams = [[lam_of(sigma, l, d) for d, (sigma, _) in enumerate(statistics.layer(l))] for l in measured_once]
     orders = [[order_of(statistics.layer(l)[d][0], lams[l][d], l, d) for d in range(D)] for l in measured_once]
-    per_k: Dict[int, tuple] = {}  # sequential mode: k -> (its statistics, units, lambdas, A_J)
+    # sequential mode: the statistics, units and lambdas of the smallest k found to meet the target (the k the
+    # search returns); the other k's statistics (L - 1 layers of m x m matrices each) are dropped once measured
+    best: Dict[str, Any] = {}
     upper_orders: list = []  # sequential mode: the greedy orders of the layers above 0, one per k and direction
     errors: Dict[int, float] = {}
     held_name = "holdout_data" if holdout_data is not None else "data (its held-out part)"
@@ -400,33 +402,31 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
 
     def sequential_at(k: int) -> tuple:
         # what spectral_prune(k=k, covariance_mode="sequential") computes, with layer 0's order shared
-        if k not in per_k:
-            stats_k = statistics.with_first_layer_only()
-            units, lams_k, A, new_layers, below = [], [], [], [], None
-            for l, layer in enumerate(layers):
-                row_units, row_lams, row_A, maps = [], [], [], []
-                for d, (sigma, _) in enumerate(stats_k.layer(l, new_layers, below)):
-                    if l == 0:
-                        lam, order = lams[0][d], orders[0][d]
-                    else:
-                        lam = lam_of(sigma, l, d)
-                        order = order_of(sigma, lam, l, d)
-                        upper_orders.append(order)  # counted in greedy_steps
-                    with timings("selection"):
-                        J = order.units(min(k, widths[l]))
-                    A_ld = reconstruction_matrix(sigma, J, lam) if chosen.reconstruct else None
-                    row_units.append(J)
-                    row_lams.append(lam)
-                    row_A.append(A_ld)
-                    maps.append(state_map(widths[l], np.asarray(J), A_ld))
-                with timings("compress"):
-                    new_layers.append(compress_layer(layer, row_units, maps, below))
-                below = maps
-                units.append(row_units)
-                lams_k.append(row_lams)
-                A.append(row_A)
-            per_k[k] = (stats_k, units, lams_k, A if chosen.reconstruct else None)
-        return per_k[k]
+        stats_k = statistics.with_first_layer_only()
+        units, lams_k, A, new_layers, below = [], [], [], [], None
+        for l, layer in enumerate(layers):
+            row_units, row_lams, row_A, maps = [], [], [], []
+            for d, (sigma, _) in enumerate(stats_k.layer(l, new_layers, below)):
+                if l == 0:
+                    lam, order = lams[0][d], orders[0][d]
+                else:
+                    lam = lam_of(sigma, l, d)
+                    order = order_of(sigma, lam, l, d)
+                    upper_orders.append(order)  # counted in greedy_steps
+                with timings("selection"):
+                    J = order.units(min(k, widths[l]))
+                A_ld = reconstruction_matrix(sigma, J, lam) if chosen.reconstruct else None
+                row_units.append(J)
+                row_lams.append(lam)
+                row_A.append(A_ld)
+                maps.append(state_map(widths[l], np.asarray(J), A_ld))
+            with timings("compress"):
+                new_layers.append(compress_layer(layer, row_units, maps, below))
+            below = maps
+            units.append(row_units)
+            lams_k.append(row_lams)
+            A.append(row_A)
+        return stats_k, units, lams_k, A if chosen.reconstruct else None
 
     def error(k: int) -> float:
         if k not in errors:
@@ -440,8 +440,10 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
                 small = compress_layer(layers[0], units[0], [M])
                 errors[k] = reference.error(subject.rebuild(small, [M])[3])
             elif sequential:
-                _, units, _, A = sequential_at(k)
+                stats_k, units, lams_k, A = sequential_at(k)
                 errors[k] = reference.error(compress_stack(rnn, readout, units, A))
+                if errors[k] <= tol and ("k" not in best or k < best["k"]):
+                    best.update(k=k, found=(stats_k, units, lams_k))
             else:
                 A = [[reconstruction_matrix(statistics.layer(l)[d][0], units[l][d], lams[l][d]) for d in range(D)]
                      for l in range(len(layers))] if chosen.reconstruct else None
@@ -450,7 +452,8 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
 
     k = _search(error, max(widths), tol, criterion, search, errors)
     if sequential:
-        stats_k, units, lams_k, _ = sequential_at(k)
+        # the search returns the smallest k it saw meet the target, whose statistics were kept
+        stats_k, units, lams_k = best["found"] if best.get("k") == k else sequential_at(k)[:3]
         statistics.release()
         result = _prune_with(rnn, subject, layers, stats_k, consumers, units, lams_k, chosen, timings, mode)
     else:
