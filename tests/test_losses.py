@@ -42,11 +42,13 @@ def test_s1_closed_form_equals_direct_minimisation(seed, m, data, vector_tau, lo
 
 
 @given(seed=seeds, m=st.integers(1, 24), r=st.integers(1, 6), data=st.data(), vector_tau=st.booleans(),
-       log_lam=st.floats(-6, 2))
-def test_s2_closed_form_equals_direct_minimisation(seed, m, r, data, vector_tau, log_lam):
+       log_lam=st.floats(-6, 2), gates=st.sampled_from([None, 3, 4]))
+def test_s2_closed_form_equals_direct_minimisation(seed, m, r, data, vector_tau, log_lam, gates):
+    """Also for a Z of 3m and 4m rows (a GRU's and an LSTM's recurrent weight), whose loss is computed through
+    Z^T Z rather than Z R."""
     k = data.draw(st.integers(1, m))
     rng, H, sigma, J, tau, lam = _setup(seed, m, k, vector_tau, log_lam)
-    Z = rng.standard_normal((r, m))
+    Z = rng.standard_normal((r if gates is None else gates * m, m))
     direct, B = ridge_objective_minimum(H, H @ Z.T, J, tau)
     got = information_loss(sigma, J, lam, Z=Z)
     assert got == pytest.approx(direct, rel=1e-7, abs=1e-9 * np.trace(Z @ sigma @ Z.T))
