@@ -185,11 +185,26 @@ def reading_linear(head: nn.Module) -> nn.Linear:
     return out
 
 
-def combined_readout(readouts: Sequence[nn.Module]) -> nn.Linear:
+def _forward_first(head: nn.Linear) -> nn.Linear:
+    """A linear read-out of a bidirectional module's two directions concatenated backward first, as the equivalent
+    read-out of the module's own order (its two column blocks swapped): the weight that reads the states."""
+    half = head.in_features // 2
+    out = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None, device=head.weight.device,
+                    dtype=head.weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(torch.cat([head.weight[:, half:], head.weight[:, :half]], dim=1))
+        if head.bias is not None:
+            out.bias.copy_(head.bias)
+    return out
+
+
+def combined_readout(readouts: Sequence[nn.Module], backward_first: Sequence[bool] = ()) -> nn.Linear:
     """One linear layer whose rows are every read-out's rows (:func:`reading_linear`): the weight that reads the
     states in the output loss (S2 with Z = the read-out) and in the error-target search, for models with several
-    heads or a recurrent module reading the states."""
-    readouts = [reading_linear(r) for r in readouts]
+    heads or a recurrent module reading the states. A read-out flagged in ``backward_first`` reads the two
+    directions in swapped order and enters with its column blocks swapped back."""
+    flags = list(backward_first) + [False] * (len(readouts) - len(backward_first))
+    readouts = [_forward_first(r) if swapped else reading_linear(r) for r, swapped in zip(readouts, flags)]
     if len(readouts) == 1:
         return readouts[0]
     w = readouts[0].weight
@@ -481,8 +496,10 @@ def _other_leaf_modules(parts: ModelParts) -> List[Tuple[str, nn.Module]]:
             if p and not any(p == q or p.startswith(q + ".") for q in skip) and not list(mod.children())]
 
 
-def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None) -> None:
-    """Refuse a model whose read-outs do not read a unit-wise linear function of the recurrent module's output.
+def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None) -> frozenset:
+    """Refuse a model whose read-outs do not read a unit-wise linear function of the recurrent module's output;
+    return the paths of the read-outs that read a bidirectional module's two directions backward first (their input
+    follows the maps in swapped order: ``torch.cat((h_n[-1], h_n[-2]), 1)``), whose columns absorb the maps swapped.
 
     The test is exact in law: the recurrent module's output ``O`` (and the last layer's final state) is replaced by
     ``O M`` for a random map ``M`` per direction, the other layers' final states and LSTM cell states scaled by -2,
@@ -562,8 +579,12 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     # states in 16 bits (a 16-bit model, or autocast around the module) are checked at their own precision
     tol = check_tolerance(out_dtype if out_dtype in (torch.float16, torch.bfloat16) else p0.dtype, 2e-4, 1e-9)
     check_readouts_called(plain)
+    backward_first: set = set()
     for path in parts.readout_paths:
         if follows_maps(plain[path], perturbed[path], maps, tol):
+            continue
+        if D == 2 and follows_maps(plain[path], perturbed[path], maps[::-1], tol):
+            backward_first.add(path)  # torch.cat((h_n[-1], h_n[-2]), 1): its columns absorb the maps swapped
             continue
         width = D * m
         suspects = [p for p, mod, args in order if not isinstance(mod, _UNITWISE)
@@ -584,6 +605,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                          f"them; name a different read-out, or prune a model whose head reads the states directly")
     _check_no_other_reader(parts, forward, batch, perturbed, (out, plain_out), perturb_output, state, (maps, other),
                            tol)
+    return frozenset(backward_first)
 
 
 def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, perturbed: dict, outs: tuple,
@@ -641,11 +663,16 @@ def _check_if_callable(parts: ModelParts, data: torch.Tensor, rnn: nn.Module) ->
     batch = data.narrow(0 if rnn.batch_first or data.ndim < 3 else 1, 0, min(8, data.shape[0 if rnn.batch_first
                                                                                             or data.ndim < 3 else 1]))
     try:
-        check_readout_path(parts, batch)
+        swapped = check_readout_path(parts, batch)
     except ReadoutPathError:
         raise
     except Exception:  # noqa: BLE001 - the model's own forward failed on these inputs: nothing to check
         return
+    if swapped:
+        raise ReadoutPathError("readout: the model's forward reads the two directions of .rnn backward first "
+                               "(torch.cat((h_n[-1], h_n[-2]), 1)), which the (rnn, readout) protocol takes as the "
+                               "module's own order; pass the model with rnn='rnn', readout='readout' to have it "
+                               "pruned as it reads them")
 
 
 def replace_modules(parts: ModelParts, rnn: nn.Module, readouts: Sequence[nn.Linear]) -> nn.Module:
@@ -700,6 +727,8 @@ class Subject:
     forward: Optional[Callable] = None
     #: the seconds the cell's statistics took (measured while resolving the subject, reported as "covariance")
     covariance_seconds: float = 0.0
+    #: per head: whether it reads a bidirectional module's directions backward first (torch.cat((h_n[-1], h_n[-2])))
+    backward_first: Tuple[bool, ...] = ()
 
     @property
     def paths(self) -> Optional[Tuple[str, Tuple[str, ...]]]:
@@ -716,8 +745,9 @@ class Subject:
         user's model holding the pruned modules."""
         from pruning.compress import compress_head
 
-        heads = [compress_head(h, maps) for h in self.heads]
-        readout = combined_readout(heads)
+        flags = list(self.backward_first) + [False] * (len(self.heads) - len(self.backward_first))
+        heads = [compress_head(h, list(maps)[::-1] if swapped else maps) for h, swapped in zip(self.heads, flags)]
+        readout = combined_readout(heads, flags)
         if self.cell:
             rnn = layer_as_cell(rnn)
         if self.parts is not None:
@@ -789,10 +819,10 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
     inputs = RecurrentInputs(parts, data, forward=forward, batch_size=batch_size, lengths=lengths) \
         if data is not None else None
     sample = inputs.first() if data is not None else None
-    if check and data is not None:
-        check_readout_path(parts, sample, forward)
-    return Subject(parts.rnn, combined_readout(heads), heads, parts.model, parts, inputs, None, None,
-                   sample=sample, forward=forward)
+    swapped = check_readout_path(parts, sample, forward) if check and data is not None else frozenset()
+    flags = tuple(path in swapped for path in parts.readout_paths)
+    return Subject(parts.rnn, combined_readout(heads, flags), heads, parts.model, parts, inputs, None, None,
+                   sample=sample, forward=forward, backward_first=flags)
 
 
 def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, precision, progress) -> Subject:

@@ -237,7 +237,7 @@ def _unitwise_image(before: torch.Tensor, after: torch.Tensor, maps: Sequence[to
         width = a.shape[-1]
         images = [a, a * other] + [a @ M for M in maps if M.shape[0] == width]
         if len(maps) > 1 and width == sum(M.shape[0] for M in maps):
-            images.append(times(a, maps))
+            images += [times(a, maps), times(a, maps[::-1])]  # the directions concatenated in either order
         return any(_close(image, b, tol) for image in images)
 
     return one(before, after) or (before.ndim > 1 and all(one(a, b) for a, b in zip(before, after)))

@@ -1590,3 +1590,75 @@ def test_outputs_in_a_dataclass_are_checked_and_an_opaque_output_is_warned_about
         with pytest.warns(UserWarning, match=r"model: its forward returns no floating-point tensor .* was not "
                                              r"checked; pass forward="):
             spectral_prune(Returns(gate=True), x, k=3, forward=forward)
+
+
+class _DirectionsConcatenated(torch.nn.Module):
+    """A bidirectional stack whose head reads the last layer's final states concatenated, forward first (as the
+    module's output lays them out) or backward first, torch.cat((h_n[-1], h_n[-2]), 1)."""
+
+    def __init__(self, backward_first: bool, cell: str = "GRU"):
+        super().__init__()
+        self.backward_first = backward_first
+        self.rnn = getattr(torch.nn, cell)(3, 6, num_layers=2, batch_first=True, bidirectional=True,
+                                           dtype=torch.float64)
+        self.head = torch.nn.Linear(12, 2, dtype=torch.float64)
+
+    def forward(self, x):
+        h = self.rnn(x)[1]
+        h = h[0] if isinstance(h, tuple) else h
+        pair = (h[-1], h[-2]) if self.backward_first else (h[-2], h[-1])
+        return self.head(torch.cat(pair, 1))
+
+
+@pytest.mark.parametrize("cell", ["GRU", "LSTM"])
+def test_a_head_reading_the_directions_backward_first_prunes_as_its_forward_first_twin(cell, tmp_path):
+    """A head on torch.cat((h_n[-1], h_n[-2]), 1) was refused, blamed on a computation between the module and the
+    head. Its columns now absorb the two directions' maps in swapped order. Against the twin model that concatenates
+    forward first with the head's two column blocks swapped (the same function): the same units, the pruned head
+    the twin's with its blocks swapped back, the same pruned outputs (float64), the same errors in a target search,
+    and a save/load round trip that reproduces the pruned model."""
+    torch.manual_seed(13)
+    model, twin = _DirectionsConcatenated(True, cell), _DirectionsConcatenated(False, cell)
+    twin.rnn.load_state_dict(model.rnn.state_dict())
+    with torch.no_grad():
+        twin.head.weight.copy_(torch.cat([model.head.weight[:, 6:], model.head.weight[:, :6]], 1))
+        twin.head.bias.copy_(model.head.bias)
+    x = torch.randn(30, 5, 3, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), twin(x), rtol=1e-12, atol=1e-12)
+    res, ref = spectral_prune(model, x, k=4, readout="head"), spectral_prune(twin, x, k=4, readout="head")
+    assert [layer.units for layer in res.layers] == [layer.units for layer in ref.layers]
+    w, w_ref = res.model.head.weight, ref.model.head.weight
+    torch.testing.assert_close(torch.cat([w[:, 4:], w[:, :4]], 1), w_ref, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(x), ref.model(x), rtol=1e-10, atol=1e-12)
+    searched, searched_ref = (spectral_prune(m, x, target=0.01, readout="head") for m in (model, twin))
+    assert searched.search["evaluated"].keys() == searched_ref.search["evaluated"].keys()
+    for k, err in searched.search["evaluated"].items():
+        assert err == pytest.approx(searched_ref.search["evaluated"][k], rel=1e-9, abs=1e-14)
+    res.save(tmp_path / "pruned.safetensors")
+    back = load_pruned(tmp_path / "pruned.safetensors", model=_DirectionsConcatenated(True, cell))
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), res.model(x), rtol=0, atol=0)
+
+
+def test_the_rnn_readout_protocol_refuses_directions_read_backward_first_and_paths_prune_it():
+    """A model with .rnn and .readout is pruned as the pair (rnn, readout), which takes the module's own order: one
+    whose forward concatenates the directions backward first is refused, naming the way that prunes it (paths)."""
+
+    class Protocol(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 6, batch_first=True, bidirectional=True)
+            self.readout = torch.nn.Linear(12, 2)
+
+        def forward(self, x):
+            h = self.rnn(x)[1]
+            return self.readout(torch.cat((h[-1], h[-2]), 1))
+
+    torch.manual_seed(14)
+    x = torch.randn(20, 5, 3)
+    with pytest.raises(ValueError, match=r"reads the two directions of \.rnn backward first .* rnn='rnn', "
+                                         r"readout='readout'"):
+        spectral_prune(Protocol(), x, k=3)
+    assert spectral_prune(Protocol(), x, k=3, rnn="rnn", readout="readout").model.rnn.hidden_size == 3
