@@ -296,7 +296,7 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
                                                                                name="--holdout-data")
         recorded["holdout_data"] = str(held_path)
     cov = load_calibration(states, states=True) if states is not None else None
-    subject = resolve_subject(target, None, rnn=rnn_path, readout=readout_paths)
+    subject = resolve_subject(target, None, rnn=rnn_path, readout=readout_paths, check=False)  # its modules only
     rnn, readout, user_model = subject.rnn, subject.readout, subject.model
     if calib is not None:
         # NumPy writes float64 by default: floating inputs are given to the model in its recurrent module's dtype

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -445,7 +446,6 @@ def _warn_if_padded(batch: Any, parts: ModelParts) -> None:
     padded: a padding-mask key in a dict batch, or the padding token of one of the model's embeddings among its
     token ids. The padding steps then enter the statistics, which the read-out never sees; ``lengths=`` leaves them
     out. Only a warning: a model may mean its padding steps (and they are counted as it computes them)."""
-    import warnings
 
     reason = None
     if isinstance(batch, dict):
@@ -819,6 +819,13 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
     inputs = RecurrentInputs(parts, data, forward=forward, batch_size=batch_size, lengths=lengths) \
         if data is not None else None
     sample = inputs.first() if data is not None else None
+    if check and data is None:
+        warnings.warn(f"data: none given, so the model's forward was not run and the check that {parts.rnn_path!r}'s "
+                      f"states reach the read-out(s) {', '.join(repr(p) for p in parts.readout_paths)} through "
+                      f"nothing but dropout, indexing or pooling (and that nothing else reads them) did not run; a "
+                      f"computation in between would make the pruned model wrong without an error. Pass data (one "
+                      f"batch of the model's inputs is enough; covariance= still supplies the statistics)",
+                      stacklevel=3)
     swapped = check_readout_path(parts, sample, forward) if check and data is not None else frozenset()
     flags = tuple(path in swapped for path in parts.readout_paths)
     return Subject(parts.rnn, combined_readout(heads, flags), heads, parts.model, parts, inputs, None, None,

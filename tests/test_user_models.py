@@ -1662,3 +1662,34 @@ def test_the_rnn_readout_protocol_refuses_directions_read_backward_first_and_pat
                                          r"readout='readout'"):
         spectral_prune(Protocol(), x, k=3)
     assert spectral_prune(Protocol(), x, k=3, rnn="rnn", readout="readout").model.rnn.hidden_size == 3
+
+
+def test_a_whole_model_pruned_from_given_statistics_without_data_is_warned_about():
+    """covariance= without data skips the model's run, and with it the read-out path check: a tanh between the
+    module and the head was pruned without a word. It is now warned about, and one batch of data beside the given
+    statistics runs the check (here: refused), while the statistics still come from covariance=."""
+    class Between(torch.nn.Module):
+        def __init__(self, tanh: bool):
+            super().__init__()
+            self.tanh = tanh
+            self.rnn = torch.nn.GRU(3, 8, batch_first=True)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.rnn(x)[0][:, -1]
+            return self.head(torch.tanh(h) if self.tanh else h)
+
+    torch.manual_seed(15)
+    model, x = Between(tanh=True), torch.randn(20, 5, 3)
+    cov = time_mean_covariance(model.rnn, x)
+    with pytest.warns(UserWarning, match=r"data: none given, so the model's forward was not run and the check that "
+                                         r"'rnn''s states reach the read-out\(s\) 'head'"):
+        spectral_prune(model, None, k=3, covariance=cov, rnn="rnn", readout="head")
+    with pytest.raises(ValueError, match=r"readout: 'head' does not read a unit-wise linear function"):
+        spectral_prune(model, x[:4], k=3, covariance=cov, rnn="rnn", readout="head")
+    plain = Between(tanh=False)
+    cov = time_mean_covariance(plain.rnn, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = spectral_prune(plain, x[:4], k=3, covariance=cov, rnn="rnn", readout="head")
+    assert res.units == spectral_prune((plain.rnn, plain.head), None, k=3, covariance=cov).units
