@@ -77,10 +77,12 @@ def device_argument(text: str) -> str:
     return text
 
 
-def load_calibration(path, *, states: bool = False, with_lengths: bool = False, name: Optional[str] = None) -> Any:
+def load_calibration(path, *, states: bool = False, with_lengths: bool = False, name: Optional[str] = None,
+                     keyword_inputs: bool = False) -> Any:
     """Calibration inputs (or, with ``states``, hidden states) from a file, in a form :func:`pruning.spectral_prune`
-    accepts: a tensor, a PackedSequence, a list of batches or of sequences of different lengths, or a dict
-    ``{"inputs": padded, "lengths": lengths}`` (``"states"`` with ``states``). The file is a ``torch.save`` (read
+    accepts: a tensor, a PackedSequence, a list of batches or of sequences of different lengths, a dict
+    ``{"inputs": padded, "lengths": lengths}`` (``"states"`` with ``states``), or, with ``keyword_inputs`` (a whole
+    model), a dict of its keyword inputs (tensors with one row per sequence, split into batches together). The file is a ``torch.save`` (read
     with ``weights_only=True``), a NumPy ``.npy`` array, an ``.npz`` archive or a ``.safetensors`` file (a dict of
     arrays: the key ``inputs``, with ``lengths`` beside it; or an ``.npz`` of one array saved without a name).
     With ``with_lengths``, returns ``(inputs, lengths)`` (``lengths`` None unless the dict holds them). ``name``: the
@@ -95,8 +97,13 @@ def load_calibration(path, *, states: bool = False, with_lengths: bool = False, 
         key = "states" if states else "inputs"
         if key not in obj and list(obj) == ["arr_0"]:
             key = "arr_0"  # np.savez(path, array): one array saved without a name
+        if key not in obj and keyword_inputs and not states and obj and all(
+                isinstance(v, torch.Tensor) and v.ndim > 0 for v in obj.values()):
+            # a whole model's keyword inputs (a tokenizer's input_ids and attention_mask), split by rows
+            return (obj, None) if with_lengths else obj
         if key not in obj:
-            raise ValueError(f"{what}: a dict or archive must hold the {key} under the key {key!r}; got keys "
+            also = ", or (for a whole model) its keyword inputs as tensors" if keyword_inputs and not states else ""
+            raise ValueError(f"{what}: a dict or archive must hold the {key} under the key {key!r}{also}; got keys "
                              f"{sorted(obj)}")
         lengths = obj.get("lengths") if not states else None
         obj = obj[key]
@@ -173,6 +180,8 @@ def _to_dtype(data: Any, dtype: torch.dtype) -> Any:
         return data.to(dtype) if data.is_floating_point() else data
     if isinstance(data, (list, tuple)):
         return type(data)(_to_dtype(item, dtype) for item in data)
+    if isinstance(data, dict):
+        return {key: _to_dtype(value, dtype) for key, value in data.items()}
     return data
 
 
@@ -288,15 +297,17 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
         settings["forward"] = import_factory(forward, "--forward")
     loaded = load_checkpoint(checkpoint, factory=factory, trust=trust)
     target = loaded if not isinstance(loaded, list) else tuple(loaded)
-    calib, lengths = load_calibration(data, with_lengths=True) if data is not None else (None, None)
+    subject = resolve_subject(target, None, rnn=rnn_path, readout=readout_paths, check=False)  # its modules only
+    keyword = subject.parts is not None  # a whole model may take its inputs as keywords (a dict of tensors)
+    calib, lengths = load_calibration(data, with_lengths=True, keyword_inputs=keyword) if data is not None \
+        else (None, None)
     recorded = dict(settings)  # what the summary records: the held-out data by their path
     held_path = settings.pop("holdout_data", None)
     if held_path is not None:
-        settings["holdout_data"], settings["holdout_lengths"] = load_calibration(held_path, with_lengths=True,
-                                                                               name="--holdout-data")
+        settings["holdout_data"], settings["holdout_lengths"] = load_calibration(
+            held_path, with_lengths=True, name="--holdout-data", keyword_inputs=keyword)
         recorded["holdout_data"] = str(held_path)
     cov = load_calibration(states, states=True) if states is not None else None
-    subject = resolve_subject(target, None, rnn=rnn_path, readout=readout_paths, check=False)  # its modules only
     rnn, readout, user_model = subject.rnn, subject.readout, subject.model
     if calib is not None:
         # NumPy writes float64 by default: floating inputs are given to the model in its recurrent module's dtype

@@ -21,6 +21,7 @@ import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -229,10 +230,38 @@ def default_forward(model: nn.Module, batch: Any) -> Any:
     return model(batch)
 
 
+def _mapping_rows(data: Mapping) -> int:
+    """The number of rows of a mapping of the model's keyword inputs (a tokenizer's output): the common size of
+    dimension 0 of its tensors and arrays."""
+    sizes = {key: int(value.shape[0]) for key, value in data.items()
+             if isinstance(value, (torch.Tensor, np.ndarray)) and np.ndim(value) > 0}
+    if not sizes:
+        raise ValueError(f"data: a mapping of the model's keyword inputs needs at least one tensor or array among its "
+                         f"values (keys {list(data)}); for batches, pass a list of such mappings")
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"data: the tensors of a mapping of keyword inputs must have the same number of rows (their "
+                         f"sequences) along dimension 0, got {sizes}")
+    rows = next(iter(sizes.values()))
+    if rows == 0:
+        raise ValueError("data: expected a non-empty batch of model inputs, got 0 rows")
+    return rows
+
+
 def _model_batches(data: Any, batch_size: int) -> Iterator[Tuple[Any, Optional[int]]]:
-    """The user's batches, with the number of sequences where the data were one tensor split along dimension 0."""
+    """The user's batches, with the number of sequences where the data were one tensor split along dimension 0.
+
+    A mapping (a dict of ``input_ids`` and ``attention_mask``, a tokenizer's output) holds the keyword inputs of all
+    sequences: its tensors and arrays are split along dimension 0 together, other values given to every batch."""
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
+    if isinstance(data, Mapping):
+        rows = _mapping_rows(data)
+        for start in range(0, rows, batch_size):
+            chunk = {key: (torch.as_tensor(value)[start:start + batch_size]
+                           if isinstance(value, (torch.Tensor, np.ndarray)) and np.ndim(value) > 0 else value)
+                     for key, value in data.items()}
+            yield chunk, (min(batch_size, rows - start) if rows > batch_size else None)
+        return
     if isinstance(data, torch.Tensor):
         if data.ndim == 0 or data.shape[0] == 0:
             raise ValueError(f"data: expected a non-empty batch of model inputs, got shape {tuple(data.shape)}")
@@ -253,6 +282,11 @@ def _count_model_batches(data: Any, batch_size: int) -> Optional[int]:
     progress bar's total); None for a generator."""
     if isinstance(data, (torch.Tensor, np.ndarray)):
         return -(-int(data.shape[0]) // batch_size) if np.ndim(data) > 0 and data.shape[0] > 0 else None
+    if isinstance(data, Mapping):
+        try:
+            return -(-_mapping_rows(data) // batch_size)
+        except ValueError:
+            return None
     if isinstance(data, PackedSequence):
         return 1
     if sequences.is_one_shot(data) or isinstance(data, OnePass):
@@ -313,7 +347,7 @@ class RecurrentInputs:
         if self.lengths is None:
             while True:
                 yield None
-        if isinstance(self.data, (torch.Tensor, np.ndarray)):
+        if isinstance(self.data, (torch.Tensor, np.ndarray, Mapping)):  # one row of lengths per sequence
             lens = torch.as_tensor(np.asarray(self.lengths.cpu() if hasattr(self.lengths, "cpu") else self.lengths))
             yield from torch.split(lens, self.batch_size)
         else:

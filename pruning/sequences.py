@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections.abc
 import itertools
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -352,6 +353,9 @@ def count_sequences(data: Any, batch_first: bool, lengths: Any = None) -> Option
         return int(data.shape[batch_dim(np.ndim(data), batch_first)])
     if isinstance(data, (list, tuple)) and _looks_like_sequences(list(data)):
         return len(data)
+    if isinstance(data, Mapping):  # a whole model's keyword inputs: rows of its tensors
+        rows = {int(v.shape[0]) for v in data.values() if isinstance(v, (torch.Tensor, np.ndarray)) and np.ndim(v)}
+        return rows.pop() if len(rows) == 1 else None
     return None
 
 

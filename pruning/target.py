@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Mapping
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -37,7 +38,7 @@ from pruning.compress import compress_layer, compress_stack, state_map
 from pruning.covariance import model_device, resolve_device
 from pruning.sequences import (KeptPass, OnePass, as_tensor, batch_dim, count_sequences, is_one_shot,
                                iter_sequence_batches, one_pass_if_iterator, pack)
-from pruning.model_parts import _model_batches, default_forward, resolve_subject
+from pruning.model_parts import _mapping_rows, _model_batches, default_forward, resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences, eval_mode
@@ -75,8 +76,9 @@ def _read_once(iterator: Any) -> list:
 
 def split_holdout(data: Any, holdout: float, *, batch_first: bool, seed: int = 0, lengths: Any = None):
     """Split the calibration data into ``(calibration, held_out, calibration_lengths, held_out_lengths)`` by a seeded
-    choice: sequences of one tensor (with their ``lengths``), of a PackedSequence or of a list of sequences, or whole
-    batches of a list of batches (with their per-batch lengths)."""
+    choice: sequences of one tensor (with their ``lengths``), of a PackedSequence, of a list of sequences or of a
+    mapping of a whole model's keyword inputs (rows of every tensor), or whole batches of a list of batches (with their
+    per-batch lengths)."""
     h = _HOLDOUT.check(holdout, "holdout")
     gen = torch.Generator().manual_seed(seed)
     if isinstance(data, PackedSequence):
@@ -95,6 +97,21 @@ def split_holdout(data: Any, holdout: float, *, batch_first: bool, seed: int = 0
             return x.index_select(dim, keep), x.index_select(dim, out), None, None
         lens = torch.as_tensor(np.asarray(lengths))
         return x.index_select(dim, keep), x.index_select(dim, out), lens[keep], lens[out]
+    if isinstance(data, Mapping):  # a whole model's keyword inputs (a tokenizer's output): rows of every tensor
+        n = _mapping_rows(data)
+        n_out = _held_count(h, n, "sequences")
+        perm = torch.randperm(n, generator=gen)
+        keep, out = perm[n_out:], perm[:n_out]
+
+        def take(idx):
+            return {key: (torch.as_tensor(value).index_select(0, idx)
+                          if isinstance(value, (torch.Tensor, np.ndarray)) and np.ndim(value) > 0 else value)
+                    for key, value in data.items()}
+
+        if lengths is None:
+            return take(keep), take(out), None, None
+        lens = torch.as_tensor(np.asarray(lengths))
+        return take(keep), take(out), lens[keep], lens[out]
     if not isinstance(data, (list, tuple)):
         raise TypeError("holdout: the data are a stream (a generator or a DataLoader) that cannot be split; pass "
                         "holdout_data= with held-out sequences")
@@ -344,11 +361,13 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     elif holdout_data is not None:
         calib, held, calib_lengths, held_lengths = data, holdout_data, lengths, holdout_lengths
     else:
-        if subject.parts is not None and isinstance(data, (torch.Tensor, np.ndarray)) and len(data) > 1:
+        rows = (len(data) if isinstance(data, (torch.Tensor, np.ndarray)) else
+                _mapping_rows(data) if isinstance(data, Mapping) else 0)
+        if subject.parts is not None and rows > 1:
             # the held-out sequences are drawn along dimension 0, which must hold the model's sequences: time-major
             # inputs would be shuffled in time, even where they fit in one batch of the covariance pass
             check_rows_are_sequences(subject.parts.model, subject.parts.rnn, subject.parts.rnn_path,
-                                     subject.data.forward, data, min(len(data), batch_size))
+                                     subject.data.forward, data, min(rows, batch_size))
         calib, held, calib_lengths, held_lengths = split_holdout(data, holdout, batch_first=split_batch_first,
                                                                  seed=0 if seed is None else seed, lengths=lengths)
     calibration = subject.with_data(calib, calib_lengths) if not cell else subject

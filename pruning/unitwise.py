@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
+from collections.abc import Mapping
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -17,7 +18,7 @@ from pruning.sequences import check_rows_reached, sequences_in
 
 __all__ = ["ReadoutPathError", "eval_mode", "random_maps", "inverse_map", "check_tolerance", "times", "run_twice",
            "follows_maps", "output_tensors", "same_outputs", "rerun_with_inputs", "other_reads", "returned_state_error",
-           "forward_failed", "check_rows_are_sequences"]
+           "forward_failed", "check_rows_are_sequences", "first_rows"]
 
 
 class ReadoutPathError(ValueError):
@@ -338,6 +339,14 @@ def check_rows_are_sequences(model: nn.Module, module: nn.Module, path: str, for
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
     if not first_chunk_checked:
-        check_rows_reached(n, _sequences_reaching(model, module, forward, data[:n], path, n), path)
+        check_rows_reached(n, _sequences_reaching(model, module, forward, first_rows(data, n), path, n), path)
     rows = min(n - 1, CHECK_ROWS) if n > 1 else 2
-    check_rows_reached(rows, _sequences_reaching(model, module, forward, data[:rows], path, rows), path)
+    check_rows_reached(rows, _sequences_reaching(model, module, forward, first_rows(data, rows), path, rows), path)
+
+
+def first_rows(data: Any, n: int) -> Any:
+    """The first ``n`` rows of a data tensor, or of every tensor and array of a mapping of keyword inputs."""
+    if isinstance(data, Mapping):
+        return {key: (torch.as_tensor(value)[:n] if isinstance(value, (torch.Tensor, np.ndarray)) and np.ndim(value)
+                      else value) for key, value in data.items()}
+    return data[:n]

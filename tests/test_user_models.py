@@ -1693,3 +1693,37 @@ def test_a_whole_model_pruned_from_given_statistics_without_data_is_warned_about
         warnings.simplefilter("error")
         res = spectral_prune(plain, x[:4], k=3, covariance=cov, rnn="rnn", readout="head")
     assert res.units == spectral_prune((plain.rnn, plain.head), None, k=3, covariance=cov).units
+
+
+def test_a_mapping_of_keyword_inputs_is_split_into_batches_as_the_list_of_its_batches(tmp_path, capsys):
+    """A dict of a whole model's keyword inputs (a tokenizer's input_ids and attention_mask) was iterated over its
+    keys, so the model was called with a key's name and failed. Its tensors are now split by rows together, as the
+    list of the same batches is (same statistics bit for bit, same units), with lengths= split the same way; the
+    error-target search holds out rows of every tensor; and the command line reads such a dict from a safetensors
+    file, with the result of the API."""
+    from safetensors.torch import save_file
+
+    from user_model_zoo import KeywordClassifier, keyword_inputs
+
+    model, data = KeywordClassifier(), keyword_inputs(50, 17)
+    lengths = data["attention_mask"].sum(1)
+    batches = [{key: value[i:i + 16] for key, value in data.items()} for i in range(0, 50, 16)]
+    res = spectral_prune(model, data, k=4, batch_size=16, lengths=lengths)
+    ref = spectral_prune(model, batches, k=4, batch_size=16, lengths=[lengths[i:i + 16] for i in range(0, 50, 16)])
+    assert [layer.units for layer in res.layers] == [layer.units for layer in ref.layers]
+    assert torch.equal(torch.as_tensor(res.covariance[0][0].outer_sum), torch.as_tensor(ref.covariance[0][0].outer_sum))
+    searched = spectral_prune(model, data, target=0.05, lengths=lengths)
+    assert searched.search["holdout_sequences"] == 13 and searched.search["error"] <= 0.05
+    with pytest.raises(ValueError, match=r"data: the tensors of a mapping of keyword inputs must have the same number "
+                                         r"of rows"):
+        spectral_prune(model, {"input_ids": data["input_ids"], "attention_mask": data["attention_mask"][:9]}, k=4)
+    weights, inputs = tmp_path / "model.safetensors", tmp_path / "inputs.safetensors"
+    save_file(model.state_dict(), str(weights))
+    save_file(data, str(inputs))
+    out = tmp_path / "pruned.safetensors"
+    assert main(["prune", "--checkpoint", str(weights), "--model", "user_model_zoo:KeywordClassifier", "--data",
+                 str(inputs), "--k", "4", "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    api = spectral_prune(model, data, k=4)
+    rebuilt = load_pruned(out, model=KeywordClassifier())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(**data), api.model(**data), rtol=0, atol=0)

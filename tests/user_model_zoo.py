@@ -108,3 +108,27 @@ def build_classifier() -> TokenClassifier:
     """The factory the CLI tests name with ``--model user_model_zoo:build_classifier``."""
     torch.manual_seed(0)
     return TokenClassifier()
+
+
+class KeywordClassifier(nn.Module):
+    """Takes a tokenizer's keyword inputs, ``model(input_ids=..., attention_mask=...)``, and averages a bidirectional
+    LSTM's states over the unmasked steps."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(16)
+        self.embed = nn.Embedding(40, 6, padding_idx=0, dtype=torch.float64)
+        self.lstm = nn.LSTM(6, 10, batch_first=True, bidirectional=True, dtype=torch.float64)
+        self.classifier = nn.Linear(20, 3, dtype=torch.float64)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        o = self.lstm(self.embed(input_ids))[0]
+        mask = attention_mask.unsqueeze(-1).to(o.dtype)
+        return self.classifier((o * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
+def keyword_inputs(n: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, 11, (n,), generator=g)
+    mask = (torch.arange(10)[None] < lengths[:, None]).long()
+    return {"input_ids": torch.randint(1, 40, (n, 10), generator=g) * mask, "attention_mask": mask}
