@@ -221,7 +221,7 @@ def combined_readout(readouts: Sequence[nn.Module], backward_first: Sequence[boo
 def default_forward(model: nn.Module, batch: Any) -> Any:
     """How a batch is given to the model: a tensor or PackedSequence as ``model(batch)``, a tuple or list as
     ``model(batch[0])`` (a DataLoader's ``(inputs, targets)``), a dict as ``model(**batch)``."""
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return model(**batch)
     if isinstance(batch, (tuple, list)) and not isinstance(batch, PackedSequence):
         if not batch:
@@ -482,7 +482,7 @@ def _warn_if_padded(batch: Any, parts: ModelParts) -> None:
     out. Only a warning: a model may mean its padding steps (and they are counted as it computes them)."""
 
     reason = None
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         for key in _PADDING_KEYS:
             value = batch.get(key)
             if not isinstance(value, torch.Tensor) or not value.numel():
@@ -496,7 +496,7 @@ def _warn_if_padded(batch: Any, parts: ModelParts) -> None:
         pads = {m.padding_idx for m in parts.model.modules()
                 if isinstance(m, nn.Embedding) and m.padding_idx is not None}
         # what the model reads: a tuple's first item (the rest are targets), a dict's values other than labels
-        items = ([v for k, v in batch.items() if k not in _LABEL_KEYS] if isinstance(batch, dict)
+        items = ([v for k, v in batch.items() if k not in _LABEL_KEYS] if isinstance(batch, Mapping)
                  else batch[:1] if isinstance(batch, (tuple, list)) else [batch])
         ids = [t for t in items if isinstance(t, torch.Tensor) and not t.is_floating_point() and t.dtype != torch.bool]
         hit = sorted(p for p in pads if any(bool((t == p).any()) for t in ids))

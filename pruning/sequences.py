@@ -140,7 +140,7 @@ def _leaf_tensors(item: Any) -> Optional[List[torch.Tensor]]:
         return [item.data]
     if isinstance(item, torch.Tensor):
         return [item]
-    if isinstance(item, dict):
+    if isinstance(item, Mapping):
         item = list(item.values())
     if isinstance(item, (tuple, list)):
         found: List[torch.Tensor] = []

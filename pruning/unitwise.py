@@ -149,7 +149,7 @@ def output_tensors(out: Any) -> List[torch.Tensor]:
         out = out.data
     if isinstance(out, torch.Tensor):
         return [out] if out.is_floating_point() or out.is_complex() else []
-    if isinstance(out, dict):
+    if isinstance(out, Mapping):
         out = list(out.values())
     elif dataclasses.is_dataclass(out) and not isinstance(out, type):
         out = [getattr(out, field.name) for field in dataclasses.fields(out)]

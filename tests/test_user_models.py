@@ -2,6 +2,7 @@
 time-major bidirectional LSTM fed packed by the model itself, padded variable-length token data, several heads, and
 clear refusals of what the method does not cover."""
 
+import collections
 import json
 import re
 import time
@@ -1712,6 +1713,13 @@ def test_a_mapping_of_keyword_inputs_is_split_into_batches_as_the_list_of_its_ba
     ref = spectral_prune(model, batches, k=4, batch_size=16, lengths=[lengths[i:i + 16] for i in range(0, 50, 16)])
     assert [layer.units for layer in res.layers] == [layer.units for layer in ref.layers]
     assert torch.equal(torch.as_tensor(res.covariance[0][0].outer_sum), torch.as_tensor(ref.covariance[0][0].outer_sum))
+    class Encoding(collections.UserDict):  # a Mapping that is not a dict, as transformers' BatchEncoding
+        pass
+
+    as_encodings = [Encoding(batch) for batch in batches]
+    for other in (spectral_prune(model, Encoding(data), k=4, batch_size=16, lengths=lengths),
+                  spectral_prune(model, as_encodings, k=4, lengths=[lengths[i:i + 16] for i in range(0, 50, 16)])):
+        assert [layer.units for layer in other.layers] == [layer.units for layer in ref.layers]
     searched = spectral_prune(model, data, target=0.05, lengths=lengths)
     assert searched.search["holdout_sequences"] == 13 and searched.search["error"] <= 0.05
     with pytest.raises(ValueError, match=r"data: the tensors of a mapping of keyword inputs must have the same number "
