@@ -535,9 +535,12 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     return the paths of the read-outs that read a bidirectional module's two directions backward first (their input
     follows the maps in swapped order: ``torch.cat((h_n[-1], h_n[-2]), 1)``), whose columns absorb the maps swapped.
 
-    The test is exact in law: the recurrent module's output ``O`` (and the last layer's final state) is replaced by
-    ``O M`` for a random map ``M`` per direction, the other layers' final states and LSTM cell states scaled by -2,
-    and each read-out's input must then be its unperturbed input times ``M``. Dropout (eval mode), identity,
+    The recurrent module's output ``O`` (and the last layer's final state) is replaced by ``O M`` for a random map
+    ``M`` per direction (a permutation of the units moving every one, with random signs and factors 1/2, 1, 2:
+    :func:`pruning.unitwise.random_maps`, exact in floating point), the other layers' final states and LSTM cell
+    states scaled by -2, and each read-out's input must then be its unperturbed input times ``M``. A computation that
+    is not unit-wise linear passes only where it happens to commute with the map drawn (none of the eleven kinds the
+    tests try does, in any dtype). Dropout (eval mode), identity,
     indexing, concatenation of directions, pooling and masked means over time pass; norm layers, linear layers,
     attention, nonlinearities and anything that reads an earlier layer's or the cell state fail. The modules run in
     between whose inputs have the state width are named in the error.
