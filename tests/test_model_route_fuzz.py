@@ -1,7 +1,8 @@
 """The whole-model route against the pair route, on random user models (hypothesis).
 
 A model holds one recurrent module under its own name and a head that reads it through a unit-wise linear map (the
-last step, a mean or a sum over time, or the last layer's final state), in either layout. Pruned as a whole model,
+last step, a mean or a sum over time, or the last layer's final state, its directions in either order), in either
+layout. Pruned as a whole model,
 it must keep the units the pair route keeps for its recurrent module and head, and return exactly what the pair
 route's pruned modules return through the same map (float64)."""
 
@@ -16,6 +17,8 @@ READS = {
     "mean": lambda o, h: o.mean(1),
     "sum": lambda o, h: o.sum(1),
     "final": lambda o, h: torch.cat([h[-2], h[-1]], -1) if h.shape[0] % 2 == 0 and h.shape[0] > 1 else h[-1],
+    # torch.cat((h_n[-1], h_n[-2]), 1): the two directions backward first
+    "final_backward_first": lambda o, h: torch.cat([h[-1], h[-2]], -1) if h.shape[0] == 2 else h[-1],
 }
 
 
@@ -59,7 +62,15 @@ def test_a_user_model_prunes_like_its_pair(kind, layers, bidirectional, batch_fi
     x = torch.randn(9, 6, 3, dtype=torch.float64)  # the model's own inputs: batch-first
     res = spectral_prune(model, x, k=k, batch_size=4, covariance_mode=mode)
     pair_inputs = x if batch_first else x.transpose(0, 1).contiguous()
-    pair = spectral_prune((model.encoder, model.classifier), pair_inputs, k=k, covariance_mode=mode)
+    head = model.classifier
+    if read == "final_backward_first" and bidirectional:
+        # the pair reads the module's own order: the same head with its two column blocks swapped
+        head = torch.nn.Linear(10, 3, dtype=torch.float64)
+        with torch.no_grad():
+            head.weight.copy_(torch.cat([model.classifier.weight[:, 5:], model.classifier.weight[:, :5]], 1))
+            head.bias.copy_(model.classifier.bias)
+        read = "final"
+    pair = spectral_prune((model.encoder, head), pair_inputs, k=k, covariance_mode=mode)
     assert [lp.units for lp in res.layers] == [lp.units for lp in pair.layers]
     for a, b in zip(_all_stats(res.covariance), _all_stats(pair.covariance)):
         assert a.count == b.count
