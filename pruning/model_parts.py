@@ -137,9 +137,10 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
         if len(heads) != 1:
             listed = ", ".join(_describe(p, model.get_submodule(p)) for p in heads) or "none"
             others = "" if heads else _other_linears(model, rnn)
+            example = (f"readout={heads[0]!r}, or readout={heads!r} if every one reads the states" if heads else
+                       "readout='head' or readout=['head', 'aux']")
             raise ValueError(f"readout: expected exactly one nn.Linear reading the {width} outputs of {rnn!r}, found "
-                             f"{len(heads)}: {listed}{others}; name the read-out(s), e.g. readout='head' or "
-                             f"readout=['head', 'aux']")
+                             f"{len(heads)}: {listed}{others}; name the read-out(s), e.g. {example}")
         readout = heads
     paths = (readout,) if isinstance(readout, str) else tuple(readout)
     if not paths or len(set(paths)) != len(paths):

@@ -119,7 +119,8 @@ def test_several_heads_each_absorb_the_reconstruction():
     torch.manual_seed(6)
     model = TwoHeads(hidden=6, dtype=torch.float64)
     x, _, _ = make_data(50, seed=7)
-    with pytest.raises(ValueError, match=r"readout: expected exactly one nn.Linear .*'head'.*'aux'.*readout=\["):
+    with pytest.raises(ValueError, match=r"readout: expected exactly one nn.Linear .*'head'.*'aux'.*"
+                                         r"readout=\['head', 'aux'\] if every one reads the states"):
         spectral_prune(model, x, k=3)
     res = spectral_prune(model, x, k=3, readout=["head", "aux"])
     maps = [state_map(6, np.asarray(lp.units), lp.A) for lp in res.layers[2:]]  # the last layer's two directions
