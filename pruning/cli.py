@@ -472,7 +472,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.target is not None:
         settings.update(target=args.target, criterion=args.criterion, holdout=args.holdout, search=args.search,
                         holdout_data=args.holdout_data)
-        settings.pop("covariance_mode")
     else:
         search_only = [flag for flag, given in (("--holdout", args.holdout != 0.25),
                                                 ("--holdout-data", args.holdout_data is not None),

@@ -341,3 +341,20 @@ def test_a_whole_models_stack_searches_in_sequential_mode_with_its_inputs_replay
     scratch = spectral_prune(model, calib, k=res.search["k"])
     assert [layer.units for layer in res.layers] == [layer.units for layer in scratch.layers]
     assert runs_of_search < 2 * len(res.search["evaluated"])
+
+
+@pytest.mark.parametrize("mode", ["sequential", "original"])
+def test_cli_target_on_a_stack_takes_the_covariance_mode(tmp_path, capsys, mode):
+    """--covariance-mode was dropped when --target was given: the search now takes it, as the API does, and the
+    summary records the mode with the errors of the API's search."""
+    rnn, head = make("GRU", 6, layers=2)
+    torch.save((rnn, head), tmp_path / "m.pt")
+    x = torch.randn(30, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    torch.save(x, tmp_path / "x.pt")
+    assert main(["prune", "--checkpoint", str(tmp_path / "m.pt"), "--trust-checkpoint", "--data",
+                 str(tmp_path / "x.pt"), "--target", "0.01", "--covariance-mode", mode, "--out",
+                 str(tmp_path / "p.safetensors"), "--no-progress"]) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "p.json").read_text())
+    api = spectral_prune((rnn, head), x, target=0.01, covariance_mode=mode)
+    assert summary["covariance_mode"] == mode
+    assert {int(k): v for k, v in summary["search"]["evaluated"].items()} == pytest.approx(api.search["evaluated"])
