@@ -349,7 +349,12 @@ class RecurrentInputs:
             while True:
                 yield None
         if isinstance(self.data, (torch.Tensor, np.ndarray, Mapping)):  # one row of lengths per sequence
-            lens = torch.as_tensor(np.asarray(self.lengths.cpu() if hasattr(self.lengths, "cpu") else self.lengths))
+            given = self.lengths
+            if isinstance(given, (list, tuple)) and given and all(np.ndim(item) == 1 for item in given):
+                # per-batch arrays of lengths for data given whole: the sequences' lengths in order
+                given = torch.cat([torch.as_tensor(np.asarray(item.cpu() if hasattr(item, "cpu") else item))
+                                   for item in given])
+            lens = torch.as_tensor(np.asarray(given.cpu() if hasattr(given, "cpu") else given))
             yield from torch.split(lens, self.batch_size)
         else:
             yield from self.lengths

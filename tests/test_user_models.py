@@ -1700,7 +1700,8 @@ def test_a_whole_model_pruned_from_given_statistics_without_data_is_warned_about
 def test_a_mapping_of_keyword_inputs_is_split_into_batches_as_the_list_of_its_batches(tmp_path, capsys):
     """A dict of a whole model's keyword inputs (a tokenizer's input_ids and attention_mask) was iterated over its
     keys, so the model was called with a key's name and failed. Its tensors are now split by rows together, as the
-    list of the same batches is (same statistics bit for bit, same units), with lengths= split the same way; the
+    list of the same batches is (same statistics bit for bit, same units), with lengths= split the same way (or given
+    per batch, as for a list of batches); the
     error-target search holds out rows of every tensor; and the command line reads such a dict from a safetensors
     file, with the result of the API."""
     from safetensors.torch import save_file
@@ -1717,6 +1718,8 @@ def test_a_mapping_of_keyword_inputs_is_split_into_batches_as_the_list_of_its_ba
     class Encoding(collections.UserDict):  # a Mapping that is not a dict, as transformers' BatchEncoding
         pass
 
+    per_batch = spectral_prune(model, data, k=4, batch_size=16, lengths=[lengths[i:i + 16] for i in range(0, 50, 16)])
+    assert [layer.units for layer in per_batch.layers] == [layer.units for layer in ref.layers]
     as_encodings = [Encoding(batch) for batch in batches]
     for other in (spectral_prune(model, Encoding(data), k=4, batch_size=16, lengths=lengths),
                   spectral_prune(model, as_encodings, k=4, lengths=[lengths[i:i + 16] for i in range(0, 50, 16)])):
