@@ -627,6 +627,10 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         if follows_maps(plain[path], perturbed[path], maps, tol):
             continue
         if D == 2 and follows_maps(plain[path], perturbed[path], maps[::-1], tol):
+            if not isinstance(model.get_submodule(path), nn.Linear):
+                raise ReadoutPathError(
+                    f"readout: {path!r} reads {parts.rnn_path!r}'s two directions backward first; a recurrent "
+                    f"module reading the states is pruned only in the module's own order, forward first")
             backward_first.add(path)  # torch.cat((h_n[-1], h_n[-2]), 1): its columns absorb the maps swapped
             continue
         width = D * m

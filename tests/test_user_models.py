@@ -1739,3 +1739,22 @@ def test_a_mapping_of_keyword_inputs_is_split_into_batches_as_the_list_of_its_ba
     rebuilt = load_pruned(out, model=KeywordClassifier())
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(**data), api.model(**data), rtol=0, atol=0)
+
+
+def test_a_recurrent_read_out_of_the_directions_backward_first_is_refused():
+    """The next layer of a stack held as separate modules reads the states through its input weights in the lower
+    module's order; reading them backward first is refused by name rather than pruned wrong."""
+
+    class Swapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([torch.nn.GRU(3, 6, batch_first=True, bidirectional=True),
+                                               torch.nn.GRU(12, 5, batch_first=True)])
+            self.head = torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            o = self.layers[0](x)[0]
+            return self.head(self.layers[1](torch.cat([o[..., 6:], o[..., :6]], -1))[0][:, -1])
+
+    with pytest.raises(ValueError, match=r"readout: 'layers.1' reads 'layers.0''s two directions backward first"):
+        spectral_prune(Swapped(), torch.randn(20, 5, 3), k=3, rnn="layers.0", readout="layers.1")
