@@ -33,7 +33,8 @@ from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_pat
 from pruning.modules import check_readout, check_recurrent, directions, is_quantized_recurrent, output_width
 from pruning.recurrent_stack import RecurrentStack
 from pruning import sequences
-from pruning.sequences import KeptPass, OnePass, check_lengths, check_rows_reached, sequences_in, version_of
+from pruning.sequences import (KeptPass, OnePass, check_lengths, check_rows_reached, mapping_rows, sequences_in,
+                               take_rows, version_of)
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
                               check_tolerance, eval_mode, follows_maps, other_reads, random_maps,
                               returned_state_error, run_twice, times)
@@ -231,23 +232,6 @@ def default_forward(model: nn.Module, batch: Any) -> Any:
     return model(batch)
 
 
-def _mapping_rows(data: Mapping) -> int:
-    """The number of rows of a mapping of the model's keyword inputs (a tokenizer's output): the common size of
-    dimension 0 of its tensors and arrays."""
-    sizes = {key: int(value.shape[0]) for key, value in data.items()
-             if isinstance(value, (torch.Tensor, np.ndarray)) and np.ndim(value) > 0}
-    if not sizes:
-        raise ValueError(f"data: a mapping of the model's keyword inputs needs at least one tensor or array among its "
-                         f"values (keys {list(data)}); for batches, pass a list of such mappings")
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"data: the tensors of a mapping of keyword inputs must have the same number of rows (their "
-                         f"sequences) along dimension 0, got {sizes}")
-    rows = next(iter(sizes.values()))
-    if rows == 0:
-        raise ValueError("data: expected a non-empty batch of model inputs, got 0 rows")
-    return rows
-
-
 def _model_batches(data: Any, batch_size: int) -> Iterator[Tuple[Any, Optional[int]]]:
     """The user's batches, with the number of sequences where the data were one tensor split along dimension 0.
 
@@ -256,12 +240,10 @@ def _model_batches(data: Any, batch_size: int) -> Iterator[Tuple[Any, Optional[i
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
     if isinstance(data, Mapping):
-        rows = _mapping_rows(data)
+        rows = mapping_rows(data)
         for start in range(0, rows, batch_size):
-            chunk = {key: (torch.as_tensor(value)[start:start + batch_size]
-                           if isinstance(value, (torch.Tensor, np.ndarray)) and np.ndim(value) > 0 else value)
-                     for key, value in data.items()}
-            yield chunk, (min(batch_size, rows - start) if rows > batch_size else None)
+            yield take_rows(data, slice(start, start + batch_size)), (min(batch_size, rows - start)
+                                                                      if rows > batch_size else None)
         return
     if isinstance(data, torch.Tensor):
         if data.ndim == 0 or data.shape[0] == 0:
@@ -285,7 +267,7 @@ def _count_model_batches(data: Any, batch_size: int) -> Optional[int]:
         return -(-int(data.shape[0]) // batch_size) if np.ndim(data) > 0 and data.shape[0] > 0 else None
     if isinstance(data, Mapping):
         try:
-            return -(-_mapping_rows(data) // batch_size)
+            return -(-mapping_rows(data) // batch_size)
         except ValueError:
             return None
     if isinstance(data, PackedSequence):

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import collections.abc
 import itertools
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -33,7 +33,8 @@ from theory._validation import Integer, as_lengths
 
 __all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences",
            "check_lengths", "BATCH_SIZE", "OnePass", "one_pass_if_iterator", "is_one_shot",
-           "check_rows_reached", "sequences_in", "storage_bytes", "version_of", "count_batches", "KeptPass"]
+           "check_rows_reached", "sequences_in", "storage_bytes", "version_of", "count_batches", "KeptPass",
+           "mapping_rows", "take_rows"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
 
@@ -152,6 +153,32 @@ def _leaf_tensors(item: Any) -> Optional[List[torch.Tensor]]:
         return found
     return None
 
+
+def _has_rows(value: Any) -> bool:
+    """Whether a value of a mapping of keyword inputs holds one row per sequence (a tensor or array, not a scalar)."""
+    return isinstance(value, (torch.Tensor, np.ndarray)) and np.ndim(value) > 0
+
+
+def mapping_rows(data: Mapping) -> int:
+    """The number of rows of a mapping of a whole model's keyword inputs (a tokenizer's output): the common size of
+    dimension 0 of its tensors and arrays."""
+    sizes = {key: int(value.shape[0]) for key, value in data.items() if _has_rows(value)}
+    if not sizes:
+        raise ValueError(f"data: a mapping of the model's keyword inputs needs at least one tensor or array among its "
+                         f"values (keys {list(data)}); for batches, pass a list of such mappings")
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"data: the tensors of a mapping of keyword inputs must have the same number of rows (their "
+                         f"sequences) along dimension 0, got {sizes}")
+    rows = next(iter(sizes.values()))
+    if rows == 0:
+        raise ValueError("data: expected a non-empty batch of model inputs, got 0 rows")
+    return rows
+
+
+def take_rows(data: Mapping, rows: Any) -> dict:
+    """The rows ``rows`` (a slice or a tensor of indices) of every tensor and array of a mapping of keyword inputs,
+    as tensors; its other values as they are."""
+    return {key: torch.as_tensor(value)[rows] if _has_rows(value) else value for key, value in data.items()}
 
 
 def is_one_shot(data: Any) -> bool:
@@ -354,7 +381,7 @@ def count_sequences(data: Any, batch_first: bool, lengths: Any = None) -> Option
     if isinstance(data, (list, tuple)) and _looks_like_sequences(list(data)):
         return len(data)
     if isinstance(data, Mapping):  # a whole model's keyword inputs: rows of its tensors
-        rows = {int(v.shape[0]) for v in data.values() if isinstance(v, (torch.Tensor, np.ndarray)) and np.ndim(v)}
+        rows = {int(value.shape[0]) for value in data.values() if _has_rows(value)}
         return rows.pop() if len(rows) == 1 else None
     return None
 

@@ -37,8 +37,8 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from pruning.compress import compress_layer, compress_stack, state_map
 from pruning.covariance import model_device, resolve_device
 from pruning.sequences import (KeptPass, OnePass, as_tensor, batch_dim, count_sequences, is_one_shot,
-                               iter_sequence_batches, one_pass_if_iterator, pack)
-from pruning.model_parts import _mapping_rows, _model_batches, default_forward, resolve_subject
+                               iter_sequence_batches, mapping_rows, one_pass_if_iterator, pack, take_rows)
+from pruning.model_parts import _model_batches, default_forward, resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences, eval_mode
@@ -98,20 +98,14 @@ def split_holdout(data: Any, holdout: float, *, batch_first: bool, seed: int = 0
         lens = torch.as_tensor(np.asarray(lengths))
         return x.index_select(dim, keep), x.index_select(dim, out), lens[keep], lens[out]
     if isinstance(data, Mapping):  # a whole model's keyword inputs (a tokenizer's output): rows of every tensor
-        n = _mapping_rows(data)
+        n = mapping_rows(data)
         n_out = _held_count(h, n, "sequences")
         perm = torch.randperm(n, generator=gen)
         keep, out = perm[n_out:], perm[:n_out]
-
-        def take(idx):
-            return {key: (torch.as_tensor(value).index_select(0, idx)
-                          if isinstance(value, (torch.Tensor, np.ndarray)) and np.ndim(value) > 0 else value)
-                    for key, value in data.items()}
-
         if lengths is None:
-            return take(keep), take(out), None, None
+            return take_rows(data, keep), take_rows(data, out), None, None
         lens = torch.as_tensor(np.asarray(lengths))
-        return take(keep), take(out), lens[keep], lens[out]
+        return take_rows(data, keep), take_rows(data, out), lens[keep], lens[out]
     if not isinstance(data, (list, tuple)):
         raise TypeError("holdout: the data are a stream (a generator or a DataLoader) that cannot be split; pass "
                         "holdout_data= with held-out sequences")
@@ -362,7 +356,7 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         calib, held, calib_lengths, held_lengths = data, holdout_data, lengths, holdout_lengths
     else:
         rows = (len(data) if isinstance(data, (torch.Tensor, np.ndarray)) else
-                _mapping_rows(data) if isinstance(data, Mapping) else 0)
+                mapping_rows(data) if isinstance(data, Mapping) else 0)
         if subject.parts is not None and rows > 1:
             # the held-out sequences are drawn along dimension 0, which must hold the model's sequences: time-major
             # inputs would be shuffled in time, even where they fit in one batch of the covariance pass

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from pruning.sequences import check_rows_reached, sequences_in
+from pruning.sequences import check_rows_reached, sequences_in, take_rows
 
 __all__ = ["ReadoutPathError", "eval_mode", "random_maps", "inverse_map", "check_tolerance", "times", "run_twice",
            "follows_maps", "output_tensors", "same_outputs", "rerun_with_inputs", "other_reads", "returned_state_error",
@@ -346,7 +346,4 @@ def check_rows_are_sequences(model: nn.Module, module: nn.Module, path: str, for
 
 def first_rows(data: Any, n: int) -> Any:
     """The first ``n`` rows of a data tensor, or of every tensor and array of a mapping of keyword inputs."""
-    if isinstance(data, Mapping):
-        return {key: (torch.as_tensor(value)[:n] if isinstance(value, (torch.Tensor, np.ndarray)) and np.ndim(value)
-                      else value) for key, value in data.items()}
-    return data[:n]
+    return take_rows(data, slice(0, n)) if isinstance(data, Mapping) else data[:n]
