@@ -23,7 +23,7 @@ from pruning.covariance import CovarianceStats, progress_bar
 from pruning.sequences import check_rows_reached
 from pruning.unitwise import (ReadoutPathError, check_readouts_called, check_rows_are_sequences, eval_mode,
                               check_tolerance, follows_maps, inverse_map, other_reads, random_maps,
-                              returned_state_error, run_twice, times)
+                              run_twice, times)
 
 __all__ = ["CELLS", "cell_as_layer", "layer_as_cell", "cell_statistics", "check_cell_readout_path"]
 
@@ -154,8 +154,7 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_giv
     handles = [cell.register_forward_pre_hook(undo, with_kwargs=True), cell.register_forward_hook(perturb)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record(p)) for p in parts.readout_paths]
     plain, perturbed, out, plain_out = run_twice(model, forward, batch, seen, handles,
-                                                 lambda: state.update(perturb=True),
-                                      forward_given=forward_given)
+                                                 lambda: state.update(perturb=True), forward_given=forward_given)
     tol = check_tolerance(cell.weight_hh.dtype, 1e-3, 1e-8)
     check_readouts_called(plain)
     for path in parts.readout_paths:
@@ -177,12 +176,9 @@ def _check_no_other_reader(parts, forward: Callable, batch: Any, perturbed: dict
     the plain run returned; ``perturbation``: the map ``M`` and the cell state's factor."""
     model, cell = parts.model, parts.rnn
     (out, plain_out), (M, scale) = outs, perturbation
-    found = other_reads(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out, plain_out,
-                        [cell.hidden_size], [M], scale, tol)
-    if found is None:
+    if not other_reads(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out, plain_out,
+                       [cell.hidden_size], [M], scale, tol, parts.rnn_path):
         return
-    if found.startswith("returned"):
-        raise ReadoutPathError(returned_state_error(found, parts.rnn_path))
     heads = ", ".join(repr(p) for p in parts.readout_paths)
     raise ReadoutPathError(
         f"readout: the model's output depends on the states of {parts.rnn_path!r} other than through the read-out(s) "

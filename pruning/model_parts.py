@@ -37,7 +37,7 @@ from pruning.sequences import (KeptPass, OnePass, check_lengths, check_rows_reac
                                take_rows, version_of)
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
                               check_tolerance, eval_mode, follows_maps, other_reads, random_maps,
-                              returned_state_error, run_twice, times)
+                              run_twice, times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -668,12 +668,9 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
     handles = [rnn.register_forward_hook(perturb_output)]
     handles += [mod.register_forward_pre_hook(note(p)) for p, mod in _other_leaf_modules(parts)
                 if not isinstance(mod, _UNITWISE)]
-    found = other_reads(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out, plain_out,
-                        sorted(widths), maps, other, tol, handles)
-    if found is None:
+    if not other_reads(model, forward, batch, {p: perturbed[p] for p in parts.readout_paths}, out, plain_out,
+                       sorted(widths), maps, other, tol, parts.rnn_path, handles):
         return
-    if found.startswith("returned"):
-        raise ReadoutPathError(returned_state_error(found, parts.rnn_path))
     heads = ", ".join(repr(p) for p in parts.readout_paths)
     named = (f" (module(s) run after it with inputs of the state width: {', '.join(repr(p) for p in after_rnn)})"
              if after_rnn else "")

@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 from pruning.sequences import check_rows_reached, sequences_in, take_rows
 
 __all__ = ["ReadoutPathError", "eval_mode", "random_maps", "inverse_map", "check_tolerance", "times", "run_twice",
-           "follows_maps", "output_tensors", "same_outputs", "rerun_with_inputs", "other_reads", "returned_state_error",
+           "follows_maps", "output_tensors", "same_outputs", "rerun_with_inputs", "other_reads",
            "forward_failed", "check_rows_are_sequences", "first_rows"]
 
 
@@ -246,10 +246,9 @@ def _unitwise_image(before: torch.Tensor, after: torch.Tensor, maps: Sequence[to
 
 def other_reads(model: nn.Module, forward: Callable, batch: Any, recorded: Dict[str, List[torch.Tensor]],
                 out: Any, plain_out: Any, widths: Sequence[int], maps: Sequence[torch.Tensor], other: float,
-                tol: float, handles=()) -> Optional[str]:
-    """Whether anything but the read-outs reads the states, judged from what the forward returns: ``None`` when
-    nothing does, ``"elsewhere"`` when a returned tensor depends on them otherwise, and ``"returned I SHAPE"`` when
-    returned tensor I (of the state width) is computed from them.
+                tol: float, rnn_path: str, handles=()) -> bool:
+    """Whether anything but the read-outs reads the states, judged from what the forward returns; a returned tensor
+    of the state width computed from them (not the states themselves) is refused here, naming it and ``rnn_path``.
 
     The forward is rerun with each read-out's input replaced by what it received in the perturbed run
     (``recorded``) and the caller's ``handles`` in place (the recurrent module unperturbed): every returned tensor
@@ -268,31 +267,24 @@ def other_reads(model: nn.Module, forward: Callable, batch: Any, recorded: Dict[
                       f"returned {type(out).__name__}), so whether anything besides the read-outs reads the states "
                       f"was not checked; pass forward=, a function forward(model, batch) that returns the model's "
                       f"outputs as tensors, to have it checked", stacklevel=2)
-        return None
+        return False
     rerun = rerun_with_inputs(model, forward, batch, recorded, handles)
     if rerun is None or len(rerun) != len(got) or len(plain) != len(got):
-        return "elsewhere"
+        return True
     for i, (p, g, r) in enumerate(zip(plain, got, rerun)):
         if same_outputs([g], [r], tol):
             continue
-        if g.ndim and g.shape[-1] in widths:
-            if _unitwise_image(p, g, maps, other, tol):
-                continue
-            return f"returned {i} {tuple(g.shape)}"
-        return "elsewhere"
-    return None
-
-
-def returned_state_error(which: str, rnn_path: str) -> str:
-    """The refusal's words for a returned tensor of the state width computed from the states (``which`` as
-    :func:`other_reads` reports it)."""
-    _, index, shape = which.split(" ", 2)
-    return (f"readout: the model returns a tensor of the state width computed from {rnn_path!r}'s states other than "
-            f"by indexing or pooling over time (floating-point output {index} of what the forward returns, shape "
-            f"{shape}: normalized states, say, or a nonlinearity of them). After pruning it would be computed from "
-            f"the k kept units instead of all m, without an error; pass forward=, a function forward(model, batch) "
-            f"that returns only what the read-outs compute (on the command line --forward), or prune a model that "
-            f"returns the states themselves")
+        if not (g.ndim and g.shape[-1] in widths):
+            return True
+        if not _unitwise_image(p, g, maps, other, tol):
+            raise ReadoutPathError(
+                f"readout: the model returns a tensor of the state width computed from {rnn_path!r}'s states other "
+                f"than by indexing or pooling over time (floating-point output {i} of what the forward returns, "
+                f"shape {tuple(g.shape)}: normalized states, say, or a nonlinearity of them). After pruning it would "
+                f"be computed from the k kept units instead of all m, without an error; pass forward=, a function "
+                f"forward(model, batch) that returns only what the read-outs compute (on the command line "
+                f"--forward), or prune a model that returns the states themselves")
+    return False
 
 
 def _sequences_reaching(model: nn.Module, module: nn.Module, forward: Callable, batch: Any, path: str,
