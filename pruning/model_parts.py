@@ -202,12 +202,17 @@ def _forward_first(head: nn.Linear) -> nn.Linear:
     return out
 
 
+def _per_head(backward_first: Sequence[bool], heads: int) -> List[bool]:
+    """One backward-first flag per head (a pair's or a cell's subject gives none: all False)."""
+    return list(backward_first) + [False] * (heads - len(backward_first))
+
+
 def combined_readout(readouts: Sequence[nn.Module], backward_first: Sequence[bool] = ()) -> nn.Linear:
     """One linear layer whose rows are every read-out's rows (:func:`reading_linear`): the weight that reads the
     states in the output loss (S2 with Z = the read-out) and in the error-target search, for models with several
     heads or a recurrent module reading the states. A read-out flagged in ``backward_first`` reads the two
     directions in swapped order and enters with its column blocks swapped back."""
-    flags = list(backward_first) + [False] * (len(readouts) - len(backward_first))
+    flags = _per_head(backward_first, len(readouts))
     readouts = [_forward_first(r) if swapped else reading_linear(r) for r, swapped in zip(readouts, flags)]
     if len(readouts) == 1:
         return readouts[0]
@@ -771,7 +776,7 @@ class Subject:
         user's model holding the pruned modules."""
         from pruning.compress import compress_head
 
-        flags = list(self.backward_first) + [False] * (len(self.heads) - len(self.backward_first))
+        flags = _per_head(self.backward_first, len(self.heads))
         heads = [compress_head(h, list(maps)[::-1] if swapped else maps) for h, swapped in zip(self.heads, flags)]
         readout = combined_readout(heads, flags)
         if self.cell:

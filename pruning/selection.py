@@ -103,7 +103,7 @@ class GreedyOrder:
         if self.z is not None and self.precompute_after == 0:
             # with G at hand, diag(Sigma G Sigma) costs m^3 and an m x m temporary, not r m^2 and r x m (4m x m for
             # an LSTM)
-            self.G = theta * (self.z.T @ self.z)
+            self._form_g()
             self.q += np.einsum("ij,ij->j", self.G @ self.sigma, self.sigma)
         elif self.z is not None:
             zs = self.z @ self.sigma
@@ -114,6 +114,9 @@ class GreedyOrder:
         self.gain, self.p, self.w = np.empty(m), np.empty(m), np.empty(m)
         self.taken = np.zeros(m, dtype=bool)
         self.selected: list[int] = []
+
+    def _form_g(self) -> None:
+        self.G = self.theta * (self.z.T @ self.z)  # NumPy forms Z^T Z by a symmetric rank-k product (half the work)
 
     @property
     def width(self) -> int:
@@ -144,7 +147,7 @@ class GreedyOrder:
         r = sigma[j] - Ft.T @ Ft[:, j]  # column j of R, read as row j (Sigma and R are symmetric)
         root = float(np.sqrt(e[j]))  # NaN, as before, if round-off left e_j < 0
         if z is not None and self.G is None and self.precompute_after is not None and t >= self.precompute_after:
-            self.G = theta * (z.T @ z)  # NumPy forms Z^T Z by a symmetric rank-k product (half the work)
+            self._form_g()
         if z is None:
             Mr = r
         elif self.G is not None:
