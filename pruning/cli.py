@@ -82,9 +82,10 @@ def load_calibration(path, *, states: bool = False, with_lengths: bool = False, 
     """Calibration inputs (or, with ``states``, hidden states) from a file, in a form :func:`pruning.spectral_prune`
     accepts: a tensor, a PackedSequence, a list of batches or of sequences of different lengths, a dict
     ``{"inputs": padded, "lengths": lengths}`` (``"states"`` with ``states``), or, with ``keyword_inputs`` (a whole
-    model), a dict of its keyword inputs (tensors with one row per sequence, split into batches together). The file is a ``torch.save`` (read
-    with ``weights_only=True``), a NumPy ``.npy`` array, an ``.npz`` archive or a ``.safetensors`` file (a dict of
-    arrays: the key ``inputs``, with ``lengths`` beside it; or an ``.npz`` of one array saved without a name).
+    model), a dict of its keyword inputs (tensors with one row per sequence, split into batches together). The file
+    is a ``torch.save`` (read with ``weights_only=True``), a NumPy ``.npy`` array, an ``.npz`` archive or a
+    ``.safetensors`` file (a dict of arrays: the key ``inputs``, with ``lengths`` beside it; or an ``.npz`` of one
+    array saved without a name).
     With ``with_lengths``, returns ``(inputs, lengths)`` (``lengths`` None unless the dict holds them). ``name``: the
     option the errors name (default ``--data``, or ``--states``)."""
     from pruning.fileio import existing_file
@@ -309,11 +310,12 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
         recorded["holdout_data"] = str(held_path)
     cov = load_calibration(states, states=True) if states is not None else None
     rnn, readout, user_model = subject.rnn, subject.readout, subject.model
+    # NumPy writes float64 by default: floating inputs are given to the model in its recurrent module's dtype
+    dtype = next(rnn.parameters()).dtype
     if calib is not None:
-        # NumPy writes float64 by default: floating inputs are given to the model in its recurrent module's dtype
-        calib = _to_dtype(calib, next(rnn.parameters()).dtype)
+        calib = _to_dtype(calib, dtype)
     if settings.get("holdout_data") is not None:
-        settings["holdout_data"] = _to_dtype(settings["holdout_data"], next(rnn.parameters()).dtype)
+        settings["holdout_data"] = _to_dtype(settings["holdout_data"], dtype)
     if cov is not None:
         _check_states_grid(cov, subject.rnn)
     # a whole model found by path takes batch-first inputs; the MAC count needs only their length
