@@ -201,7 +201,7 @@ def describe_architecture(rnn: nn.Module, readout: nn.Linear) -> Dict[str, Any]:
     else:
         check_recurrent(rnn)
         summary = module_summary(rnn)
-    summary["dtype"] = str(p.dtype).replace("torch.", "")
+    summary["dtype"] = _dtype_name(p.dtype)
     return dict(rnn=summary, readout=_describe_head(readout))
 
 
@@ -211,13 +211,18 @@ def _describe_head(head: nn.Module) -> Dict[str, Any]:
     if isinstance(head, nn.Linear):
         return _describe_linear(head)
     summary = module_summary(check_recurrent(head, "readout"))
-    summary["dtype"] = str(next(head.parameters()).dtype).replace("torch.", "")
+    summary["dtype"] = _dtype_name(next(head.parameters()).dtype)
     return summary
 
 
 def _describe_linear(readout: nn.Linear) -> Dict[str, Any]:
     return dict(in_features=readout.in_features, out_features=readout.out_features, bias=readout.bias is not None,
-                dtype=str(readout.weight.dtype).replace("torch.", ""))
+                dtype=_dtype_name(readout.weight.dtype))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """The name a description records for a dtype ("float32"), which :func:`_dtype` reads back."""
+    return str(dtype).replace("torch.", "")
 
 
 def _dtype(text: str) -> torch.dtype:
