@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional
 
-from pruning.compress import compress_layer
 from pruning.covariance import PRECISION
 from pruning.sequences import BATCH_SIZE, one_pass_if_iterator
 from pruning.model_parts import resolve_subject
 from pruning.modules import as_layers, assemble
 from pruning.result import PruneResult
 from pruning.steps import (COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES, LayerStatistics,
-                           PruneSettings, Timings, choose_lambda, consumer_weights, describe_layer, plan_widths,
-                           resolve_lambda, select_layer_units)
+                           PruneSettings, Timings, choose_lambda, compress_layers, consumer_weights, describe_layer,
+                           plan_widths, resolve_lambda, select_layer_units)
 from theory._validation import Options
 
 __all__ = ["spectral_prune", "PruneResult", "DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES",
@@ -166,22 +165,19 @@ def spectral_prune(
                                  progress=progress, timings=timings, precision=precision, lengths=subject.lengths)
     consumers = consumer_weights(layers, readout)
     L, D = len(layers), statistics.D
-    new_layers, results, below = [], [], None
-    for l, layer in enumerate(layers):
-        maps, kept = [], []
-        for d, (sigma, _) in enumerate(statistics.layer(l, new_layers, below)):
-            lam_abs = choose_lambda(sigma, settings, dofs[l], where=f" of layer {l}, direction {d}" if L * D > 1
-                                    else "", name="target_dof" if L == 1 else f"target_dof[{l}]")
-            width = ks[l] if dofs[l] is None else max(1, min(widths[l], math.ceil(float(dofs[l]))))
-            with timings("selection"):
-                units, tau = select_layer_units(sigma, width, lam_abs, settings, layer, d, consumers[l])
-            lp, M = describe_layer(sigma, units, tau, lam_abs, settings, layer, l, d, consumers[l], timings)
-            results.append(lp)
-            kept.append(units)
-            maps.append(M)
-        with timings("compress"):
-            new_layers.append(compress_layer(layer, kept, maps, below))
-        below = maps
+    results = []
+
+    def pick(l: int, d: int, sigma):
+        lam_abs = choose_lambda(sigma, settings, dofs[l], where=f" of layer {l}, direction {d}" if L * D > 1
+                                else "", name="target_dof" if L == 1 else f"target_dof[{l}]")
+        width = ks[l] if dofs[l] is None else max(1, min(widths[l], math.ceil(float(dofs[l]))))
+        with timings("selection"):
+            units, tau = select_layer_units(sigma, width, lam_abs, settings, layers[l], d, consumers[l])
+        lp, M = describe_layer(sigma, units, tau, lam_abs, settings, layers[l], l, d, consumers[l], timings)
+        results.append(lp)
+        return units, M
+
+    new_layers, below = compress_layers(layers, statistics, pick, timings)
     with timings("compress"):
         small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below)
     return PruneResult(rnn=small, readout=head, model=model, heads=heads, layers=results,

@@ -6,7 +6,8 @@
 2. lambda: absolute, relative to the mean eigenvalue, or solving ``N(lambda) = target`` (:func:`choose_lambda`, S7);
 3. selection: the kept units J (:func:`select_layer_units`, S3/S4/S8 and the baselines);
 4. reconstruction and losses: ``A_J`` and the information losses (:func:`describe_layer`, S1-S3);
-5. compression: the physically smaller layer (:func:`pruning.compress.compress_layer`, section 4).
+5. compression: the physically smaller layer (:func:`pruning.compress.compress_layer`, section 4), bottom up
+   through a stack by :func:`compress_layers`, which runs steps 3 and 4 through the caller's ``pick``.
 
 The error-target search (:mod:`pruning.target`) composes the same steps with another selection rule.
 """
@@ -17,7 +18,7 @@ import copy
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -363,3 +364,28 @@ def describe_layer(sigma: np.ndarray, units: Sequence[int], tau: np.ndarray, lam
     lp = LayerPrune(layer=l, direction=d, units=list(units), A=A, m=m, k=len(units), lam=lam,
                     tau=np.asarray(tau, dtype=np.float64), losses=losses, dof=dof)
     return lp, state_map(m, np.asarray(units), A)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. compression, layer by layer
+
+
+def compress_layers(layers: Sequence[nn.Module], statistics: LayerStatistics,
+                    pick: Callable[[int, int, np.ndarray], Tuple[Sequence[int], np.ndarray]],
+                    timings: Timings) -> Tuple[List[nn.Module], List[np.ndarray]]:
+    """Steps 3-5 over a stack, bottom up: ``pick(l, d, sigma)`` gives the kept units of layer-direction (l, d) and
+    their state map ``M`` from its covariance, and each layer is compressed reading the layer below through that
+    layer's maps. In sequential mode ``statistics`` measures layer l on the compressed layers below it. Returns the
+    compressed layers and the top layer's maps (what the read-outs absorb)."""
+    new_layers: List[nn.Module] = []
+    below = None
+    for l, layer in enumerate(layers):
+        kept, maps = [], []
+        for d, (sigma, _) in enumerate(statistics.layer(l, new_layers, below)):
+            units, M = pick(l, d, sigma)
+            kept.append(units)
+            maps.append(M)
+        with timings("compress"):
+            new_layers.append(compress_layer(layer, kept, maps, below))
+        below = maps
+    return new_layers, below

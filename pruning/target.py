@@ -42,8 +42,8 @@ from pruning.model_parts import _model_batches, default_forward, resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, split_model
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences, eval_mode
-from pruning.steps import (COVARIANCE_MODES, LayerStatistics, PruneSettings, Timings, consumer_weights, describe_layer,
-                           greedy_order, resolve_lambda)
+from pruning.steps import (COVARIANCE_MODES, LayerStatistics, PruneSettings, Timings, compress_layers,
+                           consumer_weights, describe_layer, greedy_order, resolve_lambda)
 from theory._validation import Options, Real, check_params
 from theory.approximation import s10_bound
 from theory.information import reconstruction_matrix
@@ -416,29 +416,24 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     def sequential_at(k: int) -> tuple:
         # what spectral_prune(k=k, covariance_mode="sequential") computes, with layer 0's order shared
         stats_k = statistics.with_first_layer_only()
-        units, lams_k, A, new_layers, below = [], [], [], [], None
-        for l, layer in enumerate(layers):
-            row_units, row_lams, row_A, maps = [], [], [], []
-            for d, (sigma, _) in enumerate(stats_k.layer(l, new_layers, below)):
-                if l == 0:
-                    lam, order = lams[0][d], orders[0][d]
-                else:
-                    lam = lam_of(sigma, l, d)
-                    order = order_of(sigma, lam, l, d)
-                    upper_orders.append(order)  # counted in greedy_steps
-                with timings("selection"):
-                    J = order.units(min(k, widths[l]))
-                A_ld = reconstruction_matrix(sigma, J, lam) if chosen.reconstruct else None
-                row_units.append(J)
-                row_lams.append(lam)
-                row_A.append(A_ld)
-                maps.append(state_map(widths[l], np.asarray(J), A_ld))
-            with timings("compress"):
-                new_layers.append(compress_layer(layer, row_units, maps, below))
-            below = maps
-            units.append(row_units)
-            lams_k.append(row_lams)
-            A.append(row_A)
+        units = [[None] * D for _ in layers]
+        lams_k = [[None] * D for _ in layers]
+        A = [[None] * D for _ in layers]
+
+        def pick(l: int, d: int, sigma: np.ndarray):
+            if l == 0:
+                lam, order = lams[0][d], orders[0][d]
+            else:
+                lam = lam_of(sigma, l, d)
+                order = order_of(sigma, lam, l, d)
+                upper_orders.append(order)  # counted in greedy_steps
+            with timings("selection"):
+                units[l][d] = order.units(min(k, widths[l]))
+            lams_k[l][d] = lam
+            A[l][d] = reconstruction_matrix(sigma, units[l][d], lam) if chosen.reconstruct else None
+            return units[l][d], state_map(widths[l], np.asarray(units[l][d]), A[l][d])
+
+        compress_layers(layers, stats_k, pick, timings)
         return stats_k, units, lams_k, A if chosen.reconstruct else None
 
     def error(k: int) -> float:
@@ -507,17 +502,15 @@ def _search(error, K: int, tol: float, criterion: str, search: str, errors: Dict
 def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settings, timings,
                 mode: str) -> PruneResult:
     """Steps 4 and 5 for given unit sets: the reconstruction, the losses and the compressed modules."""
-    results, new_layers, below = [], [], None
-    for l, layer in enumerate(layers):
-        maps = []
-        for d, (sigma, _) in enumerate(statistics.layer(l)):
-            tau = np.full(len(units[l][d]), lams[l][d])
-            lp, M = describe_layer(sigma, units[l][d], tau, lams[l][d], settings, layer, l, d, consumers[l], timings)
-            results.append(lp)
-            maps.append(M)
-        with timings("compress"):
-            new_layers.append(compress_layer(layer, units[l], maps, below))
-        below = maps
+    results = []
+
+    def pick(l: int, d: int, sigma: np.ndarray):
+        tau = np.full(len(units[l][d]), lams[l][d])
+        lp, M = describe_layer(sigma, units[l][d], tau, lams[l][d], settings, layers[l], l, d, consumers[l], timings)
+        results.append(lp)
+        return units[l][d], M
+
+    new_layers, below = compress_layers(layers, statistics, pick, timings)
     with timings("compress"):
         small, head, heads, new_model = subject.rebuild(assemble(new_layers, rnn.dropout), below)
     return PruneResult(rnn=small, readout=head, model=new_model, heads=heads, layers=results, theta=settings.theta,
