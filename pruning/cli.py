@@ -252,8 +252,11 @@ def _sequence_length(data: Any, batch_first: bool) -> Optional[int]:
 def _size(rnn, readout, T: Optional[int]) -> dict:
     from pruning.modules import count_macs, count_parameters
 
-    out = dict(parameters=count_parameters(rnn, readout), parameters_rnn=count_parameters(rnn),
-               macs_per_step=count_macs(rnn, 1), readout_macs=readout.in_features * readout.out_features)
+    # a projected LSTM in a model has no read-out that pruning changes: its module alone is counted
+    mods = (rnn,) if readout is None else (rnn, readout)
+    out = dict(parameters=count_parameters(*mods), parameters_rnn=count_parameters(rnn),
+               macs_per_step=count_macs(rnn, 1),
+               readout_macs=0 if readout is None else readout.in_features * readout.out_features)
     if T:
         out["T"] = T
         out["macs_per_sequence"] = count_macs(rnn, T)

@@ -15,6 +15,11 @@ gate), and the state it passes on is approximated by ``h ~ M h_J``, ``M = A_J`` 
   becomes ``[W_ih[:, block_1] M_1, W_ih[:, block_2] M_2]``;
 * a read-out after the last layer becomes ``[V[:, block_1] M_1, V[:, block_2] M_2]``.
 
+An LSTM projected to ``p`` outputs (``proj_size``) returns ``r = W_hr h``, and its gates read ``r`` as the
+recurrent state. Its cells are the units: keeping J keeps the gate rows as above, ``W_hh`` (whose columns read
+``r``) keeps its columns, and the projection absorbs the map, ``W_hr# = W_hr M``. The outputs keep their width, so
+the next layer and the read-out are unchanged, and the layer needs ``k > p`` (torch's ``proj_size < hidden_size``).
+
 With ``M = I_{F,J}`` every product only selects entries, so the smaller module computes exactly what the
 original computes with the removed units' outgoing weights zeroed (proof: docs/theory.md). The result has
 the type, dtype, device and settings of the original (a :class:`pruning.RecurrentStack` when the layers of a
@@ -23,19 +28,20 @@ stack end up with different widths) and an ``nn.Linear`` read-out. Products are 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import copy
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from pruning.modules import (as_layers, assemble, check_readout, check_recurrent, directions, gate_blocks,
-                             new_layer, output_width)
+                             new_layer, output_width, projection)
 from theory._validation import as_float64_array
 from theory.information import as_units
 
 __all__ = ["compress", "compress_stack", "compress_layer", "compress_readout", "compress_reader", "compress_head",
-           "state_map"]
+           "state_map", "passed_on"]
 
 
 def _as_reconstruction(A, m: int, k: int) -> np.ndarray:
@@ -82,6 +88,10 @@ def compress_layer(layer: nn.Module, units: Sequence[np.ndarray], maps: Sequence
     if any(len(u) != k for u in units):
         raise ValueError(f"units: both directions of a layer keep the same number of units, got "
                          f"{[len(u) for u in units]}")
+    p = projection(layer)
+    if p and k <= p:
+        raise ValueError(f"k: a projected LSTM must keep more units than its proj_size = {p} (torch requires "
+                         f"proj_size < hidden_size), got k = {k}")
     in_size = layer.input_size if input_maps is None else sum(M.shape[1] for M in input_maps)
     small = new_layer(layer, in_size, k)
     with torch.no_grad():
@@ -91,7 +101,13 @@ def compress_layer(layer: nn.Module, units: Sequence[np.ndarray], maps: Sequence
             W_ih = _f64(getattr(layer, f"weight_ih_l0{s}"))[rows]
             if input_maps is not None:
                 W_ih = _absorb_columns(W_ih, input_maps)
-            W_hh = _f64(getattr(layer, f"weight_hh_l0{s}"))[rows] @ maps[d]
+            W_hh = _f64(getattr(layer, f"weight_hh_l0{s}"))[rows]
+            if projection(layer):
+                # the cells are read only through the projection, which keeps its width: W_hr# = W_hr M
+                W_hr = _f64(getattr(layer, f"weight_hr_l0{s}")) @ maps[d]
+                getattr(small, f"weight_hr_l0{s}").copy_(torch.from_numpy(W_hr))
+            else:
+                W_hh = W_hh @ maps[d]
             getattr(small, f"weight_ih_l0{s}").copy_(torch.from_numpy(W_ih))
             getattr(small, f"weight_hh_l0{s}").copy_(torch.from_numpy(W_hh))
             if layer.bias:
@@ -102,9 +118,18 @@ def compress_layer(layer: nn.Module, units: Sequence[np.ndarray], maps: Sequence
     return small
 
 
+def passed_on(layer: nn.Module, maps: Sequence[np.ndarray]) -> Optional[List[np.ndarray]]:
+    """The maps that what reads ``layer``'s output absorbs: its states' maps, or None for a projected LSTM, whose
+    output keeps its width and basis (its own projection absorbed them)."""
+    return None if projection(layer) else list(maps)
+
+
 def compress_readout(readout: nn.Linear, maps: Sequence[np.ndarray]) -> nn.Linear:
     """The read-out of the compressed last layer: ``[V[:, block_d] M_d]_d`` (a fresh ``nn.Linear``; a
-    decoder tied to an embedding is untied, since ``V M`` is no longer the embedding)."""
+    decoder tied to an embedding is untied, since ``V M`` is no longer the embedding). ``maps=None`` (a projected
+    LSTM's unchanged output) gives a copy."""
+    if maps is None:
+        return copy.deepcopy(readout)
     p = readout.weight
     head = nn.Linear(sum(M.shape[1] for M in maps), readout.out_features, bias=readout.bias is not None,
                      device=p.device, dtype=p.dtype)
@@ -131,7 +156,9 @@ def compress_reader(reader: nn.Module, maps: Sequence[np.ndarray]) -> nn.Module:
 
 def compress_head(head: nn.Module, maps: Sequence[np.ndarray]) -> nn.Module:
     """A read-out of the compressed last layer: a linear read-out (:func:`compress_readout`) or a recurrent module
-    reading the states (:func:`compress_reader`)."""
+    reading the states (:func:`compress_reader`); a copy when ``maps`` is None (a projected LSTM's output)."""
+    if maps is None:
+        return copy.deepcopy(head)
     return compress_readout(head, maps) if isinstance(head, nn.Linear) else compress_reader(head, maps)
 
 
@@ -172,7 +199,7 @@ def _compress_checked(rnn: nn.Module, readout: nn.Linear, units, A) -> Tuple[nn.
         kept = [as_units(units[l][d], m, f"units[{l}][{d}]", allow_empty=False) for d in range(D)]
         maps = [state_map(m, kept[d], None if A is None or A[l] is None else A[l][d]) for d in range(D)]
         new.append(compress_layer(layer, kept, maps, below))
-        below = maps
+        below = passed_on(layer, maps)
     return assemble(new, rnn.dropout), compress_readout(readout, below)
 
 
@@ -201,6 +228,6 @@ def compress(rnn: nn.Module, readout: nn.Linear, J, A=None) -> Tuple[nn.Module, 
     if getattr(rnn, "num_layers", 1) != 1 or rnn.bidirectional:
         raise ValueError("rnn: compress takes a single-layer unidirectional module; use compress_stack (or "
                          "spectral_prune) for stacked or bidirectional ones")
-    check_readout(readout, rnn.hidden_size)
+    check_readout(readout, output_width(rnn))
     units = as_units(J, rnn.hidden_size, "J", allow_empty=False)
     return _compress_checked(rnn, readout, [[units]], None if A is None else [[A]])

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from pruning.modules import projection
+from pruning.projected import projected_cell_states
 from pruning.sequences import SequenceBatch, as_tensor, batch_dim, count_batches, iter_sequence_batches, pack
 from theory._validation import Options
 
@@ -279,6 +281,8 @@ def time_mean_covariance(
     Parameters
     ----------
     rnn : torch.nn.RNN (single layer, unidirectional; also nn.LSTM/nn.GRU, whose output is h_t)
+        For an LSTM with ``proj_size``, the states are its cells' ``h_t`` (width ``hidden_size``), recomputed from
+        its projected output (:mod:`pruning.projected`).
         The trained, uncompressed network. Any floating dtype; statistics are float64.
     data : tensor, array, PackedSequence, list of sequences or iterable of batches
         Input sequences, shaped ``(batch, T, d_x)`` if ``rnn.batch_first`` else ``(T, batch, d_x)``;
@@ -358,16 +362,22 @@ def _add_batch(layers: Sequence[nn.Module], x, stats: dict, last: int, direction
     allocator from reusing their memory, which cost 10-20% of a forward pass (m = 256, T = 100)."""
     packed = isinstance(x, PackedSequence)
     for l in range(last + 1):
+        inputs = x
         x = top if top is not None and l == last else layers[l](x)[0]
         if l not in stats:
             continue
         m = layers[l].hidden_size
-        # a packed output holds exactly the real steps' states, in both directions
-        states = _state_rows(x.data if packed else x)
+        if projection(layers[l]):
+            # the units of a projected LSTM are its cells, which it does not return
+            per_direction = projected_cell_states(layers[l], inputs, x)
+        else:
+            # a packed output holds exactly the real steps' states, in both directions
+            states = _state_rows(x.data if packed else x)
+            per_direction = [states[:, d * m:(d + 1) * m] for d in range(directions)]
+        del inputs
         for d in range(directions):
             name = f"data: the hidden states of {batch} (layer {l}; the network diverges on it)"
-            checks.add(stats[l][d]._add(states[:, d * m:(d + 1) * m], name, precision),
-                       f"{name}: contain NaN or inf")
+            checks.add(stats[l][d]._add(per_direction[d], name, precision), f"{name}: contain NaN or inf")
 
 
 def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Optional[Sequence[int]] = None,

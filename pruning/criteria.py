@@ -39,7 +39,7 @@ from pruning.cells import layer_as_cell
 from pruning.compress import compress_stack
 from pruning.covariance import layer_covariances
 from pruning.model_parts import ModelParts, replace_modules
-from pruning.modules import as_layers, directions, gate_blocks, split_model
+from pruning.modules import as_layers, directions, gate_blocks, projection, split_model
 from pruning.result import LayerPrune, PruneResult
 from pruning.sequences import iter_sequence_batches, pack
 from theory.information import reconstruction_matrix
@@ -296,6 +296,11 @@ def prune_by_criterion(model_or_rnn: Any, data: Any, k, *, method: str, reconstr
     if method not in CRITERIA:
         raise ValueError(f"method: expected one of {tuple(CRITERIA)}, got {method!r}")
     rnn, readout, model = split_model(model_or_rnn)
+    if projection(rnn):
+        # the baselines score what the module returns, which for a projected LSTM is not its units (the cells)
+        raise ValueError(f"model_or_rnn: the baseline criteria score a module's returned states, and an LSTM with "
+                         f"proj_size={projection(rnn)} returns projections of its cells, not the cells; prune it with "
+                         f"spectral_prune (method='greedy', 'leverage', 'magnitude' or 'random')")
     layers = as_layers(rnn)
     ks = list(k) if isinstance(k, (list, tuple)) else [k] * len(layers)
     if len(ks) != len(layers) or any(not isinstance(v, (int, np.integer)) or not 1 <= v <= l.hidden_size

@@ -30,14 +30,15 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
-from pruning.modules import check_readout, check_recurrent, directions, is_quantized_recurrent, output_width
+from pruning.modules import (check_readout, check_recurrent, directions, is_quantized_recurrent, output_width,
+                             projection)
 from pruning.recurrent_stack import RecurrentStack
 from pruning import sequences
 from pruning.sequences import (KeptPass, OnePass, check_lengths, check_rows_reached, mapping_rows, sequences_in,
                                take_rows, version_of)
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
-                              check_tolerance, eval_mode, follows_maps, other_reads, random_maps,
-                              run_twice, times)
+                              check_tolerance, eval_mode, follows_maps, other_reads, output_tensors, random_maps,
+                              run_twice, same_outputs, times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -132,6 +133,13 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
     else:
         check_recurrent(module, f"rnn ({rnn!r})")
         width = output_width(module)
+    if projection(module):
+        # its output keeps its width and basis: what reads it is not changed, so there is no read-out to find
+        if readout is not None:
+            raise ValueError(f"readout: {rnn!r} is an LSTM with proj_size={projection(module)}, whose pruned cells "
+                             f"are absorbed by its own projection; its {width} outputs keep their meaning, so nothing "
+                             f"that reads them changes. Leave readout out")
+        return ModelParts(model, rnn, ())
     if readout is None:
         heads = [p for p, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features == width
                  and not p.startswith(rnn + ".")]
@@ -207,13 +215,15 @@ def _per_head(backward_first: Sequence[bool], heads: int) -> List[bool]:
     return list(backward_first) + [False] * (heads - len(backward_first))
 
 
-def combined_readout(readouts: Sequence[nn.Module], backward_first: Sequence[bool] = ()) -> nn.Linear:
+def combined_readout(readouts: Sequence[nn.Module], backward_first: Sequence[bool] = ()) -> Optional[nn.Linear]:
     """One linear layer whose rows are every read-out's rows (:func:`reading_linear`): the weight that reads the
     states in the output loss (S2 with Z = the read-out) and in the error-target search, for models with several
     heads or a recurrent module reading the states. A read-out flagged in ``backward_first`` reads the two
     directions in swapped order and enters with its column blocks swapped back."""
     flags = _per_head(backward_first, len(readouts))
     readouts = [_forward_first(r) if swapped else reading_linear(r) for r, swapped in zip(readouts, flags)]
+    if not readouts:
+        return None  # a projected LSTM in a model: no read-out changes
     if len(readouts) == 1:
         return readouts[0]
     w = readouts[0].weight
@@ -688,12 +698,53 @@ def _check_no_other_reader(parts: ModelParts, forward: Callable, batch: Any, per
         f"read-out in readout=[...], or prune a model whose output reads the states only through them")
 
 
+def check_cells_unread(parts: ModelParts, batch: Any, forward: Optional[Callable] = None) -> None:
+    """Refuse a model whose output reads a projected LSTM's cell states ``c_n``, the one part of its output whose width
+    pruning changes (its outputs and ``h_n`` are projections, which keep their width and meaning).
+
+    The model is run twice on ``batch``, the second time with the module's ``c_n`` times -2 (exact in floating point):
+    what it returns must not change. Also refuses a nonzero initial state, as every whole-model route does."""
+    given = forward is not None
+    forward = forward if forward is not None else default_forward
+    rnn = parts.rnn
+    state = dict(perturb=False)
+    refusals: List[str] = []
+
+    def perturb_cells(module, args, out):
+        if not state["perturb"]:
+            return out
+        y, (h, c) = out
+        return y, (h, c * -2.0)
+
+    def initial_state(module, args, kwargs):
+        try:
+            _refuse_initial_state(args, kwargs, parts.rnn_path)
+        except _Refused as err:
+            refusals.append(str(err))
+
+    handles = [rnn.register_forward_hook(perturb_cells),
+               rnn.register_forward_pre_hook(initial_state, with_kwargs=True)]
+    _, _, out, plain_out = run_twice(parts.model, forward, batch, {}, handles, lambda: state.update(perturb=True),
+                                     forward_given=given)
+    if refusals:
+        raise ValueError(refusals[0])
+    p0 = next(rnn.parameters())
+    if not same_outputs(output_tensors(plain_out), output_tensors(out), check_tolerance(p0.dtype, 2e-4, 1e-9)):
+        raise ReadoutPathError(
+            f"model: its output depends on the cell states c_n of {parts.rnn_path!r} (an LSTM with "
+            f"proj_size={projection(rnn)}), whose width pruning changes from {rnn.hidden_size} to the kept number; "
+            f"only its outputs and h_n (projections, which keep their width) may be read")
+
+
 def _check_if_callable(parts: ModelParts, data: torch.Tensor, rnn: nn.Module) -> None:
     # a model with .rnn/.readout whose forward takes the RNN's inputs: check its read-out path on a few sequences;
     # a forward that takes something else cannot be checked here and is left alone
     batch = data.narrow(0 if rnn.batch_first or data.ndim < 3 else 1, 0, min(8, data.shape[0 if rnn.batch_first
                                                                                             or data.ndim < 3 else 1]))
     try:
+        if projection(rnn):
+            check_cells_unread(parts, batch)  # its read-out is not changed: only c_n must be left unread
+            return
         swapped = check_readout_path(parts, batch)
     except ReadoutPathError:
         raise
@@ -857,6 +908,10 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
                       f"computation in between would make the pruned model wrong without an error. Pass data (one "
                       f"batch of the model's inputs is enough; covariance= still supplies the statistics)",
                       stacklevel=3)
+    if projection(parts.rnn):
+        if check and data is not None:
+            check_cells_unread(parts, sample, forward)
+        return Subject(parts.rnn, None, [], parts.model, parts, inputs, None, None, sample=sample, forward=forward)
     swapped = check_readout_path(parts, sample, forward) if check and data is not None else frozenset()
     flags = tuple(path in swapped for path in parts.readout_paths)
     return Subject(parts.rnn, combined_readout(heads, flags), heads, parts.model, parts, inputs, None, None,

@@ -19,8 +19,8 @@ from pruning.recurrent_stack import RecurrentStack
 from theory._validation import Integer
 from theory.elman import check_readout, check_rnn
 
-__all__ = ["check_rnn", "check_readout", "check_recurrent", "gate_blocks", "directions", "as_layers", "assemble",
-           "split_model", "module_summary", "count_macs", "count_parameters"]
+__all__ = ["check_rnn", "check_readout", "check_recurrent", "gate_blocks", "projection", "directions", "as_layers",
+           "assemble", "split_model", "module_summary", "count_macs", "count_parameters"]
 
 _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
@@ -40,8 +40,6 @@ def check_recurrent(rnn: Any, name: str = "rnn") -> nn.Module:
     if type(rnn) not in _GATES:
         raise TypeError(f"{name}: expected torch.nn.RNN, nn.LSTM, nn.GRU (or a RecurrentStack), "
                         f"got {type(rnn).__name__}{_why_not(rnn)}")
-    if isinstance(rnn, nn.LSTM) and rnn.proj_size:
-        raise ValueError(f"{name}: LSTMs with proj_size > 0 are not supported (got proj_size={rnn.proj_size})")
     if isinstance(rnn, nn.RNN) and rnn.nonlinearity not in ("relu", "tanh"):
         raise ValueError(f"{name}: unsupported nonlinearity {rnn.nonlinearity!r}")
     return rnn
@@ -68,6 +66,14 @@ def is_quantized_recurrent(module: Any) -> bool:
     return "quantized" in cls.__module__ and any(k in cls.__name__ for k in ("LSTM", "GRU", "RNN"))
 
 
+def projection(rnn: nn.Module) -> int:
+    """The ``proj_size`` of a projected LSTM (an LSTMP, whose output and recurrent state are ``W_hr h``), else 0.
+
+    Such a module's units are its cells: the states ``h = o * tanh(c)`` of width ``hidden_size`` that ``W_hr``
+    projects to the ``proj_size`` outputs. Pruning keeps the outputs' width, so nothing that reads them changes."""
+    return int(getattr(rnn, "proj_size", 0) or 0)
+
+
 def directions(rnn: nn.Module) -> int:
     """1 or 2 (bidirectional)."""
     return 2 if rnn.bidirectional else 1
@@ -80,6 +86,8 @@ def new_layer(like: nn.Module, input_size: int, hidden: int) -> nn.Module:
               device=p.device, dtype=p.dtype)
     if isinstance(like, nn.RNN):
         kw["nonlinearity"] = like.nonlinearity
+    if projection(like):
+        kw["proj_size"] = projection(like)
     return type(like)(input_size, hidden, **kw)
 
 
@@ -92,7 +100,7 @@ def as_layers(rnn: nn.Module) -> List[nn.Module]:
     D = directions(rnn)
     layers = []
     for l in range(rnn.num_layers):
-        in_size = rnn.input_size if l == 0 else D * rnn.hidden_size
+        in_size = rnn.input_size if l == 0 else D * (projection(rnn) or rnn.hidden_size)
         layer = new_layer(rnn, in_size, rnn.hidden_size)
         with torch.no_grad():
             for pname, p in layer.named_parameters():
@@ -114,6 +122,8 @@ def assemble(layers: Sequence[nn.Module], dropout: float = 0.0) -> nn.Module:
                   bidirectional=first.bidirectional, dropout=dropout, device=p.device, dtype=p.dtype)
         if isinstance(first, nn.RNN):
             kw["nonlinearity"] = first.nonlinearity
+        if projection(first):
+            kw["proj_size"] = projection(first)
         out = type(first)(first.input_size, widths[0], **kw)
         with torch.no_grad():
             for l, layer in enumerate(layers):
@@ -123,16 +133,16 @@ def assemble(layers: Sequence[nn.Module], dropout: float = 0.0) -> nn.Module:
         out = RecurrentStack(type(first).__name__, first.input_size, widths, bias=first.bias,
                              batch_first=first.batch_first, bidirectional=first.bidirectional,
                              nonlinearity=getattr(first, "nonlinearity", "tanh"), dropout=dropout, device=p.device,
-                             dtype=p.dtype)
+                             dtype=p.dtype, proj_size=projection(first))
         out.layers = nn.ModuleList(layers)
     out.train(first.training)
     return out
 
 
 def output_width(rnn: nn.Module) -> int:
-    """Width of the module's output: directions x the last layer's hidden size."""
+    """Width of the module's output: directions x the last layer's hidden size (its ``proj_size`` when projected)."""
     last = rnn.hidden_sizes[-1] if isinstance(rnn, RecurrentStack) else rnn.hidden_size
-    return directions(rnn) * last
+    return directions(rnn) * (projection(rnn) or last)
 
 
 def split_model(model_or_rnn: Any, name: str = "model_or_rnn") -> Tuple[nn.Module, nn.Linear, Optional[nn.Module]]:
@@ -165,13 +175,15 @@ def count_macs(rnn: nn.Module, T: int = 1, readout: Optional[nn.Linear] = None, 
     """Multiply-accumulates of a forward pass over a sequence of length ``T``.
 
     Per layer, direction and step: ``G (m d_in + m^2)`` for G gate blocks (1, 3, 4), the input and
-    recurrent matrix-vector products; elementwise gate arithmetic is O(m) and not counted. A read-out
+    recurrent matrix-vector products (``G m (d_in + p) + p m`` for an LSTM projected to ``p``); elementwise gate arithmetic is O(m) and not counted. A read-out
     adds ``d_y d_in`` per application (``readout_steps``: 1 for many-to-one, T for many-to-many).
     """
     T = Integer(1, None, what="a sequence length >= 1").check(T, "T")
     layers = as_layers(check_recurrent(rnn))
     G, D = gate_blocks(layers[0]), directions(layers[0])
-    per_step = sum(D * G * (layer.hidden_size * layer.input_size + layer.hidden_size ** 2) for layer in layers)
+    # a projected LSTM's gates read the proj_size outputs, which W_hr (p x m) computes from the cells
+    per_step = sum(D * (G * layer.hidden_size * (layer.input_size + (projection(layer) or layer.hidden_size))
+                        + projection(layer) * layer.hidden_size) for layer in layers)
     head = readout.in_features * readout.out_features * int(readout_steps) if readout is not None else 0
     return T * per_step + head
 
@@ -199,4 +211,6 @@ def module_summary(rnn: nn.Module) -> dict:
                dropout=float(getattr(rnn, "dropout", 0.0)))
     if isinstance(first, nn.RNN):
         out["nonlinearity"] = first.nonlinearity
+    if projection(first):
+        out["proj_size"] = projection(first)
     return out

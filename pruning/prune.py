@@ -11,8 +11,8 @@ from pruning.model_parts import resolve_subject
 from pruning.modules import as_layers, assemble
 from pruning.result import PruneResult
 from pruning.steps import (COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES, LayerStatistics,
-                           PruneSettings, Timings, choose_lambda, compress_layers, consumer_weights, describe_layer,
-                           plan_widths, resolve_lambda, select_layer_units)
+                           PruneSettings, Timings, check_projected_width, choose_lambda, compress_layers,
+                           consumer_weights, describe_layer, plan_widths, resolve_lambda, select_layer_units)
 from theory._validation import Options
 
 __all__ = ["spectral_prune", "PruneResult", "DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES",
@@ -155,6 +155,10 @@ def spectral_prune(
     layers = as_layers(rnn)
     widths = [layer.hidden_size for layer in layers]
     ks, dofs = plan_widths(widths, k=k, ratio=ratio, target_dof=target_dof)
+    for l, width in enumerate(ks):
+        if width is not None:
+            check_projected_width(layers[l], width, ("k" if k is not None else "ratio") + (f"[{l}]" if len(ks) > 1
+                                                                                            else ""))
     if target_dof is not None and (lam is not None or rel_lam is not None):
         raise ValueError("target_dof: lambda is determined by the target; do not also pass lam or rel_lam")
     timings = Timings()
@@ -170,7 +174,8 @@ def spectral_prune(
     def pick(l: int, d: int, sigma):
         lam_abs = choose_lambda(sigma, settings, dofs[l], where=f" of layer {l}, direction {d}" if L * D > 1
                                 else "", name="target_dof" if L == 1 else f"target_dof[{l}]")
-        width = ks[l] if dofs[l] is None else max(1, min(widths[l], math.ceil(float(dofs[l]))))
+        width = ks[l] if dofs[l] is None else check_projected_width(
+            layers[l], max(1, min(widths[l], math.ceil(float(dofs[l])))), "target_dof" if L == 1 else f"target_dof[{l}]")
         with timings("selection"):
             units, tau = select_layer_units(sigma, width, lam_abs, settings, layers[l], d, consumers[l])
         lp, M = describe_layer(sigma, units, tau, lam_abs, settings, layers[l], l, d, consumers[l], timings)

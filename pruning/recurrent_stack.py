@@ -5,7 +5,8 @@ What pruning returns for a multi-layer module whose layers keep different number
 
 * ``forward(x, hx=None)`` returns ``(output, h_n)`` for RNN and GRU stacks and ``(output, (h_n, c_n))`` for LSTM
   stacks, with ``h_n`` and ``c_n`` of shape ``(num_layers * directions, batch, max(hidden_sizes))``: layer l's
-  states fill the first ``hidden_sizes[l]`` entries of its rows and the rest are zero. ``hx`` takes the same
+  states fill the first ``hidden_sizes[l]`` entries of its rows and the rest are zero. LSTM layers projected to
+  ``proj_size`` (all layers alike, as in ``nn.LSTM``) return ``h_n`` of width ``proj_size``. ``hx`` takes the same
   structure (only each layer's first ``hidden_sizes[l]`` entries are read), so a final state can be fed back;
 * ``dropout`` between layers, as in the native modules (only in training mode, not after the last layer);
 * ``batch_first``, unbatched inputs ``(T, d_x)`` and ``PackedSequence`` inputs (the output is then packed too) as
@@ -50,7 +51,7 @@ class RecurrentStack(nn.Module):
 
     def __init__(self, cell: str, input_size: int, hidden_sizes: Sequence[int], *, bias: bool = True,
                  batch_first: bool = False, bidirectional: bool = False, nonlinearity: str = "tanh",
-                 dropout: float = 0.0, device=None, dtype=None):
+                 dropout: float = 0.0, device=None, dtype=None, proj_size: int = 0):
         super().__init__()
         if cell not in _CLASSES:
             raise ValueError(f"cell: expected one of {tuple(_CLASSES)}, got {cell!r}")
@@ -58,6 +59,10 @@ class RecurrentStack(nn.Module):
             raise ValueError(f"hidden_sizes: expected one positive width per layer, got {hidden_sizes!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        if proj_size and (cell != "LSTM" or int(proj_size) != proj_size or proj_size < 0
+                          or any(proj_size >= h for h in hidden_sizes)):
+            raise ValueError(f"proj_size: LSTM layers only, a whole number below every hidden size "
+                             f"{list(hidden_sizes)}; got {proj_size!r} for {cell} layers")
         self.cell_name = cell
         self.input_size = int(input_size)
         self.hidden_sizes = [int(h) for h in hidden_sizes]
@@ -66,13 +71,18 @@ class RecurrentStack(nn.Module):
         self.nonlinearity = nonlinearity
         self.dropout = float(dropout)
         self.num_directions = 2 if bidirectional else 1
+        self.proj_size = int(proj_size)
+        # what a layer returns and the next layer reads: the projected outputs, or the states themselves
+        self.output_sizes = [self.proj_size or h for h in self.hidden_sizes]
         layers = []
         for l, h in enumerate(self.hidden_sizes):
             kw = dict(num_layers=1, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
                       device=device, dtype=dtype)
             if cell == "RNN":
                 kw["nonlinearity"] = nonlinearity
-            in_size = self.input_size if l == 0 else self.num_directions * self.hidden_sizes[l - 1]
+            if self.proj_size:
+                kw["proj_size"] = self.proj_size
+            in_size = self.input_size if l == 0 else self.num_directions * self.output_sizes[l - 1]
             layers.append(_CLASSES[cell](in_size, h, **kw))
         self.layers = nn.ModuleList(layers)
 
@@ -98,22 +108,24 @@ class RecurrentStack(nn.Module):
             if hx is None:
                 x, h = layer(x)
             elif isinstance(hx, tuple):
-                x, h = layer(x, (self._initial(hx[0], l), self._initial(hx[1], l)))
+                x, h = layer(x, (self._initial(hx[0], l, self.output_sizes), self._initial(hx[1], l)))
             else:
                 x, h = layer(x, self._initial(hx, l))
             finals.append(h)
             x = PackedSequence(self._between(x.data, l), x.batch_sizes, x.sorted_indices, x.unsorted_indices)
         if isinstance(finals[0], tuple):
-            return x, (_pad_stack([h for h, _ in finals], self.max_hidden),
+            return x, (_pad_stack([h for h, _ in finals], max(self.output_sizes)),
                        _pad_stack([c for _, c in finals], self.max_hidden))
         return x, _pad_stack(finals, self.max_hidden)
 
-    def _initial(self, hx: Tensor, l: int) -> Tensor:
+    def _initial(self, hx: Tensor, l: int, sizes: Optional[List[int]] = None) -> Tensor:
         D = self.num_directions
-        return hx[l * D:(l + 1) * D, :, : self.hidden_sizes[l]].contiguous()
+        width = (self.hidden_sizes if sizes is None else sizes)[l]
+        return hx[l * D:(l + 1) * D, :, :width].contiguous()
 
     def extra_repr(self) -> str:
-        return (f"{self.cell_name}, input_size={self.input_size}, hidden_sizes={self.hidden_sizes}, "
+        proj = f", proj_size={self.proj_size}" if self.proj_size else ""
+        return (f"{self.cell_name}, input_size={self.input_size}, hidden_sizes={self.hidden_sizes}{proj}, "
                 f"bidirectional={self.bidirectional}, batch_first={self.batch_first}, dropout={self.dropout}")
 
 
@@ -168,12 +180,12 @@ class LSTMStack(RecurrentStack):
             if hx is None:
                 x, (h, c) = layer(x)
             else:
-                x, (h, c) = layer(x, (self._initial(hx[0], l), self._initial(hx[1], l)))
+                x, (h, c) = layer(x, (self._initial(hx[0], l, self.output_sizes), self._initial(hx[1], l)))
             hs.append(h)
             cs.append(c)
             x = self._between(x, l)
             l += 1
-        h_n, c_n = _pad_stack(hs, self.max_hidden), _pad_stack(cs, self.max_hidden)
+        h_n, c_n = _pad_stack(hs, max(self.output_sizes)), _pad_stack(cs, self.max_hidden)
         if unbatched:
             return x.squeeze(0 if self.batch_first else 1), (h_n.squeeze(1), c_n.squeeze(1))
         return x, (h_n, c_n)

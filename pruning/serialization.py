@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from pruning.fileio import atomic_write, atomic_write_text, existing_file
-from pruning.modules import check_recurrent, module_summary
+from pruning.modules import check_recurrent, module_summary, projection
 from pruning.recurrent_stack import RecurrentStack
 
 __all__ = ["load_checkpoint", "import_factory", "describe_architecture", "build_architecture", "save_pruned",
@@ -192,7 +192,7 @@ def _pair_module(obj: Any, name: str) -> nn.Module:
 _CELL_TYPES = {"RNNCell": nn.RNNCell, "LSTMCell": nn.LSTMCell, "GRUCell": nn.GRUCell}
 
 
-def describe_architecture(rnn: nn.Module, readout: nn.Linear) -> Dict[str, Any]:
+def describe_architecture(rnn: nn.Module, readout: Optional[nn.Module]) -> Dict[str, Any]:
     """Everything needed to rebuild the (pruned) recurrent module or cell and its read-out with fresh weights."""
     p = next(rnn.parameters())
     if type(rnn).__name__ in _CELL_TYPES and isinstance(rnn, nn.RNNCellBase):
@@ -202,7 +202,7 @@ def describe_architecture(rnn: nn.Module, readout: nn.Linear) -> Dict[str, Any]:
         check_recurrent(rnn)
         summary = module_summary(rnn)
     summary["dtype"] = _dtype_name(p.dtype)
-    return dict(rnn=summary, readout=_describe_head(readout))
+    return dict(rnn=summary, readout=None if readout is None else _describe_head(readout))
 
 
 def _describe_head(head: nn.Module) -> Dict[str, Any]:
@@ -237,7 +237,7 @@ def build_architecture(arch: Dict[str, Any]) -> Tuple[nn.Module, nn.Linear]:
     try:
         r, h = arch["rnn"], arch["readout"]
         rnn = _build_recurrent(r)
-        readout = _build_head(h)
+        readout = None if h is None else _build_head(h)
     except KeyError as err:
         raise ValueError(f"architecture: the description lacks {err}") from None
     return rnn, readout
@@ -267,7 +267,7 @@ def _build_recurrent(r: Dict[str, Any]) -> nn.Module:
         rnn = RecurrentStack(r["cell"], r["input_size"], r["hidden_sizes"], bias=r["bias"],
                              batch_first=r["batch_first"], bidirectional=r["bidirectional"],
                              nonlinearity=r.get("nonlinearity", "tanh"), dropout=r.get("dropout", 0.0),
-                             dtype=dtype)
+                             dtype=dtype, proj_size=r.get("proj_size", 0))
     elif r["type"] in classes:
         if len(set(r["hidden_sizes"])) != 1:
             raise ValueError(f"architecture: a native {r['type']} has one width, got {r['hidden_sizes']}")
@@ -275,6 +275,8 @@ def _build_recurrent(r: Dict[str, Any]) -> nn.Module:
                   bidirectional=r["bidirectional"], dropout=r.get("dropout", 0.0), dtype=dtype)
         if r["type"] == "RNN":
             kw["nonlinearity"] = r["nonlinearity"]
+        if r.get("proj_size"):
+            kw["proj_size"] = r["proj_size"]
         rnn = classes[r["type"]](r["input_size"], r["hidden_sizes"][0], **kw)
     else:
         raise ValueError(f"architecture: unknown module type {r['type']!r}")
@@ -313,7 +315,9 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
         if readout is not None or model is not None or paths is not None:
             raise ValueError("readout, model, paths: save_pruned(path, result) takes them from the result")
         result = rnn
-        rnn, readout, model, paths = result.rnn, result.heads or [result.readout], result.model, result.paths
+        # a projected LSTM in a model has no read-out that changed: no heads
+        heads = result.heads or ([result.readout] if result.readout is not None else [])
+        rnn, readout, model, paths = result.rnn, heads, result.model, result.paths
     if readout is None:
         raise TypeError("readout: expected the pruned read-out (or pass the PruneResult as the second argument)")
     paths = paths if paths is not None else ("rnn", "readout")
@@ -325,9 +329,12 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
     if model is not None:
         _check_placed(model, [paths[0]] + head_paths, [rnn] + heads)
     record = dict(summary or {})
-    arch = describe_architecture(rnn, heads[0])
+    if not heads and (model is None or not projection(rnn)):
+        raise ValueError("readout: expected at least one read-out (only a projected LSTM in a model has none that "
+                         "changed)")
+    arch = describe_architecture(rnn, heads[0] if heads else None)
     arch.update(heads=[_describe_head(h) for h in heads],
-                paths=dict(rnn=paths[0], readout=head_paths[0], heads=head_paths))
+                paths=dict(rnn=paths[0], readout=head_paths[0] if head_paths else None, heads=head_paths))
     record.update(format=FORMAT, weights=path.name, kind="model" if model is not None else "pair",
                   architecture=arch)
     if model is None and len(heads) != 1:

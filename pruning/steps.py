@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruning.compress import compress_layer, state_map
+from pruning.compress import compress_layer, passed_on, state_map
 from pruning.covariance import CovarianceStats, layer_covariances, module_output_covariances
 from pruning.model_parts import RecurrentInputs
-from pruning.modules import directions
+from pruning.modules import directions, projection
 from pruning.result import LayerPrune
 from pruning.selection import METHOD, GreedyOrder, kept_width, leverage_sample, select_checked
 from pruning.sequences import OnePass
@@ -36,7 +36,7 @@ from theory.information import THETA, information_losses, reconstruction_matrix
 from theory.spectrum import degrees_of_freedom, lambda_for_dof
 
 __all__ = ["DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES", "COVARIANCE_MODES", "PruneSettings",
-           "Timings", "LayerStatistics", "choose_lambda", "resolve_lambda", "plan_widths", "consumer_weights",
+           "Timings", "LayerStatistics", "check_projected_width", "choose_lambda", "resolve_lambda", "plan_widths", "consumer_weights",
            "downstream_weight", "select_layer_units", "describe_layer"]
 
 #: Default regularisation relative to the mean eigenvalue: ``lambda = DEFAULT_REL_LAM * Tr(Sigma) / m``.
@@ -288,16 +288,30 @@ def plan_widths(widths: Sequence[int], *, k=None, ratio=None, target_dof=None) -
     return ks, _per_layer(target_dof, L, "target_dof")
 
 
+def check_projected_width(layer: nn.Module, k: int, name: str = "k") -> int:
+    """``k`` for a layer of a projected LSTM, which must keep more units than its ``proj_size`` (torch requires
+    ``proj_size < hidden_size``); any ``k`` for other layers."""
+    p = projection(layer)
+    if p and k <= p:
+        raise ValueError(f"{name}: an LSTM with proj_size={p} keeps more than {p} of its {layer.hidden_size} cells "
+                         f"(torch requires proj_size < hidden_size); this asks for {k}")
+    return k
+
+
 # ----------------------------------------------------------------------------------------------
 # 3. selection
 
 
 def consumer_weights(layers: Sequence[nn.Module], readout: nn.Linear) -> List[np.ndarray]:
     """For each layer, the float64 weight that reads its states: the next layer's input weight (both directions
-    stacked by rows) or, after the last layer, the read-out."""
+    stacked by rows) or, after the last layer, the read-out; None for a projected LSTM's layer, whose cells only its
+    own projection reads (``readout`` may then be None)."""
     D = directions(layers[0])
     out = []
     for l in range(len(layers)):
+        if projection(layers[l]):
+            out.append(None)  # a projected LSTM's cells are read through its own W_hr (downstream_weight)
+            continue
         if l + 1 < len(layers):
             nxt = layers[l + 1]
             w = torch.cat([nxt.weight_ih_l0] + ([nxt.weight_ih_l0_reverse] if D == 2 else []))
@@ -309,10 +323,20 @@ def consumer_weights(layers: Sequence[nn.Module], readout: nn.Linear) -> List[np
 
 def downstream_weight(layer: nn.Module, d: int, consumer: np.ndarray, Z: str) -> np.ndarray:
     """Z of layer-direction (l, d) for the output loss (S2): its recurrent weight, the consumer's columns of this
-    direction (next layer's input weight or the read-out), or both stacked."""
+    direction (next layer's input weight or the read-out), or both stacked.
+
+    A projected LSTM's cells reach everything through its projection ``W_hr``: the recurrent weight is then
+    ``W_hh W_hr`` (what the gates read of the cells) and the read-out is ``W_hr`` itself (the layer's output, which
+    the next layer or head reads unchanged); ``consumer`` is not used."""
     m = layer.hidden_size
-    W = getattr(layer, f"weight_hh_l0{'_reverse' if d else ''}").detach().to("cpu", torch.float64).numpy()
-    V = consumer[:, d * m:(d + 1) * m]
+    weight = lambda name: getattr(layer, f"{name}_l0{'_reverse' if d else ''}").detach().to(  # noqa: E731
+        "cpu", torch.float64).numpy()
+    W = weight("weight_hh")
+    if projection(layer):
+        V = weight("weight_hr")
+        W = W @ V
+    else:
+        V = consumer[:, d * m:(d + 1) * m]
     if Z == "recurrent":
         return W
     if Z == "readout":
@@ -357,7 +381,7 @@ def describe_layer(sigma: np.ndarray, units: Sequence[int], tau: np.ndarray, lam
         A = reconstruction_matrix(sigma, units, tau) if settings.reconstruct else None
     with timings("losses"):  # the S1/S2 losses and N(lambda) (S7) reported beside the pruned network
         losses = information_losses(sigma, units, tau, {"recurrent": downstream_weight(layer, d, consumer, "recurrent"),
-                                                        "readout": consumer[:, d * m:(d + 1) * m]})
+                                                        "readout": downstream_weight(layer, d, consumer, "readout")})
         dof = degrees_of_freedom(sigma, lam)
     z_loss = losses["recurrent"] + losses["readout"] if settings.Z == "both" else losses[settings.Z]
     losses["objective"] = losses["input"] + float(settings.theta) * z_loss
@@ -376,7 +400,8 @@ def compress_layers(layers: Sequence[nn.Module], statistics: LayerStatistics,
     """Steps 3-5 over a stack, bottom up: ``pick(l, d, sigma)`` gives the kept units of layer-direction (l, d) and
     their state map ``M`` from its covariance, and each layer is compressed reading the layer below through that
     layer's maps. In sequential mode ``statistics`` measures layer l on the compressed layers below it. Returns the
-    compressed layers and the top layer's maps (what the read-outs absorb)."""
+    compressed layers and the top layer's maps (what the read-outs absorb; None after a projected LSTM, whose output
+    keeps its width and basis)."""
     new_layers: List[nn.Module] = []
     below = None
     for l, layer in enumerate(layers):
@@ -387,5 +412,5 @@ def compress_layers(layers: Sequence[nn.Module], statistics: LayerStatistics,
             maps.append(M)
         with timings("compress"):
             new_layers.append(compress_layer(layer, kept, maps, below))
-        below = maps
+        below = passed_on(layer, maps)
     return new_layers, below

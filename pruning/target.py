@@ -39,7 +39,7 @@ from pruning.covariance import model_device, resolve_device
 from pruning.sequences import (KeptPass, OnePass, as_tensor, batch_dim, count_sequences, is_one_shot,
                                iter_sequence_batches, mapping_rows, one_pass_if_iterator, pack, take_rows)
 from pruning.model_parts import _model_batches, default_forward, resolve_subject
-from pruning.modules import as_layers, assemble, check_rnn, split_model
+from pruning.modules import as_layers, assemble, check_rnn, output_width, projection, split_model
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences, eval_mode
 from pruning.steps import (COVARIANCE_MODES, LayerStatistics, PruneSettings, Timings, compress_layers,
@@ -328,6 +328,8 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
                                   batch_size=batch_size)
     rnn, readout = subject.rnn, subject.readout
+    if readout is None:  # a projected LSTM in a model: nothing reads its cells but its projection, which is kept
+        readout = _identity_readout(rnn)
     chosen = PruneSettings.checked(method="greedy", seed=seed, **settings)
     transform = subject.transform
     # a whole model run through hooks takes its own inputs, batch-first (dimension 0), whatever the RNN's layout
@@ -458,7 +460,8 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
                 errors[k] = reference.error(compress_stack(rnn, readout, units, A))
         return errors[k]
 
-    k = _search(error, max(widths), tol, criterion, search, errors)
+    # a projected LSTM keeps more cells than its proj_size (torch requires proj_size < hidden_size)
+    k = _search(error, max(widths), tol, criterion, search, errors, first=1 + max(map(projection, layers)))
     if sequential:
         # the search returns the smallest k it saw meet the target, whose statistics were kept
         stats_k, units, lams_k = best["found"] if best.get("k") == k else sequential_at(k)[:3]
@@ -476,20 +479,23 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     return result
 
 
-def _search(error, K: int, tol: float, criterion: str, search: str, errors: Dict[int, float]) -> int:
-    """The k of the search. ``"scan"``: the first of k = 1, 2, ..., K that passes. ``"bisect"``: k = 1, 2, 4, ...
-    (the last capped at K) until one passes, then bisection between the last that failed and it, so that the
-    returned k passes and k - 1 fails (or k = 1), after about ``2 log2 k`` evaluations."""
+def _search(error, K: int, tol: float, criterion: str, search: str, errors: Dict[int, float], first: int = 1) -> int:
+    """The k of the search, from ``first`` (1, or a projected LSTM's proj_size + 1) to K. ``"scan"``: the first of
+    k = first, first + 1, ..., K that passes. ``"bisect"``: k = first, first + 1, first + 3, first + 7, ... (1, 2, 4,
+    8, ... from first = 1; the last capped at K) until one passes, then bisection between the last that failed and
+    it, so that the returned k passes and k - 1 fails (or k = first), after about ``2 log2 (k - first + 1)``
+    evaluations."""
     if search == "scan":
-        for k in range(1, K + 1):
+        for k in range(first, K + 1):
             if error(k) <= tol:
                 return k
         raise ValueError(_unreachable(tol, criterion, K, errors))
-    lo, hi = 0, 1  # lo: the largest k seen to fail (0: none yet); hi: the k tried next, then the first to pass
+    # lo: the largest k seen to fail (first - 1: none yet); hi: the k tried next, then the first to pass
+    lo, hi = first - 1, first
     while error(hi) > tol:
         if hi == K:
             raise ValueError(_unreachable(tol, criterion, K, errors))
-        lo, hi = hi, min(2 * hi, K)
+        lo, hi = hi, min(2 * hi - (first - 1), K)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if error(mid) <= tol:
@@ -497,6 +503,17 @@ def _search(error, K: int, tol: float, criterion: str, search: str, errors: Dict
         else:
             lo = mid
     return hi
+
+
+def _identity_readout(rnn) -> torch.nn.Linear:
+    """The identity on a module's outputs, as the read-out its pruned outputs are compared through (a projected
+    LSTM in a model, whose read-outs are not changed and not located)."""
+    p = next(rnn.parameters())
+    width = output_width(rnn)
+    head = torch.nn.Linear(width, width, bias=False, device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(width))
+    return head
 
 
 def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settings, timings,

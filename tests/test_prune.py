@@ -120,7 +120,7 @@ def test_bad_models_and_data(setup):
         spectral_prune(torch.nn.Linear(2, 2), x, 2)
     with pytest.raises(ValueError, match="in_features"):
         spectral_prune((rnn, torch.nn.Linear(3, 2)), x, 2)
-    with pytest.raises(ValueError, match="proj_size"):
+    with pytest.raises(ValueError, match="k: an LSTM with proj_size=2 keeps more than 2 of its 4 cells"):
         spectral_prune((torch.nn.LSTM(2, 4, proj_size=2), torch.nn.Linear(2, 2)), x, 2)
     with pytest.raises(ValueError, match="data"):
         spectral_prune((rnn, head), None, 2)
