@@ -69,6 +69,12 @@ def export_onnx(model: Any, example: torch.Tensor, path, *, dynamic_axes: Sequen
         raise TypeError(f"model: expected an nn.Module or a pair (rnn, readout), got {type(model).__name__}")
     if not isinstance(example, torch.Tensor):
         raise TypeError(f"example: expected a tensor of example inputs, got {type(example).__name__}")
+    projected = [name for name, mod in model.named_modules() if isinstance(mod, nn.LSTM) and mod.proj_size]
+    if projected:
+        # torch's exporter fails on them deep in the trace, after printing the whole graph
+        raise ValueError(f"model: {projected[0] or 'the module'!r} is an LSTM with proj_size, which torch's ONNX "
+                         f"exporter does not support (ONNX's LSTM operator has no projection); export the pruned "
+                         f"model with torch.export or torch.jit.script instead")
     axes = [int(a) for a in dynamic_axes]
     if any(a < 0 or a >= example.ndim for a in axes):
         raise ValueError(f"dynamic_axes: expected axes of the {example.ndim}-d example, got {list(dynamic_axes)}")

@@ -382,3 +382,58 @@ def test_command_line_prunes_a_projected_lstm_as_the_api_does(tmp_path, monkeypa
             torch.testing.assert_close(rebuilt(x), expected.model(x), rtol=0, atol=0)
     finally:
         sys.modules.pop("lstmp_zoo", None)
+
+
+def test_onnx_export_refuses_by_name_and_torch_export_works(tmp_path):
+    pytest.importorskip("onnx")
+    from pruning.export import SequenceReadout, export_onnx
+
+    lstm, head = nn.LSTM(3, 12, proj_size=4, batch_first=True), nn.Linear(4, 2)
+    x = torch.randn(8, 6, 3)
+    res = spectral_prune((lstm, head), x, 6)
+    with pytest.raises(ValueError, match="'rnn' is an LSTM with proj_size.*torch.export"):
+        export_onnx((res.rnn, res.readout), x[:2], tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    module = SequenceReadout(res.rnn, res.readout).eval()
+    exported = torch.export.export(module, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), module(x))
+
+
+class ProjectedUser(nn.Module):
+    """A projected LSTM under its own name, read through a nonlinearity (which pruning leaves alone)."""
+
+    def __init__(self, layers, bidirectional, batch_first, m=7, p=3):
+        super().__init__()
+        self.batch_first = batch_first
+        self.body = nn.LSTM(2, m, num_layers=layers, proj_size=p, bidirectional=bidirectional,
+                            batch_first=batch_first, dtype=torch.float64)
+        self.score = nn.Sequential(nn.Tanh(), nn.Linear(p * (2 if bidirectional else 1), 2, dtype=torch.float64))
+
+    def forward(self, x):  # x batch-first
+        out, (h, _) = self.body(x if self.batch_first else x.transpose(0, 1))
+        out = out if self.batch_first else out.transpose(0, 1)
+        return self.score(out).mean(1) + h.sum(0).sum(-1, keepdim=True)
+
+
+@settings(deadline=None)
+@given(layers=st.integers(1, 2), bidirectional=st.booleans(), batch_first=st.booleans(), k=st.integers(4, 7),
+       seed=st.integers(0, 2 ** 16), mode=st.sampled_from(["sequential", "original"]))
+def test_a_user_model_prunes_like_its_module(layers, bidirectional, batch_first, k, seed, mode):
+    torch.manual_seed(seed)
+    model = ProjectedUser(layers, bidirectional, batch_first)
+    x = torch.randn(9, 6, 2, dtype=torch.float64)
+    res = spectral_prune(model, x, k=k, batch_size=4, covariance_mode=mode)
+    pair = spectral_prune((model.body, nn.Linear(model.body.proj_size * (2 if bidirectional else 1), 1).double()),
+                          x if batch_first else x.transpose(0, 1).contiguous(), k=k, covariance_mode=mode)
+    assert [lp.units for lp in res.layers] == [lp.units for lp in pair.layers]
+    grid = lambda c: [s for row in c for s in row] if isinstance(c, list) else [c]  # noqa: E731
+    for a, b in zip(grid(res.covariance), grid(pair.covariance)):
+        assert a.count == b.count
+        torch.testing.assert_close(a.outer_sum, b.outer_sum, rtol=1e-12, atol=1e-12)
+    swapped = ProjectedUser(layers, bidirectional, batch_first)
+    swapped.load_state_dict(model.state_dict())
+    swapped.body = pair.rnn
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(x), swapped(x), rtol=1e-12, atol=1e-12)
+    assert model.body.hidden_size == 7  # the user's model untouched
