@@ -54,9 +54,11 @@ class PruneResult:
 
     Attributes
     ----------
-    rnn, readout : module, torch.nn.Linear
+    rnn, readout : module, torch.nn.Linear or None
         The compressed modules: the original type (nn.RNN, nn.LSTM, nn.GRU) when every layer keeps the
-        same width, else a :class:`pruning.RecurrentStack`.
+        same width, else a :class:`pruning.RecurrentStack`. An LSTM with ``proj_size`` keeps its outputs' width and
+        meaning, so its read-out is a copy of the original (and, in a whole model, where none is located, None with
+        ``heads`` empty).
     model : torch.nn.Module or None
         A copy of the input model with its recurrent module and read-out(s) replaced (None when a pair was given).
     layers : list[LayerPrune]
@@ -87,7 +89,7 @@ class PruneResult:
     """
 
     rnn: nn.Module
-    readout: nn.Linear
+    readout: Optional[nn.Linear]
     model: Optional[nn.Module]
     layers: List[LayerPrune]
     theta: float
