@@ -175,7 +175,8 @@ def spectral_prune(
         lam_abs = choose_lambda(sigma, settings, dofs[l], where=f" of layer {l}, direction {d}" if L * D > 1
                                 else "", name="target_dof" if L == 1 else f"target_dof[{l}]")
         width = ks[l] if dofs[l] is None else check_projected_width(
-            layers[l], max(1, min(widths[l], math.ceil(float(dofs[l])))), "target_dof" if L == 1 else f"target_dof[{l}]")
+            layers[l], max(1, min(widths[l], math.ceil(float(dofs[l])))),
+            "target_dof" if L == 1 else f"target_dof[{l}]")
         with timings("selection"):
             units, tau = select_layer_units(sigma, width, lam_abs, settings, layers[l], d, consumers[l])
         lp, M = describe_layer(sigma, units, tau, lam_abs, settings, layers[l], l, d, consumers[l], timings)

@@ -36,8 +36,8 @@ from theory.information import THETA, information_losses, reconstruction_matrix
 from theory.spectrum import degrees_of_freedom, lambda_for_dof
 
 __all__ = ["DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES", "COVARIANCE_MODES", "PruneSettings",
-           "Timings", "LayerStatistics", "check_projected_width", "choose_lambda", "resolve_lambda", "plan_widths", "consumer_weights",
-           "downstream_weight", "select_layer_units", "describe_layer"]
+           "Timings", "LayerStatistics", "check_projected_width", "choose_lambda", "resolve_lambda", "plan_widths",
+           "consumer_weights", "downstream_weight", "select_layer_units", "describe_layer"]
 
 #: Default regularisation relative to the mean eigenvalue: ``lambda = DEFAULT_REL_LAM * Tr(Sigma) / m``.
 #: Chosen by measurement on the pixel-digits IRNN (docs/results.md, "Choice of defaults").
