@@ -226,3 +226,39 @@ def test_greedy_large_vs_covariance_pass(benchmark, report_ratio):
     ratio = t_sel / t_pass
     report_ratio("greedy (m=1024, k=256) time / covariance pass over 1e6 states", ratio, "< 1", ratio < 1,
                  selection_s=t_sel, pass_s=t_pass)
+
+
+def test_projected_lstm_covariance_pass(benchmark, report_ratio):
+    """A projected LSTM's covariance pass (m = 256 cells, proj_size = 64, T = 100, 640 sequences, batch 64, CPU)
+    over a plain forward pass. Its cells are not returned, so the pass recomputes them from the layer's input and
+    output (:mod:`pruning.projected`: one batched gate product, then an elementwise loop over time) before the
+    float32 products. Reported with the same module's pass without projection for scale; target: at most +100%,
+    i.e. the recomputation costs no more than a second forward pass."""
+    from pruning.covariance import layer_covariances
+
+    torch.manual_seed(0)
+    projected = torch.nn.LSTM(16, 256, proj_size=64, batch_first=True)
+    plain = torch.nn.LSTM(16, 256, batch_first=True)
+    x = torch.randn(640, 100, 16)
+
+    def forward(module):
+        def run():
+            with torch.no_grad():
+                for xb in torch.split(x, 64):
+                    module(xb)
+        return run
+
+    def covariance(module):
+        return lambda: layer_covariances([module], x, batch_size=64)
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch: "LSTM with projections is not supported with oneDNN"
+        t_fwd, t_pass, t_fwd_plain, t_pass_plain = timed_interleaved(
+            [forward(projected), covariance(projected), forward(plain), covariance(plain)], repeat=5)
+        benchmark.pedantic(covariance(projected), rounds=2, iterations=1)
+    overhead = t_pass / t_fwd - 1.0
+    report_ratio("projected LSTM covariance pass over its forward pass (m=256, p=64, T=100, CPU)", overhead,
+                 "<= 1.0", overhead <= 1.0, forward_s=t_fwd, pass_s=t_pass, plain_forward_s=t_fwd_plain,
+                 plain_pass_s=t_pass_plain, plain_overhead=t_pass_plain / t_fwd_plain - 1.0)

@@ -67,18 +67,20 @@ def projected_cell_states(layer: nn.Module, inputs, outputs) -> List[torch.Tenso
         if d:
             xd, rd = _reverse_within(xd, lengths), _reverse_within(rd, lengths)
         previous = torch.cat([rd.new_zeros(1, B, p), rd[:-1]])  # r_{t-1}, zero before the first step
-        gates = xd @ weight("weight_ih").T + previous @ weight("weight_hh").T
-        if layer.bias:
-            gates = gates + weight("bias_ih") + weight("bias_hh")
+        # the bias joins the first product and the second adds in place: no full-size temporaries (they cost
+        # as much as the products at m = 256)
+        bias = weight("bias_ih") + weight("bias_hh") if layer.bias else x.new_zeros(4 * m)
+        gates = torch.addmm(bias, xd.reshape(T * B, -1), weight("weight_ih").T)
+        gates.addmm_(previous.reshape(T * B, p), weight("weight_hh").T)
+        gates = gates.view(T, B, 4 * m)
+        gates[..., :2 * m].sigmoid_()  # i, f
+        gates[..., 2 * m:3 * m].tanh_()  # g
+        gates[..., 3 * m:].sigmoid_()  # o
         i, f, g, o = gates.chunk(4, dim=-1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        written = i * g
-        c = written.new_zeros(B, m)
-        cells = torch.empty_like(written)
-        for t in range(T):
-            c = f[t] * c + written[t]
-            cells[t] = c
-        h = o * torch.tanh(cells)
+        cells = i * g  # i_t g_t, then c_t = f_t c_{t-1} + i_t g_t in place, step by step
+        for t in range(1, T):
+            torch.addcmul(cells[t], f[t], cells[t - 1], out=cells[t])
+        h = cells.tanh_().mul_(o)
         # the reverse direction's steps were reordered within each length, so the real ones are still t < length
         out.append(h.reshape(T * B, m) if real is None else h[real])
     return out
