@@ -316,6 +316,19 @@ def _refuse_initial_state(args: tuple, kwargs: dict, path: str) -> None:
                        f"state, is not supported)")
 
 
+def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str]):
+    """A pre-hook on ``rnn`` (its handle) that adds to ``refusals`` the refusal of each call passing a nonzero initial
+    state, for a check to raise once the model's run is over."""
+
+    def hook(module, args, kwargs):
+        try:
+            _refuse_initial_state(args, kwargs, path)
+        except _Refused as err:
+            refusals.append(str(err))
+
+    return rnn.register_forward_pre_hook(hook, with_kwargs=True)
+
+
 class RecurrentInputs:
     """Re-iterable view of what a model's recurrent module receives while the model runs on ``data``.
 
@@ -596,18 +609,10 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                 order.append((path, module, args))
         return hook
 
+    # before anything else: a model that hands the final state of one call to the next would otherwise fail the
+    # test below, blamed on a computation between the module and its read-out
     refusals: List[str] = []
-
-    def initial_state(module, args, kwargs):
-        # before anything else: a model that hands the final state of one call to the next would otherwise fail
-        # the test below, blamed on a computation between the module and its read-out
-        try:
-            _refuse_initial_state(args, kwargs, parts.rnn_path)
-        except _Refused as err:
-            refusals.append(str(err))
-
-    handles = [rnn.register_forward_hook(perturb_output), rnn.register_forward_pre_hook(initial_state,
-                                                                                          with_kwargs=True)]
+    handles = [rnn.register_forward_hook(perturb_output), _record_initial_states(rnn, parts.rnn_path, refusals)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record_input(p)) for p in parts.readout_paths]
     handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in _other_leaf_modules(parts)]
     plain, perturbed, out, plain_out = run_twice(model, forward, batch, seen, handles,
@@ -708,7 +713,6 @@ def check_cells_unread(parts: ModelParts, batch: Any, forward: Optional[Callable
     forward = forward if forward is not None else default_forward
     rnn = parts.rnn
     state = dict(perturb=False)
-    refusals: List[str] = []
 
     def perturb_cells(module, args, out):
         if not state["perturb"]:
@@ -716,14 +720,8 @@ def check_cells_unread(parts: ModelParts, batch: Any, forward: Optional[Callable
         y, (h, c) = out
         return y, (h, c * -2.0)
 
-    def initial_state(module, args, kwargs):
-        try:
-            _refuse_initial_state(args, kwargs, parts.rnn_path)
-        except _Refused as err:
-            refusals.append(str(err))
-
-    handles = [rnn.register_forward_hook(perturb_cells),
-               rnn.register_forward_pre_hook(initial_state, with_kwargs=True)]
+    refusals: List[str] = []
+    handles = [rnn.register_forward_hook(perturb_cells), _record_initial_states(rnn, parts.rnn_path, refusals)]
     _, _, out, plain_out = run_twice(parts.model, forward, batch, {}, handles, lambda: state.update(perturb=True),
                                      forward_given=given)
     if refusals:
