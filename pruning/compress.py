@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruning.modules import (as_layers, assemble, check_readout, check_recurrent, directions, gate_blocks,
-                             new_layer, output_width, projection)
+from pruning.modules import (as_layers, assemble, check_projected_width, check_readout, check_recurrent, directions,
+                             gate_blocks, new_layer, output_width, projection)
 from theory._validation import as_float64_array
 from theory.information import as_units
 
@@ -88,10 +88,7 @@ def compress_layer(layer: nn.Module, units: Sequence[np.ndarray], maps: Sequence
     if any(len(u) != k for u in units):
         raise ValueError(f"units: both directions of a layer keep the same number of units, got "
                          f"{[len(u) for u in units]}")
-    p = projection(layer)
-    if p and k <= p:
-        raise ValueError(f"k: a projected LSTM must keep more units than its proj_size = {p} (torch requires "
-                         f"proj_size < hidden_size), got k = {k}")
+    check_projected_width(layer, k)
     in_size = layer.input_size if input_maps is None else sum(M.shape[1] for M in input_maps)
     small = new_layer(layer, in_size, k)
     with torch.no_grad():

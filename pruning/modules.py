@@ -19,8 +19,8 @@ from pruning.recurrent_stack import RecurrentStack
 from theory._validation import Integer
 from theory.elman import check_readout, check_rnn
 
-__all__ = ["check_rnn", "check_readout", "check_recurrent", "gate_blocks", "projection", "directions", "as_layers",
-           "assemble", "split_model", "module_summary", "count_macs", "count_parameters"]
+__all__ = ["check_rnn", "check_readout", "check_recurrent", "gate_blocks", "projection", "check_projected_width",
+           "directions", "as_layers", "assemble", "split_model", "module_summary", "count_macs", "count_parameters"]
 
 _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
@@ -72,6 +72,16 @@ def projection(rnn: nn.Module) -> int:
     Such a module's units are its cells: the states ``h = o * tanh(c)`` of width ``hidden_size`` that ``W_hr``
     projects to the ``proj_size`` outputs. Pruning keeps the outputs' width, so nothing that reads them changes."""
     return int(getattr(rnn, "proj_size", 0) or 0)
+
+
+def check_projected_width(layer: nn.Module, k: int, name: str = "k") -> int:
+    """``k`` for a layer of a projected LSTM, which must keep more units than its ``proj_size`` (torch requires
+    ``proj_size < hidden_size``); any ``k`` for other layers."""
+    p = projection(layer)
+    if p and k <= p:
+        raise ValueError(f"{name}: an LSTM with proj_size={p} keeps more than {p} of its {layer.hidden_size} cells "
+                         f"(torch requires proj_size < hidden_size); this asks for {k}")
+    return k
 
 
 def directions(rnn: nn.Module) -> int:

@@ -8,11 +8,11 @@ from typing import Any, Callable, Optional
 from pruning.covariance import PRECISION
 from pruning.sequences import BATCH_SIZE, one_pass_if_iterator
 from pruning.model_parts import resolve_subject
-from pruning.modules import as_layers, assemble
+from pruning.modules import as_layers, assemble, check_projected_width
 from pruning.result import PruneResult
 from pruning.steps import (COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES, LayerStatistics,
-                           PruneSettings, Timings, check_projected_width, choose_lambda, compress_layers,
-                           consumer_weights, describe_layer, plan_widths, resolve_lambda, select_layer_units)
+                           PruneSettings, Timings, choose_lambda, compress_layers, consumer_weights, describe_layer,
+                           plan_widths, resolve_lambda, select_layer_units)
 from theory._validation import Options
 
 __all__ = ["spectral_prune", "PruneResult", "DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES",

@@ -36,7 +36,7 @@ from theory.information import THETA, information_losses, reconstruction_matrix
 from theory.spectrum import degrees_of_freedom, lambda_for_dof
 
 __all__ = ["DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES", "COVARIANCE_MODES", "PruneSettings",
-           "Timings", "LayerStatistics", "check_projected_width", "choose_lambda", "resolve_lambda", "plan_widths",
+           "Timings", "LayerStatistics", "choose_lambda", "resolve_lambda", "plan_widths",
            "consumer_weights", "downstream_weight", "select_layer_units", "describe_layer"]
 
 #: Default regularisation relative to the mean eigenvalue: ``lambda = DEFAULT_REL_LAM * Tr(Sigma) / m``.
@@ -286,16 +286,6 @@ def plan_widths(widths: Sequence[int], *, k=None, ratio=None, target_dof=None) -
         else:
             ks.append(None)
     return ks, _per_layer(target_dof, L, "target_dof")
-
-
-def check_projected_width(layer: nn.Module, k: int, name: str = "k") -> int:
-    """``k`` for a layer of a projected LSTM, which must keep more units than its ``proj_size`` (torch requires
-    ``proj_size < hidden_size``); any ``k`` for other layers."""
-    p = projection(layer)
-    if p and k <= p:
-        raise ValueError(f"{name}: an LSTM with proj_size={p} keeps more than {p} of its {layer.hidden_size} cells "
-                         f"(torch requires proj_size < hidden_size); this asks for {k}")
-    return k
 
 
 # ----------------------------------------------------------------------------------------------
