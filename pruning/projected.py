@@ -1,4 +1,5 @@
-"""The cell states of a projected LSTM (``nn.LSTM(..., proj_size=p)``, an LSTMP), recomputed from what it returns.
+"""The cell states of a projected LSTM (``nn.LSTM(..., proj_size=p)``, an LSTMP), recomputed from what it returns:
+the states whose time-mean covariance (docs/method.md, section 2) the S1/S2 losses and the selection read.
 
 A projected LSTM's units are its ``m = hidden_size`` cells, with states ``h_t = o_t * tanh(c_t)``; it returns only
 their projection ``r_t = W_hr h_t`` (width ``p``), which is also the state its gates read at the next step:
