@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import time
 import warnings
 from dataclasses import dataclass
@@ -306,23 +307,44 @@ def _all_zero(hx: Any) -> bool:
     return all(isinstance(t, torch.Tensor) and not bool(t.any()) for t in parts)
 
 
-def _refuse_initial_state(args: tuple, kwargs: dict, path: str) -> None:
+def _state_source(hx: Any, model: Optional[nn.Module]) -> str:
+    """`` (the values of its parameter 'h0': a learned initial state)`` when every part of ``hx`` is one of the
+    model's parameters or buffers repeated over the batch, else ``""``: the refusal then names what the user wrote."""
+    if model is None:
+        return ""
+    found = []
+    for part in hx if isinstance(hx, (tuple, list)) else (hx,):
+        for name, p in itertools.chain(model.named_parameters(), model.named_buffers()):
+            try:
+                same = p.numel() > 0 and p.dim() <= part.dim() and torch.equal(p.detach().expand_as(part), part)
+            except (RuntimeError, TypeError, AttributeError):  # not broadcastable to the state, or not a tensor
+                same = False
+            if same:
+                found.append(name)
+                break
+        else:
+            return ""
+    names = " and ".join(repr(n) for n in found)
+    return f" (the values of its {'parameter' if len(found) == 1 else 'parameters'} {names}: a learned initial state)"
+
+
+def _refuse_initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Module] = None) -> None:
     """Raise :class:`_Refused` when a call of the recurrent module passes a nonzero initial state."""
     hx = args[1] if len(args) > 1 else kwargs.get("hx")
     if hx is not None and not _all_zero(hx):
-        raise _Refused(f"data: the model passes a nonzero initial state to {path!r}; spectral pruning takes its "
-                       f"statistics from runs that start at the zero state (a model that carries the final state of "
-                       f"one call into the next, over chunks of a sequence, or a decoder started from an encoder's "
-                       f"state, is not supported)")
+        raise _Refused(f"data: the model passes a nonzero initial state to {path!r}{_state_source(hx, model)}; "
+                       f"spectral pruning takes its statistics from runs that start at the zero state (a learned "
+                       f"initial state, a model that carries the final state of one call into the next, over chunks "
+                       f"of a sequence, or a decoder started from an encoder's state, is not supported)")
 
 
-def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str]):
+def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model: Optional[nn.Module] = None):
     """A pre-hook on ``rnn`` (its handle) that adds to ``refusals`` the refusal of each call passing a nonzero initial
     state, for a check to raise once the model's run is over."""
 
     def hook(module, args, kwargs):
         try:
-            _refuse_initial_state(args, kwargs, path)
+            _refuse_initial_state(args, kwargs, path, model)
         except _Refused as err:
             refusals.append(str(err))
 
@@ -397,7 +419,7 @@ class RecurrentInputs:
         def hook(module, args, kwargs):
             if not active[0]:
                 return
-            _refuse_initial_state(args, kwargs, self.parts.rnn_path)
+            _refuse_initial_state(args, kwargs, self.parts.rnn_path, self.parts.model)
             calls.append(args[0] if args else kwargs.get("input"))
 
         def keep_output(module, args, out):
@@ -612,7 +634,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     # before anything else: a model that hands the final state of one call to the next would otherwise fail the
     # test below, blamed on a computation between the module and its read-out
     refusals: List[str] = []
-    handles = [rnn.register_forward_hook(perturb_output), _record_initial_states(rnn, parts.rnn_path, refusals)]
+    handles = [rnn.register_forward_hook(perturb_output),
+               _record_initial_states(rnn, parts.rnn_path, refusals, parts.model)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record_input(p)) for p in parts.readout_paths]
     handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in _other_leaf_modules(parts)]
     plain, perturbed, out, plain_out = run_twice(model, forward, batch, seen, handles,
@@ -721,7 +744,8 @@ def check_cells_unread(parts: ModelParts, batch: Any, forward: Optional[Callable
         return y, (h, c * -2.0)
 
     refusals: List[str] = []
-    handles = [rnn.register_forward_hook(perturb_cells), _record_initial_states(rnn, parts.rnn_path, refusals)]
+    handles = [rnn.register_forward_hook(perturb_cells),
+               _record_initial_states(rnn, parts.rnn_path, refusals, parts.model)]
     _, _, out, plain_out = run_twice(parts.model, forward, batch, {}, handles, lambda: state.update(perturb=True),
                                      forward_given=given)
     if refusals:
@@ -891,7 +915,7 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
         transform = getattr(model, "rnn_inputs", None)
         if check and model is not None and transform is None and isinstance(data, torch.Tensor) and lengths is None:
             _check_if_callable(ModelParts(model, "rnn", ("readout",)), data, r)
-        return Subject(r, head, [head], model, None, data, transform, lengths)
+        return Subject(r, head, [head] if head is not None else [], model, None, data, transform, lengths)
     parts = locate(model_or_rnn, rnn, readout)
     heads = parts.readouts
     if isinstance(parts.rnn, _CELLS):

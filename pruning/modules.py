@@ -157,7 +157,8 @@ def output_width(rnn: nn.Module) -> int:
 
 def split_model(model_or_rnn: Any, name: str = "model_or_rnn") -> Tuple[nn.Module, nn.Linear, Optional[nn.Module]]:
     """Return ``(rnn, readout, model)`` from a ``(rnn, readout)`` pair or a model with ``.rnn``/``.readout``,
-    validated (the one check of the modules a public function makes).
+    validated (the one check of the modules a public function makes). An LSTM with ``proj_size`` may come alone or
+    as ``(rnn, None)``: its projection absorbs A_J, so there is no read-out to rewrite (``readout`` is then None).
 
     ``rnn`` may be an ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` (any number of layers, either direction) or a
     :class:`RecurrentStack`; ``model`` is ``None`` for a pair.
@@ -167,10 +168,16 @@ def split_model(model_or_rnn: Any, name: str = "model_or_rnn") -> Tuple[nn.Modul
             raise ValueError(f"{name}: expected a pair (rnn, readout), got {len(model_or_rnn)} items")
         rnn, readout = model_or_rnn
         model = None
+        if readout is None and isinstance(rnn, (nn.LSTM, RecurrentStack)) and projection(rnn):
+            return check_recurrent(rnn, "rnn"), None, None
     elif hasattr(model_or_rnn, "rnn") and hasattr(model_or_rnn, "readout"):
         rnn, readout, model = model_or_rnn.rnn, model_or_rnn.readout, model_or_rnn
+    elif isinstance(model_or_rnn, (nn.LSTM, RecurrentStack)) and projection(model_or_rnn):
+        # its projection absorbs A_J and its outputs keep their width: nothing outside the module changes
+        return check_recurrent(model_or_rnn, name), None, None
     elif isinstance(model_or_rnn, nn.RNNBase):
-        raise TypeError(f"{name}: pass the RNN together with its read-out, as (rnn, readout)")
+        raise TypeError(f"{name}: pass the RNN together with its read-out, as (rnn, readout): the pruned module "
+                        f"returns k states, so the layer that reads them must absorb the reconstruction A_J")
     else:
         raise TypeError(
             f"{name}: expected (rnn, nn.Linear) or a model with .rnn and .readout attributes, "

@@ -305,7 +305,7 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
 
     ``save_pruned(path, result)`` writes what :func:`pruning.spectral_prune` returned: the pair, or the whole model
     with the places its modules sit in (``result.save(path)`` does the same). Or give the modules: ``rnn`` and
-    ``readout`` (one ``nn.Linear`` or a list of them, several heads); with ``model`` the whole model's weights are
+    ``readout`` (one ``nn.Linear`` or a list of them, several heads; none for a projected LSTM on its own); with ``model`` the whole model's weights are
     written, and ``paths`` name its recurrent module and read-out(s) (a path or a list of paths, one per head;
     default ``("rnn", "readout")``), which must be where ``rnn`` and the heads sit in ``model``."""
     from safetensors.torch import save
@@ -318,8 +318,9 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
         # a projected LSTM in a model has no read-out that changed: no heads
         heads = result.heads or ([result.readout] if result.readout is not None else [])
         rnn, readout, model, paths = result.rnn, heads, result.model, result.paths
-    if readout is None:
+    if readout is None and not (model is None and projection(rnn)):
         raise TypeError("readout: expected the pruned read-out (or pass the PruneResult as the second argument)")
+    readout = [] if readout is None else readout
     paths = paths if paths is not None else ("rnn", "readout")
     path = Path(path)
     heads = [readout] if isinstance(readout, nn.Module) else list(readout)
@@ -329,17 +330,16 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
     if model is not None:
         _check_placed(model, [paths[0]] + head_paths, [rnn] + heads)
     record = dict(summary or {})
-    if not heads and (model is None or not projection(rnn)):
-        raise ValueError("readout: expected at least one read-out (only a projected LSTM in a model has none that "
-                         "changed)")
+    if not heads and not projection(rnn):
+        raise ValueError("readout: expected at least one read-out (only a projected LSTM has none that changed)")
     arch = describe_architecture(rnn, heads[0] if heads else None)
     arch.update(heads=[_describe_head(h) for h in heads],
                 paths=dict(rnn=paths[0], readout=head_paths[0] if head_paths else None, heads=head_paths))
-    record.update(format=FORMAT, weights=path.name, kind="model" if model is not None else "pair",
-                  architecture=arch)
-    if model is None and len(heads) != 1:
+    kind = "model" if model is not None else "pair" if heads else "module"  # a projected LSTM on its own
+    record.update(format=FORMAT, weights=path.name, kind=kind, architecture=arch)
+    if model is None and len(heads) > 1:
         raise ValueError("readout: a pair has one read-out; pass model= for several heads")
-    tensors = _tensors(model if model is not None else _Pair(rnn, heads[0]))
+    tensors = _tensors(model if model is not None else _Pair(rnn, heads[0]) if heads else rnn)
     atomic_write(path, lambda fh: fh.write(save(tensors, metadata={"format": "pt", "spectral": FORMAT})))
     json_path = Path(json_path) if json_path is not None else path.with_suffix(".json")
     atomic_write_text(json_path, json.dumps(record, indent=2, default=str) + "\n")
@@ -370,7 +370,9 @@ def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
 def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -> Any:
     """Rebuild a pruned model written by :func:`save_pruned` without unpickling anything.
 
-    Returns ``(rnn, readout)`` for a pruned pair. For a whole model, pass ``model``: a freshly built instance of the
+    Returns ``(rnn, readout)`` for a pruned pair, and the module for a projected LSTM pruned on its own (a ``model``
+    given then is not needed and is left as it is: the pruned module is a new one). For a whole model, pass
+    ``model``: a freshly built instance of the
     original architecture (e.g. from the factory that made it); its recurrent module and read-out are replaced by
     the pruned ones and every weight is loaded, so it is returned pruned.
     """
@@ -395,6 +397,8 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
         for p, desc in zip(head_paths, arch.get("heads", [arch["readout"]])):
             _set_module(model, p, _build_head(desc))
         target: nn.Module = model
+    elif record.get("kind") == "module":
+        target = rnn
     else:
         target = _Pair(rnn, readout)
     try:
@@ -402,7 +406,7 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
     except RuntimeError as err:
         raise ValueError(f"path: the weights do not fit the described architecture: "
                          f"{str(err).splitlines()[0]}") from None
-    return model if record.get("kind") == "model" else (rnn, readout)
+    return {"model": model, "module": rnn}.get(record.get("kind"), (rnn, readout))
 
 
 def save_statistics(path, stats: Any) -> Path:

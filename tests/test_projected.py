@@ -300,6 +300,48 @@ def test_save_and_load_round_trip(tmp_path):
         assert torch.equal(readout(rnn(xs)[0]), pair.readout(pair.rnn(xs)[0]))
 
 
+class _Returns(nn.Module):
+    """A model that only runs its projected LSTM: pruning it is pruning the module."""
+
+    def __init__(self, lstm: nn.LSTM):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+def test_a_bare_projected_lstm_prunes_as_it_does_inside_a_model(tmp_path):
+    torch.manual_seed(9)
+    lstm = nn.LSTM(3, 14, num_layers=2, proj_size=4, bidirectional=True, batch_first=True)
+    x, held = torch.randn(40, 8, 3), torch.randn(30, 8, 3)
+    inside = spectral_prune(_Returns(lstm), x, k=[7, 9])  # found by the hooks of the whole-model route
+    for given in (lstm, (lstm, None)):
+        res = spectral_prune(given, x, k=[7, 9])
+        assert res.readout is None and res.model is None and res.heads == []
+        assert [lp.units for lp in res.layers] == [lp.units for lp in inside.layers]
+        for name, w in inside.model.lstm.state_dict().items():
+            assert torch.equal(res.rnn.state_dict()[name], w), name
+    res.save(tmp_path / "bare.safetensors")
+    for back in (load_pruned(tmp_path / "bare.safetensors"), load_pruned(tmp_path / "bare.safetensors", model=lstm)):
+        assert isinstance(back, RecurrentStack) and back.hidden_sizes == [7, 9] and back.proj_size == 4
+        with torch.no_grad():
+            assert torch.equal(back(x)[0], res.rnn(x)[0])
+    assert lstm.hidden_size == 14  # the model given to load_pruned is left as it is
+    # the error target: its error, recomputed here on the held-out sequences at the module's outputs
+    found = spectral_prune(lstm, x, target=0.05, holdout_data=held, search="scan")
+    with torch.no_grad():
+        full, small = lstm(held)[0].double(), found.rnn(held)[0].double()
+    err = float(((full - small) ** 2).sum() / (full ** 2).sum())
+    assert err == pytest.approx(found.search["error"], rel=1e-5) and err <= 0.05
+    assert found.rnn.hidden_size == found.search["k"] > 4
+    # a module whose outputs change width needs the layer that reads them
+    with pytest.raises(TypeError, match="model_or_rnn: pass the RNN together with its read-out.*absorb"):
+        spectral_prune(nn.LSTM(3, 8, batch_first=True), x, k=4)
+    with pytest.raises(TypeError, match="readout: expected a torch.nn.Linear"):
+        spectral_prune((nn.GRU(3, 8, batch_first=True), None), x, k=4)
+
+
 def test_projected_stack_runs_like_its_layers():
     stack = RecurrentStack("LSTM", 3, [7, 5, 6], proj_size=4, bidirectional=True, batch_first=True)
     x = torch.randn(2, 6, 3)
@@ -350,6 +392,10 @@ class Recognizer(torch.nn.Module):
 
 def build():
     return Recognizer()
+
+
+def build_bare():
+    return torch.nn.LSTM(3, 12, proj_size=4, batch_first=True)
 """
 
 
@@ -380,6 +426,17 @@ def test_command_line_prunes_a_projected_lstm_as_the_api_does(tmp_path, monkeypa
         rebuilt = load_pruned(tmp_path / "p.safetensors", model=lstmp_zoo.build())
         with torch.no_grad():
             torch.testing.assert_close(rebuilt(x), expected.model(x), rtol=0, atol=0)
+        # a factory that builds the bare module: the module is pruned and written on its own
+        bare = lstmp_zoo.build_bare()
+        save_file(bare.state_dict(), tmp_path / "b.safetensors")
+        assert main(["prune", "--checkpoint", str(tmp_path / "b.safetensors"), "--model", "lstmp_zoo:build_bare",
+                     "--data", str(tmp_path / "x.pt"), "--k", "6", "--out", str(tmp_path / "pb.safetensors")]) == 0
+        expected = spectral_prune(bare, x, k=6)
+        assert json.loads((tmp_path / "pb.json").read_text())["kind"] == "module"
+        rebuilt = load_pruned(tmp_path / "pb.safetensors")
+        assert isinstance(rebuilt, nn.LSTM) and (rebuilt.hidden_size, rebuilt.proj_size) == (6, 4)
+        with torch.no_grad():
+            torch.testing.assert_close(rebuilt(x)[0], expected.rnn(x)[0], rtol=0, atol=0)
     finally:
         sys.modules.pop("lstmp_zoo", None)
 

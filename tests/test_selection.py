@@ -178,7 +178,8 @@ class TestBaselines:
     [
         (dict(k=0), ValueError, "k: expected 1 <= k"),
         (dict(k=6), ValueError, "k: expected 1 <= k"),
-        (dict(k=2.5), TypeError, "k"),
+        (dict(k=2.5), TypeError, "k: expected an integer, 1 <= k"),
+        (dict(k=4.0), TypeError, "k: expected an integer, 1 <= k"),
         (dict(lam=0.0), ValueError, "lam"),
         (dict(lam=float("inf")), ValueError, "lam"),
         (dict(method="best"), ValueError, "method"),

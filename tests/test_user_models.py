@@ -393,8 +393,24 @@ def test_initial_states_and_misread_layouts_are_refused():
             h0 = torch.ones(1, x.shape[0], 4)
             return self.head(self.rnn_(x, h0)[0])
 
-    with pytest.raises(ValueError, match="data: the model passes a nonzero initial state to 'rnn_'"):
+    with pytest.raises(ValueError, match="data: the model passes a nonzero initial state to 'rnn_'; "):
         spectral_prune(WithState(), torch.randn(5, 4, 3), k=2)
+
+    class LearnedState(torch.nn.Module):  # h0 and c0 learned, repeated over the batch
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(3, 4, batch_first=True)
+            self.h0 = torch.nn.Parameter(torch.randn(1, 1, 4))
+            self.register_buffer("c0", torch.randn(4))
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            n = x.shape[0]
+            return self.head(self.lstm(x, (self.h0.expand(1, n, 4).contiguous(), self.c0.repeat(1, n, 1)))[0])
+
+    with pytest.raises(ValueError, match=r"initial state to 'lstm' \(the values of its parameters 'h0' and 'c0': "
+                                         r"a learned initial state\); "):
+        spectral_prune(LearnedState(), torch.randn(5, 4, 3), k=2)
 
     class Chunked(torch.nn.Module):  # carries the first half's final state into the second half
         def __init__(self):

@@ -104,7 +104,9 @@ class Integer(Constraint):
         if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # np.array(3), torch.tensor(3)
             value = value.item()
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
-            self.fail(value, name, self.describe(), TypeError)
+            # say that the type is wrong: "expected 1 <= k <= 32, got 8.0" would read as a range error
+            what = self.describe()
+            self.fail(value, name, what if "integer" in what else f"an integer, {what}", TypeError)
         v = int(value)
         if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
             self.fail(value, name, self.describe())
