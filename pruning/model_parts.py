@@ -582,6 +582,11 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     indexing, concatenation of directions, pooling and masked means over time pass; norm layers, linear layers,
     attention, nonlinearities and anything that reads an earlier layer's or the cell state fail. The modules run in
     between whose inputs have the state width are named in the error.
+
+    A read-out whose input passed goes on with its plain input, so what the model computes from its output is as in
+    the plain run: the states may be weighted by scores from named read-outs (attention pooling with its scoring
+    layer named, a scalar gate per step), as the pruned model computes them from ``W A_J`` on the kept states, the
+    original's read on their reconstruction.
     """
     given = forward is not None
     forward = forward if forward is not None else default_forward
@@ -618,11 +623,36 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         h = (last_rows(h[0]), h[1] * other) if isinstance(h, tuple) else last_rows(h)
         return y, h
 
+    def tolerance():
+        # states in 16 bits (a 16-bit model, or autocast around the module) are checked at their own precision
+        out_dtype = state.get("out_dtype", p0.dtype)
+        return check_tolerance(out_dtype if out_dtype in (torch.float16, torch.bfloat16) else p0.dtype, 2e-4, 1e-9)
+
+    plain_inputs: dict = {p: [] for p in parts.readout_paths}
+
     def record_input(path):
         def hook(module, args):
             x = args[0]  # a recurrent module reading the states may take them packed
-            seen[path].append((x.data if isinstance(x, PackedSequence) else x).detach().clone())
+            packed = isinstance(x, PackedSequence)
+            t = (x.data if packed else x).detach().clone()
+            seen[path].append(t)
             state["readout_seen"] = True
+            if not state["perturb"]:
+                plain_inputs[path].append(t)
+                return None
+            # An input that is the plain one times the maps goes on as the plain input: the read-out's output is
+            # then the plain run's, as the pruned read-out's (W A_J) output on the kept states is the original's on
+            # their reconstruction. So whatever the model computes from the read-outs' outputs (attention weights
+            # from a named scoring layer, a scalar gate) weights the states as in the plain run, and the inputs of
+            # the read-outs called after it must follow the maps too.
+            i = len(seen[path]) - 1
+            before = plain_inputs[path][i:i + 1]
+            if not (follows_maps(before, [t], maps, tolerance())
+                    or D == 2 and follows_maps(before, [t], maps[::-1], tolerance())):
+                return None
+            new = before[0].to(t.dtype)
+            return (PackedSequence(new, x.batch_sizes, x.sorted_indices, x.unsorted_indices) if packed else new,
+                    ) + tuple(args[1:])
         return hook
 
     def record_order(path):
@@ -643,9 +673,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                                                  forward_given=given)
     if refusals:
         raise ValueError(refusals[0])
-    out_dtype = state.get("out_dtype", p0.dtype)
-    # states in 16 bits (a 16-bit model, or autocast around the module) are checked at their own precision
-    tol = check_tolerance(out_dtype if out_dtype in (torch.float16, torch.bfloat16) else p0.dtype, 2e-4, 1e-9)
+    tol = tolerance()
     check_readouts_called(plain)
     backward_first: set = set()
     for path in parts.readout_paths:
@@ -666,6 +694,15 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                  f"a computation in the model's forward between {parts.rnn_path!r} and {path!r} (not a module: e.g. a "
                  f"functional norm, a nonlinearity, max-pooling over time, attention, or a read of an earlier "
                  f"layer's or the cell state)")
+        readers = [p for p in suspects if p not in parts.readout_paths and isinstance(model.get_submodule(p), nn.Linear)
+                   and model.get_submodule(p).in_features == width]
+        if readers:
+            named = [*parts.readout_paths, *readers]
+            one = len(readers) == 1
+            where += (f" (if {', '.join(repr(p) for p in readers)} read{'s' if one else ''} the states linearly, for "
+                      f"attention scores or a gate, name {'it' if one else 'them'} as read-out{'' if one else 's'} "
+                      f"too, readout={named!r}: every read-out absorbs A_J, and what the model computes from their "
+                      f"outputs may then weight the states)")
         recurrent = [p for p in suspects if isinstance(model.get_submodule(p), _RECURRENT + _CELLS)]
         if recurrent:
             where += (f" ({recurrent[0]!r} is a recurrent module reading its states: if it reads them as its input, "
@@ -673,10 +710,11 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                       f"readout={recurrent[0]!r}, and its input weights absorb A_J)")
         raise ReadoutPathError(f"readout: {path!r} does not read a unit-wise linear function of {parts.rnn_path!r}'s "
                          f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
-                         f"that read its states, with only dropout, identity, indexing or pooling over time between "
-                         f"them; name a different read-out, or prune a model whose head reads the states directly")
-    _check_no_other_reader(parts, forward, batch, perturbed, (out, plain_out), perturb_output, state, (maps, other),
-                           tol)
+                         f"that read its states, with only dropout, identity, indexing, pooling over time or weights "
+                         f"computed from the read-outs' outputs between them; name a different read-out, or prune a "
+                         f"model whose head reads the states directly")
+    # every read-out went on with its plain input in the perturbed run (above): the rerun gives them that
+    _check_no_other_reader(parts, forward, batch, plain, (out, plain_out), perturb_output, state, (maps, other), tol)
     return frozenset(backward_first)
 
 

@@ -1537,6 +1537,80 @@ def test_a_computation_between_the_states_and_the_head_is_refused_in_every_dtype
         spectral_prune(model, torch.randn(32, 12, 4).to(dtype), k=4, readout="head")
 
 
+class _Weighted(torch.nn.Module):
+    """Weights over the states computed from the outputs of linear layers that read them: additive attention pooling
+    (``attn`` then ``score``), a scalar gate per step (``gate``), or an elementwise gate (``gate`` of the state width,
+    which is not a weighting of the states and must be refused)."""
+
+    def __init__(self, kind: str, bidirectional: bool = False, m: int = 12):
+        super().__init__()
+        self.kind = kind
+        self.rnn = torch.nn.GRU(3, m, batch_first=True, bidirectional=bidirectional)
+        w = m * (2 if bidirectional else 1)
+        self.attn, self.score = torch.nn.Linear(w, 8), torch.nn.Linear(8, 1, bias=False)
+        self.gate = torch.nn.Linear(w, w if kind == "elementwise gate" else 1)
+        self.head = torch.nn.Linear(w, 4)
+
+    def forward(self, x):
+        o = self.rnn(x)[0]
+        if self.kind == "attention":
+            a = torch.softmax(self.score(torch.tanh(self.attn(o))), dim=1)
+        else:
+            a = torch.sigmoid(self.gate(o))
+        return self.head((a * o).mean(1))
+
+
+def _on_reconstructed_states(model, res, x):
+    """The original model with its recurrent module's output replaced by the reconstruction ``A_J h#`` of the pruned
+    module's states (per direction): what the pruned model must compute, here without its rewritten read-outs."""
+    tops = [lp for lp in res.layers if lp.layer == max(q.layer for q in res.layers)]
+    with torch.no_grad():
+        small = res.rnn(x)[0].double()
+    k = small.shape[-1] // len(tops)
+    recon = torch.cat([small[..., d * k:(d + 1) * k] @ torch.as_tensor(lp.A).T for d, lp in enumerate(tops)], -1)
+
+    def swap(module, args, out):
+        return recon.to(out[0].dtype), out[1]
+
+    handle = model.rnn.register_forward_hook(swap)
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        handle.remove()
+
+
+@settings(max_examples=12, deadline=None)
+@given(kind=st.sampled_from(["attention", "scalar gate"]), bidirectional=st.booleans(), k=st.integers(2, 12),
+       seed=st.integers(0, 2 ** 16))
+def test_weights_computed_from_named_read_outs_may_weight_the_states(kind, bidirectional, k, seed):
+    """Attention pooling whose scoring layer reads the states, or a gate per step, prunes when the layers that read
+    the states are all named: each absorbs A_J, and the pruned model is the original on the reconstructed states."""
+    torch.manual_seed(seed)
+    model = _Weighted(kind, bidirectional).double()
+    x = torch.randn(40, 9, 3, dtype=torch.float64)
+    readers = ["attn", "head"] if kind == "attention" else ["gate", "head"]
+    res = spectral_prune(model, x, k=k, readout=readers)
+    assert res.model.rnn.hidden_size == k and getattr(res.model, readers[0]).in_features == k * (1 + bidirectional)
+    with torch.no_grad():
+        got = res.model(x)
+    torch.testing.assert_close(got, _on_reconstructed_states(model, res, x), rtol=1e-9, atol=1e-11)
+    full = spectral_prune(model, x, k=12, readout=readers, rel_lam=1e-10)  # nothing removed: the model itself
+    with torch.no_grad():
+        torch.testing.assert_close(full.model(x), model(x), rtol=1e-6, atol=1e-7)
+
+
+def test_weights_from_unnamed_or_elementwise_readers_are_refused():
+    torch.manual_seed(3)
+    x = torch.randn(20, 6, 3)
+    with pytest.raises(ValueError, match=r"readout: 'head' does not read a unit-wise linear function of 'rnn''s "
+                                         r"output: .*name it as read-out too, readout=\['head', 'attn'\]"):
+        spectral_prune(_Weighted("attention"), x, k=4, readout="head")
+    # a gate per unit multiplies each state by its own factor: no weighting of the states, and refused when named
+    with pytest.raises(ValueError, match=r"readout: 'head' does not read a unit-wise linear function"):
+        spectral_prune(_Weighted("elementwise gate"), x, k=4, readout=["gate", "head"])
+
+
 @settings(max_examples=60, deadline=None)
 @given(m=st.integers(1, 70), seed=st.integers(0, 2 ** 31 - 1),
        dtype=st.sampled_from([torch.float64, torch.float32, torch.bfloat16, torch.float16]))
