@@ -9,7 +9,9 @@ counted too (the loop, not this library, knows the lengths).
 
 :func:`check_cell_readout_path` is the cell form of :func:`pruning.model_parts.check_readout_path`: each call's output
 state is replaced by ``h M`` and the state coming back into the next call by ``h M^{-1}``, so the recurrence is
-unchanged and each read-out's input must come out multiplied by ``M``.
+unchanged and each read-out's input must come out multiplied by ``M``. A read-out whose input passed goes on with its
+plain input, so what the loop computes from its output (attention scores or a gate from a named layer, the next
+step's input in a loop that feeds its predictions back) is as in the plain run.
 """
 
 from __future__ import annotations
@@ -146,30 +148,46 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_giv
             return times(out[0], [M]), out[1] * scale
         return times(out, [M])
 
+    plain_inputs: dict = {p: [] for p in parts.readout_paths}
+    tol = check_tolerance(cell.weight_hh.dtype, 1e-3, 1e-8)
+
     def record(path):
         def hook(module, args):
-            seen[path].append(args[0].detach().clone())
+            t = args[0].detach().clone()
+            seen[path].append(t)
+            if not state["perturb"]:
+                plain_inputs[path].append(t)
+                return None
+            # as in the whole-model check: an input that follows the map goes on as the plain one, so what the loop
+            # computes from the read-out's output (attention scores, a gate, the next step's input) is as in the plain
+            # run, and the pruned read-out W A_J computes it from the kept states
+            before = plain_inputs[path][len(seen[path]) - 1:len(seen[path])]
+            if not follows_maps(before, [t], [M], tol):
+                return None
+            return (before[0].to(t.dtype),) + tuple(args[1:])
         return hook
 
     handles = [cell.register_forward_pre_hook(undo, with_kwargs=True), cell.register_forward_hook(perturb)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record(p)) for p in parts.readout_paths]
     plain, perturbed, out, plain_out = run_twice(model, forward, batch, seen, handles,
                                                  lambda: state.update(perturb=True), forward_given=forward_given)
-    tol = check_tolerance(cell.weight_hh.dtype, 1e-3, 1e-8)
     check_readouts_called(plain)
     for path in parts.readout_paths:
         if not follows_maps(plain[path], perturbed[path], [M], tol):
             raise ReadoutPathError(
                 f"readout: {path!r} does not read a unit-wise linear function of the states of {parts.rnn_path!r}: "
                 f"something in the model's loop between the cell and the read-out depends on the hidden width (a "
-                f"norm, a linear layer, a nonlinearity, or a read of the LSTM cell state); name a different read-out")
-    _check_no_other_reader(parts, forward, batch, perturbed, (out, plain_out), (M, scale), tol)
+                f"norm, a linear layer, a nonlinearity, or a read of the LSTM cell state); name a different read-out, "
+                f"or name as read-outs too the linear layers that read the states to weight them (attention scores, a "
+                f"gate)")
+    # every read-out went on with its plain input in the perturbed run (above): the rerun gives them that
+    _check_no_other_reader(parts, forward, batch, plain, (out, plain_out), (M, scale), tol)
 
 
 def _check_no_other_reader(parts, forward: Callable, batch: Any, perturbed: dict, outs: tuple, perturbation: tuple,
                            tol: float) -> None:
     """The cell form of the whole-model check that nothing but the read-outs reads the states: the model is rerun
-    with the cell left as it is and each read-out's input replaced by what it received in the perturbed run, and
+    with the cell left as it is and each read-out's input replaced by what it went on with in the perturbed run, and
     must return what the perturbed run returned. A returned tensor of the state width may instead be the loop's
     states themselves, which the perturbed run returned as ``h M`` (an LSTM's cell state times its factor); one
     computed from them otherwise is refused (:func:`pruning.unitwise.other_reads`). ``outs``: what the perturbed and

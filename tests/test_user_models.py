@@ -1600,6 +1600,60 @@ def test_weights_computed_from_named_read_outs_may_weight_the_states(kind, bidir
         torch.testing.assert_close(full.model(x), model(x), rtol=1e-6, atol=1e-7)
 
 
+class _CellWeighted(torch.nn.Module):
+    """A GRU cell stepped by the model's loop, with attention pooling over its states (``attn`` and ``head`` read
+    them), or feeding each step's prediction back as part of the next step's input (``head`` reads them)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.cell = torch.nn.GRUCell(3 + (2 if kind == "feedback" else 0), 10, dtype=torch.float64)
+        self.attn = torch.nn.Linear(10, 6, dtype=torch.float64)
+        self.score = torch.nn.Linear(6, 1, bias=False, dtype=torch.float64)
+        self.head = torch.nn.Linear(10, 2, dtype=torch.float64)
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[0], self.cell.hidden_size)
+        y, states, outs = x.new_zeros(x.shape[0], 2), [], []
+        for t in range(x.shape[1]):
+            h = self.cell(torch.cat([x[:, t], y], -1) if self.kind == "feedback" else x[:, t], h)
+            if self.kind == "feedback":
+                y = torch.tanh(self.head(h))  # the next step reads this step's prediction
+                outs.append(y)
+            states.append(h)
+        if self.kind == "feedback":
+            return torch.stack(outs, 1)
+        o = torch.stack(states, 1)
+        return self.head((torch.softmax(self.score(torch.tanh(self.attn(o))), 1) * o).sum(1))
+
+
+@pytest.mark.parametrize("kind", ["attention", "feedback"])
+def test_a_cell_loop_weighted_or_fed_back_through_named_read_outs_prunes(kind):
+    """The pruned loop is the original loop with each step's state replaced by the reconstruction ``A_J h#_t`` of the
+    pruned cell's state at that step (computed here from the pruned model's run, with the original read-outs)."""
+    torch.manual_seed(5)
+    model, x = _CellWeighted(kind), torch.randn(30, 7, 3, dtype=torch.float64)
+    readers = ["attn", "head"] if kind == "attention" else ["head"]
+    if kind == "attention":  # with the scoring layer not named, the loop is refused
+        with pytest.raises(ValueError, match="readout: 'head' does not read a unit-wise linear function"):
+            spectral_prune(model, x, k=4, readout="head")
+    res = spectral_prune(model, x, k=4, readout=readers)
+    small = []
+    handle = res.model.cell.register_forward_hook(lambda mod, args, out: small.append(out))
+    with torch.no_grad():
+        got = res.model(x)
+    handle.remove()
+    A = torch.as_tensor(res.layers[0].A)
+    steps = iter([h @ A.T for h in small])
+    handle = model.cell.register_forward_hook(lambda mod, args, out: next(steps))
+    with torch.no_grad():
+        expected = model(x)
+    handle.remove()
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        assert float((got - model(x)).abs().max()) > 1e-6  # k = 4 of 10: not the original itself
+
+
 def test_weights_from_unnamed_or_elementwise_readers_are_refused():
     torch.manual_seed(3)
     x = torch.randn(20, 6, 3)
