@@ -23,7 +23,7 @@ from torch import nn
 
 from pruning.covariance import CovarianceStats, progress_bar
 from pruning.sequences import check_rows_reached
-from pruning.unitwise import (ReadoutPathError, check_readouts_called, check_rows_are_sequences, eval_mode,
+from pruning.unitwise import (ReadoutPathError, check_readouts_called, head_blocks, check_rows_are_sequences, eval_mode,
                               check_tolerance, follows_maps, inverse_map, other_reads, random_maps,
                               run_twice, times)
 
@@ -150,6 +150,8 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_giv
 
     plain_inputs: dict = {p: [] for p in parts.readout_paths}
     tol = check_tolerance(cell.weight_hh.dtype, 1e-3, 1e-8)
+    # one map per state of the read-out's input (several for a read-out over concatenated states)
+    maps = {p: [M] * head_blocks(model.get_submodule(p), cell.hidden_size) for p in parts.readout_paths}
 
     def record(path):
         def hook(module, args):
@@ -162,7 +164,7 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_giv
             # computes from the read-out's output (attention scores, a gate, the next step's input) is as in the plain
             # run, and the pruned read-out W A_J computes it from the kept states
             before = plain_inputs[path][len(seen[path]) - 1:len(seen[path])]
-            if not follows_maps(before, [t], [M], tol):
+            if not follows_maps(before, [t], maps[path], tol):
                 return None
             return (before[0].to(t.dtype),) + tuple(args[1:])
         return hook
@@ -173,7 +175,7 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_giv
                                                  lambda: state.update(perturb=True), forward_given=forward_given)
     check_readouts_called(plain)
     for path in parts.readout_paths:
-        if not follows_maps(plain[path], perturbed[path], [M], tol):
+        if not follows_maps(plain[path], perturbed[path], maps[path], tol):
             raise ReadoutPathError(
                 f"readout: {path!r} does not read a unit-wise linear function of the states of {parts.rnn_path!r}: "
                 f"something in the model's loop between the cell and the read-out depends on the hidden width (a "

@@ -249,12 +249,13 @@ def _sequence_length(data: Any, batch_first: bool) -> Optional[int]:
     return None
 
 
-def _size(rnn, readout, T: Optional[int]) -> dict:
+def _size(rnn, readout, heads, T: Optional[int]) -> dict:
     from pruning.modules import count_macs, count_parameters
 
-    # a projected LSTM in a model has no read-out that pruning changes: its module alone is counted
-    mods = (rnn,) if readout is None else (rnn, readout)
-    out = dict(parameters=count_parameters(*mods), parameters_rnn=count_parameters(rnn),
+    # the parameters of the modules pruning rewrites: the recurrent module and every read-out as the model holds it (a
+    # head over several concatenated states, a recurrent module reading the states), not their combined reading map;
+    # a projected LSTM in a model has none
+    out = dict(parameters=count_parameters(rnn, *heads), parameters_rnn=count_parameters(rnn),
                macs_per_step=count_macs(rnn, 1),
                readout_macs=0 if readout is None else readout.in_features * readout.out_features)
     if T:
@@ -332,8 +333,8 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
     report = dict(
         checkpoint=str(checkpoint), out=str(out), calibration=str(data if data is not None else states),
         settings=recorded, covariance_mode=result.covariance_mode,
-        before=dict(module=module_summary(rnn), **_size(rnn, readout, T)),
-        after=dict(module=module_summary(pruned_rnn), **_size(pruned_rnn, result.readout, T)),
+        before=dict(module=module_summary(rnn), **_size(rnn, readout, subject.heads, T)),
+        after=dict(module=module_summary(pruned_rnn), **_size(pruned_rnn, result.readout, result.heads, T)),
         layers=[dict(layer=lp.layer, direction=lp.direction, m=lp.m, k=lp.k, units=[int(u) for u in lp.units],
                      lam=lp.lam, dof=lp.dof, losses={k: _finite(v) for k, v in lp.losses.items()})
                 for lp in result.layers],

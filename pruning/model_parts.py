@@ -38,8 +38,8 @@ from pruning import sequences
 from pruning.sequences import (KeptPass, OnePass, check_lengths, check_rows_reached, mapping_rows, sequences_in,
                                take_rows, version_of)
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
-                              check_tolerance, eval_mode, follows_maps, other_reads, output_tensors, random_maps,
-                              run_twice, same_outputs, times)
+                              check_tolerance, eval_mode, follows_maps, head_blocks, other_reads, output_tensors,
+                              random_maps, run_twice, same_outputs, tiled, times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -144,6 +144,9 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
     if readout is None:
         heads = [p for p, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features == width
                  and not p.startswith(rnn + ".")]
+        if not heads:  # a read-out over several concatenated states (checked like any other when the model runs)
+            heads = [p for p, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features > width
+                     and m.in_features % width == 0 and not p.startswith(rnn + ".")]
         if len(heads) != 1:
             listed = ", ".join(_describe(p, model.get_submodule(p)) for p in heads) or "none"
             others = "" if heads else _other_linears(model, rnn)
@@ -165,7 +168,7 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
         head = _get(model, p, "readout")
         if isinstance(head, _RECURRENT):
             _check_reader(head, module, width, rnn, p)
-        else:
+        elif not (isinstance(head, nn.Linear) and head.in_features > width and head.in_features % width == 0):
             check_readout(head, width, f"readout ({p!r})")
     return ModelParts(model, rnn, paths)
 
@@ -182,12 +185,28 @@ def _check_reader(head: nn.Module, module: nn.Module, width: int, rnn: str, path
                          f"its input; its input_size is {head.input_size}")
 
 
-def reading_linear(head: nn.Module) -> nn.Linear:
-    """The linear map by which a read-out reads the states: a linear read-out itself; for a recurrent module that reads
-    them as its input, its first layer's input weights of every direction, stacked (``W_ih``, without bias), as for
-    the next layer of a native stack (S2 with Z = the next consumer)."""
+def _stacked_blocks(head: nn.Linear, blocks: int) -> nn.Linear:
+    """A read-out over ``blocks`` concatenated states as the linear map reading one state: its column blocks stacked
+    as rows (``[W_1; ...; W_c]``, the first block with the bias). Each block reads a state-like vector, so this is the
+    weight of the output loss (S2) and of the error-target search."""
+    w = head.weight
+    width = head.in_features // blocks
+    out = nn.Linear(width, head.out_features * blocks, bias=head.bias is not None, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        out.weight.copy_(torch.cat(list(w.split(width, dim=1))))
+        if head.bias is not None:
+            out.bias.zero_()
+            out.bias[:head.out_features] = head.bias
+    return out
+
+
+def reading_linear(head: nn.Module, blocks: int = 1) -> nn.Linear:
+    """The linear map by which a read-out reads the states: a linear read-out itself (over ``blocks`` concatenated
+    states, its blocks stacked: :func:`_stacked_blocks`); for a recurrent module that reads them as its input, its
+    first layer's input weights of every direction, stacked (``W_ih``, without bias), as for the next layer of a native
+    stack (S2 with Z = the next consumer)."""
     if isinstance(head, nn.Linear):
-        return head
+        return head if blocks == 1 else _stacked_blocks(head, blocks)
     from pruning.modules import as_layers
 
     first = as_layers(head)[0]
@@ -198,17 +217,19 @@ def reading_linear(head: nn.Module) -> nn.Linear:
     return out
 
 
-def _forward_first(head: nn.Linear) -> nn.Linear:
-    """A linear read-out of a bidirectional module's two directions concatenated backward first, as the equivalent
-    read-out of the module's own order (its two column blocks swapped): the weight that reads the states."""
-    half = head.in_features // 2
+def _forward_first(head: nn.Linear, blocks: int = 1) -> nn.Linear:
+    """A linear read-out of a bidirectional module's two directions concatenated backward first (in each of its
+    ``blocks`` states), as the equivalent read-out of the module's own order (the two column blocks of every state
+    swapped): the weight that reads the states."""
+    half = head.in_features // (2 * blocks)
     out = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None, device=head.weight.device,
                     dtype=head.weight.dtype)
     with torch.no_grad():
-        out.weight.copy_(torch.cat([head.weight[:, half:], head.weight[:, :half]], dim=1))
+        parts = head.weight.split(half, dim=1)
+        out.weight.copy_(torch.cat([parts[i ^ 1] for i in range(len(parts))], dim=1))
         if head.bias is not None:
             out.bias.copy_(head.bias)
-    return out
+    return reading_linear(out, blocks)
 
 
 def _per_head(backward_first: Sequence[bool], heads: int) -> List[bool]:
@@ -216,13 +237,17 @@ def _per_head(backward_first: Sequence[bool], heads: int) -> List[bool]:
     return list(backward_first) + [False] * (heads - len(backward_first))
 
 
-def combined_readout(readouts: Sequence[nn.Module], backward_first: Sequence[bool] = ()) -> Optional[nn.Linear]:
+def combined_readout(readouts: Sequence[nn.Module], backward_first: Sequence[bool] = (),
+                     blocks: Sequence[int] = ()) -> Optional[nn.Linear]:
     """One linear layer whose rows are every read-out's rows (:func:`reading_linear`): the weight that reads the
     states in the output loss (S2 with Z = the read-out) and in the error-target search, for models with several
-    heads or a recurrent module reading the states. A read-out flagged in ``backward_first`` reads the two
-    directions in swapped order and enters with its column blocks swapped back."""
+    heads, a read-out over several concatenated states (``blocks`` per head) or a recurrent module reading the states.
+    A read-out flagged in ``backward_first`` reads the two directions in swapped order and enters with its column
+    blocks swapped back."""
     flags = _per_head(backward_first, len(readouts))
-    readouts = [_forward_first(r) if swapped else reading_linear(r) for r, swapped in zip(readouts, flags)]
+    counts = list(blocks) + [1] * (len(readouts) - len(blocks))
+    readouts = [_forward_first(r, c) if swapped else reading_linear(r, c)
+                for r, swapped, c in zip(readouts, flags, counts)]
     if not readouts:
         return None  # a projected LSTM in a model: no read-out changes
     if len(readouts) == 1:
@@ -568,7 +593,8 @@ def _other_leaf_modules(parts: ModelParts) -> List[Tuple[str, nn.Module]]:
             if p and not any(p == q or p.startswith(q + ".") for q in skip) and not list(mod.children())]
 
 
-def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None) -> frozenset:
+def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None,
+                       expect_backward_first: frozenset = frozenset()) -> frozenset:
     """Refuse a model whose read-outs do not read a unit-wise linear function of the recurrent module's output;
     return the paths of the read-outs that read a bidirectional module's two directions backward first (their input
     follows the maps in swapped order: ``torch.cat((h_n[-1], h_n[-2]), 1)``), whose columns absorb the maps swapped.
@@ -587,6 +613,9 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     the plain run: the states may be weighted by scores from named read-outs (attention pooling with its scoring
     layer named, a scalar gate per step), as the pruned model computes them from ``W A_J`` on the kept states, the
     original's read on their reconstruction.
+
+    ``expect_backward_first``: read-outs whose swapped order is tried first (the check of a pruned model, whose maps
+    may not tell the two orders apart: with one unit per direction, two equal factors).
     """
     given = forward is not None
     forward = forward if forward is not None else default_forward
@@ -629,6 +658,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         return check_tolerance(out_dtype if out_dtype in (torch.float16, torch.bfloat16) else p0.dtype, 2e-4, 1e-9)
 
     plain_inputs: dict = {p: [] for p in parts.readout_paths}
+    # the maps each read-out's input follows: one state's, or one per state of a read-out over several concatenated
+    blocks = {p: head_blocks(model.get_submodule(p), D * m) for p in parts.readout_paths}
 
     def record_input(path):
         def hook(module, args):
@@ -647,8 +678,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
             # the read-outs called after it must follow the maps too.
             i = len(seen[path]) - 1
             before = plain_inputs[path][i:i + 1]
-            if not (follows_maps(before, [t], maps, tolerance())
-                    or D == 2 and follows_maps(before, [t], maps[::-1], tolerance())):
+            if not (follows_maps(before, [t], tiled(maps, blocks[path]), tolerance())
+                    or D == 2 and follows_maps(before, [t], tiled(maps[::-1], blocks[path]), tolerance())):
                 return None
             new = before[0].to(t.dtype)
             return (PackedSequence(new, x.batch_sizes, x.sorted_indices, x.unsorted_indices) if packed else new,
@@ -677,9 +708,11 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     check_readouts_called(plain)
     backward_first: set = set()
     for path in parts.readout_paths:
-        if follows_maps(plain[path], perturbed[path], maps, tol):
+        own_order = not (D == 2 and path in expect_backward_first and follows_maps(
+            plain[path], perturbed[path], tiled(maps[::-1], blocks[path]), tol))
+        if own_order and follows_maps(plain[path], perturbed[path], tiled(maps, blocks[path]), tol):
             continue
-        if D == 2 and follows_maps(plain[path], perturbed[path], maps[::-1], tol):
+        if D == 2 and follows_maps(plain[path], perturbed[path], tiled(maps[::-1], blocks[path]), tol):
             if not isinstance(model.get_submodule(path), nn.Linear):
                 raise ReadoutPathError(
                     f"readout: {path!r} reads {parts.rnn_path!r}'s two directions backward first; a recurrent "
@@ -871,6 +904,10 @@ class Subject:
     covariance_seconds: float = 0.0
     #: per head: whether it reads a bidirectional module's directions backward first (torch.cat((h_n[-1], h_n[-2])))
     backward_first: Tuple[bool, ...] = ()
+    #: per head: how many states its input concatenates (:func:`head_blocks`; none given: one each)
+    blocks: Tuple[int, ...] = ()
+    #: whether the read-out check ran on the original model (the pruned model is then checked the same way)
+    checked: bool = False
 
     @property
     def paths(self) -> Optional[Tuple[str, Tuple[str, ...]]]:
@@ -888,13 +925,16 @@ class Subject:
         from pruning.compress import compress_head
 
         flags = _per_head(self.backward_first, len(self.heads))
-        heads = [compress_head(h, list(maps)[::-1] if swapped else maps) for h, swapped in zip(self.heads, flags)]
-        readout = combined_readout(heads, flags)
+        counts = list(self.blocks) + [1] * (len(self.heads) - len(self.blocks))
+        heads = [compress_head(h, tiled(list(maps)[::-1] if swapped and maps is not None else maps, c))
+                 for h, swapped, c in zip(self.heads, flags, counts)]
+        readout = combined_readout(heads, flags, counts)
         if self.cell:
             rnn = layer_as_cell(rnn)
         if self.parts is not None:
             model = replace_modules(self.parts, rnn, heads)
             self._smoke(model)
+            self._recheck(model)
             return rnn, readout, heads, model
         if self.model is not None:
             new = copy.deepcopy(self.model)
@@ -918,6 +958,29 @@ class Subject:
             raise ValueError(f"model: the pruned model fails on a batch of data ({type(err).__name__}: {err}); its "
                              f"forward may build tensors of the old hidden width{hint}: use "
                              f"self.{self.parts.rnn_path}.hidden_size instead of a constant") from err
+
+    def _recheck(self, model: nn.Module) -> None:
+        """The read-out check again, on the pruned model: it must pass, reading every head in the original's order of
+        directions. A forward that slices the states with the old width as a constant can run on the narrower states
+        without an error and read them wrongly (``torch.cat((o[..., 9:], o[..., :9]), -1)`` of two directions of 4
+        states each is ``o`` itself, in the other order)."""
+        if not self.checked or self.cell or self.sample is None or not self.parts.readout_paths:
+            return
+        path = self.parts.rnn_path
+        flags = _per_head(self.backward_first, len(self.heads))
+        old = set(_hidden_sizes(self.rnn)) - set(_hidden_sizes(model.get_submodule(path)))
+        named = ", ".join(f"{a} = {v}" for a, v in _width_attributes(model, old, path))
+        hint = "its forward may use the old hidden width as a constant" + (f" ({named} in the model)" if named else "")
+        try:
+            expected = frozenset(p for p, f in zip(self.parts.readout_paths, flags) if f)
+            swapped = check_readout_path(ModelParts(model, path, self.parts.readout_paths), self.sample, self.forward,
+                                         expected)
+        except ReadoutPathError as err:
+            raise ValueError(f"model: the pruned model fails the read-out check that the original passed; {hint}: "
+                             f"use self.{path}.hidden_size instead ({err})") from None
+        if tuple(p in swapped for p in self.parts.readout_paths) != tuple(flags):
+            raise ValueError(f"model: the pruned model reads the two directions of {path!r} in another order than the "
+                             f"original; {hint}: use self.{path}.hidden_size instead")
 
     def with_data(self, data: Any, lengths: Any) -> "Subject":
         """The same subject with other calibration data (a held-out part of the user's data)."""
@@ -974,8 +1037,9 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
         return Subject(parts.rnn, None, [], parts.model, parts, inputs, None, None, sample=sample, forward=forward)
     swapped = check_readout_path(parts, sample, forward) if check and data is not None else frozenset()
     flags = tuple(path in swapped for path in parts.readout_paths)
-    return Subject(parts.rnn, combined_readout(heads, flags), heads, parts.model, parts, inputs, None, None,
-                   sample=sample, forward=forward, backward_first=flags)
+    blocks = tuple(head_blocks(h, output_width(parts.rnn)) for h in heads)
+    return Subject(parts.rnn, combined_readout(heads, flags, blocks), heads, parts.model, parts, inputs, None, None,
+                   sample=sample, forward=forward, backward_first=flags, blocks=blocks, checked=check and data is not None)
 
 
 def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, precision, progress) -> Subject:
@@ -995,6 +1059,7 @@ def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, 
                                 total=_count_model_batches(data, batch_size))
         seconds = time.perf_counter() - t0
     heads = parts.readouts
-    return Subject(cell_as_layer(parts.rnn), combined_readout(heads), heads, parts.model, parts, None, None, None,
-                   covariance=stats, cell=True, sample=first if data is not None else None, forward=forward,
-                   covariance_seconds=seconds if data is not None else 0.0)
+    blocks = tuple(head_blocks(h, parts.rnn.hidden_size) for h in heads)
+    return Subject(cell_as_layer(parts.rnn), combined_readout(heads, (), blocks), heads, parts.model, parts, None, None,
+                   None, covariance=stats, cell=True, sample=first if data is not None else None, forward=forward,
+                   covariance_seconds=seconds if data is not None else 0.0, blocks=blocks)

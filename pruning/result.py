@@ -80,7 +80,8 @@ class PruneResult:
         ``{k: error}`` and the seconds the search took.
     heads : list[torch.nn.Module]
         Every compressed read-out, in the order of the ``readout`` paths (``[readout]`` for one linear head; with
-        several heads ``readout`` is their rows stacked, the weight that reads the states). A recurrent module named
+        several heads ``readout`` is their rows stacked, the weight that reads the states, and for a head over c
+        concatenated states its c column blocks stacked as rows). A recurrent module named
         as the read-out (the next layer of a stack built from separate modules) is here with its input weights
         compressed, and ``readout`` is then those weights as a linear layer without bias.
     paths : (str, tuple of str) or None

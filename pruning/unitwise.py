@@ -48,17 +48,19 @@ def random_maps(widths: Sequence[int], gen: torch.Generator, like: torch.Tensor)
     of a sum. It still exposes what the checks look for: a mixing of units (a linear layer, a norm, attention)
     through the permutation and the unequal factors, a nonlinearity through the factors and signs (a positively
     homogeneous one, ReLU or max-pooling over time, through the signs). Where the width allows, the permutation moves
-    every unit, and both signs and two factors occur."""
+    every unit, and both signs and two factors occur. The two directions' maps differ in the factors of their first
+    two units, so a read of the directions in the other order shows even with one unit per direction."""
     maps = []
-    for m in widths:
+    for d, m in enumerate(widths):
         order = torch.randperm(m, generator=gen)
         perm = torch.empty(m, dtype=torch.long)
         perm[order] = order.roll(-1)  # one cycle through all units: none stays in place (m > 1)
         sign = torch.randint(0, 2, (m,), generator=gen) * 2.0 - 1.0
         power = torch.randint(-1, 2, (m,), generator=gen).to(torch.float64)
-        sign[0], power[0] = -1.0, 1.0
+        first = -1.0 if d % 2 else 1.0  # -2 and -1/2: the directions' 1 x 1 maps differ
+        sign[0], power[0] = -1.0, first
         if m > 1:
-            sign[1], power[1] = 1.0, -1.0
+            sign[1], power[1] = 1.0, -first
         M = torch.zeros(m, m, dtype=torch.float64)
         M[torch.arange(m), perm] = sign * 2.0 ** power
         maps.append(M.to(like))
@@ -92,6 +94,19 @@ def times(x: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         parts.append(x[..., start:start + M.shape[0]] @ M)
         start += M.shape[0]
     return torch.cat(parts, dim=-1)
+
+
+def head_blocks(head: nn.Module, width: int) -> int:
+    """How many state-wide blocks a read-out's input has: ``in_features / width`` for a linear read-out over several
+    states concatenated (the last step's states beside their mean over time, or every step's states flattened), each
+    a unit-wise linear image of the states; 1 otherwise."""
+    return head.in_features // width if isinstance(head, nn.Linear) and head.in_features > width else 1
+
+
+def tiled(maps: Optional[Sequence[Any]], blocks: int) -> Optional[list]:
+    """The maps of one state repeated for each of a read-out's ``blocks`` concatenated states (None, a projected
+    LSTM's unchanged outputs, stays None)."""
+    return None if maps is None else list(maps) * blocks
 
 
 def run_twice(model: nn.Module, forward: Callable, batch: Any, seen: Dict[str, List[torch.Tensor]], handles,

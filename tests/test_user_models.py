@@ -778,6 +778,91 @@ class _WordLM(torch.nn.Module):
         return zeros, zeros.clone()
 
 
+_CONCAT_ZOO = """
+import torch
+
+
+class Concat(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(3, 12, batch_first=True)
+        self.fc = torch.nn.Linear(24, 4)
+
+    def forward(self, x):
+        o = self.rnn(x)[0]
+        return self.fc(torch.cat([o[:, -1], o.mean(1)], -1))
+
+
+def build():
+    return Concat()
+"""
+
+
+def test_the_command_line_prunes_a_head_over_concatenated_states_and_counts_it_as_held(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from safetensors.torch import save_file
+
+    from pruning import load_pruned
+    from pruning.cli import main
+    from pruning.modules import count_parameters
+
+    (tmp_path / "concat_zoo.py").write_text(_CONCAT_ZOO)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import concat_zoo
+
+    try:
+        torch.manual_seed(3)
+        model, x = concat_zoo.build(), torch.randn(30, 7, 3)
+        save_file(model.state_dict(), tmp_path / "w.safetensors")
+        torch.save(x, tmp_path / "x.pt")
+        assert main(["prune", "--checkpoint", str(tmp_path / "w.safetensors"), "--model", "concat_zoo:build",
+                     "--data", str(tmp_path / "x.pt"), "--k", "5", "--out", str(tmp_path / "p.safetensors")]) == 0
+        summary = json.loads((tmp_path / "p.json").read_text())
+        rebuilt = load_pruned(tmp_path / "p.safetensors", model=concat_zoo.build())
+        assert rebuilt.fc.in_features == 10
+        # the parameters of the modules as the model holds them, not of the head's blocks stacked
+        assert summary["before"]["parameters"] == count_parameters(model.rnn, model.fc) == 612 + 100
+        assert summary["after"]["parameters"] == count_parameters(rebuilt.rnn, rebuilt.fc)
+        with torch.no_grad():
+            torch.testing.assert_close(rebuilt(x), spectral_prune(model, x, k=5).model(x), rtol=0, atol=0)
+    finally:
+        sys.modules.pop("concat_zoo", None)
+
+
+class _SwapsByConstant(torch.nn.Module):
+    """Reads a bidirectional module's directions backward first by slicing at ``self.m``, a constant width."""
+
+    def __init__(self, from_module: bool):
+        super().__init__()
+        self.m, self.from_module = 9, from_module
+        self.rnn = torch.nn.LSTM(3, 9, batch_first=True, bidirectional=True)
+        self.fc = torch.nn.Linear(36, 4)
+
+    def forward(self, x):
+        o = self.rnn(x)[0]
+        m = self.rnn.hidden_size if self.from_module else self.m
+        o = torch.cat([o[..., m:], o[..., :m]], -1)
+        return self.fc(torch.cat([o[:, -1], o.mean(1)], -1))
+
+
+def test_the_pruned_model_is_checked_as_the_original_was():
+    """A forward that slices the states at the old width runs on the pruned states without an error: at k = 1 the
+    slice swaps nothing (the head would read the directions in the other order), at k = 5 it mixes them. The read-out
+    check, run again on the pruned model, refuses both and names the constant; taken from the module, it prunes."""
+    torch.manual_seed(4)
+    x = torch.randn(30, 6, 3)
+    with pytest.raises(ValueError, match=r"model: the pruned model reads the two directions of 'rnn' in another "
+                                         r"order than the original; .*\(self.m = 9 in the model\)"):
+        spectral_prune(_SwapsByConstant(False), x, k=1)
+    with pytest.raises(ValueError, match=r"model: the pruned model fails the read-out check that the original "
+                                         r"passed; .*\(self.m = 9 in the model\): use self.rnn.hidden_size"):
+        spectral_prune(_SwapsByConstant(False), x, k=5)
+    for k in (1, 5):
+        assert spectral_prune(_SwapsByConstant(True), x, k=k).model.fc.in_features == 4 * k
+
+
 @pytest.mark.parametrize("tie", [False, True])
 def test_the_common_word_language_model_prunes_once_its_state_follows_the_module(tie):
     """Its initial state is all zeros (accepted), it returns its final states beside the log-probabilities (not a
@@ -1114,9 +1199,9 @@ def test_a_read_out_used_only_through_its_weight_is_refused_for_what_it_is(cell)
 
 
 def test_the_checks_run_on_a_few_rows_of_a_data_tensor():
-    """The read-out checks (three forward passes), the second run of the row check and the pruned model's smoke test
-    run on the first CHECK_ROWS rows of a data tensor, not on a whole batch: only the covariance pass runs the model
-    on full batches."""
+    """The read-out checks (three forward passes), the second run of the row check, the pruned model's smoke test and
+    its read-out checks run on the first CHECK_ROWS rows of a data tensor, not on a whole batch: only the covariance
+    pass runs the model on full batches."""
     from pruning.model_parts import CHECK_ROWS
 
     model = LastStepHead()
@@ -1125,12 +1210,14 @@ def test_the_checks_run_on_a_few_rows_of_a_data_tensor():
     spectral_prune(model, torch.randn(100, 5, 3), k=4, batch_size=64)
     assert runs.count(64) == 1 and runs.count(36) == 1  # the pass
     assert runs.count(63) == 0  # the row check runs on CHECK_ROWS rows too (any number but 64 tells)
-    # the three read-out checks, the row check, and the smoke test of the pruned copy (a deep copy keeps the hook)
-    assert runs.count(CHECK_ROWS) == 5 and len(runs) == 7
+    # the three read-out checks, the row check, the smoke test of the pruned copy (a deep copy keeps the hook) and the
+    # three read-out checks again on it
+    assert runs.count(CHECK_ROWS) == 8 and len(runs) == 10
 
 
 class _FlattenedSteps(torch.nn.Module):
-    """A head over the flattened outputs of all steps, (batch, T * m): not a read-out of states."""
+    """A head over the flattened outputs of all steps, (batch, T * m): a read-out of T states, seen as such only in
+    the whole model."""
 
     def __init__(self):
         super().__init__()
@@ -1154,19 +1241,70 @@ class _DirectionsSummed(torch.nn.Module):
         return self.fc(out[:, -1, :8] + out[:, 0, 8:])
 
 
-@pytest.mark.parametrize("model, hint", [
-    (_FlattenedSteps, r"in_features=40 does not match .* 8; 40 = 5 x 8: a layer over several steps' states"),
-    (_DirectionsSummed, r"in_features=8 does not match .* 16; a layer that reads part of the states, or the "
-                        r"directions summed"),
-])
-def test_a_linear_layer_of_another_width_is_refused_saying_why(model, hint):
-    """Both were refused as 'found 0: none', without naming the model's linear layer or why it does not count."""
+def test_a_linear_layer_of_another_width_is_refused_saying_why():
+    """It was refused as 'found 0: none', without naming the model's linear layer or why it does not count."""
     x = torch.randn(20, 5, 3)
-    name = "'fc' (Linear 40 -> 2)" if model is _FlattenedSteps else "'fc' (Linear 8 -> 2)"
-    with pytest.raises(ValueError, match=r"found 0: none \(the model's linear layers: " + re.escape(name)):
-        spectral_prune(model(), x, k=4)
-    with pytest.raises(ValueError, match=hint):
-        spectral_prune(model(), x, k=4, rnn="rnn", readout="fc")
+    with pytest.raises(ValueError, match=r"found 0: none \(the model's linear layers: " + re.escape("'fc' (Linear 8 -> 2)")):
+        spectral_prune(_DirectionsSummed(), x, k=4)
+    with pytest.raises(ValueError, match=r"in_features=8 does not match .* 16; a layer that reads part of the states, "
+                                         r"or the directions summed"):
+        spectral_prune(_DirectionsSummed(), x, k=4, rnn="rnn", readout="fc")
+    # a layer over several states concatenated prunes in a whole model (below); as a pair it must read one state
+    model = _FlattenedSteps()
+    with pytest.raises(ValueError, match=r"readout: in_features=40 does not match .* 8; 40 = 5 x 8: .*several states "
+                                         r"concatenated .* in a whole model"):
+        spectral_prune((model.rnn, model.fc), x, k=4)
+
+
+class _Concatenated(torch.nn.Module):
+    """A head over several states concatenated: the last step's beside the mean over time (``"concat pooling"``, in
+    the module's order of directions or backward first), or every step's states flattened."""
+
+    def __init__(self, kind: str, bidirectional: bool = False, T: int = 6, m: int = 9):
+        super().__init__()
+        self.kind = kind
+        self.rnn = torch.nn.LSTM(3, m, batch_first=True, bidirectional=bidirectional)
+        w = m * (2 if bidirectional else 1)
+        self.fc = torch.nn.Linear(w * (T if kind == "flattened" else 2), 4)
+
+    def forward(self, x):
+        o = self.rnn(x)[0]
+        if self.kind == "flattened":
+            return self.fc(o.reshape(x.shape[0], -1))
+        if self.kind == "backward first" and self.rnn.bidirectional:
+            m = self.rnn.hidden_size  # not self.m: the pruned module is narrower
+            o = torch.cat([o[..., m:], o[..., :m]], -1)
+        return self.fc(torch.cat([o[:, -1], o.mean(1)], -1))
+
+
+@settings(max_examples=12, deadline=None)
+@given(kind=st.sampled_from(["concat pooling", "backward first", "flattened"]), bidirectional=st.booleans(),
+       k=st.integers(1, 9), seed=st.integers(0, 2 ** 16))
+def test_a_head_over_concatenated_states_prunes_each_state_block(kind, bidirectional, k, seed):
+    """Each state-wide block of the head's columns absorbs A_J (per direction, in the order the head reads them): the
+    pruned model is the original on the reconstructed states, found without naming the head, and saved and loaded."""
+    import tempfile
+
+    from pruning import load_pruned
+
+    torch.manual_seed(seed)
+    model = _Concatenated(kind, bidirectional).double()
+    x = torch.randn(30, 6, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, k=k)
+    assert res.paths == ("rnn", ("fc",))
+    assert res.model.fc.in_features == model.fc.in_features // 9 * k
+    with torch.no_grad():
+        got = res.model(x)
+    torch.testing.assert_close(got, _on_reconstructed_states(model, res, x), rtol=1e-9, atol=1e-11)
+    with tempfile.TemporaryDirectory() as tmp:
+        res.save(f"{tmp}/c.safetensors")
+        back = load_pruned(f"{tmp}/c.safetensors", model=_Concatenated(kind, bidirectional).double())
+        with torch.no_grad():
+            assert torch.equal(back(x), got)
+    if k == 9:
+        with torch.no_grad():
+            torch.testing.assert_close(spectral_prune(model, x, k=9, rel_lam=1e-12).model(x), model(x), rtol=1e-7,
+                                       atol=1e-8)
 
 
 class _ModuleListStack(torch.nn.Module):

@@ -54,9 +54,10 @@ def check_readout(readout: Any, width: int, name: str = "readout") -> nn.Linear:
 def _width_hint(features: int, width: int) -> str:
     """Why a linear layer of another input width is not a read-out of the states, where its width suggests it."""
     if features > width and features % width == 0:
-        return (f"; {features} = {features // width} x {width}: a layer over several steps' states concatenated (a "
-                f"flattened output) is not supported: the read-out must be applied to states (every step's, one "
-                f"step's, or a pool over steps)")
+        return (f"; {features} = {features // width} x {width}: a layer over several states concatenated (the "
+                f"last step's beside the mean, or every step's flattened) is pruned in a whole model, which shows "
+                f"what its input is (pass the model and name it, readout='...'); here the read-out must read one "
+                f"state")
     if features < width:
         return ("; a layer that reads part of the states, or the directions summed, cannot be rewritten for the "
                 "kept units")
