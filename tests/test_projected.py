@@ -316,8 +316,8 @@ def test_a_bare_projected_lstm_prunes_as_it_does_inside_a_model(tmp_path):
     lstm = nn.LSTM(3, 14, num_layers=2, proj_size=4, bidirectional=True, batch_first=True)
     x, held = torch.randn(40, 8, 3), torch.randn(30, 8, 3)
     inside = spectral_prune(_Returns(lstm), x, k=[7, 9])  # found by the hooks of the whole-model route
-    for given in (lstm, (lstm, None)):
-        res = spectral_prune(given, x, k=[7, 9])
+    for bare in (lstm, (lstm, None)):
+        res = spectral_prune(bare, x, k=[7, 9])
         assert res.readout is None and res.model is None and res.heads == []
         assert [lp.units for lp in res.layers] == [lp.units for lp in inside.layers]
         for name, w in inside.model.lstm.state_dict().items():
