@@ -48,6 +48,14 @@ def test_links_to_repository_files_exist():
             assert (page.parent / target).exists(), f"{page.relative_to(ROOT)}: broken link {target}"
 
 
+def test_source_files_the_pages_name_exist():
+    """A page that names a module by path (`pruning/compress.py`) names one that exists: a renamed module left
+    `pruning/stack.py` in docs/theory.md."""
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for path in re.findall(r"`((?:pruning|theory|checks|benchmarks|tests)/[\w/]+\.py)", page.read_text()):
+            assert (ROOT / path).exists(), f"{page.relative_to(ROOT)} names {path}, which does not exist"
+
+
 def test_no_page_points_outside_the_repository():
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         assert "../shared" not in page.read_text(), page
