@@ -108,7 +108,8 @@ def spectral_prune(
         one pass. docs/results.md has the measurement behind the default.
     batch_size, device, progress, precision
         Passed to the covariance pass (:func:`pruning.layer_covariances`); ``precision`` is how each batch's Gram
-        matrix is formed before the float64 sum (``"float32"`` for float32 networks, or ``"float64"``).
+        matrix is formed before the float64 sum (``"float32"`` for float32 networks, or ``"float64"``). ``progress``
+        also draws a bar over the greedy selection's steps (on a terminal).
     target : float, optional
         Instead of a width: the smallest k (the same in every layer, capped at its width) whose relative
         approximation error is at most ``target`` (:func:`pruning.prune_to_target`; greedy method; a stack in
@@ -178,7 +179,8 @@ def spectral_prune(
             layers[l], max(1, min(widths[l], math.ceil(float(dofs[l])))),
             "target_dof" if L == 1 else f"target_dof[{l}]")
         with timings("selection"):
-            units, tau = select_layer_units(sigma, width, lam_abs, settings, layers[l], d, consumers[l])
+            label = "selection" + (f" (layer {l}, direction {d})" if L * D > 1 else "") if progress else ""
+            units, tau = select_layer_units(sigma, width, lam_abs, settings, layers[l], d, consumers[l], label)
         lp, M = describe_layer(sigma, units, tau, lam_abs, settings, layers[l], l, d, consumers[l], timings)
         results.append(lp)
         return units, M

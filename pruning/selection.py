@@ -50,9 +50,16 @@ def _weight_matrix(sigma: np.ndarray, theta: float, Z) -> np.ndarray | None:
     return theta * (z.T @ z)
 
 
-def _greedy(sigma: np.ndarray, k: int, tau: float, theta: float, Z) -> list[int]:
-    """S4: greedy forward selection of k units (:class:`GreedyOrder` run to k steps)."""
-    return GreedyOrder(sigma, tau, theta, Z, capacity=k).units(k)
+def _greedy(sigma: np.ndarray, k: int, tau: float, theta: float, Z, progress: str = "") -> list[int]:
+    """S4: greedy forward selection of k units (:class:`GreedyOrder` run to k steps); ``progress``, if given, is the
+    label of a bar over the steps (on a terminal)."""
+    order = GreedyOrder(sigma, tau, theta, Z, capacity=k)
+    if progress:
+        from pruning.covariance import progress_bar
+
+        for t in progress_bar(range(1, k + 1), True, desc=progress, unit="unit"):
+            order.units(t)  # one step each: the order continues where it stopped
+    return order.units(k)
 
 
 class GreedyOrder:
@@ -344,12 +351,13 @@ def select_units(
 
 
 def select_checked(s: np.ndarray, k: int, tau: float, *, theta: float, Z, method: str, seed=None,
-                   outgoing=None) -> list[int]:
+                   outgoing=None, progress: str = "") -> list[int]:
     """:func:`select_units` for arguments already validated (a symmetric float64 covariance, 1 <= k <= m, tau > 0,
-    a known method, theta >= 0): the one dispatch on the method."""
+    a known method, theta >= 0): the one dispatch on the method. ``progress``: the label of a bar over the greedy
+    steps (empty: none)."""
     m = s.shape[0]
     if method == "greedy":
-        return _greedy(s, k, tau, theta, Z)
+        return _greedy(s, k, tau, theta, Z, progress)
     if method == "greedy_naive":
         return _greedy_naive(s, k, tau, theta, Z)
     if method == "exhaustive":

@@ -335,16 +335,16 @@ def downstream_weight(layer: nn.Module, d: int, consumer: np.ndarray, Z: str) ->
 
 
 def select_layer_units(sigma: np.ndarray, k: int, lam: float, settings: PruneSettings, layer: nn.Module, d: int,
-                       consumer: np.ndarray) -> Tuple[List[int], np.ndarray]:
+                       consumer: np.ndarray, progress: str = "") -> Tuple[List[int], np.ndarray]:
     """Step 3: the kept units J of one layer-direction and their regularisation tau (lambda for every unit, or
-    S8's per-unit values for leverage sampling)."""
+    S8's per-unit values for leverage sampling). ``progress``: the label of a bar over the greedy steps."""
     if settings.method == "leverage":
         sample = leverage_sample(sigma, k, lam, seed=settings.seed, distinct=True)
         return sample.units, sample.tau
     outgoing = downstream_weight(layer, d, consumer, "both") if settings.method == "magnitude" else None
     # sigma, k, lam and the settings were validated at the public boundary (spectral_prune, prune_to_target)
     units = select_checked(sigma, k, lam, theta=settings.theta, Z=downstream_weight(layer, d, consumer, settings.Z),
-                           method=settings.method, seed=settings.seed, outgoing=outgoing)
+                           method=settings.method, seed=settings.seed, outgoing=outgoing, progress=progress)
     return units, np.full(len(units), lam)
 
 

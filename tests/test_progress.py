@@ -1,5 +1,6 @@
 """Progress bars of the covariance pass on a whole model: one bar per pass over the model's batches, whose total is
-the number of batches the pass reads (unknown only for a generator)."""
+the number of batches the pass reads (unknown only for a generator); and one bar per greedy selection, over its k
+steps."""
 
 import pytest
 import torch
@@ -12,16 +13,17 @@ from pruning import spectral_prune
 
 
 class _Recorder:
-    """Stands in for progress_bar: records each enabled bar's total and how many items went through it."""
+    """Stands in for progress_bar: records each enabled bar's total and how many items went through it, the greedy
+    selections' bars apart from the covariance passes'."""
 
     def __init__(self):
-        self.bars = []
+        self.bars, self.selections = [], []
 
     def __call__(self, iterable, enabled, **kwargs):
         if not enabled:
             return iterable
-        bar = {"total": kwargs.get("total"), "n": 0}
-        self.bars.append(bar)
+        bar = {"total": kwargs.get("total"), "n": 0, "desc": kwargs.get("desc", "")}
+        (self.selections if bar["desc"].startswith("selection") else self.bars).append(bar)
 
         def counted():
             for item in iterable:
@@ -31,11 +33,16 @@ class _Recorder:
 
 
 @pytest.fixture
-def bars(monkeypatch):
+def recorder(monkeypatch):
     rec = _Recorder()
     monkeypatch.setattr(pruning.covariance, "progress_bar", rec)
     monkeypatch.setattr(pruning.cells, "progress_bar", rec)
-    return rec.bars
+    return rec
+
+
+@pytest.fixture
+def bars(recorder):
+    return recorder.bars
 
 
 class _Classifier(nn.Module):
@@ -104,3 +111,14 @@ def test_a_generators_batches_replayed_for_the_layer_above_have_a_total(bars):
     lstm, head = nn.LSTM(3, 12, num_layers=2, batch_first=True), nn.Linear(12, 2)
     spectral_prune((lstm, head), (b for b in torch.split(X, 64)), k=4, progress=True, batch_size=64)
     assert [(b["total"], b["n"]) for b in bars] == [(None, 5), (5, 5)]
+
+
+def test_each_greedy_selection_has_a_bar_over_its_steps(recorder):
+    """One bar per layer and direction, as many steps as units kept, and the units those of a run without bars."""
+    torch.manual_seed(0)
+    lstm, head = nn.LSTM(3, 12, num_layers=2, bidirectional=True, batch_first=True), nn.Linear(24, 2)
+    res = spectral_prune((lstm, head), X, k=[5, 4], progress=True, batch_size=64)
+    selections = [(b["desc"], b["n"]) for b in recorder.selections]
+    assert selections == [(f"selection (layer {l}, direction {d})", k) for l, k in ((0, 5), (1, 4)) for d in (0, 1)]
+    assert [lp.units for lp in res.layers] == [lp.units for lp in spectral_prune((lstm, head), X, k=[5, 4],
+                                                                                  batch_size=64).layers]
