@@ -1792,6 +1792,21 @@ def test_a_cell_loop_weighted_or_fed_back_through_named_read_outs_prunes(kind):
         assert float((got - model(x)).abs().max()) > 1e-6  # k = 4 of 10: not the original itself
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["attention", "scalar gate", "concat pooling", "flattened"])
+def test_weighted_and_concatenated_reads_pass_the_check_in_every_dtype(kind, dtype):
+    """The check passes a read-out's input on as the plain one where it follows the maps to the dtype's tolerance:
+    16-bit states, whose sums over time round in another order once permuted, must not be refused for that."""
+    torch.manual_seed(0)
+    if kind in ("attention", "scalar gate"):
+        model, readout = _Weighted(kind, bidirectional=True), ["attn" if kind == "attention" else "gate", "head"]
+    else:
+        model, readout = _Concatenated(kind, bidirectional=True), None
+    model, x = model.to(dtype), torch.randn(64, 6, 3).to(dtype)
+    res = spectral_prune(model, x, k=5, readout=readout)
+    assert res.model.rnn.hidden_size == 5 and res.model(x).dtype == dtype
+
+
 def test_weights_from_unnamed_or_elementwise_readers_are_refused():
     torch.manual_seed(3)
     x = torch.randn(20, 6, 3)
