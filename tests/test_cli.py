@@ -161,14 +161,12 @@ def test_a_device_this_machine_lacks_is_refused_before_anything_runs(tmp_path, c
     assert not (tmp_path / "demo").exists()
 
 
-def test_a_model_whose_forward_takes_more_than_a_batch_prunes_with_forward(tmp_path, monkeypatch, capsys):
+def test_a_model_whose_forward_takes_more_than_a_batch_prunes_with_forward(tmp_path, importable, capsys):
     """A language model called as model(tokens, hidden) failed with the model's own TypeError and no way around it
     on the command line; the error now says what to pass, and --forward names the function that runs the model."""
-    import textwrap
-
     from safetensors.torch import save_file
 
-    (tmp_path / "lm_zoo.py").write_text(textwrap.dedent("""
+    lm_zoo = importable("lm_zoo", """
         import torch
 
         class WordLM(torch.nn.Module):
@@ -188,10 +186,7 @@ def test_a_model_whose_forward_takes_more_than_a_batch_prunes_with_forward(tmp_p
         def forward(model, tokens):
             zeros = model.embed.weight.new_zeros(2, tokens.shape[1], model.rnn.hidden_size)
             return model(tokens, (zeros, zeros.clone()))
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import lm_zoo
-
+    """)
     torch.manual_seed(18)
     model = lm_zoo.build()
     save_file(model.state_dict(), tmp_path / "w.safetensors")
@@ -252,19 +247,14 @@ def build():
 
 
 @pytest.fixture
-def classifier_zoo(tmp_path, monkeypatch):
+def classifier_zoo(tmp_path, importable):
     """A whole model built by --model from weights only, and importable for the reference run."""
     from safetensors.torch import save_file
 
-    (tmp_path / "classifier_zoo.py").write_text(_CLASSIFIER)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import classifier_zoo
-
     torch.manual_seed(21)
-    model = classifier_zoo.build()
+    model = importable("classifier_zoo", _CLASSIFIER).build()
     save_file(model.state_dict(), tmp_path / "w.safetensors")
-    yield model
-    sys.modules.pop("classifier_zoo", None)
+    return model
 
 
 @pytest.mark.parametrize("form", ["npy", "npy_big_endian", "npz_named", "npz_unnamed", "safetensors", "torch"])

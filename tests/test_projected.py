@@ -399,46 +399,39 @@ def build_bare():
 """
 
 
-def test_command_line_prunes_a_projected_lstm_as_the_api_does(tmp_path, monkeypatch):
+def test_command_line_prunes_a_projected_lstm_as_the_api_does(tmp_path, importable):
     import json
-    import sys
 
     from safetensors.torch import save_file
 
     from pruning.cli import main
 
-    (tmp_path / "lstmp_zoo.py").write_text(_ZOO)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import lstmp_zoo
-
-    try:
-        torch.manual_seed(8)
-        model = lstmp_zoo.build()
-        save_file(model.state_dict(), tmp_path / "w.safetensors")
-        x = torch.randn(30, 7, 3)
-        torch.save(x, tmp_path / "x.pt")
-        assert main(["prune", "--checkpoint", str(tmp_path / "w.safetensors"), "--model", "lstmp_zoo:build",
-                     "--data", str(tmp_path / "x.pt"), "--k", "6", "--out", str(tmp_path / "p.safetensors")]) == 0
-        expected = spectral_prune(model, x, k=6)
-        summary = json.loads((tmp_path / "p.json").read_text())
-        assert [lp["units"] for lp in summary["layers"]] == [lp.units for lp in expected.layers]
-        assert summary["after"]["parameters_rnn"] < summary["before"]["parameters_rnn"]
-        rebuilt = load_pruned(tmp_path / "p.safetensors", model=lstmp_zoo.build())
-        with torch.no_grad():
-            torch.testing.assert_close(rebuilt(x), expected.model(x), rtol=0, atol=0)
-        # a factory that builds the bare module: the module is pruned and written on its own
-        bare = lstmp_zoo.build_bare()
-        save_file(bare.state_dict(), tmp_path / "b.safetensors")
-        assert main(["prune", "--checkpoint", str(tmp_path / "b.safetensors"), "--model", "lstmp_zoo:build_bare",
-                     "--data", str(tmp_path / "x.pt"), "--k", "6", "--out", str(tmp_path / "pb.safetensors")]) == 0
-        expected = spectral_prune(bare, x, k=6)
-        assert json.loads((tmp_path / "pb.json").read_text())["kind"] == "module"
-        rebuilt = load_pruned(tmp_path / "pb.safetensors")
-        assert isinstance(rebuilt, nn.LSTM) and (rebuilt.hidden_size, rebuilt.proj_size) == (6, 4)
-        with torch.no_grad():
-            torch.testing.assert_close(rebuilt(x)[0], expected.rnn(x)[0], rtol=0, atol=0)
-    finally:
-        sys.modules.pop("lstmp_zoo", None)
+    lstmp_zoo = importable("lstmp_zoo", _ZOO)
+    torch.manual_seed(8)
+    model = lstmp_zoo.build()
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    x = torch.randn(30, 7, 3)
+    torch.save(x, tmp_path / "x.pt")
+    assert main(["prune", "--checkpoint", str(tmp_path / "w.safetensors"), "--model", "lstmp_zoo:build",
+                 "--data", str(tmp_path / "x.pt"), "--k", "6", "--out", str(tmp_path / "p.safetensors")]) == 0
+    expected = spectral_prune(model, x, k=6)
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert [lp["units"] for lp in summary["layers"]] == [lp.units for lp in expected.layers]
+    assert summary["after"]["parameters_rnn"] < summary["before"]["parameters_rnn"]
+    rebuilt = load_pruned(tmp_path / "p.safetensors", model=lstmp_zoo.build())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), expected.model(x), rtol=0, atol=0)
+    # a factory that builds the bare module: the module is pruned and written on its own
+    bare = lstmp_zoo.build_bare()
+    save_file(bare.state_dict(), tmp_path / "b.safetensors")
+    assert main(["prune", "--checkpoint", str(tmp_path / "b.safetensors"), "--model", "lstmp_zoo:build_bare",
+                 "--data", str(tmp_path / "x.pt"), "--k", "6", "--out", str(tmp_path / "pb.safetensors")]) == 0
+    expected = spectral_prune(bare, x, k=6)
+    assert json.loads((tmp_path / "pb.json").read_text())["kind"] == "module"
+    rebuilt = load_pruned(tmp_path / "pb.safetensors")
+    assert isinstance(rebuilt, nn.LSTM) and (rebuilt.hidden_size, rebuilt.proj_size) == (6, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x)[0], expected.rnn(x)[0], rtol=0, atol=0)
 
 
 def test_onnx_export_refuses_by_name_and_torch_export_works(tmp_path):

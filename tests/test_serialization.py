@@ -4,7 +4,6 @@ bitwise, without unpickling anything."""
 
 import json
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -41,9 +40,9 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path, 
 
 
 @pytest.fixture
-def factory_module(tmp_path, monkeypatch):
+def factory_module(importable):
     """A module on sys.path with factories that build models (what --model names)."""
-    (tmp_path / "user_models.py").write_text(textwrap.dedent("""
+    importable("user_models", """
         import torch
 
         class Classifier(torch.nn.Module):
@@ -60,10 +59,8 @@ def factory_module(tmp_path, monkeypatch):
 
         def pair():
             return torch.nn.GRU(2, 8, batch_first=True), torch.nn.Linear(8, 3)
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "user_models"
-    sys.modules.pop("user_models", None)
+    """)
+    return "user_models"
 
 
 def test_weights_and_a_factory_are_the_safe_path(tmp_path, factory_module):

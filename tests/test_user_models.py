@@ -798,9 +798,8 @@ def build():
 """
 
 
-def test_the_command_line_prunes_a_head_over_concatenated_states_and_counts_it_as_held(tmp_path, monkeypatch):
+def test_the_command_line_prunes_a_head_over_concatenated_states_and_counts_it_as_held(tmp_path, importable):
     import json
-    import sys
 
     from safetensors.torch import save_file
 
@@ -808,27 +807,21 @@ def test_the_command_line_prunes_a_head_over_concatenated_states_and_counts_it_a
     from pruning.cli import main
     from pruning.modules import count_parameters
 
-    (tmp_path / "concat_zoo.py").write_text(_CONCAT_ZOO)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import concat_zoo
-
-    try:
-        torch.manual_seed(3)
-        model, x = concat_zoo.build(), torch.randn(30, 7, 3)
-        save_file(model.state_dict(), tmp_path / "w.safetensors")
-        torch.save(x, tmp_path / "x.pt")
-        assert main(["prune", "--checkpoint", str(tmp_path / "w.safetensors"), "--model", "concat_zoo:build",
-                     "--data", str(tmp_path / "x.pt"), "--k", "5", "--out", str(tmp_path / "p.safetensors")]) == 0
-        summary = json.loads((tmp_path / "p.json").read_text())
-        rebuilt = load_pruned(tmp_path / "p.safetensors", model=concat_zoo.build())
-        assert rebuilt.fc.in_features == 10
-        # the parameters of the modules as the model holds them, not of the head's blocks stacked
-        assert summary["before"]["parameters"] == count_parameters(model.rnn, model.fc) == 612 + 100
-        assert summary["after"]["parameters"] == count_parameters(rebuilt.rnn, rebuilt.fc)
-        with torch.no_grad():
-            torch.testing.assert_close(rebuilt(x), spectral_prune(model, x, k=5).model(x), rtol=0, atol=0)
-    finally:
-        sys.modules.pop("concat_zoo", None)
+    concat_zoo = importable("concat_zoo", _CONCAT_ZOO)
+    torch.manual_seed(3)
+    model, x = concat_zoo.build(), torch.randn(30, 7, 3)
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    torch.save(x, tmp_path / "x.pt")
+    assert main(["prune", "--checkpoint", str(tmp_path / "w.safetensors"), "--model", "concat_zoo:build",
+                 "--data", str(tmp_path / "x.pt"), "--k", "5", "--out", str(tmp_path / "p.safetensors")]) == 0
+    summary = json.loads((tmp_path / "p.json").read_text())
+    rebuilt = load_pruned(tmp_path / "p.safetensors", model=concat_zoo.build())
+    assert rebuilt.fc.in_features == 10
+    # the parameters of the modules as the model holds them, not of the head's blocks stacked
+    assert summary["before"]["parameters"] == count_parameters(model.rnn, model.fc) == 612 + 100
+    assert summary["after"]["parameters"] == count_parameters(rebuilt.rnn, rebuilt.fc)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), spectral_prune(model, x, k=5).model(x), rtol=0, atol=0)
 
 
 class _SwapsByConstant(torch.nn.Module):
