@@ -23,9 +23,9 @@ from torch import nn
 
 from pruning.covariance import CovarianceStats, progress_bar
 from pruning.sequences import check_rows_reached
-from pruning.unitwise import (ReadoutPathError, check_readouts_called, head_blocks, check_rows_are_sequences, eval_mode,
-                              check_tolerance, follows_maps, inverse_map, other_reads, random_maps,
-                              run_twice, times)
+from pruning.unitwise import (ReadoutPathError, check_readouts_called, check_rows_are_sequences, check_tolerance,
+                              eval_mode, follows_maps, head_blocks, inverse_map, other_reads, random_maps, run_twice,
+                              times)
 
 __all__ = ["CELLS", "cell_as_layer", "layer_as_cell", "cell_statistics", "check_cell_readout_path"]
 

@@ -145,8 +145,7 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
         heads = [p for p, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features == width
                  and not p.startswith(rnn + ".")]
         if not heads:  # a read-out over several concatenated states (checked like any other when the model runs)
-            heads = [p for p, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features > width
-                     and m.in_features % width == 0 and not p.startswith(rnn + ".")]
+            heads = [p for p, m in model.named_modules() if head_blocks(m, width) > 1 and not p.startswith(rnn + ".")]
         if len(heads) != 1:
             listed = ", ".join(_describe(p, model.get_submodule(p)) for p in heads) or "none"
             others = "" if heads else _other_linears(model, rnn)
@@ -168,7 +167,7 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
         head = _get(model, p, "readout")
         if isinstance(head, _RECURRENT):
             _check_reader(head, module, width, rnn, p)
-        elif not (isinstance(head, nn.Linear) and head.in_features > width and head.in_features % width == 0):
+        elif head_blocks(head, width) == 1:
             check_readout(head, width, f"readout ({p!r})")
     return ModelParts(model, rnn, paths)
 
@@ -614,8 +613,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     layer named, a scalar gate per step), as the pruned model computes them from ``W A_J`` on the kept states, the
     original's read on their reconstruction.
 
-    ``expect_backward_first``: read-outs whose swapped order is tried first (the check of a pruned model, whose maps
-    may not tell the two orders apart: with one unit per direction, two equal factors).
+    ``expect_backward_first``: read-outs whose swapped order is tried first (the check of a pruned model: where both
+    orders pass, as for states that are the same in both directions, the original's order is kept).
     """
     given = forward is not None
     forward = forward if forward is not None else default_forward
@@ -1039,7 +1038,8 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
     flags = tuple(path in swapped for path in parts.readout_paths)
     blocks = tuple(head_blocks(h, output_width(parts.rnn)) for h in heads)
     return Subject(parts.rnn, combined_readout(heads, flags, blocks), heads, parts.model, parts, inputs, None, None,
-                   sample=sample, forward=forward, backward_first=flags, blocks=blocks, checked=check and data is not None)
+                   sample=sample, forward=forward, backward_first=flags, blocks=blocks,
+                   checked=check and data is not None)
 
 
 def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, precision, progress) -> Subject:

@@ -303,11 +303,12 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
     (default: ``path`` with suffix ``.json``, where :func:`load_pruned` looks); both atomically. Returns the JSON
     path.
 
-    ``save_pruned(path, result)`` writes what :func:`pruning.spectral_prune` returned: the pair, or the whole model
-    with the places its modules sit in (``result.save(path)`` does the same). Or give the modules: ``rnn`` and
-    ``readout`` (one ``nn.Linear`` or a list of them, several heads; none for a projected LSTM on its own); with ``model`` the whole model's weights are
-    written, and ``paths`` name its recurrent module and read-out(s) (a path or a list of paths, one per head;
-    default ``("rnn", "readout")``), which must be where ``rnn`` and the heads sit in ``model``."""
+    ``save_pruned(path, result)`` writes what :func:`pruning.spectral_prune` returned: the pair, the projected LSTM
+    pruned on its own, or the whole model with the places its modules sit in (``result.save(path)`` does the same). Or
+    give the modules: ``rnn`` and ``readout`` (one ``nn.Linear`` or a list of them, several heads; none for a
+    projected LSTM on its own); with ``model`` the whole model's weights are written, and ``paths`` name its recurrent
+    module and read-out(s) (a path or a list of paths, one per head; default ``("rnn", "readout")``), which must be
+    where ``rnn`` and the heads sit in ``model``."""
     from safetensors.torch import save
 
     # a PruneResult, recognised by its fields (pruning.result imports this module for PruneResult.save)

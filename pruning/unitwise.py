@@ -99,8 +99,10 @@ def times(x: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
 def head_blocks(head: nn.Module, width: int) -> int:
     """How many state-wide blocks a read-out's input has: ``in_features / width`` for a linear read-out over several
     states concatenated (the last step's states beside their mean over time, or every step's states flattened), each
-    a unit-wise linear image of the states; 1 otherwise."""
-    return head.in_features // width if isinstance(head, nn.Linear) and head.in_features > width else 1
+    a unit-wise linear image of the states (an ``in_features`` that is a multiple of ``width``); 1 otherwise."""
+    if isinstance(head, nn.Linear) and head.in_features > width and head.in_features % width == 0:
+        return head.in_features // width
+    return 1
 
 
 def tiled(maps: Optional[Sequence[Any]], blocks: int) -> Optional[list]:

@@ -1237,7 +1237,8 @@ class _DirectionsSummed(torch.nn.Module):
 def test_a_linear_layer_of_another_width_is_refused_saying_why():
     """It was refused as 'found 0: none', without naming the model's linear layer or why it does not count."""
     x = torch.randn(20, 5, 3)
-    with pytest.raises(ValueError, match=r"found 0: none \(the model's linear layers: " + re.escape("'fc' (Linear 8 -> 2)")):
+    named = re.escape("'fc' (Linear 8 -> 2)")
+    with pytest.raises(ValueError, match=r"found 0: none \(the model's linear layers: " + named):
         spectral_prune(_DirectionsSummed(), x, k=4)
     with pytest.raises(ValueError, match=r"in_features=8 does not match .* 16; a layer that reads part of the states, "
                                          r"or the directions summed"):
