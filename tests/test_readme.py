@@ -30,6 +30,7 @@ def test_usage_snippets_run_and_match_their_comments():
 assert (small_rnn.hidden_size, tuple(small_readout.weight.shape)) == (32, (10, 32))
 assert len(res.layers) == 4 and res.readout.in_features == 128
 assert [lp.k for lp in res.layers] == [96, 96, 64, 64]
+assert (small.model.attn.in_features, small.model.head.in_features, small.model.gru.hidden_size) == (32, 64, 16)
 assert repr(asr.rnn) == "LSTM(40, 48, proj_size=32, num_layers=2, batch_first=True)"
 assert all(torch.equal(asr.model.state_dict()[n], p) for n, p in model.state_dict().items() if "lstm" not in n)
 print("claims hold")
