@@ -38,8 +38,8 @@ from pruning import sequences
 from pruning.sequences import (KeptPass, OnePass, check_lengths, check_rows_reached, mapping_rows, sequences_in,
                                take_rows, version_of)
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
-                              check_tolerance, eval_mode, follows_maps, head_blocks, other_reads, output_tensors,
-                              random_maps, run_twice, same_outputs, tiled, times)
+                              check_tolerance, eval_mode, follows_maps, head_blocks, inverse_map, other_reads,
+                              output_tensors, random_maps, run_twice, same_outputs, tiled, times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -352,14 +352,49 @@ def _state_source(hx: Any, model: Optional[nn.Module]) -> str:
     return f" (the values of its {'parameter' if len(found) == 1 else 'parameters'} {names}: a learned initial state)"
 
 
-def _refuse_initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Module] = None) -> None:
-    """Raise :class:`_Refused` when a call of the recurrent module passes a nonzero initial state."""
-    hx = args[1] if len(args) > 1 else kwargs.get("hx")
-    if hx is not None and not _all_zero(hx):
-        raise _Refused(f"data: the model passes a nonzero initial state to {path!r}{_state_source(hx, model)}; "
-                       f"spectral pruning takes its statistics from runs that start at the zero state (a learned "
-                       f"initial state, a model that carries the final state of one call into the next, over chunks "
-                       f"of a sequence, or a decoder started from an encoder's state, is not supported)")
+def _initial_state_of(args: tuple, kwargs: dict) -> Any:
+    return args[1] if len(args) > 1 else kwargs.get("hx")
+
+
+def _final_state_of(out: Any) -> Any:
+    """The final state a recurrent module returned (``h_n``, or an LSTM's ``(h_n, c_n)``), or None."""
+    return out[1] if isinstance(out, tuple) and not isinstance(out, PackedSequence) and len(out) > 1 else None
+
+
+def _is_state(hx: Any, state: Any) -> bool:
+    """Whether ``hx`` is ``state`` as the module returned it (equal values: a detached copy counts)."""
+    if state is None:
+        return False
+    a = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+    b = tuple(state) if isinstance(state, (tuple, list)) else (state,)
+    return len(a) == len(b) and all(isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+                                    and x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
+
+
+def carries_state(rnn: nn.Module) -> bool:
+    """Whether a model may carry ``rnn``'s final state into its next call (chunks of one sequence): a single-layer,
+    unidirectional module without projection, whose pruned copy then carries its own k kept states."""
+    return (isinstance(rnn, nn.RNNBase) and rnn.num_layers == 1 and not rnn.bidirectional
+            and not projection(rnn))
+
+
+def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Module] = None, previous: Any = None,
+                   rnn: Optional[nn.Module] = None) -> bool:
+    """Whether a call of the recurrent module continues from the final state of its previous call (``previous``), as
+    a model that runs a sequence in chunks does; raise :class:`_Refused` for any other nonzero initial state, and for
+    a carried one where ``rnn`` cannot carry it (:func:`carries_state`; ``rnn`` None: never)."""
+    hx = _initial_state_of(args, kwargs)
+    if hx is None or _all_zero(hx):
+        return False
+    if _is_state(hx, previous):
+        if rnn is not None and carries_state(rnn):
+            return True
+        raise _Refused(f"data: the model carries the final state of {path!r} into its next call; that is supported "
+                       f"for a single-layer, unidirectional module without proj_size, and {path!r} is not one")
+    raise _Refused(f"data: the model passes a nonzero initial state to {path!r}{_state_source(hx, model)}; "
+                   f"spectral pruning takes its statistics from runs that start at the zero state or continue from "
+                   f"the state the module returned on its previous call (a learned initial state, a state changed "
+                   f"between calls, or a decoder started from an encoder's state, is not supported)")
 
 
 def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model: Optional[nn.Module] = None):
@@ -368,7 +403,7 @@ def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model
 
     def hook(module, args, kwargs):
         try:
-            _refuse_initial_state(args, kwargs, path, model)
+            _initial_state(args, kwargs, path, model)
         except _Refused as err:
             refusals.append(str(err))
 
@@ -399,6 +434,8 @@ class RecurrentInputs:
         self._rows_checked = False
         self._keep_bytes = 0
         self._kept: Optional[KeptPass] = None
+        #: whether a call continued from the state the module returned on its previous call (seen in a pass)
+        self.carried = False
 
     def _lengths(self) -> Iterator[Any]:
         if self.lengths is None:
@@ -417,39 +454,48 @@ class RecurrentInputs:
         raise ValueError("lengths: fewer per-batch lengths than batches of data")
 
     def __iter__(self) -> Iterator[Any]:
-        for x, _ in self.calls():
+        for x, _ in self.calls(outputs_used=False):
             yield x
 
-    def calls(self) -> Iterator[Tuple[Any, Any]]:
+    def calls(self, outputs_used: bool = True) -> Iterator[Tuple[Any, Any]]:
         """Each call's input as iterating yields it, with the output (the first element of what the module returned)
         that the model's run computed from it, or None where that output is not the output of that input: the
         input was packed here (``lengths=``), or the model changed the output in place after the call (its version
         counter moved), or its version cannot be read (a tensor made in inference mode). Inputs kept from an earlier
-        pass (:meth:`keep`) are replayed without running the model, with None for every output."""
+        pass (:meth:`keep`) are replayed without running the model, with None for every output.
+
+        A call that continues from the state the module returned on its previous call (a model that runs a sequence
+        in chunks) has states that only the model's run computes: where its output is not used (None, or
+        ``outputs_used=False``: the consumer runs the module again from the zero state) the pass is refused."""
         from pruning.covariance import progress_bar
 
         replayed = self._kept.replay() if self._kept is not None else None
         if replayed is not None:
+            if self.carried:
+                self._refuse_rerun("the inputs kept from an earlier pass are replayed")
             for x in progress_bar(replayed, self.progress, desc="covariance", unit="batch", total=len(replayed)):
                 yield x, None
             return
         kept = KeptPass(self._keep_bytes)  # (nothing kept, or an input written in place since: run the model again)
         rnn = self.parts.rnn
         calls: List[Any] = []
+        carried: List[bool] = []
         outputs: List[Any] = []
+        previous: List[Any] = [None]  # the final state of the module's last call, which a next call may continue
         active = [False]  # only the calls made by the model's forward on our batch: the consumer of the
         # yielded inputs may run the same module itself
 
         def hook(module, args, kwargs):
             if not active[0]:
                 return
-            _refuse_initial_state(args, kwargs, self.parts.rnn_path, self.parts.model)
+            carried.append(_initial_state(args, kwargs, self.parts.rnn_path, self.parts.model, previous[0], rnn))
             calls.append(args[0] if args else kwargs.get("input"))
 
         def keep_output(module, args, out):
             if active[0]:
                 y = out[0] if isinstance(out, tuple) and not isinstance(out, PackedSequence) else out
                 outputs.append((y, version_of(y)))
+                previous[0] = _final_state_of(out)
 
         lengths = self._lengths()
         with eval_mode(self.parts.model), torch.no_grad():
@@ -482,12 +528,24 @@ class RecurrentInputs:
                                                      self.data, n, first_chunk_checked=True)
                             self._rows_checked = True
                     made = list(outputs) if len(outputs) == len(received) else [(None, None)] * len(received)
+                    continued = list(carried)
                     calls.clear()
+                    carried.clear()
                     outputs.clear()
+                    if any(continued):
+                        self.carried = True
+                        if lens is not None:
+                            self._refuse_rerun("lengths= packs its inputs and the module runs again")
                     while received:
-                        x, (y, version) = received.pop(0), made.pop(0)
+                        x, (y, version), cont = received.pop(0), made.pop(0), continued.pop(0)
                         checked = self._checked(x, lens, i)
                         same = checked is x and version is not None and version_of(y) == version
+                        if cont:
+                            if not outputs_used:
+                                self._refuse_rerun("the pass runs the module again")
+                            elif not same:
+                                self._refuse_rerun("the model changes the module's output in place, so the module "
+                                                   "runs again")
                         kept.add(checked, [checked])
                         yield checked, (y if same else None)
                         # held while the next batch runs, this batch's tensors would keep the allocator from
@@ -497,6 +555,12 @@ class RecurrentInputs:
                 handle.remove()
                 out_handle.remove()
         self._kept = kept  # a complete pass
+
+    def _refuse_rerun(self, why: str) -> None:
+        raise ValueError(f"data: the model carries the final state of {self.parts.rnn_path!r} into its next call, "
+                         f"so its states are those of the model's own run, but here {why} from the zero state; prune "
+                         f"it without lengths= (the model may pack its inputs itself), without target=, and without "
+                         f"changing the module's output in place")
 
     def keep(self, nbytes: Optional[int] = None) -> None:
         """Keep the inputs of the next complete pass, if they take at most ``nbytes`` (default
@@ -631,25 +695,46 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     # two, so that the states returned themselves are their plain values times it without rounding
     other = -2.0
 
+    def last_rows(s, ms, factor):
+        # the last layer's rows (a RecurrentStack pads them to its widest layer): their first m entries times M
+        rows = [s[r] * factor for r in range(s.shape[0] - D)]
+        for d in range(D):
+            row = s[s.shape[0] - D + d]
+            rows.append(torch.cat([row[..., :m] @ ms[d], row[..., m:]], dim=-1))
+        return torch.stack(rows)
+
     def perturb_output(module, args, out):
         state["after_rnn"] = True
         if not state["perturb"]:
             state["out_dtype"] = (out[0].data if isinstance(out[0], PackedSequence) else out[0]).dtype
+            state["previous"] = _final_state_of(out)
             return out
         y, h = out
         y = (PackedSequence(times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
              if isinstance(y, PackedSequence) else times(y, maps))
-
-        def last_rows(s):
-            # the last layer's rows (a RecurrentStack pads them to its widest layer): their first m entries times M
-            rows = [s[r] * other for r in range(s.shape[0] - D)]
-            for d in range(D):
-                row = s[s.shape[0] - D + d]
-                rows.append(torch.cat([row[..., :m] @ maps[d], row[..., m:]], dim=-1))
-            return torch.stack(rows)
-
-        h = (last_rows(h[0]), h[1] * other) if isinstance(h, tuple) else last_rows(h)
+        h = (last_rows(h[0], maps, other), h[1] * other) if isinstance(h, tuple) else last_rows(h, maps, other)
+        state["previous"] = h
         return y, h
+
+    inverses = [inverse_map(M) for M in maps]
+
+    def initial_state(module, args, kwargs):
+        # A call that continues from the module's previous final state (a model that runs a sequence in chunks) gets
+        # in the perturbed run the perturbed state back: it is undone, exactly, so the module runs as in the plain
+        # run and only its output is perturbed. Any other nonzero initial state is refused once the run is over.
+        try:
+            carried = _initial_state(args, kwargs, parts.rnn_path, parts.model, state.get("previous"), rnn)
+        except _Refused as err:
+            refusals.append(str(err))
+            return None
+        if not (carried and state["perturb"]):
+            return None
+        hx = _initial_state_of(args, kwargs)
+        plain = ((last_rows(hx[0], inverses, 1 / other), hx[1] / other) if isinstance(hx, tuple)
+                 else last_rows(hx, inverses, 1 / other))
+        if len(args) > 1:
+            return (args[0], plain) + tuple(args[2:]), kwargs
+        return args, dict(kwargs, hx=plain)
 
     def tolerance():
         # states in 16 bits (a 16-bit model, or autocast around the module) are checked at their own precision
@@ -695,11 +780,11 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     # test below, blamed on a computation between the module and its read-out
     refusals: List[str] = []
     handles = [rnn.register_forward_hook(perturb_output),
-               _record_initial_states(rnn, parts.rnn_path, refusals, parts.model)]
+               rnn.register_forward_pre_hook(initial_state, with_kwargs=True)]
     handles += [model.get_submodule(p).register_forward_pre_hook(record_input(p)) for p in parts.readout_paths]
     handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in _other_leaf_modules(parts)]
     plain, perturbed, out, plain_out = run_twice(model, forward, batch, seen, handles,
-                                                 lambda: state.update(perturb=True, after_rnn=False),
+                                                 lambda: state.update(perturb=True, after_rnn=False, previous=None),
                                                  forward_given=given)
     if refusals:
         raise ValueError(refusals[0])

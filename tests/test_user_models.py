@@ -412,7 +412,7 @@ def test_initial_states_and_misread_layouts_are_refused():
                                          r"a learned initial state\); "):
         spectral_prune(LearnedState(), torch.randn(5, 4, 3), k=2)
 
-    class Chunked(torch.nn.Module):  # carries the first half's final state into the second half
+    class HalvedState(torch.nn.Module):  # carries the first half's final state, halved, into the second half
         def __init__(self):
             super().__init__()
             self.rnn = torch.nn.GRU(3, 4, batch_first=True)
@@ -420,11 +420,13 @@ def test_initial_states_and_misread_layouts_are_refused():
 
         def forward(self, x):
             _, h = self.rnn(x[:, :2])
-            return self.head(self.rnn(x[:, 2:], h)[0][:, -1])
+            return self.head(self.rnn(x[:, 2:], h / 2)[0][:, -1])
 
-    # said as such, before the read-out check (which blamed a computation between the module and the head)
-    with pytest.raises(ValueError, match="data: the model passes a nonzero initial state to 'rnn'.*over chunks"):
-        spectral_prune(Chunked(), torch.randn(5, 4, 3), k=2)
+    # said as such, before the read-out check (which blamed a computation between the module and the head); the
+    # state the module returned, carried unchanged, is a model that runs its sequences in chunks (tested below)
+    with pytest.raises(ValueError, match="data: the model passes a nonzero initial state to 'rnn'.*a state changed "
+                                         "between calls"):
+        spectral_prune(HalvedState(), torch.randn(5, 4, 3), k=2)
 
     class TimeMajorInputs(torch.nn.Module):  # takes (T, batch, d) and keeps the RNN time-major
         def __init__(self):
@@ -1189,6 +1191,75 @@ def test_a_read_out_used_only_through_its_weight_is_refused_for_what_it_is(cell)
     with pytest.raises(ValueError, match=r"readout: 'head' is never called by the model's forward .*F\.linear\(x, "
                                          r"self\.head\.weight\).*self\.head\(x\)"):
         spectral_prune(Functional(), torch.randn(12, 5, 3), k=4, readout="head")
+
+
+class _InChunks(torch.nn.Module):
+    """Runs each sequence in chunks of ``chunk`` steps, each call continuing from the final state of the one before
+    (a streaming model); its head reads every step, the last step, the final state, or a nonlinearity of the states
+    (``"tanh"``, which must be refused)."""
+
+    def __init__(self, cell: str = "GRU", chunk: int = 3, read: str = "last", **kw):
+        super().__init__()
+        self.chunk, self.read = chunk, read
+        self.rnn = getattr(torch.nn, cell)(3, 10, batch_first=True, dtype=torch.float64, **kw)
+        self.head = torch.nn.Linear(10 * (2 if kw.get("bidirectional") else 1), 2, dtype=torch.float64)
+
+    def forward(self, x):
+        state, outs = None, []
+        for piece in x.split(self.chunk, dim=1):
+            o, state = self.rnn(piece, state)
+            outs.append(o)
+        return self.head(_read(torch.cat(outs, 1), state, self.read))
+
+
+class _InOneCall(torch.nn.Module):
+    """The same module and head run over the whole sequence at once."""
+
+    def __init__(self, chunked: _InChunks):
+        super().__init__()
+        self.rnn, self.head, self.read = chunked.rnn, chunked.head, chunked.read
+
+    def forward(self, x):
+        o, state = self.rnn(x)
+        return self.head(_read(o, state, self.read))
+
+
+def _read(o, state, read):
+    h = state[0] if isinstance(state, tuple) else state
+    return {"every": o, "last": o[:, -1], "final": h[-1], "tanh": torch.tanh(o[:, -1])}[read]
+
+
+@settings(max_examples=20, deadline=None)
+@given(cell=st.sampled_from(["RNN", "GRU", "LSTM"]), chunk=st.integers(1, 8), read=st.sampled_from(["every", "last",
+       "final"]), k=st.integers(1, 10), seed=st.integers(0, 2 ** 16))
+def test_a_model_that_runs_its_sequences_in_chunks_prunes_as_one_run(cell, chunk, read, k, seed):
+    """Each chunk's call continues from the state the previous call returned: the statistics are those of the whole
+    sequences, so the model prunes to the units and weights of the same module run over each sequence at once, and
+    the pruned model, carrying its own k states between chunks, computes what that pruned one-run model computes."""
+    torch.manual_seed(seed)
+    chunked = _InChunks(cell, chunk, read)
+    x = torch.randn(30, 8, 3, dtype=torch.float64)
+    a, b = spectral_prune(chunked, x, k=k), spectral_prune(_InOneCall(chunked), x, k=k)
+    assert a.units == b.units
+    np.testing.assert_allclose(a.layers[0].A, b.layers[0].A, rtol=1e-8, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(a.model(x), b.model(x), rtol=1e-9, atol=1e-12)
+
+
+def test_what_a_chunked_model_cannot_be_pruned_with_is_refused():
+    x = torch.randn(20, 8, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"readout: 'head' does not read a unit-wise linear function"):
+        spectral_prune(_InChunks(read="tanh"), x, k=4)
+    for kw in (dict(num_layers=2), dict(bidirectional=True)):
+        with pytest.raises(ValueError, match=r"data: the model carries the final state of 'rnn' into its next call; "
+                                             r"that is supported for a single-layer, unidirectional module"):
+            spectral_prune(_InChunks(**kw), x, k=4)
+    # passes that would run the module again from the zero state
+    with pytest.raises(ValueError, match=r"carries the final state .* here the pass runs the module again from the "
+                                         r"zero state; .*without target="):
+        spectral_prune(_InChunks(), x, target=0.1)
+    with pytest.raises(ValueError, match=r"here lengths= packs its inputs and the module runs again"):
+        spectral_prune(_InChunks(), x, k=4, lengths=torch.full((20,), 8))
 
 
 def test_the_checks_run_on_a_few_rows_of_a_data_tensor():
