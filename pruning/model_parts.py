@@ -331,13 +331,15 @@ def _all_zero(hx: Any) -> bool:
     return all(isinstance(t, torch.Tensor) and not bool(t.any()) for t in parts)
 
 
-def _state_source(hx: Any, model: Optional[nn.Module]) -> str:
-    """`` (the values of its parameter 'h0': a learned initial state)`` when every part of ``hx`` is one of the
-    model's parameters or buffers repeated over the batch, else ``""``: the refusal then names what the user wrote."""
+def _state_parameters(hx: Any, model: Optional[nn.Module]) -> Optional[List[str]]:
+    """The names of the model's parameters or buffers that every nonzero part of ``hx`` is, repeated over the batch (a
+    learned initial state: ``self.h0.expand(1, batch, m)``), or None where a part is something else."""
     if model is None:
-        return ""
+        return None
     found = []
     for part in hx if isinstance(hx, (tuple, list)) else (hx,):
+        if isinstance(part, torch.Tensor) and not bool(part.any()):
+            continue  # a zero part (an LSTM's c0 = 0 beside a learned h0) is the default state
         for name, p in itertools.chain(model.named_parameters(), model.named_buffers()):
             try:
                 same = p.numel() > 0 and p.dim() <= part.dim() and torch.equal(p.detach().expand_as(part), part)
@@ -347,7 +349,16 @@ def _state_source(hx: Any, model: Optional[nn.Module]) -> str:
                 found.append(name)
                 break
         else:
-            return ""
+            return None
+    return found
+
+
+def _state_source(hx: Any, model: Optional[nn.Module]) -> str:
+    """`` (the values of its parameter 'h0': a learned initial state)`` for :func:`_state_parameters`, else ``""``: a
+    refusal names what the user wrote."""
+    found = _state_parameters(hx, model)
+    if not found:
+        return ""
     names = " and ".join(repr(n) for n in found)
     return f" (the values of its {'parameter' if len(found) == 1 else 'parameters'} {names}: a learned initial state)"
 
@@ -372,29 +383,41 @@ def _is_state(hx: Any, state: Any) -> bool:
 
 
 def carries_state(rnn: nn.Module) -> bool:
-    """Whether a model may carry ``rnn``'s final state into its next call (chunks of one sequence): a single-layer,
-    unidirectional module without projection, whose pruned copy then carries its own k kept states."""
+    """Whether a model may start ``rnn`` from a state of its own, the final state of its previous call (chunks of one
+    sequence) or a learned initial state: a single-layer, unidirectional module without projection, whose states are
+    then taken from the model's own run, and whose pruned copy carries its own k kept states (or starts from the kept
+    units' learned values)."""
     return (isinstance(rnn, nn.RNNBase) and rnn.num_layers == 1 and not rnn.bidirectional
             and not projection(rnn))
 
 
 def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Module] = None, previous: Any = None,
-                   rnn: Optional[nn.Module] = None) -> bool:
-    """Whether a call of the recurrent module continues from the final state of its previous call (``previous``), as
-    a model that runs a sequence in chunks does; raise :class:`_Refused` for any other nonzero initial state, and for
-    a carried one where ``rnn`` cannot carry it (:func:`carries_state`; ``rnn`` None: never)."""
+                   rnn: Optional[nn.Module] = None) -> Any:
+    """Where a call of the recurrent module starts: ``None`` from the zero state, ``"carried"`` from the final state of
+    its previous call (``previous``), as a model that runs a sequence in chunks does, or the list of the names of the
+    model's parameters or buffers that hold a learned initial state. Raise :class:`_Refused` for any other nonzero
+    initial state, and for the two where ``rnn`` cannot take them (:func:`carries_state`; ``rnn`` None: never)."""
     hx = _initial_state_of(args, kwargs)
     if hx is None or _all_zero(hx):
-        return False
+        return None
     if _is_state(hx, previous):
         if rnn is not None and carries_state(rnn):
-            return True
+            return "carried"
         raise _Refused(f"data: the model carries the final state of {path!r} into its next call; that is supported "
                        f"for a single-layer, unidirectional module without proj_size, and {path!r} is not one")
-    raise _Refused(f"data: the model passes a nonzero initial state to {path!r}{_state_source(hx, model)}; "
-                   f"spectral pruning takes its statistics from runs that start at the zero state or continue from "
-                   f"the state the module returned on its previous call (a learned initial state, a state changed "
-                   f"between calls, or a decoder started from an encoder's state, is not supported)")
+    learned = _state_parameters(hx, model)
+    if learned and rnn is not None and carries_state(rnn):
+        return learned
+    if learned:
+        raise _Refused(f"data: the model starts {path!r} from a learned initial state (its "
+                       f"{'parameter' if len(learned) == 1 else 'parameters'} {' and '.join(map(repr, learned))}); "
+                       f"that is supported for a single-layer, unidirectional module without proj_size, and "
+                       f"{path!r} is not one")
+    raise _Refused(f"data: the model passes a nonzero initial state to {path!r}; spectral pruning takes its statistics "
+                   f"from runs that start at the zero state, at a learned initial state (a parameter or buffer of the "
+                   f"model repeated over the batch) or continue from the state the module returned on its previous "
+                   f"call (a state changed between calls, or a decoder started from an encoder's state, is not "
+                   f"supported)")
 
 
 def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model: Optional[nn.Module] = None):
@@ -434,8 +457,10 @@ class RecurrentInputs:
         self._rows_checked = False
         self._keep_bytes = 0
         self._kept: Optional[KeptPass] = None
-        #: whether a call continued from the state the module returned on its previous call (seen in a pass)
+        #: whether a call started from a state of the model's own (seen in a pass): the final state of the module's
+        #: previous call, or a learned initial state (whose parameters' names are in ``initial``)
         self.carried = False
+        self.initial: set = set()
 
     def _lengths(self) -> Iterator[Any]:
         if self.lengths is None:
@@ -465,7 +490,7 @@ class RecurrentInputs:
         pass (:meth:`keep`) are replayed without running the model, with None for every output.
 
         A call that continues from the state the module returned on its previous call (a model that runs a sequence
-        in chunks) has states that only the model's run computes: where its output is not used (None, or
+        in chunks), or that starts from a learned initial state, has states that only the model's run computes: where its output is not used (None, or
         ``outputs_used=False``: the consumer runs the module again from the zero state) the pass is refused."""
         from pruning.covariance import progress_bar
 
@@ -488,7 +513,10 @@ class RecurrentInputs:
         def hook(module, args, kwargs):
             if not active[0]:
                 return
-            carried.append(_initial_state(args, kwargs, self.parts.rnn_path, self.parts.model, previous[0], rnn))
+            start = _initial_state(args, kwargs, self.parts.rnn_path, self.parts.model, previous[0], rnn)
+            if isinstance(start, list):
+                self.initial.update(start)
+            carried.append(start is not None)
             calls.append(args[0] if args else kwargs.get("input"))
 
         def keep_output(module, args, out):
@@ -557,10 +585,10 @@ class RecurrentInputs:
         self._kept = kept  # a complete pass
 
     def _refuse_rerun(self, why: str) -> None:
-        raise ValueError(f"data: the model carries the final state of {self.parts.rnn_path!r} into its next call, "
-                         f"so its states are those of the model's own run, but here {why} from the zero state; prune "
-                         f"it without lengths= (the model may pack its inputs itself), without target=, and without "
-                         f"changing the module's output in place")
+        raise ValueError(f"data: the model starts {self.parts.rnn_path!r} from a state of its own (the final state of "
+                         f"its previous call, or a learned initial state), so its states are those of the model's own "
+                         f"run, but here {why} from the zero state; prune it without lengths= (the model may pack its "
+                         f"inputs itself), without target=, and without changing the module's output in place")
 
     def keep(self, nbytes: Optional[int] = None) -> None:
         """Keep the inputs of the next complete pass, if they take at most ``nbytes`` (default
@@ -657,7 +685,7 @@ def _other_leaf_modules(parts: ModelParts) -> List[Tuple[str, nn.Module]]:
 
 
 def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None,
-                       expect_backward_first: frozenset = frozenset()) -> frozenset:
+                       expect_backward_first: frozenset = frozenset(), found: Optional[dict] = None) -> frozenset:
     """Refuse a model whose read-outs do not read a unit-wise linear function of the recurrent module's output;
     return the paths of the read-outs that read a bidirectional module's two directions backward first (their input
     follows the maps in swapped order: ``torch.cat((h_n[-1], h_n[-2]), 1)``), whose columns absorb the maps swapped.
@@ -676,6 +704,9 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     the plain run: the states may be weighted by scores from named read-outs (attention pooling with its scoring
     layer named, a scalar gate per step), as the pruned model computes them from ``W A_J`` on the kept states, the
     original's read on their reconstruction.
+
+    ``found``, if given, gets under ``"initial"`` the names of the parameters or buffers that hold a learned initial
+    state of the module (:func:`_initial_state`).
 
     ``expect_backward_first``: read-outs whose swapped order is tried first (the check of a pruned model: where both
     orders pass, as for states that are the same in both directions, the original's order is kept).
@@ -723,11 +754,13 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         # in the perturbed run the perturbed state back: it is undone, exactly, so the module runs as in the plain
         # run and only its output is perturbed. Any other nonzero initial state is refused once the run is over.
         try:
-            carried = _initial_state(args, kwargs, parts.rnn_path, parts.model, state.get("previous"), rnn)
+            start = _initial_state(args, kwargs, parts.rnn_path, parts.model, state.get("previous"), rnn)
         except _Refused as err:
             refusals.append(str(err))
             return None
-        if not (carried and state["perturb"]):
+        if isinstance(start, list) and found is not None:
+            found.setdefault("initial", set()).update(start)  # a learned initial state: the pruned copy slices it
+        if not (start == "carried" and state["perturb"]):
             return None
         hx = _initial_state_of(args, kwargs)
         plain = ((last_rows(hx[0], inverses, 1 / other), hx[1] / other) if isinstance(hx, tuple)
@@ -934,6 +967,25 @@ def _check_if_callable(parts: ModelParts, data: torch.Tensor, rnn: nn.Module) ->
                                "pruned as it reads them")
 
 
+def _keep_state_units(model: nn.Module, name: str, kept: Sequence[int], width: int) -> None:
+    """Replace the parameter or buffer ``name`` of ``model``, a learned initial state of a module of ``width`` units,
+    by its entries of the ``kept`` units along the last dimension (the masked original starts its kept units there;
+    one value for every unit, a last dimension of 1, is kept as it is)."""
+    owner_path, _, attr = name.rpartition(".")
+    owner = model.get_submodule(owner_path) if owner_path else model
+    old = getattr(owner, attr)
+    if old.dim() == 0 or old.shape[-1] == 1:
+        return
+    if old.shape[-1] != width:
+        raise ValueError(f"model: {name!r}, the learned initial state, has {old.shape[-1]} entries in its last "
+                         f"dimension, not one per unit ({width}); it cannot be sliced to the kept units")
+    new = old.detach()[..., torch.as_tensor(list(kept), device=old.device)].clone()
+    if isinstance(old, nn.Parameter):
+        setattr(owner, attr, nn.Parameter(new, requires_grad=old.requires_grad))
+    else:
+        owner.register_buffer(attr, new, persistent=attr not in owner._non_persistent_buffers_set)
+
+
 def replace_modules(parts: ModelParts, rnn: nn.Module, readouts: Sequence[nn.Linear]) -> nn.Module:
     """A deep copy of the user's model with the recurrent module and read-outs replaced."""
     new = copy.deepcopy(parts.model)
@@ -992,6 +1044,9 @@ class Subject:
     blocks: Tuple[int, ...] = ()
     #: whether the read-out check ran on the original model (the pruned model is then checked the same way)
     checked: bool = False
+    #: the names of the model's parameters or buffers that hold a learned initial state of the module (sliced to the
+    #: kept units in the pruned copy)
+    initial: Tuple[str, ...] = ()
 
     @property
     def paths(self) -> Optional[Tuple[str, Tuple[str, ...]]]:
@@ -1000,12 +1055,18 @@ class Subject:
             return self.parts.rnn_path, tuple(self.parts.readout_paths)
         return None if self.model is None else ("rnn", ("readout",))
 
-    def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray]) -> Tuple[nn.Module, nn.Linear, List[nn.Linear],
-                                                                              Optional[nn.Module]]:
+    def initial_state_names(self) -> Tuple[str, ...]:
+        """The parameters or buffers found to hold a learned initial state, by the read-out check or the pass."""
+        seen = set(self.initial) | (self.data.initial if isinstance(self.data, RecurrentInputs) else set())
+        return tuple(sorted(seen))
+
+    def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray], kept: Optional[Sequence[int]] = None
+                ) -> Tuple[nn.Module, nn.Linear, List[nn.Linear], Optional[nn.Module]]:
         """``(rnn, readout, heads, model)`` for the pruned recurrent module ``rnn`` whose last layer's states are
         approximated by ``maps`` (one per direction): every head absorbs them; ``rnn`` goes back into a cell for a
         cell's model; ``readout`` is the combined head (the one head of a single-head model), ``model`` a copy of the
-        user's model holding the pruned modules."""
+        user's model holding the pruned modules, with a learned initial state sliced to the ``kept`` units (those of
+        its single layer and direction)."""
         from pruning.compress import compress_head
 
         flags = _per_head(self.backward_first, len(self.heads))
@@ -1017,6 +1078,11 @@ class Subject:
             rnn = layer_as_cell(rnn)
         if self.parts is not None:
             model = replace_modules(self.parts, rnn, heads)
+            for name in self.initial_state_names():
+                if kept is None:
+                    raise ValueError("kept: the units kept by the module are needed to slice its learned initial "
+                                     "state")
+                _keep_state_units(model, name, kept, self.rnn.hidden_size)
             self._smoke(model)
             self._recheck(model)
             return rnn, readout, heads, model
@@ -1119,12 +1185,13 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
         if check and data is not None:
             check_cells_unread(parts, sample, forward)
         return Subject(parts.rnn, None, [], parts.model, parts, inputs, None, None, sample=sample, forward=forward)
-    swapped = check_readout_path(parts, sample, forward) if check and data is not None else frozenset()
+    found: dict = {}
+    swapped = check_readout_path(parts, sample, forward, found=found) if check and data is not None else frozenset()
     flags = tuple(path in swapped for path in parts.readout_paths)
     blocks = tuple(head_blocks(h, output_width(parts.rnn)) for h in heads)
     return Subject(parts.rnn, combined_readout(heads, flags, blocks), heads, parts.model, parts, inputs, None, None,
                    sample=sample, forward=forward, backward_first=flags, blocks=blocks,
-                   checked=check and data is not None)
+                   checked=check and data is not None, initial=tuple(sorted(found.get("initial", ()))))
 
 
 def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, precision, progress) -> Subject:

@@ -187,9 +187,10 @@ def spectral_prune(
 
     new_layers, below = compress_layers(layers, statistics, pick, timings)
     with timings("compress"):
-        small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below)
+        small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below,
+                                                    kept=results[0].units if len(results) == 1 else None)
     return PruneResult(rnn=small, readout=head, model=model, heads=heads, layers=results,
                        theta=settings.theta, Z=settings.Z, method=settings.method, reconstruct=settings.reconstruct,
                        covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats(),
-                       paths=subject.paths)
+                       paths=subject.paths, initial_state=subject.initial_state_names() if subject.parts else ())
 

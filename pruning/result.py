@@ -87,6 +87,9 @@ class PruneResult:
     paths : (str, tuple of str) or None
         Where the recurrent module and the read-outs sit in ``model`` (None for a pair): what :meth:`save` records
         so that :func:`pruning.load_pruned` puts the pruned modules back in the same places.
+    initial_state : tuple of str
+        The model's parameters or buffers that held a learned initial state of the module, now sliced to the kept
+        units in ``model`` (:meth:`save` records them, so that :func:`pruning.load_pruned` gives them that shape).
     """
 
     rnn: nn.Module
@@ -103,6 +106,7 @@ class PruneResult:
     search: Optional[dict] = None
     heads: List[nn.Linear] = field(default_factory=list)
     paths: Optional[Tuple[str, Tuple[str, ...]]] = None
+    initial_state: Tuple[str, ...] = ()
 
     def save(self, path, *, summary: Optional[Dict[str, Any]] = None, json_path=None):
         """Write the pruned pair or model with :func:`pruning.save_pruned` (safetensors and a JSON description,

@@ -319,6 +319,9 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
         # a projected LSTM in a model has no read-out that changed: no heads
         heads = result.heads or ([result.readout] if result.readout is not None else [])
         rnn, readout, model, paths = result.rnn, heads, result.model, result.paths
+        initial = tuple(getattr(result, "initial_state", ()))
+    else:
+        initial = ()
     if readout is None and not (model is None and projection(rnn)):
         raise TypeError("readout: expected the pruned read-out (or pass the PruneResult as the second argument)")
     readout = [] if readout is None else readout
@@ -336,6 +339,10 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
     arch = describe_architecture(rnn, heads[0] if heads else None)
     arch.update(heads=[_describe_head(h) for h in heads],
                 paths=dict(rnn=paths[0], readout=head_paths[0] if head_paths else None, heads=head_paths))
+    if model is not None and initial:
+        # a learned initial state sliced to the kept units: load_pruned gives the fresh model's tensor this shape
+        state = model.state_dict()
+        arch["initial_state"] = {name: list(state[name].shape) for name in initial}
     kind = "model" if model is not None else "pair" if heads else "module"  # a projected LSTM on its own
     record.update(format=FORMAT, weights=path.name, kind=kind, architecture=arch)
     if model is None and len(heads) > 1:
@@ -361,6 +368,21 @@ def _check_placed(model: nn.Module, paths: List[str], modules: List[nn.Module]) 
                              f"{', '.join(repr(n) for n, _ in model.named_children())}); pass paths=(rnn_path, "
                              f"readout_path) naming where they sit, or save_pruned(path, result) with the "
                              f"PruneResult, which knows")
+
+
+def _resize(model: nn.Module, dotted: str, shape: List[int]) -> None:
+    """Give the parameter or buffer ``dotted`` of ``model`` the ``shape`` its pruned values have (a learned initial
+    state sliced to the kept units), for the weights to be loaded into it."""
+    parent, _, leaf = dotted.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    old = getattr(owner, leaf, None)
+    if not isinstance(old, torch.Tensor):
+        raise ValueError(f"model: it has no parameter or buffer {dotted!r}, the pruned model's learned initial state")
+    new = torch.empty(shape, dtype=old.dtype, device=old.device)
+    if isinstance(old, nn.Parameter):
+        setattr(owner, leaf, nn.Parameter(new, requires_grad=old.requires_grad))
+    else:
+        owner.register_buffer(leaf, new, persistent=leaf not in owner._non_persistent_buffers_set)
 
 
 def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
@@ -397,6 +419,8 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
         head_paths = paths.get("heads", [paths["readout"]])
         for p, desc in zip(head_paths, arch.get("heads", [arch["readout"]])):
             _set_module(model, p, _build_head(desc))
+        for name, shape in arch.get("initial_state", {}).items():
+            _resize(model, name, shape)
         target: nn.Module = model
     elif record.get("kind") == "module":
         target = rnn

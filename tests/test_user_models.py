@@ -3,6 +3,7 @@ time-major bidirectional LSTM fed packed by the model itself, padded variable-le
 clear refusals of what the method does not cover."""
 
 import collections
+import copy
 import json
 import re
 import time
@@ -396,20 +397,21 @@ def test_initial_states_and_misread_layouts_are_refused():
     with pytest.raises(ValueError, match="data: the model passes a nonzero initial state to 'rnn_'; "):
         spectral_prune(WithState(), torch.randn(5, 4, 3), k=2)
 
-    class LearnedState(torch.nn.Module):  # h0 and c0 learned, repeated over the batch
+    class LearnedState(torch.nn.Module):  # h0 and c0 learned, repeated over the batch, of a bidirectional LSTM
         def __init__(self):
             super().__init__()
-            self.lstm = torch.nn.LSTM(3, 4, batch_first=True)
-            self.h0 = torch.nn.Parameter(torch.randn(1, 1, 4))
+            self.lstm = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True)
+            self.h0 = torch.nn.Parameter(torch.randn(2, 1, 4))
             self.register_buffer("c0", torch.randn(4))
-            self.head = torch.nn.Linear(4, 2)
+            self.head = torch.nn.Linear(8, 2)
 
         def forward(self, x):
             n = x.shape[0]
-            return self.head(self.lstm(x, (self.h0.expand(1, n, 4).contiguous(), self.c0.repeat(1, n, 1)))[0])
+            return self.head(self.lstm(x, (self.h0.expand(2, n, 4).contiguous(), self.c0.repeat(2, n, 1)))[0])
 
-    with pytest.raises(ValueError, match=r"initial state to 'lstm' \(the values of its parameters 'h0' and 'c0': "
-                                         r"a learned initial state\); "):
+    # supported for a single-layer, unidirectional module (tests below); here refused, naming both
+    with pytest.raises(ValueError, match=r"data: the model starts 'lstm' from a learned initial state \(its parameters "
+                                         r"'h0' and 'c0'\); that is supported for a single-layer, unidirectional"):
         spectral_prune(LearnedState(), torch.randn(5, 4, 3), k=2)
 
     class HalvedState(torch.nn.Module):  # carries the first half's final state, halved, into the second half
@@ -1255,11 +1257,71 @@ def test_what_a_chunked_model_cannot_be_pruned_with_is_refused():
                                              r"that is supported for a single-layer, unidirectional module"):
             spectral_prune(_InChunks(**kw), x, k=4)
     # passes that would run the module again from the zero state
-    with pytest.raises(ValueError, match=r"carries the final state .* here the pass runs the module again from the "
-                                         r"zero state; .*without target="):
+    with pytest.raises(ValueError, match=r"starts 'rnn' from a state of its own .* here the pass runs the module "
+                                         r"again from the zero state; .*without target="):
         spectral_prune(_InChunks(), x, target=0.1)
     with pytest.raises(ValueError, match=r"here lengths= packs its inputs and the module runs again"):
         spectral_prune(_InChunks(), x, k=4, lengths=torch.full((20,), 8))
+
+
+class _LearnedStart(torch.nn.Module):
+    """Starts its module from a learned initial state: ``h0`` (a parameter) and, for an LSTM, ``c0`` (a buffer), of
+    the given shape, repeated over the batch; the head reads the last step."""
+
+    def __init__(self, cell: str = "GRU", shape=(1, 1, 10)):
+        super().__init__()
+        self.rnn = getattr(torch.nn, cell)(3, 10, batch_first=True, dtype=torch.float64)
+        self.head = torch.nn.Linear(10, 2, dtype=torch.float64)
+        self.h0 = torch.nn.Parameter(torch.randn(*shape, dtype=torch.float64))
+        if cell == "LSTM":
+            self.register_buffer("c0", torch.randn(*shape, dtype=torch.float64))
+
+    def forward(self, x):
+        n, m = x.shape[0], self.rnn.hidden_size
+        hx = self.h0.expand(1, n, m).contiguous()
+        if isinstance(self.rnn, torch.nn.LSTM):
+            hx = (hx, self.c0.expand(1, n, m).contiguous())
+        return self.head(self.rnn(x, hx)[0][:, -1])
+
+
+@settings(max_examples=15, deadline=None)
+@given(cell=st.sampled_from(["RNN", "GRU", "LSTM"]), shape=st.sampled_from([(1, 1, 10), (1, 10), (10,)]),
+       k=st.integers(1, 10), seed=st.integers(0, 2 ** 16))
+def test_a_learned_initial_state_is_sliced_to_the_kept_units(cell, shape, k, seed, tmp_path_factory):
+    """The statistics are the model's own run from its learned state (compared with the module run from it here);
+    without reconstruction the pruned model equals the original with the removed units' outgoing weights zeroed
+    (the masked original, which starts its kept units from the same values); the sliced state is saved and loaded."""
+    torch.manual_seed(seed)
+    model, x = _LearnedStart(cell, shape), torch.randn(30, 6, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, k=k, reconstruct=False, precision="float64")
+    names = ("c0", "h0") if cell == "LSTM" else ("h0",)
+    assert res.initial_state == names and res.model.h0.shape == shape[:-1] + (k,)
+    with torch.no_grad():
+        n = x.shape[0]
+        h = model.h0.expand(1, n, 10)
+        states = model.rnn(x, (h, model.c0.expand(1, n, 10)) if cell == "LSTM" else h)[0]
+    rows = states.reshape(-1, 10)  # every sequence's every step: the time-mean second moment
+    np.testing.assert_allclose(res.covariance.mean(), (rows.T @ rows).numpy() / rows.shape[0], rtol=1e-10, atol=1e-13)
+    masked = copy.deepcopy(model)
+    removed = torch.ones(10, dtype=torch.bool)
+    removed[list(res.units)] = False
+    with torch.no_grad():
+        masked.rnn.weight_hh_l0[:, removed] = 0
+        masked.head.weight[:, removed] = 0
+        torch.testing.assert_close(res.model(x), masked(x), rtol=1e-10, atol=1e-12)
+    path = tmp_path_factory.mktemp("learned") / "p.safetensors"
+    spectral_prune(model, x, k=k).save(path)
+    back = load_pruned(path, model=_LearnedStart(cell, shape))
+    with torch.no_grad():
+        assert torch.equal(back(x), spectral_prune(model, x, k=k).model(x))
+
+
+def test_a_learned_initial_state_refuses_what_would_run_the_module_again():
+    x = torch.randn(20, 6, 3, dtype=torch.float64)
+    for kw in (dict(target=0.1), dict(k=4, lengths=torch.full((20,), 6))):
+        with pytest.raises(ValueError, match=r"starts 'rnn' from a state of its own \(the final state of its previous "
+                                             r"call, or a learned initial state\)"):
+            spectral_prune(_LearnedStart(), x, **kw)
 
 
 def test_the_checks_run_on_a_few_rows_of_a_data_tensor():
