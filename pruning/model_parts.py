@@ -9,9 +9,11 @@ that reads its output width. :class:`RecurrentInputs` runs the model on the user
 forward pre-hook, exactly what the recurrent module received (a tensor in its own layout, or a PackedSequence), so
 embeddings and packing inside the model need no protocol. :func:`check_readout_path` verifies that what lies between
 the recurrent module and each read-out is a unit-wise linear map of the states (dropout in eval mode, identity,
-indexing, pooling or masked means over time), which is what lets a read-out absorb ``A_J`` (docs/method.md,
-section 4); a norm layer, another linear layer, attention or a nonlinearity there is refused with its name, and so is
-a model whose output reads the states anywhere but through the read-outs.
+indexing, pooling or masked means over time, and weights computed from named read-outs' outputs), which is what lets
+a read-out absorb ``A_J`` (docs/method.md, section 4; docs/theory.md, "Whole models"); a norm layer, another linear
+layer, unnamed attention or a nonlinearity there is refused with its name, and so is a model whose output reads the
+states anywhere but through the read-outs. A read-out may take several states concatenated (concat pooling, a
+flattened output); each state-wide block of its columns absorbs ``A_J``.
 """
 
 from __future__ import annotations
@@ -441,9 +443,10 @@ class RecurrentInputs:
     argument of every call of the recurrent module: a tensor in the module's layout or a PackedSequence. With
     ``lengths`` (one length per sequence of a tensor, or one array per batch of an iterable) a padded tensor the module
     receives is packed first, so padding steps stay out of the statistics. Every call of the module is a batch of
-    sequences (a model may call it more than once per batch). A nonzero initial state passed to the module is
-    refused: the statistics are those of runs from the zero state (an all-zero ``hx``, the usual
-    ``torch.zeros(num_layers, batch, hidden_size)``, is the same run and passes).
+    sequences (a model may call it more than once per batch). The statistics are those of runs from the zero state
+    (an all-zero ``hx``, the usual ``torch.zeros(num_layers, batch, hidden_size)``, is the same run and passes), from
+    the final state of the module's previous call (a sequence run in chunks) or from a learned initial state, the last
+    two for a single-layer unidirectional module (:func:`_initial_state`); any other nonzero initial state is refused.
     """
 
     def __init__(self, parts: ModelParts, data: Any, *, forward: Optional[Callable[[nn.Module, Any], Any]] = None,
@@ -919,7 +922,8 @@ def check_cells_unread(parts: ModelParts, batch: Any, forward: Optional[Callable
     pruning changes (its outputs and ``h_n`` are projections, which keep their width and meaning).
 
     The model is run twice on ``batch``, the second time with the module's ``c_n`` times -2 (exact in floating point):
-    what it returns must not change. Also refuses a nonzero initial state, as every whole-model route does."""
+    what it returns must not change. Also refuses a nonzero initial state (a projected LSTM takes neither a carried
+    nor a learned one)."""
     given = forward is not None
     forward = forward if forward is not None else default_forward
     rnn = parts.rnn
