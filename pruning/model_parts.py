@@ -34,7 +34,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
 from pruning.modules import (check_readout, check_recurrent, directions, is_quantized_recurrent, output_width,
-                             projection)
+                             projection, replace_tensor)
 from pruning.recurrent_stack import RecurrentStack
 from pruning import sequences
 from pruning.sequences import (KeptPass, OnePass, check_lengths, check_rows_reached, mapping_rows, sequences_in,
@@ -983,11 +983,7 @@ def _keep_state_units(model: nn.Module, name: str, kept: Sequence[int], width: i
     if old.shape[-1] != width:
         raise ValueError(f"model: {name!r}, the learned initial state, has {old.shape[-1]} entries in its last "
                          f"dimension, not one per unit ({width}); it cannot be sliced to the kept units")
-    new = old.detach()[..., torch.as_tensor(list(kept), device=old.device)].clone()
-    if isinstance(old, nn.Parameter):
-        setattr(owner, attr, nn.Parameter(new, requires_grad=old.requires_grad))
-    else:
-        owner.register_buffer(attr, new, persistent=attr not in owner._non_persistent_buffers_set)
+    replace_tensor(model, name, old.detach()[..., torch.as_tensor(list(kept), device=old.device)].clone())
 
 
 def replace_modules(parts: ModelParts, rnn: nn.Module, readouts: Sequence[nn.Linear]) -> nn.Module:

@@ -232,3 +232,17 @@ def module_summary(rnn: nn.Module) -> dict:
     if projection(first):
         out["proj_size"] = projection(first)
     return out
+
+
+def replace_tensor(model: nn.Module, dotted: str, new: torch.Tensor) -> None:
+    """Put ``new`` in the place of the parameter or buffer ``dotted`` of ``model``, as the same kind (a parameter
+    keeps its ``requires_grad``, a buffer whether it is saved)."""
+    parent, _, leaf = dotted.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    old = getattr(owner, leaf, None)
+    if isinstance(old, nn.Parameter):
+        setattr(owner, leaf, nn.Parameter(new, requires_grad=old.requires_grad))
+    elif isinstance(old, torch.Tensor) and leaf in owner._buffers:
+        owner.register_buffer(leaf, new, persistent=leaf not in owner._non_persistent_buffers_set)
+    else:
+        raise ValueError(f"model: it has no parameter or buffer {dotted!r}")

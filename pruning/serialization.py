@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from pruning.fileio import atomic_write, atomic_write_text, existing_file
-from pruning.modules import check_recurrent, module_summary, projection
+from pruning.modules import check_recurrent, module_summary, projection, replace_tensor
 from pruning.recurrent_stack import RecurrentStack
 
 __all__ = ["load_checkpoint", "import_factory", "describe_architecture", "build_architecture", "save_pruned",
@@ -374,15 +374,10 @@ def _resize(model: nn.Module, dotted: str, shape: List[int]) -> None:
     """Give the parameter or buffer ``dotted`` of ``model`` the ``shape`` its pruned values have (a learned initial
     state sliced to the kept units), for the weights to be loaded into it."""
     parent, _, leaf = dotted.rpartition(".")
-    owner = model.get_submodule(parent) if parent else model
-    old = getattr(owner, leaf, None)
+    old = getattr(model.get_submodule(parent) if parent else model, leaf, None)
     if not isinstance(old, torch.Tensor):
         raise ValueError(f"model: it has no parameter or buffer {dotted!r}, the pruned model's learned initial state")
-    new = torch.empty(shape, dtype=old.dtype, device=old.device)
-    if isinstance(old, nn.Parameter):
-        setattr(owner, leaf, nn.Parameter(new, requires_grad=old.requires_grad))
-    else:
-        owner.register_buffer(leaf, new, persistent=leaf not in owner._non_persistent_buffers_set)
+    replace_tensor(model, dotted, torch.empty(shape, dtype=old.dtype, device=old.device))
 
 
 def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
