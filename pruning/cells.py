@@ -24,8 +24,8 @@ from torch import nn
 from pruning.covariance import CovarianceStats, progress_bar
 from pruning.sequences import check_rows_reached
 from pruning.unitwise import (ReadoutPathError, check_readouts_called, check_rows_are_sequences, check_tolerance,
-                              eval_mode, follows_maps, head_blocks, inverse_map, other_reads, random_maps, run_twice,
-                              times)
+                              eval_mode, follows_maps, head_blocks, inverse_map, other_reads, plain_if_follows,
+                              random_maps, run_twice, times)
 
 __all__ = ["CELLS", "cell_as_layer", "layer_as_cell", "cell_statistics", "check_cell_readout_path"]
 
@@ -160,13 +160,9 @@ def check_cell_readout_path(parts, batch: Any, forward: Callable, *, forward_giv
             if not state["perturb"]:
                 plain_inputs[path].append(t)
                 return None
-            # as in the whole-model check: an input that follows the map goes on as the plain one, so what the loop
-            # computes from the read-out's output (attention scores, a gate, the next step's input) is as in the plain
-            # run, and the pruned read-out W A_J computes it from the kept states
-            before = plain_inputs[path][len(seen[path]) - 1:len(seen[path])]
-            if not follows_maps(before, [t], maps[path], tol):
-                return None
-            return (before[0].to(t.dtype),) + tuple(args[1:])
+            i = len(seen[path]) - 1  # as in the whole-model check
+            new = plain_if_follows(plain_inputs[path][i:i + 1], t, [maps[path]], tol)
+            return None if new is None else (new,) + tuple(args[1:])
         return hook
 
     handles = [cell.register_forward_pre_hook(undo, with_kwargs=True), cell.register_forward_hook(perturb)]

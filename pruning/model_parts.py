@@ -41,7 +41,7 @@ from pruning.sequences import (KeptPass, OnePass, check_lengths, check_rows_reac
                                take_rows, version_of)
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
                               check_tolerance, eval_mode, follows_maps, head_blocks, inverse_map, other_reads,
-                              output_tensors, random_maps, run_twice, same_outputs, tiled, times)
+                              output_tensors, plain_if_follows, random_maps, run_twice, same_outputs, tiled, times)
 
 __all__ = ["Subject", "resolve_subject", "ModelParts", "locate", "RecurrentInputs", "default_forward",
            "check_readout_path", "replace_modules",
@@ -233,9 +233,10 @@ def _forward_first(head: nn.Linear, blocks: int = 1) -> nn.Linear:
     return reading_linear(out, blocks)
 
 
-def _per_head(backward_first: Sequence[bool], heads: int) -> List[bool]:
-    """One backward-first flag per head (a pair's or a cell's subject gives none: all False)."""
-    return list(backward_first) + [False] * (heads - len(backward_first))
+def _per_head(values: Sequence[Any], heads: int, default: Any) -> list:
+    """One value per head, ``default`` for the heads past ``values`` (a pair's or a cell's subject gives no
+    backward-first flags: all False; a subject made without blocks: one state each)."""
+    return list(values) + [default] * (heads - len(values))
 
 
 def combined_readout(readouts: Sequence[nn.Module], backward_first: Sequence[bool] = (),
@@ -245,8 +246,7 @@ def combined_readout(readouts: Sequence[nn.Module], backward_first: Sequence[boo
     heads, a read-out over several concatenated states (``blocks`` per head) or a recurrent module reading the states.
     A read-out flagged in ``backward_first`` reads the two directions in swapped order and enters with its column
     blocks swapped back."""
-    flags = _per_head(backward_first, len(readouts))
-    counts = list(blocks) + [1] * (len(readouts) - len(blocks))
+    flags, counts = _per_head(backward_first, len(readouts), False), _per_head(blocks, len(readouts), 1)
     readouts = [_forward_first(r, c) if swapped else reading_linear(r, c)
                 for r, swapped, c in zip(readouts, flags, counts)]
     if not readouts:
@@ -353,16 +353,6 @@ def _state_parameters(hx: Any, model: Optional[nn.Module]) -> Optional[List[str]
         else:
             return None
     return found
-
-
-def _state_source(hx: Any, model: Optional[nn.Module]) -> str:
-    """`` (the values of its parameter 'h0': a learned initial state)`` for :func:`_state_parameters`, else ``""``: a
-    refusal names what the user wrote."""
-    found = _state_parameters(hx, model)
-    if not found:
-        return ""
-    names = " and ".join(repr(n) for n in found)
-    return f" (the values of its {'parameter' if len(found) == 1 else 'parameters'} {names}: a learned initial state)"
 
 
 def _initial_state_of(args: tuple, kwargs: dict) -> Any:
@@ -493,8 +483,9 @@ class RecurrentInputs:
         pass (:meth:`keep`) are replayed without running the model, with None for every output.
 
         A call that continues from the state the module returned on its previous call (a model that runs a sequence
-        in chunks), or that starts from a learned initial state, has states that only the model's run computes: where its output is not used (None, or
-        ``outputs_used=False``: the consumer runs the module again from the zero state) the pass is refused."""
+        in chunks), or that starts from a learned initial state, has states that only the model's run computes: where
+        its output is not used (None, or ``outputs_used=False``: the consumer runs the module again from the zero
+        state) the pass is refused."""
         from pruning.covariance import progress_bar
 
         replayed = self._kept.replay() if self._kept is not None else None
@@ -791,17 +782,13 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
             if not state["perturb"]:
                 plain_inputs[path].append(t)
                 return None
-            # An input that is the plain one times the maps goes on as the plain input: the read-out's output is
-            # then the plain run's, as the pruned read-out's (W A_J) output on the kept states is the original's on
-            # their reconstruction. So whatever the model computes from the read-outs' outputs (attention weights
-            # from a named scoring layer, a scalar gate) weights the states as in the plain run, and the inputs of
-            # the read-outs called after it must follow the maps too.
+            # what the read-outs called after it receive must then follow the maps too
             i = len(seen[path]) - 1
-            before = plain_inputs[path][i:i + 1]
-            if not (follows_maps(before, [t], tiled(maps, blocks[path]), tolerance())
-                    or D == 2 and follows_maps(before, [t], tiled(maps[::-1], blocks[path]), tolerance())):
+            orders = [maps, maps[::-1]] if D == 2 else [maps]
+            new = plain_if_follows(plain_inputs[path][i:i + 1], t, [tiled(o, blocks[path]) for o in orders],
+                                   tolerance())
+            if new is None:
                 return None
-            new = before[0].to(t.dtype)
             return (PackedSequence(new, x.batch_sizes, x.sorted_indices, x.unsorted_indices) if packed else new,
                     ) + tuple(args[1:])
         return hook
@@ -1069,8 +1056,8 @@ class Subject:
         its single layer and direction)."""
         from pruning.compress import compress_head
 
-        flags = _per_head(self.backward_first, len(self.heads))
-        counts = list(self.blocks) + [1] * (len(self.heads) - len(self.blocks))
+        flags = _per_head(self.backward_first, len(self.heads), False)
+        counts = _per_head(self.blocks, len(self.heads), 1)
         heads = [compress_head(h, tiled(list(maps)[::-1] if swapped and maps is not None else maps, c))
                  for h, swapped, c in zip(self.heads, flags, counts)]
         readout = combined_readout(heads, flags, counts)
@@ -1100,9 +1087,7 @@ class Subject:
             with eval_mode(model), torch.no_grad():
                 (self.forward or default_forward)(model, self.sample)
         except Exception as err:  # noqa: BLE001 - whatever the user's forward raises, say where it came from
-            path = self.parts.rnn_path
-            old = set(_hidden_sizes(self.rnn)) - set(_hidden_sizes(model.get_submodule(path)))
-            named = _width_attributes(model, old, path)
+            named = self._old_width_attributes(model)
             hint = (f" ({', '.join(f'{a} = {v}' for a, v in named)} in the model equal{'s' if len(named) == 1 else ''}"
                     f" the old width)" if named else "")
             raise ValueError(f"model: the pruned model fails on a batch of data ({type(err).__name__}: {err}); its "
@@ -1117,20 +1102,29 @@ class Subject:
         if not self.checked or self.cell or self.sample is None or not self.parts.readout_paths:
             return
         path = self.parts.rnn_path
-        flags = _per_head(self.backward_first, len(self.heads))
-        old = set(_hidden_sizes(self.rnn)) - set(_hidden_sizes(model.get_submodule(path)))
-        named = ", ".join(f"{a} = {v}" for a, v in _width_attributes(model, old, path))
-        hint = "its forward may use the old hidden width as a constant" + (f" ({named} in the model)" if named else "")
+        flags = _per_head(self.backward_first, len(self.heads), False)
         try:
             expected = frozenset(p for p, f in zip(self.parts.readout_paths, flags) if f)
             swapped = check_readout_path(ModelParts(model, path, self.parts.readout_paths), self.sample, self.forward,
                                          expected)
         except ReadoutPathError as err:
-            raise ValueError(f"model: the pruned model fails the read-out check that the original passed; {hint}: "
-                             f"use self.{path}.hidden_size instead ({err})") from None
+            hint = self._constant_width_hint(model)
+            raise ValueError(f"model: the pruned model fails the read-out check that the original passed; {hint}: use "
+                             f"self.{path}.hidden_size instead ({err})") from None
         if tuple(p in swapped for p in self.parts.readout_paths) != tuple(flags):
             raise ValueError(f"model: the pruned model reads the two directions of {path!r} in another order than the "
-                             f"original; {hint}: use self.{path}.hidden_size instead")
+                             f"original; {self._constant_width_hint(model)}: use self.{path}.hidden_size instead")
+
+    def _old_width_attributes(self, model: nn.Module) -> List[Tuple[str, int]]:
+        """The pruned model's integer attributes equal to the module's old width (``self.nhid = 128``), from which a
+        forward usually builds tensors of that width."""
+        path = self.parts.rnn_path
+        old = set(_hidden_sizes(self.rnn)) - set(_hidden_sizes(model.get_submodule(path)))
+        return _width_attributes(model, old, path)
+
+    def _constant_width_hint(self, model: nn.Module) -> str:
+        named = ", ".join(f"{a} = {v}" for a, v in self._old_width_attributes(model))
+        return "its forward may use the old hidden width as a constant" + (f" ({named} in the model)" if named else "")
 
     def with_data(self, data: Any, lengths: Any) -> "Subject":
         """The same subject with other calibration data (a held-out part of the user's data)."""

@@ -192,5 +192,5 @@ def spectral_prune(
     return PruneResult(rnn=small, readout=head, model=model, heads=heads, layers=results,
                        theta=settings.theta, Z=settings.Z, method=settings.method, reconstruct=settings.reconstruct,
                        covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats(),
-                       paths=subject.paths, initial_state=subject.initial_state_names() if subject.parts else ())
+                       paths=subject.paths, initial_state=subject.initial_state_names())
 

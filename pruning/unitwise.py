@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 from pruning.sequences import check_rows_reached, sequences_in, take_rows
 
 __all__ = ["ReadoutPathError", "eval_mode", "random_maps", "inverse_map", "check_tolerance", "times", "run_twice",
-           "follows_maps", "output_tensors", "same_outputs", "rerun_with_inputs", "other_reads",
+           "follows_maps", "plain_if_follows", "output_tensors", "same_outputs", "rerun_with_inputs", "other_reads",
            "forward_failed", "check_rows_are_sequences", "first_rows"]
 
 
@@ -188,17 +188,30 @@ def same_outputs(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], tol: floa
     return True
 
 
+def _close(expected: torch.Tensor, got: torch.Tensor, tol: float) -> bool:
+    return float((expected - got).abs().max()) <= tol * (float(expected.abs().max()) + 1e-30)
+
+
 def follows_maps(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor], maps: Sequence[torch.Tensor],
                  tol: float) -> bool:
     """Whether every recorded input of the perturbed run is the plain run's times ``maps``, to ``tol`` relative to
     its largest entry (and at least one input was recorded)."""
     if len(before) != len(after) or not before:
         return False
-    for a, b in zip(before, after):
-        expected = times(a.to(maps[0].dtype), maps)
-        if a.shape != b.shape or float((expected - b).abs().max()) > tol * (float(expected.abs().max()) + 1e-30):
-            return False
-    return True
+    return all(a.shape == b.shape and _close(times(a.to(maps[0].dtype), maps), b, tol) for a, b in zip(before, after))
+
+
+def plain_if_follows(plain: Sequence[torch.Tensor], t: torch.Tensor, candidates: Sequence[Sequence[torch.Tensor]],
+                     tol: float) -> Optional[torch.Tensor]:
+    """What a read-out goes on with in a check's perturbed run, given its input ``t`` there and ``plain``, the plain
+    run's input of the same call (a list of one; empty where the plain run made no such call): the plain input, in
+    ``t``'s dtype, where ``t`` is it times one of the ``candidates`` (lists of maps); else None (``t`` goes on, and the
+    check fails on it). The read-out's output is then the plain run's, as the pruned read-out's ``W A_J`` on the kept
+    states is the original's on their reconstruction, so whatever the model computes from it (attention weights from
+    a named scoring layer, a gate, a loop's next input) is as in the plain run."""
+    if any(follows_maps(plain, [t], maps, tol) for maps in candidates):
+        return plain[0].to(t.dtype)
+    return None
 
 
 def rerun_with_inputs(model: nn.Module, forward: Callable, batch: Any, recorded: Dict[str, List[torch.Tensor]],
@@ -233,10 +246,6 @@ def rerun_with_inputs(model: nn.Module, forward: Callable, batch: Any, recorded:
         for h in handles:
             h.remove()
     return None if mismatch else out
-
-
-def _close(expected: torch.Tensor, got: torch.Tensor, tol: float) -> bool:
-    return float((expected - got).abs().max()) <= tol * (float(expected.abs().max()) + 1e-30)
 
 
 def _unitwise_image(before: torch.Tensor, after: torch.Tensor, maps: Sequence[torch.Tensor], other: float,
