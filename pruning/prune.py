@@ -12,7 +12,7 @@ from pruning.modules import as_layers, assemble, check_projected_width
 from pruning.result import PruneResult
 from pruning.steps import (COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES, LayerStatistics,
                            PruneSettings, Timings, choose_lambda, compress_layers, consumer_weights, describe_layer,
-                           plan_widths, resolve_lambda, select_layer_units)
+                           downstream_weights, plan_widths, resolve_lambda, select_layer_units)
 from theory._validation import Options
 
 __all__ = ["spectral_prune", "PruneResult", "DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES",
@@ -180,8 +180,11 @@ def spectral_prune(
             "target_dof" if L == 1 else f"target_dof[{l}]")
         with timings("selection"):
             label = "selection" + (f" (layer {l}, direction {d})" if L * D > 1 else "") if progress else ""
-            units, tau = select_layer_units(sigma, width, lam_abs, settings, layers[l], d, consumers[l], label)
-        lp, M = describe_layer(sigma, units, tau, lam_abs, settings, layers[l], l, d, consumers[l], timings)
+            downstream = downstream_weights(layers[l], d, consumers[l], settings.Z)  # Z^T Z formed at most once
+            units, tau = select_layer_units(sigma, width, lam_abs, settings, layers[l], d, consumers[l], label,
+                                            downstream)
+        lp, M = describe_layer(sigma, units, tau, lam_abs, settings, layers[l], l, d, consumers[l], timings,
+                               downstream)
         results.append(lp)
         return units, M
 

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from theory._validation import Integer, Options, as_covariance_matrix, as_float64_array, check_positive_scalar
-from theory.information import THETA, _as_downstream, _residual, as_tau
+from theory.information import THETA, DownstreamWeight, _as_downstream, _residual, as_tau
 from theory.spectrum import leverage_scores
 
 __all__ = ["select_units", "select_checked", "leverage_sample", "LeverageSample", "METHODS", "EXHAUSTIVE_LIMIT",
@@ -83,12 +83,22 @@ class GreedyOrder:
     much as its product with Sigma, so each saved temporary counts.
 
     ``M r`` through ``Z`` reads ``Z`` twice per step, 2 r m numbers. Where ``Z`` has at least m rows (the default
-    ``Z = W_hh``, m x m for an Elman RNN and 4m x m for an LSTM) that is two to eight times the product with Sigma,
-    so once the order is ``precompute_after`` steps long ``G = theta Z^T Z`` (m x m, one symmetric product) is formed
-    and ``M r = r + G r`` costs one product with an m x m matrix. The default is ``m // 16`` steps, about where the
-    one-off cost pays back (measured at m = 4096), or the first step when ``capacity`` (the k asked for) is at least
-    that. The two ways of computing ``M r`` differ by round-off only, so they select the same units up to ties at
-    working precision (tested); a short order, as an error-target search at small k runs, never forms ``G``.
+    ``Z = W_hh``, m x m for an Elman RNN and 4m x m for an LSTM) that is two to eight times the product with Sigma.
+    So once the order is ``precompute_after`` steps long, ``Sigma M = Sigma + theta Sigma Z^T Z`` is formed (m x m:
+    one symmetric product for ``Z^T Z``, kept in a shared :class:`theory.information.DownstreamWeight` for the S2
+    loss, and one general product), and the rows ``v_i = M u_i`` (t x m) are kept beside ``F``. Then
+
+        M r = M Sigma_{:,j} - (M F^T) F_{:,j} = (Sigma M)_{j,:} - V^T F_{:,j}
+
+    (Sigma and M are symmetric) costs a product with V, O(m t), and no product with an m x m matrix but Sigma's:
+    at m = 4096 a step took 2.1-2.6 ms against 6.6 ms through Z. (Forming ``G = theta Z^T Z`` and computing
+    ``r + G r``, as before, still read a second m x m matrix per step: 6.8 s for 1024 steps against 4.4 s.) Forming
+    ``Sigma M`` costs 2.1 s at m = 4096 (0.9 s for ``Z^T Z``, 1.2 s for the product), so an order extended on demand
+    forms it after ``m // 8`` steps, about where that pays back; an order known to reach ``capacity >= m // 16``
+    steps (what :func:`select_units` passes) forms it at the first step, where it also gives the starting diagonal
+    ``diag(Sigma M Sigma)`` in O(m^2) from its rows instead of through ``Z Sigma`` (1.2 s, r x m). The ways of
+    computing ``M r`` differ by round-off only, so they select the same units up to ties at working precision
+    (tested); a short order, as an error-target search at small k runs, never forms ``Sigma M``.
     """
 
     def __init__(self, sigma: np.ndarray, tau: float, theta: float, Z, capacity: int = 0,
@@ -96,34 +106,43 @@ class GreedyOrder:
         m = sigma.shape[0]
         self.sigma = np.ascontiguousarray(sigma, dtype=np.float64)
         self.tau, self.theta = tau, theta
-        self.z = None if Z is None or theta == 0.0 else _as_downstream(Z, m)
-        self.G: np.ndarray | None = None
+        # a DownstreamWeight shares the Gram this order forms with the S2 loss computed after the selection
+        self.weight = None if Z is None or theta == 0.0 else (
+            Z if isinstance(Z, DownstreamWeight) else DownstreamWeight(Z, m))
+        self.z = None if self.weight is None else _as_downstream(self.weight, m)
+        self.sigma_m: np.ndarray | None = None  # Sigma M = Sigma + theta Sigma Z^T Z, once formed
         if precompute_after is None and self.z is not None and self.z.shape[0] >= m:
-            # an order known to be long (select_units passes k as capacity) forms G at once; an order extended on
-            # demand (the error-target search) only once it has grown that long
-            pays_after = max(1, m // 16)
-            precompute_after = 0 if capacity >= pays_after else pays_after
+            # an order known to be long (select_units passes k as capacity) forms Sigma M at once; an order extended
+            # on demand (the error-target search) only once it has grown that long
+            precompute_after = 0 if capacity >= max(1, m // 16) else max(1, m // 8)
         self.precompute_after = precompute_after
         self.e = np.diag(self.sigma) + tau
-        # q = diag(Sigma M Sigma) = squared column norms of Sigma, plus theta times those of Z Sigma
-        self.q = np.einsum("ij,ij->j", self.sigma, self.sigma)
         if self.z is not None and self.precompute_after == 0:
-            # with G at hand, diag(Sigma G Sigma) costs m^3 and an m x m temporary, not r m^2 and r x m (4m x m for
-            # an LSTM)
-            self._form_g()
-            self.q += np.einsum("ij,ij->j", self.G @ self.sigma, self.sigma)
-        elif self.z is not None:
-            zs = self.z @ self.sigma
-            self.q += theta * np.einsum("ij,ij->j", zs, zs)
-            del zs
-        # the factor stored by rows: every product below reads contiguous memory
-        self.F = np.empty((min(max(capacity, 1), m), m))
+            # q = diag(Sigma M Sigma), row by row from Sigma M (Sigma is symmetric): m^2 work once Sigma M is formed,
+            # instead of r m^2 and an r x m temporary (4m x m for an LSTM) through Z Sigma
+            self._form_sigma_m()
+            self.q = np.einsum("ij,ij->i", self.sigma_m, self.sigma)
+        else:
+            # q = diag(Sigma M Sigma) = squared column norms of Sigma, plus theta times those of Z Sigma
+            self.q = np.einsum("ij,ij->j", self.sigma, self.sigma)
+            if self.z is not None:
+                zs = self.z @ self.sigma
+                self.q += theta * np.einsum("ij,ij->j", zs, zs)
+                del zs
+        # the factors stored by rows: every product below reads contiguous memory
+        rows = min(max(capacity, 1), m)
+        self.F = np.empty((rows, m))
+        self.V = None if self.z is None else np.empty((rows, m))  # the rows v_i = M u_i
         self.gain, self.p, self.w = np.empty(m), np.empty(m), np.empty(m)
         self.taken = np.zeros(m, dtype=bool)
         self.selected: list[int] = []
 
-    def _form_g(self) -> None:
-        self.G = self.theta * (self.z.T @ self.z)  # NumPy forms Z^T Z by a symmetric rank-k product (half the work)
+    def _form_sigma_m(self) -> None:
+        gram = self.weight.gram()  # NumPy forms Z^T Z by a symmetric rank-k product (half the work)
+        sigma_m = self.sigma @ gram
+        sigma_m *= self.theta
+        sigma_m += self.sigma
+        self.sigma_m = sigma_m
 
     @property
     def width(self) -> int:
@@ -134,10 +153,10 @@ class GreedyOrder:
         """The first k units of the greedy order (1 <= k <= m)."""
         if not 0 <= k <= self.width:
             raise ValueError(f"k: expected 0 <= k <= m = {self.width}, got {k}")
-        if k > self.F.shape[0]:  # grow the factor geometrically, so extending one step at a time stays O(m k)
-            F = np.empty((min(max(k, 2 * self.F.shape[0]), self.width), self.width))
-            F[:len(self.selected)] = self.F[:len(self.selected)]
-            self.F = F
+        if k > self.F.shape[0]:  # grow the factors geometrically, so extending one step at a time stays O(m k)
+            rows, t = min(max(k, 2 * self.F.shape[0]), self.width), len(self.selected)
+            self.F = _grown(self.F, rows, t)
+            self.V = None if self.V is None else _grown(self.V, rows, t)
         for t in range(len(self.selected), k):
             self._step(t)
         return self.selected[:k]
@@ -150,15 +169,16 @@ class GreedyOrder:
         j = int(np.argmax(gain))  # the first of equal gains
         self.selected.append(j)
         taken[j] = True
-        Ft = F[:t]
-        r = sigma[j] - Ft.T @ Ft[:, j]  # column j of R, read as row j (Sigma and R are symmetric)
+        Ft, Fj = F[:t], F[:t, j]
+        r = sigma[j] - Ft.T @ Fj  # column j of R, read as row j (Sigma and R are symmetric)
         root = float(np.sqrt(e[j]))  # NaN, as before, if round-off left e_j < 0
-        if z is not None and self.G is None and self.precompute_after is not None and t >= self.precompute_after:
-            self._form_g()
+        if z is not None and self.sigma_m is None and self.precompute_after is not None and t >= self.precompute_after:
+            self._form_sigma_m()
         if z is None:
             Mr = r
-        elif self.G is not None:
-            Mr = r + self.G @ r
+        elif self.sigma_m is not None:
+            # M r = (M Sigma)_{:,j} - (M F^T) F_j: row j of Sigma M less V^T F_j, no product with an m x m matrix
+            Mr = self.sigma_m[j] - self.V[:t].T @ Fj
         else:
             Mr = r + theta * (z.T @ (z @ r))
         np.dot(sigma, Mr, out=p)  # (BLAS symv reads half of Sigma but ran 3-7 times slower here from m = 1536 on)
@@ -166,6 +186,8 @@ class GreedyOrder:
             p -= Ft.T @ (Ft @ Mr)
         u = F[t]
         np.multiply(r, 1.0 / root, out=u)
+        if self.V is not None:
+            np.multiply(Mr, 1.0 / root, out=self.V[t])
         np.multiply(u, float(u @ Mr) / root, out=w)  # c u, with c = u^T M u = (u^T M r) / sqrt(s)
         p *= 2.0 / root
         p -= w
@@ -173,6 +195,13 @@ class GreedyOrder:
         q -= p
         np.multiply(u, u, out=w)
         e -= w
+
+
+def _grown(rows: np.ndarray, n: int, filled: int) -> np.ndarray:
+    """``rows`` in a new array of ``n`` rows, its first ``filled`` rows copied."""
+    out = np.empty((n, rows.shape[1]))
+    out[:filled] = rows[:filled]
+    return out
 
 
 def _objective(sigma: np.ndarray, J: list[int], tau: float, extra: np.ndarray | None) -> float:
@@ -322,9 +351,10 @@ def select_units(
         Regularisation ``lambda > 0`` (``tau_j = lambda``), also the leverage-score lambda.
     theta : float
         Weight of the output information loss in the S3 objective (``theta >= 0``).
-    Z : array-like (r, m), optional
+    Z : array-like (r, m) or theory.information.DownstreamWeight, optional
         Downstream weight of the output loss (S2), e.g. the recurrent weight W, the read-out V,
-        or both stacked. Required when ``theta > 0``.
+        or both stacked. Required when ``theta > 0``. A ``DownstreamWeight`` keeps the Gram ``Z^T Z`` that a long
+        greedy order forms, for a later :func:`theory.information.information_losses` to reuse.
     method : str
         One of ``"greedy"`` (S4, default), ``"greedy_naive"``, ``"exhaustive"``, ``"leverage"``
         (S8, k distinct units), ``"random"``, ``"magnitude"``, ``"energy"``.
@@ -372,6 +402,8 @@ def select_checked(s: np.ndarray, k: int, tau: float, *, theta: float, Z, method
         return [int(j) for j in np.argsort(-np.diag(s), kind="stable")[:k]]
     # magnitude
     w = outgoing if outgoing is not None else Z
+    if isinstance(w, DownstreamWeight):
+        w = w.z
     if w is None:
         raise ValueError("outgoing: method='magnitude' needs the outgoing weights (r, m) of the units")
     w = as_float64_array(w, "outgoing")

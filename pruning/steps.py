@@ -18,7 +18,7 @@ import copy
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,12 +32,12 @@ from pruning.result import LayerPrune
 from pruning.selection import METHOD, GreedyOrder, kept_width, leverage_sample, select_checked
 from pruning.sequences import OnePass
 from theory._validation import (POSITIVE, Boolean, Options, OrNone, Real, as_covariance_matrix, check_params)
-from theory.information import THETA, information_losses, reconstruction_matrix
+from theory.information import THETA, DownstreamWeight, information_losses, reconstruction_matrix
 from theory.spectrum import degrees_of_freedom, lambda_for_dof
 
 __all__ = ["DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES", "COVARIANCE_MODES", "PruneSettings",
            "Timings", "LayerStatistics", "choose_lambda", "resolve_lambda", "plan_widths",
-           "consumer_weights", "downstream_weight", "select_layer_units", "describe_layer"]
+           "consumer_weights", "downstream_weight", "downstream_weights", "select_layer_units", "describe_layer"]
 
 #: Default regularisation relative to the mean eigenvalue: ``lambda = DEFAULT_REL_LAM * Tr(Sigma) / m``.
 #: Chosen by measurement on the pixel-digits IRNN (docs/results.md, "Choice of defaults").
@@ -334,26 +334,41 @@ def downstream_weight(layer: nn.Module, d: int, consumer: np.ndarray, Z: str) ->
     return np.vstack([W, V])
 
 
+def downstream_weights(layer: nn.Module, d: int, consumer: np.ndarray, Z: str) -> Dict[str, DownstreamWeight]:
+    """The downstream weights of layer-direction (l, d) that steps 3 and 4 share: ``"recurrent"`` and
+    ``"readout"`` (the S2 losses reported) and ``"selection"``, the ``Z`` of the S3 objective (the same object as
+    one of the two, or both stacked). A greedy selection that forms ``Z^T Z`` leaves it in the shared object, and
+    the loss through the same weight then reads it instead of a product with ``R(J)`` (:mod:`theory.information`)."""
+    m = layer.hidden_size
+    out = {name: DownstreamWeight(downstream_weight(layer, d, consumer, name), m) for name in ("recurrent", "readout")}
+    out["selection"] = out[Z] if Z in out else DownstreamWeight(downstream_weight(layer, d, consumer, Z), m)
+    return out
+
+
 def select_layer_units(sigma: np.ndarray, k: int, lam: float, settings: PruneSettings, layer: nn.Module, d: int,
-                       consumer: np.ndarray, progress: str = "") -> Tuple[List[int], np.ndarray]:
+                       consumer: np.ndarray, progress: str = "",
+                       downstream: Optional[Dict[str, DownstreamWeight]] = None) -> Tuple[List[int], np.ndarray]:
     """Step 3: the kept units J of one layer-direction and their regularisation tau (lambda for every unit, or
-    S8's per-unit values for leverage sampling). ``progress``: the label of a bar over the greedy steps."""
+    S8's per-unit values for leverage sampling). ``progress``: the label of a bar over the greedy steps;
+    ``downstream``: :func:`downstream_weights`, shared with step 4."""
     if settings.method == "leverage":
         sample = leverage_sample(sigma, k, lam, seed=settings.seed, distinct=True)
         return sample.units, sample.tau
     outgoing = downstream_weight(layer, d, consumer, "both") if settings.method == "magnitude" else None
+    downstream = downstream or downstream_weights(layer, d, consumer, settings.Z)
     # sigma, k, lam and the settings were validated at the public boundary (spectral_prune, prune_to_target)
-    units = select_checked(sigma, k, lam, theta=settings.theta, Z=downstream_weight(layer, d, consumer, settings.Z),
-                           method=settings.method, seed=settings.seed, outgoing=outgoing, progress=progress)
+    units = select_checked(sigma, k, lam, theta=settings.theta, Z=downstream["selection"], method=settings.method,
+                           seed=settings.seed, outgoing=outgoing, progress=progress)
     return units, np.full(len(units), lam)
 
 
 def greedy_order(sigma: np.ndarray, lam: float, settings: PruneSettings, layer: nn.Module, d: int,
-                 consumer: np.ndarray) -> GreedyOrder:
+                 consumer: np.ndarray, downstream: Optional[Dict[str, DownstreamWeight]] = None) -> GreedyOrder:
     """Step 3 for a search over k: the greedy order (S4) of one layer-direction with the settings of
     :func:`select_layer_units`, computed as far as it is asked for (its first k units are the greedy selection of
     k units)."""
-    return GreedyOrder(sigma, lam, float(settings.theta), downstream_weight(layer, d, consumer, settings.Z))
+    downstream = downstream or downstream_weights(layer, d, consumer, settings.Z)
+    return GreedyOrder(sigma, lam, float(settings.theta), downstream["selection"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,17 +376,18 @@ def greedy_order(sigma: np.ndarray, lam: float, settings: PruneSettings, layer: 
 
 
 def describe_layer(sigma: np.ndarray, units: Sequence[int], tau: np.ndarray, lam: float, settings: PruneSettings,
-                   layer: nn.Module, l: int, d: int, consumer: np.ndarray,
-                   timings: Optional[Timings] = None) -> Tuple[LayerPrune, np.ndarray]:
+                   layer: nn.Module, l: int, d: int, consumer: np.ndarray, timings: Optional[Timings] = None,
+                   downstream: Optional[Dict[str, DownstreamWeight]] = None) -> Tuple[LayerPrune, np.ndarray]:
     """Step 4: ``A_J`` (with reconstruction) and the information losses of keeping ``units``; returns the
-    :class:`LayerPrune` and the state map ``M`` (``A_J`` or ``I_{F,J}``) that step 5 builds the layer with."""
+    :class:`LayerPrune` and the state map ``M`` (``A_J`` or ``I_{F,J}``) that step 5 builds the layer with.
+    ``downstream``: the :func:`downstream_weights` step 3 selected with, whose Gram the losses reuse."""
     timings = timings if timings is not None else Timings()
     m = layer.hidden_size
     with timings("reconstruction"):
         A = reconstruction_matrix(sigma, units, tau) if settings.reconstruct else None
     with timings("losses"):  # the S1/S2 losses and N(lambda) (S7) reported beside the pruned network
-        losses = information_losses(sigma, units, tau, {"recurrent": downstream_weight(layer, d, consumer, "recurrent"),
-                                                        "readout": downstream_weight(layer, d, consumer, "readout")})
+        downstream = downstream or downstream_weights(layer, d, consumer, settings.Z)
+        losses = information_losses(sigma, units, tau, {name: downstream[name] for name in ("recurrent", "readout")})
         dof = degrees_of_freedom(sigma, lam)
     z_loss = losses["recurrent"] + losses["readout"] if settings.Z == "both" else losses[settings.Z]
     losses["objective"] = losses["input"] + float(settings.theta) * z_loss

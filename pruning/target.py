@@ -43,7 +43,7 @@ from pruning.modules import as_layers, assemble, check_rnn, output_width, projec
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences, eval_mode
 from pruning.steps import (COVARIANCE_MODES, LayerStatistics, PruneSettings, Timings, compress_layers,
-                           consumer_weights, describe_layer, greedy_order, resolve_lambda)
+                           consumer_weights, describe_layer, downstream_weights, greedy_order, resolve_lambda)
 from theory._validation import Options, Real, check_params
 from theory.approximation import s10_bound
 from theory.information import reconstruction_matrix
@@ -388,9 +388,15 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         return resolve_lambda(sigma, chosen.lam, chosen.rel_lam,
                               f" of layer {l}, direction {d}" if len(layers) * D > 1 else "")
 
+    # the downstream weights of each layer-direction (the original weights at every k), shared by its greedy orders
+    # and the losses of the result, so that Z^T Z is formed at most once (pruning.steps.downstream_weights)
+    downstream: Dict[tuple, Any] = {}
+
     def order_of(sigma, lam: float, l: int, d: int):
         with timings("selection"):
-            return greedy_order(sigma, lam, chosen, layers[l], d, consumers[l])
+            if (l, d) not in downstream:
+                downstream[l, d] = downstream_weights(layers[l], d, consumers[l], chosen.Z)
+            return greedy_order(sigma, lam, chosen, layers[l], d, consumers[l], downstream[l, d])
 
     # the greedy order of every layer-direction measured once (greedy is nested, S4), computed as far as the search
     # asks: every layer's in original mode, layer 0's in sequential mode
@@ -466,10 +472,11 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         # the search returns the smallest k it saw meet the target, whose statistics were kept
         stats_k, units, lams_k = best["found"] if best.get("k") == k else sequential_at(k)[:3]
         statistics.release()
-        result = _prune_with(rnn, subject, layers, stats_k, consumers, units, lams_k, chosen, timings, mode)
+        result = _prune_with(rnn, subject, layers, stats_k, consumers, units, lams_k, chosen, timings, mode,
+                             downstream)
     else:
         result = _prune_with(rnn, subject, layers, statistics, consumers, prefix(k), lams, chosen, timings,
-                             "original")
+                             "original", downstream)
     result.search = dict(target=tol, criterion=criterion, k=k, error=errors[k], evaluated=dict(sorted(errors.items())),
                          search=search, holdout_sequences=None if held is None else count_sequences(
                              held, True if cell else split_batch_first),
@@ -517,13 +524,15 @@ def _identity_readout(rnn) -> torch.nn.Linear:
 
 
 def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settings, timings,
-                mode: str) -> PruneResult:
-    """Steps 4 and 5 for given unit sets: the reconstruction, the losses and the compressed modules."""
+                mode: str, downstream: Dict[tuple, Any]) -> PruneResult:
+    """Steps 4 and 5 for given unit sets: the reconstruction, the losses and the compressed modules.
+    ``downstream``: the selection's downstream weights by (layer, direction), whose Gram the losses reuse."""
     results = []
 
     def pick(l: int, d: int, sigma: np.ndarray):
         tau = np.full(len(units[l][d]), lams[l][d])
-        lp, M = describe_layer(sigma, units[l][d], tau, lams[l][d], settings, layers[l], l, d, consumers[l], timings)
+        lp, M = describe_layer(sigma, units[l][d], tau, lams[l][d], settings, layers[l], l, d, consumers[l], timings,
+                               downstream.get((l, d)))
         results.append(lp)
         return units[l][d], M
 

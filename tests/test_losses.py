@@ -178,3 +178,46 @@ def test_covariances_are_symmetrised_exactly_without_touching_the_input(seed, m,
     np.testing.assert_array_equal(out, (S + S.T) * 0.5)
     np.testing.assert_array_equal(out, out.T)
     assert (out is S) == bool(np.array_equal(S, S.T))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, m=st.integers(1, 40), data=st.data(), vector_tau=st.booleans(), log_lam=st.floats(-6, 2))
+def test_residual_is_exactly_symmetric_psd_and_equals_the_two_solve_form(seed, m, data, vector_tau, log_lam):
+    """R(J) = Sigma - W^T W with W = L^{-1} Sigma_{J,F}: exactly symmetric (one symmetric product), PSD to round-off,
+    and equal to Sigma - Sigma_{F,J} (Sigma_JJ + diag tau)^{-1} Sigma_{J,F} computed by a general solve."""
+    k = data.draw(st.integers(1, m))
+    rng, H, sigma, J, tau, lam = _setup(seed, m, k, vector_tau, log_lam)
+    sigma = 0.5 * (sigma + sigma.T)
+    R = residual_covariance(sigma, J, lam)
+    assert np.array_equal(R, R.T)
+    assert np.array_equal(residual_covariance(sigma, [], lam if not vector_tau else 1.0), sigma)
+    scale = float(np.abs(sigma).max()) + 1e-300
+    ref = sigma - sigma[:, J] @ np.linalg.solve(sigma[np.ix_(J, J)] + np.diag(tau), sigma[J, :])
+    cond = np.linalg.cond(sigma[np.ix_(J, J)] + np.diag(tau))
+    np.testing.assert_allclose(R, ref, rtol=0, atol=1e-13 * scale * max(1.0, cond) * m)
+    assert np.linalg.eigvalsh(R).min() >= -1e-12 * scale * max(1.0, cond) * m
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, m=st.integers(1, 24), rows=st.sampled_from([1, 3, "m", "4m"]), data=st.data(),
+       formed=st.booleans())
+def test_a_shared_gram_gives_the_losses_of_the_plain_weight(seed, m, rows, data, formed):
+    """A DownstreamWeight, whose Z^T Z a greedy selection may have formed, gives each S2 loss of the plain weight
+    (float64 round-off), and the losses read the Gram already formed instead of forming another."""
+    from theory.information import DownstreamWeight
+
+    k = data.draw(st.integers(1, m))
+    rng, H, sigma, J, tau, lam = _setup(seed, m, k, False, -2.0)
+    r = {"m": m, "4m": 4 * m}.get(rows, rows)
+    Z = rng.standard_normal((r, m))
+    shared = DownstreamWeight(Z, m)
+    gram = shared.gram() if formed else None
+    got = information_losses(sigma, J, lam, {"z": shared})
+    plain = information_losses(sigma, J, lam, {"z": Z})
+    assert got["z"] == pytest.approx(plain["z"], rel=1e-10, abs=1e-12 * np.trace(Z @ sigma @ Z.T))
+    assert got["input"] == plain["input"]
+    if formed:
+        assert shared.gram() is gram
+    np.testing.assert_array_equal(shared.z, Z)
+    with pytest.raises(ValueError, match="Z: expected a downstream weight of shape"):
+        information_losses(sigma, J, lam, {"z": DownstreamWeight(np.ones((2, m + 1)), m + 1)})

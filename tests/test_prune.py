@@ -144,3 +144,40 @@ def test_widths_given_as_0d_arrays_or_tensors_are_their_integers():
                        (torch.tensor(9), ValueError)):
         with pytest.raises(error, match=r"^k: expected"):
             spectral_prune(pair, x, k=bad)
+
+
+@pytest.mark.parametrize("kind, layers, bidirectional", [("rnn", 1, False), ("lstm", 1, False), ("gru", 2, True)])
+def test_the_losses_reuse_the_gram_the_greedy_formed(monkeypatch, kind, layers, bidirectional):
+    """With the default output term (theta = 1, Z = W_hh) a greedy order of k >= m/16 forms Z^T Z; the reported S2
+    loss through W_hh reads that Gram (one formation per layer-direction, none more for the losses) and equals
+    Tr W_hh R(J) W_hh^T computed from the statistics by a general solve."""
+    from theory.information import DownstreamWeight
+
+    formed = []
+    original = DownstreamWeight.gram
+
+    def counting(self):
+        if not self.has_gram:
+            formed.append(self.z.tobytes())
+        return original(self)
+
+    monkeypatch.setattr(DownstreamWeight, "gram", counting)
+    torch.manual_seed(0)
+    m = 12
+    rnn = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](
+        3, m, num_layers=layers, bidirectional=bidirectional, batch_first=True).double()
+    D = 2 if bidirectional else 1
+    head = torch.nn.Linear(D * m, 2).double()
+    x = torch.randn(20, 6, 3, dtype=torch.float64)
+    res = spectral_prune((rnn, head), x, 5, precision="float64", covariance_mode="original")
+    assert len(set(formed)) == len(formed)  # no weight's Gram formed twice
+    stats = res.covariance if isinstance(res.covariance, list) else [[res.covariance]]
+    for lp in res.layers:
+        sigma = stats[lp.layer][lp.direction].mean()
+        suffix = "_reverse" if lp.direction else ""
+        W = getattr(rnn, f"weight_hh_l{lp.layer}{suffix}").detach().numpy()
+        assert W.tobytes() in formed  # by the greedy, and read again by the loss
+        J = lp.units
+        R = sigma - sigma[:, J] @ np.linalg.solve(sigma[np.ix_(J, J)] + lp.lam * np.eye(len(J)), sigma[J, :])
+        assert lp.losses["recurrent"] == pytest.approx(np.trace(W @ R @ W.T), rel=1e-9)
+        assert lp.losses["input"] == pytest.approx(np.trace(R), rel=1e-9)

@@ -239,18 +239,20 @@ def test_factored_greedy_memory_is_o_m2_plus_mk():
     select_units(sigma, k, 1e-3, theta=1.0, Z=Z)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    # beyond its inputs: G (m x k), Z Sigma (r x m) once, and O(m) vectors; the dense version held 4 m x m arrays
-    assert peak < 8 * (m * k + 2 * m * m + 50 * m)
+    # beyond its inputs: Z^T Z and Sigma M (m x m), the factors F and V (k x m each) and O(m) vectors; the dense
+    # version held 4 m x m arrays
+    assert peak < 8 * (2 * m * k + 2 * m * m + 50 * m)
 
 
 @given(seed=seeds, m=st.integers(1, 40), data=st.data(), rows=st.sampled_from([0.5, 1.0, 4.0]),
        structure=st.sampled_from(["full", "low rank", "duplicates"]), log_rel_lam=st.floats(-6, 1),
        theta=st.sampled_from([0.1, 1.0, 10.0]))
-def test_greedy_with_g_formed_selects_what_the_dense_rank_one_greedy_selects(seed, m, data, rows, structure,
-                                                                             log_rel_lam, theta):
-    """Once ``G = theta Z^T Z`` is formed (at any step, forced here), ``M r = r + G r`` replaces the two products
-    with Z: the order is the dense rank-one greedy's up to ties at working precision, for Z of m/2, m and 4m rows
-    (an Elman RNN's and an LSTM's recurrent weight), and the same whether G is formed or not where no tie is near."""
+def test_greedy_with_sigma_m_formed_selects_what_the_dense_rank_one_greedy_selects(seed, m, data, rows, structure,
+                                                                                   log_rel_lam, theta):
+    """Once ``Sigma M = Sigma (I + theta Z^T Z)`` is formed (at any step, forced here), ``M r = (Sigma M)_j -
+    V^T F_j`` replaces the two products with Z: the order is the dense rank-one greedy's up to ties at working
+    precision, for Z of m/2, m and 4m rows (an Elman RNN's and an LSTM's recurrent weight), and the same whether
+    Sigma M is formed or not where no tie is near."""
     from pruning.selection import GreedyOrder
     from reference_impl import greedy_dense_rank_one
 
@@ -265,7 +267,7 @@ def test_greedy_with_g_formed_selects_what_the_dense_rank_one_greedy_selects(see
     lam = 10.0 ** log_rel_lam * np.trace(sigma) / m
     order = GreedyOrder(sigma, lam, theta, Z, capacity=k, precompute_after=after)
     with_g = order.units(k)
-    assert (order.G is not None) == (after < k)
+    assert (order.sigma_m is not None) == (after < k)
     dense = greedy_dense_rank_one(sigma, k, lam, theta, Z)
     without_g = GreedyOrder(sigma, lam, theta, Z, capacity=k, precompute_after=k + 1).units(k)
     assert without_g == select_units(sigma, k, lam, theta=theta, Z=Z) or Z.shape[0] >= m
@@ -276,11 +278,11 @@ def test_greedy_with_g_formed_selects_what_the_dense_rank_one_greedy_selects(see
         assert with_g == dense  # a well-conditioned problem has no such ties
 
 
-def test_g_is_formed_only_for_a_tall_z_and_a_long_order():
-    """The default: G is formed at step m // 16 when Z has at least m rows, or at the first step when the order is
-    known to be that long (select_units passes k as its capacity); never for a Z of fewer rows (its two products
-    cost less than one with an m x m matrix) or for an order shorter than m // 16 (an error-target search at small
-    k), where forming it would cost more than it saves."""
+def test_sigma_m_is_formed_only_for_a_tall_z_and_a_long_order():
+    """The default: Sigma M is formed at step m // 8 when Z has at least m rows, or at the first step when the order
+    is known to be m // 16 steps long (select_units passes k as its capacity); never for a Z of fewer rows (its two
+    products cost less than one with an m x m matrix) or for an order shorter than m // 8 (an error-target search at
+    small k), where forming it would cost more than it saves."""
     from pruning.selection import GreedyOrder
 
     rng = np.random.default_rng(4)
@@ -288,13 +290,13 @@ def test_g_is_formed_only_for_a_tall_z_and_a_long_order():
     sigma = random_psd(rng, m)
     tall, wide = rng.standard_normal((4 * m, m)), rng.standard_normal((m // 2, m))
     short = GreedyOrder(sigma, 0.1, 1.0, tall)
-    short.units(m // 16)
-    assert short.G is None
-    short.units(m // 16 + 1)
-    np.testing.assert_allclose(short.G, tall.T @ tall, rtol=1e-12, atol=1e-9)
+    short.units(m // 8)
+    assert short.sigma_m is None
+    short.units(m // 8 + 1)
+    np.testing.assert_allclose(short.sigma_m, sigma @ (np.eye(m) + tall.T @ tall), rtol=1e-12, atol=1e-9)
     narrow = GreedyOrder(sigma, 0.1, 1.0, wide)
     narrow.units(m)
-    assert narrow.G is None
+    assert narrow.sigma_m is None
     known = GreedyOrder(sigma, 0.1, 1.0, tall, capacity=m // 16)
     known.units(1)
-    assert known.G is not None
+    assert known.sigma_m is not None
