@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from pruning.modules import projection
 from pruning.projected import projected_cell_states
-from pruning.sequences import SequenceBatch, as_tensor, batch_dim, count_batches, iter_sequence_batches, pack
+from pruning.sequences import (CallStart, SequenceBatch, as_tensor, batch_dim, count_batches, iter_sequence_batches,
+                               pack)
 from theory._validation import Options
 
 __all__ = ["CovarianceStats", "time_mean_covariance", "layer_covariances", "model_device", "batch_dim",
@@ -354,16 +355,24 @@ class _FiniteChecks:
 
 
 def _add_batch(layers: Sequence[nn.Module], x, stats: dict, last: int, directions: int, batch: str,
-               precision: str, checks: _FiniteChecks, top: Any = None) -> None:
+               precision: str, checks: _FiniteChecks, top: Any = None, starts: Optional[List[Any]] = None
+               ) -> List[Any]:
     """Run one batch through ``layers[:last + 1]`` and add the states of the layers in ``stats``. ``top``, when
     given, is the output the last layer already returned on this batch (the model's own run of its recurrent module,
-    :func:`module_output_covariances`): it is used instead of running that layer again. A function of its own so
-    that the batch's states are freed when it returns: held past the next batch's forward pass, they kept the
-    allocator from reusing their memory, which cost 10-20% of a forward pass (m = 256, T = 100)."""
+    :func:`module_output_covariances`): it is used instead of running that layer again. ``starts``: each layer's
+    initial state (None: zero). Returns each layer's final state (None for a layer not run), which a next call that
+    continues this one starts from. A function of its own so that the batch's states are freed when it returns: held
+    past the next batch's forward pass, they kept the allocator from reusing their memory, which cost 10-20% of a
+    forward pass (m = 256, T = 100)."""
     packed = isinstance(x, PackedSequence)
+    finals: List[Any] = [None] * (last + 1)
     for l in range(last + 1):
         inputs = x
-        x = top if top is not None and l == last else layers[l](x)[0]
+        if top is not None and l == last:
+            x = top
+        else:
+            start = None if starts is None else starts[l]
+            x, finals[l] = layers[l](x) if start is None else layers[l](x, start)
         if l not in stats:
             continue
         m = layers[l].hidden_size
@@ -378,6 +387,33 @@ def _add_batch(layers: Sequence[nn.Module], x, stats: dict, last: int, direction
         for d in range(directions):
             name = f"data: the hidden states of {batch} (layer {l}; the network diverges on it)"
             checks.add(stats[l][d]._add(per_direction[d], name, precision), f"{name}: contain NaN or inf")
+    return finals
+
+
+def _layer_starts(start: CallStart, finals: List[Any], count: int, directions: int,
+                  kept: Optional[Sequence[Sequence[Sequence[int]]]], device, dtype) -> List[Any]:
+    """The initial state of each of the first ``count`` layers for a call that starts at ``start``.
+
+    A carried call continues each layer from the final state this pass reached on the previous call (``finals``),
+    so pruned layers below carry their own states; where this pass did not run a layer on that call (the model's own
+    output stood in for the top layer's states), from the state the model passed, that layer's rows of ``hx``. A
+    learned initial state gives each layer its rows, and a pruned layer below (``kept[l]``: its kept units per
+    direction) the entries of its kept units, as the pruned model's sliced state does."""
+    out = []
+    for l in range(count):
+        if start.carried and l < len(finals) and finals[l] is not None:
+            out.append(finals[l])
+            continue
+        parts = start.hx if isinstance(start.hx, tuple) else (start.hx,)
+        rows = []
+        for part in parts:
+            block = part[l * directions:(l + 1) * directions]
+            if kept is not None and l < len(kept) and kept[l] is not None:
+                block = torch.stack([block[d][..., torch.as_tensor(list(kept[l][d]), device=block.device)]
+                                     for d in range(directions)])
+            rows.append(block.to(device=device, dtype=dtype).contiguous())
+        out.append(tuple(rows) if isinstance(start.hx, tuple) else rows[0])
+    return out
 
 
 def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Optional[Sequence[int]] = None,
@@ -398,36 +434,45 @@ def layer_covariances(layers: Sequence[nn.Module], data: Any, *, collect: Option
                         total)
 
 
-def module_output_covariances(layers: Sequence[nn.Module], calls: Iterable[Tuple[Any, Any]], *, device=None,
-                              progress: bool = False, precision: str = "float32") -> List[List[CovarianceStats]]:
-    """:func:`layer_covariances` of all layers over the calls a model made of its recurrent module, given as
-    ``(input, output)`` pairs: the input a tensor in the module's layout or a PackedSequence, the output what the
-    module returned on it in the model's run, or None.
+def module_output_covariances(layers: Sequence[nn.Module], calls: Iterable[tuple], *, collect=None,
+                              use_outputs: bool = True, kept=None, device=None, progress: bool = False,
+                              precision: str = "float32") -> List[List[CovarianceStats]]:
+    """:func:`layer_covariances` over the calls a model made of its recurrent module, given as ``(input, output)`` or
+    ``(input, output, start)`` items: the input a tensor in the module's layout or a PackedSequence, the output what
+    the module returned on it in the model's run, or None, and ``start`` the :class:`~pruning.sequences.CallStart`
+    of a call that did not start from the zero state (None where it did).
 
-    The last layer's states are the module's output, so they are taken from it instead of running the network
-    again; only the layers below it (of a stacked module) are run. Where the output is None, or was computed in
-    another dtype than the module's parameters (autocast), the batch is run as :func:`layer_covariances` runs it. The
-    statistics are those :func:`layer_covariances` computes from the inputs alone (the same states, in the same
-    precision), on ``device`` (default: the module's)."""
+    With ``use_outputs`` (``layers`` are the module's own layers) the last layer's states are the module's output,
+    so they are taken from it instead of running the network again; only the layers below it (of a stacked module)
+    are run. Where the output is None, or was computed in another dtype than the module's parameters (autocast), the
+    batch is run as :func:`layer_covariances` runs it. Without it (``layers`` are pruned copies of the module's lower
+    layers followed by one of its layers, ``kept`` the kept units of each pruned one per direction) every layer runs.
+    Each layer starts where the call started: a carried call continues from the final states of the layers' own run
+    on the previous call, a learned initial state gives each layer its rows (:func:`_layer_starts`). The statistics
+    are those :func:`layer_covariances` computes from the inputs alone (the same states, in the same precision), on
+    ``device`` (default: the module's)."""
     layers = list(layers)
     dtype = next(layers[0].parameters()).dtype
 
     def batches():
-        for x, y in calls:
+        for item in calls:
+            x, y = item[0], item[1]
+            start = item[2] if len(item) > 2 else None
             out = y[0] if isinstance(y, tuple) and not isinstance(y, PackedSequence) else y
             raw = out.data if isinstance(out, PackedSequence) else out
-            top = out if isinstance(raw, torch.Tensor) and raw.dtype == dtype else None
-            yield (SequenceBatch(packed=x) if isinstance(x, PackedSequence) else SequenceBatch(x)), top
-            del x, y, out, raw, top  # not held while the model runs on the next batch
+            top = out if use_outputs and isinstance(raw, torch.Tensor) and raw.dtype == dtype else None
+            yield (SequenceBatch(packed=x) if isinstance(x, PackedSequence) else SequenceBatch(x)), top, start
+            del item, x, y, out, raw, top  # not held while the model runs on the next batch
 
-    return _covariances(layers, batches(), None, device, None, progress, precision)
+    return _covariances(layers, batches(), collect, device, None, progress, precision, kept=kept)
 
 
-def _covariances(layers: List[nn.Module], batches: Iterable[Tuple[SequenceBatch, Any]], collect, device,
+def _covariances(layers: List[nn.Module], batches: Iterable[tuple], collect, device,
                  input_transform, progress: bool, precision: str,
-                 total: Optional[int] = None) -> List[List[CovarianceStats]]:
-    """The pass over ``(batch, top)`` pairs (``top``: the last layer's output on the batch, or None); ``total``: the
-    number of batches where it is known (the progress bar's)."""
+                 total: Optional[int] = None, kept=None) -> List[List[CovarianceStats]]:
+    """The pass over ``(batch, top)`` or ``(batch, top, start)`` items (``top``: the last layer's output on the
+    batch, or None; ``start``: where the call started, :func:`module_output_covariances`); ``total``: the number of
+    batches where it is known (the progress bar's)."""
     precision = PRECISION.check(precision, "precision")
     collect = list(range(len(layers))) if collect is None else list(collect)
     here = model_device(layers[0])
@@ -443,8 +488,12 @@ def _covariances(layers: List[nn.Module], batches: Iterable[Tuple[SequenceBatch,
     top_usable = last == len(layers) - 1
     layout = "(batch, T, d_x)" if first.batch_first else "(T, batch, d_x)"
     checks = _FiniteChecks(device)
+    finals: List[Any] = []  # each layer's final state on the previous call, where a next call continues it
     with torch.no_grad():
-        for i, (batch, top) in enumerate(it):
+        for i, item in enumerate(it):
+            batch, top = item[0], item[1]
+            start = item[2] if len(item) > 2 else None
+            del item
             x = pack(batch, input_transform, batch_first=first.batch_first, device=device, dtype=dtype)
             packed = isinstance(x, PackedSequence)
             raw = x.data if packed else x
@@ -456,9 +505,10 @@ def _covariances(layers: List[nn.Module], batches: Iterable[Tuple[SequenceBatch,
             if raw.numel() == 0:
                 continue
             checks.add(torch.isfinite(raw).all(), f"data: batch {i} contains NaN or inf inputs")
-            _add_batch(layers, x, stats, last, D, f"batch {i}", precision, checks,
-                       top.to(device) if top is not None and top_usable else None)
-            del batch, top, x, raw  # not held while the next batch is made (the model's run, for a whole model)
+            starts = None if start is None else _layer_starts(start, finals, last + 1, D, kept, device, dtype)
+            finals = _add_batch(layers, x, stats, last, D, f"batch {i}", precision, checks,
+                                top.to(device) if top is not None and top_usable else None, starts)
+            del batch, top, x, raw, start, starts  # not held while the next batch is made (the model's run)
     checks.flush()
     if not stats[collect[0]][0].count:
         raise ValueError("data: no data; expected at least one non-empty batch of sequences")

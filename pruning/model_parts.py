@@ -37,8 +37,8 @@ from pruning.modules import (check_readout, check_recurrent, directions, is_quan
                              projection, replace_tensor)
 from pruning.recurrent_stack import RecurrentStack
 from pruning import sequences
-from pruning.sequences import (KeptPass, OnePass, check_lengths, check_rows_reached, mapping_rows, sequences_in,
-                               take_rows, version_of)
+from pruning.sequences import (CallStart, KeptPass, OnePass, check_lengths, check_rows_reached, mapping_rows,
+                               sequences_in, take_rows, version_of)
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
                               check_tolerance, eval_mode, follows_maps, head_blocks, inverse_map, other_reads,
                               output_tensors, plain_if_follows, random_maps, run_twice, same_outputs, tiled, times)
@@ -359,6 +359,18 @@ def _initial_state_of(args: tuple, kwargs: dict) -> Any:
     return args[1] if len(args) > 1 else kwargs.get("hx")
 
 
+def _detached(hx: Any) -> Any:
+    """An initial state (a tensor, or an LSTM's pair) detached from the autograd graph."""
+    return tuple(t.detach() for t in hx) if isinstance(hx, (tuple, list)) else hx.detach()
+
+
+def _state_tensors(start: Optional[CallStart]) -> List[torch.Tensor]:
+    """The tensors a call's start holds (none for the zero state or a replayed carried call)."""
+    if start is None or start.hx is None:
+        return []
+    return list(start.hx) if isinstance(start.hx, tuple) else [start.hx]
+
+
 def _final_state_of(out: Any) -> Any:
     """The final state a recurrent module returned (``h_n``, or an LSTM's ``(h_n, c_n)``), or None."""
     return out[1] if isinstance(out, tuple) and not isinstance(out, PackedSequence) and len(out) > 1 else None
@@ -376,11 +388,11 @@ def _is_state(hx: Any, state: Any) -> bool:
 
 def carries_state(rnn: nn.Module) -> bool:
     """Whether a model may start ``rnn`` from a state of its own, the final state of its previous call (chunks of one
-    sequence) or a learned initial state: a single-layer, unidirectional module without projection, whose states are
-    then taken from the model's own run, and whose pruned copy carries its own k kept states (or starts from the kept
+    sequence) or a learned initial state: a native module (any number of layers, either direction) without
+    projection. The statistics then run each layer from its rows of that state (a carried call from the states the
+    layers reached on the previous call), and the pruned copy carries its own kept states (or starts from the kept
     units' learned values)."""
-    return (isinstance(rnn, nn.RNNBase) and rnn.num_layers == 1 and not rnn.bidirectional
-            and not projection(rnn))
+    return isinstance(rnn, nn.RNNBase) and not projection(rnn)
 
 
 def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Module] = None, previous: Any = None,
@@ -396,33 +408,40 @@ def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Modu
         if rnn is not None and carries_state(rnn):
             return "carried"
         raise _Refused(f"data: the model carries the final state of {path!r} into its next call; that is supported "
-                       f"for a single-layer, unidirectional module without proj_size, and {path!r} is not one")
+                       f"for nn.RNN, nn.LSTM and nn.GRU without proj_size, and {path!r} is not one")
     learned = _state_parameters(hx, model)
     if learned and rnn is not None and carries_state(rnn):
         return learned
     if learned:
         raise _Refused(f"data: the model starts {path!r} from a learned initial state (its "
                        f"{'parameter' if len(learned) == 1 else 'parameters'} {' and '.join(map(repr, learned))}); "
-                       f"that is supported for a single-layer, unidirectional module without proj_size, and "
-                       f"{path!r} is not one")
+                       f"that is supported for nn.RNN, nn.LSTM and nn.GRU without proj_size, and {path!r} is not one")
     raise _Refused(f"data: the model passes a nonzero initial state to {path!r}; spectral pruning takes its statistics "
                    f"from runs that start at the zero state, at a learned initial state (a parameter or buffer of the "
                    f"model repeated over the batch) or continue from the state the module returned on its previous "
-                   f"call (a state changed between calls, or a decoder started from an encoder's state, is not "
-                   f"supported)")
+                   f"call (a state changed between calls, a decoder started from an encoder's state, or a state the "
+                   f"forward keeps from one batch to the next, as a language model's training loop keeps its hidden "
+                   f"state, is not supported: run the chunks of a batch within one forward call instead)")
 
 
-def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model: Optional[nn.Module] = None):
-    """A pre-hook on ``rnn`` (its handle) that adds to ``refusals`` the refusal of each call passing a nonzero initial
-    state, for a check to raise once the model's run is over."""
+def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model: Optional[nn.Module] = None
+                           ) -> list:
+    """Hooks on ``rnn`` (their handles) that add to ``refusals`` the refusal of each call passing a nonzero initial
+    state, for a check to raise once the model's run is over; the final state of each call is remembered, so that a
+    state carried into the next call is refused as such. Registered after the check's own hooks, they see the state
+    as those return it."""
+    previous: List[Any] = [None]
 
     def hook(module, args, kwargs):
         try:
-            _initial_state(args, kwargs, path, model)
+            _initial_state(args, kwargs, path, model, previous[0])
         except _Refused as err:
             refusals.append(str(err))
 
-    return rnn.register_forward_pre_hook(hook, with_kwargs=True)
+    def remember(module, args, out):
+        previous[0] = _final_state_of(out)
+
+    return [rnn.register_forward_pre_hook(hook, with_kwargs=True), rnn.register_forward_hook(remember)]
 
 
 class RecurrentInputs:
@@ -436,7 +455,7 @@ class RecurrentInputs:
     sequences (a model may call it more than once per batch). The statistics are those of runs from the zero state
     (an all-zero ``hx``, the usual ``torch.zeros(num_layers, batch, hidden_size)``, is the same run and passes), from
     the final state of the module's previous call (a sequence run in chunks) or from a learned initial state, the last
-    two for a single-layer unidirectional module (:func:`_initial_state`); any other nonzero initial state is refused.
+    two for a native module without projection (:func:`_initial_state`); any other nonzero initial state is refused.
     """
 
     def __init__(self, parts: ModelParts, data: Any, *, forward: Optional[Callable[[nn.Module, Any], Any]] = None,
@@ -475,7 +494,7 @@ class RecurrentInputs:
         for x, _ in self.calls(outputs_used=False):
             yield x
 
-    def calls(self, outputs_used: bool = True) -> Iterator[Tuple[Any, Any]]:
+    def calls(self, outputs_used: bool = True, starts: bool = False) -> Iterator[tuple]:
         """Each call's input as iterating yields it, with the output (the first element of what the module returned)
         that the model's run computed from it, or None where that output is not the output of that input: the
         input was packed here (``lengths=``), or the model changed the output in place after the call (its version
@@ -483,22 +502,26 @@ class RecurrentInputs:
         pass (:meth:`keep`) are replayed without running the model, with None for every output.
 
         A call that continues from the state the module returned on its previous call (a model that runs a sequence
-        in chunks), or that starts from a learned initial state, has states that only the model's run computes: where
-        its output is not used (None, or ``outputs_used=False``: the consumer runs the module again from the zero
-        state) the pass is refused."""
+        in chunks), or that starts from a learned initial state, does not start from the zero state. With ``starts``
+        each item is ``(input, output, start)``, ``start`` the call's :class:`~pruning.sequences.CallStart` (None from
+        the zero state), and the consumer runs the module from it. Without it, a consumer that runs the module again
+        would run it from the zero state, so where such a call's output is not used (None, or ``outputs_used=False``)
+        the pass is refused. ``lengths=`` is refused with such calls either way: the module would run on packed
+        inputs, from states the model reached on padded ones."""
         from pruning.covariance import progress_bar
 
         replayed = self._kept.replay() if self._kept is not None else None
         if replayed is not None:
-            if self.carried:
+            if self.carried and not starts:
                 self._refuse_rerun("the inputs kept from an earlier pass are replayed")
-            for x in progress_bar(replayed, self.progress, desc="covariance", unit="batch", total=len(replayed)):
-                yield x, None
+            for x, start in progress_bar(replayed, self.progress, desc="covariance", unit="batch",
+                                         total=len(replayed)):
+                yield (x, None, start) if starts else (x, None)
             return
         kept = KeptPass(self._keep_bytes)  # (nothing kept, or an input written in place since: run the model again)
         rnn = self.parts.rnn
         calls: List[Any] = []
-        carried: List[bool] = []
+        begins: List[Optional[CallStart]] = []
         outputs: List[Any] = []
         previous: List[Any] = [None]  # the final state of the module's last call, which a next call may continue
         active = [False]  # only the calls made by the model's forward on our batch: the consumer of the
@@ -510,7 +533,8 @@ class RecurrentInputs:
             start = _initial_state(args, kwargs, self.parts.rnn_path, self.parts.model, previous[0], rnn)
             if isinstance(start, list):
                 self.initial.update(start)
-            carried.append(start is not None)
+            begins.append(None if start is None else CallStart(_detached(_initial_state_of(args, kwargs)),
+                                                               start == "carried"))
             calls.append(args[0] if args else kwargs.get("input"))
 
         def keep_output(module, args, out):
@@ -550,29 +574,32 @@ class RecurrentInputs:
                                                      self.data, n, first_chunk_checked=True)
                             self._rows_checked = True
                     made = list(outputs) if len(outputs) == len(received) else [(None, None)] * len(received)
-                    continued = list(carried)
+                    started = list(begins)
                     calls.clear()
-                    carried.clear()
+                    begins.clear()
                     outputs.clear()
-                    if any(continued):
+                    if any(b is not None for b in started):
                         self.carried = True
                         if lens is not None:
                             self._refuse_rerun("lengths= packs its inputs and the module runs again")
                     while received:
-                        x, (y, version), cont = received.pop(0), made.pop(0), continued.pop(0)
+                        x, (y, version), start = received.pop(0), made.pop(0), started.pop(0)
                         checked = self._checked(x, lens, i)
                         same = checked is x and version is not None and version_of(y) == version
-                        if cont:
+                        if start is not None and not starts:
                             if not outputs_used:
                                 self._refuse_rerun("the pass runs the module again")
                             elif not same:
                                 self._refuse_rerun("the model changes the module's output in place, so the module "
                                                    "runs again")
-                        kept.add(checked, [checked])
-                        yield checked, (y if same else None)
+                        # a replayed carried call continues from the replaying pass's own final states: its hx is
+                        # not kept; a learned state is, as the tensors it is
+                        replay_start = start if start is None or not start.carried else CallStart(None, True)
+                        kept.add((checked, replay_start), [checked] + _state_tensors(replay_start))
+                        yield (checked, (y if same else None), start) if starts else (checked, (y if same else None))
                         # held while the next batch runs, this batch's tensors would keep the allocator from
                         # reusing their memory
-                        del x, y, checked
+                        del x, y, checked, start, replay_start
             finally:
                 handle.remove()
                 out_handle.remove()
@@ -924,7 +951,7 @@ def check_cells_unread(parts: ModelParts, batch: Any, forward: Optional[Callable
 
     refusals: List[str] = []
     handles = [rnn.register_forward_hook(perturb_cells),
-               _record_initial_states(rnn, parts.rnn_path, refusals, parts.model)]
+               *_record_initial_states(rnn, parts.rnn_path, refusals, parts.model)]
     _, _, out, plain_out = run_twice(parts.model, forward, batch, {}, handles, lambda: state.update(perturb=True),
                                      forward_given=given)
     if refusals:
@@ -958,10 +985,12 @@ def _check_if_callable(parts: ModelParts, data: torch.Tensor, rnn: nn.Module) ->
                                "pruned as it reads them")
 
 
-def _keep_state_units(model: nn.Module, name: str, kept: Sequence[int], width: int) -> None:
+def _keep_state_units(model: nn.Module, name: str, kept: Sequence[Sequence[Sequence[int]]], width: int) -> None:
     """Replace the parameter or buffer ``name`` of ``model``, a learned initial state of a module of ``width`` units,
-    by its entries of the ``kept`` units along the last dimension (the masked original starts its kept units there;
-    one value for every unit, a last dimension of 1, is kept as it is)."""
+    by its entries of the kept units along the last dimension: ``kept[l][d]`` for layer l and direction d, whose row
+    of the state is ``l * directions + d`` (the masked original starts its kept units there). One value for every
+    unit, a last dimension of 1, is kept as it is. A module of several layers or directions needs one row per layer
+    and direction, and the same number of kept units in each (one tensor holds them)."""
     owner_path, _, attr = name.rpartition(".")
     owner = model.get_submodule(owner_path) if owner_path else model
     old = getattr(owner, attr)
@@ -970,7 +999,39 @@ def _keep_state_units(model: nn.Module, name: str, kept: Sequence[int], width: i
     if old.shape[-1] != width:
         raise ValueError(f"model: {name!r}, the learned initial state, has {old.shape[-1]} entries in its last "
                          f"dimension, not one per unit ({width}); it cannot be sliced to the kept units")
-    replace_tensor(model, name, old.detach()[..., torch.as_tensor(list(kept), device=old.device)].clone())
+    rows = [list(units) for layer in kept for units in layer]  # in the order of the state's rows
+    value = old.detach()
+    index = lambda units: torch.as_tensor(units, device=old.device)  # noqa: E731
+    if len(rows) == 1:
+        replace_tensor(model, name, value[..., index(rows[0])].clone())
+        return
+    _check_state_rows(name, old, len(rows), width)
+    if len({len(units) for units in rows}) > 1:
+        raise ValueError(f"model: {name!r}, the learned initial state, is one tensor for layers that keep different "
+                         f"numbers of units ({[len(layer[0]) for layer in kept]}); keep the same k in every layer "
+                         f"to prune it")
+    sliced = [value.select(-3, r)[..., index(units)] for r, units in enumerate(rows)]
+    replace_tensor(model, name, torch.stack(sliced, dim=-3).clone())
+
+
+def _check_state_rows(name: str, value: torch.Tensor, rows: int, width: int) -> None:
+    """Refuse a learned initial state that cannot be sliced for a module of ``rows`` layer-directions: one vector of
+    ``width`` entries shared by all of them (which keep different units), rather than one row each."""
+    if rows > 1 and value.dim() > 0 and value.shape[-1] != 1 and (value.dim() < 3 or value.shape[-3] != rows):
+        raise ValueError(f"model: {name!r}, the learned initial state of a module of {rows} layers and directions, "
+                         f"has shape {tuple(value.shape)}: one vector for all of them, which keep different units. "
+                         f"Give each its own row, a parameter of shape ({rows}, 1, {width}) expanded over the batch, "
+                         f"to prune it")
+
+
+def check_learned_states(model: nn.Module, names: Sequence[str], rnn: nn.Module) -> None:
+    """Before the pass: refuse the learned initial states ``names`` of ``model`` that the pruned copy could not slice
+    to each layer-direction's kept units (:func:`_check_state_rows`)."""
+    rows = rnn.num_layers * directions(rnn)
+    for name in names:
+        owner_path, _, attr = name.rpartition(".")
+        value = getattr(model.get_submodule(owner_path) if owner_path else model, attr)
+        _check_state_rows(name, value, rows, rnn.hidden_size)
 
 
 def replace_modules(parts: ModelParts, rnn: nn.Module, readouts: Sequence[nn.Linear]) -> nn.Module:
@@ -1047,13 +1108,14 @@ class Subject:
         seen = set(self.initial) | (self.data.initial if isinstance(self.data, RecurrentInputs) else set())
         return tuple(sorted(seen))
 
-    def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray], kept: Optional[Sequence[int]] = None
+    def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray],
+                kept: Optional[Sequence[Sequence[Sequence[int]]]] = None
                 ) -> Tuple[nn.Module, nn.Linear, List[nn.Linear], Optional[nn.Module]]:
         """``(rnn, readout, heads, model)`` for the pruned recurrent module ``rnn`` whose last layer's states are
         approximated by ``maps`` (one per direction): every head absorbs them; ``rnn`` goes back into a cell for a
         cell's model; ``readout`` is the combined head (the one head of a single-head model), ``model`` a copy of the
-        user's model holding the pruned modules, with a learned initial state sliced to the ``kept`` units (those of
-        its single layer and direction)."""
+        user's model holding the pruned modules, with a learned initial state sliced to the ``kept`` units
+        (``kept[l][d]`` for layer l and direction d)."""
         from pruning.compress import compress_head
 
         flags = _per_head(self.backward_first, len(self.heads), False)
@@ -1181,6 +1243,7 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
         return Subject(parts.rnn, None, [], parts.model, parts, inputs, None, None, sample=sample, forward=forward)
     found: dict = {}
     swapped = check_readout_path(parts, sample, forward, found=found) if check and data is not None else frozenset()
+    check_learned_states(parts.model, sorted(found.get("initial", ())), parts.rnn)
     flags = tuple(path in swapped for path in parts.readout_paths)
     blocks = tuple(head_blocks(h, output_width(parts.rnn)) for h in heads)
     return Subject(parts.rnn, combined_readout(heads, flags, blocks), heads, parts.model, parts, inputs, None, None,

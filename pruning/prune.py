@@ -190,8 +190,8 @@ def spectral_prune(
 
     new_layers, below = compress_layers(layers, statistics, pick, timings)
     with timings("compress"):
-        small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below,
-                                                    kept=results[0].units if len(results) == 1 else None)
+        kept = [[lp.units for lp in sorted(results, key=lambda lp: lp.direction) if lp.layer == l] for l in range(L)]
+        small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below, kept=kept)
     return PruneResult(rnn=small, readout=head, model=model, heads=heads, layers=results,
                        theta=settings.theta, Z=settings.Z, method=settings.method, reconstruct=settings.reconstruct,
                        covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats(),

@@ -34,7 +34,7 @@ from theory._validation import Integer, as_lengths
 __all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences",
            "check_lengths", "BATCH_SIZE", "OnePass", "one_pass_if_iterator", "is_one_shot",
            "check_rows_reached", "sequences_in", "storage_bytes", "version_of", "count_batches", "KeptPass",
-           "mapping_rows", "take_rows"]
+           "mapping_rows", "take_rows", "CallStart"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
 
@@ -43,6 +43,19 @@ BATCH_SIZE = Integer(1, None, what="a positive integer")
 #: (:meth:`pruning.model_parts.RecurrentInputs.keep`), which are not then computed by running the model again, and
 #: the batches of a generator (:meth:`OnePass.keep`), which could not be read again.
 INPUT_CACHE_BYTES = 512 * 2 ** 20
+
+
+@dataclass(frozen=True)
+class CallStart:
+    """Where a call of a model's recurrent module started, if not from the zero state: the initial state the model
+    passed (``hx``: ``h_0``, or an LSTM's ``(h_0, c_0)``, of shape ``(num_layers * directions, batch, hidden)``), and
+    whether it was the final state of the module's previous call (``carried``: a sequence run in chunks) rather than
+    a learned initial state. A pass that runs the layers again continues a carried call from the final states it
+    reached itself on the previous call (so a stack with pruned layers below carries their own states); ``hx`` may
+    then be None."""
+
+    hx: Any
+    carried: bool
 
 
 class KeptPass:

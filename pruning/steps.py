@@ -135,7 +135,7 @@ class LayerStatistics:
                 # and a generator's batches instead of failing at the second pass
                 data.keep()
 
-    def _measure(self, run_layers: Sequence[nn.Module], collect):
+    def _measure(self, run_layers: Sequence[nn.Module], collect, kept_below=None):
         if self.data is None:
             raise ValueError("data: calibration data is required unless covariance= is given")
         # a whole model's bar counts the model's batches (RecurrentInputs), not the calls of its recurrent module
@@ -144,27 +144,29 @@ class LayerStatistics:
             self.data.progress = self.progress
         progress = self.progress and not whole_model
         with self.timings("covariance"):
-            if (run_layers is self.layers and collect is None and self.input_transform is None
-                    and self.lengths is None and whole_model):
-                # a whole model's run already computed the top layer's states: not run a second time
-                out = module_output_covariances(run_layers, self.data.calls(), device=self.device,
-                                                progress=progress, precision=self.precision)
+            if whole_model and self.input_transform is None and self.lengths is None:
+                # a whole model's calls, each run from where it started (a carried or learned state); where the
+                # layers run are the module's own, its run already computed the top layer's states: not run again
+                original = run_layers is self.layers
+                out = module_output_covariances(run_layers, self.data.calls(outputs_used=original, starts=True),
+                                                collect=collect, use_outputs=original, kept=kept_below,
+                                                device=self.device, progress=progress, precision=self.precision)
             else:
                 out = layer_covariances(run_layers, self.data, collect=collect, device=self.device,
                                         batch_size=self.batch_size, input_transform=self.input_transform,
                                         progress=progress, precision=self.precision, lengths=self.lengths)
         return [[(c.mean(), c) for c in row] for row in out]
 
-    def layer(self, l: int, compressed_below: Sequence[nn.Module] = (), maps_below=None):
+    def layer(self, l: int, compressed_below: Sequence[nn.Module] = (), maps_below=None, kept_below=None):
         """``[(Sigma, stats or None)]`` per direction of layer l. In sequential mode layer l is measured here, on
-        ``compressed_below`` (the pruned layers 0..l-1) followed by layer l reading their states through
-        ``maps_below``."""
+        ``compressed_below`` (the pruned layers 0..l-1, keeping the units ``kept_below[l'][d]``) followed by layer l
+        reading their states through ``maps_below``."""
         if self.grid[l] is None:
             layer = self.layers[l]
             m = self.widths[l]
             current = layer if maps_below is None else compress_layer(
                 layer, [np.arange(m)] * self.D, [np.eye(m)] * self.D, maps_below)
-            self.grid[l] = self._measure(list(compressed_below) + [current], [l])[0]
+            self.grid[l] = self._measure(list(compressed_below) + [current], [l], kept_below)[0]
             for _, stats in self.grid[l]:
                 stats.pruned_below = bool(compressed_below)
             if self.release_kept and all(row is not None for row in self.grid):
@@ -409,14 +411,16 @@ def compress_layers(layers: Sequence[nn.Module], statistics: LayerStatistics,
     compressed layers and the top layer's maps (what the read-outs absorb; None after a projected LSTM, whose output
     keeps its width and basis)."""
     new_layers: List[nn.Module] = []
+    kept_below: List[List[Sequence[int]]] = []
     below = None
     for l, layer in enumerate(layers):
         kept, maps = [], []
-        for d, (sigma, _) in enumerate(statistics.layer(l, new_layers, below)):
+        for d, (sigma, _) in enumerate(statistics.layer(l, new_layers, below, kept_below)):
             units, M = pick(l, d, sigma)
             kept.append(units)
             maps.append(M)
         with timings("compress"):
             new_layers.append(compress_layer(layer, kept, maps, below))
+        kept_below.append(kept)
         below = passed_on(layer, maps)
     return new_layers, below

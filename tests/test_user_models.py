@@ -409,9 +409,10 @@ def test_initial_states_and_misread_layouts_are_refused():
             n = x.shape[0]
             return self.head(self.lstm(x, (self.h0.expand(2, n, 4).contiguous(), self.c0.repeat(2, n, 1)))[0])
 
-    # supported for a single-layer, unidirectional module (tests below); here refused, naming both
-    with pytest.raises(ValueError, match=r"data: the model starts 'lstm' from a learned initial state \(its parameters "
-                                         r"'h0' and 'c0'\); that is supported for a single-layer, unidirectional"):
+    # supported with one row per layer and direction (tests below); a vector shared by both directions is refused
+    # before the pass, naming it
+    with pytest.raises(ValueError, match=r"model: 'c0', the learned initial state of a module of 2 layers and "
+                                         r"directions, has shape \(4,\): one vector for all of them"):
         spectral_prune(LearnedState(), torch.randn(5, 4, 3), k=2)
 
     class HalvedState(torch.nn.Module):  # carries the first half's final state, halved, into the second half
@@ -1204,7 +1205,8 @@ class _InChunks(torch.nn.Module):
         super().__init__()
         self.chunk, self.read = chunk, read
         self.rnn = getattr(torch.nn, cell)(3, 10, batch_first=True, dtype=torch.float64, **kw)
-        self.head = torch.nn.Linear(10 * (2 if kw.get("bidirectional") else 1), 2, dtype=torch.float64)
+        width = (kw.get("proj_size") or 10) * (2 if kw.get("bidirectional") else 1)
+        self.head = torch.nn.Linear(width, 2, dtype=torch.float64)
 
     def forward(self, x):
         state, outs = None, []
@@ -1248,40 +1250,129 @@ def test_a_model_that_runs_its_sequences_in_chunks_prunes_as_one_run(cell, chunk
         torch.testing.assert_close(a.model(x), b.model(x), rtol=1e-9, atol=1e-12)
 
 
+def _states_by_layer(rnn, x, chunk, start=None):
+    """Each layer's outputs of ``rnn`` run over ``x`` in chunks of ``chunk`` steps, every layer carrying its own
+    final state into the next chunk, from ``start`` (the module's ``hx``, or None); computed with single-layer modules
+    that copy the stack's weights, as an independent reference."""
+    L, D, m = rnn.num_layers, 2 if rnn.bidirectional else 1, rnn.hidden_size
+    layers = []
+    for l in range(L):
+        one = type(rnn)(rnn.input_size if l == 0 else D * m, m, batch_first=True, bidirectional=rnn.bidirectional,
+                        dtype=torch.float64)
+        with torch.no_grad():
+            for name in one._flat_weights_names:
+                getattr(one, name).copy_(getattr(rnn, name.replace("_l0", f"_l{l}")))
+        layers.append(one)
+    rows = lambda hx, l: hx[l * D:(l + 1) * D].contiguous()  # noqa: E731
+    states = [None if start is None else (tuple(rows(h, l) for h in start) if isinstance(start, tuple)
+                                          else rows(start, l)) for l in range(L)]
+    outputs = [[] for _ in range(L)]
+    with torch.no_grad():
+        for piece in x.split(chunk, dim=1):
+            inp = piece
+            for l, layer in enumerate(layers):
+                inp, states[l] = layer(inp, states[l])
+                outputs[l].append(inp)
+    return [torch.cat(o, dim=1) for o in outputs]
+
+
+def _second_moments(outputs, D, m):
+    """The time-mean second moment of every layer-direction's states: [l][d] -> (m, m)."""
+    out = []
+    for o in outputs:
+        flat = o.reshape(-1, D * m)
+        out.append([(flat[:, d * m:(d + 1) * m].T @ flat[:, d * m:(d + 1) * m]).numpy() / flat.shape[0]
+                    for d in range(D)])
+    return out
+
+
+def _masked(model, res, D):
+    """The original model with every removed unit's outgoing weights zeroed: its recurrent columns, the next
+    layer's input columns and the head's columns (what the pruned model without reconstruction computes)."""
+    masked = copy.deepcopy(model)
+    rnn, m = masked.rnn, masked.rnn.hidden_size
+    with torch.no_grad():
+        for lp in res.layers:
+            removed = torch.ones(m, dtype=torch.bool)
+            removed[list(lp.units)] = False
+            suffix = "_reverse" if lp.direction else ""
+            getattr(rnn, f"weight_hh_l{lp.layer}{suffix}")[:, removed] = 0
+            reader = ([getattr(rnn, f"weight_ih_l{lp.layer + 1}{s}") for s in ([""] + ["_reverse"] * (D - 1))]
+                      if lp.layer + 1 < rnn.num_layers else [masked.head.weight])
+            for w in reader:
+                w[:, lp.direction * m:(lp.direction + 1) * m][:, removed] = 0
+    return masked
+
+
+@settings(max_examples=20, deadline=None)
+@given(cell=st.sampled_from(["RNN", "GRU", "LSTM"]), layers=st.integers(1, 3), bidirectional=st.booleans(),
+       chunk=st.integers(1, 8), k=st.integers(1, 10), mode=st.sampled_from(["sequential", "original"]),
+       seed=st.integers(0, 2 ** 16))
+def test_a_chunked_stack_carries_each_layers_state(cell, layers, bidirectional, chunk, k, mode, seed):
+    """Stacks and bidirectional modules run in chunks: each layer of the statistics' run continues from its own final
+    state on the previous chunk. In original mode the statistics equal each layer's states in the chunked run
+    computed with single-layer copies of the stack; without reconstruction the pruned model, carrying its own kept
+    states, equals the original with the removed units' outgoing weights zeroed (both modes); a unidirectional stack
+    prunes to what the same stack run over each sequence at once prunes to."""
+    torch.manual_seed(seed)
+    D, m = 2 if bidirectional else 1, 10
+    chunked = _InChunks(cell, chunk, "last", num_layers=layers, bidirectional=bidirectional)
+    x = torch.randn(24, 8, 3, dtype=torch.float64)
+    plain = spectral_prune(chunked, x, k=k, reconstruct=False, covariance_mode=mode, precision="float64")
+    with torch.no_grad():
+        torch.testing.assert_close(plain.model(x), _masked(chunked, plain, D)(x), rtol=1e-10, atol=1e-12)
+    if mode == "original":
+        stats = plain.covariance if isinstance(plain.covariance, list) else [[plain.covariance]]
+        expected = _second_moments(_states_by_layer(chunked.rnn, x, chunk), D, m)
+        for l in range(layers):
+            for d in range(D):
+                np.testing.assert_allclose(stats[l][d].mean(), expected[l][d], rtol=1e-9, atol=1e-12)
+    if not bidirectional:
+        a = spectral_prune(chunked, x, k=k, covariance_mode=mode)
+        b = spectral_prune(_InOneCall(chunked), x, k=k, covariance_mode=mode)
+        assert [lp.units for lp in a.layers] == [lp.units for lp in b.layers]
+        with torch.no_grad():
+            torch.testing.assert_close(a.model(x), b.model(x), rtol=1e-8, atol=1e-11)
+
+
 def test_what_a_chunked_model_cannot_be_pruned_with_is_refused():
     x = torch.randn(20, 8, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"readout: 'head' does not read a unit-wise linear function"):
         spectral_prune(_InChunks(read="tanh"), x, k=4)
-    for kw in (dict(num_layers=2), dict(bidirectional=True)):
-        with pytest.raises(ValueError, match=r"data: the model carries the final state of 'rnn' into its next call; "
-                                             r"that is supported for a single-layer, unidirectional module"):
-            spectral_prune(_InChunks(**kw), x, k=4)
+    with pytest.raises(ValueError, match=r"data: the model carries the final state of 'rnn' into its next call; "
+                                         r"that is supported for nn.RNN, nn.LSTM and nn.GRU without proj_size"):
+        spectral_prune(_InChunks("LSTM", proj_size=4), x, k=4)
     # passes that would run the module again from the zero state
-    with pytest.raises(ValueError, match=r"starts 'rnn' from a state of its own .* here the pass runs the module "
-                                         r"again from the zero state; .*without target="):
-        spectral_prune(_InChunks(), x, target=0.1)
-    with pytest.raises(ValueError, match=r"here lengths= packs its inputs and the module runs again"):
-        spectral_prune(_InChunks(), x, k=4, lengths=torch.full((20,), 8))
+    for kw in (dict(), dict(num_layers=2)):
+        with pytest.raises(ValueError, match=r"starts 'rnn' from a state of its own .* here the pass runs the module "
+                                             r"again from the zero state; .*without target="):
+            spectral_prune(_InChunks(**kw), x, target=0.1)
+        with pytest.raises(ValueError, match=r"here lengths= packs its inputs and the module runs again"):
+            spectral_prune(_InChunks(**kw), x, k=4, lengths=torch.full((20,), 8))
 
 
 class _LearnedStart(torch.nn.Module):
     """Starts its module from a learned initial state: ``h0`` (a parameter) and, for an LSTM, ``c0`` (a buffer), of
     the given shape, repeated over the batch; the head reads the last step."""
 
-    def __init__(self, cell: str = "GRU", shape=(1, 1, 10)):
+    def __init__(self, cell: str = "GRU", shape=(1, 1, 10), **kw):
         super().__init__()
-        self.rnn = getattr(torch.nn, cell)(3, 10, batch_first=True, dtype=torch.float64)
-        self.head = torch.nn.Linear(10, 2, dtype=torch.float64)
+        self.rnn = getattr(torch.nn, cell)(3, 10, batch_first=True, dtype=torch.float64, **kw)
+        self.rows = self.rnn.num_layers * (2 if self.rnn.bidirectional else 1)
+        self.head = torch.nn.Linear(10 * (2 if self.rnn.bidirectional else 1), 2, dtype=torch.float64)
         self.h0 = torch.nn.Parameter(torch.randn(*shape, dtype=torch.float64))
         if cell == "LSTM":
             self.register_buffer("c0", torch.randn(*shape, dtype=torch.float64))
 
-    def forward(self, x):
-        n, m = x.shape[0], self.rnn.hidden_size
-        hx = self.h0.expand(1, n, m).contiguous()
+    def start(self, n):
+        m = self.rnn.hidden_size
+        hx = self.h0.expand(self.rows, n, m).contiguous()
         if isinstance(self.rnn, torch.nn.LSTM):
-            hx = (hx, self.c0.expand(1, n, m).contiguous())
-        return self.head(self.rnn(x, hx)[0][:, -1])
+            hx = (hx, self.c0.expand(self.rows, n, m).contiguous())
+        return hx
+
+    def forward(self, x):
+        return self.head(self.rnn(x, self.start(x.shape[0]))[0][:, -1])
 
 
 @settings(max_examples=15, deadline=None)
@@ -1314,6 +1405,54 @@ def test_a_learned_initial_state_is_sliced_to_the_kept_units(cell, shape, k, see
     back = load_pruned(path, model=_LearnedStart(cell, shape))
     with torch.no_grad():
         assert torch.equal(back(x), spectral_prune(model, x, k=k).model(x))
+
+
+@settings(max_examples=20, deadline=None)
+@given(cell=st.sampled_from(["RNN", "GRU", "LSTM"]), layers=st.integers(1, 3), bidirectional=st.booleans(),
+       k=st.integers(1, 10), mode=st.sampled_from(["sequential", "original"]), seed=st.integers(0, 2 ** 16))
+def test_a_stack_starts_each_layer_from_its_rows_of_a_learned_state(cell, layers, bidirectional, k, mode, seed):
+    """A learned initial state with one row per layer and direction: each layer of the statistics' run starts from
+    its row (in original mode the statistics equal the states of single-layer copies run from those rows); the pruned
+    model slices each row to its layer-direction's kept units, so that without reconstruction it equals the original
+    with the removed units' outgoing weights zeroed (both modes); the sliced state is saved and loaded."""
+    torch.manual_seed(seed)
+    D, m = 2 if bidirectional else 1, 10
+    model = _LearnedStart(cell, (layers * D, 1, m), num_layers=layers, bidirectional=bidirectional)
+    x = torch.randn(24, 6, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, k=k, reconstruct=False, covariance_mode=mode, precision="float64")
+    assert res.model.h0.shape == (layers * D, 1, k)
+    for lp in res.layers:  # each row holds its own layer-direction's kept units
+        torch.testing.assert_close(res.model.h0[lp.layer * D + lp.direction, 0],
+                                   model.h0[lp.layer * D + lp.direction, 0, list(lp.units)])
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(x), _masked(model, res, D)(x), rtol=1e-10, atol=1e-12)
+    if mode == "original":
+        stats = res.covariance if isinstance(res.covariance, list) else [[res.covariance]]
+        expected = _second_moments(_states_by_layer(model.rnn, x, x.shape[1], model.start(x.shape[0])), D, m)
+        for l in range(layers):
+            for d in range(D):
+                np.testing.assert_allclose(stats[l][d].mean(), expected[l][d], rtol=1e-9, atol=1e-12)
+
+
+def test_a_learned_state_a_stack_cannot_slice_is_refused(tmp_path):
+    """One vector shared by every layer and direction (shape (1, 1, m) expanded to (L * D, batch, m)) cannot hold
+    different kept units per layer; a state of one row per layer cannot hold different kept widths. Both are refused
+    naming the parameter; a stack with one row per layer round-trips through save and load."""
+    x = torch.randn(20, 6, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"model: 'h0', the learned initial state of a module of 2 layers and "
+                                         r"directions, has shape \(1, 1, 10\): one vector for all of them"):
+        spectral_prune(_LearnedStart("GRU", (1, 1, 10), num_layers=2), x, k=4)
+    with pytest.raises(ValueError, match=r"model: 'h0', the learned initial state, is one tensor for layers that "
+                                         r"keep different numbers of units \(\[4, 6\]\)"):
+        spectral_prune(_LearnedStart("GRU", (2, 1, 10), num_layers=2), x, k=[4, 6])
+    model = _LearnedStart("LSTM", (4, 1, 10), num_layers=2, bidirectional=True)
+    res = spectral_prune(model, x, k=5)
+    res.save(tmp_path / "p.safetensors")
+    back = load_pruned(tmp_path / "p.safetensors", model=_LearnedStart("LSTM", (4, 1, 10), num_layers=2,
+                                                                        bidirectional=True))
+    assert back.h0.shape == back.c0.shape == (4, 1, 5)
+    with torch.no_grad():
+        assert torch.equal(back(x), res.model(x))
 
 
 def test_a_learned_initial_state_refuses_what_would_run_the_module_again():
