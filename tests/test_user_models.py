@@ -1442,8 +1442,9 @@ def test_a_learned_state_a_stack_cannot_slice_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"model: 'h0', the learned initial state of a module of 2 layers and "
                                          r"directions, has shape \(1, 1, 10\): one vector for all of them"):
         spectral_prune(_LearnedStart("GRU", (1, 1, 10), num_layers=2), x, k=4)
-    with pytest.raises(ValueError, match=r"model: 'h0', the learned initial state, is one tensor for layers that "
-                                         r"keep different numbers of units \(\[4, 6\]\)"):
+    with pytest.raises(ValueError, match=r"k: the model starts 'rnn' from the learned initial state 'h0', one tensor "
+                                         r"for all layers, which must then keep the same number of units; got "
+                                         r"\[4, 6\]"):
         spectral_prune(_LearnedStart("GRU", (2, 1, 10), num_layers=2), x, k=[4, 6])
     model = _LearnedStart("LSTM", (4, 1, 10), num_layers=2, bidirectional=True)
     res = spectral_prune(model, x, k=5)
