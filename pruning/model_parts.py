@@ -506,7 +506,7 @@ class RecurrentInputs:
         each item is ``(input, output, start)``, ``start`` the call's :class:`~pruning.sequences.CallStart` (None from
         the zero state), and the consumer runs the module from it. Without it, a consumer that runs the module again
         would run it from the zero state, so where such a call's output is not used (None, or ``outputs_used=False``)
-        the pass is refused. ``lengths=`` is refused with such calls either way: the module would run on packed
+        the pass is refused. ``lengths=`` is refused with carried calls either way: the module would run on packed
         inputs, from states the model reached on padded ones."""
         from pruning.covariance import progress_bar
 
@@ -580,8 +580,12 @@ class RecurrentInputs:
                     outputs.clear()
                     if any(b is not None for b in started):
                         self.carried = True
-                        if lens is not None:
-                            self._refuse_rerun("lengths= packs its inputs and the module runs again")
+                        if lens is not None and any(b is not None and b.carried for b in started):
+                            raise ValueError(
+                                f"lengths: the model carries the final state of {self.parts.rnn_path!r} from one call "
+                                f"to the next, which it reached on padded inputs (past each sequence's end); with "
+                                f"lengths= the module would run on packed inputs from those states. Prune it without "
+                                f"lengths= (the model may pack its inputs itself)")
                     while received:
                         x, (y, version), start = received.pop(0), made.pop(0), started.pop(0)
                         checked = self._checked(x, lens, i)

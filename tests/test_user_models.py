@@ -1347,7 +1347,8 @@ def test_what_a_chunked_model_cannot_be_pruned_with_is_refused():
         with pytest.raises(ValueError, match=r"starts 'rnn' from a state of its own .* here the pass runs the module "
                                              r"again from the zero state; .*without target="):
             spectral_prune(_InChunks(**kw), x, target=0.1)
-        with pytest.raises(ValueError, match=r"here lengths= packs its inputs and the module runs again"):
+        with pytest.raises(ValueError, match=r"lengths: the model carries the final state of 'rnn' from one call to "
+                                             r"the next, which it reached on padded inputs"):
             spectral_prune(_InChunks(**kw), x, k=4, lengths=torch.full((20,), 8))
 
 
@@ -1458,10 +1459,30 @@ def test_a_learned_state_a_stack_cannot_slice_is_refused(tmp_path):
 
 def test_a_learned_initial_state_refuses_what_would_run_the_module_again():
     x = torch.randn(20, 6, 3, dtype=torch.float64)
-    for kw in (dict(target=0.1), dict(k=4, lengths=torch.full((20,), 6))):
-        with pytest.raises(ValueError, match=r"starts 'rnn' from a state of its own \(the final state of its previous "
-                                             r"call, or a learned initial state\)"):
-            spectral_prune(_LearnedStart(), x, **kw)
+    with pytest.raises(ValueError, match=r"starts 'rnn' from a state of its own \(the final state of its previous "
+                                         r"call, or a learned initial state\)"):
+        spectral_prune(_LearnedStart(), x, target=0.1)
+
+
+@settings(max_examples=10, deadline=None)
+@given(cell=st.sampled_from(["RNN", "GRU", "LSTM"]), bidirectional=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_a_learned_initial_state_with_lengths_runs_each_sequence_from_it(cell, bidirectional, seed):
+    """With lengths= the inputs are packed, and each layer-direction runs every sequence's real steps from its row of
+    the learned state: the statistics equal those of each sequence run alone from it, over its real steps only."""
+    torch.manual_seed(seed)
+    D, m = 2 if bidirectional else 1, 10
+    model = _LearnedStart(cell, (2 * D, 1, m), num_layers=2, bidirectional=bidirectional)
+    x = torch.randn(12, 7, 3, dtype=torch.float64)
+    lengths = torch.randint(1, 8, (12,))
+    res = spectral_prune(model, x, k=4, lengths=lengths, covariance_mode="original", precision="float64")
+    per_layer = [[] for _ in range(2)]
+    for i, n in enumerate(lengths.tolist()):
+        for l, o in enumerate(_states_by_layer(model.rnn, x[i:i + 1, :n], n, model.start(1))):
+            per_layer[l].append(o[0])
+    expected = _second_moments([torch.cat(o)[None] for o in per_layer], D, m)
+    for l in range(2):
+        for d in range(D):
+            np.testing.assert_allclose(res.covariance[l][d].mean(), expected[l][d], rtol=1e-9, atol=1e-12)
 
 
 def test_the_checks_run_on_a_few_rows_of_a_data_tensor():
