@@ -41,7 +41,7 @@ from theory._validation import as_float64_array
 from theory.information import as_units
 
 __all__ = ["compress", "compress_stack", "compress_layer", "compress_readout", "compress_reader", "compress_head",
-           "state_map", "passed_on"]
+           "state_map", "passed_on", "compress_module"]
 
 
 def _as_reconstruction(A, m: int, k: int) -> np.ndarray:
@@ -186,6 +186,13 @@ def compress_stack(rnn: nn.Module, readout: nn.Linear, units, A=None) -> Tuple[n
 
 def _compress_checked(rnn: nn.Module, readout: nn.Linear, units, A) -> Tuple[nn.Module, nn.Linear]:
     """:func:`compress_stack` for modules already validated."""
+    module, below = compress_module(rnn, units, A)
+    return module, compress_readout(readout, below)
+
+
+def compress_module(rnn: nn.Module, units, A=None) -> Tuple[nn.Module, Optional[List[np.ndarray]]]:
+    """The recurrent module of :func:`compress_stack` alone, with the maps its last layer's states pass on to what
+    reads them (one per direction; None after a projected LSTM), which the read-outs absorb."""
     layers = as_layers(rnn)
     D = directions(rnn)
     if len(units) != len(layers) or any(len(u) != D for u in units):
@@ -197,7 +204,7 @@ def _compress_checked(rnn: nn.Module, readout: nn.Linear, units, A) -> Tuple[nn.
         maps = [state_map(m, kept[d], None if A is None or A[l] is None else A[l][d]) for d in range(D)]
         new.append(compress_layer(layer, kept, maps, below))
         below = passed_on(layer, maps)
-    return assemble(new, rnn.dropout), compress_readout(readout, below)
+    return assemble(new, rnn.dropout), below
 
 
 def compress(rnn: nn.Module, readout: nn.Linear, J, A=None) -> Tuple[nn.Module, nn.Linear]:

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from pruning.compress import compress_layer, compress_stack, state_map
+from pruning.compress import compress_layer, compress_module, compress_stack, state_map
 from pruning.covariance import model_device, resolve_device
 from pruning.sequences import (KeptPass, OnePass, as_tensor, batch_dim, count_sequences, is_one_shot,
                                iter_sequence_batches, mapping_rows, one_pass_if_iterator, pack, take_rows)
-from pruning.model_parts import _model_batches, default_forward, resolve_subject
+from pruning.model_parts import RecurrentInputs, _model_batches, default_forward, resolve_subject
 from pruning.modules import as_layers, assemble, check_rnn, output_width, projection, split_model
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences, eval_mode
@@ -409,7 +409,11 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
     upper_orders: list = []  # sequential mode: the greedy orders of the layers above 0, one per k and direction
     errors: Dict[int, float] = {}
     held_name = "holdout_data" if holdout_data is not None else "data (its held-out part)"
-    if cell:
+    # a module that the model starts from a state of its own (chunks carrying the final state, a learned initial
+    # state; seen by the pass above) runs from that state only inside the model's run: the whole pruned model is built
+    # and run at every k, as for a cell
+    stateful = isinstance(calibration.data, RecurrentInputs) and calibration.data.carried
+    if cell or stateful:
         reference = _ModelReference(subject, held, batch_size=batch_size, name=held_name)
     elif criterion == "s10":
         reference = None
@@ -455,15 +459,19 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
                 M = state_map(widths[0], np.asarray(units[0][0]), A)
                 small = compress_layer(layers[0], units[0], [M])
                 errors[k] = reference.error(subject.rebuild(small, [M])[3])
-            elif sequential:
-                stats_k, units, lams_k, A = sequential_at(k)
-                errors[k] = reference.error(compress_stack(rnn, readout, units, A))
-                if errors[k] <= tol and ("k" not in best or k < best["k"]):
-                    best.update(k=k, found=(stats_k, units, lams_k))
             else:
-                A = [[reconstruction_matrix(statistics.layer(l)[d][0], units[l][d], lams[l][d]) for d in range(D)]
-                     for l in range(len(layers))] if chosen.reconstruct else None
-                errors[k] = reference.error(compress_stack(rnn, readout, units, A))
+                if sequential:
+                    stats_k, units, lams_k, A = sequential_at(k)
+                else:
+                    A = [[reconstruction_matrix(statistics.layer(l)[d][0], units[l][d], lams[l][d])
+                          for d in range(D)] for l in range(len(layers))] if chosen.reconstruct else None
+                if stateful:
+                    small, below = compress_module(rnn, units, A)
+                    errors[k] = reference.error(subject.rebuild(small, below, kept=units)[3])
+                else:
+                    errors[k] = reference.error(compress_stack(rnn, readout, units, A))
+                if sequential and errors[k] <= tol and ("k" not in best or k < best["k"]):
+                    best.update(k=k, found=(stats_k, units, lams_k))
         return errors[k]
 
     # a projected LSTM keeps more cells than its proj_size (torch requires proj_size < hidden_size)
@@ -538,10 +546,11 @@ def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settin
 
     new_layers, below = compress_layers(layers, statistics, pick, timings)
     with timings("compress"):
-        small, head, heads, new_model = subject.rebuild(assemble(new_layers, rnn.dropout), below)
+        small, head, heads, new_model = subject.rebuild(assemble(new_layers, rnn.dropout), below, kept=units)
     return PruneResult(rnn=small, readout=head, model=new_model, heads=heads, layers=results, theta=settings.theta,
                        Z=settings.Z, method="greedy", reconstruct=settings.reconstruct, covariance_mode=mode,
-                       timings=dict(timings), covariance=statistics.stats(), paths=subject.paths)
+                       timings=dict(timings), covariance=statistics.stats(), paths=subject.paths,
+                       initial_state=subject.initial_state_names())
 
 
 def _unreachable(tol: float, criterion: str, K: int, errors: Dict[int, float]) -> str:

@@ -1342,14 +1342,39 @@ def test_what_a_chunked_model_cannot_be_pruned_with_is_refused():
     with pytest.raises(ValueError, match=r"data: the model carries the final state of 'rnn' into its next call; "
                                          r"that is supported for nn.RNN, nn.LSTM and nn.GRU without proj_size"):
         spectral_prune(_InChunks("LSTM", proj_size=4), x, k=4)
-    # passes that would run the module again from the zero state
     for kw in (dict(), dict(num_layers=2)):
-        with pytest.raises(ValueError, match=r"starts 'rnn' from a state of its own .* here the pass runs the module "
-                                             r"again from the zero state; .*without target="):
-            spectral_prune(_InChunks(**kw), x, target=0.1)
         with pytest.raises(ValueError, match=r"lengths: the model carries the final state of 'rnn' from one call to "
                                              r"the next, which it reached on padded inputs"):
             spectral_prune(_InChunks(**kw), x, k=4, lengths=torch.full((20,), 8))
+
+
+@pytest.mark.parametrize("make", [lambda: _InChunks("GRU", 3, "last", num_layers=2),
+                                  lambda: _InChunks("LSTM", 2, "last", bidirectional=True),
+                                  lambda: _LearnedStart("LSTM", (2, 1, 10), num_layers=2),
+                                  lambda: _LearnedStart("RNN", (1, 1, 10))])
+@pytest.mark.parametrize("mode", ["sequential", "original"])
+def test_the_error_target_search_runs_a_stateful_model_whole(make, mode):
+    """A model that starts its module from a state of its own is searched by running the whole pruned model at every
+    k it tries: each error is the held-out relative error of the head's outputs of spectral_prune(k=...), computed
+    here from the models' outputs, and the k found is the smallest evaluated one that meets the target."""
+    torch.manual_seed(3)
+    model = make()
+    x, held = torch.randn(40, 8, 3, dtype=torch.float64), torch.randn(20, 8, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, target=1e-3, holdout_data=held, covariance_mode=mode)
+    evaluated = res.search["evaluated"]
+    assert len(evaluated) >= 2
+    with torch.no_grad():
+        f = model(held) - model.head.bias
+        for k, error in evaluated.items():
+            pruned = spectral_prune(model, x, k=k, covariance_mode=mode).model
+            g = pruned(held) - pruned.head.bias
+            assert error == pytest.approx(float(((f - g) ** 2).sum() / (f ** 2).sum()), rel=1e-9, abs=1e-15)
+    meeting = [k for k, e in evaluated.items() if e <= 1e-3]
+    found = res.search["k"]
+    assert found == min(meeting) and (found - 1 not in evaluated or evaluated[found - 1] > 1e-3)
+    assert res.initial_state == (("c0", "h0") if isinstance(model, _LearnedStart) and isinstance(model.rnn,
+                                                                                                 torch.nn.LSTM)
+                                 else ("h0",) if isinstance(model, _LearnedStart) else ())
 
 
 class _LearnedStart(torch.nn.Module):
@@ -1455,13 +1480,6 @@ def test_a_learned_state_a_stack_cannot_slice_is_refused(tmp_path):
     assert back.h0.shape == back.c0.shape == (4, 1, 5)
     with torch.no_grad():
         assert torch.equal(back(x), res.model(x))
-
-
-def test_a_learned_initial_state_refuses_what_would_run_the_module_again():
-    x = torch.randn(20, 6, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"starts 'rnn' from a state of its own \(the final state of its previous "
-                                         r"call, or a learned initial state\)"):
-        spectral_prune(_LearnedStart(), x, target=0.1)
 
 
 @settings(max_examples=10, deadline=None)
