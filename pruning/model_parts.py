@@ -612,8 +612,8 @@ class RecurrentInputs:
     def _refuse_rerun(self, why: str) -> None:
         raise ValueError(f"data: the model starts {self.parts.rnn_path!r} from a state of its own (the final state of "
                          f"its previous call, or a learned initial state), so its states are those of the model's own "
-                         f"run, but here {why} from the zero state; prune it through spectral_prune, without "
-                         f"changing the module's output in place")
+                         f"run, but here {why} from the zero state, which would give other states (a model that "
+                         f"changes the module's output in place makes the pass run it again)")
 
     def keep(self, nbytes: Optional[int] = None) -> None:
         """Keep the inputs of the next complete pass, if they take at most ``nbytes`` (default

@@ -1346,6 +1346,12 @@ def test_what_a_chunked_model_cannot_be_pruned_with_is_refused():
         with pytest.raises(ValueError, match=r"lengths: the model carries the final state of 'rnn' from one call to "
                                              r"the next, which it reached on padded inputs"):
             spectral_prune(_InChunks(**kw), x, k=4, lengths=torch.full((20,), 8))
+    # a consumer of the inputs alone would run the module from the zero state: iterating them is refused
+    from pruning.model_parts import RecurrentInputs, locate
+
+    with pytest.raises(ValueError, match=r"data: the model starts 'rnn' from a state of its own .* here the pass runs "
+                                         r"the module again from the zero state"):
+        list(RecurrentInputs(locate(_InChunks()), x))
 
 
 @pytest.mark.parametrize("make", [lambda: _InChunks("GRU", 3, "last", num_layers=2),
