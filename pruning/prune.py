@@ -61,8 +61,10 @@ def spectral_prune(
         layers, uni- or bidirectional) and the linear read-out(s) of its output are found by ``rnn``/``readout`` or
         as the only ones (:func:`pruning.model_parts.locate`), and ``data`` are the model's inputs: the recurrent
         module's real inputs are captured with a hook while the model runs, so embeddings and packing need no
-        protocol. A pair ``(rnn, readout)`` takes the recurrent module's inputs as ``data``. A model with ``.rnn``
-        and ``.readout`` attributes may define ``rnn_inputs(x)`` instead of being run whole.
+        protocol. The model may run its sequences in chunks, each call continuing from the state the previous one
+        returned, or start the module from a learned initial state (one row per layer and direction); any other
+        nonzero initial state is refused. A pair ``(rnn, readout)`` takes the recurrent module's inputs as ``data``.
+        A model with ``.rnn`` and ``.readout`` attributes may define ``rnn_inputs(x)`` instead of being run whole.
     data : tensor, PackedSequence, list of sequences or iterable of batches
         Calibration inputs for the time-mean covariances (section 2); not needed with ``covariance``. Variable-length
         data come as PackedSequences, lists of sequences of different lengths, or padded batches with ``lengths``:

@@ -89,7 +89,8 @@ class PruneResult:
         so that :func:`pruning.load_pruned` puts the pruned modules back in the same places.
     initial_state : tuple of str
         The model's parameters or buffers that held a learned initial state of the module, now sliced to the kept
-        units in ``model`` (:meth:`save` records them, so that :func:`pruning.load_pruned` gives them that shape).
+        units in ``model``, each layer-direction's row to its own (:meth:`save` records them, so that
+        :func:`pruning.load_pruned` gives them that shape).
     """
 
     rnn: nn.Module
