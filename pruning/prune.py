@@ -14,6 +14,7 @@ from pruning.steps import (COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEF
                            PruneSettings, Timings, choose_lambda, compress_layers, consumer_weights, describe_layer,
                            downstream_weights, plan_widths, resolve_lambda, select_layer_units)
 from theory._validation import Options
+from theory.spectrum import eigenvalues
 
 __all__ = ["spectral_prune", "PruneResult", "DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES",
            "resolve_lambda"]
@@ -179,8 +180,10 @@ def spectral_prune(
     results = []
 
     def pick(l: int, d: int, sigma):
+        # a target degrees of freedom needs Sigma's eigenvalues for lambda; the reported N(lambda) reuses them
+        spectrum = eigenvalues(sigma) if dofs[l] is not None else None
         lam_abs = choose_lambda(sigma, settings, dofs[l], where=f" of layer {l}, direction {d}" if L * D > 1
-                                else "", name="target_dof" if L == 1 else f"target_dof[{l}]")
+                                else "", name="target_dof" if L == 1 else f"target_dof[{l}]", spectrum=spectrum)
         width = ks[l] if dofs[l] is None else check_projected_width(
             layers[l], max(1, min(widths[l], math.ceil(float(dofs[l])))),
             "target_dof" if L == 1 else f"target_dof[{l}]")
@@ -190,7 +193,7 @@ def spectral_prune(
             units, tau = select_layer_units(sigma, width, lam_abs, settings, layers[l], d, consumers[l], label,
                                             downstream)
         lp, M = describe_layer(sigma, units, tau, lam_abs, settings, layers[l], l, d, consumers[l], timings,
-                               downstream)
+                               downstream, spectrum)
         results.append(lp)
         return units, M
 

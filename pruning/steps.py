@@ -249,10 +249,11 @@ def resolve_lambda(sigma: np.ndarray, lam: Optional[float], rel_lam: Optional[fl
 
 
 def choose_lambda(sigma: np.ndarray, settings: PruneSettings, target_dof: Optional[float] = None, *,
-                  where: str = "", name: str = "target_dof") -> float:
-    """Step 2: lambda solving ``N(lambda) = target_dof`` (S7) when a target is given, else from ``settings``."""
+                  where: str = "", name: str = "target_dof", spectrum: Optional[np.ndarray] = None) -> float:
+    """Step 2: lambda solving ``N(lambda) = target_dof`` (S7) when a target is given, else from ``settings``.
+    ``spectrum``: Sigma's eigenvalues where already computed (:func:`theory.spectrum.eigenvalues`)."""
     if target_dof is not None:
-        return lambda_for_dof(sigma, target_dof, name=name)
+        return lambda_for_dof(sigma if spectrum is None else spectrum, target_dof, name=name)
     return resolve_lambda(sigma, settings.lam, settings.rel_lam, where)
 
 
@@ -379,10 +380,12 @@ def greedy_order(sigma: np.ndarray, lam: float, settings: PruneSettings, layer: 
 
 def describe_layer(sigma: np.ndarray, units: Sequence[int], tau: np.ndarray, lam: float, settings: PruneSettings,
                    layer: nn.Module, l: int, d: int, consumer: np.ndarray, timings: Optional[Timings] = None,
-                   downstream: Optional[Dict[str, DownstreamWeight]] = None) -> Tuple[LayerPrune, np.ndarray]:
+                   downstream: Optional[Dict[str, DownstreamWeight]] = None,
+                   spectrum: Optional[np.ndarray] = None) -> Tuple[LayerPrune, np.ndarray]:
     """Step 4: ``A_J`` (with reconstruction) and the information losses of keeping ``units``; returns the
     :class:`LayerPrune` and the state map ``M`` (``A_J`` or ``I_{F,J}``) that step 5 builds the layer with.
-    ``downstream``: the :func:`downstream_weights` step 3 selected with, whose Gram the losses reuse."""
+    ``downstream``: the :func:`downstream_weights` step 3 selected with, whose Gram the losses reuse; ``spectrum``:
+    Sigma's eigenvalues where step 2 computed them (a target degrees of freedom), which N(lambda) then reads."""
     timings = timings if timings is not None else Timings()
     m = layer.hidden_size
     with timings("reconstruction"):
@@ -390,7 +393,7 @@ def describe_layer(sigma: np.ndarray, units: Sequence[int], tau: np.ndarray, lam
     with timings("losses"):  # the S1/S2 losses and N(lambda) (S7) reported beside the pruned network
         downstream = downstream or downstream_weights(layer, d, consumer, settings.Z)
         losses = information_losses(sigma, units, tau, {name: downstream[name] for name in ("recurrent", "readout")})
-        dof = degrees_of_freedom(sigma, lam)
+        dof = degrees_of_freedom(sigma if spectrum is None else spectrum, lam)
     z_loss = losses["recurrent"] + losses["readout"] if settings.Z == "both" else losses[settings.Z]
     losses["objective"] = losses["input"] + float(settings.theta) * z_loss
     lp = LayerPrune(layer=l, direction=d, units=list(units), A=A, m=m, k=len(units), lam=lam,

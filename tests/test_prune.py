@@ -69,11 +69,21 @@ def test_covariance_reuse_gives_the_same_result(setup):
     assert first.lam == pytest.approx(DEFAULT_REL_LAM * np.trace(first.covariance.mean()) / 16)
 
 
-def test_target_dof_sets_lambda_and_width(setup):
+def test_target_dof_sets_lambda_and_width(setup, monkeypatch):
+    """lambda solves N(lambda) = 4.5; the reported N(lambda) is the one of the matrix, from the eigenvalues that
+    solving for lambda computed (one eigendecomposition per layer-direction, not two)."""
+    import theory.spectrum
+
     rnn, head, x = setup
+    calls = []
+    original = theory.spectrum.scipy.linalg.eigvalsh
+    monkeypatch.setattr(theory.spectrum.scipy.linalg, "eigvalsh", lambda a, *args, **kw: calls.append(1) or
+                        original(a, *args, **kw))
     res = spectral_prune((rnn, head), x, target_dof=4.5)
-    assert res.k == 5
+    assert res.k == 5 and len(calls) == 1
     assert res.dof == pytest.approx(4.5, rel=1e-6)
+    monkeypatch.undo()
+    assert res.dof == pytest.approx(degrees_of_freedom(res.covariance.mean(), res.lam), rel=1e-12)
 
 
 @pytest.mark.parametrize("method", ["greedy", "leverage", "random", "magnitude", "energy"])
