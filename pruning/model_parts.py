@@ -36,6 +36,7 @@ from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_pat
 from pruning.modules import (check_readout, check_recurrent, directions, is_quantized_recurrent, output_width,
                              projection, replace_tensor)
 from pruning.recurrent_stack import RecurrentStack
+from pruning.start_slicing import attach_slice_start, slice_start_of
 from pruning import sequences
 from pruning.sequences import (CallStart, KeptPass, OnePass, check_lengths, check_rows_reached, mapping_rows,
                                sequences_in, take_rows, version_of)
@@ -396,10 +397,12 @@ def carries_state(rnn: nn.Module) -> bool:
 
 
 def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Module] = None, previous: Any = None,
-                   rnn: Optional[nn.Module] = None) -> Any:
+                   rnn: Optional[nn.Module] = None, handed: Sequence[Any] = ()) -> Any:
     """Where a call of the recurrent module starts: ``None`` from the zero state, ``"carried"`` from the final state of
-    its previous call (``previous``), as a model that runs a sequence in chunks does, or the list of the names of the
-    model's parameters or buffers that hold a learned initial state. Raise :class:`_Refused` for any other nonzero
+    its previous call (``previous``), as a model that runs a sequence in chunks does, ``"handoff"`` from the final
+    state another recurrent module of the model returned in this run (one of ``handed``: a decoder started from its
+    encoder's state), or the list of the names of the model's parameters or buffers that hold a learned initial
+    state. Raise :class:`_Refused` for any other nonzero
     initial state, and for the two where ``rnn`` cannot take them (:func:`carries_state`; ``rnn`` None: never)."""
     hx = _initial_state_of(args, kwargs)
     if hx is None or _all_zero(hx):
@@ -409,6 +412,13 @@ def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Modu
             return "carried"
         raise _Refused(f"data: the model carries the final state of {path!r} into its next call; that is supported "
                        f"for nn.RNN, nn.LSTM and nn.GRU without proj_size, and {path!r} is not one")
+    cut = slice_start_of(rnn)  # a pruned decoder: its hook has cut the encoder's state before this one runs
+    if any(_is_state(hx, other) or (cut is not None and _is_state(hx, cut.apply(other))) for other in handed):
+        if rnn is not None and carries_state(rnn):
+            return "handoff"
+        raise _Refused(f"data: the model starts {path!r} from the final state of another recurrent module (a decoder "
+                       f"started from its encoder's state); that is supported for nn.RNN, nn.LSTM and nn.GRU "
+                       f"without proj_size, and {path!r} is not one")
     learned = _state_parameters(hx, model)
     if learned and rnn is not None and carries_state(rnn):
         return learned
@@ -419,9 +429,10 @@ def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Modu
     raise _Refused(f"data: the model passes a nonzero initial state to {path!r}; spectral pruning takes its statistics "
                    f"from runs that start at the zero state, at a learned initial state (a parameter or buffer of the "
                    f"model repeated over the batch) or continue from the state the module returned on its previous "
-                   f"call (a state changed between calls, a decoder started from an encoder's state, or a state the "
-                   f"forward keeps from one batch to the next, as a language model's training loop keeps its hidden "
-                   f"state, is not supported: run the chunks of a batch within one forward call instead)")
+                   f"call, or start from the final state of another recurrent module as it returned it (a state "
+                   f"changed between calls or on its way from an encoder, or a state the forward keeps from one batch "
+                   f"to the next, as a language model's training loop keeps its hidden state, is not supported: run "
+                   f"the chunks of a batch within one forward call instead)")
 
 
 def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model: Optional[nn.Module] = None
@@ -442,6 +453,16 @@ def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model
         previous[0] = _final_state_of(out)
 
     return [rnn.register_forward_pre_hook(hook, with_kwargs=True), rnn.register_forward_hook(remember)]
+
+
+def _record_handed_states(model: Optional[nn.Module], rnn: nn.Module, handed: List[Any]) -> list:
+    """Forward hooks (their handles) that append to ``handed`` the final state every other recurrent module of
+    ``model`` returns, a state the model may hand ``rnn`` as its initial state."""
+    if model is None:
+        return []
+    inside = {id(m) for m in rnn.modules()}
+    return [m.register_forward_hook(lambda module, args, out: handed.append(_final_state_of(out)))
+            for m in model.modules() if isinstance(m, nn.RNNBase) and id(m) not in inside]
 
 
 class RecurrentInputs:
@@ -473,6 +494,8 @@ class RecurrentInputs:
         #: previous call, or a learned initial state (whose parameters' names are in ``initial``)
         self.carried = False
         self.initial: set = set()
+        #: whether a call started from the final state of another recurrent module (a decoder's start)
+        self.handoff = False
 
     def _lengths(self) -> Iterator[Any]:
         if self.lengths is None:
@@ -524,15 +547,17 @@ class RecurrentInputs:
         begins: List[Optional[CallStart]] = []
         outputs: List[Any] = []
         previous: List[Any] = [None]  # the final state of the module's last call, which a next call may continue
+        handed: List[Any] = []  # the final states the model's other recurrent modules returned on this batch
         active = [False]  # only the calls made by the model's forward on our batch: the consumer of the
         # yielded inputs may run the same module itself
 
         def hook(module, args, kwargs):
             if not active[0]:
                 return
-            start = _initial_state(args, kwargs, self.parts.rnn_path, self.parts.model, previous[0], rnn)
+            start = _initial_state(args, kwargs, self.parts.rnn_path, self.parts.model, previous[0], rnn, handed)
             if isinstance(start, list):
                 self.initial.update(start)
+            self.handoff = self.handoff or start == "handoff"
             begins.append(None if start is None else CallStart(_detached(_initial_state_of(args, kwargs)),
                                                                start == "carried"))
             calls.append(args[0] if args else kwargs.get("input"))
@@ -547,6 +572,7 @@ class RecurrentInputs:
         with eval_mode(self.parts.model), torch.no_grad():
             handle = rnn.register_forward_pre_hook(hook, with_kwargs=True)
             out_handle = rnn.register_forward_hook(keep_output)
+            other_handles = _record_handed_states(self.parts.model, rnn, handed)
             try:
                 batches = progress_bar(_model_batches(self.data, self.batch_size), self.progress, desc="covariance",
                                        unit="batch", total=_count_model_batches(self.data, self.batch_size))
@@ -554,6 +580,7 @@ class RecurrentInputs:
                     lens = next(lengths)
                     calls.clear()
                     outputs.clear()
+                    handed.clear()
                     active[0] = True
                     try:
                         self.forward(self.parts.model, batch)
@@ -607,6 +634,8 @@ class RecurrentInputs:
             finally:
                 handle.remove()
                 out_handle.remove()
+                for h in other_handles:
+                    h.remove()
         self._kept = kept  # a complete pass
 
     def _refuse_rerun(self, why: str) -> None:
@@ -779,12 +808,14 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         # in the perturbed run the perturbed state back: it is undone, exactly, so the module runs as in the plain
         # run and only its output is perturbed. Any other nonzero initial state is refused once the run is over.
         try:
-            start = _initial_state(args, kwargs, parts.rnn_path, parts.model, state.get("previous"), rnn)
+            start = _initial_state(args, kwargs, parts.rnn_path, parts.model, state.get("previous"), rnn, handed)
         except _Refused as err:
             refusals.append(str(err))
             return None
         if isinstance(start, list) and found is not None:
             found.setdefault("initial", set()).update(start)  # a learned initial state: the pruned copy slices it
+        if start == "handoff" and found is not None:
+            found["handoff"] = True  # another module's final state: the pruned copy cuts it to the kept units
         if not (start == "carried" and state["perturb"]):
             return None
         hx = _initial_state_of(args, kwargs)
@@ -833,12 +864,17 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
     # before anything else: a model that hands the final state of one call to the next would otherwise fail the
     # test below, blamed on a computation between the module and its read-out
     refusals: List[str] = []
+    handed: List[Any] = []  # the final states of the model's other recurrent modules, in the current run
+    # (the initial-state hook runs before the module's own: a pruned decoder's cut of a handed state must see the
+    # state the module returned, with the check's maps undone, to tell it from a handed one where all units are kept)
     handles = [rnn.register_forward_hook(perturb_output),
-               rnn.register_forward_pre_hook(initial_state, with_kwargs=True)]
+               rnn.register_forward_pre_hook(initial_state, with_kwargs=True, prepend=True)]
+    handles += _record_handed_states(model, rnn, handed)
     handles += [model.get_submodule(p).register_forward_pre_hook(record_input(p)) for p in parts.readout_paths]
     handles += [mod.register_forward_pre_hook(record_order(p)) for p, mod in _other_leaf_modules(parts)]
     plain, perturbed, out, plain_out = run_twice(model, forward, batch, seen, handles,
-                                                 lambda: state.update(perturb=True, after_rnn=False, previous=None),
+                                                 lambda: (state.update(perturb=True, after_rnn=False, previous=None),
+                                                          handed.clear()),
                                                  forward_given=given)
     if refusals:
         raise ValueError(refusals[0])
@@ -1099,6 +1135,8 @@ class Subject:
     #: the names of the model's parameters or buffers that hold a learned initial state of the module (sliced to the
     #: kept units in the pruned copy)
     initial: Tuple[str, ...] = ()
+    #: whether the model starts the module from another recurrent module's final state (the pruned copy cuts it)
+    handoff: bool = False
 
     @property
     def paths(self) -> Optional[Tuple[str, Tuple[str, ...]]]:
@@ -1111,6 +1149,11 @@ class Subject:
         """The parameters or buffers found to hold a learned initial state, by the read-out check or the pass."""
         seen = set(self.initial) | (self.data.initial if isinstance(self.data, RecurrentInputs) else set())
         return tuple(sorted(seen))
+
+    def handed_start(self) -> bool:
+        """Whether the read-out check or the pass saw the model start the module from another module's final
+        state."""
+        return self.handoff or (isinstance(self.data, RecurrentInputs) and self.data.handoff)
 
     def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray],
                 kept: Optional[Sequence[Sequence[Sequence[int]]]] = None
@@ -1130,6 +1173,16 @@ class Subject:
         if self.cell:
             rnn = layer_as_cell(rnn)
         if self.parts is not None:
+            if self.handed_start():
+                if kept is None:
+                    raise ValueError("kept: the units kept by the module are needed to cut the state it is started "
+                                     "from")
+                rows = [list(units) for layer in kept for units in layer]
+                if len({len(units) for units in rows}) > 1:
+                    raise ValueError(f"kept: the model starts {self.parts.rnn_path!r} from another module's final "
+                                     f"state, one tensor for all its layers, which must then keep the same number of "
+                                     f"units; got {[len(layer[0]) for layer in kept]}")
+                rnn = attach_slice_start(rnn, rows, self.rnn.hidden_size)
             model = replace_modules(self.parts, rnn, heads)
             for name in self.initial_state_names():
                 if kept is None:
@@ -1252,7 +1305,8 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
     blocks = tuple(head_blocks(h, output_width(parts.rnn)) for h in heads)
     return Subject(parts.rnn, combined_readout(heads, flags, blocks), heads, parts.model, parts, inputs, None, None,
                    sample=sample, forward=forward, backward_first=flags, blocks=blocks,
-                   checked=check and data is not None, initial=tuple(sorted(found.get("initial", ()))))
+                   checked=check and data is not None, initial=tuple(sorted(found.get("initial", ()))),
+                   handoff=bool(found.get("handoff")))
 
 
 def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, precision, progress) -> Subject:

@@ -165,10 +165,11 @@ def spectral_prune(
                                                                                             else ""))
     if target_dof is not None and (lam is not None or rel_lam is not None):
         raise ValueError("target_dof: lambda is determined by the target; do not also pass lam or rel_lam")
-    if subject.initial and len(set(ks)) > 1:  # known before the pass where the read-out check found the state
-        raise ValueError(f"{'k' if k is not None else 'ratio'}: the model starts {subject.parts.rnn_path!r} from the "
-                         f"learned initial state {', '.join(map(repr, subject.initial))}, one tensor for all layers, "
-                         f"which must then keep the same number of units; got {ks}")
+    if (subject.initial or subject.handoff) and len(set(ks)) > 1:  # known before the pass, from the read-out check
+        start = (f"the learned initial state {', '.join(map(repr, subject.initial))}" if subject.initial
+                 else "another recurrent module's final state")
+        raise ValueError(f"{'k' if k is not None else 'ratio'}: the model starts {subject.parts.rnn_path!r} from "
+                         f"{start}, one tensor for all layers, which must then keep the same number of units; got {ks}")
     timings = Timings()
     if covariance is subject.covariance:
         timings["covariance"] += subject.covariance_seconds  # a cell's statistics, measured by the model's run

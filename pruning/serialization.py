@@ -28,6 +28,7 @@ from torch import nn
 from pruning.fileio import atomic_write, atomic_write_text, existing_file
 from pruning.modules import check_recurrent, module_summary, projection, replace_tensor
 from pruning.recurrent_stack import RecurrentStack
+from pruning.start_slicing import attach_slice_start, slice_start_of
 
 __all__ = ["load_checkpoint", "import_factory", "describe_architecture", "build_architecture", "save_pruned",
            "load_pruned", "UntrustedCheckpoint", "save_statistics", "load_statistics"]
@@ -202,6 +203,9 @@ def describe_architecture(rnn: nn.Module, readout: Optional[nn.Module]) -> Dict[
         check_recurrent(rnn)
         summary = module_summary(rnn)
     summary["dtype"] = _dtype_name(p.dtype)
+    cut = slice_start_of(rnn)
+    if cut is not None:  # a pruned decoder cutting the state it is handed to its kept units
+        summary["slice_start"] = dict(units=cut.units, width=cut.width)
     return dict(rnn=summary, readout=None if readout is None else _describe_head(readout))
 
 
@@ -237,6 +241,8 @@ def build_architecture(arch: Dict[str, Any]) -> Tuple[nn.Module, nn.Linear]:
     try:
         r, h = arch["rnn"], arch["readout"]
         rnn = _build_recurrent(r)
+        if r.get("slice_start"):
+            attach_slice_start(rnn, r["slice_start"]["units"], r["slice_start"]["width"])
         readout = None if h is None else _build_head(h)
     except KeyError as err:
         raise ValueError(f"architecture: the description lacks {err}") from None

@@ -1509,6 +1509,80 @@ def test_a_learned_initial_state_with_lengths_runs_each_sequence_from_it(cell, b
             np.testing.assert_allclose(res.covariance[l][d].mean(), expected[l][d], rtol=1e-9, atol=1e-12)
 
 
+class _Seq2Seq(torch.nn.Module):
+    """An encoder hands its final state to a decoder (``self.rnn``), which runs the target sequence in chunks of
+    ``chunk`` steps, continuing from its own state after the first; the head reads every decoder step."""
+
+    def __init__(self, cell="GRU", layers=1, bidirectional=False, chunk=6):
+        super().__init__()
+        kw = dict(num_layers=layers, bidirectional=bidirectional, batch_first=True, dtype=torch.float64)
+        self.chunk = chunk
+        self.enc = getattr(torch.nn, cell)(3, 10, **kw)
+        self.rnn = getattr(torch.nn, cell)(2, 10, **kw)
+        self.head = torch.nn.Linear(10 * (2 if bidirectional else 1), 2, dtype=torch.float64)
+
+    def forward(self, x):
+        _, state = self.enc(x[..., :3])
+        outs = []
+        for piece in x[..., 3:].split(self.chunk, dim=1):
+            o, state = self.rnn(piece, state)
+            outs.append(o)
+        return self.head(torch.cat(outs, dim=1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(cell=st.sampled_from(["RNN", "GRU", "LSTM"]), layers=st.integers(1, 2), bidirectional=st.booleans(),
+       chunk=st.sampled_from([2, 3, 6]), k=st.integers(1, 10), mode=st.sampled_from(["sequential", "original"]),
+       seed=st.integers(0, 2 ** 16))
+def test_a_decoder_started_from_its_encoders_state_prunes(cell, layers, bidirectional, chunk, k, mode, seed):
+    """The pruned decoder cuts the encoder's state (original width) to each layer-direction's kept units on entry
+    and carries its own state after that, all units kept included (k = m, in the kept units' order): without
+    reconstruction it equals the original with the removed units' outgoing weights zeroed, which starts its kept
+    units from the same entries; in original mode the statistics equal the decoder's layers run by single-layer
+    copies from the encoder's final state; saved and loaded, the hook comes back with the weights."""
+    torch.manual_seed(seed)
+    D, m = 2 if bidirectional else 1, 10
+    model = _Seq2Seq(cell, layers, bidirectional, chunk)
+    x = torch.randn(16, 6, 5, dtype=torch.float64)
+    res = spectral_prune(model, x, k=k, rnn="rnn", readout="head", reconstruct=False, covariance_mode=mode,
+                         precision="float64")
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(x), _masked(model, res, D)(x), rtol=1e-10, atol=1e-12)
+        if mode == "original":
+            start = model.enc(x[..., :3])[1]
+            expected = _second_moments(_states_by_layer(model.rnn, x[..., 3:], chunk, start), D, m)
+            stats = res.covariance if isinstance(res.covariance, list) else [[res.covariance]]
+            for l in range(layers):
+                for d in range(D):
+                    np.testing.assert_allclose(stats[l][d].mean(), expected[l][d], rtol=1e-9, atol=1e-12)
+
+
+def test_a_pruned_decoder_saves_loads_searches_and_refuses_what_it_cannot_cut(tmp_path):
+    """The cut is recorded and attached again by load_pruned; the error-target search runs the whole pruned model;
+    layers that would keep different k are refused before the pass; the encoder, whose final state the decoder
+    reads, is refused as a module read other than through its read-outs."""
+    torch.manual_seed(0)
+    model = _Seq2Seq("LSTM", 2, True, 3)
+    x = torch.randn(16, 6, 5, dtype=torch.float64)
+    res = spectral_prune(model, x, k=4, rnn="rnn", readout="head")
+    res.save(tmp_path / "p.safetensors")
+    back = load_pruned(tmp_path / "p.safetensors", model=_Seq2Seq("LSTM", 2, True, 3))
+    with torch.no_grad():
+        assert torch.equal(back(x), res.model(x))
+    found = spectral_prune(model, x, target=1e-2, rnn="rnn", readout="head", holdout_data=x[:8])
+    with torch.no_grad():
+        for k, error in found.search["evaluated"].items():
+            pruned = spectral_prune(model, x, k=k, rnn="rnn", readout="head").model
+            f, g = model(x[:8]) - model.head.bias, pruned(x[:8]) - pruned.head.bias
+            assert error == pytest.approx(float(((f - g) ** 2).sum() / (f ** 2).sum()), rel=1e-9, abs=1e-15)
+    with pytest.raises(ValueError, match=r"k: the model starts 'rnn' from another recurrent module's final state, "
+                                         r"one tensor for all layers, which must then keep the same number of units"):
+        spectral_prune(model, x, k=[3, 4], rnn="rnn", readout="head")
+    with pytest.raises(ValueError, match=r"readout: 'head' does not read a unit-wise linear function of 'enc''s "
+                                         r"output"):
+        spectral_prune(model, x, k=4, rnn="enc", readout="head")
+
+
 def test_the_checks_run_on_a_few_rows_of_a_data_tensor():
     """The read-out checks (three forward passes), the second run of the row check, the pruned model's smoke test and
     its read-out checks run on the first CHECK_ROWS rows of a data tensor, not on a whole batch: only the covariance
@@ -1729,8 +1803,17 @@ def test_recurrent_read_outs_that_do_not_read_the_states_as_input_are_refused():
     with pytest.raises(ValueError, match=r"the model's output depends on 'enc''s output other than through the "
                                          r"read-out\(s\) 'dec'"):
         spectral_prune(_EncoderDecoder().eval(), x, k=4, rnn="enc", readout="dec")
-    with pytest.raises(ValueError, match=r"nonzero initial state to 'dec'.*a decoder started from an encoder's state"):
-        spectral_prune(_EncoderDecoder().eval(), x, k=4, rnn="dec", readout="fc")
+    # the decoder itself prunes: it cuts the encoder's state to its kept units (without reconstruction, exactly the
+    # original with the removed units' outgoing weights zeroed)
+    model = _EncoderDecoder().eval()
+    res = spectral_prune(model, x, k=4, rnn="dec", readout="fc", reconstruct=False)
+    masked = copy.deepcopy(model)
+    removed = torch.ones(8, dtype=torch.bool)
+    removed[list(res.units)] = False
+    with torch.no_grad():
+        masked.dec.weight_hh_l0[:, removed] = 0
+        masked.fc.weight[:, removed] = 0
+        torch.testing.assert_close(res.model(x), masked(x), rtol=1e-5, atol=1e-6)
     wrong = torch.nn.Module()
     wrong.rnn, wrong.other, wrong.head = torch.nn.GRU(3, 8), torch.nn.GRU(5, 8), torch.nn.Linear(8, 2)
     with pytest.raises(ValueError, match=r"readout \('other'\): a recurrent module read-out takes the 8 outputs of "
