@@ -389,8 +389,8 @@ def _is_state(hx: Any, state: Any) -> bool:
 
 def carries_state(rnn: nn.Module) -> bool:
     """Whether a model may start ``rnn`` from a state of its own, the final state of its previous call (chunks of one
-    sequence) or a learned initial state: a native module (any number of layers, either direction) without
-    projection. The statistics then run each layer from its rows of that state (a carried call from the states the
+    sequence), a learned initial state or another module's final state: a native module (any number of layers,
+    either direction) without projection. The statistics then run each layer from its rows of that state (a carried call from the states the
     layers reached on the previous call), and the pruned copy carries its own kept states (or starts from the kept
     units' learned values)."""
     return isinstance(rnn, nn.RNNBase) and not projection(rnn)
@@ -475,8 +475,10 @@ class RecurrentInputs:
     receives is packed first, so padding steps stay out of the statistics. Every call of the module is a batch of
     sequences (a model may call it more than once per batch). The statistics are those of runs from the zero state
     (an all-zero ``hx``, the usual ``torch.zeros(num_layers, batch, hidden_size)``, is the same run and passes), from
-    the final state of the module's previous call (a sequence run in chunks) or from a learned initial state, the last
-    two for a native module without projection (:func:`_initial_state`); any other nonzero initial state is refused.
+    the final state of the module's previous call (a sequence run in chunks), from a learned initial state or from
+    the final state another recurrent module of the model returned (a decoder started from its encoder's state), the
+    last three for a native module without projection (:func:`_initial_state`); any other nonzero initial state is
+    refused.
     """
 
     def __init__(self, parts: ModelParts, data: Any, *, forward: Optional[Callable[[nn.Module, Any], Any]] = None,
