@@ -1286,11 +1286,13 @@ def _second_moments(outputs, D, m):
     return out
 
 
-def _masked(model, res, D):
+def _masked(model, res, D, rnn="rnn", head="head"):
     """The original model with every removed unit's outgoing weights zeroed: its recurrent columns, the next
-    layer's input columns and the head's columns (what the pruned model without reconstruction computes)."""
+    layer's input columns and the head's columns (what the pruned model without reconstruction computes); ``rnn``
+    and ``head`` name the pruned module and its read-out."""
     masked = copy.deepcopy(model)
-    rnn, m = masked.rnn, masked.rnn.hidden_size
+    rnn, m = getattr(masked, rnn), getattr(masked, rnn).hidden_size
+    head = getattr(masked, head)
     with torch.no_grad():
         for lp in res.layers:
             removed = torch.ones(m, dtype=torch.bool)
@@ -1298,7 +1300,7 @@ def _masked(model, res, D):
             suffix = "_reverse" if lp.direction else ""
             getattr(rnn, f"weight_hh_l{lp.layer}{suffix}")[:, removed] = 0
             reader = ([getattr(rnn, f"weight_ih_l{lp.layer + 1}{s}") for s in ([""] + ["_reverse"] * (D - 1))]
-                      if lp.layer + 1 < rnn.num_layers else [masked.head.weight])
+                      if lp.layer + 1 < rnn.num_layers else [head.weight])
             for w in reader:
                 w[:, lp.direction * m:(lp.direction + 1) * m][:, removed] = 0
     return masked
@@ -1425,13 +1427,8 @@ def test_a_learned_initial_state_is_sliced_to_the_kept_units(cell, shape, k, see
         states = model.rnn(x, (h, model.c0.expand(1, n, 10)) if cell == "LSTM" else h)[0]
     rows = states.reshape(-1, 10)  # every sequence's every step: the time-mean second moment
     np.testing.assert_allclose(res.covariance.mean(), (rows.T @ rows).numpy() / rows.shape[0], rtol=1e-10, atol=1e-13)
-    masked = copy.deepcopy(model)
-    removed = torch.ones(10, dtype=torch.bool)
-    removed[list(res.units)] = False
     with torch.no_grad():
-        masked.rnn.weight_hh_l0[:, removed] = 0
-        masked.head.weight[:, removed] = 0
-        torch.testing.assert_close(res.model(x), masked(x), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(res.model(x), _masked(model, res, 1)(x), rtol=1e-10, atol=1e-12)
     path = tmp_path_factory.mktemp("learned") / "p.safetensors"
     spectral_prune(model, x, k=k).save(path)
     back = load_pruned(path, model=_LearnedStart(cell, shape))
@@ -1807,13 +1804,8 @@ def test_recurrent_read_outs_that_do_not_read_the_states_as_input_are_refused():
     # original with the removed units' outgoing weights zeroed)
     model = _EncoderDecoder().eval()
     res = spectral_prune(model, x, k=4, rnn="dec", readout="fc", reconstruct=False)
-    masked = copy.deepcopy(model)
-    removed = torch.ones(8, dtype=torch.bool)
-    removed[list(res.units)] = False
     with torch.no_grad():
-        masked.dec.weight_hh_l0[:, removed] = 0
-        masked.fc.weight[:, removed] = 0
-        torch.testing.assert_close(res.model(x), masked(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(res.model(x), _masked(model, res, 1, "dec", "fc")(x), rtol=1e-5, atol=1e-6)
     wrong = torch.nn.Module()
     wrong.rnn, wrong.other, wrong.head = torch.nn.GRU(3, 8), torch.nn.GRU(5, 8), torch.nn.Linear(8, 2)
     with pytest.raises(ValueError, match=r"readout \('other'\): a recurrent module read-out takes the 8 outputs of "
