@@ -404,6 +404,8 @@ def _layer_starts(start: CallStart, finals: List[Any], count: int, directions: i
         if start.carried and l < len(finals) and finals[l] is not None:
             out.append(finals[l])
             continue
+        if start.hx is None:  # a replayed carried call keeps no state: the pass must have run the call before it
+            raise RuntimeError(f"a carried call reached layer {l} without the state the previous call ended at")
         parts = start.hx if isinstance(start.hx, tuple) else (start.hx,)
         rows = []
         for part in parts:
