@@ -397,12 +397,13 @@ def carries_state(rnn: nn.Module) -> bool:
 
 
 def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Module] = None, previous: Any = None,
-                   rnn: Optional[nn.Module] = None, handed: Sequence[Any] = ()) -> Any:
+                   rnn: Optional[nn.Module] = None, handed: Sequence[Any] = (), external: bool = False) -> Any:
     """Where a call of the recurrent module starts: ``None`` from the zero state, ``"carried"`` from the final state of
     its previous call (``previous``), as a model that runs a sequence in chunks does, ``"handoff"`` from the final
     state another recurrent module of the model returned in this run (one of ``handed``: a decoder started from its
-    encoder's state), or the list of the names of the model's parameters or buffers that hold a learned initial
-    state. Raise :class:`_Refused` for any other nonzero
+    encoder's state), the list of the names of the model's parameters or buffers that hold a learned initial
+    state, or, with ``external`` (the read-out check found such starts independent of the module's outputs),
+    ``"external"`` for any other state (a decoder started from a bridge layer over its encoder's state). Raise :class:`_Refused` for any other nonzero
     initial state, and for the two where ``rnn`` cannot take them (:func:`carries_state`; ``rnn`` None: never)."""
     hx = _initial_state_of(args, kwargs)
     if hx is None or _all_zero(hx):
@@ -422,6 +423,8 @@ def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Modu
     learned = _state_parameters(hx, model)
     if learned and rnn is not None and carries_state(rnn):
         return learned
+    if external and not learned and rnn is not None and carries_state(rnn):
+        return "external"
     if learned:
         raise _Refused(f"data: the model starts {path!r} from a learned initial state (its "
                        f"{'parameter' if len(learned) == 1 else 'parameters'} {' and '.join(map(repr, learned))}); "
@@ -453,6 +456,20 @@ def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model
         previous[0] = _final_state_of(out)
 
     return [rnn.register_forward_pre_hook(hook, with_kwargs=True), rnn.register_forward_hook(remember)]
+
+
+def _check_external_starts(plain: List[Any], perturbed: List[Any], path: str) -> None:
+    """Refuse a nonzero initial state (neither carried, learned nor handed over) that changed when the read-out check
+    perturbed the module's outputs: it is computed from them (a state changed between calls), so the pruned model
+    would start the module from its own narrower states, not from a state it can cut to its kept units."""
+    same = len(plain) == len(perturbed) and all(
+        (a is None) == (b is None) and (a is None or _is_state(a, b)) for a, b in zip(plain, perturbed))
+    if not same:
+        raise ValueError(f"data: the model passes a nonzero initial state to {path!r} that it computes from the "
+                         f"module's own outputs (a state changed between calls); spectral pruning takes its "
+                         f"statistics from runs that start at the zero state, continue from the state the module "
+                         f"returned on its previous call, start at a learned state, or start at a state computed "
+                         f"without the module (a decoder started from its encoder, through a bridge or not)")
 
 
 def _record_handed_states(model: Optional[nn.Module], rnn: nn.Module, handed: List[Any]) -> list:
@@ -496,8 +513,12 @@ class RecurrentInputs:
         #: previous call, or a learned initial state (whose parameters' names are in ``initial``)
         self.carried = False
         self.initial: set = set()
-        #: whether a call started from the final state of another recurrent module (a decoder's start)
+        #: whether a call started from the final state of another recurrent module (a decoder's start), or from a
+        #: state computed without the module's outputs
         self.handoff = False
+        #: whether the read-out check found nonzero starts computed without the module's outputs (set by it), which
+        #: the pass then accepts as external starts
+        self.external = False
 
     def _lengths(self) -> Iterator[Any]:
         if self.lengths is None:
@@ -556,10 +577,11 @@ class RecurrentInputs:
         def hook(module, args, kwargs):
             if not active[0]:
                 return
-            start = _initial_state(args, kwargs, self.parts.rnn_path, self.parts.model, previous[0], rnn, handed)
+            start = _initial_state(args, kwargs, self.parts.rnn_path, self.parts.model, previous[0], rnn, handed,
+                                   self.external)
             if isinstance(start, list):
                 self.initial.update(start)
-            self.handoff = self.handoff or start == "handoff"
+            self.handoff = self.handoff or start in ("handoff", "external")
             begins.append(None if start is None else CallStart(_detached(_initial_state_of(args, kwargs)),
                                                                start == "carried"))
             calls.append(args[0] if args else kwargs.get("input"))
@@ -810,7 +832,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         # in the perturbed run the perturbed state back: it is undone, exactly, so the module runs as in the plain
         # run and only its output is perturbed. Any other nonzero initial state is refused once the run is over.
         try:
-            start = _initial_state(args, kwargs, parts.rnn_path, parts.model, state.get("previous"), rnn, handed)
+            start = _initial_state(args, kwargs, parts.rnn_path, parts.model, state.get("previous"), rnn, handed,
+                                   external=True)
         except _Refused as err:
             refusals.append(str(err))
             return None
@@ -818,6 +841,9 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
             found.setdefault("initial", set()).update(start)  # a learned initial state: the pruned copy slices it
         if start == "handoff" and found is not None:
             found["handoff"] = True  # another module's final state: the pruned copy cuts it to the kept units
+        # any other state must not depend on the module's outputs: the same in the perturbed run as in the plain one
+        starts = state.setdefault("external_perturbed" if state["perturb"] else "external_plain", [])
+        starts.append(_detached(_initial_state_of(args, kwargs)) if start == "external" else None)
         if not (start == "carried" and state["perturb"]):
             return None
         hx = _initial_state_of(args, kwargs)
@@ -880,6 +906,9 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                                                  forward_given=given)
     if refusals:
         raise ValueError(refusals[0])
+    _check_external_starts(state.get("external_plain", []), state.get("external_perturbed", []), parts.rnn_path)
+    if found is not None and any(h is not None for h in state.get("external_plain", [])):
+        found["external"] = True  # the pass accepts them; the pruned copy cuts them to the kept units
     tol = tolerance()
     check_readouts_called(plain)
     backward_first: set = set()
@@ -1253,6 +1282,7 @@ class Subject:
             return dataclasses.replace(self, data=data, lengths=lengths)
         inputs = RecurrentInputs(self.parts, data, forward=self.data.forward, batch_size=self.data.batch_size,
                                  lengths=lengths)
+        inputs.external = self.data.external  # what the read-out check established holds for the model, not the data
         return dataclasses.replace(self, data=inputs, lengths=None)
 
 
@@ -1303,12 +1333,14 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
     found: dict = {}
     swapped = check_readout_path(parts, sample, forward, found=found) if check and data is not None else frozenset()
     check_learned_states(parts.model, sorted(found.get("initial", ())), parts.rnn)
+    if inputs is not None:
+        inputs.external = bool(found.get("external"))
     flags = tuple(path in swapped for path in parts.readout_paths)
     blocks = tuple(head_blocks(h, output_width(parts.rnn)) for h in heads)
     return Subject(parts.rnn, combined_readout(heads, flags, blocks), heads, parts.model, parts, inputs, None, None,
                    sample=sample, forward=forward, backward_first=flags, blocks=blocks,
                    checked=check and data is not None, initial=tuple(sorted(found.get("initial", ()))),
-                   handoff=bool(found.get("handoff")))
+                   handoff=bool(found.get("handoff") or found.get("external")))
 
 
 def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, precision, progress) -> Subject:

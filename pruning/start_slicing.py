@@ -1,8 +1,9 @@
-"""A pruned recurrent module that a model starts from the final state of another, unpruned module.
+"""A pruned recurrent module that a model starts from a state computed without it.
 
-A sequence-to-sequence model hands its decoder the encoder's final state, ``out, _ = self.dec(y, h_enc)``. Pruning the
-decoder to the units J of each layer-direction leaves that state at the original width m, so the pruned decoder cuts
-it to its kept units on entry: each layer-direction's row of the state to that row's units, ``h_enc[..., J]``. This is
+A sequence-to-sequence model hands its decoder the encoder's final state, ``out, _ = self.dec(y, h_enc)``, or a bridge
+layer's map of it. Pruning the decoder to the units J of each layer-direction leaves that state at the original width
+m, so the pruned decoder cuts it to its kept units on entry: each layer-direction's row of the state to that row's
+units, ``h_enc[..., J]``. This is
 what the masked original does (the kept units start from those entries and never read the removed ones), so without
 reconstruction the pruned model equals the masked original exactly; with reconstruction the first step reads
 ``A_J h_{enc,J}`` in place of ``h_enc``, the approximation of every later step (docs/theory.md, "Whole models").

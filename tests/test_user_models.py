@@ -394,8 +394,12 @@ def test_initial_states_and_misread_layouts_are_refused():
             h0 = torch.ones(1, x.shape[0], 4)
             return self.head(self.rnn_(x, h0)[0])
 
-    with pytest.raises(ValueError, match="data: the model passes a nonzero initial state to 'rnn_'; "):
-        spectral_prune(WithState(), torch.randn(5, 4, 3), k=2)
+    # a constant start is computed without the module: the pruned module cuts it to its kept units, as the masked
+    # original starts them (the head reads every step)
+    model, x = WithState(), torch.randn(5, 4, 3)
+    res = spectral_prune(model, x, k=2, reconstruct=False)
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(x), _masked(model, res, 1, "rnn_")(x), rtol=1e-5, atol=1e-6)
 
     class LearnedState(torch.nn.Module):  # h0 and c0 learned, repeated over the batch, of a bidirectional LSTM
         def __init__(self):
@@ -1552,6 +1556,65 @@ def test_a_decoder_started_from_its_encoders_state_prunes(cell, layers, bidirect
             for l in range(layers):
                 for d in range(D):
                     np.testing.assert_allclose(stats[l][d].mean(), expected[l][d], rtol=1e-9, atol=1e-12)
+
+
+class _Bridged(torch.nn.Module):
+    """A bidirectional encoder whose two final states a bridge maps to the decoder's start,
+    ``tanh(bridge([h_fwd; h_bwd]))`` (an LSTM decoder's cell state starts at zero); the head reads every step.
+    ``own``: the bridge reads the decoder's own final state after a first chunk instead (refused)."""
+
+    def __init__(self, cell="GRU", own=False):
+        super().__init__()
+        self.own = own
+        self.enc = getattr(torch.nn, cell)(3, 8, bidirectional=True, batch_first=True, dtype=torch.float64)
+        self.bridge = torch.nn.Linear(16, 10, dtype=torch.float64)
+        self.rnn = getattr(torch.nn, cell)(2, 10, batch_first=True, dtype=torch.float64)
+        self.head = torch.nn.Linear(10, 2, dtype=torch.float64)
+        self.again = torch.nn.Linear(10, 10, dtype=torch.float64)
+
+    def start(self, x):
+        h = self.enc(x[..., :3])[1]
+        h = h[0] if isinstance(h, tuple) else h
+        h0 = torch.tanh(self.bridge(torch.cat((h[-2], h[-1]), 1)))[None]
+        return (h0, torch.zeros_like(h0)) if isinstance(self.rnn, torch.nn.LSTM) else h0
+
+    def forward(self, x):
+        y = x[..., 3:]
+        if not self.own:
+            return self.head(self.rnn(y, self.start(x))[0])
+        o1, h = self.rnn(y[:, :3])
+        h = h[0] if isinstance(h, tuple) else h
+        o2, _ = self.rnn(y[:, 3:], torch.tanh(self.again(h)))
+        return self.head(torch.cat((o1, o2), 1))
+
+
+@settings(max_examples=15, deadline=None)
+@given(cell=st.sampled_from(["RNN", "GRU", "LSTM"]), k=st.integers(1, 10),
+       mode=st.sampled_from(["sequential", "original"]), seed=st.integers(0, 2 ** 16))
+def test_a_decoder_started_through_a_bridge_prunes(cell, k, mode, seed):
+    """A start computed without the decoder (a bridge over the encoder's states) is the same in the read-out check's
+    perturbed run as in its plain run, so it is accepted and cut to the kept units like a handed state: without
+    reconstruction the pruned model equals the masked original, and the statistics are the decoder run from the
+    bridge's output."""
+    torch.manual_seed(seed)
+    model = _Bridged(cell)
+    x = torch.randn(16, 6, 5, dtype=torch.float64)
+    res = spectral_prune(model, x, k=k, rnn="rnn", readout="head", reconstruct=False, covariance_mode=mode,
+                         precision="float64")
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(x), _masked(model, res, 1)(x), rtol=1e-10, atol=1e-12)
+        expected = _second_moments(_states_by_layer(model.rnn, x[..., 3:], 6, model.start(x)), 1, 10)
+    if mode == "original":
+        np.testing.assert_allclose(res.covariance.mean(), expected[0][0], rtol=1e-9, atol=1e-12)
+
+
+def test_a_start_computed_from_the_modules_own_outputs_is_refused():
+    """The bridge reads the decoder's own final state: the start changes when the check perturbs the module's
+    outputs, so the pruned model would start from its own narrower states; refused, saying so."""
+    with pytest.raises(ValueError, match=r"data: the model passes a nonzero initial state to 'rnn' that it computes "
+                                         r"from the module's own outputs \(a state changed between calls\)"):
+        spectral_prune(_Bridged("GRU", own=True), torch.randn(16, 6, 5, dtype=torch.float64), k=4, rnn="rnn",
+                       readout="head")
 
 
 def test_a_pruned_decoder_saves_loads_searches_and_refuses_what_it_cannot_cut(tmp_path):
