@@ -1166,7 +1166,8 @@ class Subject:
     #: the names of the model's parameters or buffers that hold a learned initial state of the module (sliced to the
     #: kept units in the pruned copy)
     initial: Tuple[str, ...] = ()
-    #: whether the model starts the module from another recurrent module's final state (the pruned copy cuts it)
+    #: whether the model starts the module from a state computed without it: another recurrent module's final state,
+    #: or one computed from other modules or constants (the pruned copy cuts it to the kept units)
     handoff: bool = False
 
     @property
@@ -1182,8 +1183,8 @@ class Subject:
         return tuple(sorted(seen))
 
     def handed_start(self) -> bool:
-        """Whether the read-out check or the pass saw the model start the module from another module's final
-        state."""
+        """Whether the read-out check or the pass saw the model start the module from a state computed without it
+        (another module's final state, a bridge over it, a constant)."""
         return self.handoff or (isinstance(self.data, RecurrentInputs) and self.data.handoff)
 
     def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray],

@@ -167,7 +167,7 @@ def spectral_prune(
         raise ValueError("target_dof: lambda is determined by the target; do not also pass lam or rel_lam")
     if (subject.initial or subject.handoff) and len(set(ks)) > 1:  # known before the pass, from the read-out check
         start = (f"the learned initial state {', '.join(map(repr, subject.initial))}" if subject.initial
-                 else "another recurrent module's final state")
+                 else "a state computed without it (another recurrent module's final state)")
         raise ValueError(f"{'k' if k is not None else 'ratio'}: the model starts {subject.parts.rnn_path!r} from "
                          f"{start}, one tensor for all layers, which must then keep the same number of units; got {ks}")
     timings = Timings()

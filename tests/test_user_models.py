@@ -1635,8 +1635,9 @@ def test_a_pruned_decoder_saves_loads_searches_and_refuses_what_it_cannot_cut(tm
             pruned = spectral_prune(model, x, k=k, rnn="rnn", readout="head").model
             f, g = model(x[:8]) - model.head.bias, pruned(x[:8]) - pruned.head.bias
             assert error == pytest.approx(float(((f - g) ** 2).sum() / (f ** 2).sum()), rel=1e-9, abs=1e-15)
-    with pytest.raises(ValueError, match=r"k: the model starts 'rnn' from another recurrent module's final state, "
-                                         r"one tensor for all layers, which must then keep the same number of units"):
+    with pytest.raises(ValueError, match=r"k: the model starts 'rnn' from a state computed without it \(another "
+                                         r"recurrent module's final state\), one tensor for all layers, which must "
+                                         r"then keep the same number of units"):
         spectral_prune(model, x, k=[3, 4], rnn="rnn", readout="head")
     with pytest.raises(ValueError, match=r"readout: 'head' does not read a unit-wise linear function of 'enc''s "
                                          r"output"):
