@@ -36,10 +36,11 @@ from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_pat
 from pruning.modules import (check_readout, check_recurrent, directions, is_quantized_recurrent, output_width,
                              projection, replace_tensor)
 from pruning.recurrent_stack import RecurrentStack
-from pruning.start_slicing import attach_slice_start, slice_start_of
+from pruning.start_slicing import attach_slice_start
 from pruning import sequences
-from pruning.sequences import (CallStart, KeptPass, OnePass, check_lengths, check_rows_reached, mapping_rows,
-                               sequences_in, take_rows, version_of)
+from pruning.sequences import (CallStart, KeptPass, OnePass, check_lengths, check_rows_reached, detached_state,
+                               final_state_of, initial_state_of, mapping_rows, same_state, sequences_in, take_rows,
+                               version_of)
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
                               check_tolerance, eval_mode, follows_maps, head_blocks, inverse_map, other_reads,
                               output_tensors, plain_if_follows, random_maps, run_twice, same_outputs, tiled, times)
@@ -356,15 +357,6 @@ def _state_parameters(hx: Any, model: Optional[nn.Module]) -> Optional[List[str]
     return found
 
 
-def _initial_state_of(args: tuple, kwargs: dict) -> Any:
-    return args[1] if len(args) > 1 else kwargs.get("hx")
-
-
-def _detached(hx: Any) -> Any:
-    """An initial state (a tensor, or an LSTM's pair) detached from the autograd graph."""
-    return tuple(t.detach() for t in hx) if isinstance(hx, (tuple, list)) else hx.detach()
-
-
 def _state_tensors(start: Optional[CallStart]) -> List[torch.Tensor]:
     """The tensors a call's start holds (none for the zero state or a replayed carried call)."""
     if start is None or start.hx is None:
@@ -372,27 +364,12 @@ def _state_tensors(start: Optional[CallStart]) -> List[torch.Tensor]:
     return list(start.hx) if isinstance(start.hx, tuple) else [start.hx]
 
 
-def _final_state_of(out: Any) -> Any:
-    """The final state a recurrent module returned (``h_n``, or an LSTM's ``(h_n, c_n)``), or None."""
-    return out[1] if isinstance(out, tuple) and not isinstance(out, PackedSequence) and len(out) > 1 else None
-
-
-def _is_state(hx: Any, state: Any) -> bool:
-    """Whether ``hx`` is ``state`` as the module returned it (equal values: a detached copy counts)."""
-    if state is None:
-        return False
-    a = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
-    b = tuple(state) if isinstance(state, (tuple, list)) else (state,)
-    return len(a) == len(b) and all(isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
-                                    and x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
-
-
 def carries_state(rnn: nn.Module) -> bool:
     """Whether a model may start ``rnn`` from a state of its own, the final state of its previous call (chunks of one
     sequence), a learned initial state or another module's final state: a native module (any number of layers,
-    either direction) without projection. The statistics then run each layer from its rows of that state (a carried call from the states the
-    layers reached on the previous call), and the pruned copy carries its own kept states (or starts from the kept
-    units' learned values)."""
+    either direction) without projection. The statistics then run each layer from its rows of that state (a carried
+    call from the states the layers reached on the previous call), and the pruned copy carries its own kept states
+    (or starts from the kept units' learned values)."""
     return isinstance(rnn, nn.RNNBase) and not projection(rnn)
 
 
@@ -403,27 +380,28 @@ def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Modu
     state another recurrent module of the model returned in this run (one of ``handed``: a decoder started from its
     encoder's state), the list of the names of the model's parameters or buffers that hold a learned initial
     state, or, with ``external`` (the read-out check found such starts independent of the module's outputs),
-    ``"external"`` for any other state (a decoder started from a bridge layer over its encoder's state). Raise :class:`_Refused` for any other nonzero
-    initial state, and for the two where ``rnn`` cannot take them (:func:`carries_state`; ``rnn`` None: never)."""
-    hx = _initial_state_of(args, kwargs)
+    ``"external"`` for any other state (a decoder started from a bridge layer over its encoder's state). Raise
+    :class:`_Refused` for any other nonzero initial state, and for the starts ``rnn`` cannot take
+    (:func:`carries_state`; ``rnn`` None: none)."""
+    hx = initial_state_of(args, kwargs)
     if hx is None or _all_zero(hx):
         return None
-    if _is_state(hx, previous):
-        if rnn is not None and carries_state(rnn):
+    takes = carries_state(rnn)
+    if same_state(hx, previous):
+        if takes:
             return "carried"
         raise _Refused(f"data: the model carries the final state of {path!r} into its next call; that is supported "
                        f"for nn.RNN, nn.LSTM and nn.GRU without proj_size, and {path!r} is not one")
-    cut = slice_start_of(rnn)  # a pruned decoder: its hook has cut the encoder's state before this one runs
-    if any(_is_state(hx, other) or (cut is not None and _is_state(hx, cut.apply(other))) for other in handed):
-        if rnn is not None and carries_state(rnn):
+    if any(same_state(hx, other) for other in handed):
+        if takes:
             return "handoff"
         raise _Refused(f"data: the model starts {path!r} from the final state of another recurrent module (a decoder "
                        f"started from its encoder's state); that is supported for nn.RNN, nn.LSTM and nn.GRU "
                        f"without proj_size, and {path!r} is not one")
     learned = _state_parameters(hx, model)
-    if learned and rnn is not None and carries_state(rnn):
+    if learned and takes:
         return learned
-    if external and not learned and rnn is not None and carries_state(rnn):
+    if external and not learned and takes:
         return "external"
     if learned:
         raise _Refused(f"data: the model starts {path!r} from a learned initial state (its "
@@ -453,7 +431,7 @@ def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model
             refusals.append(str(err))
 
     def remember(module, args, out):
-        previous[0] = _final_state_of(out)
+        previous[0] = final_state_of(out)
 
     return [rnn.register_forward_pre_hook(hook, with_kwargs=True), rnn.register_forward_hook(remember)]
 
@@ -463,7 +441,7 @@ def _check_external_starts(plain: List[Any], perturbed: List[Any], path: str) ->
     perturbed the module's outputs: it is computed from them (a state changed between calls), so the pruned model
     would start the module from its own narrower states, not from a state it can cut to its kept units."""
     same = len(plain) == len(perturbed) and all(
-        (a is None) == (b is None) and (a is None or _is_state(a, b)) for a, b in zip(plain, perturbed))
+        (a is None) == (b is None) and (a is None or same_state(a, b)) for a, b in zip(plain, perturbed))
     if not same:
         raise ValueError(f"data: the model passes a nonzero initial state to {path!r} that it computes from the "
                          f"module's own outputs (a state changed between calls); spectral pruning takes its "
@@ -478,7 +456,7 @@ def _record_handed_states(model: Optional[nn.Module], rnn: nn.Module, handed: Li
     if model is None:
         return []
     inside = {id(m) for m in rnn.modules()}
-    return [m.register_forward_hook(lambda module, args, out: handed.append(_final_state_of(out)))
+    return [m.register_forward_hook(lambda module, args, out: handed.append(final_state_of(out)))
             for m in model.modules() if isinstance(m, nn.RNNBase) and id(m) not in inside]
 
 
@@ -582,7 +560,7 @@ class RecurrentInputs:
             if isinstance(start, list):
                 self.initial.update(start)
             self.handoff = self.handoff or start in ("handoff", "external")
-            begins.append(None if start is None else CallStart(_detached(_initial_state_of(args, kwargs)),
+            begins.append(None if start is None else CallStart(detached_state(initial_state_of(args, kwargs)),
                                                                start == "carried"))
             calls.append(args[0] if args else kwargs.get("input"))
 
@@ -590,7 +568,7 @@ class RecurrentInputs:
             if active[0]:
                 y = out[0] if isinstance(out, tuple) and not isinstance(out, PackedSequence) else out
                 outputs.append((y, version_of(y)))
-                previous[0] = _final_state_of(out)
+                previous[0] = final_state_of(out)
 
         lengths = self._lengths()
         with eval_mode(self.parts.model), torch.no_grad():
@@ -816,7 +794,7 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         state["after_rnn"] = True
         if not state["perturb"]:
             state["out_dtype"] = (out[0].data if isinstance(out[0], PackedSequence) else out[0]).dtype
-            state["previous"] = _final_state_of(out)
+            state["previous"] = final_state_of(out)
             return out
         y, h = out
         y = (PackedSequence(times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
@@ -843,10 +821,10 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
             found["handoff"] = True  # another module's final state: the pruned copy cuts it to the kept units
         # any other state must not depend on the module's outputs: the same in the perturbed run as in the plain one
         starts = state.setdefault("external_perturbed" if state["perturb"] else "external_plain", [])
-        starts.append(_detached(_initial_state_of(args, kwargs)) if start == "external" else None)
+        starts.append(detached_state(initial_state_of(args, kwargs)) if start == "external" else None)
         if not (start == "carried" and state["perturb"]):
             return None
-        hx = _initial_state_of(args, kwargs)
+        hx = initial_state_of(args, kwargs)
         plain = ((last_rows(hx[0], inverses, 1 / other), hx[1] / other) if isinstance(hx, tuple)
                  else last_rows(hx, inverses, 1 / other))
         if len(args) > 1:

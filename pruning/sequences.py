@@ -34,7 +34,8 @@ from theory._validation import Integer, as_lengths
 __all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch_dim", "count_sequences",
            "check_lengths", "BATCH_SIZE", "OnePass", "one_pass_if_iterator", "is_one_shot",
            "check_rows_reached", "sequences_in", "storage_bytes", "version_of", "count_batches", "KeptPass",
-           "mapping_rows", "take_rows", "CallStart"]
+           "mapping_rows", "take_rows", "CallStart", "initial_state_of", "final_state_of", "detached_state",
+           "same_state"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
 
@@ -56,6 +57,31 @@ class CallStart:
 
     hx: Any
     carried: bool
+
+
+def initial_state_of(args: tuple, kwargs: dict) -> Any:
+    """The initial state ``hx`` a call of a recurrent module passes (positional or keyword), or None."""
+    return args[1] if len(args) > 1 else kwargs.get("hx")
+
+
+def final_state_of(out: Any) -> Any:
+    """The final state a recurrent module returned (``h_n``, or an LSTM's ``(h_n, c_n)``), or None."""
+    return out[1] if isinstance(out, tuple) and not isinstance(out, PackedSequence) and len(out) > 1 else None
+
+
+def detached_state(state: Any) -> Any:
+    """A state (a tensor, or an LSTM's pair) detached from the autograd graph."""
+    return tuple(t.detach() for t in state) if isinstance(state, (tuple, list)) else state.detach()
+
+
+def same_state(hx: Any, state: Any) -> bool:
+    """Whether ``hx`` is ``state`` (a tensor or an LSTM's pair) by shape and value: a detached copy counts."""
+    if state is None:
+        return False
+    a = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+    b = tuple(state) if isinstance(state, (tuple, list)) else (state,)
+    return len(a) == len(b) and all(isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+                                    and x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
 
 
 class KeptPass:

@@ -20,6 +20,8 @@ from typing import Any, List, Optional, Sequence
 import torch
 from torch import nn
 
+from pruning.sequences import detached_state, final_state_of, initial_state_of, same_state
+
 __all__ = ["SliceStart", "attach_slice_start", "slice_start_of"]
 
 
@@ -47,35 +49,22 @@ class SliceStart:
         """Forward hook: keep the final state the module returned. Where all units are kept (k = m, in the kept
         units' order) a state of the original width may be the module's own, carried into its next call, which
         must not be cut; it is told apart from a handed state by its values."""
-        state = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+        state = final_state_of(out)
         if self.width == module.hidden_size and state is not None:
-            self.own = tuple(t.detach() for t in state) if isinstance(state, tuple) else state.detach()
+            self.own = detached_state(state)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> Optional[tuple]:
-        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        hx = initial_state_of(args, kwargs)
         if hx is None:
             return None
         parts = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
-        if parts[0].shape[-1] != self.width or self._is_own(parts):
+        if parts[0].shape[-1] != self.width or same_state(parts, self.own):
             return None  # the module's own state, carried on
         cut = tuple(self._cut(part) for part in parts)
         new = cut if isinstance(hx, (tuple, list)) else cut[0]
         if len(args) > 1:
             return (args[0], new) + tuple(args[2:]), kwargs
         return args, dict(kwargs, hx=new)
-
-    def _is_own(self, parts: tuple) -> bool:
-        own = self.own if isinstance(self.own, tuple) else (self.own,)
-        return self.own is not None and len(own) == len(parts) and all(
-            a.shape == b.shape and torch.equal(a, b) for a, b in zip(own, parts))
-
-    def apply(self, state: Any) -> Any:
-        """``state`` (a tensor or an LSTM's pair) as the module receives it: cut where it has the original width."""
-        parts = tuple(state) if isinstance(state, (tuple, list)) else (state,)
-        if not all(isinstance(p, torch.Tensor) for p in parts) or parts[0].shape[-1] != self.width:
-            return state
-        cut = tuple(self._cut(part) for part in parts)
-        return cut if isinstance(state, (tuple, list)) else cut[0]
 
     def _cut(self, part: torch.Tensor) -> torch.Tensor:
         if part.shape[0] != len(self.units):
