@@ -409,11 +409,12 @@ def _initial_state(args: tuple, kwargs: dict, path: str, model: Optional[nn.Modu
                        f"that is supported for nn.RNN, nn.LSTM and nn.GRU without proj_size, and {path!r} is not one")
     raise _Refused(f"data: the model passes a nonzero initial state to {path!r}; spectral pruning takes its statistics "
                    f"from runs that start at the zero state, at a learned initial state (a parameter or buffer of the "
-                   f"model repeated over the batch) or continue from the state the module returned on its previous "
-                   f"call, or start from the final state of another recurrent module as it returned it (a state "
-                   f"changed between calls or on its way from an encoder, or a state the forward keeps from one batch "
-                   f"to the next, as a language model's training loop keeps its hidden state, is not supported: run "
-                   f"the chunks of a batch within one forward call instead)")
+                   f"model repeated over the batch), continue from the state the module returned on its previous "
+                   f"call, or start from a state computed without the module (another recurrent module's final "
+                   f"state, a bridge over it) where the read-out check saw that on the first batch (a state changed "
+                   f"between calls, or a state the forward keeps from one batch to the next, as a language model's "
+                   f"training loop keeps its hidden state, is not supported: run the chunks of a batch within one "
+                   f"forward call instead)")
 
 
 def _record_initial_states(rnn: nn.Module, path: str, refusals: List[str], model: Optional[nn.Module] = None
