@@ -34,7 +34,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
 from pruning.modules import (check_readout, check_recurrent, directions, is_quantized_recurrent, output_width,
-                             projection, replace_tensor)
+                             owner_of, projection, replace_tensor)
 from pruning.recurrent_stack import RecurrentStack
 from pruning.start_slicing import attach_slice_start
 from pruning import sequences
@@ -1041,9 +1041,7 @@ def _keep_state_units(model: nn.Module, name: str, kept: Sequence[Sequence[Seque
     of the state is ``l * directions + d`` (the masked original starts its kept units there). One value for every
     unit, a last dimension of 1, is kept as it is. A module of several layers or directions needs one row per layer
     and direction, and the same number of kept units in each (one tensor holds them)."""
-    owner_path, _, attr = name.rpartition(".")
-    owner = model.get_submodule(owner_path) if owner_path else model
-    old = getattr(owner, attr)
+    old = getattr(*owner_of(model, name))
     if old.dim() == 0 or old.shape[-1] == 1:
         return
     if old.shape[-1] != width:
@@ -1079,17 +1077,14 @@ def check_learned_states(model: nn.Module, names: Sequence[str], rnn: nn.Module)
     to each layer-direction's kept units (:func:`_check_state_rows`)."""
     rows = rnn.num_layers * directions(rnn)
     for name in names:
-        owner_path, _, attr = name.rpartition(".")
-        value = getattr(model.get_submodule(owner_path) if owner_path else model, attr)
-        _check_state_rows(name, value, rows, rnn.hidden_size)
+        _check_state_rows(name, getattr(*owner_of(model, name)), rows, rnn.hidden_size)
 
 
 def replace_modules(parts: ModelParts, rnn: nn.Module, readouts: Sequence[nn.Linear]) -> nn.Module:
     """A deep copy of the user's model with the recurrent module and read-outs replaced."""
     new = copy.deepcopy(parts.model)
     for path, module in zip((parts.rnn_path,) + parts.readout_paths, (rnn, *readouts)):
-        parent, _, leaf = path.rpartition(".")
-        setattr(new.get_submodule(parent) if parent else new, leaf, module)
+        setattr(*owner_of(new, path), module)
     return new
 
 

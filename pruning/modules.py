@@ -20,7 +20,8 @@ from theory._validation import Integer
 from theory.elman import check_readout, check_rnn
 
 __all__ = ["check_rnn", "check_readout", "check_recurrent", "gate_blocks", "projection", "check_projected_width",
-           "directions", "as_layers", "assemble", "split_model", "module_summary", "count_macs", "count_parameters"]
+           "directions", "as_layers", "assemble", "split_model", "module_summary", "count_macs", "count_parameters",
+           "owner_of", "replace_tensor"]
 
 _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
@@ -234,11 +235,17 @@ def module_summary(rnn: nn.Module) -> dict:
     return out
 
 
+def owner_of(model: nn.Module, dotted: str) -> Tuple[nn.Module, str]:
+    """The submodule of ``model`` that holds the attribute ``dotted`` (``"encoder.h0"``), and the attribute's name
+    there: ``getattr(*owner_of(model, p))`` reads it, ``setattr(*owner_of(model, p), value)`` replaces it."""
+    parent, _, leaf = dotted.rpartition(".")
+    return (model.get_submodule(parent) if parent else model), leaf
+
+
 def replace_tensor(model: nn.Module, dotted: str, new: torch.Tensor) -> None:
     """Put ``new`` in the place of the parameter or buffer ``dotted`` of ``model``, as the same kind (a parameter
     keeps its ``requires_grad``, a buffer whether it is saved)."""
-    parent, _, leaf = dotted.rpartition(".")
-    owner = model.get_submodule(parent) if parent else model
+    owner, leaf = owner_of(model, dotted)
     old = getattr(owner, leaf, None)
     if isinstance(old, nn.Parameter):
         setattr(owner, leaf, nn.Parameter(new, requires_grad=old.requires_grad))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from pruning.fileio import atomic_write, atomic_write_text, existing_file
-from pruning.modules import check_recurrent, module_summary, projection, replace_tensor
+from pruning.modules import check_recurrent, module_summary, owner_of, projection, replace_tensor
 from pruning.recurrent_stack import RecurrentStack
 from pruning.start_slicing import attach_slice_start, slice_start_of
 
@@ -379,16 +379,10 @@ def _check_placed(model: nn.Module, paths: List[str], modules: List[nn.Module]) 
 def _resize(model: nn.Module, dotted: str, shape: List[int]) -> None:
     """Give the parameter or buffer ``dotted`` of ``model`` the ``shape`` its pruned values have (a learned initial
     state sliced to the kept units), for the weights to be loaded into it."""
-    parent, _, leaf = dotted.rpartition(".")
-    old = getattr(model.get_submodule(parent) if parent else model, leaf, None)
+    old = getattr(*owner_of(model, dotted), None)
     if not isinstance(old, torch.Tensor):
         raise ValueError(f"model: it has no parameter or buffer {dotted!r}, the pruned model's learned initial state")
     replace_tensor(model, dotted, torch.empty(shape, dtype=old.dtype, device=old.device))
-
-
-def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
-    parent, _, leaf = dotted.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -> Any:
@@ -416,10 +410,10 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
             raise ValueError("model: this file holds a whole pruned model; pass model= a fresh instance of the "
                              "original architecture (its rnn and read-out are replaced by the pruned ones)")
         arch, paths = record["architecture"], record["architecture"]["paths"]
-        _set_module(model, paths["rnn"], rnn)
+        setattr(*owner_of(model, paths["rnn"]), rnn)
         head_paths = paths.get("heads", [paths["readout"]])
         for p, desc in zip(head_paths, arch.get("heads", [arch["readout"]])):
-            _set_module(model, p, _build_head(desc))
+            setattr(*owner_of(model, p), _build_head(desc))
         for name, shape in arch.get("initial_state", {}).items():
             _resize(model, name, shape)
         target: nn.Module = model
