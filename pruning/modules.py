@@ -1,9 +1,9 @@
 """Which PyTorch modules the method supports, how to find them in a model, and how they split into layers.
 
 A recurrent module here is an ``nn.RNN``, ``nn.LSTM`` (also with ``proj_size``, :func:`projection`) or ``nn.GRU``
-with any ``num_layers`` and either direction setting, or a :class:`~pruning.recurrent_stack.RecurrentStack`. The method handles it as a list of single-layer
-modules of the same type ("layers", :func:`as_layers`), each with one or two directions, and puts the pruned
-layers back together with :func:`assemble`. PyTorch packs the gate blocks of a layer along the rows of its
+with any ``num_layers`` and either direction setting, or a :class:`~pruning.recurrent_stack.RecurrentStack`. The
+method handles it as a list of single-layer modules of the same type ("layers", :func:`as_layers`), each with one or
+two directions, and puts the pruned layers back together with :func:`assemble`. PyTorch packs the gate blocks of a layer along the rows of its
 weights: LSTM (i, f, g, o), GRU (r, z, n), one block for an Elman RNN (:func:`gate_blocks`).
 """
 
@@ -194,8 +194,8 @@ def count_macs(rnn: nn.Module, T: int = 1, readout: Optional[nn.Linear] = None, 
 
     Per layer, direction and step: ``G (m d_in + m^2)`` for G gate blocks (1, 3, 4), the input and
     recurrent matrix-vector products (``G m (d_in + p) + p m`` for an LSTM projected to ``p``); elementwise gate
-    arithmetic is O(m) and not counted. A read-out
-    adds ``d_y d_in`` per application (``readout_steps``: 1 for many-to-one, T for many-to-many).
+    arithmetic is O(m) and not counted. A read-out adds ``d_y d_in`` per application (``readout_steps``: 1 for
+    many-to-one, T for many-to-many).
     """
     T = Integer(1, None, what="a sequence length >= 1").check(T, "T")
     layers = as_layers(check_recurrent(rnn))

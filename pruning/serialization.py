@@ -390,9 +390,9 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
 
     Returns ``(rnn, readout)`` for a pruned pair, and the module for a projected LSTM pruned on its own (a ``model``
     given then is not needed and is left as it is: the pruned module is a new one). For a whole model, pass
-    ``model``: a freshly built instance of the
-    original architecture (e.g. from the factory that made it); its recurrent module and read-out are replaced by
-    the pruned ones and every weight is loaded, so it is returned pruned.
+    ``model``: a freshly built instance of the original architecture (e.g. from the factory that made it); its
+    recurrent module and read-out are replaced by the pruned ones and every weight is loaded, so it is returned
+    pruned.
     """
     path = existing_file(path, "path")
     json_path = Path(summary_path) if summary_path is not None else path.with_suffix(".json")

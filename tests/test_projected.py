@@ -250,7 +250,8 @@ def test_refusals_name_the_argument():
         spectral_prune((lstm, head), xs, target_dof=2.5)
     with pytest.raises(ValueError, match="returns projections of its cells"):
         prune_by_criterion((lstm, head), xs, 4, method="mean_activation")
-    with pytest.raises(ValueError, match=r"k: an LSTM with proj_size=3 keeps more than 3 of its 6 cells .*this asks for 2"):
+    with pytest.raises(ValueError, match=r"k: an LSTM with proj_size=3 keeps more than 3 of its 6 cells "
+                                         r".*this asks for 2"):
         compress_stack(lstm, head, [[[0, 1]]])
 
 
