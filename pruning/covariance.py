@@ -9,6 +9,7 @@ processes add up (``CovarianceStats.merge``).
 from __future__ import annotations
 
 import copy
+import platform
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, List, Optional, Sequence
@@ -35,15 +36,17 @@ PRECISION = Options(PRECISIONS)
 def _gram_float32(H: torch.Tensor) -> torch.Tensor:
     """``H^T H`` of float32 states (rows x m) in float32.
 
-    On CPU, oneDNN's float32 weight-gradient product when torch has it (:func:`_onednn_gram`): it reads the states
-    in the layout the recurrent module wrote them, and on the AMD CPUs of this project it ran 1.5-2x faster than
-    the BLAS product below (MKL takes its AVX2 path there; docs/performance.md). Otherwise, from the upper triangle:
+    On CPU, oneDNN's float32 weight-gradient product when torch has it and it is the faster one here
+    (:func:`_onednn_gram`, :func:`_onednn_preferred`): on the AMD CPUs this project was measured on it ran 1.5-2x
+    faster than the BLAS product below, because MKL takes its AVX2 path there; on an Intel CPU MKL runs its AVX-512
+    kernels and the BLAS upper triangle was 1.5-1.8x faster than oneDNN (docs/performance.md). Otherwise, from the
+    upper triangle:
     four block rows ``H[:, I]^T H[:, I:]`` (5/8 of the multiply-adds of a general product), then mirrored. Torch's
     own kernels either way: calling a second BLAS (SciPy's ``ssyrk``) between torch's operations made both slower
     here, because their thread pools compete for the same cores. Every path is a float32 dot product of each pair
     of columns, so the round-off bound of :meth:`CovarianceStats.update` holds for all of them."""
     m = H.shape[1]
-    if H.device.type == "cpu" and m >= _ONEDNN_MIN_WIDTH and _onednn_gram_usable():
+    if H.device.type == "cpu" and m >= _ONEDNN_MIN_WIDTH and _onednn_preferred() and _onednn_gram_usable():
         return _onednn_gram(H)
     if m < 128:
         return H.T @ H
@@ -68,6 +71,31 @@ def _onednn_gram(H: torch.Tensor) -> torch.Tensor:
 
 
 _ONEDNN_STATE: dict = {}
+
+
+def _cpu_vendor() -> str:
+    """The CPU's vendor string as the processor reports it (``"GenuineIntel"``, ``"AuthenticAMD"``), or ``""``
+    where it cannot be read (not Linux, not x86)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    text = platform.processor()  # Windows names the vendor here; macOS and others do not
+    return next((v for v in ("GenuineIntel", "AuthenticAMD") if v in text), "")
+
+
+def _onednn_preferred() -> bool:
+    """Whether oneDNN's product is the one to use on this CPU. Not where torch's BLAS is MKL on an Intel CPU: MKL
+    dispatches its AVX-512 kernels by vendor, and there its upper triangle took 2.1 ms per batch against 3.7 ms for
+    oneDNN (6,400 states of width 256; 1.5-1.8x at widths 192-2048). Elsewhere (AMD CPUs, where MKL runs its AVX2
+    kernels and oneDNN was twice as fast; builds without MKL) oneDNN's. Decided once per process from the hardware,
+    never from timings, so that a machine always forms its statistics the same way."""
+    if "preferred" not in _ONEDNN_STATE:
+        _ONEDNN_STATE["preferred"] = not (torch.backends.mkl.is_available() and _cpu_vendor() == "GenuineIntel")
+    return _ONEDNN_STATE["preferred"]
 
 
 def _onednn_gram_usable() -> bool:

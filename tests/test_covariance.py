@@ -98,10 +98,12 @@ def test_errors_name_the_problem():
 def test_float32_products_stay_within_their_round_off_bound(cell, m, onednn, monkeypatch):
     """Per batch, the float32 Gram of n_b float32 states is within gamma(n_b) (|H|^T |H|)_ij of the exact one,
     gamma(n) = n u / (1 - n u), u = 2^-24 (docs/numerics.md); the batches add up in float64. Both CPU products:
-    oneDNN's (used from width 64 when torch has it) and the BLAS upper triangle (oneDNN switched off)."""
+    oneDNN's (used from width 64 when torch has it, where it is the faster one: forced here whatever the CPU) and the
+    BLAS upper triangle (oneDNN switched off)."""
     calls = []
     real = cov_module._onednn_gram
     monkeypatch.setattr(cov_module, "_onednn_gram", lambda H: calls.append(H.shape) or real(H))
+    monkeypatch.setattr(cov_module, "_onednn_preferred", lambda: True)
     torch.manual_seed(1)
     rnn = getattr(torch.nn, cell)(3, m, batch_first=True)
     x = torch.randn(48, 25, 3)
@@ -162,6 +164,41 @@ def test_a_failing_onednn_product_falls_back_to_blas(monkeypatch):
         assert not cov_module._onednn_gram_usable()
         got = time_mean_covariance(rnn, x).outer_sum
         torch.testing.assert_close(got, exact, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("vendor, mkl, preferred", [("GenuineIntel", True, False), ("AuthenticAMD", True, True),
+                                                     ("", True, True), ("GenuineIntel", False, True)])
+def test_the_cpu_product_is_chosen_by_hardware(vendor, mkl, preferred, monkeypatch):
+    """oneDNN's product is used except where torch's BLAS is MKL on an Intel CPU (MKL's AVX-512 kernels are faster
+    there), and the choice is made once per process, from the hardware alone."""
+    monkeypatch.setattr(cov_module, "_ONEDNN_STATE", {})
+    monkeypatch.setattr(cov_module, "_cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)
+    assert cov_module._onednn_preferred() is preferred
+    monkeypatch.setattr(cov_module, "_cpu_vendor", lambda: "changed")
+    assert cov_module._onednn_preferred() is preferred
+    calls = []
+    monkeypatch.setattr(cov_module, "_onednn_gram", lambda H: calls.append(H.shape) or H.T @ H)
+    monkeypatch.setattr(cov_module, "_onednn_gram_usable", lambda: True)
+    H = torch.randn(50, 96)
+    G = cov_module._gram_float32(H)
+    torch.testing.assert_close(G.double(), H.double().T @ H.double(), rtol=1e-5, atol=1e-4)
+    assert bool(calls) is preferred
+
+
+def test_the_cpu_vendor_is_read_from_the_processor():
+    """On Linux the vendor is the processor's ``vendor_id``; elsewhere a known name or nothing."""
+    vendor = cov_module._cpu_vendor()
+    assert isinstance(vendor, str)
+    try:
+        with open("/proc/cpuinfo") as f:
+            ids = {line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")}
+    except OSError:
+        ids = set()
+    if ids:
+        assert vendor in ids
+    else:
+        assert vendor in ("", "GenuineIntel", "AuthenticAMD")
 
 
 def test_batch_first_states_are_read_in_place():
