@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rnn", default=None, metavar="PATH",
                    help="dotted path of the recurrent module in the model (default: its only one, or .rnn)")
     p.add_argument("--readout", default=None, metavar="PATH[,PATH]",
-                   help="dotted path(s) of the linear read-out(s) of the recurrent module (default: the only one)")
+                   help="dotted path(s) of the linear read-out(s) of the recurrent module (default: the only one); "
+                        "'' for a GRU/RNN encoder whose final state alone the model reads")
     p.add_argument("--forward", default=None, metavar="PACKAGE.MODULE:FUNCTION",
                    help="for a whole model whose forward takes more than a batch (an initial state, a mask): the "
                         "function that runs it, called as function(model, batch) (default: model(batch))")
@@ -490,7 +491,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   summary=args.summary, device=device, progress=not args.no_progress,
                                   model=args.model, trust=args.trust_checkpoint, pickle_output=args.pickle,
                                   rnn_path=args.rnn, readout_paths=None if args.readout is None
-                                  else args.readout.split(","), onnx_path=args.onnx, forward=args.forward,
+                                  else [p for p in args.readout.split(",") if p], onnx_path=args.onnx,
+                                  forward=args.forward,
                                   **settings)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)

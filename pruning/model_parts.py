@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
+from pruning.final_state import FINAL_STATE_TYPES, attach_final_state_map
 from pruning.modules import (check_readout, check_recurrent, directions, is_quantized_recurrent, output_width,
                              owner_of, projection, replace_tensor)
 from pruning.recurrent_stack import RecurrentStack
@@ -107,8 +108,9 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
 
     ``rnn`` is a path such as ``"encoder"`` (default: the model's only recurrent module); ``readout`` a path or a
     list of paths of ``nn.Linear`` modules that read the recurrent module's output (default: the only such linear
-    layer), or of recurrent modules that read it as their input (named only). Ambiguity is an error that lists the
-    candidates with their paths.
+    layer), or of recurrent modules that read it as their input (named only); ``[]`` for an ``nn.RNN``/``nn.GRU``
+    whose output sequence nothing reads, an encoder whose final state alone the model reads
+    (:mod:`pruning.final_state`). Ambiguity is an error that lists the candidates with their paths.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_or_rnn: expected an nn.Module, a (rnn, readout) pair, got {type(model).__name__}")
@@ -159,8 +161,16 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
                              f"{len(heads)}: {listed}{others}; name the read-out(s), e.g. {example}")
         readout = heads
     paths = (readout,) if isinstance(readout, str) else tuple(readout)
-    if not paths or len(set(paths)) != len(paths):
-        raise ValueError(f"readout: expected one or more distinct module paths, got {readout!r}")
+    if (not paths and not isinstance(readout, (list, tuple))) or len(set(paths)) != len(paths):
+        raise ValueError(f"readout: expected one or more distinct module paths (or [] for a module whose final state "
+                         f"alone is read, an encoder's), got {readout!r}")
+    why = _final_state_unreconstructible(module)
+    if not paths and why:
+        raise ValueError(f"readout: [] names no read-out, which is for a module whose output sequence nothing reads "
+                         f"and whose final state the model reads (an encoder starting a decoder); the pruned module "
+                         f"then returns its final state reconstructed, which is possible for a single-layer nn.RNN or "
+                         f"nn.GRU only, and {_describe(rnn, module)} is not one: {why}. Prune the module that reads "
+                         f"it instead (the decoder), or name the linear layer(s) that read its states")
     for p in paths:
         if p == rnn:
             raise ValueError(f"readout: {p!r} is the recurrent module itself; name the module(s) that read its states")
@@ -742,7 +752,8 @@ def _other_leaf_modules(parts: ModelParts) -> List[Tuple[str, nn.Module]]:
 
 
 def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable] = None,
-                       expect_backward_first: frozenset = frozenset(), found: Optional[dict] = None) -> frozenset:
+                       expect_backward_first: frozenset = frozenset(), found: Optional[dict] = None,
+                       final_state_read: bool = False) -> frozenset:
     """Refuse a model whose read-outs do not read a unit-wise linear function of the recurrent module's output;
     return the paths of the read-outs that read a bidirectional module's two directions backward first (their input
     follows the maps in swapped order: ``torch.cat((h_n[-1], h_n[-2]), 1)``), whose columns absorb the maps swapped.
@@ -767,6 +778,11 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
 
     ``expect_backward_first``: read-outs whose swapped order is tried first (the check of a pruned model: where both
     orders pass, as for states that are the same in both directions, the original's order is kept).
+
+    ``final_state_read``: the module's final states are read outside the read-outs (an encoder's, which starts a
+    decoder), and the pruned module will return their reconstruction ``A_J h#_T`` at the original width
+    (:mod:`pruning.final_state`). The perturbed run then passes the final states on unchanged, as the reconstruction
+    stands for them, and only the output sequence must reach the model's output through the read-outs.
     """
     given = forward is not None
     forward = forward if forward is not None else default_forward
@@ -800,7 +816,8 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         y, h = out
         y = (PackedSequence(times(y.data, maps), y.batch_sizes, y.sorted_indices, y.unsorted_indices)
              if isinstance(y, PackedSequence) else times(y, maps))
-        h = (last_rows(h[0], maps, other), h[1] * other) if isinstance(h, tuple) else last_rows(h, maps, other)
+        if not final_state_read:
+            h = (last_rows(h[0], maps, other), h[1] * other) if isinstance(h, tuple) else last_rows(h, maps, other)
         state["previous"] = h
         return y, h
 
@@ -815,6 +832,11 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                                    external=True)
         except _Refused as err:
             refusals.append(str(err))
+            return None
+        if start == "carried" and final_state_read:
+            refusals.append(f"data: the model carries the final state of {parts.rnn_path!r} into its next call and "
+                            f"reads it elsewhere too; a module whose final state is reconstructed for the model "
+                            f"(an encoder's) is pruned only where every call starts afresh")
             return None
         if isinstance(start, list) and found is not None:
             found.setdefault("initial", set()).update(start)  # a learned initial state: the pruned copy slices it
@@ -924,7 +946,10 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
         if recurrent:
             where += (f" ({recurrent[0]!r} is a recurrent module reading its states: if it reads them as its input, "
                       f"the next layer of a stack built from separate modules, name it as the read-out, "
-                      f"readout={recurrent[0]!r}, and its input weights absorb A_J)")
+                      f"readout={recurrent[0]!r}, and its input weights absorb A_J; if it starts from "
+                      f"{parts.rnn_path!r}'s final state, an encoder's, name only the linear layers that read "
+                      f"{parts.rnn_path!r}'s output sequence, readout=[] if none: the pruned module then returns its "
+                      f"final state reconstructed at the original width)")
         raise ReadoutPathError(f"readout: {path!r} does not read a unit-wise linear function of {parts.rnn_path!r}'s "
                          f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
                          f"that read its states, with only dropout, identity, indexing, pooling over time or weights "
@@ -1143,6 +1168,9 @@ class Subject:
     #: whether the model starts the module from a state computed without it: another recurrent module's final state,
     #: or one computed from other modules or constants (the pruned copy cuts it to the kept units)
     handoff: bool = False
+    #: whether the model reads the module's final state outside the read-outs (an encoder's, which starts a decoder):
+    #: the pruned module then returns its reconstruction at the original width (:mod:`pruning.final_state`)
+    final_state: bool = False
 
     @property
     def paths(self) -> Optional[Tuple[str, Tuple[str, ...]]]:
@@ -1189,6 +1217,8 @@ class Subject:
                                      f"state, one tensor for all its layers, which must then keep the same number of "
                                      f"units; got {[len(layer[0]) for layer in kept]}")
                 rnn = attach_slice_start(rnn, rows, self.rnn.hidden_size)
+            if self.final_state:
+                rnn = attach_final_state_map(rnn, maps)
             model = replace_modules(self.parts, rnn, heads)
             for name in self.initial_state_names():
                 if kept is None:
@@ -1224,14 +1254,14 @@ class Subject:
         directions. A forward that slices the states with the old width as a constant can run on the narrower states
         without an error and read them wrongly (``torch.cat((o[..., 9:], o[..., :9]), -1)`` of two directions of 4
         states each is ``o`` itself, in the other order)."""
-        if not self.checked or self.cell or self.sample is None or not self.parts.readout_paths:
+        if not self.checked or self.cell or self.sample is None or not (self.parts.readout_paths or self.final_state):
             return
         path = self.parts.rnn_path
         flags = _per_head(self.backward_first, len(self.heads), False)
         try:
             expected = frozenset(p for p, f in zip(self.parts.readout_paths, flags) if f)
             swapped = check_readout_path(ModelParts(model, path, self.parts.readout_paths), self.sample, self.forward,
-                                         expected)
+                                         expected, final_state_read=self.final_state)
         except ReadoutPathError as err:
             hint = self._constant_width_hint(model)
             raise ValueError(f"model: the pruned model fails the read-out check that the original passed; {hint}: use "
@@ -1306,7 +1336,10 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
             check_cells_unread(parts, sample, forward)
         return Subject(parts.rnn, None, [], parts.model, parts, inputs, None, None, sample=sample, forward=forward)
     found: dict = {}
-    swapped = check_readout_path(parts, sample, forward, found=found) if check and data is not None else frozenset()
+    if check and data is not None:
+        swapped, final_state = _checked_read_outs(parts, sample, forward, found)
+    else:
+        swapped, final_state = frozenset(), not parts.readout_paths
     check_learned_states(parts.model, sorted(found.get("initial", ())), parts.rnn)
     if inputs is not None:
         inputs.external = bool(found.get("external"))
@@ -1315,7 +1348,56 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
     return Subject(parts.rnn, combined_readout(heads, flags, blocks), heads, parts.model, parts, inputs, None, None,
                    sample=sample, forward=forward, backward_first=flags, blocks=blocks,
                    checked=check and data is not None, initial=tuple(sorted(found.get("initial", ()))),
-                   handoff=bool(found.get("handoff") or found.get("external")))
+                   handoff=bool(found.get("handoff") or found.get("external")), final_state=final_state)
+
+
+def _final_state_unreconstructible(rnn: nn.Module) -> str:
+    """Why the pruned ``rnn`` could not return its final state reconstructed at the original width, or ``""``."""
+    if isinstance(rnn, nn.LSTM):
+        return "its final cell states c_T are not determined by the kept units' hidden states"
+    if not isinstance(rnn, FINAL_STATE_TYPES):
+        return f"a {type(rnn).__name__} is not a native single-layer module"
+    if rnn.num_layers != 1:
+        return "the final states of its lower layers would need maps of their own"
+    return ""
+
+
+def _checked_read_outs(parts: ModelParts, sample: Any, forward: Optional[Callable], found: dict
+                       ) -> Tuple[frozenset, bool]:
+    """The read-out check (:func:`check_readout_path`) and whether the module's final state is read outside the
+    read-outs. A model that fails the check may read the final state elsewhere, an encoder's that starts a decoder:
+    if it passes with that state left to the reconstruction (``final_state_read``), the pruned module returns
+    ``A_J h#_T`` at the original width (:mod:`pruning.final_state`), possible for a single-layer nn.RNN or nn.GRU.
+    With no read-outs named (``readout=[]``) only that check runs. Otherwise the first check's error stands."""
+    first: Optional[ReadoutPathError] = None
+    if parts.readout_paths:
+        try:
+            return check_readout_path(parts, sample, forward, found=found), False
+        except ReadoutPathError as err:
+            first = err
+    second: dict = {}
+    try:
+        swapped = check_readout_path(parts, sample, forward, found=second, final_state_read=True)
+    except ValueError:  # a read-out path error, or a start this way cannot take: the first check's error stands
+        if first is None:
+            raise
+        swapped = None
+    if swapped is None:
+        raise first
+    rnn = parts.rnn
+    why = _final_state_unreconstructible(rnn)
+    if why and first is not None:
+        raise ReadoutPathError(f"{first}. The model passes this check with the final state of "
+                               f"{parts.rnn_path!r} left as it is, so the final state may be what it reads; a pruned "
+                               f"module can return its final state reconstructed for a single-layer nn.RNN or nn.GRU "
+                               f"only: {why}")
+    if why:
+        raise ValueError(f"model: the model reads the final state of {_describe(parts.rnn_path, rnn)} outside its "
+                         f"read-outs (e.g. it starts a decoder). A pruned module can then return the reconstruction "
+                         f"of its final state at the original width, for a single-layer nn.RNN or nn.GRU only: {why}. "
+                         f"Prune the module that reads it instead (the decoder), or use a single-layer GRU encoder")
+    found.update(second)
+    return swapped, True
 
 
 def _cell_subject(parts: ModelParts, data, forward, lengths, batch_size, check, precision, progress) -> Subject:

@@ -21,7 +21,7 @@ from theory.elman import check_readout, check_rnn
 
 __all__ = ["check_rnn", "check_readout", "check_recurrent", "gate_blocks", "projection", "check_projected_width",
            "directions", "as_layers", "assemble", "split_model", "module_summary", "count_macs", "count_parameters",
-           "owner_of", "replace_tensor"]
+           "owner_of", "replace_tensor", "identity_readout"]
 
 _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
@@ -253,3 +253,15 @@ def replace_tensor(model: nn.Module, dotted: str, new: torch.Tensor) -> None:
         owner.register_buffer(leaf, new, persistent=leaf not in owner._non_persistent_buffers_set)
     else:
         raise ValueError(f"model: it has no parameter or buffer {dotted!r}")
+
+
+def identity_readout(rnn: nn.Module) -> nn.Linear:
+    """The identity on a module's outputs as a linear read-out: what reads the states where no read-out is changed
+    (a projected LSTM in a model) or none is named (an encoder whose final state alone the model reads): the states
+    themselves are then what the output loss (S2) and the error-target search compare."""
+    p = next(rnn.parameters())
+    width = output_width(rnn)
+    head = nn.Linear(width, width, bias=False, device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(width))
+    return head

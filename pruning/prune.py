@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 from pruning.covariance import PRECISION
 from pruning.sequences import BATCH_SIZE, one_pass_if_iterator
 from pruning.model_parts import resolve_subject
-from pruning.modules import as_layers, assemble, check_projected_width
+from pruning.modules import as_layers, assemble, check_projected_width, identity_readout
 from pruning.result import PruneResult
 from pruning.steps import (COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES, LayerStatistics,
                            PruneSettings, Timings, choose_lambda, compress_layers, consumer_weights, describe_layer,
@@ -176,7 +176,8 @@ def spectral_prune(
     statistics = LayerStatistics(layers, subject.data, covariance=covariance, mode=covariance_mode,
                                  batch_size=batch_size, device=device, input_transform=subject.transform,
                                  progress=progress, timings=timings, precision=precision, lengths=subject.lengths)
-    consumers = consumer_weights(layers, readout)
+    # no read-out: a projected LSTM (its own projection reads its cells) or an encoder whose final state alone is read
+    consumers = consumer_weights(layers, readout if readout is not None else identity_readout(rnn))
     L, D = len(layers), statistics.D
     results = []
 

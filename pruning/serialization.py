@@ -22,10 +22,12 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
 from pruning.fileio import atomic_write, atomic_write_text, existing_file
+from pruning.final_state import attach_final_state_map, final_state_map_of
 from pruning.modules import check_recurrent, module_summary, owner_of, projection, replace_tensor
 from pruning.recurrent_stack import RecurrentStack
 from pruning.start_slicing import attach_slice_start, slice_start_of
@@ -206,6 +208,9 @@ def describe_architecture(rnn: nn.Module, readout: Optional[nn.Module]) -> Dict[
     cut = slice_start_of(rnn)
     if cut is not None:  # a pruned decoder cutting the state it is handed to its kept units
         summary["slice_start"] = dict(units=cut.units, width=cut.width)
+    maps = final_state_map_of(rnn)
+    if maps is not None:  # a pruned encoder returning its final state reconstructed (the maps are in its weights)
+        summary["final_state_map"] = dict(shape=list(maps.shape))
     return dict(rnn=summary, readout=None if readout is None else _describe_head(readout))
 
 
@@ -243,6 +248,8 @@ def build_architecture(arch: Dict[str, Any]) -> Tuple[nn.Module, nn.Linear]:
         rnn = _build_recurrent(r)
         if r.get("slice_start"):
             attach_slice_start(rnn, r["slice_start"]["units"], r["slice_start"]["width"])
+        if r.get("final_state_map"):  # its values come with the module's weights
+            attach_final_state_map(rnn, np.zeros(r["final_state_map"]["shape"]))
         readout = None if h is None else _build_head(h)
     except KeyError as err:
         raise ValueError(f"architecture: the description lacks {err}") from None
@@ -328,7 +335,7 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
         initial = tuple(getattr(result, "initial_state", ()))
     else:
         initial = ()
-    if readout is None and not (model is None and projection(rnn)):
+    if readout is None and not (model is None and projection(rnn)) and final_state_map_of(rnn) is None:
         raise TypeError("readout: expected the pruned read-out (or pass the PruneResult as the second argument)")
     readout = [] if readout is None else readout
     paths = paths if paths is not None else ("rnn", "readout")
@@ -340,8 +347,9 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
     if model is not None:
         _check_placed(model, [paths[0]] + head_paths, [rnn] + heads)
     record = dict(summary or {})
-    if not heads and not projection(rnn):
-        raise ValueError("readout: expected at least one read-out (only a projected LSTM has none that changed)")
+    if not heads and not projection(rnn) and not (model is not None and final_state_map_of(rnn) is not None):
+        raise ValueError("readout: expected at least one read-out (only a projected LSTM, or a module whose final "
+                         "state alone a model reads, has none that changed)")
     arch = describe_architecture(rnn, heads[0] if heads else None)
     arch.update(heads=[_describe_head(h) for h in heads],
                 paths=dict(rnn=paths[0], readout=head_paths[0] if head_paths else None, heads=head_paths))

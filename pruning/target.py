@@ -39,7 +39,7 @@ from pruning.covariance import model_device, resolve_device
 from pruning.sequences import (KeptPass, OnePass, as_tensor, batch_dim, count_sequences, is_one_shot,
                                iter_sequence_batches, mapping_rows, one_pass_if_iterator, pack, take_rows)
 from pruning.model_parts import RecurrentInputs, _model_batches, default_forward, resolve_subject
-from pruning.modules import as_layers, assemble, check_rnn, output_width, projection, split_model
+from pruning.modules import as_layers, assemble, check_rnn, identity_readout, output_width, projection, split_model
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences, eval_mode
 from pruning.steps import (COVARIANCE_MODES, LayerStatistics, PruneSettings, Timings, compress_layers,
@@ -328,8 +328,12 @@ def prune_to_target(model_or_rnn: Any, data: Any, target: float, *, criterion: s
         subject = resolve_subject(model_or_rnn, data, rnn=rnn, readout=readout, forward=forward, lengths=lengths,
                                   batch_size=batch_size)
     rnn, readout = subject.rnn, subject.readout
+    if subject.final_state:
+        raise ValueError(f"target: the model reads the final state of {subject.parts.rnn_path!r} outside its "
+                         f"read-outs (an encoder's, which starts a decoder), and the search measures the read-outs' "
+                         f"outputs, not what the model computes from that state; pass k (or ratio) instead")
     if readout is None:  # a projected LSTM in a model: nothing reads its cells but its projection, which is kept
-        readout = _identity_readout(rnn)
+        readout = identity_readout(rnn)
     chosen = PruneSettings.checked(method="greedy", seed=seed, **settings)
     transform = subject.transform
     # a whole model run through hooks takes its own inputs, batch-first (dimension 0), whatever the RNN's layout
@@ -518,17 +522,6 @@ def _search(error, K: int, tol: float, criterion: str, search: str, errors: Dict
         else:
             lo = mid
     return hi
-
-
-def _identity_readout(rnn) -> torch.nn.Linear:
-    """The identity on a module's outputs, as the read-out its pruned outputs are compared through (a projected
-    LSTM in a model, whose read-outs are not changed and not located)."""
-    p = next(rnn.parameters())
-    width = output_width(rnn)
-    head = torch.nn.Linear(width, width, bias=False, device=p.device, dtype=p.dtype)
-    with torch.no_grad():
-        head.weight.copy_(torch.eye(width))
-    return head
 
 
 def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settings, timings,

@@ -242,7 +242,6 @@ class _CellStateTerm(torch.nn.Module):
     (_SideTerm(), None, ""),
     (_GatedHead(), "head", r".*'gate'"),
     (_SkipTerm(), None, ""),
-    (_FinalStateGate(), None, ""),
     (_CellStateTerm(), None, ""),
 ])
 def test_a_model_that_reads_the_states_outside_its_readouts_is_refused(model, readout, named):
@@ -254,6 +253,26 @@ def test_a_model_that_reads_the_states_outside_its_readouts_is_refused(model, re
     with pytest.raises(ValueError, match=r"readout: the model's output depends on 'rnn''s output other than through "
                                          r"the read-out\(s\) 'head': something else reads the states" + named):
         spectral_prune(model, x, k=4, readout=readout)
+
+
+def test_a_gate_on_the_final_state_reads_its_reconstruction():
+    """A GRU's final state read outside the read-outs (a gate on ``h_n``) is returned reconstructed by the pruned
+    module (pruning.final_state; refused before, since the pruned module returned k-wide states): the pruned model
+    equals the original with the module's output and final state replaced by the pruned module's own, mapped by
+    A_J, and the head's columns absorb A_J as before."""
+    torch.manual_seed(0)
+    model = _FinalStateGate().double()
+    x = torch.randn(12, 5, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, k=4, precision="float64")
+    A = torch.as_tensor(res.layers[0].A)
+    plain = torch.nn.GRU(3, 4, batch_first=True, dtype=torch.float64)
+    plain.load_state_dict({k: v for k, v in res.model.rnn.state_dict().items() if k != "final_state_map"})
+    with torch.no_grad():
+        y, h = plain(x)
+        reference = copy.deepcopy(model)
+        reference.rnn.register_forward_hook(lambda module, args, out: (y @ A.T, h @ A.T))
+        torch.testing.assert_close(res.model(x), reference(x), rtol=1e-10, atol=1e-12)
+    assert res.model.head.in_features == 4
 
 
 def test_the_refusal_of_other_readers_keeps_what_the_method_covers():
@@ -1857,13 +1876,23 @@ def test_a_recurrent_read_out_saves_loads_and_meets_an_error_target(tmp_path):
     assert summary["architecture"]["heads"][0]["type"] == "GRU"
 
 
-def test_recurrent_read_outs_that_do_not_read_the_states_as_input_are_refused():
+def test_recurrent_read_outs_and_a_decoder_started_from_the_encoder():
     torch.manual_seed(33)
     x = torch.randn(20, 5, 3)
-    # the decoder also starts from the encoder's final state: a second, nonlinear read of the states
-    with pytest.raises(ValueError, match=r"the model's output depends on 'enc''s output other than through the "
-                                         r"read-out\(s\) 'dec'"):
-        spectral_prune(_EncoderDecoder().eval(), x, k=4, rnn="enc", readout="dec")
+    # the decoder also starts from the encoder's final state, a read the read-out cannot absorb: the pruned encoder
+    # returns that state reconstructed (pruning.final_state), and the pruned model is the original run on the
+    # reconstructed states (refused before)
+    model = _EncoderDecoder().eval()
+    res = spectral_prune(model, x, k=4, rnn="enc", readout="dec")
+    A = torch.as_tensor(res.layers[0].A, dtype=torch.float32)
+    plain = torch.nn.GRU(3, 4, batch_first=True)
+    plain.load_state_dict({k: v for k, v in res.model.enc.state_dict().items() if k != "final_state_map"})
+    with torch.no_grad():
+        y, h = plain(x)
+        reference = copy.deepcopy(model)
+        reference.enc.register_forward_hook(lambda module, args, out: (y @ A.T, h @ A.T))
+        torch.testing.assert_close(res.model(x), reference(x), rtol=1e-4, atol=1e-5)
+    assert res.model.dec.input_size == 4 and res.model.dec.hidden_size == 8
     # the decoder itself prunes: it cuts the encoder's state to its kept units (without reconstruction, exactly the
     # original with the removed units' outgoing weights zeroed)
     model = _EncoderDecoder().eval()
@@ -2298,7 +2327,8 @@ def test_the_check_maps_are_exact_and_move_every_unit(m, seed, dtype):
 
 
 def test_outputs_in_a_dataclass_are_checked_and_an_opaque_output_is_warned_about():
-    """A model returning its own dataclass was not looked into, so a gate on h_n inside it was pruned without a word.
+    """A model returning its own dataclass was not looked into, so a gate on the states inside it was pruned without
+    a word.
     Dataclass fields are now compared like a dict's values: the gate is refused, and plain logits with the states
     beside them prune as the pair route does. A forward whose output holds no floating-point tensor the library can
     see (an object of its own, or class indices) gets a warning that the check did not run."""
@@ -2319,8 +2349,8 @@ def test_outputs_in_a_dataclass_are_checked_and_an_opaque_output_is_warned_about
         def forward(self, x):
             o, h = self.rnn(x)
             logits = self.head(o[:, -1])
-            if self.gate:
-                logits = logits * torch.sigmoid(h[-1].sum(-1, keepdim=True))
+            if self.gate:  # on the outputs (one on h_n alone would read its reconstruction: pruning.final_state)
+                logits = logits * torch.sigmoid(o.mean(1).sum(-1, keepdim=True))
             return Output(logits, o)
 
     class Opaque:

@@ -1,0 +1,167 @@
+"""An encoder whose final state starts a decoder: the pruned encoder returns its final state reconstructed at the
+original width (pruning.final_state), so the decoder and anything else reading that state are left as they are."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pruning import load_pruned, spectral_prune
+from pruning.final_state import ReconstructFinalState, final_state_map_of
+from pruning.target import prune_to_target
+
+torch.set_default_dtype(torch.float32)
+
+
+class _Seq2Seq(torch.nn.Module):
+    """An encoder ``enc`` over the first three features whose final state starts the decoder ``dec`` (through a
+    bridge over both directions for a bidirectional encoder); ``pool``, when set, also reads the encoder's output
+    sequence (its mean over time), and the head reads every decoder step."""
+
+    def __init__(self, cell="GRU", bidirectional=False, pool=False, layers=1, m=10):
+        super().__init__()
+        kw = dict(batch_first=True, dtype=torch.float64, num_layers=layers)
+        D = 2 if bidirectional else 1
+        self.enc = getattr(torch.nn, cell)(3, m, bidirectional=bidirectional, **kw)
+        self.bridge = torch.nn.Linear(D * m, 7, dtype=torch.float64) if bidirectional else None
+        self.dec = getattr(torch.nn, cell)(2, 7 if bidirectional else m, **kw)
+        self.pool = torch.nn.Linear(D * m, 2, dtype=torch.float64) if pool else None
+        self.head = torch.nn.Linear(self.dec.hidden_size, 2, dtype=torch.float64)
+
+    def forward(self, x):
+        out, h = self.enc(x[..., :3])
+        if self.bridge is not None:
+            h = torch.tanh(self.bridge(torch.cat((h[-2], h[-1]), 1)))[None]
+        y = self.head(self.dec(x[..., 3:], h)[0])
+        if self.pool is not None:
+            y = y + self.pool(out.mean(1))[:, None]
+        return y
+
+
+def _enc_replaced(model, outputs, final):
+    """The model with its encoder's output and final state replaced by the given tensors (a forward hook)."""
+    other = copy.deepcopy(model)
+    other.enc.register_forward_hook(lambda module, args, out: (outputs, final))
+    return other
+
+
+def _raw(pruned):
+    """The pruned encoder's own output and final state, from a plain module holding its weights (no hook)."""
+    plain = type(pruned)(pruned.input_size, pruned.hidden_size, bidirectional=pruned.bidirectional,
+                         batch_first=True, dtype=torch.float64)
+    plain.load_state_dict({k: v for k, v in pruned.state_dict().items() if k != "final_state_map"})
+    return plain
+
+
+@settings(max_examples=20, deadline=None)
+@given(cell=st.sampled_from(["RNN", "GRU"]), bidirectional=st.booleans(), pool=st.booleans(),
+       k=st.integers(1, 10), seed=st.integers(0, 2 ** 16))
+def test_a_pruned_encoder_hands_on_its_reconstructed_final_state(cell, bidirectional, pool, k, seed):
+    """Without reconstruction the pruned model is the original whose encoder's units read no removed unit and whose
+    decoder starts from its final state with the removed units' entries zeroed (and whose pooled read-out reads no
+    removed unit); with reconstruction it
+    is the original run on ``A_J h#``: the encoder's output and final state replaced by the pruned encoder's own,
+    each direction mapped by its A_J (the documented ``layers[d].A``), the maps the module holds."""
+    torch.manual_seed(seed)
+    D, m = (2 if bidirectional else 1), 10
+    model = _Seq2Seq(cell, bidirectional, pool).eval()
+    x = torch.randn(20, 6, 5, dtype=torch.float64)
+    readout = ["pool"] if pool else []
+    plain = spectral_prune(model, x, k=k, rnn="enc", readout=readout, reconstruct=False, precision="float64")
+    with torch.no_grad():
+        keep = torch.zeros(D, 1, m, dtype=torch.float64)
+        enc = copy.deepcopy(model.enc)  # the masked encoder: no unit reads a removed one
+        for lp in plain.layers:
+            keep[lp.direction, 0, list(lp.units)] = 1
+            getattr(enc, "weight_hh_l0" + ("_reverse" if lp.direction else ""))[:, keep[lp.direction, 0] == 0] = 0
+        out, h = enc(x[..., :3])
+        mask = keep[:, 0].reshape(1, 1, D * m)
+        expected = _enc_replaced(model, out * mask, h * keep)(x)
+        torch.testing.assert_close(plain.model(x), expected, rtol=1e-10, atol=1e-12)
+
+    res = spectral_prune(model, x, k=k, rnn="enc", readout=readout, precision="float64")
+    maps = final_state_map_of(res.model.enc)
+    assert maps is not None and maps.shape == (D, m, k)
+    for lp in res.layers:
+        np.testing.assert_array_equal(maps[lp.direction].numpy(), lp.A)
+    with torch.no_grad():
+        y, hk = _raw(res.model.enc)(x[..., :3])
+        A = [torch.as_tensor(res.layers[d].A) for d in range(D)]
+        out_rec = torch.cat([y[..., d * k:(d + 1) * k] @ A[d].T for d in range(D)], -1)
+        h_rec = torch.stack([hk[d] @ A[d].T for d in range(D)])
+        torch.testing.assert_close(res.model(x), _enc_replaced(model, out_rec, h_rec)(x), rtol=1e-9, atol=1e-11)
+    if k == m:  # all units kept: A_J is a permutation up to the ridge, the model nearly unchanged
+        with torch.no_grad():
+            assert float((res.model(x) - model(x)).abs().max()) < 1e-3
+
+
+def test_the_pruned_encoder_saves_loads_and_moves_with_its_map(tmp_path):
+    """``save`` records the map's shape and the weights hold its values: the loaded model computes what the pruned
+    one does; the map follows the module to another dtype; dynamic quantization keeps the hook and its map."""
+    torch.manual_seed(0)
+    model = _Seq2Seq("GRU", bidirectional=True).eval()
+    x = torch.randn(16, 5, 5, dtype=torch.float64)
+    res = spectral_prune(model, x, k=4, rnn="enc", readout=[])
+    res.save(tmp_path / "p.safetensors")
+    loaded = load_pruned(tmp_path / "p.safetensors", model=_Seq2Seq("GRU", bidirectional=True))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), res.model(x))
+        as32 = copy.deepcopy(res.model).float()
+        assert as32.enc.final_state_map.dtype == torch.float32
+        torch.testing.assert_close(as32(x.float()).double(), res.model(x), rtol=1e-4, atol=1e-5)
+    hooks = [h for h in res.model.enc._forward_hooks.values() if isinstance(h, ReconstructFinalState)]
+    assert len(hooks) == 1
+    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(as32), {torch.nn.GRU}, dtype=torch.qint8)
+    with torch.no_grad():
+        y = quantized(x.float())
+    assert y.shape == res.model(x).shape and torch.isfinite(y).all()
+    assert float((y.double() - res.model(x)).abs().max()) < 0.1 * float(res.model(x).abs().max()) + 0.05
+
+
+def test_what_cannot_be_reconstructed_is_refused_clearly():
+    """An LSTM encoder (its final cell state is not a function of the kept hidden states), a stack (its lower
+    layers' final states), ``readout=[]`` for a module that is not an RNN/GRU, the error-target search (which
+    measures read-outs only); the read-out check's error names ``readout=[]`` when a decoder reads the state."""
+    torch.manual_seed(0)
+    x = torch.randn(12, 5, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="final cell states c_T"):
+        spectral_prune(_Seq2Seq("LSTM"), x, k=4, rnn="enc", readout=[])
+    with pytest.raises(ValueError, match="lower layers"):
+        spectral_prune(_Seq2Seq("GRU", layers=2), x, k=4, rnn="enc", readout=[])
+    with pytest.raises(ValueError, match=r"readout=\[\] if none"):
+        spectral_prune(_Seq2Seq("GRU"), x, k=4, rnn="enc")  # 'head' (reading the decoder) found by its width
+    with pytest.raises(ValueError, match="target: .*final state"):
+        prune_to_target(_Seq2Seq("GRU"), x, target=0.1, rnn="enc", readout=[])
+
+    class Projected(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(3, 6, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    with pytest.raises(ValueError, match="readout"):
+        spectral_prune(Projected(), torch.randn(4, 3, 3), k=2, readout=[])
+
+
+def test_a_named_read_out_of_the_final_state_is_still_absorbed():
+    """A head on ``h_n`` alone (no decoder) passes the ordinary check: its columns absorb A_J and the module keeps
+    returning k-wide states, as before; the reconstruction is only for states read outside the read-outs."""
+    class LastState(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 8, batch_first=True, dtype=torch.float64)
+            self.head = torch.nn.Linear(8, 2, dtype=torch.float64)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[1][-1])
+
+    torch.manual_seed(0)
+    model = LastState()
+    res = spectral_prune(model, torch.randn(10, 5, 3, dtype=torch.float64), k=3)
+    assert final_state_map_of(res.model.rnn) is None
+    assert res.model.head.in_features == 3
