@@ -39,7 +39,7 @@ from pruning.covariance import model_device, resolve_device
 from pruning.sequences import (KeptPass, OnePass, as_tensor, batch_dim, count_sequences, is_one_shot,
                                iter_sequence_batches, mapping_rows, one_pass_if_iterator, pack, take_rows)
 from pruning.model_parts import RecurrentInputs, _model_batches, default_forward, resolve_subject
-from pruning.modules import as_layers, assemble, check_rnn, identity_readout, output_width, projection, split_model
+from pruning.modules import as_layers, assemble, check_rnn, identity_readout, projection, split_model
 from pruning.result import PruneResult
 from pruning.unitwise import check_rows_are_sequences, eval_mode
 from pruning.steps import (COVARIANCE_MODES, LayerStatistics, PruneSettings, Timings, compress_layers,

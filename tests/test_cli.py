@@ -388,3 +388,45 @@ def test_a_directory_is_named_as_one(tmp_path, capsys, argument):
     assert run_cli("prune", "--checkpoint", paths["--checkpoint"], "--trust-checkpoint", "--data", paths["--data"],
                    "--k", "6", "--out", tmp_path / "p.safetensors") == 2
     assert f"error: {argument}: {str(tmp_path)!r} is a directory; expected a file" in capsys.readouterr().err
+
+
+def test_an_encoder_whose_final_state_starts_a_decoder_prunes_with_an_empty_readout(tmp_path, importable, capsys):
+    """``--readout ''`` is ``readout=[]``: the encoder's output sequence has no read-out and its final state starts
+    the decoder, so the pruned encoder returns that state reconstructed; the CLI writes what the API computes, and
+    the file loads into a fresh model that computes the same outputs."""
+    from safetensors.torch import save_file
+
+    zoo = importable("seq2seq_zoo", """
+        import torch
+
+        class Seq2Seq(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.enc = torch.nn.GRU(3, 10, batch_first=True)
+                self.dec = torch.nn.GRU(2, 10, batch_first=True)
+                self.head = torch.nn.Linear(10, 4)
+
+            def forward(self, x):
+                _, h = self.enc(x[..., :3])
+                return self.head(self.dec(x[..., 3:], h)[0])
+
+        def build():
+            return Seq2Seq()
+    """)
+    torch.manual_seed(21)
+    model = zoo.build().eval()
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    x = torch.randn(24, 6, 5)
+    torch.save(x, tmp_path / "calib.pt")
+    args = ["prune", "--checkpoint", tmp_path / "w.safetensors", "--model", "seq2seq_zoo:build", "--data",
+            tmp_path / "calib.pt", "--rnn", "enc", "--k", "4", "--out", tmp_path / "p.safetensors"]
+    assert run_cli(*args) == 2  # the head reading the decoder is found by its width, and the check names the way
+    assert "readout=[] if none" in capsys.readouterr().err
+    assert run_cli(*args, "--readout", "") == 0
+    expected = spectral_prune(model, x, k=4, rnn="enc", readout=[])
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert [lp["units"] for lp in summary["layers"]] == [lp.units for lp in expected.layers]
+    rebuilt = load_pruned(tmp_path / "p.safetensors", model=zoo.build()).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), expected.model(x), rtol=0, atol=0)
+        assert rebuilt.enc.hidden_size == 4 and rebuilt.dec.hidden_size == 10

@@ -165,3 +165,20 @@ def test_a_named_read_out_of_the_final_state_is_still_absorbed():
     res = spectral_prune(model, torch.randn(10, 5, 3, dtype=torch.float64), k=3)
     assert final_state_map_of(res.model.rnn) is None
     assert res.model.head.in_features == 3
+
+
+def test_the_pruned_encoder_exports_to_onnx_with_its_map(tmp_path):
+    """The hook is traced into the ONNX graph: onnxruntime computes what the pruned model computes."""
+    ort = pytest.importorskip("onnxruntime")
+    from pruning.export import export_onnx
+
+    torch.manual_seed(1)
+    model = _Seq2Seq("GRU", bidirectional=True).float().eval()
+    x = torch.randn(16, 6, 5)
+    res = spectral_prune(model, x, k=4, rnn="enc", readout=[])
+    export_onnx(res.model, x, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    other = torch.randn(3, 9, 5)  # another batch size and length: the axes are dynamic
+    got = session.run(None, {session.get_inputs()[0].name: other.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, res.model(other).numpy(), rtol=1e-4, atol=1e-5)
