@@ -20,6 +20,7 @@ from pruning import layer_covariances, load_pruned, spectral_prune, time_mean_co
 from pruning.__main__ import main
 from pruning.compress import state_map
 from pruning.modules import as_layers
+from reference_impl import on_reconstructed_states
 from user_model_zoo import (FunctionalNonlinearity, LastStateHead, LastStepHead, NormBetween, TokenClassifier,
                             TwoHeads, build_classifier, make_data)
 
@@ -264,13 +265,8 @@ def test_a_gate_on_the_final_state_reads_its_reconstruction():
     model = _FinalStateGate().double()
     x = torch.randn(12, 5, 3, dtype=torch.float64)
     res = spectral_prune(model, x, k=4, precision="float64")
-    A = torch.as_tensor(res.layers[0].A)
-    plain = torch.nn.GRU(3, 4, batch_first=True, dtype=torch.float64)
-    plain.load_state_dict({k: v for k, v in res.model.rnn.state_dict().items() if k != "final_state_map"})
+    reference = on_reconstructed_states(model, "rnn", res.model.rnn, [res.layers[0].A], x)
     with torch.no_grad():
-        y, h = plain(x)
-        reference = copy.deepcopy(model)
-        reference.rnn.register_forward_hook(lambda module, args, out: (y @ A.T, h @ A.T))
         torch.testing.assert_close(res.model(x), reference(x), rtol=1e-10, atol=1e-12)
     assert res.model.head.in_features == 4
 
@@ -1884,13 +1880,8 @@ def test_recurrent_read_outs_and_a_decoder_started_from_the_encoder():
     # reconstructed states (refused before)
     model = _EncoderDecoder().eval()
     res = spectral_prune(model, x, k=4, rnn="enc", readout="dec")
-    A = torch.as_tensor(res.layers[0].A, dtype=torch.float32)
-    plain = torch.nn.GRU(3, 4, batch_first=True)
-    plain.load_state_dict({k: v for k, v in res.model.enc.state_dict().items() if k != "final_state_map"})
+    reference = on_reconstructed_states(model, "enc", res.model.enc, [res.layers[0].A], x)
     with torch.no_grad():
-        y, h = plain(x)
-        reference = copy.deepcopy(model)
-        reference.enc.register_forward_hook(lambda module, args, out: (y @ A.T, h @ A.T))
         torch.testing.assert_close(res.model(x), reference(x), rtol=1e-4, atol=1e-5)
     assert res.model.dec.input_size == 4 and res.model.dec.hidden_size == 8
     # the decoder itself prunes: it cuts the encoder's state to its kept units (without reconstruction, exactly the
