@@ -1384,18 +1384,12 @@ def _checked_read_outs(parts: ModelParts, sample: Any, forward: Optional[Callabl
         swapped = None
     if swapped is None:
         raise first
-    rnn = parts.rnn
-    why = _final_state_unreconstructible(rnn)
-    if why and first is not None:
-        raise ReadoutPathError(f"{first}. The model passes this check with the final state of "
-                               f"{parts.rnn_path!r} left as it is, so the final state may be what it reads; a pruned "
-                               f"module can return its final state reconstructed for a single-layer nn.RNN or nn.GRU "
-                               f"only: {why}")
+    why = _final_state_unreconstructible(parts.rnn)  # (with readout=[], locate refused such a module already)
     if why:
-        raise ValueError(f"model: the model reads the final state of {_describe(parts.rnn_path, rnn)} outside its "
-                         f"read-outs (e.g. it starts a decoder). A pruned module can then return the reconstruction "
-                         f"of its final state at the original width, for a single-layer nn.RNN or nn.GRU only: {why}. "
-                         f"Prune the module that reads it instead (the decoder), or use a single-layer GRU encoder")
+        raise ReadoutPathError(f"{first}. The model passes this check with the final state of {parts.rnn_path!r} "
+                               f"left as it is, so the final state may be what it reads (a decoder's start, a gate); "
+                               f"a pruned module can return its final state reconstructed at the original width for "
+                               f"a single-layer nn.RNN or nn.GRU only: {why}. Prune the module that reads it instead")
     found.update(second)
     return swapped, True
 

@@ -121,6 +121,10 @@ def test_what_cannot_be_reconstructed_is_refused_clearly():
         spectral_prune(_Seq2Seq("GRU", layers=2), x, k=4, rnn="enc", readout=[])
     with pytest.raises(ValueError, match=r"readout=\[\] if none"):
         spectral_prune(_Seq2Seq("GRU"), x, k=4, rnn="enc")  # 'head' (reading the decoder) found by its width
+    with pytest.raises(ValueError, match=r"passes this check with the final state of 'enc' left as it is.*final "
+                                         r"cell states c_T"):
+        spectral_prune(_Seq2Seq("LSTM", pool=True), x, k=4, rnn="enc", readout="pool")  # the first check's error,
+        # and why the reconstruction that would pass it is not available
     with pytest.raises(ValueError, match="target: .*final state"):
         prune_to_target(_Seq2Seq("GRU"), x, target=0.1, rnn="enc", readout=[])
 
