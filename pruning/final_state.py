@@ -8,14 +8,16 @@ then computes what the original computes from the reconstructed states (docs/the
 reconstruction the map puts the kept units' entries back in their places and zeros elsewhere, which is the masked
 original's final state.
 
-Only a state the kept units determine can be rebuilt this way: the hidden state of a single-layer ``nn.RNN`` or
-``nn.GRU``. An LSTM's final cell state ``c_T`` is not a function of its hidden states, and a stack's lower layers'
-final states have maps of their own, so both are refused before this module is used.
+An LSTM's final state also holds its cells ``c_T``, which are not a function of its hidden states: they get a map of
+their own, ``B_J = S_{F,J} (S_{J,J} + lambda_c I)^{-1}`` with ``S`` the second moment of the final cell states over
+the calibration sequences and ``lambda_c`` relative to its trace (the ridge regression of every cell's final state
+on the kept cells' ones; derived in this project, with no bound attached). A stack's lower layers' final states
+would need maps of their own, and a projected LSTM's ``h_n`` already keeps its width, so neither is handled here.
 
-The map is a buffer of the pruned module (``final_state_map``, one m x k matrix per direction), so it is saved and
-loaded with the module's state dict, moves with it between devices, and ``save_pruned`` records its shape for
-``load_pruned`` to recreate it. It is applied by a forward hook (:class:`ReconstructFinalState`), so the module
-stays a plain ``nn.RNN``/``nn.GRU``.
+The maps are buffers of the pruned module (``final_state_map``, and ``final_cell_map`` for an LSTM: one m x k matrix
+per direction), so they are saved and loaded with the module's state dict and move with it between devices;
+``save_pruned`` records their shapes for ``load_pruned`` to recreate them. They are applied by a forward hook
+(:class:`ReconstructFinalState`), so the module stays a plain ``nn.RNN``/``nn.GRU``/``nn.LSTM``.
 """
 
 from __future__ import annotations
@@ -28,44 +30,68 @@ from torch import nn
 
 __all__ = ["ReconstructFinalState", "attach_final_state_map", "final_state_map_of", "FINAL_STATE_TYPES"]
 
-#: The modules whose final state is their hidden state alone (an LSTM's also holds its cells).
-FINAL_STATE_TYPES = (nn.RNN, nn.GRU)
+#: The modules whose final state can be returned reconstructed (single-layer; an LSTM without projection).
+FINAL_STATE_TYPES = (nn.RNN, nn.GRU, nn.LSTM)
+
+
+def _mapped(state: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    if state.shape[0] != maps.shape[0] or state.shape[-1] != maps.shape[-1]:
+        raise ValueError(f"hx: the module returned a final state of shape {tuple(state.shape)}; its final-state map "
+                         f"expects {maps.shape[0]} rows of width {maps.shape[-1]}")
+    maps = maps.to(device=state.device, dtype=state.dtype)
+    return torch.matmul(state, maps.transpose(1, 2))
 
 
 class ReconstructFinalState:
     """Forward hook of a pruned module: its final state ``h_n`` of shape (directions, batch, k) is returned as
-    ``h_n[d] @ A_d^T`` (directions, batch, m), ``A_d`` the module's ``final_state_map[d]`` (m x k). The tensor is
-    read from the module at each call, so that it follows the module between devices and dtypes; the hook keeps its
-    own reference for a module that a library swapped for another one holding the same hooks (dynamic
-    quantization), which keeps no buffers."""
+    ``h_n[d] @ A_d^T`` (directions, batch, m), ``A_d`` the module's ``final_state_map[d]`` (m x k), and an LSTM's
+    ``c_n`` as ``c_n[d] @ B_d^T`` with its ``final_cell_map``. The tensors are read from the module at each call, so
+    that they follow the module between devices and dtypes; the hook keeps its own references for a module that a
+    library swapped for another one holding the same hooks (dynamic quantization), which keeps no buffers."""
 
-    def __init__(self, maps: torch.Tensor):
-        self.maps = maps
+    def __init__(self, maps: torch.Tensor, cell_maps: Optional[torch.Tensor] = None):
+        self.maps, self.cell_maps = maps, cell_maps
 
     def __call__(self, module: nn.Module, args: tuple, out: Any) -> Any:
-        y, h = out
-        maps = getattr(module, "final_state_map", None)
-        maps = self.maps if not isinstance(maps, torch.Tensor) else maps
-        if h.shape[0] != maps.shape[0] or h.shape[-1] != maps.shape[-1]:
-            raise ValueError(f"hx: the module returned a final state of shape {tuple(h.shape)}; its final-state map "
-                             f"expects {maps.shape[0]} rows of width {maps.shape[-1]}")
-        maps = maps.to(device=h.device, dtype=h.dtype)
-        return y, torch.matmul(h, maps.transpose(1, 2))
+        y, state = out
+        maps = final_state_map_of(module)
+        maps = self.maps if maps is None else maps
+        if not isinstance(state, tuple):
+            return y, _mapped(state, maps)
+        cells = getattr(module, "final_cell_map", None)
+        cells = self.cell_maps if not isinstance(cells, torch.Tensor) else cells
+        return y, (_mapped(state[0], maps), _mapped(state[1], cells))
 
 
-def attach_final_state_map(module: nn.Module, maps: Sequence[Any]) -> nn.Module:
-    """Give ``module`` (a pruned single-layer ``nn.RNN``/``nn.GRU``) the buffer ``final_state_map`` built from
-    ``maps`` (one m x k array per direction) and the hook that applies it; ``module`` is returned."""
-    if not isinstance(module, FINAL_STATE_TYPES) or module.num_layers != 1:
-        raise TypeError(f"module: expected a single-layer nn.RNN or nn.GRU, got {type(module).__name__}")
+def _stacked(maps: Sequence[Any], module: nn.Module, name: str) -> torch.Tensor:
     p = next(module.parameters())
     stacked = torch.stack([torch.as_tensor(np.asarray(M, dtype=np.float64)) for M in maps]).to(p.device, p.dtype)
     directions = 2 if module.bidirectional else 1
     if stacked.ndim != 3 or stacked.shape[0] != directions or stacked.shape[2] != module.hidden_size:
-        raise ValueError(f"maps: expected {directions} matrices of shape (m, {module.hidden_size}), got shape "
+        raise ValueError(f"{name}: expected {directions} matrices of shape (m, {module.hidden_size}), got shape "
                          f"{tuple(stacked.shape)}")
+    return stacked
+
+
+def attach_final_state_map(module: nn.Module, maps: Sequence[Any], cell_maps: Optional[Sequence[Any]] = None
+                           ) -> nn.Module:
+    """Give ``module`` (a pruned single-layer ``nn.RNN``/``nn.GRU``/``nn.LSTM``) the buffer ``final_state_map``
+    built from ``maps`` (one m x k array per direction), for an LSTM also ``final_cell_map`` from ``cell_maps``, and
+    the hook that applies them; ``module`` is returned."""
+    if not isinstance(module, FINAL_STATE_TYPES) or module.num_layers != 1 or getattr(module, "proj_size", 0):
+        raise TypeError(f"module: expected a single-layer nn.RNN, nn.GRU or nn.LSTM without projection, got "
+                        f"{type(module).__name__}")
+    lstm = isinstance(module, nn.LSTM)
+    if lstm != (cell_maps is not None):
+        raise ValueError("cell_maps: expected one map per direction for an LSTM's final cell states, and none for "
+                         "another module")
+    stacked = _stacked(maps, module, "maps")
     module.register_buffer("final_state_map", stacked)
-    module.register_forward_hook(ReconstructFinalState(stacked))
+    cells = None
+    if lstm:
+        cells = _stacked(cell_maps, module, "cell_maps")
+        module.register_buffer("final_cell_map", cells)
+    module.register_forward_hook(ReconstructFinalState(stacked, cells))
     return module
 
 
@@ -73,4 +99,3 @@ def final_state_map_of(module: Any) -> Optional[torch.Tensor]:
     """The final-state map of a pruned module, or None."""
     maps = getattr(module, "final_state_map", None)
     return maps if isinstance(maps, torch.Tensor) else None
-

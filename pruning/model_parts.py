@@ -168,9 +168,10 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
     if not paths and why:
         raise ValueError(f"readout: [] names no read-out, which is for a module whose output sequence nothing reads "
                          f"and whose final state the model reads (an encoder starting a decoder); the pruned module "
-                         f"then returns its final state reconstructed, which is possible for a single-layer nn.RNN or "
-                         f"nn.GRU only, and {_describe(rnn, module)} is not one: {why}. Prune the module that reads "
-                         f"it instead (the decoder), or name the linear layer(s) that read its states")
+                         f"then returns its final state reconstructed, which is possible for a single-layer nn.RNN, "
+                         f"nn.GRU or nn.LSTM (without projection) only, and {_describe(rnn, module)} is not one: "
+                         f"{why}. Prune the module that reads it instead (the decoder), or name the linear layer(s) "
+                         f"that read its states")
     for p in paths:
         if p == rnn:
             raise ValueError(f"readout: {p!r} is the recurrent module itself; name the module(s) that read its states")
@@ -508,6 +509,17 @@ class RecurrentInputs:
         #: whether the read-out check found nonzero starts computed without the module's outputs (set by it), which
         #: the pass then accepts as external starts
         self.external = False
+        #: where set (one CovarianceStats per direction), every model run over the data adds the second moment of
+        #: the module's final cell states c_T (an LSTM encoder's, whose final state is returned reconstructed)
+        self.final_cells: Optional[List[Any]] = None
+
+    def _add_final_cells(self, state: Any) -> None:
+        if not isinstance(state, tuple):
+            raise ValueError(f"model: {self.parts.rnn_path!r} returned no cell state to measure")
+        cells = state[1]
+        for d, stats in enumerate(self.final_cells):
+            stats.update(cells[cells.shape[0] - len(self.final_cells) + d].detach(),
+                         name=f"data: the final cell states of {self.parts.rnn_path!r}", precision="float64")
 
     def _lengths(self) -> Iterator[Any]:
         if self.lengths is None:
@@ -580,6 +592,8 @@ class RecurrentInputs:
                 y = out[0] if isinstance(out, tuple) and not isinstance(out, PackedSequence) else out
                 outputs.append((y, version_of(y)))
                 previous[0] = final_state_of(out)
+                if self.final_cells is not None:
+                    self._add_final_cells(previous[0])
 
         lengths = self._lengths()
         with eval_mode(self.parts.model), torch.no_grad():
@@ -1190,13 +1204,14 @@ class Subject:
         return self.handoff or (isinstance(self.data, RecurrentInputs) and self.data.handoff)
 
     def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray],
-                kept: Optional[Sequence[Sequence[Sequence[int]]]] = None
+                kept: Optional[Sequence[Sequence[Sequence[int]]]] = None, cell_maps: Optional[Sequence[np.ndarray]] = None
                 ) -> Tuple[nn.Module, nn.Linear, List[nn.Linear], Optional[nn.Module]]:
         """``(rnn, readout, heads, model)`` for the pruned recurrent module ``rnn`` whose last layer's states are
         approximated by ``maps`` (one per direction): every head absorbs them; ``rnn`` goes back into a cell for a
         cell's model; ``readout`` is the combined head (the one head of a single-head model), ``model`` a copy of the
         user's model holding the pruned modules, with a learned initial state sliced to the ``kept`` units
-        (``kept[l][d]`` for layer l and direction d)."""
+        (``kept[l][d]`` for layer l and direction d); ``cell_maps``, the maps of an LSTM's final cell states where the
+        module returns its final state reconstructed (:attr:`final_state`)."""
         from pruning.compress import compress_head
 
         flags = _per_head(self.backward_first, len(self.heads), False)
@@ -1218,7 +1233,7 @@ class Subject:
                                      f"units; got {[len(layer[0]) for layer in kept]}")
                 rnn = attach_slice_start(rnn, rows, self.rnn.hidden_size)
             if self.final_state:
-                rnn = attach_final_state_map(rnn, maps)
+                rnn = attach_final_state_map(rnn, maps, cell_maps)
             model = replace_modules(self.parts, rnn, heads)
             for name in self.initial_state_names():
                 if kept is None:
@@ -1353,8 +1368,8 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
 
 def _final_state_unreconstructible(rnn: nn.Module) -> str:
     """Why the pruned ``rnn`` could not return its final state reconstructed at the original width, or ``""``."""
-    if isinstance(rnn, nn.LSTM):
-        return "its final cell states c_T are not determined by the kept units' hidden states"
+    if projection(rnn):
+        return "a projected LSTM's h_n keeps its width, and its cells' final states are not returned reconstructed"
     if not isinstance(rnn, FINAL_STATE_TYPES):
         return f"a {type(rnn).__name__} is not a native single-layer module"
     if rnn.num_layers != 1:
@@ -1367,8 +1382,8 @@ def _checked_read_outs(parts: ModelParts, sample: Any, forward: Optional[Callabl
     """The read-out check (:func:`check_readout_path`) and whether the module's final state is read outside the
     read-outs. A model that fails the check may read the final state elsewhere, an encoder's that starts a decoder:
     if it passes with that state left to the reconstruction (``final_state_read``), the pruned module returns
-    ``A_J h#_T`` at the original width (:mod:`pruning.final_state`), possible for a single-layer nn.RNN or nn.GRU.
-    With no read-outs named (``readout=[]``) only that check runs. Otherwise the first check's error stands."""
+    ``A_J h#_T`` at the original width (:mod:`pruning.final_state`), possible for a single-layer nn.RNN, nn.GRU or
+    nn.LSTM. With no read-outs named (``readout=[]``) only that check runs. Otherwise the first check's error stands."""
     first: Optional[ReadoutPathError] = None
     if parts.readout_paths:
         try:
@@ -1389,7 +1404,8 @@ def _checked_read_outs(parts: ModelParts, sample: Any, forward: Optional[Callabl
         raise ReadoutPathError(f"{first}. The model passes this check with the final state of {parts.rnn_path!r} "
                                f"left as it is, so the final state may be what it reads (a decoder's start, a gate); "
                                f"a pruned module can return its final state reconstructed at the original width for "
-                               f"a single-layer nn.RNN or nn.GRU only: {why}. Prune the module that reads it instead")
+                               f"a single-layer nn.RNN, nn.GRU or nn.LSTM only: {why}. Prune the module that reads it "
+                               f"instead")
     found.update(second)
     return swapped, True
 

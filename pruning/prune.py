@@ -5,15 +5,20 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional
 
-from pruning.covariance import PRECISION
+import numpy as np
+from torch import nn
+
+from pruning.compress import state_map
+from pruning.covariance import PRECISION, CovarianceStats
 from pruning.sequences import BATCH_SIZE, one_pass_if_iterator
-from pruning.model_parts import resolve_subject
-from pruning.modules import as_layers, assemble, check_projected_width, identity_readout
+from pruning.model_parts import RecurrentInputs, resolve_subject
+from pruning.modules import as_layers, assemble, check_projected_width, directions, identity_readout
 from pruning.result import PruneResult
 from pruning.steps import (COVARIANCE_MODES, DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES, LayerStatistics,
                            PruneSettings, Timings, choose_lambda, compress_layers, consumer_weights, describe_layer,
                            downstream_weights, plan_widths, resolve_lambda, select_layer_units)
 from theory._validation import Options
+from theory.information import reconstruction_matrix
 from theory.spectrum import eigenvalues
 
 __all__ = ["spectral_prune", "PruneResult", "DEFAULT_REL_LAM", "DEFAULT_THETA", "DEFAULT_Z", "Z_CHOICES",
@@ -170,6 +175,7 @@ def spectral_prune(
                  else "a state computed without it (another recurrent module's final state)")
         raise ValueError(f"{'k' if k is not None else 'ratio'}: the model starts {subject.parts.rnn_path!r} from "
                          f"{start}, one tensor for all layers, which must then keep the same number of units; got {ks}")
+    cell_stats = _watch_final_cells(subject, rnn)
     timings = Timings()
     if covariance is subject.covariance:
         timings["covariance"] += subject.covariance_seconds  # a cell's statistics, measured by the model's run
@@ -202,9 +208,46 @@ def spectral_prune(
     new_layers, below = compress_layers(layers, statistics, pick, timings)
     with timings("compress"):
         kept = [[lp.units for lp in sorted(results, key=lambda lp: lp.direction) if lp.layer == l] for l in range(L)]
-        small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below, kept=kept)
+        cell_maps = None if cell_stats is None else _final_cell_maps(subject, cell_stats, kept[0], settings)
+        small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below, kept=kept,
+                                                    cell_maps=cell_maps)
     return PruneResult(rnn=small, readout=head, model=model, heads=heads, layers=results,
                        theta=settings.theta, Z=settings.Z, method=settings.method, reconstruct=settings.reconstruct,
                        covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats(),
                        paths=subject.paths, initial_state=subject.initial_state_names())
 
+
+def _watch_final_cells(subject, rnn) -> Optional[list]:
+    """For an LSTM whose final state the model reads outside its read-outs (an encoder's): empty statistics of its
+    final cell states, one per direction, which every run of the model over the data fills from then on (the
+    covariance pass's own run); None for any other module."""
+    if not (subject.final_state and isinstance(rnn, nn.LSTM)):
+        return None
+    if not isinstance(subject.data, RecurrentInputs):
+        raise ValueError(f"data: the final cell states of {subject.parts.rnn_path!r}, which the model reads outside "
+                         f"its read-outs, are measured on the model's run over the data; pass data (covariance= "
+                         f"alone does not hold them)")
+    stats = [CovarianceStats.zeros(rnn.hidden_size) for _ in range(directions(rnn))]
+    subject.data.final_cells = stats
+    return stats
+
+
+def _final_cell_maps(subject, stats: list, units, settings: PruneSettings) -> list:
+    """The maps of an LSTM's final cell states, per direction: the ridge regression of every cell's final state on
+    the kept cells' ones, ``S_{F,J} (S_{J,J} + lambda_c I)^{-1}`` with ``S`` their second moment over the data and
+    ``lambda_c = rel_lam Tr(S) / m`` (``rel_lam`` as given, else the default; an absolute ``lam`` is for the hidden
+    states' scale), or the kept cells' entries in their places without reconstruction (pruning.final_state)."""
+    if stats[0].count == 0:  # the statistics were given (covariance=): the model runs over the data for the cells
+        for _ in subject.data.calls(outputs_used=False):
+            pass
+    subject.data.final_cells = None
+    maps = []
+    for d, (cells, kept) in enumerate(zip(stats, units)):
+        J = np.asarray(kept)
+        if not settings.reconstruct:
+            maps.append(state_map(cells.width, J))
+            continue
+        sigma = cells.mean()
+        lam = resolve_lambda(sigma, None, settings.rel_lam, f" (the final cell states, direction {d})")
+        maps.append(reconstruction_matrix(sigma, J, lam))
+    return maps

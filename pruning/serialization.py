@@ -210,7 +210,7 @@ def describe_architecture(rnn: nn.Module, readout: Optional[nn.Module]) -> Dict[
         summary["slice_start"] = dict(units=cut.units, width=cut.width)
     maps = final_state_map_of(rnn)
     if maps is not None:  # a pruned encoder returning its final state reconstructed (the maps are in its weights)
-        summary["final_state_map"] = dict(shape=list(maps.shape))
+        summary["final_state_map"] = dict(shape=list(maps.shape), cells=hasattr(rnn, "final_cell_map"))
     return dict(rnn=summary, readout=None if readout is None else _describe_head(readout))
 
 
@@ -249,7 +249,8 @@ def build_architecture(arch: Dict[str, Any]) -> Tuple[nn.Module, nn.Linear]:
         if r.get("slice_start"):
             attach_slice_start(rnn, r["slice_start"]["units"], r["slice_start"]["width"])
         if r.get("final_state_map"):  # its values come with the module's weights
-            attach_final_state_map(rnn, np.zeros(r["final_state_map"]["shape"]))
+            zeros = np.zeros(r["final_state_map"]["shape"])
+            attach_final_state_map(rnn, zeros, zeros if r["final_state_map"].get("cells") else None)
         readout = None if h is None else _build_head(h)
     except KeyError as err:
         raise ValueError(f"architecture: the description lacks {err}") from None

@@ -6,12 +6,13 @@ from checks.references import (greedy_dense_rank_one, make_rnn, numpy_rnn_states
 __all__ = ["make_rnn", "numpy_rnn_states", "random_psd", "ridge_objective_minimum", "rnn_weights", "greedy_dense_rank_one"]
 
 
-def on_reconstructed_states(model, path, pruned, maps, inputs):
-    """``model`` with its recurrent module ``path`` (a single-layer GRU or RNN) returning the pruned module's own
-    states mapped back to the original width: the output sequence and the final state of a plain module holding the
-    pruned weights (no hook), each direction's k columns times ``maps[d]^T``, for ``inputs`` (what the module
-    receives in the model's run on the batch used). What the pruned model computes when every read of the module's
-    states, final state included, gets ``A_J h#`` (pruning.final_state)."""
+def on_reconstructed_states(model, path, pruned, maps, inputs, cell_maps=None):
+    """``model`` with its recurrent module ``path`` (a single-layer RNN, GRU or LSTM) returning the pruned module's
+    own states mapped back to the original width: the output sequence and the final state of a plain module holding
+    the pruned weights (no hook), each direction's k columns times ``maps[d]^T`` (an LSTM's final cells times
+    ``cell_maps[d]^T``), for ``inputs`` (what the module receives in the model's run on the batch used). What the
+    pruned model computes when every read of the module's states, final state included, gets ``A_J h#``
+    (pruning.final_state)."""
     import copy
 
     import torch
@@ -20,12 +21,34 @@ def on_reconstructed_states(model, path, pruned, maps, inputs):
     k = pruned.hidden_size
     plain = type(pruned)(pruned.input_size, k, bidirectional=pruned.bidirectional, batch_first=pruned.batch_first,
                          dtype=next(pruned.parameters()).dtype)
-    plain.load_state_dict({name: v for name, v in pruned.state_dict().items() if name != "final_state_map"})
-    A = [torch.as_tensor(M, dtype=next(pruned.parameters()).dtype) for M in maps]
+    plain.load_state_dict({name: v for name, v in pruned.state_dict().items()
+                           if name not in ("final_state_map", "final_cell_map")})
+    dtype = next(pruned.parameters()).dtype
+    A = [torch.as_tensor(M, dtype=dtype) for M in maps]
+    B = None if cell_maps is None else [torch.as_tensor(M, dtype=dtype) for M in cell_maps]
     with torch.no_grad():
         y, h = plain(inputs)
         y = torch.cat([y[..., d * k:(d + 1) * k] @ A[d].T for d in range(D)], -1)
-        h = torch.stack([h[d] @ A[d].T for d in range(D)])
+        if isinstance(h, tuple):
+            h = (torch.stack([h[0][d] @ A[d].T for d in range(D)]), torch.stack([h[1][d] @ B[d].T for d in range(D)]))
+        else:
+            h = torch.stack([h[d] @ A[d].T for d in range(D)])
     other = copy.deepcopy(model)
     other.get_submodule(path).register_forward_hook(lambda module, args, out: (y, h))
     return other
+
+
+def final_cell_ridge_maps(cells, units, rel_lam):
+    """The ridge maps of an LSTM's final cell states ``cells`` (directions, sequences, m), in float64:
+    ``S_{F,J} (S_{J,J} + lambda I)^{-1}`` per direction, ``S`` their second moment over the sequences and
+    ``lambda = rel_lam Tr S / m`` (pruning.final_state), for the kept units ``units[d]``."""
+    import torch
+
+    c = cells.double()
+    maps = []
+    for d, J in enumerate(units):
+        S = c[d].T @ c[d] / c.shape[1]
+        lam = rel_lam * float(torch.trace(S)) / S.shape[0]
+        J = torch.as_tensor(list(J))
+        maps.append(torch.linalg.solve(S[J][:, J] + lam * torch.eye(len(J), dtype=S.dtype), S[J]).T.numpy())
+    return maps

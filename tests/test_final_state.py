@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from pruning import load_pruned, spectral_prune
 from pruning.final_state import ReconstructFinalState, final_state_map_of
+from pruning.prune import DEFAULT_REL_LAM
 from pruning.target import prune_to_target
-from reference_impl import on_reconstructed_states
+from reference_impl import final_cell_ridge_maps, on_reconstructed_states
 
 
 class _Seq2Seq(torch.nn.Module):
@@ -32,8 +33,9 @@ class _Seq2Seq(torch.nn.Module):
 
     def forward(self, x):
         out, h = self.enc(x[..., :3])
-        if self.bridge is not None:
-            h = torch.tanh(self.bridge(torch.cat((h[-2], h[-1]), 1)))[None]
+        if self.bridge is not None:  # (an LSTM's h_n and c_n each through it)
+            bridged = lambda s: torch.tanh(self.bridge(torch.cat((s[-2], s[-1]), 1)))[None]  # noqa: E731
+            h = tuple(map(bridged, h)) if isinstance(h, tuple) else bridged(h)
         y = self.head(self.dec(x[..., 3:], h)[0])
         if self.pool is not None:
             y = y + self.pool(out.mean(1))[:, None]
@@ -48,14 +50,14 @@ def _enc_replaced(model, outputs, final):
 
 
 @settings(max_examples=20, deadline=None)
-@given(cell=st.sampled_from(["RNN", "GRU"]), bidirectional=st.booleans(), pool=st.booleans(),
+@given(cell=st.sampled_from(["RNN", "GRU", "LSTM"]), bidirectional=st.booleans(), pool=st.booleans(),
        k=st.integers(1, 10), seed=st.integers(0, 2 ** 16))
 def test_a_pruned_encoder_hands_on_its_reconstructed_final_state(cell, bidirectional, pool, k, seed):
     """Without reconstruction the pruned model is the original whose encoder's units read no removed unit and whose
     decoder starts from its final state with the removed units' entries zeroed (and whose pooled read-out reads no
-    removed unit); with reconstruction it
-    is the original run on ``A_J h#``: the encoder's output and final state replaced by the pruned encoder's own,
-    each direction mapped by its A_J (the documented ``layers[d].A``), the maps the module holds."""
+    removed unit); with reconstruction it is the original run on ``A_J h#``: the encoder's output and final state
+    replaced by the pruned encoder's own, each direction mapped by its A_J (the documented ``layers[d].A``), the maps
+    the module holds, and an LSTM's final cells by the ridge maps computed here from the original's final cells."""
     torch.manual_seed(seed)
     D, m = (2 if bidirectional else 1), 10
     model = _Seq2Seq(cell, bidirectional, pool).eval()
@@ -70,7 +72,8 @@ def test_a_pruned_encoder_hands_on_its_reconstructed_final_state(cell, bidirecti
             getattr(enc, "weight_hh_l0" + ("_reverse" if lp.direction else ""))[:, keep[lp.direction, 0] == 0] = 0
         out, h = enc(x[..., :3])
         mask = keep[:, 0].reshape(1, 1, D * m)
-        expected = _enc_replaced(model, out * mask, h * keep)(x)
+        start = tuple(s * keep for s in h) if isinstance(h, tuple) else h * keep
+        expected = _enc_replaced(model, out * mask, start)(x)
         torch.testing.assert_close(plain.model(x), expected, rtol=1e-10, atol=1e-12)
 
     res = spectral_prune(model, x, k=k, rnn="enc", readout=readout, precision="float64")
@@ -78,12 +81,36 @@ def test_a_pruned_encoder_hands_on_its_reconstructed_final_state(cell, bidirecti
     assert maps is not None and maps.shape == (D, m, k)
     for lp in res.layers:
         np.testing.assert_array_equal(maps[lp.direction].numpy(), lp.A)
-    reference = on_reconstructed_states(model, "enc", res.model.enc, [res.layers[d].A for d in range(D)], x[..., :3])
+    cells = None
+    if cell == "LSTM":
+        with torch.no_grad():
+            final_cells = model.enc(x[..., :3])[1][1]
+        cells = final_cell_ridge_maps(final_cells, [res.layers[d].units for d in range(D)], DEFAULT_REL_LAM)
+        np.testing.assert_allclose(res.model.enc.final_cell_map.numpy(), np.stack(cells), rtol=1e-8, atol=1e-10)
+    else:
+        assert not hasattr(res.model.enc, "final_cell_map")
+    reference = on_reconstructed_states(model, "enc", res.model.enc, [res.layers[d].A for d in range(D)], x[..., :3],
+                                        cells)
     with torch.no_grad():
-        torch.testing.assert_close(res.model(x), reference(x), rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(res.model(x), reference(x), rtol=1e-8, atol=1e-10)
     if k == m:  # all units kept: A_J is a permutation up to the ridge, the model nearly unchanged
         with torch.no_grad():
             assert float((res.model(x) - model(x)).abs().max()) < 1e-3
+
+
+def test_given_statistics_still_measure_an_lstm_encoders_final_cells():
+    """With covariance= the pass does not run, so the final cells are measured by a run of the model over the data:
+    the same maps as the one pass gives; without data they cannot be, and that is said."""
+    torch.manual_seed(4)
+    model = _Seq2Seq("LSTM").eval()
+    x = torch.randn(16, 5, 5, dtype=torch.float64)
+    once = spectral_prune(model, x, k=3, rnn="enc", readout=[], precision="float64")
+    given_stats = spectral_prune(model, x, k=3, rnn="enc", readout=[], covariance=once.covariance)
+    torch.testing.assert_close(given_stats.model.enc.final_cell_map, once.model.enc.final_cell_map, rtol=1e-12,
+                               atol=1e-14)
+    with pytest.warns(UserWarning, match="data: none given"):
+        with pytest.raises(ValueError, match="final cell states of 'enc'.*pass data"):
+            spectral_prune(model, None, k=3, rnn="enc", readout=[], covariance=once.covariance)
 
 
 def test_the_pruned_encoder_saves_loads_and_moves_with_its_map(tmp_path):
@@ -110,28 +137,26 @@ def test_the_pruned_encoder_saves_loads_and_moves_with_its_map(tmp_path):
 
 
 def test_what_cannot_be_reconstructed_is_refused_clearly():
-    """An LSTM encoder (its final cell state is not a function of the kept hidden states), a stack (its lower
-    layers' final states), ``readout=[]`` for a module that is not an RNN/GRU, the error-target search (which
-    measures read-outs only); the read-out check's error names ``readout=[]`` when a decoder reads the state."""
+    """A stack (its lower layers' final states), ``readout=[]`` for a module that is not a native RNN/GRU/LSTM, the
+    error-target search (which measures read-outs only); the read-out check's error names ``readout=[]`` when a
+    decoder reads the state."""
     torch.manual_seed(0)
     x = torch.randn(12, 5, 5, dtype=torch.float64)
-    with pytest.raises(ValueError, match="final cell states c_T"):
-        spectral_prune(_Seq2Seq("LSTM"), x, k=4, rnn="enc", readout=[])
     with pytest.raises(ValueError, match="lower layers"):
         spectral_prune(_Seq2Seq("GRU", layers=2), x, k=4, rnn="enc", readout=[])
     with pytest.raises(ValueError, match=r"readout=\[\] if none"):
         spectral_prune(_Seq2Seq("GRU"), x, k=4, rnn="enc")  # 'head' (reading the decoder) found by its width
-    with pytest.raises(ValueError, match=r"passes this check with the final state of 'enc' left as it is.*final "
-                                         r"cell states c_T"):
-        spectral_prune(_Seq2Seq("LSTM", pool=True), x, k=4, rnn="enc", readout="pool")  # the first check's error,
-        # and why the reconstruction that would pass it is not available
+    with pytest.raises(ValueError, match=r"passes this check with the final state of 'enc' left as it is.*lower "
+                                         r"layers"):
+        spectral_prune(_Seq2Seq("LSTM", pool=True, layers=2), x, k=4, rnn="enc", readout="pool")  # the first
+        # check's error, and why the reconstruction that would pass it is not available
     with pytest.raises(ValueError, match="target: .*final state"):
         prune_to_target(_Seq2Seq("GRU"), x, target=0.1, rnn="enc", readout=[])
 
     class Projected(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.rnn = torch.nn.LSTM(3, 6, batch_first=True)
+            self.rnn = torch.nn.LSTM(3, 6, batch_first=True, proj_size=2)
 
         def forward(self, x):
             return self.rnn(x)[0]

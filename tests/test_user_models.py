@@ -20,7 +20,7 @@ from pruning import layer_covariances, load_pruned, spectral_prune, time_mean_co
 from pruning.__main__ import main
 from pruning.compress import state_map
 from pruning.modules import as_layers
-from reference_impl import on_reconstructed_states
+from reference_impl import final_cell_ridge_maps, on_reconstructed_states
 from user_model_zoo import (FunctionalNonlinearity, LastStateHead, LastStepHead, NormBetween, TokenClassifier,
                             TwoHeads, build_classifier, make_data)
 
@@ -243,13 +243,13 @@ class _CellStateTerm(torch.nn.Module):
     (_SideTerm(), None, ""),
     (_GatedHead(), "head", r".*'gate'"),
     (_SkipTerm(), None, ""),
-    (_CellStateTerm(), None, ""),
 ])
 def test_a_model_that_reads_the_states_outside_its_readouts_is_refused(model, readout, named):
     """Only the named read-outs absorb A_J: anything else computed from the states would silently read the kept
     units. Before this check the side term was pruned without a word, and the gate failed in the smoke test with a
-    message about constants of the old width; the gate on h_n and the term from c_n were pruned without a word until
-    the check's rerun stopped carrying the perturbed final states over."""
+    message about constants of the old width. (A gate on h_n and a term from c_n were pruned without a word until
+    the check's rerun stopped carrying the perturbed final states over; they were refused then, and now read the
+    final state's reconstruction, tested below.)"""
     x = torch.randn(12, 5, 3)
     with pytest.raises(ValueError, match=r"readout: the model's output depends on 'rnn''s output other than through "
                                          r"the read-out\(s\) 'head': something else reads the states" + named):
@@ -268,6 +268,25 @@ def test_a_gate_on_the_final_state_reads_its_reconstruction():
     reference = on_reconstructed_states(model, "rnn", res.model.rnn, [res.layers[0].A], x)
     with torch.no_grad():
         torch.testing.assert_close(res.model(x), reference(x), rtol=1e-10, atol=1e-12)
+    assert res.model.head.in_features == 4
+
+
+def test_a_term_from_the_final_cells_reads_their_reconstruction():
+    """An LSTM's final cell states read outside the read-outs (a term from ``c_n``) are returned reconstructed by the
+    pruned module with their own ridge map (pruning.final_state; refused before): the pruned model equals the
+    original with the module's output and final state replaced by the pruned module's own, mapped by A_J and by the
+    cells' ridge map computed here from the original's final cells."""
+    from pruning.prune import DEFAULT_REL_LAM
+
+    torch.manual_seed(1)
+    model = _CellStateTerm().double()
+    x = torch.randn(12, 5, 3, dtype=torch.float64)
+    res = spectral_prune(model, x, k=4, precision="float64")
+    with torch.no_grad():
+        cells = final_cell_ridge_maps(model.rnn(x)[1][1], [res.layers[0].units], DEFAULT_REL_LAM)
+    reference = on_reconstructed_states(model, "rnn", res.model.rnn, [res.layers[0].A], x, cells)
+    with torch.no_grad():
+        torch.testing.assert_close(res.model(x), reference(x), rtol=1e-9, atol=1e-11)
     assert res.model.head.in_features == 4
 
 
