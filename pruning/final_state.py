@@ -39,6 +39,8 @@ def _mapped(state: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"hx: the module returned a final state of shape {tuple(state.shape)}; its final-state map "
                          f"expects {maps.shape[0]} rows of width {maps.shape[-1]}")
     maps = maps.to(device=state.device, dtype=state.dtype)
+    if state.ndim == 2:  # an unbatched call's state, (directions, k)
+        return torch.matmul(state.unsqueeze(1), maps.transpose(1, 2)).squeeze(1)
     return torch.matmul(state, maps.transpose(1, 2))
 
 

@@ -113,6 +113,22 @@ def test_given_statistics_still_measure_an_lstm_encoders_final_cells():
             spectral_prune(model, None, k=3, rnn="enc", readout=[], covariance=once.covariance)
 
 
+@pytest.mark.parametrize("cell", ["GRU", "LSTM"])
+def test_an_unbatched_call_gets_its_final_state_mapped(cell):
+    """A single sequence without a batch dimension gives a final state of shape (directions, k): mapped per direction
+    to (directions, m), the same rows as the batched call of that sequence."""
+    torch.manual_seed(2)
+    model = _Seq2Seq(cell, bidirectional=True).eval()
+    x = torch.randn(10, 5, 5, dtype=torch.float64)
+    enc = spectral_prune(model, x, k=3, rnn="enc", readout=[]).model.enc
+    with torch.no_grad():
+        one = enc(x[0, :, :3])[1]
+        batched = enc(x[:1, :, :3])[1]
+    for a, b in zip(one if cell == "LSTM" else (one,), batched if cell == "LSTM" else (batched,)):
+        assert a.shape == (2, 10)
+        torch.testing.assert_close(a, b[:, 0], rtol=1e-12, atol=1e-14)
+
+
 def test_the_pruned_encoder_saves_loads_and_moves_with_its_map(tmp_path):
     """``save`` records the map's shape and the weights hold its values: the loaded model computes what the pruned
     one does; the map follows the module to another dtype; dynamic quantization keeps the hook and its map."""
