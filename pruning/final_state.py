@@ -11,12 +11,13 @@ original's final state.
 An LSTM's final state also holds its cells ``c_T``, which are not a function of its hidden states: they get a map of
 their own, ``B_J = S_{F,J} (S_{J,J} + lambda_c I)^{-1}`` with ``S`` the second moment of the final cell states over
 the calibration sequences and ``lambda_c`` relative to its trace (the ridge regression of every cell's final state
-on the kept cells' ones; derived in this project, with no bound attached). A stack's lower layers' final states
-would need maps of their own, and a projected LSTM's ``h_n`` already keeps its width, so neither is handled here.
+on the kept cells' ones; derived in this project, with no bound attached). In a stack every layer's final state is
+mapped by that layer's own maps (the A_J its next layer absorbs, and its own cells' ridge map). A projected LSTM's
+``h_n`` already keeps its width, so it is not handled here.
 
 The maps are buffers of the pruned module (``final_state_map``, and ``final_cell_map`` for an LSTM: one m x k matrix
-per direction), so they are saved and loaded with the module's state dict and move with it between devices;
-``save_pruned`` records their shapes for ``load_pruned`` to recreate them. They are applied by a forward hook
+per layer and direction, in the order of the rows of ``h_n``), so they are saved and loaded with the module's state
+dict and move with it between devices; ``save_pruned`` records their shapes for ``load_pruned`` to recreate them. They are applied by a forward hook
 (:class:`ReconstructFinalState`), so the module stays a plain ``nn.RNN``/``nn.GRU``/``nn.LSTM``.
 """
 
@@ -30,7 +31,7 @@ from torch import nn
 
 __all__ = ["ReconstructFinalState", "attach_final_state_map", "final_state_map_of", "FINAL_STATE_TYPES"]
 
-#: The modules whose final state can be returned reconstructed (single-layer; an LSTM without projection).
+#: The modules whose final state can be returned reconstructed (an LSTM without projection).
 FINAL_STATE_TYPES = (nn.RNN, nn.GRU, nn.LSTM)
 
 
@@ -45,9 +46,9 @@ def _mapped(state: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
 
 
 class ReconstructFinalState:
-    """Forward hook of a pruned module: its final state ``h_n`` of shape (directions, batch, k) is returned as
-    ``h_n[d] @ A_d^T`` (directions, batch, m), ``A_d`` the module's ``final_state_map[d]`` (m x k), and an LSTM's
-    ``c_n`` as ``c_n[d] @ B_d^T`` with its ``final_cell_map``. The tensors are read from the module at each call, so
+    """Forward hook of a pruned module: its final state ``h_n`` of shape (layers x directions, batch, k) is returned
+    as ``h_n[r] @ A_r^T`` (layers x directions, batch, m), ``A_r`` the module's ``final_state_map[r]`` (m x k, the
+    map of row r's layer and direction), and an LSTM's ``c_n`` as ``c_n[r] @ B_r^T`` with its ``final_cell_map``. The tensors are read from the module at each call, so
     that they follow the module between devices and dtypes; the hook keeps its own references for a module that a
     library swapped for another one holding the same hooks (dynamic quantization), which keeps no buffers."""
 
@@ -68,20 +69,20 @@ class ReconstructFinalState:
 def _stacked(maps: Sequence[Any], module: nn.Module, name: str) -> torch.Tensor:
     p = next(module.parameters())
     stacked = torch.stack([torch.as_tensor(np.asarray(M, dtype=np.float64)) for M in maps]).to(p.device, p.dtype)
-    directions = 2 if module.bidirectional else 1
-    if stacked.ndim != 3 or stacked.shape[0] != directions or stacked.shape[2] != module.hidden_size:
-        raise ValueError(f"{name}: expected {directions} matrices of shape (m, {module.hidden_size}), got shape "
-                         f"{tuple(stacked.shape)}")
+    rows = module.num_layers * (2 if module.bidirectional else 1)
+    if stacked.ndim != 3 or stacked.shape[0] != rows or stacked.shape[2] != module.hidden_size:
+        raise ValueError(f"{name}: expected {rows} matrices (layers x directions) of shape (m, {module.hidden_size}), "
+                         f"got shape {tuple(stacked.shape)}")
     return stacked
 
 
 def attach_final_state_map(module: nn.Module, maps: Sequence[Any], cell_maps: Optional[Sequence[Any]] = None
                            ) -> nn.Module:
-    """Give ``module`` (a pruned single-layer ``nn.RNN``/``nn.GRU``/``nn.LSTM``) the buffer ``final_state_map``
-    built from ``maps`` (one m x k array per direction), for an LSTM also ``final_cell_map`` from ``cell_maps``, and
-    the hook that applies them; ``module`` is returned."""
-    if not isinstance(module, FINAL_STATE_TYPES) or module.num_layers != 1 or getattr(module, "proj_size", 0):
-        raise TypeError(f"module: expected a single-layer nn.RNN, nn.GRU or nn.LSTM without projection, got "
+    """Give ``module`` (a pruned ``nn.RNN``/``nn.GRU``/``nn.LSTM``) the buffer ``final_state_map`` built from ``maps``
+    (one m x k array per layer and direction, in the rows' order of ``h_n``), for an LSTM also ``final_cell_map``
+    from ``cell_maps``, and the hook that applies them; ``module`` is returned."""
+    if not isinstance(module, FINAL_STATE_TYPES) or getattr(module, "proj_size", 0):
+        raise TypeError(f"module: expected an nn.RNN, nn.GRU or nn.LSTM without projection, got "
                         f"{type(module).__name__}")
     lstm = isinstance(module, nn.LSTM)
     if lstm != (cell_maps is not None):

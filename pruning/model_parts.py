@@ -168,7 +168,7 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
     if not paths and why:
         raise ValueError(f"readout: [] names no read-out, which is for a module whose output sequence nothing reads "
                          f"and whose final state the model reads (an encoder starting a decoder); the pruned module "
-                         f"then returns its final state reconstructed, which is possible for a single-layer nn.RNN, "
+                         f"then returns its final state reconstructed, which is possible for a native nn.RNN, "
                          f"nn.GRU or nn.LSTM (without projection) only, and {_describe(rnn, module)} is not one: "
                          f"{why}. Prune the module that reads it instead (the decoder), or name the linear layer(s) "
                          f"that read its states")
@@ -1204,14 +1204,16 @@ class Subject:
         return self.handoff or (isinstance(self.data, RecurrentInputs) and self.data.handoff)
 
     def rebuild(self, rnn: nn.Module, maps: Sequence[np.ndarray],
-                kept: Optional[Sequence[Sequence[Sequence[int]]]] = None, cell_maps: Optional[Sequence[np.ndarray]] = None
+                kept: Optional[Sequence[Sequence[Sequence[int]]]] = None, *,
+                final_maps: Optional[Sequence[np.ndarray]] = None, cell_maps: Optional[Sequence[np.ndarray]] = None
                 ) -> Tuple[nn.Module, nn.Linear, List[nn.Linear], Optional[nn.Module]]:
         """``(rnn, readout, heads, model)`` for the pruned recurrent module ``rnn`` whose last layer's states are
         approximated by ``maps`` (one per direction): every head absorbs them; ``rnn`` goes back into a cell for a
         cell's model; ``readout`` is the combined head (the one head of a single-head model), ``model`` a copy of the
         user's model holding the pruned modules, with a learned initial state sliced to the ``kept`` units
-        (``kept[l][d]`` for layer l and direction d); ``cell_maps``, the maps of an LSTM's final cell states where the
-        module returns its final state reconstructed (:attr:`final_state`)."""
+        (``kept[l][d]`` for layer l and direction d). Where the module returns its final state reconstructed
+        (:attr:`final_state`): ``final_maps``, the state map of every layer-direction in the order of the rows of
+        ``h_n`` (default ``maps``, a single layer's), and ``cell_maps``, those of an LSTM's final cell states."""
         from pruning.compress import compress_head
 
         flags = _per_head(self.backward_first, len(self.heads), False)
@@ -1233,7 +1235,7 @@ class Subject:
                                      f"units; got {[len(layer[0]) for layer in kept]}")
                 rnn = attach_slice_start(rnn, rows, self.rnn.hidden_size)
             if self.final_state:
-                rnn = attach_final_state_map(rnn, maps, cell_maps)
+                rnn = attach_final_state_map(rnn, maps if final_maps is None else final_maps, cell_maps)
             model = replace_modules(self.parts, rnn, heads)
             for name in self.initial_state_names():
                 if kept is None:
@@ -1371,9 +1373,7 @@ def _final_state_unreconstructible(rnn: nn.Module) -> str:
     if projection(rnn):
         return "a projected LSTM's h_n keeps its width, and its cells' final states are not returned reconstructed"
     if not isinstance(rnn, FINAL_STATE_TYPES):
-        return f"a {type(rnn).__name__} is not a native single-layer module"
-    if rnn.num_layers != 1:
-        return "the final states of its lower layers would need maps of their own"
+        return f"a {type(rnn).__name__} is not a native nn.RNN, nn.GRU or nn.LSTM"
     return ""
 
 
@@ -1382,8 +1382,8 @@ def _checked_read_outs(parts: ModelParts, sample: Any, forward: Optional[Callabl
     """The read-out check (:func:`check_readout_path`) and whether the module's final state is read outside the
     read-outs. A model that fails the check may read the final state elsewhere, an encoder's that starts a decoder:
     if it passes with that state left to the reconstruction (``final_state_read``), the pruned module returns
-    ``A_J h#_T`` at the original width (:mod:`pruning.final_state`), possible for a single-layer nn.RNN, nn.GRU or
-    nn.LSTM. With no read-outs named (``readout=[]``) only that check runs. Otherwise the first check's error stands."""
+    ``A_J h#_T`` at the original width (:mod:`pruning.final_state`), possible for a native nn.RNN, nn.GRU or nn.LSTM
+    (without projection). With no read-outs named (``readout=[]``) only that check runs. Otherwise the first check's error stands."""
     first: Optional[ReadoutPathError] = None
     if parts.readout_paths:
         try:
@@ -1404,8 +1404,8 @@ def _checked_read_outs(parts: ModelParts, sample: Any, forward: Optional[Callabl
         raise ReadoutPathError(f"{first}. The model passes this check with the final state of {parts.rnn_path!r} "
                                f"left as it is, so the final state may be what it reads (a decoder's start, a gate); "
                                f"a pruned module can return its final state reconstructed at the original width for "
-                               f"a single-layer nn.RNN, nn.GRU or nn.LSTM only: {why}. Prune the module that reads it "
-                               f"instead")
+                               f"a native nn.RNN, nn.GRU or nn.LSTM without projection only: {why}. Prune the module "
+                               f"that reads it instead")
     found.update(second)
     return swapped, True
 

@@ -175,6 +175,10 @@ def spectral_prune(
                  else "a state computed without it (another recurrent module's final state)")
         raise ValueError(f"{'k' if k is not None else 'ratio'}: the model starts {subject.parts.rnn_path!r} from "
                          f"{start}, one tensor for all layers, which must then keep the same number of units; got {ks}")
+    if subject.final_state and len(set(ks)) > 1:
+        raise ValueError(f"{'k' if k is not None else 'ratio'}: the model reads the final state of "
+                         f"{subject.parts.rnn_path!r} outside its read-outs, one tensor for all layers, which must then "
+                         f"keep the same number of units; got {ks}")
     cell_stats = _watch_final_cells(subject, rnn)
     timings = Timings()
     if covariance is subject.covariance:
@@ -186,6 +190,7 @@ def spectral_prune(
     consumers = consumer_weights(layers, readout if readout is not None else identity_readout(rnn))
     L, D = len(layers), statistics.D
     results = []
+    state_maps: dict = {}
 
     def pick(l: int, d: int, sigma):
         # a target degrees of freedom needs Sigma's eigenvalues for lambda; the reported N(lambda) reuses them
@@ -203,14 +208,17 @@ def spectral_prune(
         lp, M = describe_layer(sigma, units, tau, lam_abs, settings, layers[l], l, d, consumers[l], timings,
                                downstream, spectrum)
         results.append(lp)
+        state_maps[l, d] = M  # a final state read outside the read-outs is mapped back row by row
         return units, M
 
     new_layers, below = compress_layers(layers, statistics, pick, timings)
     with timings("compress"):
         kept = [[lp.units for lp in sorted(results, key=lambda lp: lp.direction) if lp.layer == l] for l in range(L)]
-        cell_maps = None if cell_stats is None else _final_cell_maps(subject, cell_stats, kept[0], settings)
+        rows = [units for layer in kept for units in layer]  # the rows of h_n: layers x directions
+        cell_maps = None if cell_stats is None else _final_cell_maps(subject, cell_stats, rows, settings)
+        final_maps = [state_maps[l, d] for l in range(L) for d in range(D)] if subject.final_state else None
         small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below, kept=kept,
-                                                    cell_maps=cell_maps)
+                                                    final_maps=final_maps, cell_maps=cell_maps)
     return PruneResult(rnn=small, readout=head, model=model, heads=heads, layers=results,
                        theta=settings.theta, Z=settings.Z, method=settings.method, reconstruct=settings.reconstruct,
                        covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats(),
@@ -219,7 +227,7 @@ def spectral_prune(
 
 def _watch_final_cells(subject, rnn) -> Optional[list]:
     """For an LSTM whose final state the model reads outside its read-outs (an encoder's): empty statistics of its
-    final cell states, one per direction, which every run of the model over the data fills from then on (the
+    final cell states, one per layer and direction (the rows of ``c_n``), which every run of the model over the data fills from then on (the
     covariance pass's own run); None for any other module."""
     if not (subject.final_state and isinstance(rnn, nn.LSTM)):
         return None
@@ -227,13 +235,14 @@ def _watch_final_cells(subject, rnn) -> Optional[list]:
         raise ValueError(f"data: the final cell states of {subject.parts.rnn_path!r}, which the model reads outside "
                          f"its read-outs, are measured on the model's run over the data; pass data (covariance= "
                          f"alone does not hold them)")
-    stats = [CovarianceStats.zeros(rnn.hidden_size) for _ in range(directions(rnn))]
+    stats = [CovarianceStats.zeros(rnn.hidden_size) for _ in range(rnn.num_layers * directions(rnn))]
     subject.data.final_cells = stats
     return stats
 
 
 def _final_cell_maps(subject, stats: list, units, settings: PruneSettings) -> list:
-    """The maps of an LSTM's final cell states, per direction: the ridge regression of every cell's final state on
+    """The maps of an LSTM's final cell states, per row of ``c_n`` (layer and direction; ``units`` the kept units of
+    each): the ridge regression of every cell's final state on
     the kept cells' ones, ``S_{F,J} (S_{J,J} + lambda_c I)^{-1}`` with ``S`` their second moment over the data and
     ``lambda_c = rel_lam Tr(S) / m`` (``rel_lam`` as given, else the default; an absolute ``lam`` is for the hidden
     states' scale), or the kept cells' entries in their places without reconstruction (pruning.final_state)."""
@@ -248,6 +257,6 @@ def _final_cell_maps(subject, stats: list, units, settings: PruneSettings) -> li
             maps.append(state_map(cells.width, J))
             continue
         sigma = cells.mean()
-        lam = resolve_lambda(sigma, None, settings.rel_lam, f" (the final cell states, direction {d})")
+        lam = resolve_lambda(sigma, None, settings.rel_lam, f" (the final cell states, row {d} of c_n)")
         maps.append(reconstruction_matrix(sigma, J, lam))
     return maps

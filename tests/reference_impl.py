@@ -7,10 +7,11 @@ __all__ = ["make_rnn", "numpy_rnn_states", "random_psd", "ridge_objective_minimu
 
 
 def on_reconstructed_states(model, path, pruned, maps, inputs, cell_maps=None):
-    """``model`` with its recurrent module ``path`` (a single-layer RNN, GRU or LSTM) returning the pruned module's
-    own states mapped back to the original width: the output sequence and the final state of a plain module holding
-    the pruned weights (no hook), each direction's k columns times ``maps[d]^T`` (an LSTM's final cells times
-    ``cell_maps[d]^T``), for ``inputs`` (what the module receives in the model's run on the batch used). What the
+    """``model`` with its recurrent module ``path`` (an RNN, GRU or LSTM) returning the pruned module's own states
+    mapped back to the original width: the output sequence and the final state of a plain module holding the pruned
+    weights (no hook), each row r of the final state (layer and direction) times ``maps[r]^T`` (an LSTM's final
+    cells times ``cell_maps[r]^T``) and each direction's k columns of the output times its top-layer map, for
+    ``inputs`` (what the module receives in the model's run on the batch used). What the
     pruned model computes when every read of the module's states, final state included, gets ``A_J h#``
     (pruning.final_state)."""
     import copy
@@ -19,8 +20,8 @@ def on_reconstructed_states(model, path, pruned, maps, inputs, cell_maps=None):
 
     D = 2 if pruned.bidirectional else 1
     k = pruned.hidden_size
-    plain = type(pruned)(pruned.input_size, k, bidirectional=pruned.bidirectional, batch_first=pruned.batch_first,
-                         dtype=next(pruned.parameters()).dtype)
+    plain = type(pruned)(pruned.input_size, k, num_layers=pruned.num_layers, bidirectional=pruned.bidirectional,
+                         batch_first=pruned.batch_first, dtype=next(pruned.parameters()).dtype)
     plain.load_state_dict({name: v for name, v in pruned.state_dict().items()
                            if name not in ("final_state_map", "final_cell_map")})
     dtype = next(pruned.parameters()).dtype
@@ -28,11 +29,12 @@ def on_reconstructed_states(model, path, pruned, maps, inputs, cell_maps=None):
     B = None if cell_maps is None else [torch.as_tensor(M, dtype=dtype) for M in cell_maps]
     with torch.no_grad():
         y, h = plain(inputs)
-        y = torch.cat([y[..., d * k:(d + 1) * k] @ A[d].T for d in range(D)], -1)
+        y = torch.cat([y[..., d * k:(d + 1) * k] @ A[len(A) - D + d].T for d in range(D)], -1)  # the top layer's
+        rows = range(len(A))
         if isinstance(h, tuple):
-            h = (torch.stack([h[0][d] @ A[d].T for d in range(D)]), torch.stack([h[1][d] @ B[d].T for d in range(D)]))
+            h = (torch.stack([h[0][r] @ A[r].T for r in rows]), torch.stack([h[1][r] @ B[r].T for r in rows]))
         else:
-            h = torch.stack([h[d] @ A[d].T for d in range(D)])
+            h = torch.stack([h[r] @ A[r].T for r in rows])
     other = copy.deepcopy(model)
     other.get_submodule(path).register_forward_hook(lambda module, args, out: (y, h))
     return other

@@ -34,7 +34,7 @@ class _Seq2Seq(torch.nn.Module):
     def forward(self, x):
         out, h = self.enc(x[..., :3])
         if self.bridge is not None:  # (an LSTM's h_n and c_n each through it)
-            bridged = lambda s: torch.tanh(self.bridge(torch.cat((s[-2], s[-1]), 1)))[None]  # noqa: E731
+            bridged = lambda s: torch.tanh(self.bridge(torch.cat((s[0::2], s[1::2]), -1)))  # noqa: E731 (per layer)
             h = tuple(map(bridged, h)) if isinstance(h, tuple) else bridged(h)
         y = self.head(self.dec(x[..., 3:], h)[0])
         if self.pool is not None:
@@ -49,48 +49,63 @@ def _enc_replaced(model, outputs, final):
     return other
 
 
+def _masked_encoder(model, res, D):
+    """The original encoder with every removed unit's outgoing weights zeroed (its recurrent columns, the next
+    layer's input columns), and the mask of the kept units of each row of the final state (layers x directions)."""
+    enc, m = copy.deepcopy(model.enc), model.enc.hidden_size
+    keep = torch.zeros(enc.num_layers * D, 1, m, dtype=torch.float64)
+    with torch.no_grad():
+        for lp in res.layers:
+            keep[lp.layer * D + lp.direction, 0, list(lp.units)] = 1
+            removed = torch.nonzero(keep[lp.layer * D + lp.direction, 0] == 0)[:, 0]
+            getattr(enc, f"weight_hh_l{lp.layer}{'_reverse' if lp.direction else ''}")[:, removed] = 0
+            if lp.layer + 1 < enc.num_layers:
+                for s in ("", "_reverse")[:D]:
+                    getattr(enc, f"weight_ih_l{lp.layer + 1}{s}")[:, lp.direction * m + removed] = 0
+    return enc, keep
+
+
 @settings(max_examples=20, deadline=None)
 @given(cell=st.sampled_from(["RNN", "GRU", "LSTM"]), bidirectional=st.booleans(), pool=st.booleans(),
-       k=st.integers(1, 10), seed=st.integers(0, 2 ** 16))
-def test_a_pruned_encoder_hands_on_its_reconstructed_final_state(cell, bidirectional, pool, k, seed):
+       layers=st.integers(1, 2), mode=st.sampled_from(["sequential", "original"]), k=st.integers(1, 10),
+       seed=st.integers(0, 2 ** 16))
+def test_a_pruned_encoder_hands_on_its_reconstructed_final_state(cell, bidirectional, pool, layers, mode, k, seed):
     """Without reconstruction the pruned model is the original whose encoder's units read no removed unit and whose
-    decoder starts from its final state with the removed units' entries zeroed (and whose pooled read-out reads no
-    removed unit); with reconstruction it is the original run on ``A_J h#``: the encoder's output and final state
-    replaced by the pruned encoder's own, each direction mapped by its A_J (the documented ``layers[d].A``), the maps
-    the module holds, and an LSTM's final cells by the ridge maps computed here from the original's final cells."""
+    decoder starts from its final state with the removed units' entries zeroed, row by row (and whose pooled read-out
+    reads no removed unit); with reconstruction it is the original run on ``A_J h#``: the encoder's output and final
+    state replaced by the pruned encoder's own, each layer-direction's row mapped by its A_J (the documented
+    ``layers[i].A``), the maps the module holds, and an LSTM's final cells by the ridge maps computed here from the
+    original's final cells."""
     torch.manual_seed(seed)
     D, m = (2 if bidirectional else 1), 10
-    model = _Seq2Seq(cell, bidirectional, pool).eval()
+    model = _Seq2Seq(cell, bidirectional, pool, layers=layers).eval()
     x = torch.randn(20, 6, 5, dtype=torch.float64)
     readout = ["pool"] if pool else []
-    plain = spectral_prune(model, x, k=k, rnn="enc", readout=readout, reconstruct=False, precision="float64")
+    kw = dict(rnn="enc", readout=readout, precision="float64", covariance_mode=mode)
+    plain = spectral_prune(model, x, k=k, reconstruct=False, **kw)
+    enc, keep = _masked_encoder(model, plain, D)
     with torch.no_grad():
-        keep = torch.zeros(D, 1, m, dtype=torch.float64)
-        enc = copy.deepcopy(model.enc)  # the masked encoder: no unit reads a removed one
-        for lp in plain.layers:
-            keep[lp.direction, 0, list(lp.units)] = 1
-            getattr(enc, "weight_hh_l0" + ("_reverse" if lp.direction else ""))[:, keep[lp.direction, 0] == 0] = 0
         out, h = enc(x[..., :3])
-        mask = keep[:, 0].reshape(1, 1, D * m)
+        mask = keep[-D:, 0].reshape(1, 1, D * m)
         start = tuple(s * keep for s in h) if isinstance(h, tuple) else h * keep
         expected = _enc_replaced(model, out * mask, start)(x)
         torch.testing.assert_close(plain.model(x), expected, rtol=1e-10, atol=1e-12)
 
-    res = spectral_prune(model, x, k=k, rnn="enc", readout=readout, precision="float64")
+    res = spectral_prune(model, x, k=k, **kw)
+    rows = sorted(res.layers, key=lambda lp: (lp.layer, lp.direction))
     maps = final_state_map_of(res.model.enc)
-    assert maps is not None and maps.shape == (D, m, k)
-    for lp in res.layers:
-        np.testing.assert_array_equal(maps[lp.direction].numpy(), lp.A)
+    assert maps is not None and maps.shape == (layers * D, m, k)
+    for r, lp in enumerate(rows):
+        np.testing.assert_array_equal(maps[r].numpy(), lp.A)
     cells = None
     if cell == "LSTM":
         with torch.no_grad():
             final_cells = model.enc(x[..., :3])[1][1]
-        cells = final_cell_ridge_maps(final_cells, [res.layers[d].units for d in range(D)], DEFAULT_REL_LAM)
+        cells = final_cell_ridge_maps(final_cells, [lp.units for lp in rows], DEFAULT_REL_LAM)
         np.testing.assert_allclose(res.model.enc.final_cell_map.numpy(), np.stack(cells), rtol=1e-8, atol=1e-10)
     else:
         assert not hasattr(res.model.enc, "final_cell_map")
-    reference = on_reconstructed_states(model, "enc", res.model.enc, [res.layers[d].A for d in range(D)], x[..., :3],
-                                        cells)
+    reference = on_reconstructed_states(model, "enc", res.model.enc, [lp.A for lp in rows], x[..., :3], cells)
     with torch.no_grad():
         torch.testing.assert_close(res.model(x), reference(x), rtol=1e-8, atol=1e-10)
     if k == m:  # all units kept: A_J is a permutation up to the ridge, the model nearly unchanged
@@ -153,19 +168,26 @@ def test_the_pruned_encoder_saves_loads_and_moves_with_its_map(tmp_path):
 
 
 def test_what_cannot_be_reconstructed_is_refused_clearly():
-    """A stack (its lower layers' final states), ``readout=[]`` for a module that is not a native RNN/GRU/LSTM, the
-    error-target search (which measures read-outs only); the read-out check's error names ``readout=[]`` when a
-    decoder reads the state."""
+    """Different k per layer of a stack (one tensor holds its final states), a module that is not a native
+    RNN/GRU/LSTM (a RecurrentStack: with ``readout=[]``, and after the check passed only with its final state left
+    to a reconstruction it cannot have), the error-target search (which measures read-outs only); the read-out
+    check's error names ``readout=[]`` when a decoder reads the state."""
+    from pruning import RecurrentStack
+
     torch.manual_seed(0)
     x = torch.randn(12, 5, 5, dtype=torch.float64)
-    with pytest.raises(ValueError, match="lower layers"):
-        spectral_prune(_Seq2Seq("GRU", layers=2), x, k=4, rnn="enc", readout=[])
+    with pytest.raises(ValueError, match="k: the model reads the final state of 'enc'.*same number of units"):
+        spectral_prune(_Seq2Seq("GRU", layers=2), x, k=[4, 3], rnn="enc", readout=[])
+    stacked = _Seq2Seq("GRU", pool=True, layers=2)
+    stacked.enc = RecurrentStack("GRU", 3, [10, 10], batch_first=True, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"readout: \[\] names no read-out.*not a native"):
+        spectral_prune(stacked, x, k=4, rnn="enc", readout=[])
+    with pytest.raises(ValueError, match=r"passes this check with the final state of 'enc' left as it is.*not a "
+                                         r"native nn.RNN"):
+        spectral_prune(stacked, x, k=4, rnn="enc", readout="pool")  # the first check's error, and why the
+        # reconstruction that would pass it is not available
     with pytest.raises(ValueError, match=r"readout=\[\] if none"):
         spectral_prune(_Seq2Seq("GRU"), x, k=4, rnn="enc")  # 'head' (reading the decoder) found by its width
-    with pytest.raises(ValueError, match=r"passes this check with the final state of 'enc' left as it is.*lower "
-                                         r"layers"):
-        spectral_prune(_Seq2Seq("LSTM", pool=True, layers=2), x, k=4, rnn="enc", readout="pool")  # the first
-        # check's error, and why the reconstruction that would pass it is not available
     with pytest.raises(ValueError, match="target: .*final state"):
         prune_to_target(_Seq2Seq("GRU"), x, target=0.1, rnn="enc", readout=[])
 
