@@ -21,8 +21,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from pruning.modules import projection
 from pruning.projected import projected_cell_states
-from pruning.sequences import (CallStart, SequenceBatch, as_tensor, batch_dim, count_batches, iter_sequence_batches,
-                               pack)
+from pruning.sequences import (CallStart, SequenceBatch, as_tensor, batch_dim, count_batches, cut_rows,
+                               iter_sequence_batches, pack)
 from theory._validation import Options
 
 __all__ = ["CovarianceStats", "time_mean_covariance", "layer_covariances", "model_device", "batch_dim",
@@ -439,8 +439,7 @@ def _layer_starts(start: CallStart, finals: List[Any], count: int, directions: i
         for part in parts:
             block = part[l * directions:(l + 1) * directions]
             if kept is not None and l < len(kept) and kept[l] is not None:
-                block = torch.stack([block[d][..., torch.as_tensor(list(kept[l][d]), device=block.device)]
-                                     for d in range(directions)])
+                block = cut_rows(block, kept[l])
             rows.append(block.to(device=device, dtype=dtype).contiguous())
         out.append(tuple(rows) if isinstance(start.hx, tuple) else rows[0])
     return out

@@ -15,10 +15,11 @@ on the kept cells' ones; derived in this project, with no bound attached). In a 
 mapped by that layer's own maps (the A_J its next layer absorbs, and its own cells' ridge map). A projected LSTM's
 ``h_n`` already keeps its width, so it is not handled here.
 
-The maps are buffers of the pruned module (``final_state_map``, and ``final_cell_map`` for an LSTM: one m x k matrix
-per layer and direction, in the order of the rows of ``h_n``), so they are saved and loaded with the module's state
-dict and move with it between devices; ``save_pruned`` records their shapes for ``load_pruned`` to recreate them. They are applied by a forward hook
-(:class:`ReconstructFinalState`), so the module stays a plain ``nn.RNN``/``nn.GRU``/``nn.LSTM``.
+The maps are buffers of the pruned module (``final_state_map``, and ``final_cell_map`` for an LSTM: one m x k matrix per
+layer and direction, in the order of the rows of ``h_n``), so they are saved and loaded with the module's state dict and
+move with it between devices; ``save_pruned`` records their shapes for ``load_pruned`` to recreate them. They are
+applied by a forward hook (:class:`ReconstructFinalState`), so the module stays a plain
+``nn.RNN``/``nn.GRU``/``nn.LSTM``.
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ def _mapped(state: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
 
 
 class ReconstructFinalState:
-    """Forward hook of a pruned module: its final state ``h_n`` of shape (layers x directions, batch, k) is returned
-    as ``h_n[r] @ A_r^T`` (layers x directions, batch, m), ``A_r`` the module's ``final_state_map[r]`` (m x k, the
-    map of row r's layer and direction), and an LSTM's ``c_n`` as ``c_n[r] @ B_r^T`` with its ``final_cell_map``. The tensors are read from the module at each call, so
-    that they follow the module between devices and dtypes; the hook keeps its own references for a module that a
-    library swapped for another one holding the same hooks (dynamic quantization), which keeps no buffers."""
+    """Forward hook of a pruned module: its final state ``h_n`` of shape (layers x directions, batch, k) is returned as
+    ``h_n[r] @ A_r^T`` (layers x directions, batch, m), ``A_r`` the module's ``final_state_map[r]`` (m x k, the map of
+    row r's layer and direction), and an LSTM's ``c_n`` as ``c_n[r] @ B_r^T`` with its ``final_cell_map``. The tensors
+    are read from the module at each call, so that they follow the module between devices and dtypes; the hook keeps its
+    own references for a module that a library swapped for another one holding the same hooks (dynamic quantization),
+    which keeps no buffers."""
 
     def __init__(self, maps: torch.Tensor, cell_maps: Optional[torch.Tensor] = None):
         self.maps, self.cell_maps = maps, cell_maps

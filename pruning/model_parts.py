@@ -39,9 +39,9 @@ from pruning.modules import (check_readout, check_recurrent, directions, is_quan
 from pruning.recurrent_stack import RecurrentStack
 from pruning.start_slicing import attach_slice_start
 from pruning import sequences
-from pruning.sequences import (CallStart, KeptPass, OnePass, check_lengths, check_rows_reached, detached_state,
-                               final_state_of, initial_state_of, mapping_rows, same_state, sequences_in, take_rows,
-                               version_of)
+from pruning.sequences import (CallStart, KeptPass, OnePass, check_lengths, check_rows_reached, cut_rows,
+                               detached_state, final_state_of, initial_state_of, mapping_rows, same_state, sequences_in,
+                               take_rows, version_of)
 from pruning.unitwise import (CHECK_ROWS, ReadoutPathError, check_readouts_called, check_rows_are_sequences,
                               check_tolerance, eval_mode, follows_maps, head_blocks, inverse_map, other_reads,
                               output_tensors, plain_if_follows, random_maps, run_twice, same_outputs, tiled, times)
@@ -106,11 +106,11 @@ def _get(model: nn.Module, path: str, name: str) -> nn.Module:
 def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> ModelParts:
     """The recurrent module and read-out(s) of ``model``, by dotted path or found alone.
 
-    ``rnn`` is a path such as ``"encoder"`` (default: the model's only recurrent module); ``readout`` a path or a
-    list of paths of ``nn.Linear`` modules that read the recurrent module's output (default: the only such linear
-    layer), or of recurrent modules that read it as their input (named only); ``[]`` for an ``nn.RNN``/``nn.GRU``
-    whose output sequence nothing reads, an encoder whose final state alone the model reads
-    (:mod:`pruning.final_state`). Ambiguity is an error that lists the candidates with their paths.
+    ``rnn`` is a path such as ``"encoder"`` (default: the model's only recurrent module); ``readout`` a path or a list
+    of paths of ``nn.Linear`` modules that read the recurrent module's output (default: the only such linear layer), or
+    of recurrent modules that read it as their input (named only); ``[]`` for a native module whose output sequence
+    nothing reads, an encoder whose final state alone the model reads (:mod:`pruning.final_state`). Ambiguity is an
+    error that lists the candidates with their paths.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_or_rnn: expected an nn.Module, a (rnn, readout) pair, got {type(model).__name__}")
@@ -509,17 +509,17 @@ class RecurrentInputs:
         #: whether the read-out check found nonzero starts computed without the module's outputs (set by it), which
         #: the pass then accepts as external starts
         self.external = False
-        #: where set (one CovarianceStats per direction), every model run over the data adds the second moment of
-        #: the module's final cell states c_T (an LSTM encoder's, whose final state is returned reconstructed)
+        #: where set (one CovarianceStats per row of c_n: layer and direction), every model run over the data adds
+        #: the second moment of the module's final cell states (an LSTM encoder's, whose final state is returned
+        #: reconstructed)
         self.final_cells: Optional[List[Any]] = None
 
     def _add_final_cells(self, state: Any) -> None:
         if not isinstance(state, tuple):
             raise ValueError(f"model: {self.parts.rnn_path!r} returned no cell state to measure")
-        cells = state[1]
-        for d, stats in enumerate(self.final_cells):
-            stats.update(cells[cells.shape[0] - len(self.final_cells) + d].detach(),
-                         name=f"data: the final cell states of {self.parts.rnn_path!r}", precision="float64")
+        for row, stats in zip(state[1], self.final_cells):
+            stats.update(row.detach(), name=f"data: the final cell states of {self.parts.rnn_path!r}",
+                         precision="float64")
 
     def _lengths(self) -> Iterator[Any]:
         if self.lengths is None:
@@ -1088,17 +1088,15 @@ def _keep_state_units(model: nn.Module, name: str, kept: Sequence[Sequence[Seque
                          f"dimension, not one per unit ({width}); it cannot be sliced to the kept units")
     rows = [list(units) for layer in kept for units in layer]  # in the order of the state's rows
     value = old.detach()
-    index = lambda units: torch.as_tensor(units, device=old.device)  # noqa: E731
     if len(rows) == 1:
-        replace_tensor(model, name, value[..., index(rows[0])].clone())
+        replace_tensor(model, name, value[..., torch.as_tensor(rows[0], device=old.device)].clone())
         return
     _check_state_rows(name, old, len(rows), width)
     if len({len(units) for units in rows}) > 1:
         raise ValueError(f"model: {name!r}, the learned initial state, is one tensor for layers that keep different "
                          f"numbers of units ({[len(layer[0]) for layer in kept]}); keep the same k in every layer "
                          f"to prune it")
-    sliced = [value.select(-3, r)[..., index(units)] for r, units in enumerate(rows)]
-    replace_tensor(model, name, torch.stack(sliced, dim=-3).clone())
+    replace_tensor(model, name, cut_rows(value, rows, dim=-3))
 
 
 def _check_state_rows(name: str, value: torch.Tensor, rows: int, width: int) -> None:
@@ -1383,7 +1381,8 @@ def _checked_read_outs(parts: ModelParts, sample: Any, forward: Optional[Callabl
     read-outs. A model that fails the check may read the final state elsewhere, an encoder's that starts a decoder:
     if it passes with that state left to the reconstruction (``final_state_read``), the pruned module returns
     ``A_J h#_T`` at the original width (:mod:`pruning.final_state`), possible for a native nn.RNN, nn.GRU or nn.LSTM
-    (without projection). With no read-outs named (``readout=[]``) only that check runs. Otherwise the first check's error stands."""
+    (without projection). With no read-outs named (``readout=[]``) only that check runs. Otherwise the first check's
+    error stands."""
     first: Optional[ReadoutPathError] = None
     if parts.readout_paths:
         try:

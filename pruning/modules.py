@@ -3,8 +3,9 @@
 A recurrent module here is an ``nn.RNN``, ``nn.LSTM`` (also with ``proj_size``, :func:`projection`) or ``nn.GRU``
 with any ``num_layers`` and either direction setting, or a :class:`~pruning.recurrent_stack.RecurrentStack`. The
 method handles it as a list of single-layer modules of the same type ("layers", :func:`as_layers`), each with one or
-two directions, and puts the pruned layers back together with :func:`assemble`. PyTorch packs the gate blocks of a layer along the rows of its
-weights: LSTM (i, f, g, o), GRU (r, z, n), one block for an Elman RNN (:func:`gate_blocks`).
+two directions, and puts the pruned layers back together with :func:`assemble`. PyTorch packs the gate blocks of a
+layer along the rows of its weights: LSTM (i, f, g, o), GRU (r, z, n), one block for an Elman RNN
+(:func:`gate_blocks`).
 """
 
 from __future__ import annotations

@@ -170,15 +170,15 @@ def spectral_prune(
                                                                                             else ""))
     if target_dof is not None and (lam is not None or rel_lam is not None):
         raise ValueError("target_dof: lambda is determined by the target; do not also pass lam or rel_lam")
-    if (subject.initial or subject.handoff) and len(set(ks)) > 1:  # known before the pass, from the read-out check
-        start = (f"the learned initial state {', '.join(map(repr, subject.initial))}" if subject.initial
-                 else "a state computed without it (another recurrent module's final state)")
-        raise ValueError(f"{'k' if k is not None else 'ratio'}: the model starts {subject.parts.rnn_path!r} from "
-                         f"{start}, one tensor for all layers, which must then keep the same number of units; got {ks}")
-    if subject.final_state and len(set(ks)) > 1:
-        raise ValueError(f"{'k' if k is not None else 'ratio'}: the model reads the final state of "
-                         f"{subject.parts.rnn_path!r} outside its read-outs, one tensor for all layers, which must then "
-                         f"keep the same number of units; got {ks}")
+    if (subject.initial or subject.handoff or subject.final_state) and len(set(ks)) > 1:
+        # a state held in one tensor for all layers, known before the pass from the read-out check
+        path = subject.parts.rnn_path
+        held = (f"starts {path!r} from the learned initial state {', '.join(map(repr, subject.initial))}"
+                if subject.initial else f"starts {path!r} from a state computed without it (another recurrent "
+                f"module's final state)" if subject.handoff else f"reads the final state of {path!r} outside its "
+                f"read-outs")
+        raise ValueError(f"{'k' if k is not None else 'ratio'}: the model {held}, one tensor for all layers, which "
+                         f"must then keep the same number of units; got {ks}")
     cell_stats = _watch_final_cells(subject, rnn)
     timings = Timings()
     if covariance is subject.covariance:
@@ -227,8 +227,8 @@ def spectral_prune(
 
 def _watch_final_cells(subject, rnn) -> Optional[list]:
     """For an LSTM whose final state the model reads outside its read-outs (an encoder's): empty statistics of its
-    final cell states, one per layer and direction (the rows of ``c_n``), which every run of the model over the data fills from then on (the
-    covariance pass's own run); None for any other module."""
+    final cell states, one per layer and direction (the rows of ``c_n``), which every run of the model over the data
+    fills from then on (the covariance pass's own run); None for any other module."""
     if not (subject.final_state and isinstance(rnn, nn.LSTM)):
         return None
     if not isinstance(subject.data, RecurrentInputs):
@@ -242,8 +242,8 @@ def _watch_final_cells(subject, rnn) -> Optional[list]:
 
 def _final_cell_maps(subject, stats: list, units, settings: PruneSettings) -> list:
     """The maps of an LSTM's final cell states, per row of ``c_n`` (layer and direction; ``units`` the kept units of
-    each): the ridge regression of every cell's final state on
-    the kept cells' ones, ``S_{F,J} (S_{J,J} + lambda_c I)^{-1}`` with ``S`` their second moment over the data and
+    each): the ridge regression of every cell's final state on the kept cells' ones,
+    ``S_{F,J} (S_{J,J} + lambda_c I)^{-1}`` with ``S`` their second moment over the data and
     ``lambda_c = rel_lam Tr(S) / m`` (``rel_lam`` as given, else the default; an absolute ``lam`` is for the hidden
     states' scale), or the kept cells' entries in their places without reconstruction (pruning.final_state)."""
     if stats[0].count == 0:  # the statistics were given (covariance=): the model runs over the data for the cells
@@ -251,12 +251,12 @@ def _final_cell_maps(subject, stats: list, units, settings: PruneSettings) -> li
             pass
     subject.data.final_cells = None
     maps = []
-    for d, (cells, kept) in enumerate(zip(stats, units)):
+    for r, (cells, kept) in enumerate(zip(stats, units)):
         J = np.asarray(kept)
         if not settings.reconstruct:
             maps.append(state_map(cells.width, J))
             continue
         sigma = cells.mean()
-        lam = resolve_lambda(sigma, None, settings.rel_lam, f" (the final cell states, row {d} of c_n)")
+        lam = resolve_lambda(sigma, None, settings.rel_lam, f" (the final cell states, row {r} of c_n)")
         maps.append(reconstruction_matrix(sigma, J, lam))
     return maps

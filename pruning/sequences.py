@@ -23,7 +23,7 @@ import collections.abc
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ __all__ = ["SequenceBatch", "iter_sequence_batches", "pack", "as_tensor", "batch
            "check_lengths", "BATCH_SIZE", "OnePass", "one_pass_if_iterator", "is_one_shot",
            "check_rows_reached", "sequences_in", "storage_bytes", "version_of", "count_batches", "KeptPass",
            "mapping_rows", "take_rows", "CallStart", "initial_state_of", "final_state_of", "detached_state",
-           "same_state"]
+           "same_state", "cut_rows"]
 
 BATCH_SIZE = Integer(1, None, what="a positive integer")
 
@@ -82,6 +82,13 @@ def same_state(hx: Any, state: Any) -> bool:
     b = tuple(state) if isinstance(state, (tuple, list)) else (state,)
     return len(a) == len(b) and all(isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
                                     and x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
+
+
+def cut_rows(state: torch.Tensor, rows: Sequence[Sequence[int]], dim: int = 0) -> torch.Tensor:
+    """``state`` with its r-th row along ``dim`` cut to the entries ``rows[r]`` of its last dimension: each row of a
+    recurrent module's state (one per layer and direction) to that layer-direction's kept units."""
+    return torch.stack([state.select(dim, r)[..., torch.as_tensor(list(units), device=state.device)]
+                        for r, units in enumerate(rows)], dim=dim)
 
 
 class KeptPass:

@@ -20,7 +20,7 @@ from typing import Any, List, Optional, Sequence
 import torch
 from torch import nn
 
-from pruning.sequences import detached_state, final_state_of, initial_state_of, same_state
+from pruning.sequences import cut_rows, detached_state, final_state_of, initial_state_of, same_state
 
 __all__ = ["SliceStart", "attach_slice_start", "slice_start_of"]
 
@@ -70,8 +70,7 @@ class SliceStart:
         if part.shape[0] != len(self.units):
             raise ValueError(f"hx: expected {len(self.units)} rows (layers x directions) of width {self.width}, got "
                              f"shape {tuple(part.shape)}")
-        return torch.stack([part[r][..., torch.as_tensor(row, device=part.device)]
-                            for r, row in enumerate(self.units)])
+        return cut_rows(part, self.units)
 
 
 def attach_slice_start(module: nn.Module, units: Sequence[Sequence[int]], width: int) -> nn.Module:

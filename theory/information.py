@@ -125,9 +125,8 @@ def _residual(s: np.ndarray, units: np.ndarray, tau: np.ndarray) -> np.ndarray:
 
 
 def _as_downstream(Z, m: int) -> np.ndarray:
-    if isinstance(Z, DownstreamWeight):
-        Z = Z.z
-    z = as_float64_array(Z, "Z")
+    # a DownstreamWeight's array was validated when it was made: only its width is checked again
+    z = Z.z if isinstance(Z, DownstreamWeight) else as_float64_array(Z, "Z")
     if z.ndim != 2 or z.shape[1] != m:
         raise ValueError(f"Z: expected a downstream weight of shape (r, m) with m = {m}, got shape {z.shape}")
     return z
@@ -209,10 +208,8 @@ def information_loss(sigma, J, lam, Z=None) -> float:
 
 def _downstream(Z, m: int):
     """A validated downstream weight: a :class:`DownstreamWeight` of m columns as it is, anything else as an array."""
-    if isinstance(Z, DownstreamWeight):
-        _as_downstream(Z, m)  # the width check
-        return Z
-    return _as_downstream(Z, m)
+    z = _as_downstream(Z, m)
+    return Z if isinstance(Z, DownstreamWeight) else z
 
 
 def information_losses(sigma, J, lam, downstream: Dict[str, Any]) -> Dict[str, float]:
