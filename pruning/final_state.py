@@ -1,19 +1,19 @@
 """A pruned recurrent module whose final state the model reads outside its read-outs.
 
 A sequence-to-sequence model starts its decoder from the encoder's final state, ``_, h = self.enc(src)`` then
-``self.dec(tgt, h)``, or feeds it to a bridge layer. Nothing there can absorb the reconstruction ``A_J`` as a linear
-read-out does, so the pruned encoder returns the reconstruction itself: its final state of k units per direction,
-``h#_T``, is mapped to ``A_J h#_T`` of the original width m, which the decoder reads in place of ``h_T``. The model
-then computes what the original computes from the reconstructed states (docs/theory.md, "Whole models"); without
+``self.dec(tgt, h)``, or feeds it to a bridge layer. Nothing there can absorb the reconstruction ``A_J`` (S1) as a
+linear read-out does, so the pruned encoder returns the reconstruction itself: its final state of k units per direction,
+``h#_T``, is mapped to ``A_J h#_T`` of the original width m, which the decoder reads in place of ``h_T``. The model then
+computes what the original computes from the reconstructed states (docs/theory.md, "Whole models"); without
 reconstruction the map puts the kept units' entries back in their places and zeros elsewhere, which is the masked
 original's final state.
 
 An LSTM's final state also holds its cells ``c_T``, which are not a function of its hidden states: they get a map of
-their own, ``B_J = S_{F,J} (S_{J,J} + lambda_c I)^{-1}`` with ``S`` the second moment of the final cell states over
-the calibration sequences and ``lambda_c`` relative to its trace (the ridge regression of every cell's final state
-on the kept cells' ones; derived in this project, with no bound attached). In a stack every layer's final state is
-mapped by that layer's own maps (the A_J its next layer absorbs, and its own cells' ridge map). A projected LSTM's
-``h_n`` already keeps its width, so it is not handled here.
+their own, ``B_J = S_{F,J} (S_{J,J} + lambda_c I)^{-1}`` with ``S`` the second moment of the final cell states over the
+calibration sequences and ``lambda_c`` relative to its trace (the ridge regression of every cell's final state on the
+kept cells' ones, S1's minimiser with ``S`` for Sigma; derived in this project, with no bound attached). In a stack
+every layer's final state is mapped by that layer's own maps (the A_J its next layer absorbs, and its own cells' ridge
+map). A projected LSTM's ``h_n`` already keeps its width, so it is not handled here.
 
 The maps are buffers of the pruned module (``final_state_map``, and ``final_cell_map`` for an LSTM: one m x k matrix per
 layer and direction, in the order of the rows of ``h_n``), so they are saved and loaded with the module's state dict and

@@ -243,9 +243,10 @@ def _watch_final_cells(subject, rnn) -> Optional[list]:
 def _final_cell_maps(subject, stats: list, units, settings: PruneSettings) -> list:
     """The maps of an LSTM's final cell states, per row of ``c_n`` (layer and direction; ``units`` the kept units of
     each): the ridge regression of every cell's final state on the kept cells' ones,
-    ``S_{F,J} (S_{J,J} + lambda_c I)^{-1}`` with ``S`` their second moment over the data and
-    ``lambda_c = rel_lam Tr(S) / m`` (``rel_lam`` as given, else the default; an absolute ``lam`` is for the hidden
-    states' scale), or the kept cells' entries in their places without reconstruction (pruning.final_state)."""
+    ``S_{F,J} (S_{J,J} + lambda_c I)^{-1}`` (S1's reconstruction matrix with ``S`` for Sigma; derived, no bound) with
+    ``S`` their second moment over the data and ``lambda_c = rel_lam Tr(S) / m`` (``rel_lam`` as given, else the
+    default; an absolute ``lam`` is for the hidden states' scale), or the kept cells' entries in their places without
+    reconstruction (pruning.final_state)."""
     if stats[0].count == 0:  # the statistics were given (covariance=): the model runs over the data for the cells
         for _ in subject.data.calls(outputs_used=False):
             pass
