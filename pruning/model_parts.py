@@ -1183,6 +1183,14 @@ class Subject:
     #: whether the model reads the module's final state outside the read-outs (an encoder's, which starts a decoder):
     #: the pruned module then returns its reconstruction at the original width (:mod:`pruning.final_state`)
     final_state: bool = False
+    #: the ``torch.compile`` wrapper of the user's model, whose eager module the passes ran: the pruned model is
+    #: compiled as it was (:meth:`compiled_as_given`)
+    compiled: Optional[nn.Module] = None
+
+    def compiled_as_given(self, model: Optional[nn.Module]) -> Optional[nn.Module]:
+        """The pruned ``model`` as the user's was: compiled with the same settings if it was compiled."""
+        from pruning.modules import compiled_like
+        return compiled_like(model, self.compiled)
 
     @property
     def paths(self) -> Optional[Tuple[str, Tuple[str, ...]]]:
@@ -1317,6 +1325,19 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
     * any other model, or paths given: the modules by :func:`locate`, the data run through the model with
       :class:`RecurrentInputs`, and the read-out path checked (:func:`check_readout_path`) on the first batch.
     """
+    from pruning.modules import split_model, uncompiled, without_compiled_prefix
+
+    model_or_rnn, compiled = uncompiled(model_or_rnn)
+    if compiled is not None:
+        rnn, readout = without_compiled_prefix(rnn), without_compiled_prefix(readout)
+    subject = _resolve_eager(model_or_rnn, data, rnn, readout, forward, lengths, batch_size, check, precision,
+                             progress)
+    subject.compiled = compiled
+    return subject
+
+
+def _resolve_eager(model_or_rnn: Any, data: Any, rnn: Optional[str], readout: Any, forward: Optional[Callable],
+                   lengths: Any, batch_size: int, check: bool, precision: str, progress: bool) -> Subject:
     from pruning.modules import split_model
 
     is_pair = isinstance(model_or_rnn, (tuple, list))

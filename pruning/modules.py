@@ -11,6 +11,7 @@ layer along the rows of its weights: LSTM (i, f, g, o), GRU (r, z, n), one block
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
@@ -22,7 +23,8 @@ from theory.elman import check_readout, check_rnn
 
 __all__ = ["check_rnn", "check_readout", "check_recurrent", "gate_blocks", "projection", "check_projected_width",
            "directions", "as_layers", "assemble", "split_model", "module_summary", "count_macs", "count_parameters",
-           "owner_of", "replace_tensor", "identity_readout"]
+           "owner_of", "replace_tensor", "identity_readout", "uncompiled", "compiled_like",
+           "without_compiled_prefix"]
 
 _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
@@ -234,6 +236,52 @@ def module_summary(rnn: nn.Module) -> dict:
     if projection(first):
         out["proj_size"] = projection(first)
     return out
+
+
+#: The attribute under which a ``torch.compile``'d module holds the eager one, and the prefix its paths then carry.
+_COMPILED_INNER = "_orig_mod"
+
+
+def _is_compiled(model: Any) -> bool:
+    # recognised by its class rather than isinstance: importing torch._dynamo costs a second for models that never
+    # were compiled
+    return (isinstance(model, nn.Module) and type(model).__name__ == "OptimizedModule"
+            and type(model).__module__.startswith("torch._dynamo") and isinstance(
+                getattr(model, "_modules", {}).get(_COMPILED_INNER), nn.Module))
+
+
+def uncompiled(model: Any) -> Tuple[Any, Optional[nn.Module]]:
+    """``(eager, wrapper)``: the eager module inside a ``torch.compile``'d one with the compiled wrapper, or ``(model,
+    None)`` for anything else. The hooks of the covariance pass and of the read-out checks make TorchDynamo break
+    its graph and recompile at every call, so the passes run the eager module; its submodules are the same
+    objects, so nothing else changes."""
+    if _is_compiled(model):
+        return model._modules[_COMPILED_INNER], model
+    return model, None
+
+
+def compiled_like(model: Optional[nn.Module], wrapper: Optional[nn.Module]) -> Optional[nn.Module]:
+    """``model`` compiled as ``wrapper`` was (the same backend, mode and options), or ``model`` itself when there is
+    no wrapper. The compiled code is not reused: the pruned model's weights have other shapes, so the first call
+    compiles again."""
+    if model is None or wrapper is None:
+        return model
+    try:
+        return type(wrapper)(model, wrapper.dynamo_ctx)
+    except Exception as err:  # noqa: BLE001 - a private constructor of torch; the eager model is still correct
+        warnings.warn(f"model: the pruned model could not be compiled as the given one was ({type(err).__name__}: "
+                      f"{err}); it is returned eager, so call torch.compile on it again", stacklevel=3)
+        return model
+
+
+def without_compiled_prefix(path: Any) -> Any:
+    """A module path (or a list of them) of a ``torch.compile``'d model with its leading ``_orig_mod.`` removed,
+    as it is in the eager model the passes run."""
+    if isinstance(path, str):
+        return path[len(_COMPILED_INNER) + 1:] if path.startswith(_COMPILED_INNER + ".") else path
+    if isinstance(path, (list, tuple)):
+        return type(path)(without_compiled_prefix(p) for p in path)
+    return path
 
 
 def owner_of(model: nn.Module, dotted: str) -> Tuple[nn.Module, str]:

@@ -219,7 +219,7 @@ def spectral_prune(
         final_maps = [state_maps[l, d] for l in range(L) for d in range(D)] if subject.final_state else None
         small, head, heads, model = subject.rebuild(assemble(new_layers, rnn.dropout), below, kept=kept,
                                                     final_maps=final_maps, cell_maps=cell_maps)
-    return PruneResult(rnn=small, readout=head, model=model, heads=heads, layers=results,
+    return PruneResult(rnn=small, readout=head, model=subject.compiled_as_given(model), heads=heads, layers=results,
                        theta=settings.theta, Z=settings.Z, method=settings.method, reconstruct=settings.reconstruct,
                        covariance_mode=statistics.mode, timings=dict(timings), covariance=statistics.stats(),
                        paths=subject.paths, initial_state=subject.initial_state_names())

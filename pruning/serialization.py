@@ -28,7 +28,8 @@ from torch import nn
 
 from pruning.fileio import atomic_write, atomic_write_text, existing_file
 from pruning.final_state import attach_final_state_map, final_state_map_of
-from pruning.modules import check_recurrent, module_summary, owner_of, projection, replace_tensor
+from pruning.modules import (check_recurrent, module_summary, owner_of, projection, replace_tensor, uncompiled,
+                             without_compiled_prefix)
 from pruning.recurrent_stack import RecurrentStack
 from pruning.start_slicing import attach_slice_start, slice_start_of
 
@@ -339,7 +340,8 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
     if readout is None and not (model is None and projection(rnn)) and final_state_map_of(rnn) is None:
         raise TypeError("readout: expected the pruned read-out (or pass the PruneResult as the second argument)")
     readout = [] if readout is None else readout
-    paths = paths if paths is not None else ("rnn", "readout")
+    model = uncompiled(model)[0]  # a torch.compile'd model's weights carry the wrapper's prefix: write the eager ones
+    paths = without_compiled_prefix(paths) if paths is not None else ("rnn", "readout")
     path = Path(path)
     heads = [readout] if isinstance(readout, nn.Module) else list(readout)
     head_paths = [paths[1]] if isinstance(paths[1], str) else list(paths[1])
@@ -418,6 +420,7 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
         if model is None:
             raise ValueError("model: this file holds a whole pruned model; pass model= a fresh instance of the "
                              "original architecture (its rnn and read-out are replaced by the pruned ones)")
+        given, model = model, uncompiled(model)[0]  # a compiled model: its eager module gets the pruned modules
         arch, paths = record["architecture"], record["architecture"]["paths"]
         setattr(*owner_of(model, paths["rnn"]), rnn)
         head_paths = paths.get("heads", [paths["readout"]])
@@ -435,7 +438,9 @@ def load_pruned(path, model: Optional[nn.Module] = None, *, summary_path=None) -
     except RuntimeError as err:
         raise ValueError(f"path: the weights do not fit the described architecture: "
                          f"{str(err).splitlines()[0]}") from None
-    return {"model": model, "module": rnn}.get(record.get("kind"), (rnn, readout))
+    if record.get("kind") == "model":
+        return given
+    return rnn if record.get("kind") == "module" else (rnn, readout)
 
 
 def save_statistics(path, stats: Any) -> Path:
