@@ -1325,7 +1325,7 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
     * any other model, or paths given: the modules by :func:`locate`, the data run through the model with
       :class:`RecurrentInputs`, and the read-out path checked (:func:`check_readout_path`) on the first batch.
     """
-    from pruning.modules import split_model, uncompiled, without_compiled_prefix
+    from pruning.modules import uncompiled, without_compiled_prefix
 
     model_or_rnn, compiled = uncompiled(model_or_rnn)
     if compiled is not None:
