@@ -67,10 +67,10 @@ def layer_states(rnn: nn.Module, data: Any, *, batch_size: int = 256, lengths: A
     (steps, m_l), float64."""
     layers = as_layers(rnn)
     D = directions(rnn)
-    dtype = next(rnn.parameters()).dtype
+    param = next(rnn.parameters())
     with torch.no_grad():
         for batch in iter_sequence_batches(data, batch_size, batch_first=rnn.batch_first, lengths=lengths):
-            x = pack(batch, None, batch_first=rnn.batch_first, dtype=dtype)
+            x = pack(batch, None, batch_first=rnn.batch_first, device=param.device, dtype=param.dtype)
             out = []
             for layer in layers:
                 x, _ = layer(x)
@@ -92,7 +92,7 @@ def _state_means(rnn: nn.Module, data: Any, statistic: Callable[[torch.Tensor], 
         count += states[0][0].shape[0]
     if sums is None:
         raise ValueError("data: no batch of calibration data")
-    return [[(s / count).numpy() for s in row] for row in sums]
+    return [[(s / count).cpu().numpy() for s in row] for row in sums]
 
 
 class MeanActivation(Criterion):
@@ -144,7 +144,8 @@ class TaylorImportance(Criterion):
         loss_fn = _loss(loss)
         layers = as_layers(rnn)
         D = directions(rnn)
-        dtype = next(rnn.parameters()).dtype
+        param = next(rnn.parameters())
+        dtype, device = param.dtype, param.device
         x_all = data if rnn.batch_first else data.transpose(0, 1)  # (batch, T, d_x)
         targets = torch.as_tensor(targets)
         if targets.shape[0] != x_all.shape[0]:
@@ -152,15 +153,15 @@ class TaylorImportance(Criterion):
                              f"{tuple(targets.shape)}")
         totals = [[torch.zeros(layer.hidden_size, dtype=torch.float64) for _ in range(D)] for layer in layers]
         for start in range(0, x_all.shape[0], batch_size):
-            x = x_all[start:start + batch_size].to(dtype)
-            y = targets[start:start + x.shape[0]]
-            gates = [[torch.ones(layer.hidden_size, dtype=dtype, requires_grad=True) for _ in range(D)]
+            x = x_all[start:start + batch_size].to(device, dtype)
+            y = targets[start:start + x.shape[0]].to(device)
+            gates = [[torch.ones(layer.hidden_size, dtype=dtype, device=device, requires_grad=True) for _ in range(D)]
                      for layer in layers]
             out = gated_forward(layers, x, gates)
             f = readout(out[:, -1]) if steps == "last" else readout(out)
             grads = torch.autograd.grad(loss_fn(f, y), [g for row in gates for g in row])
             for i, g in enumerate(grads):
-                totals[i // D][i % D] += g.detach().to(torch.float64)
+                totals[i // D][i % D] += g.detach().to("cpu", torch.float64)
         return [[t.abs().numpy() for t in row] for row in totals]
 
 
@@ -243,8 +244,8 @@ class GeometricMedian(Criterion):
             row = []
             for d in range(directions(rnn)):
                 sfx = "_reverse" if d else ""
-                w_ih = getattr(layer, f"weight_ih_l0{sfx}").detach().to(torch.float64).numpy()
-                w_hh = getattr(layer, f"weight_hh_l0{sfx}").detach().to(torch.float64).numpy()
+                w_ih = getattr(layer, f"weight_ih_l0{sfx}").detach().to("cpu", torch.float64).numpy()
+                w_hh = getattr(layer, f"weight_hh_l0{sfx}").detach().to("cpu", torch.float64).numpy()
                 # unit j's vector: its row in each of the G gate blocks, input and recurrent weights side by side
                 vec = np.concatenate([np.concatenate([w_ih[g * m:(g + 1) * m], w_hh[g * m:(g + 1) * m]], axis=1)
                                       for g in range(G)], axis=1)

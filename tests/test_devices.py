@@ -136,3 +136,34 @@ def test_a_whole_model_on_a_device_prunes_like_the_cpu(device, layers, mode):
     with torch.no_grad():
         np.testing.assert_allclose(dev.model(tokens.to(device)).cpu().numpy(), cpu.model(tokens).numpy(),
                                    rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method,context", [("mean_activation", {}), ("apoz", {}), ("geometric_median", {}),
+                                            ("taylor", {"targets": True})])
+def test_the_practitioners_criteria_on_a_device_score_and_prune_like_the_cpu(device, method, context):
+    """Each criterion of pruning.criteria on a module held on the device, with the data left on the CPU (the
+    module's device decides where it runs): the CPU's scores within float64 round-off, the same units, and a pruned
+    pair on the device that computes what the CPU's computes."""
+    from pruning.criteria import CRITERIA, prune_by_criterion
+
+    torch.manual_seed(5)
+    rnn = nn.RNN(3, 14, num_layers=2, nonlinearity="relu", bidirectional=True, batch_first=True).double()
+    readout = nn.Linear(28, 4).double()
+    x = torch.randn(36, 8, 3, dtype=torch.float64)
+    if context.get("targets"):
+        context = {"targets": torch.randint(0, 4, (36,))}
+    moved = (copy.deepcopy(rnn).to(device), copy.deepcopy(readout).to(device))
+    want = CRITERIA[method].scores((rnn, readout), x, batch_size=10, **context)
+    got = CRITERIA[method].scores(moved, x, batch_size=10, **context)
+    for row_got, row_want in zip(got, want):
+        for s_got, s_want in zip(row_got, row_want):
+            assert isinstance(s_got, np.ndarray) and s_got.dtype == np.float64
+            np.testing.assert_allclose(s_got, s_want, rtol=1e-9, atol=1e-12)
+    cpu = prune_by_criterion((rnn, readout), x, 5, method=method, **context)
+    dev = prune_by_criterion(moved, x, 5, method=method, **context)
+    assert [lp.units for lp in dev.layers] == [lp.units for lp in cpu.layers]
+    assert next(dev.rnn.parameters()).device.type == device and dev.readout.weight.device.type == device
+    with torch.no_grad():
+        np.testing.assert_allclose(dev.readout(dev.rnn(x.to(device))[0]).cpu().numpy(),
+                                   cpu.readout(cpu.rnn(x)[0]).numpy(), rtol=1e-9, atol=1e-9)
