@@ -10,6 +10,13 @@ from torch import nn
 
 __all__ = ["LayerPrune", "PruneResult"]
 
+#: How many kept units a repr lists before "...".
+_UNITS_SHOWN = 8
+
+#: The columns of :meth:`PruneResult.summary` that report a loss: (header, key of ``LayerPrune.losses``).
+_LOSS_COLUMNS = (("L_A (S1)", "input"), ("L_B rec (S2)", "recurrent"), ("L_B next (S2)", "readout"),
+                 ("objective (S3)", "objective"))
+
 
 @dataclass
 class LayerPrune:
@@ -46,6 +53,14 @@ class LayerPrune:
     tau: np.ndarray
     losses: Dict[str, float]
     dof: float
+
+    def __repr__(self) -> str:
+        # the dataclass repr prints A and tau in full: pages for one layer of a wide network
+        shown = ", ".join(map(str, self.units[:_UNITS_SHOWN])) + (", ..." if len(self.units) > _UNITS_SHOWN else "")
+        losses = ", ".join(f"{name}={value:.3g}" for name, value in self.losses.items())
+        return (f"LayerPrune(layer={self.layer}, direction={self.direction}, m={self.m} -> k={self.k}, "
+                f"units=[{shown}], lam={self.lam:.3g}, losses={{{losses}}}, dof={self.dof:.4g}, "
+                f"A={'None' if self.A is None else 'array' + str(tuple(self.A.shape))})")
 
 
 @dataclass
@@ -116,6 +131,46 @@ class PruneResult:
         from pruning.serialization import save_pruned
 
         return save_pruned(path, self, summary=summary, json_path=json_path)
+
+    def __repr__(self) -> str:
+        # the dataclass repr prints every A_J, tau and the statistics: tens of kilobytes for a small stack
+        widths = ", ".join(f"{lp.m}->{lp.k}" for lp in self.layers if lp.direction == 0)
+        directions = len({lp.direction for lp in self.layers})
+        model = "None" if self.model is None else type(self.model).__name__
+        readout = "None" if self.readout is None else (f"{type(self.readout).__name__}({self.readout.in_features} -> "
+                                                        f"{self.readout.out_features})"
+                                                        if isinstance(self.readout, nn.Linear)
+                                                        else type(self.readout).__name__)
+        search = "" if self.search is None else f", search=(k={self.search.get('k')}, error=" \
+            f"{self.search.get('error', float('nan')):.3g})"
+        theta = f"{self.theta:g}" if np.isfinite(self.theta) else "-"  # a criterion has no S3 objective
+        return (f"PruneResult(method={self.method!r}, widths=[{widths}]"
+                f"{f' x {directions} directions' if directions > 1 else ''}, rnn={type(self.rnn).__name__}, "
+                f"readout={readout}, model={model}, theta={theta}, Z={self.Z!r}, "
+                f"reconstruct={self.reconstruct}{search})")
+
+    def summary(self) -> str:
+        """A table of what was kept, one row per layer and direction: the widths, the lambda used, the information
+        losses on the calibration data (L_A of S1, L_B of S2 through the recurrent weight and through what reads the
+        states next, the S3 objective), N(lambda) (S7); then the settings and the seconds of each stage. A loss a
+        method does not compute (the practitioners' criteria compute none) is shown as ``-``."""
+        header = ["layer", "dir", "m", "k", "lambda"] + [h for h, _ in _LOSS_COLUMNS] + ["N(lambda) (S7)"]
+        rows = []
+        for lp in self.layers:
+            losses = [lp.losses.get(key) for _, key in _LOSS_COLUMNS]
+            rows.append([str(lp.layer), str(lp.direction), str(lp.m), str(lp.k), f"{lp.lam:.3g}"]
+                        + ["-" if v is None or not np.isfinite(v) else f"{v:.3g}" for v in losses]
+                        + ["-" if not np.isfinite(lp.dof) else f"{lp.dof:.4g}"])
+        sizes = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(line, sizes)) for line in [header] + rows]
+        theta = f"{self.theta:g}" if np.isfinite(self.theta) else "-"  # a criterion has no S3 objective
+        settings = (f"method={self.method}, reconstruct={self.reconstruct}, theta={theta}, Z={self.Z or '-'}, "
+                    f"covariance_mode={self.covariance_mode}")
+        if self.search is not None:
+            settings += (f"; error target {self.search.get('target')} ({self.search.get('criterion')}): "
+                         f"k={self.search.get('k')}, error {self.search.get('error', float('nan')):.3g}")
+        timings = ", ".join(f"{name} {seconds:.3g} s" for name, seconds in self.timings.items()) or "-"
+        return "\n".join(lines + [settings, f"seconds: {timings}"])
 
     def _only(self) -> LayerPrune:
         if len(self.layers) != 1:
