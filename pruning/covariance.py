@@ -210,7 +210,7 @@ class CovarianceStats:
         A NaN or inf state makes its column's sum of squares non-finite, so the m diagonal entries of the running
         sum are checked instead of every state; the error names ``name``."""
         if not self._add(states, name, precision):
-            raise ValueError(f"{name}: contain NaN or inf")
+            raise ValueError(not_finite_message(name, precision, states.dtype, states))
         return self
 
     def _add(self, states: torch.Tensor, name: str, precision: str) -> torch.Tensor:
@@ -247,6 +247,21 @@ class CovarianceStats:
         if H.numel() == 0:
             raise ValueError(f"{name}: no states; expected at least one")
         return cls.zeros(H.shape[-1], device=H.device).update(H, name, precision=precision)
+
+
+def not_finite_message(name: str, precision: str, dtype: torch.dtype, states: Optional[torch.Tensor] = None) -> str:
+    """Why a running sum of states became NaN or inf: a non-finite state, or, where the batch's Gram was a float32
+    product, states finite but so large that their products overflow float32 (a diverging ReLU network). With the
+    ``states`` at hand the message says which; a pass that checks its sums later has only the sums."""
+    float32_product = precision == "float32" and dtype != torch.float64
+    overflow = ("so large (beyond about 1e19) that their float32 products overflow; precision='float64' forms the "
+                "products in float64, which holds squares up to 1e308")
+    if torch.is_tensor(states) and bool(torch.isfinite(states).all()):
+        return f"{name}: are finite but " + (overflow if float32_product else
+                                             "so large (beyond about 1e154) that their float64 products overflow")
+    if float32_product and states is None:
+        return f"{name}: contain NaN or inf, or states {overflow}"
+    return f"{name}: contain NaN or inf"
 
 
 def check_device(device: Any, name: str = "device") -> torch.device:
@@ -414,7 +429,8 @@ def _add_batch(layers: Sequence[nn.Module], x, stats: dict, last: int, direction
         del inputs
         for d in range(directions):
             name = f"data: the hidden states of {batch} (layer {l}; the network diverges on it)"
-            checks.add(stats[l][d]._add(per_direction[d], name, precision), f"{name}: contain NaN or inf")
+            checks.add(stats[l][d]._add(per_direction[d], name, precision),
+                       not_finite_message(name, precision, per_direction[d].dtype))
     return finals
 
 

@@ -327,3 +327,34 @@ def test_the_module_output_of_a_models_run_stands_for_the_top_layer(layers, pack
         assert len(counted[-1]) == before + len(batches)
         assert all(torch.equal(g.outer_sum, e.outer_sum) for e_row, g_row in zip(expected, again)
                    for e, g in zip(e_row, g_row))
+
+
+def test_finite_states_whose_float32_products_overflow_are_told_apart_and_float64_takes_them():
+    """States beyond about 1e19 are finite in float32, but their squares are not: the error says so and names
+    precision='float64', which then gives the float64 sum of an independent computation; a NaN state is still called
+    one, and float64 states too large for float64 products are named as such."""
+    H = torch.full((5, 3), 3e19) * torch.tensor([1.0, -2.0, 0.5])
+    with pytest.raises(ValueError, match=r"are finite but .*float32 products overflow; precision='float64'"):
+        CovarianceStats.from_states(H, precision="float32")
+    stats = CovarianceStats.from_states(H, precision="float64")
+    H64 = H.numpy().astype(np.float64)
+    np.testing.assert_allclose(stats.outer_sum.numpy(), H64.T @ H64, rtol=1e-14)
+    with pytest.raises(ValueError, match=r"states: contain NaN or inf$"):
+        CovarianceStats.from_states(torch.tensor([[float("nan"), 1.0]]), precision="float32")
+    with pytest.raises(ValueError, match=r"float64 products overflow"):
+        CovarianceStats.from_states(torch.full((2, 2), 1e200, dtype=torch.float64))
+
+    # in a pass (whose sums are checked after the batch, without the states): both causes are named
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(3, 8, nonlinearity="relu", batch_first=True)
+    with torch.no_grad():
+        rnn.weight_ih_l0.mul_(1e20)
+        rnn.weight_hh_l0.zero_()  # finite states of about 1e20 at every step, not growing
+    x = torch.randn(6, 5, 3)
+    with pytest.raises(ValueError, match=r"hidden states of batch 0 .*NaN or inf, or states so large .*"
+                                         r"precision='float64'"):
+        time_mean_covariance(rnn, x)
+    with torch.no_grad():
+        h = rnn(x)[0].reshape(-1, 8).double().numpy()
+    np.testing.assert_allclose(time_mean_covariance(rnn, x, precision="float64").outer_sum.numpy(), h.T @ h,
+                               rtol=1e-12)
