@@ -541,10 +541,9 @@ def _prune_with(rnn, subject, layers, statistics, consumers, units, lams, settin
     with timings("compress"):
         small, head, heads, new_model = subject.rebuild(assemble(new_layers, rnn.dropout), below, kept=units)
     return PruneResult(rnn=small, readout=head, model=subject.compiled_as_given(new_model), heads=heads,
-                       layers=results, theta=settings.theta,
-                       Z=settings.Z, method="greedy", reconstruct=settings.reconstruct, covariance_mode=mode,
-                       timings=dict(timings), covariance=statistics.stats(), paths=subject.paths,
-                       initial_state=subject.initial_state_names())
+                       layers=results, theta=settings.theta, Z=settings.Z, method="greedy",
+                       reconstruct=settings.reconstruct, covariance_mode=mode, timings=dict(timings),
+                       covariance=statistics.stats(), paths=subject.paths, initial_state=subject.initial_state_names())
 
 
 def _unreachable(tol: float, criterion: str, K: int, errors: Dict[int, float]) -> str:
