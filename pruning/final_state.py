@@ -15,11 +15,16 @@ kept cells' ones, S1's minimiser with ``S`` for Sigma; derived in this project, 
 every layer's final state is mapped by that layer's own maps (the A_J its next layer absorbs, and its own cells' ridge
 map). A projected LSTM's ``h_n`` already keeps its width, so it is not handled here.
 
-The maps are buffers of the pruned module (``final_state_map``, and ``final_cell_map`` for an LSTM: one m x k matrix per
+Layers that keep different numbers of units make the pruned module a :class:`~pruning.RecurrentStack`, whose ``h_n``
+and ``c_n`` rows hold layer l's k_l entries followed by zeros up to the widest layer's K. Each map is then stored with
+K columns, its own k_l followed by zero columns, so that one batched product maps every row: the padded entries meet
+zero columns and add nothing, and each row gets exactly its layer's ``A_J h#``.
+
+The maps are buffers of the pruned module (``final_state_map``, and ``final_cell_map`` for an LSTM: one m x K matrix per
 layer and direction, in the order of the rows of ``h_n``), so they are saved and loaded with the module's state dict and
 move with it between devices; ``save_pruned`` records their shapes for ``load_pruned`` to recreate them. They are
 applied by a forward hook (:class:`ReconstructFinalState`), so the module stays a plain
-``nn.RNN``/``nn.GRU``/``nn.LSTM``.
+``nn.RNN``/``nn.GRU``/``nn.LSTM`` (or ``RecurrentStack``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from pruning.recurrent_stack import LSTMStack, RecurrentStack
 
 __all__ = ["ReconstructFinalState", "attach_final_state_map", "final_state_map_of", "FINAL_STATE_TYPES"]
 
@@ -47,9 +54,9 @@ def _mapped(state: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
 
 
 class ReconstructFinalState:
-    """Forward hook of a pruned module: its final state ``h_n`` of shape (layers x directions, batch, k) is returned as
-    ``h_n[r] @ A_r^T`` (layers x directions, batch, m), ``A_r`` the module's ``final_state_map[r]`` (m x k, the map of
-    row r's layer and direction), and an LSTM's ``c_n`` as ``c_n[r] @ B_r^T`` with its ``final_cell_map``. The tensors
+    """Forward hook of a pruned module: its final state ``h_n`` of shape (layers x directions, batch, K) is returned as
+    ``h_n[r] @ A_r^T`` (layers x directions, batch, m), ``A_r`` the module's ``final_state_map[r]`` (m x K, the map of
+    row r's layer and direction, zero past that layer's width), and an LSTM's ``c_n`` as ``c_n[r] @ B_r^T`` with its ``final_cell_map``. The tensors
     are read from the module at each call, so that they follow the module between devices and dtypes; the hook keeps its
     own references for a module that a library swapped for another one holding the same hooks (dynamic quantization),
     which keeps no buffers."""
@@ -68,25 +75,40 @@ class ReconstructFinalState:
         return y, (_mapped(state[0], maps), _mapped(state[1], cells))
 
 
+def _state_width(module: nn.Module) -> int:
+    """The width of the rows of the module's ``h_n`` and ``c_n``: its hidden size, or a stack's widest layer's."""
+    return module.max_hidden if isinstance(module, RecurrentStack) else module.hidden_size
+
+
+def _layer_widths(module: nn.Module) -> list:
+    sizes = module.hidden_sizes if isinstance(module, RecurrentStack) else [module.hidden_size] * module.num_layers
+    return [k for k in sizes for _ in range(2 if module.bidirectional else 1)]
+
+
 def _stacked(maps: Sequence[Any], module: nn.Module, name: str) -> torch.Tensor:
+    """The maps of the rows of ``h_n`` (or ``c_n``) as one tensor (rows, m, K): row r's map of its layer's k_r columns,
+    followed by zero columns up to the state width K (a stack's padded rows)."""
     p = next(module.parameters())
-    stacked = torch.stack([torch.as_tensor(np.asarray(M, dtype=np.float64)) for M in maps]).to(p.device, p.dtype)
-    rows = module.num_layers * (2 if module.bidirectional else 1)
-    if stacked.ndim != 3 or stacked.shape[0] != rows or stacked.shape[2] != module.hidden_size:
-        raise ValueError(f"{name}: expected {rows} matrices (layers x directions) of shape (m, {module.hidden_size}), "
-                         f"got shape {tuple(stacked.shape)}")
-    return stacked
+    widths, K = _layer_widths(module), _state_width(module)
+    arrays = [np.asarray(M, dtype=np.float64) for M in maps]
+    if (len(arrays) != len(widths) or any(a.ndim != 2 or a.shape[1] not in (k, K) for a, k in zip(arrays, widths))
+            or len({a.shape[0] for a in arrays}) != 1):
+        raise ValueError(f"{name}: expected {len(widths)} matrices (layers x directions) of one height m and widths "
+                         f"{widths} (or {K}, padded), got shapes {[a.shape for a in arrays]}")
+    padded = [np.pad(a, ((0, 0), (0, K - a.shape[1]))) for a in arrays]
+    return torch.as_tensor(np.stack(padded)).to(p.device, p.dtype)
 
 
 def attach_final_state_map(module: nn.Module, maps: Sequence[Any], cell_maps: Optional[Sequence[Any]] = None
                            ) -> nn.Module:
-    """Give ``module`` (a pruned ``nn.RNN``/``nn.GRU``/``nn.LSTM``) the buffer ``final_state_map`` built from ``maps``
-    (one m x k array per layer and direction, in the rows' order of ``h_n``), for an LSTM also ``final_cell_map``
-    from ``cell_maps``, and the hook that applies them; ``module`` is returned."""
-    if not isinstance(module, FINAL_STATE_TYPES) or getattr(module, "proj_size", 0):
-        raise TypeError(f"module: expected an nn.RNN, nn.GRU or nn.LSTM without projection, got "
+    """Give ``module`` (a pruned ``nn.RNN``/``nn.GRU``/``nn.LSTM``, or a ``RecurrentStack`` whose layers kept
+    different widths) the buffer ``final_state_map`` built from ``maps`` (one m x k_l array per layer and direction, in
+    the rows' order of ``h_n``; k_l that row's layer's width), for an LSTM also ``final_cell_map`` from ``cell_maps``,
+    and the hook that applies them; ``module`` is returned."""
+    if not isinstance(module, FINAL_STATE_TYPES + (RecurrentStack,)) or getattr(module, "proj_size", 0):
+        raise TypeError(f"module: expected an nn.RNN, nn.GRU, nn.LSTM or RecurrentStack without projection, got "
                         f"{type(module).__name__}")
-    lstm = isinstance(module, nn.LSTM)
+    lstm = isinstance(module, (nn.LSTM, LSTMStack))
     if lstm != (cell_maps is not None):
         raise ValueError("cell_maps: expected one map per direction for an LSTM's final cell states, and none for "
                          "another module")

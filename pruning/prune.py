@@ -170,13 +170,13 @@ def spectral_prune(
                                                                                             else ""))
     if target_dof is not None and (lam is not None or rel_lam is not None):
         raise ValueError("target_dof: lambda is determined by the target; do not also pass lam or rel_lam")
-    if (subject.initial or subject.handoff or subject.final_state) and len(set(ks)) > 1:
-        # a state held in one tensor for all layers, known before the pass from the read-out check
+    if (subject.initial or subject.handoff) and len(set(ks)) > 1:
+        # a state held in one tensor for all layers, known before the pass from the read-out check (a final state read
+        # outside the read-outs is reconstructed to the original width row by row, whatever each layer keeps)
         path = subject.parts.rnn_path
         held = (f"starts {path!r} from the learned initial state {', '.join(map(repr, subject.initial))}"
                 if subject.initial else f"starts {path!r} from a state computed without it (another recurrent "
-                f"module's final state)" if subject.handoff else f"reads the final state of {path!r} outside its "
-                f"read-outs")
+                f"module's final state)")
         raise ValueError(f"{'k' if k is not None else 'ratio'}: the model {held}, one tensor for all layers, which "
                          f"must then keep the same number of units; got {ks}")
     cell_stats = _watch_final_cells(subject, rnn)

@@ -9,32 +9,32 @@ __all__ = ["make_rnn", "numpy_rnn_states", "random_psd", "ridge_objective_minimu
 def on_reconstructed_states(model, path, pruned, maps, inputs, cell_maps=None):
     """``model`` with its recurrent module ``path`` (an RNN, GRU or LSTM) returning the pruned module's own states
     mapped back to the original width: the output sequence and the final state of a plain module holding the pruned
-    weights (no hook), each row r of the final state (layer and direction) times ``maps[r]^T`` (an LSTM's final
-    cells times ``cell_maps[r]^T``) and each direction's k columns of the output times its top-layer map, for
-    ``inputs`` (what the module receives in the model's run on the batch used). What the
-    pruned model computes when every read of the module's states, final state included, gets ``A_J h#``
-    (pruning.final_state)."""
+    weights (no hook), each row r of the final state (layer and direction) cut to its layer's k_r units (a stack's
+    rows are padded) times ``maps[r]^T`` (m x k_r; an LSTM's final cells times ``cell_maps[r]^T``), and each
+    direction's k columns of the output times its top-layer map, for ``inputs`` (what the module receives in the
+    model's run on the batch used). What the pruned model computes when every read of the module's states, final
+    state included, gets ``A_J h#`` (pruning.final_state)."""
     import copy
 
     import torch
 
     D = 2 if pruned.bidirectional else 1
-    k = pruned.hidden_size
-    plain = type(pruned)(pruned.input_size, k, num_layers=pruned.num_layers, bidirectional=pruned.bidirectional,
-                         batch_first=pruned.batch_first, dtype=next(pruned.parameters()).dtype)
-    plain.load_state_dict({name: v for name, v in pruned.state_dict().items()
-                           if name not in ("final_state_map", "final_cell_map")})
+    plain = copy.deepcopy(pruned)  # the pruned weights without the hook: its own states, rows padded in a stack
+    plain._forward_hooks.clear()
     dtype = next(pruned.parameters()).dtype
     A = [torch.as_tensor(M, dtype=dtype) for M in maps]
     B = None if cell_maps is None else [torch.as_tensor(M, dtype=dtype) for M in cell_maps]
+    widths = [M.shape[1] for M in A]  # row r's layer keeps widths[r] units: the first entries of its row
     with torch.no_grad():
         y, h = plain(inputs)
-        y = torch.cat([y[..., d * k:(d + 1) * k] @ A[len(A) - D + d].T for d in range(D)], -1)  # the top layer's
+        top = widths[-1]
+        y = torch.cat([y[..., d * top:(d + 1) * top] @ A[len(A) - D + d].T for d in range(D)], -1)  # the top layer's
         rows = range(len(A))
         if isinstance(h, tuple):
-            h = (torch.stack([h[0][r] @ A[r].T for r in rows]), torch.stack([h[1][r] @ B[r].T for r in rows]))
+            h = (torch.stack([h[0][r][..., :widths[r]] @ A[r].T for r in rows]),
+                 torch.stack([h[1][r][..., :widths[r]] @ B[r].T for r in rows]))
         else:
-            h = torch.stack([h[r] @ A[r].T for r in rows])
+            h = torch.stack([h[r][..., :widths[r]] @ A[r].T for r in rows])
     other = copy.deepcopy(model)
     other.get_submodule(path).register_forward_hook(lambda module, args, out: (y, h))
     return other

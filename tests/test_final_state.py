@@ -68,16 +68,21 @@ def _masked_encoder(model, res, D):
 @settings(max_examples=20, deadline=None)
 @given(cell=st.sampled_from(["RNN", "GRU", "LSTM"]), bidirectional=st.booleans(), pool=st.booleans(),
        layers=st.integers(1, 2), mode=st.sampled_from(["sequential", "original"]), k=st.integers(1, 10),
-       seed=st.integers(0, 2 ** 16))
-def test_a_pruned_encoder_hands_on_its_reconstructed_final_state(cell, bidirectional, pool, layers, mode, k, seed):
+       k_top=st.one_of(st.none(), st.integers(1, 10)), seed=st.integers(0, 2 ** 16))
+def test_a_pruned_encoder_hands_on_its_reconstructed_final_state(cell, bidirectional, pool, layers, mode, k, k_top,
+                                                                 seed):
     """Without reconstruction the pruned model is the original whose encoder's units read no removed unit and whose
     decoder starts from its final state with the removed units' entries zeroed, row by row (and whose pooled read-out
     reads no removed unit); with reconstruction it is the original run on ``A_J h#``: the encoder's output and final
     state replaced by the pruned encoder's own, each layer-direction's row mapped by its A_J (the documented
     ``layers[i].A``), the maps the module holds, and an LSTM's final cells by the ridge maps computed here from the
-    original's final cells."""
+    original's final cells. ``k_top``: another width for the second layer, which makes the pruned encoder a
+    RecurrentStack whose final-state rows are zero-padded to the wider layer's width."""
     torch.manual_seed(seed)
     D, m = (2 if bidirectional else 1), 10
+    if layers == 2 and k_top is not None:
+        k = [k, k_top]
+    widths = k if isinstance(k, list) else [k] * layers
     model = _Seq2Seq(cell, bidirectional, pool, layers=layers).eval()
     x = torch.randn(20, 6, 5, dtype=torch.float64)
     readout = ["pool"] if pool else []
@@ -94,21 +99,25 @@ def test_a_pruned_encoder_hands_on_its_reconstructed_final_state(cell, bidirecti
     res = spectral_prune(model, x, k=k, **kw)
     rows = sorted(res.layers, key=lambda lp: (lp.layer, lp.direction))
     maps = final_state_map_of(res.model.enc)
-    assert maps is not None and maps.shape == (layers * D, m, k)
+    assert maps is not None and maps.shape == (layers * D, m, max(widths))
     for r, lp in enumerate(rows):
-        np.testing.assert_array_equal(maps[r].numpy(), lp.A)
+        np.testing.assert_array_equal(maps[r, :, :lp.k].numpy(), lp.A)
+        assert not maps[r, :, lp.k:].any()  # the columns a narrower layer's padded entries meet
     cells = None
     if cell == "LSTM":
         with torch.no_grad():
             final_cells = model.enc(x[..., :3])[1][1]
         cells = final_cell_ridge_maps(final_cells, [lp.units for lp in rows], DEFAULT_REL_LAM)
-        np.testing.assert_allclose(res.model.enc.final_cell_map.numpy(), np.stack(cells), rtol=1e-8, atol=1e-10)
+        for r, lp in enumerate(rows):
+            held = res.model.enc.final_cell_map[r].numpy()
+            np.testing.assert_allclose(held[:, :lp.k], cells[r], rtol=1e-8, atol=1e-10)
+            assert not held[:, lp.k:].any()
     else:
         assert not hasattr(res.model.enc, "final_cell_map")
     reference = on_reconstructed_states(model, "enc", res.model.enc, [lp.A for lp in rows], x[..., :3], cells)
     with torch.no_grad():
         torch.testing.assert_close(res.model(x), reference(x), rtol=1e-8, atol=1e-10)
-    if k == m:  # all units kept: A_J is a permutation up to the ridge, the model nearly unchanged
+    if widths == [m] * layers:  # all units kept: A_J is a permutation up to the ridge, the model nearly unchanged
         with torch.no_grad():
             assert float((res.model(x) - model(x)).abs().max()) < 1e-3
 
@@ -144,15 +153,18 @@ def test_an_unbatched_call_gets_its_final_state_mapped(cell):
         torch.testing.assert_close(a, b[:, 0], rtol=1e-12, atol=1e-14)
 
 
-def test_the_pruned_encoder_saves_loads_and_moves_with_its_map(tmp_path):
+@pytest.mark.parametrize("cell,layers,k", [("GRU", 1, 4), ("LSTM", 2, [4, 2])])
+def test_the_pruned_encoder_saves_loads_and_moves_with_its_map(tmp_path, cell, layers, k):
     """``save`` records the map's shape and the weights hold its values: the loaded model computes what the pruned
-    one does; the map follows the module to another dtype; dynamic quantization keeps the hook and its map."""
+    one does; the map follows the module to another dtype; dynamic quantization keeps the hook and its map. Layers
+    of different widths: a RecurrentStack with padded maps, rebuilt the same way by ``load_pruned``."""
     torch.manual_seed(0)
-    model = _Seq2Seq("GRU", bidirectional=True).eval()
+    model = _Seq2Seq(cell, bidirectional=True, layers=layers).eval()
     x = torch.randn(16, 5, 5, dtype=torch.float64)
-    res = spectral_prune(model, x, k=4, rnn="enc", readout=[])
+    res = spectral_prune(model, x, k=k, rnn="enc", readout=[])
     res.save(tmp_path / "p.safetensors")
-    loaded = load_pruned(tmp_path / "p.safetensors", model=_Seq2Seq("GRU", bidirectional=True))
+    loaded = load_pruned(tmp_path / "p.safetensors", model=_Seq2Seq(cell, bidirectional=True, layers=layers))
+    assert type(loaded.enc) is type(res.model.enc)
     with torch.no_grad():
         assert torch.equal(loaded(x), res.model(x))
         as32 = copy.deepcopy(res.model).float()
@@ -160,7 +172,8 @@ def test_the_pruned_encoder_saves_loads_and_moves_with_its_map(tmp_path):
         torch.testing.assert_close(as32(x.float()).double(), res.model(x), rtol=1e-4, atol=1e-5)
     hooks = [h for h in res.model.enc._forward_hooks.values() if isinstance(h, ReconstructFinalState)]
     assert len(hooks) == 1
-    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(as32), {torch.nn.GRU}, dtype=torch.qint8)
+    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(as32), {getattr(torch.nn, cell)},
+                                                       dtype=torch.qint8)
     with torch.no_grad():
         y = quantized(x.float())
     assert y.shape == res.model(x).shape and torch.isfinite(y).all()
@@ -168,16 +181,13 @@ def test_the_pruned_encoder_saves_loads_and_moves_with_its_map(tmp_path):
 
 
 def test_what_cannot_be_reconstructed_is_refused_clearly():
-    """Different k per layer of a stack (one tensor holds its final states), a module that is not a native
-    RNN/GRU/LSTM (a RecurrentStack: with ``readout=[]``, and after the check passed only with its final state left
-    to a reconstruction it cannot have), the error-target search (which measures read-outs only); the read-out
+    """A module that is not a native RNN/GRU/LSTM (a RecurrentStack: with ``readout=[]``, and after the check passed
+    only with its final state left to a reconstruction it cannot have), the error-target search (which measures read-outs only); the read-out
     check's error names ``readout=[]`` when a decoder reads the state."""
     from pruning import RecurrentStack
 
     torch.manual_seed(0)
     x = torch.randn(12, 5, 5, dtype=torch.float64)
-    with pytest.raises(ValueError, match="k: the model reads the final state of 'enc'.*same number of units"):
-        spectral_prune(_Seq2Seq("GRU", layers=2), x, k=[4, 3], rnn="enc", readout=[])
     stacked = _Seq2Seq("GRU", pool=True, layers=2)
     stacked.enc = RecurrentStack("GRU", 3, [10, 10], batch_first=True, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"readout: \[\] names no read-out.*not a native"):
@@ -222,15 +232,17 @@ def test_a_named_read_out_of_the_final_state_is_still_absorbed():
     assert res.model.head.in_features == 3
 
 
-def test_the_pruned_encoder_exports_to_onnx_with_its_map(tmp_path):
-    """The hook is traced into the ONNX graph: onnxruntime computes what the pruned model computes."""
+@pytest.mark.parametrize("cell,layers,k", [("GRU", 1, 4), ("LSTM", 2, [2, 4])])
+def test_the_pruned_encoder_exports_to_onnx_with_its_map(tmp_path, cell, layers, k):
+    """The hook is traced into the ONNX graph: onnxruntime computes what the pruned model computes (also for a stack
+    whose layers kept different widths)."""
     ort = pytest.importorskip("onnxruntime")
     from pruning.export import export_onnx
 
     torch.manual_seed(1)
-    model = _Seq2Seq("GRU", bidirectional=True).float().eval()
+    model = _Seq2Seq(cell, bidirectional=True, layers=layers).float().eval()
     x = torch.randn(16, 6, 5)
-    res = spectral_prune(model, x, k=4, rnn="enc", readout=[])
+    res = spectral_prune(model, x, k=k, rnn="enc", readout=[])
     export_onnx(res.model, x, tmp_path / "m.onnx")
     session = ort.InferenceSession(str(tmp_path / "m.onnx"))
     other = torch.randn(3, 9, 5)  # another batch size and length: the axes are dynamic
