@@ -18,6 +18,7 @@ Public surface (statements S1-S13 as numbered in ``docs/method.md``):
 Layering: this package imports ``theory`` and never ``benchmarks`` or ``checks``.
 """
 
+from pruning._version import library_version
 from pruning.compress import compress, compress_stack
 from pruning.covariance import CovarianceStats, layer_covariances, time_mean_covariance
 from pruning.distributed import all_reduce_stats, shard
@@ -31,7 +32,10 @@ from pruning.steps import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, PruneSettin
 from pruning.target import prune_to_target, relative_output_error
 from theory.information import information_loss, reconstruction_matrix, residual_covariance, selection_objective
 
+__version__ = library_version()
+
 __all__ = [
+    "__version__",
     "CovarianceStats",
     "time_mean_covariance",
     "layer_covariances",

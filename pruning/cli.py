@@ -359,11 +359,13 @@ def prune_checkpoint(checkpoint, out, *, data=None, states=None, summary=None, d
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pruning._version import library_version
     from pruning.steps import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, Z_CHOICES
     from pruning.selection import METHODS
 
     parser = argparse.ArgumentParser(prog="python -m pruning", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {library_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prune", help="prune a saved RNN/LSTM/GRU model and write it with a JSON summary")
     p.add_argument("--checkpoint", type=Path, required=True,

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pruning._version import DISTRIBUTION, library_version
 from pruning.fileio import atomic_write, atomic_write_text, existing_file
 from pruning.final_state import attach_final_state_map, final_state_map_of
 from pruning.modules import (check_recurrent, module_summary, owner_of, projection, replace_tensor, uncompiled,
@@ -361,7 +362,8 @@ def save_pruned(path, rnn: Any, readout=None, *, model: Optional[nn.Module] = No
         state = model.state_dict()
         arch["initial_state"] = {name: list(state[name].shape) for name in initial}
     kind = "model" if model is not None else "pair" if heads else "module"  # a projected LSTM on its own
-    record.update(format=FORMAT, weights=path.name, kind=kind, architecture=arch)
+    record.update(format=FORMAT, weights=path.name, kind=kind, architecture=arch,
+                  written_by=f"{DISTRIBUTION} {library_version()}")
     if model is None and len(heads) > 1:
         raise ValueError("readout: a pair has one read-out; pass model= for several heads")
     tensors = _tensors(model if model is not None else _Pair(rnn, heads[0]) if heads else rnn)

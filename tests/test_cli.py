@@ -430,3 +430,25 @@ def test_an_encoder_whose_final_state_starts_a_decoder_prunes_with_an_empty_read
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), expected.model(x), rtol=0, atol=0)
         assert rebuilt.enc.hidden_size == 4 and rebuilt.dec.hidden_size == 10
+
+
+def test_the_version_is_the_one_pyproject_declares_and_pruned_files_record_it(tmp_path, capsys):
+    """``--version``, ``pruning.__version__`` and the ``written_by`` field of a saved description all give the
+    version in pyproject.toml (the installed distribution's metadata comes from it)."""
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    import pruning
+
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert re.fullmatch(rf"python -m pruning {re.escape(declared)}\s*", capsys.readouterr().out)
+    assert pruning.__version__ == declared
+    torch.manual_seed(0)
+    res = spectral_prune((torch.nn.GRU(2, 6, batch_first=True), torch.nn.Linear(6, 2)), torch.randn(8, 4, 2), k=3)
+    record = json.loads(res.save(tmp_path / "p.safetensors").read_text())
+    assert record["written_by"] == f"spectral-rnn-pruning {declared}"
