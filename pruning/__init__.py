@@ -11,6 +11,8 @@ Public surface (statements S1-S13 as numbered in ``docs/method.md``):
   for ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU``, stacked and bidirectional; :func:`count_macs`, :func:`count_parameters`;
 * :func:`spectral_prune`: the steps of :mod:`pruning.steps` in one call, returning a :class:`PruneResult`; with
   ``target=``, the smallest k meeting an error tolerance (:func:`prune_to_target`);
+* :func:`split_linear`: a linear layer over the states and other features rewritten as one layer per part, whose
+  part over the states is then a read-out (:class:`SplitLinear`);
 * :func:`save_pruned`, :func:`load_pruned`, :func:`load_checkpoint`: safetensors out and in, checkpoints read
   without running their code (:mod:`pruning.serialization`); :func:`save_statistics`, :func:`load_statistics`: a
   covariance pass kept for later prunes.
@@ -27,6 +29,7 @@ from pruning.prune import spectral_prune
 from pruning.recurrent_stack import RecurrentStack
 from pruning.result import LayerPrune, PruneResult
 from pruning.selection import METHODS, LeverageSample, leverage_sample, select_units
+from pruning.split_linear import SplitLinear, split_linear
 from pruning.serialization import load_checkpoint, load_pruned, load_statistics, save_pruned, save_statistics
 from pruning.steps import DEFAULT_REL_LAM, DEFAULT_THETA, DEFAULT_Z, PruneSettings
 from pruning.target import prune_to_target, relative_output_error
@@ -68,4 +71,6 @@ __all__ = [
     "load_statistics",
     "save_statistics",
     "load_checkpoint",
+    "split_linear",
+    "SplitLinear",
 ]

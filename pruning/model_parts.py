@@ -182,9 +182,21 @@ def locate(model: nn.Module, rnn: Optional[str] = None, readout: Any = None) -> 
         head = _get(model, p, "readout")
         if isinstance(head, _RECURRENT):
             _check_reader(head, module, width, rnn, p)
+        elif isinstance(head, nn.Linear) and head.in_features > width and head.in_features % width:
+            raise ValueError(_mixed_input_message(p, head.in_features, rnn, width))
         elif head_blocks(head, width) == 1:
             check_readout(head, width, f"readout ({p!r})")
     return ModelParts(model, rnn, paths)
+
+
+def _mixed_input_message(path: str, features: int, rnn: str, width: int) -> str:
+    """The refusal of a linear layer over the states and other features, with the rewrite that makes it prunable."""
+    rest = features - width
+    return (f"readout ({path!r}): in_features={features} is not a whole number of {rnn!r}'s states (width {width}): "
+            f"a layer over the states beside other features, as an attention decoder's out(torch.cat((context, "
+            f"decoder_output), -1)), cannot absorb A_J as one weight. Rewrite it as one linear layer per part, which "
+            f"computes the same: model = pruning.split_linear(model, {path!r}, [{width}, {rest}]) (the widths in "
+            f"the order of the concatenation), then name the part that reads the states, readout='{path}.parts.0'")
 
 
 def _check_reader(head: nn.Module, module: nn.Module, width: int, rnn: str, path: str) -> None:
@@ -964,6 +976,13 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                       f"{parts.rnn_path!r}'s final state, an encoder's, name only the linear layers that read "
                       f"{parts.rnn_path!r}'s output sequence, readout=[] if none: the pruned module then returns its "
                       f"final state reconstructed at the original width)")
+        head = model.get_submodule(path)
+        blocks = head_blocks(head, width)
+        if blocks > 1:  # a concatenation of the states' width: maybe the states beside other features of equal width
+            where += (f" ({path!r} reads {head.in_features} features, taken as {blocks} of {parts.rnn_path!r}'s "
+                      f"states of width {width}; if some are other features, as in out(torch.cat((context, "
+                      f"decoder_output), -1)), rewrite it with pruning.split_linear(model, {path!r}, [the width of "
+                      f"each part, in order]) and name its part over the states, e.g. readout='{path}.parts.0')")
         raise ReadoutPathError(f"readout: {path!r} does not read a unit-wise linear function of {parts.rnn_path!r}'s "
                          f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
                          f"that read its states, with only dropout, identity, indexing, pooling over time or weights "
