@@ -34,8 +34,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from pruning.cells import cell_as_layer, cell_statistics, check_cell_readout_path, layer_as_cell
 from pruning.final_state import FINAL_STATE_TYPES, attach_final_state_map
-from pruning.modules import (check_readout, check_recurrent, directions, is_quantized_recurrent, output_width,
-                             owner_of, projection, replace_tensor)
+from pruning.modules import (check_readout, check_recurrent, compiled_like, directions, is_quantized_recurrent,
+                             output_width, owner_of, projection, replace_tensor, uncompiled, without_compiled_prefix)
 from pruning.recurrent_stack import RecurrentStack
 from pruning.start_slicing import attach_slice_start
 from pruning import sequences
@@ -976,13 +976,12 @@ def check_readout_path(parts: ModelParts, batch: Any, forward: Optional[Callable
                       f"{parts.rnn_path!r}'s final state, an encoder's, name only the linear layers that read "
                       f"{parts.rnn_path!r}'s output sequence, readout=[] if none: the pruned module then returns its "
                       f"final state reconstructed at the original width)")
-        head = model.get_submodule(path)
-        blocks = head_blocks(head, width)
-        if blocks > 1:  # a concatenation of the states' width: maybe the states beside other features of equal width
-            where += (f" ({path!r} reads {head.in_features} features, taken as {blocks} of {parts.rnn_path!r}'s "
-                      f"states of width {width}; if some are other features, as in out(torch.cat((context, "
-                      f"decoder_output), -1)), rewrite it with pruning.split_linear(model, {path!r}, [the width of "
-                      f"each part, in order]) and name its part over the states, e.g. readout='{path}.parts.0')")
+        if blocks[path] > 1:  # a concatenation of the states' width: maybe the states beside other features
+            where += (f" ({path!r} reads {blocks[path] * width} features, taken as {blocks[path]} of "
+                      f"{parts.rnn_path!r}'s states of width {width}; if some are other features, as in "
+                      f"out(torch.cat((context, decoder_output), -1)), rewrite it with pruning.split_linear(model, "
+                      f"{path!r}, [the width of each part, in order]) and name its part over the states, e.g. "
+                      f"readout='{path}.parts.0')")
         raise ReadoutPathError(f"readout: {path!r} does not read a unit-wise linear function of {parts.rnn_path!r}'s "
                          f"output: {where}. Spectral pruning can replace the recurrent module and the linear layers "
                          f"that read its states, with only dropout, identity, indexing, pooling over time or weights "
@@ -1208,7 +1207,6 @@ class Subject:
 
     def compiled_as_given(self, model: Optional[nn.Module]) -> Optional[nn.Module]:
         """The pruned ``model`` as the user's was: compiled with the same settings if it was compiled."""
-        from pruning.modules import compiled_like
         return compiled_like(model, self.compiled)
 
     @property
@@ -1344,8 +1342,6 @@ def resolve_subject(model_or_rnn: Any, data: Any, *, rnn: Optional[str] = None, 
     * any other model, or paths given: the modules by :func:`locate`, the data run through the model with
       :class:`RecurrentInputs`, and the read-out path checked (:func:`check_readout_path`) on the first batch.
     """
-    from pruning.modules import uncompiled, without_compiled_prefix
-
     model_or_rnn, compiled = uncompiled(model_or_rnn)
     if compiled is not None:
         rnn, readout = without_compiled_prefix(rnn), without_compiled_prefix(readout)

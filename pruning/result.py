@@ -18,6 +18,12 @@ _LOSS_COLUMNS = (("L_A (S1)", "input"), ("L_B rec (S2)", "recurrent"), ("L_B nex
                  ("objective (S3)", "objective"))
 
 
+def _shown(value: Optional[float], spec: str) -> str:
+    """``value`` formatted by ``spec``, or ``-`` for a quantity a method does not compute (None or NaN: the criteria
+    have no S3 objective, no losses and no N(lambda))."""
+    return "-" if value is None or not np.isfinite(value) else format(value, spec)
+
+
 @dataclass
 class LayerPrune:
     """What was kept in one layer and direction.
@@ -137,16 +143,14 @@ class PruneResult:
         widths = ", ".join(f"{lp.m}->{lp.k}" for lp in self.layers if lp.direction == 0)
         directions = len({lp.direction for lp in self.layers})
         model = "None" if self.model is None else type(self.model).__name__
-        readout = "None" if self.readout is None else (f"{type(self.readout).__name__}({self.readout.in_features} -> "
-                                                        f"{self.readout.out_features})"
-                                                        if isinstance(self.readout, nn.Linear)
-                                                        else type(self.readout).__name__)
-        search = "" if self.search is None else f", search=(k={self.search.get('k')}, error=" \
-            f"{self.search.get('error', float('nan')):.3g})"
-        theta = f"{self.theta:g}" if np.isfinite(self.theta) else "-"  # a criterion has no S3 objective
+        head = self.readout
+        readout = ("None" if head is None else f"{type(head).__name__}({head.in_features} -> {head.out_features})"
+                   if isinstance(head, nn.Linear) else type(head).__name__)
+        search = ("" if self.search is None else
+                  f", search=(k={self.search.get('k')}, error={self.search.get('error', float('nan')):.3g})")
         return (f"PruneResult(method={self.method!r}, widths=[{widths}]"
                 f"{f' x {directions} directions' if directions > 1 else ''}, rnn={type(self.rnn).__name__}, "
-                f"readout={readout}, model={model}, theta={theta}, Z={self.Z!r}, "
+                f"readout={readout}, model={model}, theta={_shown(self.theta, 'g')}, Z={self.Z!r}, "
                 f"reconstruct={self.reconstruct}{search})")
 
     def summary(self) -> str:
@@ -159,13 +163,11 @@ class PruneResult:
         for lp in self.layers:
             losses = [lp.losses.get(key) for _, key in _LOSS_COLUMNS]
             rows.append([str(lp.layer), str(lp.direction), str(lp.m), str(lp.k), f"{lp.lam:.3g}"]
-                        + ["-" if v is None or not np.isfinite(v) else f"{v:.3g}" for v in losses]
-                        + ["-" if not np.isfinite(lp.dof) else f"{lp.dof:.4g}"])
+                        + [_shown(v, ".3g") for v in losses] + [_shown(lp.dof, ".4g")])
         sizes = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
         lines = ["  ".join(c.rjust(w) for c, w in zip(line, sizes)) for line in [header] + rows]
-        theta = f"{self.theta:g}" if np.isfinite(self.theta) else "-"  # a criterion has no S3 objective
-        settings = (f"method={self.method}, reconstruct={self.reconstruct}, theta={theta}, Z={self.Z or '-'}, "
-                    f"covariance_mode={self.covariance_mode}")
+        settings = (f"method={self.method}, reconstruct={self.reconstruct}, theta={_shown(self.theta, 'g')}, "
+                    f"Z={self.Z or '-'}, covariance_mode={self.covariance_mode}")
         if self.search is not None:
             settings += (f"; error target {self.search.get('target')} ({self.search.get('criterion')}): "
                          f"k={self.search.get('k')}, error {self.search.get('error', float('nan')):.3g}")
