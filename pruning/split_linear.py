@@ -93,6 +93,8 @@ def split_linear(model: nn.Module, path: str, widths: Sequence[int]) -> nn.Modul
             if part.bias is not None:
                 part.bias.copy_(b.detach())
         part.weight.requires_grad_(old.weight.requires_grad)
+        if part.bias is not None:  # a frozen bias stays frozen
+            part.bias.requires_grad_(b.requires_grad)
         parts.append(part)
         start += width
     split = SplitLinear(parts)

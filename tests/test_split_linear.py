@@ -50,6 +50,9 @@ def test_bad_arguments_are_named():
         split_linear(model, "1", [2])
     with pytest.raises(ValueError, match="path: the model has no submodule 'head'"):
         split_linear(model, "head", [5])
+    model[0].bias.requires_grad_(False)  # frozen parts stay frozen
+    frozen = split_linear(model, "0", [2, 3]).get_submodule("0")
+    assert not frozen.parts[0].bias.requires_grad and frozen.parts[0].weight.requires_grad
     layer = split_linear(model, "0", [2, 3]).get_submodule("0")
     with pytest.raises(ValueError, match=r"input: expected a last dimension of 5 \(the parts' \[2, 3\]"):
         layer(torch.randn(4, 6))
